@@ -1,0 +1,3 @@
+from devconsole.cli import main
+
+raise SystemExit(main())

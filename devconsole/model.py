@@ -1,0 +1,372 @@
+"""The data model shared by every layer: connections, messages, control frames and Events.
+
+Core module: no I/O, imports neither mitmproxy nor textual.
+
+Everything that crosses the tap (proxy process -> TUI / CLI) is an *Event*: a small
+dataclass with ``__slots__``. The capture addon creates them, the tap serialises them
+(``devconsole.wire``), and a ``Session`` applies them. Commands travel the other way.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+class Opcode(enum.IntEnum):
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+    @property
+    def is_control(self) -> bool:
+        return self >= 0x8
+
+
+OPCODE_NAMES: dict[int, str] = {
+    0x0: "continuation",
+    0x1: "text",
+    0x2: "binary",
+    0x8: "close",
+    0x9: "ping",
+    0xA: "pong",
+}
+
+
+def opcode_name(op: int) -> str:
+    return OPCODE_NAMES.get(op, f"op{op:x}")
+
+
+# Direction of a frame: who sent it.
+CLIENT: Literal["client"] = "client"
+SERVER: Literal["server"] = "server"
+Side = Literal["client", "server"]
+
+
+class ConnState(enum.StrEnum):
+    CONNECTING = "connecting"  # upgrade request seen, no response yet
+    OPEN = "open"
+    CLOSING = "closing"  # a close frame was seen in one direction
+    CLOSED = "closed"
+    KILLED = "killed"  # ended by a devconsole fault (close code injected / abort)
+    HALF_OPEN = "half-open"  # devconsole forwards nothing, both sockets open
+    REFUSED = "refused"  # the upgrade got a non-101 answer
+
+
+@dataclass(slots=True)
+class Handshake:
+    """The HTTP upgrade exchange of one connection (or a refused upgrade)."""
+
+    conn: str
+    ts: float  # request start
+    client: str  # "ip:port"
+    server: str  # "host:port" of the upstream server
+    scheme: str  # "ws" or "wss"
+    url: str  # ws://host/path?query (scheme follows the client side TLS)
+    method: str
+    path: str  # path without the query
+    query: list[tuple[str, str]]
+    http_version: str
+    request_headers: list[tuple[str, str]]  # in order, duplicates kept
+    cookies: list[tuple[str, str]]
+    status: int | None = None
+    reason: str = ""
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    subprotocol: str | None = None  # as accepted by the server
+    extensions: list[str] = field(default_factory=list)  # as accepted by the server
+    ts_response: float | None = None
+    body: bytes = b""  # the response body of a refused upgrade (first few KiB)
+    body_size: int = 0  # its true size
+    error: str | None = None  # e.g. the server could not be reached
+
+    def request_header(self, name: str) -> str | None:
+        lname = name.lower()
+        for k, v in self.request_headers:
+            if k.lower() == lname:
+                return v
+        return None
+
+    def response_header(self, name: str) -> str | None:
+        lname = name.lower()
+        for k, v in self.response_headers:
+            if k.lower() == lname:
+                return v
+        return None
+
+    @property
+    def requested_subprotocols(self) -> list[str]:
+        return _split_header_values(self.request_headers, "sec-websocket-protocol")
+
+    @property
+    def requested_extensions(self) -> list[str]:
+        return _split_header_values(self.request_headers, "sec-websocket-extensions")
+
+
+def _split_header_values(headers: list[tuple[str, str]], name: str) -> list[str]:
+    out: list[str] = []
+    for k, v in headers:
+        if k.lower() == name:
+            out.extend(p.strip() for p in v.split(",") if p.strip())
+    return out
+
+
+# --------------------------------------------------------------------------- Events
+
+
+@dataclass(slots=True)
+class HandshakeEvent:
+    """A 101 upgrade: a WebSocket connection opens."""
+
+    handshake: Handshake
+
+
+@dataclass(slots=True)
+class RefusedEvent:
+    """An upgrade request answered with anything but 101 (401, 403, 426, 200, 502...)."""
+
+    handshake: Handshake
+
+
+@dataclass(slots=True)
+class Message:
+    """One data message (text or binary), assembled from one or more frames."""
+
+    seq: int
+    conn: str
+    ts: float
+    side: Side  # who sent it
+    opcode: int  # Opcode.TEXT or Opcode.BINARY
+    payload: bytes  # decoded (inflated, unmasked); possibly truncated, see ``size``
+    size: int  # true decoded payload size
+    wire_size: int  # bytes on the wire, frame headers included
+    frames: int = 1
+    compressed: bool = False
+    rsv: int = 0  # RSV bits of the first frame (rsv1<<2 | rsv2<<1 | rsv3)
+    utf8_ok: bool = True  # False: a text message whose payload is not valid UTF-8
+    injected: bool = False  # built and sent by devconsole
+    dropped: bool = False  # captured but not forwarded (half-open)
+    frame_sizes: tuple[int, ...] = ()  # payload size of each frame when frames > 1
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.payload) < self.size
+
+    @property
+    def is_text(self) -> bool:
+        return self.opcode == Opcode.TEXT
+
+
+@dataclass(slots=True)
+class ControlFrame:
+    """A ping, pong or close frame (possibly interleaved inside a fragmented message)."""
+
+    seq: int
+    conn: str
+    ts: float
+    side: Side
+    opcode: int  # Opcode.PING / PONG / CLOSE
+    payload: bytes
+    wire_size: int
+    code: int | None = None  # close frames
+    reason: str = ""  # close frames
+    injected: bool = False
+    dropped: bool = False
+    error: str | None = None  # e.g. a close frame with an invalid code
+
+    @property
+    def size(self) -> int:
+        return len(self.payload)
+
+
+Item = Message | ControlFrame  # what the stream shows, each with a global seq
+
+
+@dataclass(slots=True)
+class EndEvent:
+    """The TCP connection(s) of a WebSocket connection are gone."""
+
+    conn: str
+    ts: float
+    clean: bool  # a close frame was exchanged before the TCP end
+    closed_by: Side | Literal["proxy"] | None  # who sent the first close frame / killed it
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class ProtocolErrorEvent:
+    """The frame parser gave up on one direction of a connection. Forwarding is unaffected."""
+
+    conn: str
+    ts: float
+    side: Side
+    offset: int  # byte offset in that direction's stream
+    error: str
+
+
+@dataclass(slots=True)
+class StateEvent:
+    """A fault changed a connection's state (half-open, released, killed)."""
+
+    conn: str
+    ts: float
+    state: str  # a ConnState value
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class GapEvent:
+    """Events this client did not receive: evicted before a late attach, or skipped by a
+    slow client. ``missed`` counts events."""
+
+    missed: int
+    reason: str
+
+
+@dataclass(slots=True)
+class ConnSnapshot:
+    """The proxy's view of one connection when a tap client attaches: handshake, state and
+    counters up to ``Snapshot.seq``."""
+
+    handshake: Handshake
+    state: str
+    msgs_in: int  # server -> client
+    msgs_out: int  # client -> server
+    bytes_in: int
+    bytes_out: int
+    close_code: int | None
+    close_reason: str
+    closed_by: str | None
+    ts_end: float | None
+    clean: bool | None = None
+    errors: list[str] = field(default_factory=list)
+    half_open: bool = False
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """First event a tap client receives: every known connection, and the seq the counters
+    include. Buffered events follow; counters are not incremented for seq <= ``seq``."""
+
+    seq: int
+    connections: list[ConnSnapshot]
+    proxy: str  # listen address(es) of the proxy, for display
+    evicted_messages: int  # how many the proxy's ring buffer evicted so far
+
+
+Event = (
+    HandshakeEvent
+    | RefusedEvent
+    | Message
+    | ControlFrame
+    | EndEvent
+    | ProtocolErrorEvent
+    | StateEvent
+    | GapEvent
+    | Snapshot
+)
+
+
+# --------------------------------------------------------------------------- Commands
+
+
+@dataclass(slots=True)
+class CloseCommand:
+    """Send close frames with ``code`` and ``reason`` to ``to``, then end the connection."""
+
+    conn: str
+    code: int
+    reason: str = ""
+    to: Literal["client", "server", "both"] = "both"
+    id: int = 0
+
+
+@dataclass(slots=True)
+class AbortCommand:
+    """Drop both TCP connections at once, with no close frame; ``rst`` sends a TCP reset."""
+
+    conn: str
+    rst: bool = False
+    id: int = 0
+
+
+@dataclass(slots=True)
+class HalfOpenCommand:
+    """Forward nothing in either direction while both sockets stay open."""
+
+    conn: str
+    id: int = 0
+
+
+@dataclass(slots=True)
+class ReleaseCommand:
+    """End half-open: traffic flows again."""
+
+    conn: str
+    id: int = 0
+
+
+@dataclass(slots=True)
+class InjectCommand:
+    """Send a message or ping built by devconsole to ``to``, at a frame boundary."""
+
+    conn: str
+    to: Side
+    opcode: int  # TEXT, BINARY or PING
+    payload: bytes
+    id: int = 0
+
+
+Command = CloseCommand | AbortCommand | HalfOpenCommand | ReleaseCommand | InjectCommand
+
+
+@dataclass(slots=True)
+class CommandResult:
+    """The addon's answer to a Command with the same ``id``."""
+
+    id: int
+    ok: bool
+    error: str = ""
+
+
+# close codes (RFC 6455 section 7.4.1 and the IANA registry)
+CLOSE_CODES: dict[int, str] = {
+    1000: "Normal Closure",
+    1001: "Going Away",
+    1002: "Protocol Error",
+    1003: "Unsupported Data",
+    1004: "Reserved",
+    1005: "No Status Received",
+    1006: "Abnormal Closure",
+    1007: "Invalid Frame Payload Data",
+    1008: "Policy Violation",
+    1009: "Message Too Big",
+    1010: "Mandatory Extension",
+    1011: "Internal Error",
+    1012: "Service Restart",
+    1013: "Try Again Later",
+    1014: "Bad Gateway",
+    1015: "TLS Handshake",
+}
+
+
+def close_code_meaning(code: int | None) -> str:
+    if code is None:
+        return "no status code"
+    if code in CLOSE_CODES:
+        return CLOSE_CODES[code]
+    if 3000 <= code <= 3999:
+        return "registered (libraries, frameworks, applications)"
+    if 4000 <= code <= 4999:
+        return "private use (application-defined)"
+    if 1016 <= code <= 2999:
+        return "reserved for the WebSocket protocol"
+    return "invalid"
+
+
+def valid_close_code(code: int) -> bool:
+    """Codes a peer may send in a close frame (RFC 6455 7.4)."""
+    return (1000 <= code <= 1014 and code not in (1004, 1005, 1006)) or 3000 <= code <= 4999

@@ -1,0 +1,404 @@
+"""A Session applies Events: it owns the connections, the ring buffer and filtered views.
+
+Core module: no I/O. The capture addon keeps one (the backlog for late tap clients), and
+every tap client (TUI, ``devconsole tail``/``conns``) keeps its own, fed from the tap.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from devconsole.model import (
+    CLIENT,
+    ConnSnapshot,
+    ConnState,
+    ControlFrame,
+    EndEvent,
+    Event,
+    GapEvent,
+    Handshake,
+    HandshakeEvent,
+    Item,
+    Message,
+    Opcode,
+    ProtocolErrorEvent,
+    RefusedEvent,
+    Snapshot,
+    StateEvent,
+)
+from devconsole.ringbuffer import RingBuffer
+
+Predicate = Callable[[Item], bool]
+Observer = Callable[[Event], None]
+
+
+@dataclass(slots=True)
+class Connection:
+    """Everything known about one WebSocket connection (or refused upgrade)."""
+
+    id: str
+    handshake: Handshake
+    state: str = ConnState.OPEN
+    msgs_in: int = 0  # server -> client
+    msgs_out: int = 0  # client -> server
+    bytes_in: int = 0  # payload bytes
+    bytes_out: int = 0
+    close_code: int | None = None
+    close_reason: str = ""
+    closed_by: str | None = None  # "client", "server", "proxy"
+    ts_end: float | None = None
+    clean: bool | None = None
+    last_in: float | None = None  # ts of the last frame server -> client
+    last_out: float | None = None
+    largest_message: int = 0
+    injected: int = 0
+    dropped: int = 0
+    errors: list[str] = field(default_factory=list)  # protocol errors, one per direction
+    half_open: bool = False
+
+    @property
+    def ts_start(self) -> float:
+        return self.handshake.ts
+
+    @property
+    def client(self) -> str:
+        return self.handshake.client
+
+    @property
+    def url(self) -> str:
+        return self.handshake.url
+
+    @property
+    def path(self) -> str:
+        return self.handshake.path
+
+    @property
+    def refused(self) -> bool:
+        return self.state == ConnState.REFUSED
+
+    @property
+    def live(self) -> bool:
+        return self.ts_end is None and self.state not in (ConnState.REFUSED, ConnState.CLOSED)
+
+    def snapshot(self) -> ConnSnapshot:
+        return ConnSnapshot(
+            handshake=self.handshake,
+            state=self.state,
+            msgs_in=self.msgs_in,
+            msgs_out=self.msgs_out,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            close_code=self.close_code,
+            close_reason=self.close_reason,
+            closed_by=self.closed_by,
+            ts_end=self.ts_end,
+            clean=self.clean,
+            errors=list(self.errors),
+            half_open=self.half_open,
+        )
+
+    @classmethod
+    def from_snapshot(cls, s: ConnSnapshot) -> Connection:
+        return cls(
+            id=s.handshake.conn,
+            handshake=s.handshake,
+            state=s.state,
+            msgs_in=s.msgs_in,
+            msgs_out=s.msgs_out,
+            bytes_in=s.bytes_in,
+            bytes_out=s.bytes_out,
+            close_code=s.close_code,
+            close_reason=s.close_reason,
+            closed_by=s.closed_by,
+            ts_end=s.ts_end,
+            clean=s.clean,
+            errors=list(s.errors),
+            half_open=s.half_open,
+        )
+
+
+class Session:
+    """Applies Events; serves connections, the buffered stream and filtered views."""
+
+    def __init__(
+        self,
+        max_items: int = 100_000,
+        max_bytes: int = 256 << 20,
+        max_connections: int = 10_000,
+    ) -> None:
+        self.buffer = RingBuffer(max_items, max_bytes)
+        self.connections: dict[str, Connection] = {}
+        self.max_connections = max_connections
+        self.last_seq = 0  # highest seq seen
+        self.counted_seq = 0  # items with seq <= this are already in the counters
+        self.total_messages = 0
+        self.total_bytes = 0
+        self.missed = 0  # events this session never received (gaps)
+        self.proxy = ""  # the proxy's listen address, from the Snapshot
+        self.upstream_evicted = 0  # evictions in the proxy's buffer before we attached
+        self.evicted_connections = 0
+        self.observers: list[Observer] = []
+        self.version = 0  # bumped on every applied event (cheap change detection for UIs)
+
+    # ----------------------------------------------------------------- applying events
+
+    def apply_all(self, events: Iterable[Event]) -> None:
+        for ev in events:
+            self.apply(ev)
+
+    def apply(self, ev: Event) -> None:
+        self.version += 1
+        if isinstance(ev, Message):
+            self._apply_message(ev)
+        elif isinstance(ev, ControlFrame):
+            self._apply_control(ev)
+        elif isinstance(ev, HandshakeEvent):
+            self._add_connection(Connection(ev.handshake.conn, ev.handshake))
+        elif isinstance(ev, RefusedEvent):
+            hs = ev.handshake
+            conn = Connection(hs.conn, hs, state=ConnState.REFUSED, ts_end=hs.ts_response)
+            self._add_connection(conn)
+        elif isinstance(ev, EndEvent):
+            self._apply_end(ev)
+        elif isinstance(ev, StateEvent):
+            c = self.connections.get(ev.conn)
+            if c is not None:
+                c.half_open = ev.state == ConnState.HALF_OPEN
+                if c.ts_end is None or ev.state == ConnState.KILLED:
+                    c.state = ev.state
+                if ev.state == ConnState.KILLED:
+                    c.closed_by = "proxy"
+        elif isinstance(ev, ProtocolErrorEvent):
+            c = self.connections.get(ev.conn)
+            if c is not None:
+                c.errors.append(f"{ev.side} stream at byte {ev.offset}: {ev.error}")
+        elif isinstance(ev, GapEvent):
+            self.missed += ev.missed
+        elif isinstance(ev, Snapshot):
+            self._apply_snapshot(ev)
+        for obs in self.observers:
+            obs(ev)
+
+    def _add_item(self, item: Item) -> None:
+        if item.seq > self.last_seq:
+            self.last_seq = item.seq
+        self.buffer.append(item)
+
+    def _apply_message(self, m: Message) -> None:
+        self._add_item(m)
+        c = self.connections.get(m.conn)
+        if c is None:
+            return
+        if m.side == CLIENT:
+            c.last_out = m.ts
+        else:
+            c.last_in = m.ts
+        if m.seq <= self.counted_seq:
+            return
+        self.total_messages += 1
+        self.total_bytes += m.size
+        if m.side == CLIENT:
+            c.msgs_out += 1
+            c.bytes_out += m.size
+        else:
+            c.msgs_in += 1
+            c.bytes_in += m.size
+        if m.size > c.largest_message:
+            c.largest_message = m.size
+        if m.injected:
+            c.injected += 1
+        if m.dropped:
+            c.dropped += 1
+
+    def _apply_control(self, f: ControlFrame) -> None:
+        self._add_item(f)
+        c = self.connections.get(f.conn)
+        if c is None:
+            return
+        if f.side == CLIENT:
+            c.last_out = f.ts
+        else:
+            c.last_in = f.ts
+        if f.seq <= self.counted_seq:
+            return
+        if f.injected:
+            c.injected += 1
+        if f.dropped:
+            c.dropped += 1
+        if f.opcode == Opcode.CLOSE and not f.dropped:
+            if c.close_code is None and c.closed_by is None:
+                c.close_code = f.code
+                c.close_reason = f.reason
+                c.closed_by = "proxy" if f.injected else f.side
+            if c.state in (ConnState.OPEN, ConnState.HALF_OPEN):
+                c.state = ConnState.CLOSING
+
+    def _apply_end(self, ev: EndEvent) -> None:
+        c = self.connections.get(ev.conn)
+        if c is None:
+            return
+        c.ts_end = ev.ts
+        c.clean = ev.clean
+        c.half_open = False
+        if ev.closed_by is not None:
+            c.closed_by = ev.closed_by
+        if c.state != ConnState.KILLED:
+            c.state = ConnState.CLOSED
+        if ev.error and ev.error not in c.errors:
+            c.errors.append(ev.error)
+
+    def _apply_snapshot(self, snap: Snapshot) -> None:
+        self.proxy = snap.proxy
+        self.upstream_evicted = snap.evicted_messages
+        self.counted_seq = max(self.counted_seq, snap.seq)
+        self.last_seq = max(self.last_seq, snap.seq)
+        for cs in snap.connections:
+            conn = Connection.from_snapshot(cs)
+            old = self.connections.get(conn.id)
+            if old is not None:  # a re-sync after a gap: replace, do not add twice
+                self.total_messages -= old.msgs_in + old.msgs_out
+                self.total_bytes -= old.bytes_in + old.bytes_out
+                conn.largest_message = old.largest_message
+            self.total_messages += cs.msgs_in + cs.msgs_out
+            self.total_bytes += cs.bytes_in + cs.bytes_out
+            self._add_connection(conn)
+
+    def _add_connection(self, conn: Connection) -> None:
+        self.connections[conn.id] = conn
+        if len(self.connections) > self.max_connections:
+            # Forget the oldest ended connection(s); live ones are always kept.
+            for cid, c in list(self.connections.items()):
+                if len(self.connections) <= self.max_connections:
+                    break
+                if c.ts_end is not None or c.state == ConnState.REFUSED:
+                    del self.connections[cid]
+                    self.evicted_connections += 1
+
+    # ----------------------------------------------------------------- queries
+
+    def snapshot(self, proxy: str = "") -> Snapshot:
+        return Snapshot(
+            seq=self.last_seq,
+            connections=[c.snapshot() for c in self.connections.values()],
+            proxy=proxy,
+            evicted_messages=self.buffer.evicted_items,
+        )
+
+    def get(self, seq: int) -> Item | None:
+        return self.buffer.get(seq)
+
+    @property
+    def evicted(self) -> int:
+        return self.buffer.evicted_items + self.upstream_evicted
+
+    def items(self, conn: str | None = None) -> Iterable[Item]:
+        return self.buffer if conn is None else self.buffer.conn_items(conn)
+
+
+class FilteredView:
+    """The seqs of buffered items that match a predicate (and optionally one connection).
+
+    ``catch_up()`` matches only the items that arrived since the last call, so a live view
+    costs O(new items). ``rescan()`` rebuilds from the whole buffer; it touches only local
+    state until the final swap, so a UI can run it in a worker thread and swap atomically.
+    Evicted seqs are trimmed lazily from the front.
+    """
+
+    def __init__(
+        self, session: Session, predicate: Predicate | None = None, conn: str | None = None
+    ) -> None:
+        self.session = session
+        self.predicate = predicate
+        self.conn = conn
+        self.seqs: deque[int] = deque()
+        self.scanned_to = 0
+        self._lock = threading.Lock()
+
+    def _match(self, items: Iterable[Item]) -> list[int]:
+        pred = self.predicate
+        if pred is None:
+            return [it.seq for it in items]
+        return [it.seq for it in items if pred(it)]
+
+    def catch_up(self) -> int:
+        """Match new items; returns how many were added."""
+        with self._lock:
+            new = self.session.buffer.since(self.scanned_to, self.conn)
+            if not new:
+                self._trim()
+                return 0
+            added = self._match(new)
+            self.seqs.extend(added)
+            self.scanned_to = new[-1].seq
+            self._trim()
+            return len(added)
+
+    def snapshot_items(self, conn: str | None = None) -> tuple[list[Item], int]:
+        """The buffered items to rescan, and the seq they reach. Call it on the thread that
+        applies events (copying a deque while another thread appends to it is unsafe); the
+        copy of 1,000,000 references takes a few milliseconds."""
+        buf = self.session.buffer
+        return list(buf if conn is None else buf.conn_items(conn)), self.session.last_seq
+
+    def rescan(
+        self,
+        predicate: Predicate | None,
+        conn: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+        chunk: int = 50_000,
+        source: tuple[list[Item], int] | None = None,
+    ) -> bool:
+        """Rebuild for a new predicate/connection. Returns False if cancelled.
+
+        ``source`` is a ``snapshot_items()`` result taken on the event thread; with it the
+        matching can run in a worker thread."""
+        items, upto = source if source is not None else self.snapshot_items(conn)
+        total = len(items)
+        matched: list[int] = []
+        pred = predicate
+        for start in range(0, total, chunk):
+            if cancelled is not None and cancelled():
+                return False
+            part = items[start : start + chunk]
+            if pred is None:
+                matched.extend(it.seq for it in part)
+            else:
+                matched.extend(it.seq for it in part if pred(it))
+            if progress is not None:
+                progress(min(start + chunk, total), total)
+        with self._lock:
+            self.predicate = predicate
+            self.conn = conn
+            self.seqs = deque(matched)
+            self.scanned_to = upto
+        # Items that arrived during the scan are matched by the next catch_up().
+        return True
+
+    def _trim(self) -> None:
+        first = self.session.buffer.first_seq
+        seqs = self.seqs
+        if first is None:
+            seqs.clear()
+            return
+        while seqs and seqs[0] < first:
+            seqs.popleft()
+
+    def clear(self) -> None:
+        """Hide everything seen so far (the buffer keeps it)."""
+        with self._lock:
+            self.seqs.clear()
+            self.scanned_to = max(self.scanned_to, self.session.last_seq)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def item_at(self, index: int) -> Item | None:
+        try:
+            seq = self.seqs[index]
+        except IndexError:
+            return None
+        return self.session.get(seq)

@@ -1,0 +1,552 @@
+"""The tap: an asyncio server (in the proxy process) and client around ``devconsole.wire``.
+
+Addresses:
+
+- a filesystem path: a Unix socket, created 0600 inside a 0700 directory. The default is
+  ``$XDG_RUNTIME_DIR/devconsole/tap.sock`` (or ``/tmp/devconsole-UID/tap.sock``).
+- ``tcp://127.0.0.1:PORT``: TCP, for a viewer that cannot reach the socket; requires a
+  token. The proxy generates one and stores it 0600 in the runtime directory; the client
+  takes ``--token`` or reads that file.
+
+The server never lets a viewer slow the proxy: publishing an event is a list append; each
+client has its own sender task, and a client whose queue overflows loses that queue, is
+sent a ``GapEvent`` with the count it missed and then a fresh ``Snapshot``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import errno
+import hmac
+import logging
+import os
+import secrets
+import stat
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devconsole import wire
+from devconsole.model import Command, CommandResult, Event, GapEvent, Snapshot
+from devconsole.session import Session
+from devconsole.source import EventsCallback, SourceError
+
+logger = logging.getLogger("devconsole.tap")
+
+BATCH_EVENTS = 2_000  # events per EVENTS frame
+FLUSH_INTERVAL = 0.01  # seconds a sender waits to gather a batch
+MAX_QUEUE = 200_000  # events queued for one client before it is skipped ahead
+BACKLOG_CHUNK = 2_000
+
+
+class TapError(Exception):
+    """The tap cannot be started or reached (message is for the user)."""
+
+
+# ------------------------------------------------------------------ addresses
+
+
+def runtime_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base) and os.access(base, os.W_OK):
+        d = Path(base) / "devconsole"
+    else:
+        d = Path("/tmp") / f"devconsole-{os.getuid()}"
+    return d
+
+
+def ensure_private_dir(d: Path) -> Path:
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = d.stat()
+    if st.st_uid != os.getuid():
+        raise TapError(f"{d} belongs to another user; choose a tap path with --tap")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(d, 0o700)
+    return d
+
+
+def default_tap() -> str:
+    return str(runtime_dir() / "tap.sock")
+
+
+@dataclass(frozen=True, slots=True)
+class TapAddress:
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def is_tcp(self) -> bool:
+        return self.path is None
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return self.path
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}"
+
+    def token_file(self) -> Path:
+        return runtime_dir() / f"tap-{self.port}.token"
+
+
+def parse_tap(spec: str | None) -> TapAddress:
+    """``None``/"" = the default socket; ``tcp://HOST:PORT``; anything else a socket path."""
+    if not spec:
+        return TapAddress(path=default_tap())
+    if spec.startswith("tcp://"):
+        rest = spec[len("tcp://") :]
+        host, sep, port_s = rest.rpartition(":")
+        if not sep or not host:
+            raise TapError(f"bad tap address {spec!r}: expected tcp://HOST:PORT")
+        host = host.strip("[]")
+        try:
+            port = int(port_s)
+        except ValueError:
+            raise TapError(f"bad tap address {spec!r}: port must be a number") from None
+        if not 0 <= port <= 65535:
+            raise TapError(f"bad tap address {spec!r}: port out of range")
+        return TapAddress(host=host, port=port)
+    if "://" in spec:
+        raise TapError(f"bad tap address {spec!r}: use a socket path or tcp://HOST:PORT")
+    return TapAddress(path=os.path.abspath(os.path.expanduser(spec)))
+
+
+def read_token(addr: TapAddress) -> str | None:
+    try:
+        return addr.token_file().read_text().strip() or None
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------ server
+
+
+class _Client:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.queue: list[Event] = []
+        self.wake = asyncio.Event()
+        self.missed = 0
+        self.resync = False
+        self.ready = False  # backlog sent, live events go out directly
+        self.closed = False
+
+
+CommandHandler = Callable[[Command], Coroutine[Any, Any, CommandResult]]
+
+
+class TapServer:
+    """Serves a Session's backlog and live events; forwards Commands to ``on_command``."""
+
+    def __init__(
+        self,
+        session: Session,
+        on_command: CommandHandler,
+        proxy_desc: Callable[[], str] = lambda: "",
+        max_queue: int = MAX_QUEUE,
+    ) -> None:
+        self.session = session
+        self.on_command = on_command
+        self.proxy_desc = proxy_desc
+        self.max_queue = max_queue
+        self.clients: set[_Client] = set()
+        self.address: TapAddress | None = None
+        self.token: str | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle
+
+    async def start(self, addr: TapAddress) -> TapAddress:
+        if addr.path is not None:
+            path = Path(addr.path)
+            ensure_private_dir(path.parent) if path.parent == runtime_dir() else None
+            if path.exists() or path.is_symlink():
+                if not stat.S_ISSOCK(path.lstat().st_mode):
+                    raise TapError(f"tap path {path} exists and is not a socket")
+                if await _socket_alive(str(path)):
+                    raise TapError(
+                        f"tap socket {path} is in use by another devconsole; "
+                        "choose another with --tap PATH"
+                    )
+                path.unlink()
+            old_umask = os.umask(0o177)
+            try:
+                self._server = await asyncio.start_unix_server(
+                    self._handle, path=str(path), limit=1 << 20
+                )
+            except OSError as e:
+                raise TapError(f"cannot listen on tap socket {path}: {e.strerror}") from None
+            finally:
+                os.umask(old_umask)
+            os.chmod(path, 0o600)
+            self.address = addr
+        else:
+            assert addr.host is not None and addr.port is not None
+            try:
+                self._server = await asyncio.start_server(
+                    self._handle, addr.host, addr.port, limit=1 << 20
+                )
+            except OSError as e:
+                msg = "address in use" if e.errno == errno.EADDRINUSE else e.strerror
+                raise TapError(f"cannot listen on tap {addr}: {msg}") from None
+            port = self._server.sockets[0].getsockname()[1]
+            self.address = TapAddress(host=addr.host, port=port)
+            self.token = secrets.token_urlsafe(32)
+            tf = self.address.token_file()
+            ensure_private_dir(tf.parent)
+            fd = os.open(tf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.token + "\n")
+            os.chmod(tf, 0o600)
+        return self.address
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)
+        for c in list(self.clients):
+            self._drop(c)
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.address is not None:
+            if self.address.path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.address.path)
+            else:
+                with contextlib.suppress(OSError):
+                    self.address.token_file().unlink()
+        self._server = None
+
+    # -- publishing (called on the proxy's loop for every event: keep it cheap)
+
+    def publish(self, ev: Event) -> None:
+        for c in self.clients:
+            q = c.queue
+            q.append(ev)
+            if len(q) == 1:
+                c.wake.set()
+            elif len(q) > self.max_queue:
+                c.missed += len(q)
+                q.clear()
+                c.resync = True
+
+    # -- connection handling
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client = _Client(writer)
+        frames = FrameReader(reader, max_object=16 << 20)
+        try:
+            hello = await asyncio.wait_for(frames.next(), 10)
+            if hello is None or hello[0] != wire.HELLO or not isinstance(hello[1], dict):
+                await self._refuse(writer, "expected a hello")
+                return
+            body = hello[1]
+            if body.get("version") != wire.PROTOCOL_VERSION:
+                await self._refuse(
+                    writer, f"tap protocol version {body.get('version')!r} is not supported"
+                )
+                return
+            if self.token is not None:
+                token = body.get("token")
+                if not isinstance(token, str) or not hmac.compare_digest(
+                    token.encode(), self.token.encode()
+                ):
+                    await self._refuse(writer, "bad or missing tap token")
+                    return
+            writer.write(
+                wire.pack(
+                    wire.WELCOME, {"version": wire.PROTOCOL_VERSION, "proxy": self.proxy_desc()}
+                )
+            )
+            # Register for live events and take the backlog in the same loop step, so
+            # nothing falls between the two.
+            backlog: list[Event] = [self.session.snapshot(self.proxy_desc())]
+            backlog.extend(self.session.buffer)
+            self.clients.add(client)
+            self._spawn(self._sender(client, backlog))
+            while True:
+                frame = await frames.next()
+                if frame is None:
+                    break
+                kind, cbody = frame
+                if kind != wire.COMMAND:
+                    continue
+                self._spawn(self._run_command(client, cbody))
+        except (TimeoutError, wire.WireError) as e:
+            logger.info("tap client dropped: %s", e)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._drop(client)
+
+    async def _refuse(self, writer: asyncio.StreamWriter, msg: str) -> None:
+        logger.warning("tap client refused: %s", msg)
+        with contextlib.suppress(Exception):
+            writer.write(wire.pack(wire.ERROR, msg))
+            await asyncio.wait_for(writer.drain(), 1)
+        writer.close()
+
+    async def _run_command(self, client: _Client, body: Any) -> None:
+        try:
+            cmd = wire.decode_command(body)
+        except wire.WireError as e:
+            res = CommandResult(
+                body[-1] if isinstance(body, list) and body and isinstance(body[-1], int) else 0,
+                False,
+                str(e),
+            )
+        else:
+            try:
+                res = await self.on_command(cmd)
+            except Exception as e:  # a bug in a command must not kill the tap
+                logger.exception("command failed")
+                res = CommandResult(cmd.id, False, f"internal error: {e}")
+        if not client.closed:
+            with contextlib.suppress(Exception):
+                client.writer.write(wire.pack(wire.RESULT, wire.encode_result(res)))
+
+    def _drop(self, client: _Client) -> None:
+        if client.closed:
+            return
+        client.closed = True
+        self.clients.discard(client)
+        client.wake.set()
+        with contextlib.suppress(Exception):
+            client.writer.close()
+
+    async def _write(self, client: _Client, events: list[Event]) -> None:
+        w = client.writer
+        for i in range(0, len(events), BATCH_EVENTS):
+            w.write(wire.pack_events(events[i : i + BATCH_EVENTS]))
+            await w.drain()
+
+    async def _sender(self, client: _Client, backlog: list[Event]) -> None:
+        try:
+            for i in range(0, len(backlog), BACKLOG_CHUNK):
+                await self._write(client, backlog[i : i + BACKLOG_CHUNK])
+            client.ready = True
+            while not client.closed:
+                await client.wake.wait()
+                client.wake.clear()
+                if client.closed:
+                    break
+                await asyncio.sleep(FLUSH_INTERVAL)  # gather a batch
+                if client.resync:
+                    client.resync = False
+                    missed, client.missed = client.missed, 0
+                    pending = client.queue
+                    client.queue = []
+                    snap = self.session.snapshot(self.proxy_desc())
+                    # Events queued after the overflow that the snapshot already counts
+                    # are harmless: the session does not count seq <= snapshot.seq twice.
+                    await self._write(
+                        client,
+                        [GapEvent(missed, "tap client too slow: skipped ahead"), snap, *pending],
+                    )
+                    continue
+                batch = client.queue
+                if not batch:
+                    continue
+                client.queue = []
+                await self._write(client, batch)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._drop(client)
+
+
+async def _socket_alive(path: str) -> bool:
+    try:
+        _, w = await asyncio.wait_for(asyncio.open_unix_connection(path), 1)
+    except (TimeoutError, OSError):
+        return False
+    w.close()
+    return True
+
+
+class FrameReader:
+    """Reads ``(kind, body)`` tap frames from a StreamReader."""
+
+    def __init__(self, reader: asyncio.StreamReader, max_object: int = wire.MAX_OBJECT) -> None:
+        self.reader = reader
+        self.decoder = wire.Decoder(max_object)
+        self.pending: collections.deque[tuple[int, Any]] = collections.deque()
+
+    async def next(self) -> tuple[int, Any] | None:
+        """The next frame, or None at EOF. Raises WireError on malformed data."""
+        while not self.pending:
+            try:
+                data = await self.reader.read(1 << 18)
+            except (ConnectionError, OSError):
+                return None
+            if not data:
+                return None
+            self.decoder.feed(data)
+            self.pending.extend(self.decoder.frames())
+        return self.pending.popleft()
+
+
+# ------------------------------------------------------------------ client
+
+
+class TapClient:
+    """A Source reading a live tap."""
+
+    def __init__(
+        self, addr: TapAddress | str | None = None, token: str | None = None, timeout: float = 5
+    ) -> None:
+        self.addr = addr if isinstance(addr, TapAddress) else parse_tap(addr)
+        self.token = token
+        self.timeout = timeout
+        self.description = f"tap {self.addr}"
+        self.proxy = ""
+        self._frames: FrameReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._results: dict[int, asyncio.Future[CommandResult]] = {}
+        self._next_id = 1
+        self._closed = False
+
+    async def connect(self) -> None:
+        addr = self.addr
+        try:
+            if addr.path is not None:
+                r, w = await asyncio.wait_for(
+                    asyncio.open_unix_connection(addr.path, limit=1 << 20), self.timeout
+                )
+            else:
+                r, w = await asyncio.wait_for(
+                    asyncio.open_connection(addr.host, addr.port, limit=1 << 20), self.timeout
+                )
+        except FileNotFoundError:
+            raise SourceError(f"no devconsole tap at {addr} (is the proxy running?)") from None
+        except ConnectionRefusedError:
+            raise SourceError(f"no devconsole tap at {addr} (connection refused)") from None
+        except TimeoutError:
+            raise SourceError(f"tap {addr} did not answer") from None
+        except OSError as e:
+            raise SourceError(f"cannot reach tap {addr}: {e.strerror or e}") from None
+        token = self.token
+        if addr.is_tcp and token is None:
+            token = read_token(addr)
+        w.write(wire.pack(wire.HELLO, {"version": wire.PROTOCOL_VERSION, "token": token}))
+        self._frames, self._writer = FrameReader(r), w
+        frame = await asyncio.wait_for(self._next(), self.timeout)
+        if frame is None:
+            raise SourceError(f"tap {addr} closed the connection")
+        kind, body = frame
+        if kind == wire.ERROR:
+            raise SourceError(f"tap {addr} refused: {body}")
+        if kind != wire.WELCOME or not isinstance(body, dict):
+            raise SourceError(f"tap {addr} answered with something unexpected")
+        proxy = body.get("proxy")
+        self.proxy = proxy if isinstance(proxy, str) else ""
+
+    async def _next(self) -> tuple[int, Any] | None:
+        assert self._frames is not None
+        try:
+            return await self._frames.next()
+        except wire.WireError as e:
+            raise SourceError(f"tap {self.addr} sent malformed data: {e}") from None
+
+    async def run(self, on_events: EventsCallback) -> None:
+        if self._writer is None:
+            await self.connect()
+        try:
+            while True:
+                frame = await self._next()
+                if frame is None:
+                    break
+                kind, body = frame
+                try:
+                    if kind == wire.EVENTS:
+                        on_events(wire.decode_events(body))
+                    elif kind == wire.RESULT:
+                        res = wire.decode_result(body)
+                        fut = self._results.pop(res.id, None)
+                        if fut is not None and not fut.done():
+                            fut.set_result(res)
+                except wire.WireError as e:
+                    raise SourceError(f"tap {self.addr} sent malformed data: {e}") from None
+        finally:
+            for fut in self._results.values():
+                if not fut.done():
+                    fut.set_result(CommandResult(0, False, "tap connection closed"))
+            self._results.clear()
+
+    async def command(self, cmd: Command) -> CommandResult:
+        if self._writer is None or self._closed:
+            raise SourceError("not connected to a tap")
+        cmd.id = self._next_id
+        self._next_id += 1
+        fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._results[cmd.id] = fut
+        self._writer.write(wire.pack(wire.COMMAND, wire.encode_command(cmd)))
+        await self._writer.drain()
+        return await asyncio.wait_for(fut, 30)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+
+
+async def collect(
+    addr: TapAddress | str | None,
+    token: str | None = None,
+    until: Callable[[Session], bool] | None = None,
+    idle: float = 0.3,
+    timeout: float = 10,
+) -> Session:
+    """Attach, apply the backlog to a new Session, and return it once the stream has been
+    quiet for ``idle`` seconds (or ``until(session)`` holds)."""
+    client = TapClient(addr, token)
+    await client.connect()
+    session = Session(max_items=10_000_000, max_bytes=1 << 40)
+    last = time.monotonic()
+
+    def on_events(evs: list[Event]) -> None:
+        nonlocal last
+        session.apply_all(evs)
+        last = time.monotonic()
+
+    task = asyncio.ensure_future(client.run(on_events))
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.02)
+            if until is not None and until(session):
+                break
+            if until is None and session.version > 0 and time.monotonic() - last > idle:
+                break
+    finally:
+        await client.close()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+    return session
+
+
+__all__ = [
+    "Snapshot",
+    "TapAddress",
+    "TapClient",
+    "TapError",
+    "TapServer",
+    "collect",
+    "default_tap",
+    "parse_tap",
+]

@@ -1,0 +1,408 @@
+"""The tap protocol: a sans-I/O msgpack codec of Events and Commands.
+
+Core module: no I/O. The byte stream in each direction is a sequence of msgpack objects
+(msgpack frames itself; no length prefix). Each object is a ``[kind, body]`` pair:
+
+client -> server
+    ``[HELLO, {"version": 1, "token": str | None}]`` first, then
+    ``[COMMAND, <encoded command>]``
+server -> client
+    ``[WELCOME, {"version": 1, "proxy": str}]`` or ``[ERROR, "message"]`` (then EOF),
+    ``[EVENTS, [<encoded event>, ...]]`` (events travel in batches),
+    ``[RESULT, <encoded CommandResult>]``
+
+An encoded event or command is a list ``[tag, field, ...]`` with the dataclass fields in
+declaration order. Decoding validates tags, arity and field types, and raises
+``WireError`` (and nothing else) for anything malformed. Capture files (``store``) use the
+same event encoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+
+from devconsole.model import (
+    AbortCommand,
+    CloseCommand,
+    Command,
+    CommandResult,
+    ConnSnapshot,
+    ControlFrame,
+    EndEvent,
+    Event,
+    GapEvent,
+    HalfOpenCommand,
+    Handshake,
+    HandshakeEvent,
+    InjectCommand,
+    Message,
+    ProtocolErrorEvent,
+    RefusedEvent,
+    ReleaseCommand,
+    Snapshot,
+    StateEvent,
+)
+
+PROTOCOL_VERSION = 1
+
+HELLO = 0
+WELCOME = 1
+ERROR = 2
+EVENTS = 3
+COMMAND = 4
+RESULT = 5
+
+# The largest single msgpack object a decoder accepts (a batch of events).
+MAX_OBJECT = 256 << 20
+
+
+class WireError(Exception):
+    """Malformed tap data."""
+
+
+# ------------------------------------------------------------------ type specs
+
+_STR = (str,)
+_OSTR = (str, type(None))
+_INT = (int,)
+_OINT = (int, type(None))
+_NUM = (int, float)
+_ONUM = (int, float, type(None))
+_BOOL = (bool,)
+_OBOOL = (bool, type(None))
+_BYTES = (bytes,)
+_LIST = (list, tuple)
+
+_HANDSHAKE_TYPES: tuple[tuple[type, ...], ...] = (
+    _STR,  # conn
+    _NUM,  # ts
+    _STR,  # client
+    _STR,  # server
+    _STR,  # scheme
+    _STR,  # url
+    _STR,  # method
+    _STR,  # path
+    _LIST,  # query
+    _STR,  # http_version
+    _LIST,  # request_headers
+    _LIST,  # cookies
+    _OINT,  # status
+    _STR,  # reason
+    _LIST,  # response_headers
+    _OSTR,  # subprotocol
+    _LIST,  # extensions
+    _ONUM,  # ts_response
+    _BYTES,  # body
+    _INT,  # body_size
+    _OSTR,  # error
+)
+_HANDSHAKE_PAIRS = {8, 10, 11, 14}  # list-of-pairs fields
+_HANDSHAKE_STRS = {16}  # list-of-str fields
+
+_MESSAGE_TYPES = (
+    _INT, _STR, _NUM, _STR, _INT, _BYTES, _INT, _INT, _INT,
+    _BOOL, _INT, _BOOL, _BOOL, _BOOL, _LIST,
+)  # fmt: skip
+_CONTROL_TYPES = (
+    _INT, _STR, _NUM, _STR, _INT, _BYTES, _INT, _OINT, _STR, _BOOL, _BOOL, _OSTR,
+)  # fmt: skip
+_END_TYPES = (_STR, _NUM, _BOOL, _OSTR, _OSTR)
+_PERR_TYPES = (_STR, _NUM, _STR, _INT, _STR)
+_STATE_TYPES = (_STR, _NUM, _STR, _STR)
+_GAP_TYPES = (_INT, _STR)
+_CONNSNAP_TYPES = (
+    None, _STR, _INT, _INT, _INT, _INT, _OINT, _STR, _OSTR, _ONUM, _OBOOL, _LIST, _BOOL,
+)  # fmt: skip
+_SNAPSHOT_TYPES = (_INT, _LIST, _STR, _INT)
+
+_CLOSE_CMD_TYPES = (_STR, _INT, _STR, _STR, _INT)
+_ABORT_CMD_TYPES = (_STR, _BOOL, _INT)
+_CONN_CMD_TYPES = (_STR, _INT)
+_INJECT_CMD_TYPES = (_STR, _STR, _INT, _BYTES, _INT)
+_RESULT_TYPES = (_INT, _BOOL, _STR)
+
+# tags
+T_HANDSHAKE = 1
+T_REFUSED = 2
+T_MESSAGE = 3
+T_CONTROL = 4
+T_END = 5
+T_PERROR = 6
+T_STATE = 7
+T_GAP = 8
+T_SNAPSHOT = 9
+
+C_CLOSE = 1
+C_ABORT = 2
+C_HALF_OPEN = 3
+C_RELEASE = 4
+C_INJECT = 5
+
+
+def _check(fields: list[Any], types: tuple[Any, ...], what: str) -> None:
+    if len(fields) != len(types):
+        raise WireError(f"{what}: expected {len(types)} fields, got {len(fields)}")
+    for i, (value, allowed) in enumerate(zip(fields, types, strict=True)):
+        if allowed is not None and not isinstance(value, allowed):
+            raise WireError(f"{what}: field {i} has type {type(value).__name__}")
+
+
+def _pairs(value: Any, what: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for p in value:
+        if (
+            not isinstance(p, (list, tuple))
+            or len(p) != 2
+            or not isinstance(p[0], str)
+            or not isinstance(p[1], str)
+        ):
+            raise WireError(f"{what}: expected [name, value] string pairs")
+        out.append((p[0], p[1]))
+    return out
+
+
+# ------------------------------------------------------------------ handshake
+
+
+def _enc_handshake(h: Handshake) -> list[Any]:
+    return [
+        h.conn, h.ts, h.client, h.server, h.scheme, h.url, h.method, h.path, h.query,
+        h.http_version, h.request_headers, h.cookies, h.status, h.reason,
+        h.response_headers, h.subprotocol, h.extensions, h.ts_response, h.body,
+        h.body_size, h.error,
+    ]  # fmt: skip
+
+
+def _dec_handshake(f: Any) -> Handshake:
+    if not isinstance(f, (list, tuple)):
+        raise WireError("handshake: expected a list")
+    f = list(f)
+    _check(f, _HANDSHAKE_TYPES, "handshake")
+    for i in _HANDSHAKE_PAIRS:
+        f[i] = _pairs(f[i], "handshake")
+    for i in _HANDSHAKE_STRS:
+        if not all(isinstance(x, str) for x in f[i]):
+            raise WireError("handshake: expected a list of strings")
+        f[i] = list(f[i])
+    return Handshake(*f)
+
+
+# ------------------------------------------------------------------ events
+
+
+def encode_event(ev: Event) -> list[Any]:
+    """An Event as a msgpack-ready list."""
+    t = type(ev)
+    if t is Message:
+        m: Message = ev  # type: ignore[assignment]
+        return [
+            T_MESSAGE, m.seq, m.conn, m.ts, m.side, m.opcode, m.payload, m.size, m.wire_size,
+            m.frames, m.compressed, m.rsv, m.utf8_ok, m.injected, m.dropped, m.frame_sizes,
+        ]  # fmt: skip
+    if t is ControlFrame:
+        c: ControlFrame = ev  # type: ignore[assignment]
+        return [
+            T_CONTROL, c.seq, c.conn, c.ts, c.side, c.opcode, c.payload, c.wire_size,
+            c.code, c.reason, c.injected, c.dropped, c.error,
+        ]  # fmt: skip
+    if isinstance(ev, HandshakeEvent):
+        return [T_HANDSHAKE, _enc_handshake(ev.handshake)]
+    if isinstance(ev, RefusedEvent):
+        return [T_REFUSED, _enc_handshake(ev.handshake)]
+    if isinstance(ev, EndEvent):
+        return [T_END, ev.conn, ev.ts, ev.clean, ev.closed_by, ev.error]
+    if isinstance(ev, ProtocolErrorEvent):
+        return [T_PERROR, ev.conn, ev.ts, ev.side, ev.offset, ev.error]
+    if isinstance(ev, StateEvent):
+        return [T_STATE, ev.conn, ev.ts, ev.state, ev.detail]
+    if isinstance(ev, GapEvent):
+        return [T_GAP, ev.missed, ev.reason]
+    if isinstance(ev, Snapshot):
+        conns = [
+            [
+                _enc_handshake(s.handshake), s.state, s.msgs_in, s.msgs_out, s.bytes_in,
+                s.bytes_out, s.close_code, s.close_reason, s.closed_by, s.ts_end,
+                s.clean, s.errors, s.half_open,
+            ]
+            for s in ev.connections
+        ]  # fmt: skip
+        return [T_SNAPSHOT, ev.seq, conns, ev.proxy, ev.evicted_messages]
+    raise TypeError(f"not an Event: {ev!r}")
+
+
+_SIDES = ("client", "server")
+
+
+def decode_event(obj: Any) -> Event:
+    """The Event encoded as ``obj``; raises WireError if it is not one."""
+    if not isinstance(obj, (list, tuple)) or not obj or not isinstance(obj[0], int):
+        raise WireError("event: expected [tag, fields...]")
+    tag = obj[0]
+    f = list(obj[1:])
+    if tag == T_MESSAGE:
+        _check(f, _MESSAGE_TYPES, "message")
+        if f[3] not in _SIDES:
+            raise WireError("message: bad side")
+        sizes = f[14]
+        if not all(isinstance(x, int) for x in sizes):
+            raise WireError("message: bad frame sizes")
+        f[14] = tuple(sizes)
+        return Message(*f)
+    if tag == T_CONTROL:
+        _check(f, _CONTROL_TYPES, "control frame")
+        if f[3] not in _SIDES:
+            raise WireError("control frame: bad side")
+        return ControlFrame(*f)
+    if tag in (T_HANDSHAKE, T_REFUSED):
+        if len(f) != 1:
+            raise WireError("handshake: expected one field")
+        hs = _dec_handshake(f[0])
+        return HandshakeEvent(hs) if tag == T_HANDSHAKE else RefusedEvent(hs)
+    if tag == T_END:
+        _check(f, _END_TYPES, "end")
+        if f[3] not in (*_SIDES, "proxy", None):
+            raise WireError("end: bad closed_by")
+        return EndEvent(*f)
+    if tag == T_PERROR:
+        _check(f, _PERR_TYPES, "protocol error")
+        if f[2] not in _SIDES:
+            raise WireError("protocol error: bad side")
+        return ProtocolErrorEvent(*f)
+    if tag == T_STATE:
+        _check(f, _STATE_TYPES, "state")
+        return StateEvent(*f)
+    if tag == T_GAP:
+        _check(f, _GAP_TYPES, "gap")
+        return GapEvent(*f)
+    if tag == T_SNAPSHOT:
+        _check(f, _SNAPSHOT_TYPES, "snapshot")
+        conns: list[ConnSnapshot] = []
+        for c in f[1]:
+            if not isinstance(c, (list, tuple)):
+                raise WireError("snapshot: bad connection")
+            c = list(c)
+            _check(c, _CONNSNAP_TYPES, "snapshot connection")
+            c[0] = _dec_handshake(c[0])
+            if not all(isinstance(x, str) for x in c[11]):
+                raise WireError("snapshot connection: bad errors")
+            c[11] = list(c[11])
+            conns.append(ConnSnapshot(*c))
+        return Snapshot(f[0], conns, f[2], f[3])
+    raise WireError(f"unknown event tag {tag!r}")
+
+
+# ------------------------------------------------------------------ commands
+
+
+def encode_command(cmd: Command) -> list[Any]:
+    if isinstance(cmd, CloseCommand):
+        return [C_CLOSE, cmd.conn, cmd.code, cmd.reason, cmd.to, cmd.id]
+    if isinstance(cmd, AbortCommand):
+        return [C_ABORT, cmd.conn, cmd.rst, cmd.id]
+    if isinstance(cmd, HalfOpenCommand):
+        return [C_HALF_OPEN, cmd.conn, cmd.id]
+    if isinstance(cmd, ReleaseCommand):
+        return [C_RELEASE, cmd.conn, cmd.id]
+    if isinstance(cmd, InjectCommand):
+        return [C_INJECT, cmd.conn, cmd.to, cmd.opcode, cmd.payload, cmd.id]
+    raise TypeError(f"not a Command: {cmd!r}")
+
+
+def decode_command(obj: Any) -> Command:
+    if not isinstance(obj, (list, tuple)) or not obj or not isinstance(obj[0], int):
+        raise WireError("command: expected [tag, fields...]")
+    tag = obj[0]
+    f = list(obj[1:])
+    if tag == C_CLOSE:
+        _check(f, _CLOSE_CMD_TYPES, "close command")
+        if f[3] not in ("client", "server", "both"):
+            raise WireError("close command: bad target")
+        return CloseCommand(*f)
+    if tag == C_ABORT:
+        _check(f, _ABORT_CMD_TYPES, "abort command")
+        return AbortCommand(*f)
+    if tag == C_HALF_OPEN:
+        _check(f, _CONN_CMD_TYPES, "half-open command")
+        return HalfOpenCommand(*f)
+    if tag == C_RELEASE:
+        _check(f, _CONN_CMD_TYPES, "release command")
+        return ReleaseCommand(*f)
+    if tag == C_INJECT:
+        _check(f, _INJECT_CMD_TYPES, "inject command")
+        if f[1] not in _SIDES:
+            raise WireError("inject command: bad target")
+        return InjectCommand(*f)
+    raise WireError(f"unknown command tag {tag!r}")
+
+
+def encode_result(res: CommandResult) -> list[Any]:
+    return [res.id, res.ok, res.error]
+
+
+def decode_result(obj: Any) -> CommandResult:
+    if not isinstance(obj, (list, tuple)):
+        raise WireError("result: expected a list")
+    f = list(obj)
+    _check(f, _RESULT_TYPES, "result")
+    return CommandResult(*f)
+
+
+# ------------------------------------------------------------------ framing
+
+
+def pack(kind: int, body: Any) -> bytes:
+    return msgpack.packb([kind, body], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def pack_events(events: list[Event]) -> bytes:
+    return pack(EVENTS, [encode_event(e) for e in events])
+
+
+class Decoder:
+    """Incremental decoder of one direction of the tap stream: ``feed(bytes)``, then iterate
+    ``frames()`` for ``(kind, body)`` pairs. Raises WireError on malformed data."""
+
+    def __init__(self, max_object: int = MAX_OBJECT) -> None:
+        self._unpacker = msgpack.Unpacker(
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_buffer_size=max_object,
+        )
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._unpacker.feed(data)
+        except msgpack.BufferFull as e:
+            raise WireError("tap object too large") from e
+
+    def frames(self) -> Iterator[tuple[int, Any]]:
+        while True:
+            try:
+                obj = next(self._unpacker)
+            except StopIteration:
+                return
+            except (ValueError, msgpack.UnpackException, TypeError) as e:
+                raise WireError(f"malformed tap data: {e}") from e
+            if (
+                not isinstance(obj, list)
+                or len(obj) != 2
+                or not isinstance(obj[0], int)
+                or isinstance(obj[0], bool)
+            ):
+                raise WireError("malformed tap frame: expected [kind, body]")
+            yield obj[0], obj[1]
+
+
+def decode_events(body: Any) -> list[Event]:
+    if not isinstance(body, list):
+        raise WireError("events: expected a list")
+    return [decode_event(o) for o in body]
+
+
+def fields_of(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
