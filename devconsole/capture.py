@@ -372,10 +372,11 @@ class Capture:
         removed: list[tuple[int, int]] = []
         injected_done = False
         for item in items:
-            if cut is not None and not injected_done and item.end > cut:
+            end = len(content) if isinstance(item, DecodeError) else item.end
+            if cut is not None and not injected_done and end > cut:
                 self._flush_pending(d)
                 injected_done = True
-            dropped = dropping_before if (cut is None or item.end <= cut) else d.dropping
+            dropped = dropping_before if (cut is None or end <= cut) else d.dropping
             if isinstance(item, DataMessage):
                 self._emit(
                     Message(

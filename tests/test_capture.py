@@ -124,15 +124,13 @@ async def test_compressed_messages_are_inflated(short_tmp: Path) -> None:
 
 
 async def test_refused_upgrade_is_captured_with_headers_and_body(short_tmp: Path) -> None:
-    def refuse(conn: ServerConnection, request):  # noqa: ANN001
+    def refuse(conn: ServerConnection, request):
         if "session=" not in request.headers.get("Cookie", ""):
             body = b'{"error":"missing session cookie"}'
             return Response(
                 401,
                 "Unauthorized",
-                Headers(
-                    {"Content-Type": "application/json", "WWW-Authenticate": "Cookie"}
-                ),
+                Headers({"Content-Type": "application/json", "WWW-Authenticate": "Cookie"}),
                 body,
             )
         return None
@@ -158,7 +156,9 @@ async def test_refused_upgrade_is_captured_with_headers_and_body(short_tmp: Path
 async def test_200_instead_of_101_is_a_refused_upgrade(short_tmp: Path) -> None:
     async def http_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/html\r\n\r\nhello")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/html\r\n\r\nhello"
+        )
         await writer.drain()
         writer.close()
 
@@ -345,9 +345,7 @@ async def test_invalid_frames_are_flagged_and_forwarded_unchanged(short_tmp: Pat
             received.extend(chunk)
         w.close()
         assert bytes(received) == b"\x81\x02ok" + garbage
-        await wait_until(
-            lambda: any(c.errors for c in rp.session.connections.values()), timeout=5
-        )
+        await wait_until(lambda: any(c.errors for c in rp.session.connections.values()), timeout=5)
         [conn] = rp.session.connections.values()
         assert "opcode" in conn.errors[0]
         assert [m.payload for m in messages(rp.session)] == [b"ok"]
@@ -373,9 +371,7 @@ async def test_regular_proxy_mode_wss_through_the_mitmproxy_ca(
     short_tmp: Path, server_cert: tuple[Path, Path]
 ) -> None:
     async with ws_server(ssl=server_ssl(server_cert)) as (_, port):
-        async with running_proxy(
-            "regular", short_tmp, sets=["ssl_insecure=true"]
-        ) as rp:
+        async with running_proxy("regular", short_tmp, sets=["ssl_insecure=true"]) as rp:
             ca = Path(rp.confdir) / "mitmproxy-ca-cert.pem"
             assert ca.exists()
             async with connect(
