@@ -132,12 +132,13 @@ class DevconsoleProxy:
             updates["confdir"] = cfg.confdir
         try:
             opts.update(**updates)
-            if cfg.sets:
-                opts.set(*cfg.sets)
         except exceptions.OptionsError as e:
             raise ProxyError(str(e).strip()) from None
-        except KeyError as e:
-            raise ProxyError(f"unknown option {e}") from None
+        for spec in cfg.sets:
+            try:
+                opts.set(spec)
+            except (exceptions.OptionsError, KeyError, ValueError) as e:
+                raise ProxyError(f"--set {spec}: {str(e).strip()}") from None
         return master
 
     async def start(self) -> list[tuple[str, int]]:
@@ -187,7 +188,7 @@ class DevconsoleProxy:
             self.master.shutdown()
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
             except Exception:
                 pass

@@ -1,0 +1,275 @@
+"""The CLI as a user runs it: `devconsole proxy` in a subprocess, real websockets traffic,
+and `devconsole tail/conns/kill/inject` reading the tap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import ROOT, devconsole_cmd, run_cli, ws_server
+
+LISTEN_RE = re.compile(r"listening on (\S+):(\d+); tap at (\S+)")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+class ProxyProcess:
+    def __init__(self, proc: subprocess.Popen[str], port: int, tap: str) -> None:
+        self.proc = proc
+        self.port = port
+        self.tap = tap
+
+
+@contextlib.contextmanager
+def proxy_process(tmp: Path, *args: str) -> Iterator[ProxyProcess]:
+    tap = args[args.index("--tap") + 1] if "--tap" in args else str(tmp / "tap.sock")
+    extra = [] if "--tap" in args else ["--tap", tap]
+    proc = subprocess.Popen(
+        devconsole_cmd(
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--confdir",
+            str(tmp / "conf"),
+            "--log",
+            "quiet",
+            *extra,
+            *args,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=str(ROOT),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = LISTEN_RE.search(line)
+        if not m:
+            proc.kill()
+            _, err = proc.communicate(timeout=10)
+            raise AssertionError(f"proxy did not start: {line!r} {err!r}")
+        yield ProxyProcess(proc, int(m.group(2)), m.group(3))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *devconsole_cmd(*args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(),
+        cwd=str(ROOT),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@contextlib.asynccontextmanager
+async def echo_upstream() -> AsyncIterator[int]:
+    async with ws_server() as (_, port):
+        yield port
+
+
+async def test_tail_json_reports_a_session_completely(short_tmp: Path) -> None:
+    async with echo_upstream() as up:
+        with proxy_process(short_tmp, "--mode", f"reverse:http://127.0.0.1:{up}") as px:
+            tail = await asyncio.create_subprocess_exec(
+                *devconsole_cmd("tail", "--json", "--tap", px.tap),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=_env(),
+                cwd=str(ROOT),
+            )
+            await asyncio.sleep(1.0)  # let tail attach (it also replays the backlog)
+            async with connect(
+                f"ws://127.0.0.1:{px.port}/chat?ticket=t1",
+                additional_headers={"Cookie": "session=abc"},
+                compression=None,
+            ) as ws:
+                await ws.send("hello")
+                await ws.recv()
+                await ws.send(b"\x00\xff")
+                await ws.recv()
+                await ws.send(["a", "b", "c"])
+                await ws.recv()
+                await (await ws.ping(b"p1"))
+                await ws.close(4000, "bye now")
+            lines: list[dict] = []
+            assert tail.stdout is not None
+            while not any(x["event"] == "end" for x in lines):
+                raw = await asyncio.wait_for(tail.stdout.readline(), 10)
+                assert raw, "tail exited"
+                lines.append(json.loads(raw))
+            tail.terminate()
+            await tail.wait()
+
+    hs = lines[0]
+    assert hs["event"] == "handshake"
+    assert hs["url"].endswith("/chat?ticket=t1") and hs["url"].startswith("ws://")
+    assert hs["request"]["method"] == "GET"
+    assert ["Cookie", "session=abc"] in hs["request"]["headers"]
+    assert hs["response"]["status"] == 101
+    assert re.match(r"127\.0\.0\.1:\d+$", hs["client"])
+    conn = hs["conn"]
+    msgs = [x for x in lines if x["event"] == "message"]
+    assert [(m["from"], m["type"], m.get("text"), m.get("b64")) for m in msgs] == [
+        ("client", "text", "hello", None),
+        ("server", "text", "hello", None),
+        ("client", "binary", None, "AP8="),
+        ("server", "binary", None, "AP8="),
+        ("client", "text", "abc", None),
+        ("server", "text", "abc", None),
+    ]
+    assert msgs[4]["frames"] == 4 and msgs[0]["frames"] == 1
+    assert all(m["compressed"] is False and m["conn"] == conn for m in msgs)
+    assert all(m["size"] == len(m.get("text", "")) or m["type"] == "binary" for m in msgs)
+    pings = [x for x in lines if x["event"] == "ping"]
+    pongs = [x for x in lines if x["event"] == "pong"]
+    assert pings[0]["from"] == "client" and pings[0]["b64"] == "cDE="
+    assert pongs[0]["from"] == "server"
+    closes = [x for x in lines if x["event"] == "close"]
+    assert (closes[0]["from"], closes[0]["code"], closes[0]["reason"]) == (
+        "client",
+        4000,
+        "bye now",
+    )
+    assert closes[1]["from"] == "server"
+    end = lines[-1]
+    assert end == {
+        "event": "end",
+        "conn": conn,
+        "ts": end["ts"],
+        "clean": True,
+        "closed_by": "client",
+    }
+    seqs = [x["seq"] for x in lines if "seq" in x]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+async def test_conns_kill_and_inject_from_the_cli(short_tmp: Path) -> None:
+    async with echo_upstream() as up:
+        with proxy_process(short_tmp, "--mode", f"reverse:http://127.0.0.1:{up}") as px:
+            async with connect(f"ws://127.0.0.1:{px.port}/live") as ws:
+                await ws.send("x")
+                await ws.recv()
+                rc, out, err = await cli("conns", "--json", "--tap", px.tap)
+                assert rc == 0, err
+                [c] = json.loads(out)
+                assert c["state"] == "open" and c["msgs_out"] == 1 and c["msgs_in"] == 1
+                rc, out, _ = await cli("conns", "--tap", px.tap)
+                assert "ID" in out and "/live" in out
+
+                rc, _, err = await cli(
+                    "inject", c["id"], "--tap", px.tap, "--to", "client", "--text", "hi!"
+                )
+                assert rc == 0, err
+                assert await asyncio.wait_for(ws.recv(), 5) == "hi!"
+
+                rc, _, err = await cli(
+                    "kill", c["id"], "--tap", px.tap, "--code", "4003", "--reason", "kicked"
+                )
+                assert rc == 0, err
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 5)
+                assert (ws.close_code, ws.close_reason) == (4003, "kicked")
+
+            rc, _, err = await cli("kill", c["id"], "--tap", px.tap, "--abort")
+            assert rc == 1 and "closed" in err and "Traceback" not in err
+            rc, _, err = await cli("kill", "nope", "--tap", px.tap, "--half-open")
+            assert rc == 1 and "unknown connection" in err
+            rc, _, err = await cli(
+                "inject", c["id"], "--tap", px.tap, "--to", "server", "--hex", "zz"
+            )
+            assert rc == 1 and "hex" in err
+
+
+async def test_tcp_tap_requires_the_token(short_tmp: Path) -> None:
+    async with echo_upstream() as up:
+        with proxy_process(
+            short_tmp, "--mode", f"reverse:http://127.0.0.1:{up}", "--tap", "tcp://127.0.0.1:0"
+        ) as px:
+            assert px.tap.startswith("tcp://127.0.0.1:")
+            rc, _, err = await cli("conns", "--tap", px.tap, "--token", "wrong")
+            assert rc == 1 and "token" in err and "Traceback" not in err
+            rc, out, err = await cli("conns", "--json", "--tap", px.tap)  # token from its file
+            assert rc == 0, err
+            assert json.loads(out) == []
+
+
+def test_startup_errors_are_one_clear_line(short_tmp: Path) -> None:
+    cases = [
+        (["proxy", "--listen", "nonsense"], "bad --listen"),
+        (["proxy", "--listen", "127.0.0.1:99999"], "out of range"),
+        (["proxy", "--listen", "127.0.0.1:0", "--mode", "bogus:x"], "bad --mode"),
+        (["proxy", "--listen", "127.0.0.1:0", "--set", "no_such_option=1"], "no_such_option"),
+        (["proxy", "--listen", "127.0.0.1:0", "--set", "ssl_insecure=maybe"], "ssl_insecure"),
+        (["tail", "--tap", str(short_tmp / "none.sock")], "no devconsole tap"),
+        (["conns", "--tap", "tcp://127.0.0.1:1"], "tap"),
+    ]
+    for args, needle in cases:
+        if args[0] == "proxy":
+            args = [*args, "--tap", str(short_tmp / "t.sock"), "--confdir", str(short_tmp / "c")]
+        r = run_cli(*args)
+        assert r.returncode != 0, args
+        assert needle in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) <= 2, r.stderr
+
+
+def test_port_in_use_is_a_clear_error(short_tmp: Path) -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    port = s.getsockname()[1]
+    try:
+        r = run_cli(
+            "proxy",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--tap",
+            str(short_tmp / "t.sock"),
+            "--confdir",
+            str(short_tmp / "c"),
+        )
+    finally:
+        s.close()
+    assert r.returncode == 1
+    assert "address already in use" in r.stderr.lower() and "Traceback" not in r.stderr
+
+
+def test_help_lists_every_command() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "devconsole", "--help"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=30,
+    )
+    assert r.returncode == 0
+    for cmd in ("proxy", "tail", "conns", "attach", "kill", "inject", "report", "demo"):
+        assert cmd in r.stdout
