@@ -130,6 +130,10 @@ async def test_abort_on_an_idle_connection_is_1006_within_a_second(
                 closed = await recv_closed(ws, timeout=1)
                 assert time.monotonic() - t0 < 1.0
                 assert closed.rcvd is None and ws.close_code == 1006
+                if rst:  # a TCP reset, not a FIN
+                    assert isinstance(closed.__cause__, ConnectionResetError)
+                else:
+                    assert not isinstance(closed.__cause__, ConnectionResetError)
                 await asyncio.wait_for(rec.closed.wait(), 2)
                 assert rec.close_code == 1006
                 await v.wait_for(
