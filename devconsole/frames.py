@@ -449,9 +449,9 @@ class StreamDecoder:
             if not fin:
                 return "fragmented control frame"
             return f"control frame payload of {ln} bytes (max 125)"
-        if op == 0:
+        if op == 0 and not self._mop:
             return "continuation frame without a message"
-        if self._mop:
+        if op and self._mop:
             return "new data frame inside a fragmented message"
         return "payload length with the most significant bit set"
 
