@@ -156,7 +156,13 @@ class Session:
         elif isinstance(ev, ControlFrame):
             self._apply_control(ev)
         elif isinstance(ev, HandshakeEvent):
-            self._add_connection(Connection(ev.handshake.conn, ev.handshake))
+            known = self.connections.get(ev.handshake.conn)
+            if known is None:
+                self._add_connection(Connection(ev.handshake.conn, ev.handshake))
+            else:
+                # Replayed after a re-sync Snapshot that already has this connection:
+                # keep its counters and state.
+                known.handshake = ev.handshake
         elif isinstance(ev, RefusedEvent):
             hs = ev.handshake
             conn = Connection(hs.conn, hs, state=ConnState.REFUSED, ts_end=hs.ts_response)
@@ -174,7 +180,9 @@ class Session:
         elif isinstance(ev, ProtocolErrorEvent):
             c = self.connections.get(ev.conn)
             if c is not None:
-                c.errors.append(f"{ev.side} stream at byte {ev.offset}: {ev.error}")
+                err = f"{ev.side} stream at byte {ev.offset}: {ev.error}"
+                if err not in c.errors:  # replayed after a re-sync Snapshot
+                    c.errors.append(err)
         elif isinstance(ev, GapEvent):
             self.missed += ev.missed
         elif isinstance(ev, Snapshot):
@@ -261,7 +269,12 @@ class Session:
             if old is not None:  # a re-sync after a gap: replace, do not add twice
                 self.total_messages -= old.msgs_in + old.msgs_out
                 self.total_bytes -= old.bytes_in + old.bytes_out
+                # not in ConnSnapshot: keep what this session counted itself
                 conn.largest_message = old.largest_message
+                conn.injected = old.injected
+                conn.dropped = old.dropped
+                conn.last_in = old.last_in
+                conn.last_out = old.last_out
             self.total_messages += cs.msgs_in + cs.msgs_out
             self.total_bytes += cs.bytes_in + cs.bytes_out
             self._add_connection(conn)
@@ -357,6 +370,9 @@ class FilteredView:
         ``source`` is a ``snapshot_items()`` result taken on the event thread; with it the
         matching can run in a worker thread."""
         items, upto = source if source is not None else self.snapshot_items(conn)
+        if conn is not None and source is not None:
+            # a whole-buffer snapshot_items() passed for a one-connection view
+            items = [it for it in items if it.conn == conn]
         total = len(items)
         matched: list[int] = []
         pred = predicate

@@ -100,13 +100,13 @@ def parse_tap(spec: str | None) -> TapAddress:
     if spec.startswith("tcp://"):
         rest = spec[len("tcp://") :]
         host, sep, port_s = rest.rpartition(":")
+        host = host.strip("[]")
+        # an empty host would make the server listen on every interface
         if not sep or not host:
             raise TapError(f"bad tap address {spec!r}: expected tcp://HOST:PORT")
-        host = host.strip("[]")
-        try:
-            port = int(port_s)
-        except ValueError:
-            raise TapError(f"bad tap address {spec!r}: port must be a number") from None
+        if not (port_s.isascii() and port_s.isdigit()):
+            raise TapError(f"bad tap address {spec!r}: port must be a number")
+        port = int(port_s)
         if not 0 <= port <= 65535:
             raise TapError(f"bad tap address {spec!r}: port out of range")
         return TapAddress(host=host, port=port)
@@ -198,24 +198,34 @@ class TapServer:
             self.address = TapAddress(host=addr.host, port=port)
             self.token = secrets.token_urlsafe(32)
             tf = self.address.token_file()
-            ensure_private_dir(tf.parent)
-            fd = os.open(tf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(self.token + "\n")
-            os.chmod(tf, 0o600)
+            try:
+                ensure_private_dir(tf.parent)
+                fd = os.open(tf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(self.token + "\n")
+                os.chmod(tf, 0o600)
+            except (OSError, TapError) as e:
+                self._server.close()
+                self._server = None
+                if isinstance(e, TapError):
+                    raise
+                raise TapError(f"cannot write the tap token file {tf}: {e.strerror}") from None
         return self.address
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1)
+        # Drop the clients before waiting: since Python 3.12 wait_closed() also waits for
+        # every open connection.
         for c in list(self.clients):
             self._drop(c)
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)
         if self.address is not None:
             if self.address.path is not None:
                 with contextlib.suppress(OSError):
@@ -247,7 +257,8 @@ class TapServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client = _Client(writer)
-        frames = FrameReader(reader, max_object=16 << 20)
+        # a viewer only sends a hello and commands: small arrays, at most an injected payload
+        frames = FrameReader(reader, max_object=16 << 20, max_len=1024)
         try:
             hello = await asyncio.wait_for(frames.next(), 10)
             if hello is None or hello[0] != wire.HELLO or not isinstance(hello[1], dict):
@@ -364,6 +375,8 @@ class TapServer:
                 await self._write(client, batch)
         except (ConnectionError, OSError):
             pass
+        except Exception:
+            logger.exception("tap sender failed")
         finally:
             self._drop(client)
 
@@ -380,22 +393,35 @@ async def _socket_alive(path: str) -> bool:
 class FrameReader:
     """Reads ``(kind, body)`` tap frames from a StreamReader."""
 
-    def __init__(self, reader: asyncio.StreamReader, max_object: int = wire.MAX_OBJECT) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        max_object: int = wire.MAX_OBJECT,
+        max_len: int = wire.MAX_LEN,
+    ) -> None:
         self.reader = reader
-        self.decoder = wire.Decoder(max_object)
+        self.decoder = wire.Decoder(max_object, max_len)
         self.pending: collections.deque[tuple[int, Any]] = collections.deque()
+        self._error: wire.WireError | None = None
 
     async def next(self) -> tuple[int, Any] | None:
-        """The next frame, or None at EOF. Raises WireError on malformed data."""
+        """The next frame, or None at EOF. Raises WireError on malformed data (after the
+        good frames that came before it)."""
         while not self.pending:
+            if self._error is not None:
+                raise self._error
             try:
                 data = await self.reader.read(1 << 18)
             except (ConnectionError, OSError):
                 return None
             if not data:
                 return None
-            self.decoder.feed(data)
-            self.pending.extend(self.decoder.frames())
+            try:
+                self.decoder.feed(data)
+                for frame in self.decoder.frames():
+                    self.pending.append(frame)
+            except wire.WireError as e:
+                self._error = e
         return self.pending.popleft()
 
 
@@ -442,15 +468,24 @@ class TapClient:
         if addr.is_tcp and token is None:
             token = read_token(addr)
         w.write(wire.pack(wire.HELLO, {"version": wire.PROTOCOL_VERSION, "token": token}))
-        self._frames, self._writer = FrameReader(r), w
-        frame = await asyncio.wait_for(self._next(), self.timeout)
-        if frame is None:
-            raise SourceError(f"tap {addr} closed the connection")
-        kind, body = frame
-        if kind == wire.ERROR:
-            raise SourceError(f"tap {addr} refused: {body}")
-        if kind != wire.WELCOME or not isinstance(body, dict):
-            raise SourceError(f"tap {addr} answered with something unexpected")
+        self._frames = FrameReader(r)
+        try:
+            try:
+                frame = await asyncio.wait_for(self._next(), self.timeout)
+            except TimeoutError:
+                raise SourceError(f"tap {addr} did not answer") from None
+            if frame is None:
+                raise SourceError(f"tap {addr} closed the connection")
+            kind, body = frame
+            if kind == wire.ERROR:
+                raise SourceError(f"tap {addr} refused: {body}")
+            if kind != wire.WELCOME or not isinstance(body, dict):
+                raise SourceError(f"tap {addr} answered with something unexpected")
+        except BaseException:
+            w.close()
+            self._frames = None
+            raise
+        self._writer = w
         proxy = body.get("proxy")
         self.proxy = proxy if isinstance(proxy, str) else ""
 
@@ -481,9 +516,11 @@ class TapClient:
                 except wire.WireError as e:
                     raise SourceError(f"tap {self.addr} sent malformed data: {e}") from None
         finally:
-            for fut in self._results.values():
+            # nothing will answer a command any more: fail them now, not after a timeout
+            self._closed = True
+            for cid, fut in self._results.items():
                 if not fut.done():
-                    fut.set_result(CommandResult(0, False, "tap connection closed"))
+                    fut.set_result(CommandResult(cid, False, "tap connection closed"))
             self._results.clear()
 
     async def command(self, cmd: Command) -> CommandResult:
@@ -493,9 +530,16 @@ class TapClient:
         self._next_id += 1
         fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         self._results[cmd.id] = fut
-        self._writer.write(wire.pack(wire.COMMAND, wire.encode_command(cmd)))
-        await self._writer.drain()
-        return await asyncio.wait_for(fut, 30)
+        try:
+            self._writer.write(wire.pack(wire.COMMAND, wire.encode_command(cmd)))
+            await self._writer.drain()
+            return await asyncio.wait_for(fut, 30)
+        except (ConnectionError, OSError) as e:
+            raise SourceError(f"tap {self.addr}: {e}") from None
+        except TimeoutError:
+            raise SourceError(f"tap {self.addr} did not answer command {cmd.id}") from None
+        finally:
+            self._results.pop(cmd.id, None)
 
     async def close(self) -> None:
         self._closed = True
@@ -534,9 +578,14 @@ async def collect(
                 break
     finally:
         await client.close()
+        failed = task.done() and not task.cancelled() and task.exception() is not None
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
+    if failed:
+        exc = task.exception()
+        assert exc is not None
+        raise exc
     return session
 
 

@@ -58,6 +58,10 @@ RESULT = 5
 
 # The largest single msgpack object a decoder accepts (a batch of events).
 MAX_OBJECT = 256 << 20
+# The most elements an array or map may declare. msgpack allocates a container as soon as
+# it reads its header, so without this a 5-byte header claiming 2**28 elements would make
+# the decoder allocate 2 GiB.
+MAX_LEN = 1 << 22
 
 
 class WireError(Exception):
@@ -147,7 +151,11 @@ def _check(fields: list[Any], types: tuple[Any, ...], what: str) -> None:
     if len(fields) != len(types):
         raise WireError(f"{what}: expected {len(types)} fields, got {len(fields)}")
     for i, (value, allowed) in enumerate(zip(fields, types, strict=True)):
-        if allowed is not None and not isinstance(value, allowed):
+        if allowed is not None and (
+            not isinstance(value, allowed)
+            # bool is an int subclass: True is not a seq, a size or a code
+            or (value.__class__ is bool and bool not in allowed)
+        ):
             raise WireError(f"{what}: field {i} has type {type(value).__name__}")
 
 
@@ -237,9 +245,14 @@ def encode_event(ev: Event) -> list[Any]:
 _SIDES = ("client", "server")
 
 
+def _is_tag(v: Any) -> bool:
+    """An int that is not a bool."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def decode_event(obj: Any) -> Event:
     """The Event encoded as ``obj``; raises WireError if it is not one."""
-    if not isinstance(obj, (list, tuple)) or not obj or not isinstance(obj[0], int):
+    if not isinstance(obj, (list, tuple)) or not obj or not _is_tag(obj[0]):
         raise WireError("event: expected [tag, fields...]")
     tag = obj[0]
     f = list(obj[1:])
@@ -248,7 +261,7 @@ def decode_event(obj: Any) -> Event:
         if f[3] not in _SIDES:
             raise WireError("message: bad side")
         sizes = f[14]
-        if not all(isinstance(x, int) for x in sizes):
+        if not all(_is_tag(x) for x in sizes):
             raise WireError("message: bad frame sizes")
         f[14] = tuple(sizes)
         return Message(*f)
@@ -313,7 +326,7 @@ def encode_command(cmd: Command) -> list[Any]:
 
 
 def decode_command(obj: Any) -> Command:
-    if not isinstance(obj, (list, tuple)) or not obj or not isinstance(obj[0], int):
+    if not isinstance(obj, (list, tuple)) or not obj or not _is_tag(obj[0]):
         raise WireError("command: expected [tag, fields...]")
     tag = obj[0]
     f = list(obj[1:])
@@ -362,16 +375,25 @@ def pack_events(events: list[Event]) -> bytes:
     return pack(EVENTS, [encode_event(e) for e in events])
 
 
+def _no_ext(code: int, data: bytes) -> Any:
+    # Without this, msgpack would return ExtType, a 2-tuple that passes for a list.
+    raise ValueError(f"unexpected msgpack extension type {code}")
+
+
 class Decoder:
     """Incremental decoder of one direction of the tap stream: ``feed(bytes)``, then iterate
     ``frames()`` for ``(kind, body)`` pairs. Raises WireError on malformed data."""
 
-    def __init__(self, max_object: int = MAX_OBJECT) -> None:
+    def __init__(self, max_object: int = MAX_OBJECT, max_len: int = MAX_LEN) -> None:
+        max_len = max(1, min(max_len, max_object))
         self._unpacker = msgpack.Unpacker(
             raw=False,
             use_list=True,
             strict_map_key=True,
             max_buffer_size=max_object,
+            max_array_len=max_len,
+            max_map_len=max_len,
+            ext_hook=_no_ext,
         )
 
     def feed(self, data: bytes) -> None:
@@ -386,7 +408,7 @@ class Decoder:
                 obj = next(self._unpacker)
             except StopIteration:
                 return
-            except (ValueError, msgpack.UnpackException, TypeError) as e:
+            except (ValueError, msgpack.UnpackException, TypeError, MemoryError) as e:
                 raise WireError(f"malformed tap data: {e}") from e
             if (
                 not isinstance(obj, list)

@@ -69,7 +69,7 @@ async def read_exactly(r: asyncio.StreamReader, n: int, timeout: float = 10) -> 
     return await asyncio.wait_for(r.readexactly(n), timeout)
 
 
-def items(rp):  # noqa: ANN001, ANN201
+def items(rp):
     return list(rp.session.items())
 
 
@@ -259,7 +259,7 @@ async def test_slow_and_vanishing_tap_clients_do_not_hold_up_forwarding(short_tm
                 while not got_gap() and loop.time() < deadline:
                     try:
                         data = await asyncio.wait_for(loop.sock_recv(stuck, 1 << 16), 5)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         break
                     dec.feed(data)
                     for kind, body in dec.frames():
