@@ -1,0 +1,578 @@
+"""The production-readiness report of observed traffic, per endpoint.
+
+Core module: no I/O. ``build_report(session, heartbeat, now)`` returns a JSON-ready dict::
+
+    {"endpoints": [{"path", "origin", "connections", "reconnect_delays": [s, ...],
+                    "backoff": {...}, "heartbeat": {...}, "checklist": {...}}]}
+
+Each checklist item is ``{"ok": True | False | None, "detail": str}`` (``None``: cannot
+tell from what was observed, or informational), sometimes with extra data. Items:
+``heartbeat``, ``pongs``, ``reconnect``, ``wss``, ``auth``, ``compression``,
+``largest_message``, ``close_codes``, ``refused_upgrades``. ``render_text(report)`` is the
+plain-text version.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from devconsole.analysis.backoff import EndpointReport, analyze_endpoints
+from devconsole.analysis.heartbeat import HeartbeatMonitor, HeartbeatReport, PingStats, median
+from devconsole.model import CLOSE_CODES, ConnState, Handshake, Message, Opcode, close_code_meaning
+from devconsole.session import Connection, Session
+
+LARGE_MESSAGE = 1 << 20  # a message above this blocks its connection for a noticeable time
+SMALL_MESSAGES = 1024  # below this compression hardly matters
+MIN_OBSERVE = 30.0  # a connection shorter than this says little about heartbeats
+
+# Query parameter names that carry a credential.
+_TICKET_PARAMS = frozenset(
+    {
+        "token", "access_token", "accesstoken", "auth", "auth_token", "authtoken", "authorization",
+        "ticket", "jwt", "key", "apikey", "api_key", "sig", "signature", "session", "sessionid",
+        "session_id", "sid", "id_token", "bearer", "password", "secret", "credential", "otp",
+    }
+)  # fmt: skip
+_TOKEN_WORDS = ("token", "ticket", "signature", "jwt", "secret", "password", "apikey", "api_key")
+# Subprotocol names that announce a token in the next subprotocol (e.g. Kubernetes, Hasura).
+_TOKEN_PROTOCOLS = frozenset(
+    {"access_token", "access-token", "bearer", "authorization", "token", "auth", "jwt"}
+)
+_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+_B64_RE = re.compile(r"[A-Za-z0-9+/=_.-]{24,}")
+_AUTH_TYPES = frozenset(
+    {
+        "auth", "authenticate", "authentication", "authorize", "authorization", "login",
+        "identify", "signin", "sign_in", "token",
+    }
+)  # fmt: skip
+_TYPE_KEYS = ("type", "op", "action", "event", "kind", "method", "cmd", "command", "t")
+# Close codes that say something went wrong.
+_BAD_CODES = frozenset({1002, 1003, 1007, 1009, 1010, 1011, 1014, 1015})
+# Refusals that are expected conditions rather than breakage.
+_EXPECTED_REFUSALS = frozenset({401, 403, 429, 503})
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt_secs(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x < 1:
+        return f"{x * 1000:.0f} ms"
+    if x < 60:
+        return f"{x:.2f} s"
+    if x < 3600:
+        return f"{x / 60:.1f} min"
+    return f"{x / 3600:.1f} h"
+
+
+def fmt_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1 << 20:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _item(ok: bool | None, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"ok": ok, "detail": detail, **extra}
+
+
+def _r(x: float | None, nd: int = 6) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def _looks_like_token(s: str) -> bool:
+    if _JWT_RE.search(s):
+        return True
+    low = s.lower()
+    if len(s) > 16 and any(w in low for w in ("bearer", "token")):
+        return True
+    if _B64_RE.fullmatch(s):
+        has_digit = any(ch.isdigit() for ch in s)
+        has_alpha = any(ch.isalpha() for ch in s)
+        # Long, mixed, and not a dotted protocol name like "wamp.2.json".
+        return has_digit and has_alpha and max(len(p) for p in re.split(r"[.]", s)) >= 16
+    return False
+
+
+def subprotocol_token(hs: Handshake) -> str | None:
+    """A credential carried in Sec-WebSocket-Protocol, described (never the token itself)."""
+    offered = hs.requested_subprotocols
+    for i, p in enumerate(offered):
+        if p.lower() in _TOKEN_PROTOCOLS and i + 1 < len(offered):
+            return f'subprotocol "{p}" + token'
+    for p in offered:
+        if _looks_like_token(p):
+            return "token-like subprotocol"
+    return None
+
+
+def query_tickets(hs: Handshake) -> list[str]:
+    out: list[str] = []
+    for name, value in hs.query:
+        low = name.lower()
+        if value and (low in _TICKET_PARAMS or any(w in low for w in _TOKEN_WORDS)):
+            out.append(name)
+    return out
+
+
+def _auth_keys(value: Any, depth: int = 0) -> bool:
+    if depth > 3:
+        return False
+    if isinstance(value, dict):
+        for k, v in value.items():
+            lk = str(k).lower()
+            if lk in _TICKET_PARAMS or lk.startswith("auth") or any(w in lk for w in _TOKEN_WORDS):
+                return True
+            if _auth_keys(v, depth + 1):
+                return True
+    elif isinstance(value, list):
+        return any(_auth_keys(v, depth + 1) for v in value[:16])
+    return False
+
+
+def first_message_auth(opcode: int, payload: bytes) -> str | None:
+    """Describe an authentication first message (``{"type":"auth",...}``, a token key,
+    a JWT), or None."""
+    if opcode != Opcode.TEXT:
+        return None
+    text = payload.decode("utf-8", "replace")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        for k in _TYPE_KEYS:
+            v = value.get(k)
+            if isinstance(v, str) and v.lower() in _AUTH_TYPES:
+                return f'first message {{"{k}":"{v}"}}'
+        if _auth_keys(value):
+            return "first message carries a credential field"
+    elif isinstance(value, list) and _auth_keys(value):
+        return "first message carries a credential field"
+    if _JWT_RE.search(text):
+        return "first message carries a JWT"
+    return None
+
+
+def handshake_auth(hs: Handshake) -> list[str]:
+    """Credentials seen in an upgrade request, described (values are never included)."""
+    out: list[str] = []
+    names = [k for k, _ in hs.cookies]
+    if not names and hs.request_header("cookie"):
+        names = ["?"]
+    if names:
+        out.append("cookie " + ", ".join(dict.fromkeys(names)))
+    authz = hs.request_header("authorization")
+    if authz:
+        out.append("Authorization " + authz.split(" ", 1)[0])
+    tickets = query_tickets(hs)
+    if tickets:
+        out.append("query " + ", ".join(dict.fromkeys(tickets)))
+    sp = subprotocol_token(hs)
+    if sp:
+        out.append(sp)
+    return out
+
+
+def _first_client_message(
+    session: Session, monitor: HeartbeatMonitor | None, conn: str
+) -> tuple[int, bytes] | None:
+    if monitor is not None:
+        fm = monitor.first_client_message(conn)
+        if fm is not None:
+            return fm
+    for item in session.buffer.conn_items(conn):
+        if isinstance(item, Message) and item.side == "client":
+            return item.opcode, item.payload[:1024]
+    return None
+
+
+# --------------------------------------------------------------------------- checklist
+
+
+def _ping_agg(stats: Sequence[PingStats]) -> dict[str, Any] | None:
+    used = [s for s in stats if s.count]
+    if not used:
+        return None
+    n_int = sum(max(s.count - 1, 0) for s in used)
+    n_rtt = sum(s.rtt_count for s in used)
+    interval = (
+        sum((s.interval_mean or 0.0) * max(s.count - 1, 0) for s in used) / n_int if n_int else None
+    )
+    jitter = (
+        sum((s.interval_jitter or 0.0) * max(s.count - 1, 0) for s in used) / n_int
+        if n_int
+        else None
+    )
+    rtt = sum((s.rtt_mean or 0.0) * s.rtt_count for s in used) / n_rtt if n_rtt else None
+    p50s = [s.rtt_p50 for s in used if s.rtt_p50 is not None]
+    maxes = [s.rtt_max for s in used if s.rtt_max is not None]
+    return {
+        "connections": len(used),
+        "pings": sum(s.count for s in used),
+        "pongs": n_rtt,
+        "interval": _r(interval),
+        "jitter": _r(jitter),
+        "rtt_mean": _r(rtt),
+        "rtt_p50": _r(median(p50s)),
+        "rtt_max": _r(max(maxes) if maxes else None),
+        "unanswered": sum(s.unanswered for s in used),
+    }
+
+
+def _heartbeat(
+    reports: Sequence[HeartbeatReport], conns: Sequence[Connection], now: float
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The endpoint's heartbeat summary, and its ``heartbeat`` and ``pongs`` items."""
+    client = _ping_agg([r.client_pings for r in reports])
+    server = _ping_agg([r.server_pings for r in reports])
+    pinger = "both" if client and server else "client" if client else "server" if server else "none"
+    apps: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in reports:
+        for a in r.app_heartbeats:
+            e = apps.setdefault(
+                (a.side, a.signature),
+                {"side": a.side, "signature": a.signature, "connections": 0, "count": 0,
+                 "_iv": [], "_rtt": [], "reply": None},
+            )  # fmt: skip
+            e["connections"] += 1
+            e["count"] += a.count
+            e["_iv"].append(a.interval_mean)
+            if a.reply is not None:
+                e["reply"] = a.reply
+                if a.rtt_p50 is not None:
+                    e["_rtt"].append(a.rtt_p50)
+    app_list = []
+    for e in apps.values():
+        iv, rtt = e.pop("_iv"), e.pop("_rtt")
+        e["interval"] = _r(median(iv))
+        e["rtt_p50"] = _r(median(rtt))
+        app_list.append(e)
+    seen = [r for r in reports if r.seen]
+    unsolicited = sum(r.unsolicited_pongs_client + r.unsolicited_pongs_server for r in reports)
+    summary: dict[str, Any] = {
+        "seen": bool(seen),
+        "connections": len(reports),
+        "with_heartbeat": len(seen),
+        "pinger": pinger,
+        "client_pings": client,
+        "server_pings": server,
+        "unsolicited_pongs": unsolicited,
+        "app": app_list,
+    }
+
+    parts: list[str] = []
+    for side, agg in (("server", server), ("client", client)):
+        if agg is None:
+            continue
+        s = f"{side} pings"
+        if agg["interval"] is not None:
+            s += f" every {fmt_secs(agg['interval'])} (jitter {fmt_secs(agg['jitter'])})"
+        if agg["rtt_p50"] is not None:
+            s += f", pong RTT p50 {fmt_secs(agg['rtt_p50'])}"
+        parts.append(s)
+    for e in app_list:
+        s = f"app heartbeat from {e['side']} {e['signature']} every {fmt_secs(e['interval'])}"
+        if e["reply"] is not None:
+            s += f", answered by {e['reply']}"
+            if e["rtt_p50"] is not None:
+                s += f" in {fmt_secs(e['rtt_p50'])}"
+        parts.append(s)
+    if not parts and unsolicited >= 2:
+        parts.append(f"{unsolicited} unsolicited pongs (one-way heartbeat)")
+
+    if seen:
+        hb = _item(True, "; ".join(parts))
+    elif not conns:
+        hb = _item(None, "no accepted connection")
+    else:
+        longest = max((c.ts_end if c.ts_end is not None else now) - c.ts_start for c in conns)
+        if longest < MIN_OBSERVE:
+            hb = _item(
+                None, f"none seen; connections too short to tell (longest {fmt_secs(longest)})"
+            )
+        else:
+            hb = _item(
+                False,
+                f"no ping/pong or app heartbeat in {len(conns)} connection(s) "
+                f"(longest {fmt_secs(longest)}): idle connections die silently behind NATs "
+                "and load balancers",
+            )
+
+    pings = (client["pings"] if client else 0) + (server["pings"] if server else 0)
+    unanswered = (client["unanswered"] if client else 0) + (server["unanswered"] if server else 0)
+    if not pings:
+        pongs = _item(None, "no protocol pings")
+    elif unanswered:
+        pongs = _item(False, f"{unanswered} of {pings} pings got no pong")
+    else:
+        pongs = _item(True, f"all {pings} pings answered")
+    return summary, hb, pongs
+
+
+def _reconnect(ep: EndpointReport) -> dict[str, Any]:
+    b = ep.backoff
+    n = len(ep.reconnect_delays)
+    if b.pattern == "none":
+        return _item(None, "no reconnect seen")
+    if b.pattern == "single":
+        return _item(None, f"1 reconnect after {fmt_secs(b.min)}: too few to judge")
+    jit = "with jitter" if b.jitter else "without jitter"
+    if b.pattern == "exponential":
+        s = f"exponential backoff x{b.factor:.2f} {jit}" if b.factor else "exponential backoff"
+        if b.cap is not None:
+            s += f", capped at {fmt_secs(b.cap)}"
+        return _item(True, f"{s}; {n} reconnects, {fmt_secs(b.min)} to {fmt_secs(b.max)}")
+    if b.pattern == "linear":
+        return _item(True, f"linear backoff +{fmt_secs(b.step)} per attempt {jit}; {n} reconnects")
+    if b.pattern == "storm":
+        return _item(False, f"reconnect storm: {n} retries, fastest {fmt_secs(b.min)}, no backoff")
+    if b.pattern == "fixed":
+        mid = b.median if b.median is not None else 0.0
+        detail = f"fixed interval ~{fmt_secs(mid)} {jit}, no growth; {n} reconnects"
+        return _item(False if mid < 1.0 else None, detail)
+    return _item(None, f"irregular delays ({fmt_secs(b.min)} to {fmt_secs(b.max)}); {n} reconnects")
+
+
+def _wss(conns: Sequence[Connection]) -> dict[str, Any]:
+    if not conns:
+        return _item(None, "no connection")
+    plain = sum(1 for c in conns if c.handshake.scheme != "wss")
+    if not plain:
+        return _item(True, "all connections use wss://")
+    if plain == len(conns):
+        return _item(False, "ws:// only: traffic and credentials are unencrypted")
+    return _item(False, f"{plain} of {len(conns)} connections over unencrypted ws://")
+
+
+def _auth(
+    session: Session,
+    monitor: HeartbeatMonitor | None,
+    accepted: Sequence[Connection],
+    refused: Sequence[Connection],
+) -> dict[str, Any]:
+    methods: Counter[str] = Counter()
+    without = 0
+    for c in accepted:
+        found = handshake_auth(c.handshake)
+        fm = _first_client_message(session, monitor, c.id)
+        if fm is not None:
+            desc = first_message_auth(*fm)
+            if desc:
+                found.append(desc)
+        if not found:
+            without += 1
+        for f in found:
+            methods[f] += 1
+    denied = Counter(c.handshake.status for c in refused if c.handshake.status in (401, 403))
+    denied_txt = ", ".join(f"{s} x{n}" for s, n in sorted(denied.items()))
+    used = ", ".join(m + (f" x{n}" if n > 1 else "") for m, n in methods.most_common())
+    extra = {"methods": dict(methods), "without": without}
+    if not accepted:
+        if denied:
+            return _item(True, f"unauthenticated upgrades refused ({denied_txt})", **extra)
+        return _item(None, "no accepted connection", **extra)
+    if without == 0:
+        return _item(True, used, **extra)
+    if without == len(accepted):
+        if denied:
+            return _item(
+                True,
+                f"no credentials on accepted connections, but upgrades are refused "
+                f"({denied_txt}): auth is enforced",
+                **extra,
+            )
+        return _item(False, "no credentials at the handshake or in the first message", **extra)
+    return _item(
+        False, f"{without} of {len(accepted)} connections without credentials; {used}", **extra
+    )
+
+
+def _compression(accepted: Sequence[Connection]) -> dict[str, Any]:
+    if not accepted:
+        return _item(None, "no accepted connection")
+    neg = sum(
+        1
+        for c in accepted
+        if any(
+            e.split(";")[0].strip().lower() == "permessage-deflate" for e in c.handshake.extensions
+        )
+    )
+    offered = sum(
+        1
+        for c in accepted
+        if any(
+            e.split(";")[0].strip().lower() == "permessage-deflate"
+            for e in c.handshake.requested_extensions
+        )
+    )
+    largest = max(c.largest_message for c in accepted)
+    if neg == len(accepted):
+        return _item(True, "permessage-deflate negotiated")
+    if neg:
+        return _item(True, f"permessage-deflate negotiated on {neg} of {len(accepted)}")
+    why = "offered by the client, declined by the server" if offered else "not offered"
+    if largest < SMALL_MESSAGES:
+        return _item(None, f"no compression ({why}); messages are small ({fmt_bytes(largest)})")
+    return _item(False, f"no compression ({why}); largest message {fmt_bytes(largest)}")
+
+
+def _largest(accepted: Sequence[Connection]) -> dict[str, Any]:
+    largest = max((c.largest_message for c in accepted), default=0)
+    msgs = sum(c.msgs_in + c.msgs_out for c in accepted)
+    if not msgs:
+        return _item(None, "no message", bytes=0)
+    if largest > LARGE_MESSAGE:
+        return _item(
+            False,
+            f"largest {fmt_bytes(largest)}: a big message blocks everything behind it; "
+            "chunk or send it over HTTP",
+            bytes=largest,
+        )
+    return _item(True, f"largest {fmt_bytes(largest)} over {msgs} messages", bytes=largest)
+
+
+def _close_codes(accepted: Sequence[Connection]) -> dict[str, Any]:
+    codes: dict[str, dict[str, Any]] = {}
+    unclean = 0
+    bad = 0
+    ended = 0
+    for c in accepted:
+        if c.ts_end is None and c.close_code is None and c.state != ConnState.KILLED:
+            continue
+        ended += 1
+        by = c.closed_by or "?"
+        if c.close_code is None:
+            name = "none"
+            meaning = "killed by devconsole" if by == "proxy" else "no close frame"
+            if by != "proxy" and not c.clean:
+                unclean += 1
+        else:
+            name = str(c.close_code)
+            meaning = close_code_meaning(c.close_code)
+            if c.close_code in _BAD_CODES or (
+                c.close_code not in CLOSE_CODES and not 3000 <= c.close_code <= 4999
+            ):
+                bad += 1
+        e = codes.setdefault(name, {"code": c.close_code, "meaning": meaning, "count": 0, "by": {}})
+        e["count"] += 1
+        e["by"][by] = e["by"].get(by, 0) + 1
+    listing = ", ".join(
+        f"{e['code'] if e['code'] is not None else '-'} {e['meaning']} x{e['count']}"
+        for e in sorted(codes.values(), key=lambda e: -e["count"])
+    )
+    extra = {"codes": list(codes.values())}
+    if not accepted:
+        return _item(None, "no accepted connection", **extra)
+    if not ended:
+        return _item(None, "no connection ended yet", **extra)
+    problems = []
+    if bad:
+        problems.append(f"{bad} error close code(s)")
+    if unclean:
+        problems.append(f"{unclean} ended without a close handshake")
+    if problems:
+        return _item(False, "; ".join(problems) + f": {listing}", **extra)
+    return _item(True, listing, **extra)
+
+
+def _refused(refused: Sequence[Connection]) -> dict[str, Any]:
+    if not refused:
+        return _item(True, "no refused upgrade", statuses={})
+    statuses: Counter[str] = Counter()
+    for c in refused:
+        hs = c.handshake
+        statuses[str(hs.status) if hs.status is not None else (hs.error or "error")] += 1
+    listing = ", ".join(f"{s} x{n}" for s, n in statuses.most_common())
+    expected = all(
+        c.handshake.status in _EXPECTED_REFUSALS for c in refused if c.handshake.status
+    ) and all(c.handshake.status is not None for c in refused)
+    return _item(None if expected else False, f"refused: {listing}", statuses=dict(statuses))
+
+
+# --------------------------------------------------------------------------- report
+
+
+def build_report(
+    session: Session,
+    heartbeat: HeartbeatMonitor | None,
+    now: float,
+    endpoints: Iterable[EndpointReport] | None = None,
+) -> dict[str, Any]:
+    """The readiness report of everything ``session`` knows. Without a ``heartbeat``
+    monitor, one is built from the session's buffered items (evicted ones are lost).
+    ``endpoints`` may be passed when already computed by ``analyze_endpoints``."""
+    monitor = heartbeat if heartbeat is not None else HeartbeatMonitor.from_session(session)
+    eps = (
+        list(endpoints)
+        if endpoints is not None
+        else analyze_endpoints(session.connections.values())
+    )
+    out: list[dict[str, Any]] = []
+    for ep in eps:
+        conns = [session.connections[cid] for cid in ep.conn_ids if cid in session.connections]
+        refused = [c for c in conns if c.state == ConnState.REFUSED]
+        accepted = [c for c in conns if c.state != ConnState.REFUSED]
+        reports = [monitor.report(c.id, now) for c in accepted]
+        hb_summary, hb_item, pong_item = _heartbeat(reports, accepted, now)
+        checklist = {
+            "heartbeat": hb_item,
+            "pongs": pong_item,
+            "reconnect": _reconnect(ep),
+            "wss": _wss(conns),
+            "auth": _auth(session, monitor, accepted, refused),
+            "compression": _compression(accepted),
+            "largest_message": _largest(accepted),
+            "close_codes": _close_codes(accepted),
+            "refused_upgrades": _refused(refused),
+        }
+        out.append(
+            {
+                "path": ep.path,
+                "origin": ep.origin,
+                "connections": ep.connections,
+                "reconnect_delays": [round(d, 6) for d in ep.reconnect_delays],
+                "backoff": ep.backoff.to_dict(),
+                "heartbeat": hb_summary,
+                "checklist": checklist,
+            }
+        )
+    return {"endpoints": out}
+
+
+_MARK = {True: " ok ", False: "FAIL", None: " -- "}
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """A plain-text rendering of ``build_report``'s result (no markup)."""
+    eps = report.get("endpoints", [])
+    lines = [f"Production readiness: {len(eps)} endpoint(s)"]
+    for ep in eps:
+        lines.append("")
+        head = f"{ep['path']}"
+        if ep.get("origin"):
+            head += f"  (origin {ep['origin']})"
+        head += f"  {ep['connections']} connection(s)"
+        lines.append(head)
+        delays = ep.get("reconnect_delays") or []
+        if delays:
+            shown = ", ".join(fmt_secs(d) for d in delays[-10:])
+            more = f"{len(delays) - 10} earlier, " if len(delays) > 10 else ""
+            lines.append(f"  reconnect delays: {more}{shown}")
+        checklist = ep.get("checklist", {})
+        width = max((len(k) for k in checklist), default=0)
+        for name, item in checklist.items():
+            mark = _MARK.get(item.get("ok"), " -- ")
+            lines.append(f"  [{mark}] {name.replace('_', ' '):<{width}}  {item.get('detail', '')}")
+    return "\n".join(lines) + "\n"

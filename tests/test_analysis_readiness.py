@@ -1,0 +1,357 @@
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import pytest
+
+from devconsole.analysis.heartbeat import HeartbeatMonitor
+from devconsole.analysis.readiness import (
+    build_report,
+    first_message_auth,
+    fmt_secs,
+    handshake_auth,
+    render_text,
+    subprotocol_token,
+)
+from devconsole.model import (
+    CLIENT,
+    SERVER,
+    ControlFrame,
+    EndEvent,
+    Handshake,
+    HandshakeEvent,
+    Message,
+    Opcode,
+    RefusedEvent,
+    Side,
+)
+from devconsole.session import Session
+
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+    "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+)
+
+_ids = itertools.count(1)
+_seq = itertools.count(1)
+
+
+def hs(
+    ts: float,
+    *,
+    path: str = "/ws",
+    scheme: str = "ws",
+    origin: str | None = "https://app.test",
+    cookie: str | None = None,
+    query: list[tuple[str, str]] | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    status: int = 101,
+    extensions: list[str] | None = None,
+    conn: str | None = None,
+) -> Handshake:
+    req = [("Host", "srv.test"), ("User-Agent", "ua/1")]
+    if origin:
+        req.append(("Origin", origin))
+    cookies: list[tuple[str, str]] = []
+    if cookie:
+        req.append(("Cookie", cookie))
+        cookies = [(k.strip(), v) for k, v in (p.split("=", 1) for p in cookie.split(";"))]
+    req.extend(headers or [])
+    q = query or []
+    qs = "&".join(f"{k}={v}" for k, v in q)
+    return Handshake(
+        conn=conn or f"c{next(_ids)}",
+        ts=ts,
+        client="10.1.1.1:5555",
+        server="srv.test:443",
+        scheme=scheme,
+        url=f"{scheme}://srv.test{path}" + (f"?{qs}" if qs else ""),
+        method="GET",
+        path=path,
+        query=q,
+        http_version="HTTP/1.1",
+        request_headers=req,
+        cookies=cookies,
+        status=status,
+        reason="Unauthorized" if status == 401 else "",
+        extensions=extensions or [],
+        ts_response=ts + 0.002,
+        body=b'{"error":"unauthorized"}' if status == 401 else b"",
+    )
+
+
+def msg(conn: str, ts: float, side: Side, data: str | bytes) -> Message:
+    payload = data.encode() if isinstance(data, str) else data
+    op = Opcode.TEXT if isinstance(data, str) else Opcode.BINARY
+    return Message(next(_seq), conn, ts, side, op, payload, len(payload), len(payload) + 2)
+
+
+def ctl(
+    conn: str, ts: float, side: Side, op: Opcode, payload: bytes = b"", **kw: Any
+) -> ControlFrame:
+    return ControlFrame(next(_seq), conn, ts, side, op, payload, 2 + len(payload), **kw)
+
+
+def close(session: Session, conn: str, ts: float, code: int, by: Side = SERVER) -> None:
+    session.apply(ctl(conn, ts, by, Opcode.CLOSE, code.to_bytes(2, "big"), code=code))
+    other: Side = CLIENT if by == SERVER else SERVER
+    session.apply(ctl(conn, ts + 0.001, other, Opcode.CLOSE, code.to_bytes(2, "big"), code=code))
+    session.apply(EndEvent(conn, ts + 0.002, clean=True, closed_by=by))
+
+
+def endpoint(report: dict[str, Any], path: str) -> dict[str, Any]:
+    (ep,) = [e for e in report["endpoints"] if e["path"] == path]
+    return ep
+
+
+# --------------------------------------------------------------------------- auth detection
+
+
+def test_auth_detection_helpers() -> None:
+    assert handshake_auth(hs(0, cookie="session=abc; theme=dark")) == ["cookie session, theme"]
+    assert handshake_auth(hs(0, query=[("ticket", "abc123")])) == ["query ticket"]
+    assert handshake_auth(hs(0, query=[("room", "7")])) == []
+    assert handshake_auth(hs(0, headers=[("Authorization", "Bearer xyz")])) == [
+        "Authorization Bearer"
+    ]
+    proto = [("Sec-WebSocket-Protocol", f"access_token, {JWT}")]
+    assert subprotocol_token(hs(0, headers=proto)) == 'subprotocol "access_token" + token'
+    assert subprotocol_token(hs(0, headers=[("Sec-WebSocket-Protocol", f"v1, {JWT}")])) == (
+        "token-like subprotocol"
+    )
+    k8s = "base64url.bearer.authorization.k8s.io.ZXlKaGJHY2lPaUpTVXpJMU5pSXNJbXRw"
+    assert subprotocol_token(
+        hs(0, headers=[("Sec-WebSocket-Protocol", f"v4.channel.k8s.io, {k8s}")])
+    )
+    for plain in ("graphql-transport-ws", "wamp.2.json, wamp.2.msgpack", "v12.stomp, mqtt"):
+        assert subprotocol_token(hs(0, headers=[("Sec-WebSocket-Protocol", plain)])) is None
+    assert first_message_auth(Opcode.TEXT, b'{"type":"auth","token":"x"}') == (
+        'first message {"type":"auth"}'
+    )
+    assert (
+        first_message_auth(Opcode.TEXT, b'{"type":"connection_init","payload":{"authToken":"x"}}')
+        == "first message carries a credential field"
+    )
+    assert first_message_auth(Opcode.TEXT, f"AUTH {JWT}".encode()) == "first message carries a JWT"
+    assert first_message_auth(Opcode.TEXT, b'{"type":"subscribe","channel":"x"}') is None
+    assert first_message_auth(Opcode.BINARY, b"\x00\x01") is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "first", "ok", "needle"),
+    [
+        ({"cookie": "session=s3cr3t"}, None, True, "cookie session"),
+        ({"query": [("ticket", "abc123")]}, None, True, "query ticket"),
+        (
+            {"headers": [("Sec-WebSocket-Protocol", f"access_token, {JWT}")]},
+            None,
+            True,
+            "subprotocol",
+        ),
+        ({}, '{"type":"auth","jwt":"x"}', True, "first message"),
+        ({}, '{"type":"hello"}', False, "no credentials"),
+        ({}, None, False, "no credentials"),
+    ],
+)
+def test_checklist_auth(kwargs: dict[str, Any], first: str | None, ok: bool, needle: str) -> None:
+    session = Session()
+    h = hs(0.0, **kwargs)
+    session.apply(HandshakeEvent(h))
+    if first is not None:
+        session.apply(msg(h.conn, 0.1, CLIENT, first))
+    item = endpoint(build_report(session, None, now=1.0), "/ws")["checklist"]["auth"]
+    assert item["ok"] is ok
+    assert needle in item["detail"]
+    assert "s3cr3t" not in json.dumps(item)  # credentials are never echoed
+
+
+def test_refused_401_means_auth_is_enforced() -> None:
+    session = Session()
+    for i in range(3):
+        session.apply(RefusedEvent(hs(i * 20.0, path="/private", status=401)))
+    ep = endpoint(build_report(session, None, now=100.0), "/private")
+    assert ep["connections"] == 3
+    assert ep["checklist"]["auth"]["ok"] is True
+    assert "401 x3" in ep["checklist"]["auth"]["detail"]
+    assert ep["checklist"]["refused_upgrades"]["ok"] is None
+    assert ep["checklist"]["refused_upgrades"]["statuses"] == {"401": 3}
+    assert ep["reconnect_delays"] == pytest.approx([20.0, 20.0], abs=0.01)
+    assert ep["backoff"]["pattern"] == "fixed"
+
+
+# --------------------------------------------------------------------------- full report
+
+
+def build_demo_like_session() -> tuple[Session, HeartbeatMonitor]:
+    session = Session()
+    mon = HeartbeatMonitor()
+    session.observers.append(mon.on_event)
+    # /chat: wss, cookie, server pings every 3 s answered in 2 ms; one big message
+    chat = hs(0.0, path="/chat", scheme="wss", cookie="session=alice")
+    session.apply(HandshakeEvent(chat))
+    for i in range(12):
+        t = 1.0 + 3 * i
+        session.apply(ctl(chat.conn, t, SERVER, Opcode.PING, bytes([i, 1, 2, 3])))
+        session.apply(ctl(chat.conn, t + 0.002, CLIENT, Opcode.PONG, bytes([i, 1, 2, 3])))
+        session.apply(msg(chat.conn, t + 0.5, CLIENT, json.dumps({"type": "chat", "n": i})))
+    session.apply(msg(chat.conn, 20.0, SERVER, "x" * 70_000))
+    # /feed: ws, app heartbeat, exponential reconnects after 1012 restarts
+    t = 0.0
+    feed = hs(t, path="/feed", cookie="session=feed")
+    session.apply(HandshakeEvent(feed))
+    for k in range(8):
+        session.apply(msg(feed.conn, t + 0.1 + 2 * k, CLIENT, '{"type":"ping"}'))
+        session.apply(msg(feed.conn, t + 0.105 + 2 * k, SERVER, '{"type":"pong"}'))
+    close(session, feed.conn, 16.0, 1012)
+    t = 16.002
+    for d in (0.5, 1.0, 2.0):
+        t += d
+        session.apply(RefusedEvent(hs(t, path="/feed", cookie="session=feed", status=503)))
+        t += 0.002
+    session.apply(HandshakeEvent(hs(t + 4.0, path="/feed", cookie="session=feed")))
+    # /ticker: compression negotiated, ended without a close frame
+    tick = hs(
+        1.0,
+        path="/ticker",
+        cookie="session=bob",
+        headers=[("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")],
+        extensions=["permessage-deflate"],
+    )
+    session.apply(HandshakeEvent(tick))
+    for i in range(50):
+        session.apply(msg(tick.conn, 1.0 + i * 0.1, SERVER, bytes(2000)))
+    session.apply(EndEvent(tick.conn, 9.0, clean=False, closed_by=None))
+    return session, mon
+
+
+def test_report_shape_and_checklist() -> None:
+    session, mon = build_demo_like_session()
+    report = build_report(session, mon, now=60.0)
+    json.dumps(report)
+    assert set(report) == {"endpoints"}
+    assert [e["path"] for e in report["endpoints"]] == ["/chat", "/feed", "/ticker"]
+    for ep in report["endpoints"]:
+        assert set(ep) == {
+            "path",
+            "origin",
+            "connections",
+            "reconnect_delays",
+            "backoff",
+            "heartbeat",
+            "checklist",
+        }
+        for item in ep["checklist"].values():
+            assert item["ok"] in (True, False, None)
+            assert isinstance(item["detail"], str) and item["detail"]
+
+    chat = endpoint(report, "/chat")
+    cl = chat["checklist"]
+    assert chat["origin"] == "https://app.test"
+    assert chat["heartbeat"]["pinger"] == "server"
+    assert chat["heartbeat"]["server_pings"]["interval"] == pytest.approx(3.0)
+    assert chat["heartbeat"]["server_pings"]["rtt_p50"] == pytest.approx(0.002)
+    assert cl["heartbeat"]["ok"] is True
+    assert "server pings every 3.00 s" in cl["heartbeat"]["detail"]
+    assert cl["pongs"]["ok"] is True
+    assert cl["wss"]["ok"] is True
+    assert cl["auth"]["ok"] is True
+    assert cl["largest_message"]["bytes"] == 70_000
+    assert cl["largest_message"]["ok"] is True
+    assert cl["compression"]["ok"] is False  # 68 KiB messages, no compression offered
+    assert cl["reconnect"]["ok"] is None
+    assert cl["close_codes"]["ok"] is None  # still open
+
+    feed = endpoint(report, "/feed")
+    assert feed["connections"] == 5
+    assert feed["reconnect_delays"] == pytest.approx([0.5, 1.0, 2.0, 4.0], abs=0.001)
+    assert feed["backoff"]["pattern"] == "exponential"
+    assert feed["backoff"]["factor"] == pytest.approx(2.0, rel=0.01)
+    fcl = feed["checklist"]
+    assert fcl["reconnect"]["ok"] is True
+    assert "exponential" in fcl["reconnect"]["detail"]
+    assert fcl["wss"]["ok"] is False
+    app = feed["heartbeat"]["app"]
+    assert [(a["side"], a["signature"], a["reply"]) for a in app] == [
+        ("client", '{"type":"ping"}', '{"type":"pong"}')
+    ]
+    assert app[0]["interval"] == pytest.approx(2.0)
+    assert fcl["heartbeat"]["ok"] is True
+    assert fcl["pongs"]["ok"] is None
+    assert fcl["close_codes"]["ok"] is True
+    assert fcl["close_codes"]["codes"] == [
+        {"code": 1012, "meaning": "Service Restart", "count": 1, "by": {"server": 1}}
+    ]
+    assert fcl["refused_upgrades"]["statuses"] == {"503": 3}
+
+    ticker = endpoint(report, "/ticker")
+    tcl = ticker["checklist"]
+    assert tcl["compression"]["ok"] is True
+    assert tcl["close_codes"]["ok"] is False
+    assert "without a close handshake" in tcl["close_codes"]["detail"]
+    assert tcl["heartbeat"]["ok"] is None  # 8 s is too short to tell
+
+
+def test_report_without_monitor_uses_the_buffer() -> None:
+    session, mon = build_demo_like_session()
+    with_monitor = build_report(session, mon, now=60.0)
+    without = build_report(session, None, now=60.0)
+    assert without == with_monitor
+
+
+def test_no_heartbeat_on_long_connection_fails() -> None:
+    session = Session()
+    h = hs(0.0, cookie="sid=1")
+    session.apply(HandshakeEvent(h))
+    session.apply(msg(h.conn, 1.0, CLIENT, "hello"))
+    ep = endpoint(build_report(session, None, now=600.0), "/ws")
+    assert ep["checklist"]["heartbeat"]["ok"] is False
+    assert ep["heartbeat"]["seen"] is False
+
+
+def test_error_close_codes_and_unanswered_pings() -> None:
+    session = Session()
+    h = hs(0.0)
+    session.apply(HandshakeEvent(h))
+    session.apply(ctl(h.conn, 1.0, CLIENT, Opcode.PING, b"a"))
+    session.apply(ctl(h.conn, 31.0, CLIENT, Opcode.PING, b"b"))
+    close(session, h.conn, 32.0, 1011)
+    ep = endpoint(build_report(session, None, now=40.0), "/ws")
+    cl = ep["checklist"]
+    assert cl["pongs"]["ok"] is False
+    assert "2 of 2 pings got no pong" in cl["pongs"]["detail"]
+    assert cl["close_codes"]["ok"] is False
+    assert "1011 Internal Error" in cl["close_codes"]["detail"]
+
+
+def test_reconnect_storm_fails() -> None:
+    session = Session()
+    t = 0.0
+    for _ in range(8):
+        h = hs(t, path="/storm")
+        session.apply(HandshakeEvent(h))
+        session.apply(EndEvent(h.conn, t + 0.01, clean=False, closed_by="server"))
+        t += 0.015
+    ep = endpoint(build_report(session, None, now=10.0), "/storm")
+    assert ep["backoff"]["pattern"] == "storm"
+    assert ep["checklist"]["reconnect"]["ok"] is False
+
+
+def test_render_text() -> None:
+    session, mon = build_demo_like_session()
+    text = render_text(build_report(session, mon, now=60.0))
+    assert text.startswith("Production readiness: 3 endpoint(s)")
+    assert "/feed" in text
+    assert "reconnect delays: 500 ms, 1.00 s, 2.00 s, 4.00 s" in text
+    assert "[FAIL] wss" in text
+    assert "[ ok ] heartbeat" in text
+    assert "[" in text and "\x1b" not in text  # plain text, no escape codes
+    assert render_text({"endpoints": []}).startswith("Production readiness: 0 endpoint(s)")
+
+
+def test_fmt_secs() -> None:
+    assert fmt_secs(0.0123) == "12 ms"
+    assert fmt_secs(2.5) == "2.50 s"
+    assert fmt_secs(90) == "1.5 min"
+    assert fmt_secs(None) == "-"
