@@ -273,3 +273,56 @@ def test_help_lists_every_command() -> None:
     assert r.returncode == 0
     for cmd in ("proxy", "tail", "conns", "attach", "kill", "inject", "report", "demo"):
         assert cmd in r.stdout
+
+
+async def test_report_measures_a_known_backoff_schedule(short_tmp: Path) -> None:
+    """A client that reconnects 0.3 s, 0.6 s, 1.2 s after successive kills: `report --json`
+    gives those delays within 50 ms, in order, and judges them exponential."""
+    schedule = [0.3, 0.6, 1.2]
+    connected = asyncio.Queue()  # type: asyncio.Queue[None]
+
+    async with echo_upstream() as up:
+        with proxy_process(short_tmp, "--mode", f"reverse:http://127.0.0.1:{up}") as px:
+
+            async def backoff_client() -> None:
+                for attempt in range(len(schedule) + 1):
+                    async with connect(
+                        f"ws://127.0.0.1:{px.port}/feed",
+                        additional_headers={"Origin": "http://app.test"},
+                    ) as ws:
+                        await connected.put(None)
+                        with contextlib.suppress(ConnectionClosed):
+                            while True:
+                                await ws.recv()
+                    if attempt < len(schedule):
+                        await asyncio.sleep(schedule[attempt])
+
+            task = asyncio.ensure_future(backoff_client())
+            try:
+                for _ in range(len(schedule)):
+                    await asyncio.wait_for(connected.get(), 10)
+                    rc, out, err = await cli("conns", "--json", "--tap", px.tap)
+                    live = [c for c in json.loads(out) if c["state"] == "open"]
+                    assert len(live) == 1, out
+                    rc, _, err = await cli("kill", live[0]["id"], "--tap", px.tap, "--code", "1012")
+                    assert rc == 0, err
+                await asyncio.wait_for(connected.get(), 10)
+                rc, out, err = await cli("report", "--json", "--tap", px.tap)
+                assert rc == 0, err
+                rc2, text, _ = await cli("report", "--tap", px.tap)
+            finally:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+    report = json.loads(out)
+    [ep] = [e for e in report["endpoints"] if e["path"] == "/feed"]
+    assert ep["origin"] == "http://app.test"
+    assert ep["connections"] == 4
+    delays = ep["reconnect_delays"]
+    assert len(delays) == 3, delays
+    for got, want in zip(delays, schedule, strict=True):
+        assert abs(got - want) < 0.05, (delays, schedule)
+    assert ep["backoff"]["pattern"] == "exponential"
+    assert 1.8 < ep["backoff"]["factor"] < 2.2
+    assert "checklist" in ep and "heartbeat" in ep
+    assert rc2 == 0 and "/feed" in text
