@@ -13,6 +13,7 @@ import binascii
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -633,7 +634,8 @@ class ChildProxy:
             with open(self.log_path) as fh:
                 err = fh.read().strip().splitlines()
             raise CliError(err[-1] if err else "the proxy exited")
-        self.listen = line.strip()
+        m = re.search(r"listening on (\S+?)(?:,|;)", line)
+        self.listen = m.group(1) if m else ""
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -664,14 +666,14 @@ def _demo(args: argparse.Namespace) -> int:
     from devconsole.proxy import parse_listen
     from devconsole.tap import TapClient
 
-    host, port = parse_listen(args.listen)
+    parse_listen(args.listen)
     child = ChildProxy(args)
     stop_demo = None
     try:
         child.wait_ready()
-        stop_demo = _start_demo_thread(f"{host}:{port}", args.rate)
+        stop_demo = _start_demo_thread(child.listen, args.rate)
         if args.headless:
-            print(child.listen, flush=True)
+            print(f"demo traffic through {child.listen}; tap at {child.tap}", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 while child.proc.poll() is None:
                     time.sleep(0.5)
