@@ -1,0 +1,120 @@
+"""The data model: opcodes, handshake helpers, message/control-frame properties, close codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from devconsole.model import (
+    CLOSE_CODES,
+    ConnState,
+    ControlFrame,
+    Handshake,
+    Message,
+    Opcode,
+    close_code_meaning,
+    opcode_name,
+    valid_close_code,
+)
+
+
+def make_handshake(**kw: object) -> Handshake:
+    fields: dict[str, object] = dict(
+        conn="c1",
+        ts=1.0,
+        client="127.0.0.1:5000",
+        server="example.com:80",
+        scheme="ws",
+        url="ws://example.com/chat?x=1",
+        method="GET",
+        path="/chat",
+        query=[("x", "1")],
+        http_version="HTTP/1.1",
+        request_headers=[],
+        cookies=[],
+    )
+    fields.update(kw)
+    return Handshake(**fields)  # type: ignore[arg-type]
+
+
+def test_control_opcodes_are_control_and_data_opcodes_are_not() -> None:
+    assert {op for op in Opcode if op.is_control} == {Opcode.CLOSE, Opcode.PING, Opcode.PONG}
+    assert not Opcode.CONTINUATION.is_control
+
+
+@pytest.mark.parametrize(
+    ("op", "name"),
+    [(0, "continuation"), (1, "text"), (2, "binary"), (8, "close"), (9, "ping"), (10, "pong")],
+)
+def test_opcode_names(op: int, name: str) -> None:
+    assert opcode_name(op) == name
+
+
+def test_reserved_opcode_gets_a_hex_name_instead_of_failing() -> None:
+    assert opcode_name(0x3) == "op3"
+    assert opcode_name(0xB) == "opb"
+
+
+def test_header_lookup_is_case_insensitive_and_returns_the_first_value() -> None:
+    hs = make_handshake(
+        request_headers=[("Origin", "https://a"), ("origin", "https://b")],
+        response_headers=[("Sec-WebSocket-Accept", "abc")],
+    )
+    assert hs.request_header("ORIGIN") == "https://a"
+    assert hs.response_header("sec-websocket-accept") == "abc"
+    assert hs.request_header("cookie") is None
+    assert hs.response_header("origin") is None
+
+
+def test_requested_subprotocols_and_extensions_are_split_across_repeated_headers() -> None:
+    hs = make_handshake(
+        request_headers=[
+            ("Sec-WebSocket-Protocol", "chat, superchat"),
+            ("sec-websocket-protocol", " v2.json ,"),
+            ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+        ]
+    )
+    assert hs.requested_subprotocols == ["chat", "superchat", "v2.json"]
+    assert hs.requested_extensions == ["permessage-deflate; client_max_window_bits"]
+    assert make_handshake().requested_subprotocols == []
+
+
+def test_message_truncation_and_text_flag() -> None:
+    m = Message(1, "c1", 1.0, "client", Opcode.TEXT, b"hello", 5, 11)
+    assert not m.truncated
+    assert m.is_text
+    big = Message(2, "c1", 1.0, "server", Opcode.BINARY, b"x" * 10, 1000, 1010)
+    assert big.truncated
+    assert not big.is_text
+
+
+def test_control_frame_size_is_its_payload_length() -> None:
+    f = ControlFrame(1, "c1", 1.0, "server", Opcode.CLOSE, b"\x03\xe8bye", 7, 1000, "bye")
+    assert f.size == 5
+
+
+def test_close_code_meanings() -> None:
+    assert close_code_meaning(None) == "no status code"
+    assert close_code_meaning(1000) == "Normal Closure"
+    assert close_code_meaning(1006) == "Abnormal Closure"
+    assert "registered" in close_code_meaning(3000)
+    assert "private" in close_code_meaning(4999)
+    assert "reserved" in close_code_meaning(2000)
+    assert close_code_meaning(999) == "invalid"
+    assert close_code_meaning(5000) == "invalid"
+    assert all(close_code_meaning(c) == n for c, n in CLOSE_CODES.items())
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4000, 4999])
+def test_codes_a_peer_may_send(code: int) -> None:
+    assert valid_close_code(code)
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000])
+def test_codes_a_peer_must_not_send(code: int) -> None:
+    assert not valid_close_code(code)
+
+
+def test_conn_state_values_are_plain_strings() -> None:
+    # Connection.state travels over the tap and into JSON output as a plain string.
+    assert ConnState.HALF_OPEN == "half-open"
+    assert str(ConnState.REFUSED) == "refused"

@@ -1,0 +1,530 @@
+"""The tap codec: round trips of every Event and Command, incremental decoding, and
+property tests that malformed input only ever raises WireError."""
+
+from __future__ import annotations
+
+import tracemalloc
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devconsole import wire
+from devconsole.model import (
+    AbortCommand,
+    CloseCommand,
+    Command,
+    CommandResult,
+    ConnSnapshot,
+    ConnState,
+    ControlFrame,
+    EndEvent,
+    Event,
+    GapEvent,
+    HalfOpenCommand,
+    Handshake,
+    HandshakeEvent,
+    InjectCommand,
+    Message,
+    Opcode,
+    ProtocolErrorEvent,
+    RefusedEvent,
+    ReleaseCommand,
+    Snapshot,
+    StateEvent,
+)
+
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def handshake(conn: str = "c1", **kw: Any) -> Handshake:
+    fields: dict[str, Any] = dict(
+        conn=conn,
+        ts=1700000000.25,
+        client="127.0.0.1:51234",
+        server="échange.example:443",
+        scheme="wss",
+        url="wss://échange.example/ws?q=ü",
+        method="GET",
+        path="/ws",
+        query=[("q", "ü"), ("q", "2")],
+        http_version="HTTP/1.1",
+        request_headers=[
+            ("Host", "échange.example"),
+            ("X-Emoji", "😀 ☃"),
+            ("Sec-WebSocket-Protocol", "chat, v2"),
+            ("Cookie", "a=1; b=2"),
+        ],
+        cookies=[("a", "1"), ("b", "2")],
+        status=101,
+        reason="Switching Protocols",
+        response_headers=[("Upgrade", "websocket"), ("Sec-WebSocket-Protocol", "chat")],
+        subprotocol="chat",
+        extensions=["permessage-deflate"],
+        ts_response=1700000000.5,
+        body=b"",
+        body_size=0,
+        error=None,
+    )
+    fields.update(kw)
+    return Handshake(**fields)
+
+
+REFUSED = handshake(
+    "r1",
+    status=401,
+    reason="Unauthorized",
+    response_headers=[("WWW-Authenticate", 'Bearer realm="x"')],
+    subprotocol=None,
+    extensions=[],
+    ts_response=None,
+    body=b"\x00\xffnot utf-8 \xc3",
+    body_size=10_000,
+    error="upstream said no",
+)
+
+EVENTS: list[Event] = [
+    HandshakeEvent(handshake()),
+    RefusedEvent(REFUSED),
+    Message(1, "c1", 1.5, "client", Opcode.TEXT, "héllo".encode(), 6, 12),
+    Message(
+        2,
+        "c1",
+        2.5,
+        "server",
+        Opcode.BINARY,
+        bytes(range(256)) * 4,
+        1 << 40,
+        (1 << 40) + 14,
+        frames=3,
+        compressed=True,
+        rsv=4,
+        utf8_ok=False,
+        injected=True,
+        dropped=True,
+        frame_sizes=(1, 2, 1 << 33),
+    ),
+    ControlFrame(3, "c1", 3.0, "server", Opcode.PING, b"", 2),
+    ControlFrame(
+        4, "c1", 4.0, "client", Opcode.CLOSE, b"\x03\xe8bye", 7, 1000, "bye", True, True, "bad"
+    ),
+    ControlFrame(5, "c1", 5.0, "client", Opcode.CLOSE, b"", 2, None, ""),
+    EndEvent("c1", 6.0, True, "client"),
+    EndEvent("c1", 6, False, "proxy", "reset by peer"),
+    EndEvent("c1", 6.0, False, None, None),
+    ProtocolErrorEvent("c1", 7.0, "server", 123456789, "reserved opcode 0x3"),
+    StateEvent("c1", 8.0, ConnState.HALF_OPEN, "by user"),
+    StateEvent("c1", 8.0, "open"),
+    GapEvent(12345, "tap client too slow"),
+    Snapshot(
+        99,
+        [
+            ConnSnapshot(
+                handshake(), ConnState.OPEN, 1, 2, 3, 4, None, "", None, None, None, [], False
+            ),
+            ConnSnapshot(
+                REFUSED,
+                ConnState.CLOSED,
+                10,
+                20,
+                30,
+                40,
+                4001,
+                "gone ☃",
+                "proxy",
+                9.5,
+                True,
+                ["client stream at byte 3: bad"],
+                True,
+            ),
+        ],
+        "127.0.0.1:8080, [::1]:8080",
+        7,
+    ),
+    Snapshot(0, [], "", 0),
+]
+
+COMMANDS: list[Command] = [
+    CloseCommand("c1", 4000, "bye ☃", "client", 7),
+    CloseCommand("c1", 1000),
+    AbortCommand("c1", True, 8),
+    AbortCommand("c2"),
+    HalfOpenCommand("c1", 9),
+    ReleaseCommand("c1", 10),
+    InjectCommand("c1", "server", Opcode.BINARY, b"\x00\x01\xff", 11),
+    InjectCommand("c1", "client", Opcode.PING, b"", 0),
+]
+
+
+def through_the_wire(kind: int, body: Any) -> Any:
+    d = wire.Decoder()
+    d.feed(wire.pack(kind, body))
+    frames = list(d.frames())
+    assert len(frames) == 1 and frames[0][0] == kind
+    return frames[0][1]
+
+
+@pytest.mark.parametrize("ev", EVENTS, ids=lambda e: type(e).__name__)
+def test_every_event_round_trips(ev: Event) -> None:
+    got = wire.decode_event(through_the_wire(wire.EVENTS, wire.encode_event(ev)))
+    assert type(got) is type(ev)
+    assert got == ev
+
+
+def test_a_batch_of_events_round_trips() -> None:
+    d = wire.Decoder()
+    d.feed(wire.pack_events(EVENTS))
+    [(kind, body)] = list(d.frames())
+    assert kind == wire.EVENTS
+    assert wire.decode_events(body) == EVENTS
+
+
+def test_decoded_fields_have_the_model_types() -> None:
+    got = wire.decode_event(through_the_wire(wire.EVENTS, wire.encode_event(EVENTS[3])))
+    assert isinstance(got, Message)
+    assert isinstance(got.frame_sizes, tuple)
+    assert isinstance(got.payload, bytes)
+    snap = wire.decode_event(through_the_wire(wire.EVENTS, wire.encode_event(EVENTS[-2])))
+    assert isinstance(snap, Snapshot)
+    hs = snap.connections[0].handshake
+    assert all(isinstance(p, tuple) for p in hs.request_headers)
+    assert hs.request_header("x-emoji") == "😀 ☃"
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: type(c).__name__)
+def test_every_command_round_trips(cmd: Command) -> None:
+    got = wire.decode_command(through_the_wire(wire.COMMAND, wire.encode_command(cmd)))
+    assert type(got) is type(cmd)
+    assert got == cmd
+
+
+@pytest.mark.parametrize(
+    "res", [CommandResult(1, True), CommandResult(2**40, False, "no such connection ☃")]
+)
+def test_command_result_round_trips(res: CommandResult) -> None:
+    assert wire.decode_result(through_the_wire(wire.RESULT, wire.encode_result(res))) == res
+
+
+def test_encoding_something_else_is_a_programming_error() -> None:
+    with pytest.raises(TypeError):
+        wire.encode_event(CloseCommand("c1", 1000))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        wire.encode_command(GapEvent(1, "x"))  # type: ignore[arg-type]
+
+
+def stream_bytes() -> tuple[bytes, list[tuple[int, Any]]]:
+    frames: list[tuple[int, Any]] = [
+        (wire.WELCOME, {"version": 1, "proxy": "127.0.0.1:8080"}),
+        (wire.EVENTS, [wire.encode_event(e) for e in EVENTS]),
+        (wire.RESULT, wire.encode_result(CommandResult(3, False, "nope"))),
+        (wire.ERROR, "bad token"),
+    ]
+    return b"".join(wire.pack(k, b) for k, b in frames), frames
+
+
+def test_decoder_split_at_every_byte() -> None:
+    data, _ = stream_bytes()
+    d0 = wire.Decoder()
+    d0.feed(data)
+    expected = list(d0.frames())
+    assert [k for k, _ in expected] == [wire.WELCOME, wire.EVENTS, wire.RESULT, wire.ERROR]
+    for cut in range(len(data) + 1):
+        d = wire.Decoder()
+        d.feed(data[:cut])
+        got = list(d.frames())
+        d.feed(data[cut:])
+        got += list(d.frames())
+        assert got == expected, cut
+
+
+def test_decoder_fed_one_byte_at_a_time() -> None:
+    data, _ = stream_bytes()
+    d = wire.Decoder()
+    got: list[tuple[int, Any]] = []
+    for i in range(len(data)):
+        d.feed(data[i : i + 1])
+        got.extend(d.frames())
+    assert [k for k, _ in got] == [wire.WELCOME, wire.EVENTS, wire.RESULT, wire.ERROR]
+    assert wire.decode_events(got[1][1]) == EVENTS
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        [1],  # no body
+        [1, 2, 3],
+        {"kind": 1},
+        "text",
+        [True, {}],  # a bool is not a kind
+        [None, 1],
+    ],
+)
+def test_decoder_rejects_frames_that_are_not_kind_body_pairs(obj: Any) -> None:
+    d = wire.Decoder()
+    d.feed(msgpack.packb(obj))
+    with pytest.raises(wire.WireError):
+        list(d.frames())
+
+
+def test_decoder_rejects_an_object_larger_than_its_limit() -> None:
+    d = wire.Decoder(max_object=1000)
+    with pytest.raises(wire.WireError, match="too large"):
+        d.feed(wire.pack(wire.EVENTS, [b"x" * 5000]))
+
+
+def test_a_tiny_container_header_does_not_allocate_a_huge_list() -> None:
+    # array32 header claiming 2**28-1 elements: 5 bytes that must not cost 2 GiB
+    tracemalloc.start()
+    try:
+        d = wire.Decoder()
+        with pytest.raises(wire.WireError):
+            d.feed(b"\xdd\x0f\xff\xff\xff")
+            list(d.frames())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
+
+
+def test_msgpack_extension_types_are_malformed() -> None:
+    # ExtType is a 2-tuple: it must not pass for a list field
+    d = wire.Decoder()
+    d.feed(msgpack.packb([wire.EVENTS, [msgpack.ExtType(3, b"ab")]]))
+    with pytest.raises(wire.WireError):
+        list(d.frames())
+
+
+def valid_message_fields() -> list[Any]:
+    return wire.encode_event(EVENTS[2])
+
+
+@pytest.mark.parametrize(
+    ("index", "value"),
+    [
+        (1, True),  # seq as bool
+        (1, "1"),
+        (2, 5),  # conn as int
+        (3, "yesterday"),  # ts
+        (4, "both"),  # side
+        (6, "text"),  # payload as str
+        (7, None),
+        (15, ["1"]),  # frame sizes
+        (15, [True]),
+    ],
+)
+def test_message_with_a_bad_field_is_rejected(index: int, value: Any) -> None:
+    obj = valid_message_fields()
+    obj[index] = value
+    with pytest.raises(wire.WireError):
+        wire.decode_event(obj)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        [],
+        None,
+        42,
+        [True, "c1"],  # bool tag
+        [999, "x"],  # unknown tag
+        [wire.T_MESSAGE],  # missing fields
+        [*wire.encode_event(EVENTS[2]), 1],  # extra field
+        [wire.T_HANDSHAKE],
+        [wire.T_HANDSHAKE, "not a list"],
+        [wire.T_HANDSHAKE, wire.encode_event(EVENTS[0])[1][:-1]],
+        [wire.T_END, "c1", 1.0, True, "nobody", None],
+        [wire.T_PERROR, "c1", 1.0, "up", 1, "x"],
+        [wire.T_CONTROL, 1, "c1", 1.0, "sideways", 8, b"", 2, None, "", False, False, None],
+        [wire.T_SNAPSHOT, 1, ["not a conn"], "", 0],
+        [wire.T_SNAPSHOT, 1, [], "", True],
+    ],
+)
+def test_malformed_events_raise_wire_error(obj: Any) -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode_event(obj)
+
+
+def test_handshake_with_bad_header_pairs_is_rejected() -> None:
+    enc = wire.encode_event(EVENTS[0])
+    for bad in ([["a"]], [["a", 1]], [[1, "b"]], ["ab"], [["a", "b", "c"]]):
+        obj = [enc[0], list(enc[1])]
+        obj[1][10] = bad
+        with pytest.raises(wire.WireError):
+            wire.decode_event(obj)
+    obj = [enc[0], list(enc[1])]
+    obj[1][16] = ["ok", 3]  # extensions
+    with pytest.raises(wire.WireError):
+        wire.decode_event(obj)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        [wire.C_CLOSE, "c1", 1000, "", "nobody", 1],
+        [wire.C_CLOSE, "c1", "1000", "", "both", 1],
+        [wire.C_ABORT, "c1", 1, 1],  # rst must be a bool
+        [wire.C_HALF_OPEN, "c1"],
+        [wire.C_RELEASE, "c1", True],  # id as bool
+        [wire.C_INJECT, "c1", "both", 1, b"", 1],
+        [wire.C_INJECT, "c1", "server", 1, "text", 1],
+        [99, "c1", 1],
+        [True, "c1", 1],
+        "close",
+        [],
+    ],
+)
+def test_malformed_commands_raise_wire_error(obj: Any) -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode_command(obj)
+
+
+@pytest.mark.parametrize("obj", [None, [1, True], [1, True, "x", 4], ["1", True, ""], {}])
+def test_malformed_results_raise_wire_error(obj: Any) -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode_result(obj)
+
+
+def test_decode_events_wants_a_list() -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode_events({"a": 1})
+    with pytest.raises(wire.WireError):
+        wire.decode_events([wire.encode_event(EVENTS[2]), "junk"])
+
+
+def test_fields_of_lists_dataclass_fields_in_wire_order() -> None:
+    assert wire.fields_of(GapEvent) == ["missed", "reason"]
+    assert len(wire.fields_of(Message)) == len(wire.encode_event(EVENTS[2])) - 1
+    assert len(wire.fields_of(ControlFrame)) == len(wire.encode_event(EVENTS[4])) - 1
+    assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1])
+
+
+# ------------------------------------------------------------------ property tests
+
+
+def decode_all_ways(body: Any) -> None:
+    """Every decoder a tap peer might apply to a frame body: only WireError may escape."""
+    for decode in (wire.decode_events, wire.decode_event, wire.decode_command, wire.decode_result):
+        try:
+            decode(body)
+        except wire.WireError:
+            pass
+
+
+@FAST
+@given(st.binary(max_size=2000), st.integers(1, 50))
+def test_arbitrary_bytes_only_ever_raise_wire_error(data: bytes, step: int) -> None:
+    d = wire.Decoder(max_object=1 << 20)
+    try:
+        for i in range(0, len(data), step):
+            d.feed(data[i : i + step])
+            for _kind, body in d.frames():
+                decode_all_ways(body)
+    except wire.WireError:
+        pass
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_valid_stream_with_corrupted_tail_only_ever_raises_wire_error(tail: bytes) -> None:
+    data, _ = stream_bytes()
+    d = wire.Decoder()
+    try:
+        d.feed(data[: len(data) // 2] + tail)
+        for _kind, body in d.frames():
+            decode_all_ways(body)
+    except wire.WireError:
+        pass
+
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=20)
+)
+msgpackable = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@FAST
+@given(msgpackable)
+def test_arbitrary_structures_only_ever_raise_wire_error(obj: Any) -> None:
+    for decode in (wire.decode_event, wire.decode_command):
+        try:
+            got = decode(obj)
+        except wire.WireError:
+            continue
+        # whatever decodes must re-encode to the same thing
+        enc = wire.encode_event(got) if decode is wire.decode_event else wire.encode_command(got)  # type: ignore[arg-type]
+        assert decode(enc) == got
+    decode_all_ways(obj)
+    # and the same through the framing
+    d = wire.Decoder()
+    d.feed(msgpack.packb([wire.EVENTS, obj], use_bin_type=True))
+    for _kind, body in d.frames():
+        decode_all_ways(body)
+
+
+@FAST
+@given(st.integers(0, 40), msgpackable, st.sampled_from(range(len(EVENTS) + len(COMMANDS))))
+def test_valid_objects_with_one_field_replaced_only_ever_raise_wire_error(
+    index: int, value: Any, which: int
+) -> None:
+    # tags with plausible arity reach far deeper into the decoders than random data
+    if which < len(EVENTS):
+        obj = wire.encode_event(EVENTS[which])
+        decode: Any = wire.decode_event
+    else:
+        obj = wire.encode_command(COMMANDS[which - len(EVENTS)])
+        decode = wire.decode_command
+    obj = msgpack.unpackb(msgpack.packb(obj, use_bin_type=True), raw=False)
+    targets: list[list[Any]] = [obj]
+    for f in obj:
+        if isinstance(f, list) and f:
+            targets.append(f)
+            targets.extend(x for x in f if isinstance(x, list) and x)
+    target = targets[index % len(targets)]
+    target[index % len(target)] = value
+    try:
+        decode(obj)
+    except wire.WireError:
+        pass
+
+
+messages = st.builds(
+    Message,
+    seq=st.integers(0, 2**63 - 1),
+    conn=st.text(max_size=40),
+    ts=st.floats(allow_nan=False),
+    side=st.sampled_from(["client", "server"]),
+    opcode=st.sampled_from([Opcode.TEXT, Opcode.BINARY, 3, 0xF]),
+    payload=st.binary(max_size=500),
+    size=st.integers(0, 2**64 - 1),
+    wire_size=st.integers(0, 2**64 - 1),
+    frames=st.integers(1, 10**6),
+    compressed=st.booleans(),
+    rsv=st.integers(0, 7),
+    utf8_ok=st.booleans(),
+    injected=st.booleans(),
+    dropped=st.booleans(),
+    frame_sizes=st.lists(st.integers(0, 2**63), max_size=10).map(tuple),
+)
+
+
+@FAST
+@given(st.lists(messages, min_size=1, max_size=5))
+def test_generated_messages_round_trip(msgs: list[Message]) -> None:
+    d = wire.Decoder()
+    d.feed(wire.pack_events(list(msgs)))
+    [(kind, body)] = list(d.frames())
+    assert kind == wire.EVENTS
+    assert wire.decode_events(body) == msgs
