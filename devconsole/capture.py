@@ -67,6 +67,7 @@ logger = logging.getLogger("devconsole.capture")
 
 REFUSED_BODY_KEEP = 4096
 CLOSE_REPLY_TIMEOUT = 2.0
+MAX_FRAME_SIZES = 4096  # per-frame sizes kept for a fragmented message (``frames`` is exact)
 
 
 def fmt_addr(addr: Any) -> str:
@@ -393,7 +394,7 @@ class Capture:
                         rsv=item.rsv,
                         utf8_ok=item.utf8_ok,
                         dropped=dropped,
-                        frame_sizes=item.frame_sizes,
+                        frame_sizes=item.frame_sizes[:MAX_FRAME_SIZES],
                     )
                 )
             elif isinstance(item, Control):

@@ -244,6 +244,9 @@ class ConnSnapshot:
     clean: bool | None = None
     errors: list[str] = field(default_factory=list)
     half_open: bool = False
+    largest_message: int = 0
+    injected: int = 0
+    dropped: int = 0
 
 
 @dataclass(slots=True)

@@ -98,6 +98,9 @@ class Connection:
             clean=self.clean,
             errors=list(self.errors),
             half_open=self.half_open,
+            largest_message=self.largest_message,
+            injected=self.injected,
+            dropped=self.dropped,
         )
 
     @classmethod
@@ -117,6 +120,9 @@ class Connection:
             clean=s.clean,
             errors=list(s.errors),
             half_open=s.half_open,
+            largest_message=s.largest_message,
+            injected=s.injected,
+            dropped=s.dropped,
         )
 
 
@@ -140,6 +146,7 @@ class Session:
         self.proxy = ""  # the proxy's listen address, from the Snapshot
         self.upstream_evicted = 0  # evictions in the proxy's buffer before we attached
         self.evicted_connections = 0
+        self.duplicates = 0  # items ignored because their seq was already seen
         self.observers: list[Observer] = []
         self.version = 0  # bumped on every applied event (cheap change detection for UIs)
 
@@ -190,13 +197,21 @@ class Session:
         for obs in self.observers:
             obs(ev)
 
-    def _add_item(self, item: Item) -> None:
+    def _add_item(self, item: Item) -> bool:
+        """Buffer ``item``; False (and nothing changes) for a seq already seen, which a
+        re-sync after a gap can resend."""
+        last = self.buffer.last_seq
+        if last is not None and item.seq <= last:
+            self.duplicates += 1
+            return False
         if item.seq > self.last_seq:
             self.last_seq = item.seq
         self.buffer.append(item)
+        return True
 
     def _apply_message(self, m: Message) -> None:
-        self._add_item(m)
+        if not self._add_item(m):
+            return
         c = self.connections.get(m.conn)
         if c is None:
             return
@@ -222,7 +237,8 @@ class Session:
             c.dropped += 1
 
     def _apply_control(self, f: ControlFrame) -> None:
-        self._add_item(f)
+        if not self._add_item(f):
+            return
         c = self.connections.get(f.conn)
         if c is None:
             return
@@ -269,10 +285,7 @@ class Session:
             if old is not None:  # a re-sync after a gap: replace, do not add twice
                 self.total_messages -= old.msgs_in + old.msgs_out
                 self.total_bytes -= old.bytes_in + old.bytes_out
-                # not in ConnSnapshot: keep what this session counted itself
-                conn.largest_message = old.largest_message
-                conn.injected = old.injected
-                conn.dropped = old.dropped
+                # not in ConnSnapshot: keep what this session saw itself
                 conn.last_in = old.last_in
                 conn.last_out = old.last_out
             self.total_messages += cs.msgs_in + cs.msgs_out

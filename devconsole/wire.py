@@ -120,6 +120,7 @@ _STATE_TYPES = (_STR, _NUM, _STR, _STR)
 _GAP_TYPES = (_INT, _STR)
 _CONNSNAP_TYPES = (
     None, _STR, _INT, _INT, _INT, _INT, _OINT, _STR, _OSTR, _ONUM, _OBOOL, _LIST, _BOOL,
+    _INT, _INT, _INT,
 )  # fmt: skip
 _SNAPSHOT_TYPES = (_INT, _LIST, _STR, _INT)
 
@@ -234,7 +235,7 @@ def encode_event(ev: Event) -> list[Any]:
             [
                 _enc_handshake(s.handshake), s.state, s.msgs_in, s.msgs_out, s.bytes_in,
                 s.bytes_out, s.close_code, s.close_reason, s.closed_by, s.ts_end,
-                s.clean, s.errors, s.half_open,
+                s.clean, s.errors, s.half_open, s.largest_message, s.injected, s.dropped,
             ]
             for s in ev.connections
         ]  # fmt: skip

@@ -620,3 +620,17 @@ def test_snapshot_items_reach_the_last_seq(conn: str | None) -> None:
     items, upto = FilteredView(s).snapshot_items(conn)
     assert upto == 2
     assert [it.seq for it in items] == ([1, 2] if conn is None else [1])
+
+
+def test_a_resent_seq_is_ignored_not_fatal() -> None:
+    """A re-sync after a gap may resend items the viewer already has: the viewer must keep
+    running and must not count them twice."""
+    s = opened("c1")
+    s.apply(msg(1))
+    s.apply(msg(2))
+    s.apply(msg(2))  # resent
+    s.apply(msg(1))  # older
+    c = s.connections["c1"]
+    assert c.msgs_out == 2 and len(s.buffer) == 2 and s.duplicates == 2
+    s.apply(msg(3))
+    assert c.msgs_out == 3
