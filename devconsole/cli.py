@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import binascii
 import contextlib
 import json
@@ -31,7 +30,6 @@ from devconsole.model import (
     Event,
     GapEvent,
     HalfOpenCommand,
-    Handshake,
     HandshakeEvent,
     InjectCommand,
     Message,
@@ -56,131 +54,12 @@ class CliError(Exception):
 # ------------------------------------------------------------------ JSON lines
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _hs_json(event: str, hs: Handshake) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "event": event,
-        "conn": hs.conn,
-        "ts": hs.ts,
-        "client": hs.client,
-        "url": hs.url,
-        "request": {
-            "method": hs.method,
-            "path": hs.path,
-            "query": [list(p) for p in hs.query],
-            "http_version": hs.http_version,
-            "headers": [list(p) for p in hs.request_headers],
-            "cookies": [list(p) for p in hs.cookies],
-        },
-        "response": {
-            "status": hs.status,
-            "reason": hs.reason,
-            "headers": [list(p) for p in hs.response_headers],
-            "ts": hs.ts_response,
-        },
-        "subprotocol": hs.subprotocol,
-        "extensions": hs.extensions,
-    }
-    if event == "refused":
-        out["body"] = hs.body.decode("utf-8", "replace")
-        out["body_size"] = hs.body_size
-        out["error"] = hs.error
-    return out
-
-
 def event_json(ev: Event) -> dict[str, Any] | None:
-    """The ``tail --json`` object of an event (docs/cli.md), or None for internal events."""
-    if isinstance(ev, Message):
-        out: dict[str, Any] = {
-            "event": "message",
-            "conn": ev.conn,
-            "seq": ev.seq,
-            "ts": ev.ts,
-            "from": ev.side,
-            "type": "text" if ev.opcode == Opcode.TEXT else "binary",
-            "size": ev.size,
-            "frames": ev.frames,
-            "compressed": ev.compressed,
-        }
-        if ev.opcode == Opcode.TEXT:
-            out["text"] = ev.payload.decode("utf-8", "replace")
-            if not ev.utf8_ok:
-                out["invalid_utf8"] = True
-                out["b64"] = _b64(ev.payload)
-        else:
-            out["b64"] = _b64(ev.payload)
-        if ev.truncated:
-            out["truncated"] = True
-        if ev.injected:
-            out["injected"] = True
-        if ev.dropped:
-            out["dropped"] = True
-        return out
-    if isinstance(ev, ControlFrame):
-        if ev.opcode == Opcode.CLOSE:
-            out = {
-                "event": "close",
-                "conn": ev.conn,
-                "seq": ev.seq,
-                "ts": ev.ts,
-                "from": ev.side,
-                "code": ev.code,
-                "reason": ev.reason,
-            }
-            if ev.error:
-                out["error"] = ev.error
-        else:
-            out = {
-                "event": "ping" if ev.opcode == Opcode.PING else "pong",
-                "conn": ev.conn,
-                "seq": ev.seq,
-                "ts": ev.ts,
-                "from": ev.side,
-                "b64": _b64(ev.payload),
-            }
-        if ev.injected:
-            out["injected"] = True
-        if ev.dropped:
-            out["dropped"] = True
-        return out
-    if isinstance(ev, HandshakeEvent):
-        return _hs_json("handshake", ev.handshake)
-    if isinstance(ev, RefusedEvent):
-        return _hs_json("refused", ev.handshake)
-    if isinstance(ev, EndEvent):
-        out = {
-            "event": "end",
-            "conn": ev.conn,
-            "ts": ev.ts,
-            "clean": ev.clean,
-            "closed_by": ev.closed_by,
-        }
-        if ev.error:
-            out["error"] = ev.error
-        return out
-    if isinstance(ev, ProtocolErrorEvent):
-        return {
-            "event": "protocol_error",
-            "conn": ev.conn,
-            "ts": ev.ts,
-            "from": ev.side,
-            "offset": ev.offset,
-            "error": ev.error,
-        }
-    if isinstance(ev, StateEvent):
-        return {
-            "event": "state",
-            "conn": ev.conn,
-            "ts": ev.ts,
-            "state": ev.state,
-            "detail": ev.detail,
-        }
-    if isinstance(ev, GapEvent):
-        return {"event": "gap", "missed": ev.missed, "reason": ev.reason}
-    return None
+    """The ``tail --json`` object of an event (docs/cli.md), or None for internal events.
+    Live viewing shows everything; exports (``devconsole export``) redact by default."""
+    from devconsole.store.export import event_dict
+
+    return event_dict(ev, redact=False)
 
 
 # ------------------------------------------------------------------ human lines
@@ -518,6 +397,45 @@ async def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ capture files
+
+
+async def _record(args: argparse.Namespace) -> int:
+    from devconsole.store.capture import default_path, record
+    from devconsole.tap import TapClient
+
+    path = args.file or str(default_path())
+    client = TapClient(args.tap, args.token)
+    await client.connect()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    print(f"recording to {path} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    n = await record(client, path, duration=args.duration, stop=stop, proxy=client.proxy)
+    print(f"{n} events written to {path}", file=sys.stderr)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from devconsole.store.export import export_capture
+
+    res = export_capture(args.capture, args.output, fmt=args.format, redact=not args.no_redact)
+    if res.error:
+        print(f"devconsole: warning: {res.error}", file=sys.stderr)
+    if args.output not in (None, "-"):
+        print(f"{res.written} records written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _open(args: argparse.Namespace) -> int:
+    from devconsole.store.capture import FileSource, probe
+
+    probe(args.file)
+    return _tui(FileSource(args.file))
+
+
 # ------------------------------------------------------------------ proxy / TUI
 
 
@@ -745,9 +663,7 @@ def _add_proxy_args(p: argparse.ArgumentParser, tap: bool = True) -> None:
         )
     p.add_argument("--buffer-messages", type=_positive_int, default=100_000, metavar="N")
     p.add_argument("--buffer-bytes", default="256m", metavar="SIZE")
-    p.add_argument(
-        "--max-payload", default="1m", metavar="SIZE", help="payload kept per message"
-    )
+    p.add_argument("--max-payload", default="1m", metavar="SIZE", help="payload kept per message")
     p.add_argument(
         "--set",
         action="append",
@@ -827,6 +743,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tap_args(p)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("record", help="save captured events to a capture file")
+    _add_tap_args(p)
+    p.add_argument("file", nargs="?", help="capture file (default devconsole-DATE.dcap)")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS")
+
+    p = sub.add_parser("open", help="view a capture file in the TUI")
+    p.add_argument("file")
+
+    p = sub.add_parser("export", help="export a capture file as JSON lines or HAR")
+    p.add_argument("capture")
+    p.add_argument("-o", "--output", default=None, help="output file (default: stdout)")
+    p.add_argument("--format", choices=["jsonl", "har"], default="jsonl")
+    p.add_argument("--no-redact", action="store_true", help="keep cookies, tokens and passwords")
+
     p = sub.add_parser("demo", help="the proxy, the TUI and simulated traffic")
     _add_proxy_args(p, tap=False)
     p.add_argument("--rate", type=_positive_int, default=None, help="flood N messages/s")
@@ -851,6 +781,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cmd == "demo":
             args.tap = None
             return _demo(args)
+        if cmd == "open":
+            return _open(args)
+        if cmd == "export":
+            return _export(args)
         runner = {
             "proxy": _proxy,
             "tail": _tail,
@@ -858,6 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "kill": _kill,
             "inject": _inject,
             "report": _report,
+            "record": _record,
         }[cmd]
         return asyncio.run(runner(args))
     except KeyboardInterrupt:
@@ -868,10 +803,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as e:
         from devconsole.proxy import ProxyError
+        from devconsole.store.capture import CaptureError
         from devconsole.tap import TapError
 
-        if isinstance(e, CliError | SourceError | ProxyError | TapError):
+        if isinstance(e, CliError | SourceError | ProxyError | TapError | CaptureError):
             print(f"devconsole: {e}", file=sys.stderr)
+            return 1
+        if isinstance(e, OSError) and e.filename:
+            print(f"devconsole: {e.filename}: {e.strerror}", file=sys.stderr)
             return 1
         raise
 

@@ -326,3 +326,34 @@ async def test_report_measures_a_known_backoff_schedule(short_tmp: Path) -> None
     assert 1.8 < ep["backoff"]["factor"] < 2.2
     assert "checklist" in ep and "heartbeat" in ep
     assert rc2 == 0 and "/feed" in text
+
+
+async def test_record_then_export_redacted_and_not(short_tmp: Path) -> None:
+    cap = short_tmp / "session.dcap"
+    async with echo_upstream() as up:
+        with proxy_process(short_tmp, "--mode", f"reverse:http://127.0.0.1:{up}") as px:
+            async with connect(
+                f"ws://127.0.0.1:{px.port}/secret?ticket=tkt-123",
+                additional_headers={"Cookie": "session=sekrit"},
+            ) as ws:
+                await ws.send('{"password": "hunter2", "text": "hi"}')
+                await ws.recv()
+            rc, _, err = await cli("record", str(cap), "--tap", px.tap, "--duration", "1.0")
+            assert rc == 0, err
+    assert cap.exists()
+    rc, out, err = await cli("export", str(cap))
+    assert rc == 0, err
+    assert "hunter2" not in out and "sekrit" not in out and "tkt-123" not in out
+    assert "[REDACTED]" in out and "password" in out  # the name stays, the value goes
+    rc, out, err = await cli("export", str(cap), "--no-redact")
+    assert rc == 0 and "hunter2" in out and "sekrit" in out
+    har = short_tmp / "s.har"
+    rc, _, err = await cli("export", str(cap), "--format", "har", "-o", str(har))
+    assert rc == 0, err
+    log = json.loads(har.read_text())["log"]
+    assert log["version"] == "1.2" and len(log["entries"]) == 1
+    rc, _, err = await cli("export", str(short_tmp / "missing.dcap"))
+    assert rc == 1 and "Traceback" not in err
+    (short_tmp / "junk.dcap").write_bytes(b"not a capture")
+    rc, _, err = await cli("export", str(short_tmp / "junk.dcap"))
+    assert rc == 1 and "capture" in err and "Traceback" not in err

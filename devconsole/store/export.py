@@ -1,0 +1,579 @@
+"""Exports of captured traffic: JSON lines (the ``tail --json`` schema) and HAR 1.2.
+
+Secrets are redacted by default (``redact=True``): cookie and credential header values,
+secret-looking query parameters (in the URL too), JWTs, and JSON fields named like
+secrets in message payloads become ``[REDACTED]``, names kept. ``redact=False`` exports
+everything as captured. The rules live in ``devconsole.store.redact``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import datetime
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, TextIO
+
+from devconsole import __version__
+from devconsole.model import (
+    ControlFrame,
+    EndEvent,
+    Event,
+    GapEvent,
+    Handshake,
+    HandshakeEvent,
+    Message,
+    Opcode,
+    ProtocolErrorEvent,
+    RefusedEvent,
+    Snapshot,
+    StateEvent,
+)
+from devconsole.session import Session
+from devconsole.store import redact as r
+
+ExportFormat = Literal["jsonl", "har"]
+FORMATS: tuple[ExportFormat, ...] = ("jsonl", "har")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# ------------------------------------------------------------------ redaction of events
+
+
+def redact_handshake(hs: Handshake) -> Handshake:
+    """A copy of ``hs`` with its secrets replaced (URL query, credential headers, cookies,
+    token-looking subprotocols, secrets in a refused upgrade's body)."""
+    return dataclasses.replace(
+        hs,
+        url=r.redact_url(hs.url),
+        path=r.redact_jwts(hs.path),
+        query=r.redact_pairs(hs.query),
+        request_headers=r.redact_headers(hs.request_headers),
+        cookies=r.redact_pairs(hs.cookies, all_values=True),
+        response_headers=r.redact_headers(hs.response_headers),
+        subprotocol=None if hs.subprotocol is None else r.redact_tokens(hs.subprotocol),
+        body=r.redact_bytes(hs.body),
+    )
+
+
+# ------------------------------------------------------------------ JSON lines
+
+
+def _hs_dict(event: str, hs: Handshake) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "event": event,
+        "conn": hs.conn,
+        "ts": hs.ts,
+        "client": hs.client,
+        "url": hs.url,
+        "request": {
+            "method": hs.method,
+            "path": hs.path,
+            "query": [list(p) for p in hs.query],
+            "http_version": hs.http_version,
+            "headers": [list(p) for p in hs.request_headers],
+            "cookies": [list(p) for p in hs.cookies],
+        },
+        "response": {
+            "status": hs.status,
+            "reason": hs.reason,
+            "headers": [list(p) for p in hs.response_headers],
+            "ts": hs.ts_response,
+        },
+        "subprotocol": hs.subprotocol,
+        "extensions": hs.extensions,
+    }
+    if event == "refused":
+        out["body"] = hs.body.decode("utf-8", "replace")
+        out["body_size"] = hs.body_size
+        out["error"] = hs.error
+    return out
+
+
+def event_dict(ev: Event, *, redact: bool = True) -> dict[str, Any] | None:
+    """The ``tail --json`` object of an event (docs/cli.md), secrets redacted unless
+    ``redact=False``; None for internal events (Snapshot)."""
+    if isinstance(ev, Message):
+        out: dict[str, Any] = {
+            "event": "message",
+            "conn": ev.conn,
+            "seq": ev.seq,
+            "ts": ev.ts,
+            "from": ev.side,
+            "type": "text" if ev.opcode == Opcode.TEXT else "binary",
+            "size": ev.size,
+            "frames": ev.frames,
+            "compressed": ev.compressed,
+        }
+        if ev.opcode == Opcode.TEXT:
+            text = ev.payload.decode("utf-8", "replace")
+            out["text"] = r.redact_text(text) if redact else text
+            if not ev.utf8_ok:
+                out["invalid_utf8"] = True
+                out["b64"] = _b64(r.redact_bytes(ev.payload) if redact else ev.payload)
+        else:
+            out["b64"] = _b64(r.redact_bytes(ev.payload) if redact else ev.payload)
+        if ev.truncated:  # of the captured payload, not of the redacted one
+            out["truncated"] = True
+        if ev.injected:
+            out["injected"] = True
+        if ev.dropped:
+            out["dropped"] = True
+        return out
+    if isinstance(ev, ControlFrame):
+        if ev.opcode == Opcode.CLOSE:
+            out = {
+                "event": "close",
+                "conn": ev.conn,
+                "seq": ev.seq,
+                "ts": ev.ts,
+                "from": ev.side,
+                "code": ev.code,
+                "reason": r.redact_text(ev.reason) if redact else ev.reason,
+            }
+            if ev.error:
+                out["error"] = ev.error
+        else:
+            out = {
+                "event": "ping" if ev.opcode == Opcode.PING else "pong",
+                "conn": ev.conn,
+                "seq": ev.seq,
+                "ts": ev.ts,
+                "from": ev.side,
+                "b64": _b64(r.redact_bytes(ev.payload) if redact else ev.payload),
+            }
+        if ev.injected:
+            out["injected"] = True
+        if ev.dropped:
+            out["dropped"] = True
+        return out
+    if isinstance(ev, HandshakeEvent | RefusedEvent):
+        hs = redact_handshake(ev.handshake) if redact else ev.handshake
+        return _hs_dict("handshake" if isinstance(ev, HandshakeEvent) else "refused", hs)
+    if isinstance(ev, EndEvent):
+        out = {
+            "event": "end",
+            "conn": ev.conn,
+            "ts": ev.ts,
+            "clean": ev.clean,
+            "closed_by": ev.closed_by,
+        }
+        if ev.error:
+            out["error"] = ev.error
+        return out
+    if isinstance(ev, ProtocolErrorEvent):
+        return {
+            "event": "protocol_error",
+            "conn": ev.conn,
+            "ts": ev.ts,
+            "from": ev.side,
+            "offset": ev.offset,
+            "error": ev.error,
+        }
+    if isinstance(ev, StateEvent):
+        return {
+            "event": "state",
+            "conn": ev.conn,
+            "ts": ev.ts,
+            "state": ev.state,
+            "detail": ev.detail,
+        }
+    if isinstance(ev, GapEvent):
+        return {"event": "gap", "missed": ev.missed, "reason": ev.reason}
+    return None
+
+
+def _closed_by(v: str | None) -> Literal["client", "server", "proxy"] | None:
+    if v == "client":
+        return "client"
+    if v == "server":
+        return "server"
+    if v == "proxy":
+        return "proxy"
+    return None
+
+
+def expand_snapshots(events: Iterable[Event]) -> Iterator[Event]:
+    """The events of a recorded stream as a reader wants them: a Snapshot (what a tap
+    client receives first) becomes handshake / refused events for the connections it
+    knows, and end events for the ended ones (after the backlog it precedes). Handshakes,
+    ends and items (by seq) already seen, which a re-sync after a gap resends, are
+    dropped."""
+    opened: set[str] = set()
+    ended: set[str] = set()
+    pending: list[EndEvent] = []
+    snap_seq: int | None = None
+    last_item = -1
+    for ev in events:
+        if isinstance(ev, Snapshot):
+            snap_seq = ev.seq if snap_seq is None else max(snap_seq, ev.seq)
+            for cs in ev.connections:
+                hs = cs.handshake
+                if hs.conn in opened:
+                    continue
+                opened.add(hs.conn)
+                if cs.state == "refused":
+                    yield RefusedEvent(hs)
+                elif cs.ts_end is None:
+                    yield HandshakeEvent(hs)
+                else:
+                    yield HandshakeEvent(hs)
+                    pending.append(
+                        EndEvent(hs.conn, cs.ts_end, bool(cs.clean), _closed_by(cs.closed_by))
+                    )
+            continue
+        backlog = (
+            isinstance(ev, Message | ControlFrame) and snap_seq is not None and ev.seq <= snap_seq
+        )
+        if pending and not backlog:
+            for end in pending:
+                if end.conn not in ended:
+                    ended.add(end.conn)
+                    yield end
+            pending = []
+        if isinstance(ev, Message | ControlFrame):
+            if ev.seq <= last_item:
+                continue
+            last_item = ev.seq
+        elif isinstance(ev, HandshakeEvent | RefusedEvent):
+            if ev.handshake.conn in opened:
+                continue
+            opened.add(ev.handshake.conn)
+        elif isinstance(ev, EndEvent):
+            if ev.conn in ended:
+                continue
+            ended.add(ev.conn)
+        yield ev
+    for end in pending:
+        if end.conn not in ended:
+            ended.add(end.conn)
+            yield end
+
+
+def export_jsonl(events: Iterable[Event], out: TextIO, *, redact: bool = True) -> int:
+    """Write one ``tail --json`` object per line (Snapshots expanded into the handshake
+    and end events they stand for). Returns the number of lines."""
+    n = 0
+    write = out.write
+    for ev in expand_snapshots(events):
+        obj = event_dict(ev, redact=redact)
+        if obj is None:
+            continue
+        write(json.dumps(obj, ensure_ascii=False) + "\n")
+        n += 1
+    return n
+
+
+# ------------------------------------------------------------------ HAR
+
+
+@dataclass(slots=True)
+class _HarConn:
+    hs: Handshake
+    refused: bool
+    messages: list[Message] = field(default_factory=list)
+    state: str = ""
+    close_code: int | None = None
+    close_reason: str = ""
+    closed_by: str | None = None
+    clean: bool | None = None
+    ts_end: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def _iso(ts: float) -> str:
+    try:
+        if not math.isfinite(ts):
+            raise ValueError
+        dt = datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
+    except (ValueError, OverflowError, OSError):
+        dt = datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _finite(x: float | None) -> float:
+    return x if x is not None and math.isfinite(x) else 0.0
+
+
+def _nv(pairs: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in pairs]
+
+
+def _set_cookies(headers: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for k, v in headers:
+        if k.lower() != "set-cookie":
+            continue
+        first, _, attrs = v.partition(";")
+        name, _, value = first.partition("=")
+        c: dict[str, Any] = {"name": name.strip(), "value": value.strip()}
+        for a in attrs.split(";"):
+            an, _, av = a.partition("=")
+            an = an.strip().lower()
+            if an == "path":
+                c["path"] = av.strip()
+            elif an == "domain":
+                c["domain"] = av.strip()
+            elif an == "expires":
+                c["expires"] = av.strip()
+            elif an == "httponly":
+                c["httpOnly"] = True
+            elif an == "secure":
+                c["secure"] = True
+        out.append(c)
+    return out
+
+
+def _har_messages(messages: list[Message], redact: bool) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        payload = r.redact_bytes(m.payload) if redact else m.payload
+        data = payload.decode("utf-8", "replace") if m.opcode == Opcode.TEXT else _b64(payload)
+        out.append(
+            {
+                "type": "send" if m.side == "client" else "receive",
+                "time": _finite(m.ts),
+                "opcode": int(m.opcode),
+                "data": data,
+            }
+        )
+    return out
+
+
+def _har_entry(c: _HarConn, redact: bool) -> dict[str, Any]:
+    hs = redact_handshake(c.hs) if redact else c.hs
+    wait = 0.0
+    if hs.ts_response is not None:
+        wait = max(0.0, (_finite(hs.ts_response) - _finite(hs.ts)) * 1000)
+    content: dict[str, Any] = {
+        "size": hs.body_size,
+        "mimeType": hs.response_header("content-type") or "",
+    }
+    if hs.body:
+        try:
+            content["text"] = hs.body.decode("utf-8")
+        except UnicodeDecodeError:
+            content["text"] = _b64(hs.body)
+            content["encoding"] = "base64"
+        if len(c.hs.body) < hs.body_size:
+            content["comment"] = f"first {len(c.hs.body)} of {hs.body_size} bytes"
+    response: dict[str, Any] = {
+        "status": hs.status if hs.status is not None else 0,
+        "statusText": hs.reason,
+        "httpVersion": hs.http_version,
+        "cookies": _set_cookies(hs.response_headers),
+        "headers": _nv(hs.response_headers),
+        "content": content,
+        "redirectURL": hs.response_header("location") or "",
+        "headersSize": -1,
+        "bodySize": hs.body_size,
+    }
+    if hs.error:
+        response["_error"] = hs.error
+    dc: dict[str, Any] = {
+        "conn": hs.conn,
+        "client": hs.client,
+        "server": hs.server,
+        "state": c.state,
+        "subprotocol": hs.subprotocol,
+        "extensions": hs.extensions,
+        "close_code": c.close_code,
+        "close_reason": r.redact_text(c.close_reason) if redact else c.close_reason,
+        "closed_by": c.closed_by,
+        "clean": c.clean,
+        "ended": _iso(c.ts_end) if c.ts_end is not None else None,
+        "errors": c.errors,
+        "redacted": redact,
+    }
+    return {
+        "startedDateTime": _iso(hs.ts),
+        "time": wait,
+        "request": {
+            "method": hs.method,
+            "url": hs.url,
+            "httpVersion": hs.http_version,
+            "cookies": _nv(hs.cookies),
+            "headers": _nv(hs.request_headers),
+            "queryString": _nv(hs.query),
+            "headersSize": -1,
+            "bodySize": 0,
+        },
+        "response": response,
+        "cache": {},
+        "timings": {
+            "blocked": -1,
+            "dns": -1,
+            "connect": -1,
+            "ssl": -1,
+            "send": 0,
+            "wait": wait,
+            "receive": 0,
+        },
+        "connection": hs.conn,
+        "_resourceType": "websocket",
+        "_webSocketMessages": _har_messages(c.messages, redact),
+        "_devconsole": dc,
+    }
+
+
+def _conns_from_session(session: Session) -> list[_HarConn]:
+    out = []
+    for c in session.connections.values():
+        hc = _HarConn(
+            c.handshake,
+            c.refused,
+            [m for m in session.items(c.id) if isinstance(m, Message)],
+            state=str(c.state),
+            close_code=c.close_code,
+            close_reason=c.close_reason,
+            closed_by=c.closed_by,
+            clean=c.clean,
+            ts_end=c.ts_end,
+            errors=list(c.errors),
+        )
+        out.append(hc)
+    return out
+
+
+def _conns_from_events(events: Iterable[Event]) -> list[_HarConn]:
+    conns: dict[str, _HarConn] = {}
+    for ev in expand_snapshots(events):
+        if isinstance(ev, Message):
+            c = conns.get(ev.conn)
+            if c is not None:
+                c.messages.append(ev)
+        elif isinstance(ev, ControlFrame):
+            c = conns.get(ev.conn)
+            if (
+                c is not None
+                and ev.opcode == Opcode.CLOSE
+                and not ev.dropped
+                and c.closed_by is None
+            ):
+                c.close_code = ev.code
+                c.close_reason = ev.reason
+                c.closed_by = "proxy" if ev.injected else ev.side
+                c.state = "closing"
+        elif isinstance(ev, HandshakeEvent):
+            conns[ev.handshake.conn] = _HarConn(ev.handshake, False, state="open")
+        elif isinstance(ev, RefusedEvent):
+            hs = ev.handshake
+            conns[hs.conn] = _HarConn(hs, True, state="refused", ts_end=hs.ts_response)
+        elif isinstance(ev, EndEvent):
+            c = conns.get(ev.conn)
+            if c is not None:
+                c.ts_end = ev.ts
+                c.clean = ev.clean
+                if ev.closed_by is not None:
+                    c.closed_by = ev.closed_by
+                if c.state != "killed":
+                    c.state = "closed"
+                if ev.error and ev.error not in c.errors:
+                    c.errors.append(ev.error)
+        elif isinstance(ev, ProtocolErrorEvent):
+            c = conns.get(ev.conn)
+            err = f"{ev.side} stream at byte {ev.offset}: {ev.error}"
+            if c is not None and err not in c.errors:
+                c.errors.append(err)
+        elif isinstance(ev, StateEvent):
+            c = conns.get(ev.conn)
+            if c is not None and (c.ts_end is None or ev.state == "killed"):
+                c.state = ev.state
+    return list(conns.values())
+
+
+def har_log(data: Session | Iterable[Event], *, redact: bool = True) -> dict[str, Any]:
+    """A HAR 1.2 document: one entry per WebSocket connection (the upgrade request and
+    its response, refused upgrades included with their status and body), its messages in
+    Chrome's ``_webSocketMessages`` format (``{"type": "send"|"receive", "time", "opcode":
+    1|2, "data"}``; binary data base64), and devconsole's own fields in ``_devconsole``.
+    From a Session, only the messages still in its ring buffer are included."""
+    conns = _conns_from_session(data) if isinstance(data, Session) else _conns_from_events(data)
+    conns.sort(key=lambda c: _finite(c.hs.ts))
+    return {
+        "log": {
+            "version": "1.2",
+            "creator": {"name": "devconsole", "version": __version__},
+            "pages": [],
+            "entries": [_har_entry(c, redact) for c in conns],
+        }
+    }
+
+
+def export_har(data: Session | Iterable[Event], out: TextIO, *, redact: bool = True) -> int:
+    """Write ``har_log(data)`` as JSON to ``out``; returns the number of entries."""
+    doc = har_log(data, redact=redact)
+    json.dump(doc, out, ensure_ascii=False, indent=1)
+    out.write("\n")
+    return len(doc["log"]["entries"])
+
+
+# ------------------------------------------------------------------ files
+
+
+@dataclass(slots=True)
+class ExportResult:
+    events: int  # events read from the capture
+    written: int  # JSON lines, or HAR entries
+    error: str | None  # the capture was damaged: what was read before it was exported
+
+
+def export_capture(
+    capture: str | os.PathLike[str],
+    out: str | os.PathLike[str] | TextIO | None,
+    *,
+    fmt: ExportFormat = "jsonl",
+    redact: bool = True,
+    strict: bool = False,
+) -> ExportResult:
+    """Export the capture file ``capture`` to ``out``: a path (written atomically, mode
+    0600: a temporary file renamed over it, so a failed export leaves nothing behind),
+    an open text stream, or None / ``"-"`` for stdout. Raises ``CaptureError`` (not a
+    capture file; with ``strict``, a damaged one) or ``OSError``; a damaged capture is
+    otherwise exported up to the damage and reported in ``ExportResult.error``."""
+    from devconsole.store.capture import read_capture
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r} (jsonl, har)")
+    reader = read_capture(capture, strict=strict)
+    with reader:
+
+        def write(fh: TextIO) -> int:
+            if fmt == "har":
+                return export_har(reader, fh, redact=redact)
+            return export_jsonl(reader, fh, redact=redact)
+
+        if out is None or out == "-":
+            n = write(sys.stdout)
+            sys.stdout.flush()
+        elif isinstance(out, str | os.PathLike):
+            n = _write_atomic(os.fspath(out), write)
+        else:
+            n = write(out)
+    return ExportResult(reader.events_read, n, reader.error)
+
+
+def _write_atomic(path: str, write: Any) -> int:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".devconsole-export-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            n: int = write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return n
