@@ -1,0 +1,335 @@
+"""The devconsole TUI application and its ``make_app()`` factory (shared by the CLI and
+the tests).
+
+The app reads Events from a ``Source`` in a worker and applies each batch to its own
+``Session`` on the app's event loop, then redraws on a timer (~20 Hz) when the Session's
+``version`` moved: never once per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import inspect
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from functools import partial
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import Screen
+
+from devconsole.model import Event
+from devconsole.session import Session
+from devconsole.source import Source, SourceError
+from devconsole.tui.connections import ALL, ConnectionList
+from devconsole.tui.detail import DetailTree
+from devconsole.tui.filterbar import FilterBar
+from devconsole.tui.help import HelpScreen
+from devconsole.tui.main import MainScreen
+from devconsole.tui.rates import RateMeter
+from devconsole.tui.stream import StreamView
+
+REFRESH_HZ = 20.0
+MAX_NUMBERED = 50_000  # connection numbers remembered before forgetting dead ones
+
+
+class DevconsoleCommands(Provider):
+    """Every devconsole action in the command palette, with its key and tooltip."""
+
+    def _commands(self) -> Iterable[tuple[str, str, Callable[[], Awaitable[Any]]]]:
+        app = self.app
+        assert isinstance(app, DevconsoleApp)
+        screen = self.screen
+        groups: list[tuple[Any, Iterable[BindingType]]] = [(app, DevconsoleApp.BINDINGS)]
+        if isinstance(screen, MainScreen):
+            groups.insert(0, (screen, MainScreen.BINDINGS))
+        seen: set[str] = set()
+        for node, bindings in groups:
+            for b in bindings:
+                if not isinstance(b, Binding) or not b.description or b.action in seen:
+                    continue
+                seen.add(b.action)
+                key = app.get_key_display(b)
+                # the palette parses help as markup: no brackets here
+                help_text = f"{b.tooltip} · key {key}" if b.tooltip else f"key {key}"
+                yield b.description, help_text, partial(app.run_action, b.action, node)
+
+    async def discover(self) -> Hits:
+        for title, help_text, callback in self._commands():
+            yield DiscoveryHit(title, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_text, callback in self._commands():
+            # the title counts most; the tooltip finds "tail" for Follow, "decode" for View
+            score = max(matcher.match(title), matcher.match(help_text) * 0.5)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), callback, text=title, help=help_text)
+
+
+class DevconsoleApp(App[None]):
+    """WebSocket traffic inspector. Build it with ``make_app()``."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "devconsole"
+    COMMANDS = App.COMMANDS | {DevconsoleCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "q",
+            "quit",
+            "Quit",
+            id="quit",
+            tooltip="Quit devconsole (a proxy started by devconsole stops with it)",
+        ),
+        Binding("question_mark", "help", "Help", id="help", tooltip="Keys and filter syntax"),
+    ]
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        session: Session | None = None,
+        proxy_process: Any = None,
+        on_exit: Callable[[], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        tz: _dt.tzinfo | None = None,
+        refresh_hz: float = REFRESH_HZ,
+        keymap: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.session = session if session is not None else Session()
+        self.proxy_process = proxy_process
+        self.on_exit_callback = on_exit
+        self.clock_now = clock
+        self.tz = tz
+        self.refresh_hz = refresh_hz
+        self.rates = RateMeter(clock)
+        self.rates_changed = False
+        self.source_state = "live"
+        self.apply_errors = 0
+        self.redraw_errors = 0
+        self._numbers: dict[str, int] = {}
+        self._next_number = 1
+        self._numbered_shape = (-1, -1)
+        self._source_closed = False
+        self._loop_thread: int | None = None
+        if keymap:
+            self.set_keymap(dict(keymap))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def get_default_screen(self) -> Screen[Any]:
+        return MainScreen(self.session, tz=self.tz)
+
+    @property
+    def main(self) -> MainScreen:
+        screen = self.screen_stack[0]
+        assert isinstance(screen, MainScreen)
+        return screen
+
+    @property
+    def source_description(self) -> str:
+        return str(getattr(self.source, "description", "") or "")
+
+    def on_mount(self) -> None:
+        self._loop_thread = threading.get_ident()
+        self._run_source()
+        self.set_interval(1 / self.refresh_hz, self.tick, name="redraw")
+
+    @work(group="source", exit_on_error=False)
+    async def _run_source(self) -> None:
+        try:
+            await self.source.run(self.on_events)
+        except asyncio.CancelledError:
+            raise
+        except SourceError as e:
+            self.source_state = f"source error: {e}"
+            self.notify(str(e), title="Source", severity="error", markup=False, timeout=10)
+        except Exception as e:
+            self.source_state = f"source error: {type(e).__name__}"
+            self.notify(f"{type(e).__name__}: {e}", title="Source", severity="error", markup=False)
+        else:
+            if not self._source_closed:
+                self.source_state = "source ended"
+
+    def on_events(self, events: list[Event]) -> None:
+        """The Source's callback: apply the batch now; the timer redraws."""
+        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
+            self.call_from_thread(self._apply, events)
+        else:
+            self._apply(events)
+
+    def _apply(self, events: list[Event]) -> None:
+        apply = self.session.apply
+        for ev in events:
+            try:
+                apply(ev)
+            except Exception as e:  # one bad event must not stop the stream
+                self.apply_errors += 1
+                if self.apply_errors == 1:
+                    self.notify(
+                        f"{type(e).__name__}: {e}",
+                        title="Event ignored",
+                        severity="warning",
+                        markup=False,
+                    )
+
+    def tick(self) -> None:
+        """The redraw timer: rates, connection numbers, then the main screen."""
+        s = self.session
+        self.rates_changed = self.rates.sample(self._counters)
+        shape = (len(s.connections), s.evicted_connections)
+        if shape != self._numbered_shape:
+            self._numbered_shape = shape
+            for cid in s.connections:
+                self.conn_number(cid)
+        self._check_proxy()
+        try:
+            main = self.main
+        except Exception:
+            return
+        if not main.is_attached:
+            return
+        try:
+            main.refresh_data()
+        except Exception as e:  # a redraw bug must not take the capture view down
+            self.redraw_errors += 1
+            self.log.error(f"redraw failed: {e!r}")
+            if self.redraw_errors == 1:
+                self.notify(
+                    f"{type(e).__name__}: {e}",
+                    title="Redraw failed",
+                    severity="error",
+                    markup=False,
+                )
+
+    def sync(self) -> None:
+        """Run a redraw tick now (tests, screenshots)."""
+        self.tick()
+        self.main.refresh_data(force=True)
+
+    def _counters(self) -> dict[str, int]:
+        s = self.session
+        counters = {cid: c.msgs_in + c.msgs_out for cid, c in s.connections.items()}
+        counters[ALL] = s.total_messages
+        return counters
+
+    @property
+    def connections_numbered(self) -> int:
+        return self._next_number - 1
+
+    def conn_number(self, conn_id: str) -> int:
+        """Short, stable number of a connection (#1, #2, ...) in order of appearance."""
+        n = self._numbers.get(conn_id)
+        if n is None:
+            n = self._numbers[conn_id] = self._next_number
+            self._next_number += 1
+            if len(self._numbers) > MAX_NUMBERED:
+                self._forget_numbers()
+        return n
+
+    def _forget_numbers(self) -> None:
+        # A reconnect storm must not grow this map forever: keep the numbers of the
+        # connections the session or the buffer still knows; the others are gone.
+        s = self.session
+        buffer = s.buffer
+        self._numbers = {
+            cid: n
+            for cid, n in self._numbers.items()
+            if cid in s.connections or buffer.conn_items(cid)
+        }
+
+    def _check_proxy(self) -> None:
+        proc = self.proxy_process
+        if proc is None or self.source_state.startswith("proxy"):
+            return
+        poll = getattr(proc, "poll", None)
+        code = poll() if callable(poll) else getattr(proc, "returncode", None)
+        if code is not None:
+            self.source_state = f"proxy exited ({code})"
+            self.notify(
+                f"The proxy process exited with code {code}.",
+                title="Proxy",
+                severity="error",
+                markup=False,
+                timeout=10,
+            )
+
+    async def close_source(self) -> None:
+        """Close the source (once) and call the on_exit hook."""
+        if self._source_closed:
+            return
+        self._source_closed = True
+        try:
+            await asyncio.wait_for(self.source.close(), timeout=3)
+        except Exception as e:
+            self.log.warning(f"closing the source failed: {e!r}")
+        callback = self.on_exit_callback
+        if callback is not None:
+            result = callback()
+            if inspect.isawaitable(result):
+                await result
+
+    async def action_quit(self) -> None:
+        await self.close_source()
+        self.exit()
+
+    async def on_unmount(self) -> None:
+        await self.close_source()
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(help_groups()))
+
+
+def help_groups() -> list[tuple[str, Iterable[BindingType]]]:
+    return [
+        ("global", DevconsoleApp.BINDINGS),
+        ("main", MainScreen.BINDINGS),
+        ("stream", StreamView.BINDINGS),
+        ("connections", ConnectionList.BINDINGS),
+        ("filter bar", FilterBar.BINDINGS),
+        ("detail tree", DetailTree.BINDINGS),
+    ]
+
+
+def make_app(
+    source: Source,
+    *,
+    proxy_process: Any = None,
+    on_exit: Callable[[], object] | None = None,
+    session: Session | None = None,
+    max_items: int = 100_000,
+    max_bytes: int = 256 << 20,
+    clock: Callable[[], float] = time.monotonic,
+    tz: _dt.tzinfo | None = None,
+    refresh_hz: float = REFRESH_HZ,
+    keymap: Mapping[str, str] | None = None,
+) -> DevconsoleApp:
+    """The TUI over ``source``.
+
+    ``proxy_process``: the proxy child (anything with ``poll()`` or ``returncode``) whose
+    exit is shown in the status bar; stopping it stays the caller's job. ``on_exit`` is
+    called (and awaited if it returns an awaitable) after the source is closed on quit.
+    ``clock`` and ``tz`` make rates and timestamps deterministic in tests; ``keymap``
+    rebinds keys by binding id (``{"pause": "p"}``).
+    """
+    if session is None:
+        session = Session(max_items=max_items, max_bytes=max_bytes)
+    return DevconsoleApp(
+        source,
+        session=session,
+        proxy_process=proxy_process,
+        on_exit=on_exit,
+        clock=clock,
+        tz=tz,
+        refresh_hz=refresh_hz,
+        keymap=keymap,
+    )

@@ -1,0 +1,543 @@
+"""The main screen: connections, stream, detail, filter bar and status bar.
+
+Data flow: the app applies event batches to its Session as they arrive and calls
+``MainScreen.refresh_data()`` from a ~20 Hz timer. Each tick costs O(new items)
+(``FilteredView.catch_up``) plus the visible rows; nothing is done per message.
+
+A new filter or connection builds a new ``FilteredView``. Small buffers are scanned at
+once; big ones in a thread worker over ``snapshot_items()`` taken here, on the thread that
+applies events. The old view stays on screen (and live) until the new one is swapped in;
+a superseded scan is cancelled and its result dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer, Static
+from textual.worker import Worker, get_current_worker
+
+from devconsole import filters
+from devconsole.decoders import safe_text
+from devconsole.filters import MATCH_ALL, Filter, FilterError
+from devconsole.model import Item
+from devconsole.session import Connection, FilteredView, Session
+from devconsole.tui import connections as conn_widgets
+from devconsole.tui.connections import ConnectionList
+from devconsole.tui.detail import DetailPane
+from devconsole.tui.filterbar import FilterBar
+from devconsole.tui.handshake import HandshakeScreen
+from devconsole.tui.statusbar import StatusBar, StatusInfo
+from devconsole.tui.stream import StreamView
+
+if TYPE_CHECKING:
+    from devconsole.tui.app import DevconsoleApp
+
+_W = TypeVar("_W", bound=Widget)
+
+# Below this many buffered items (and payload bytes to search) a rescan runs inline, in
+# a few milliseconds; above, in a thread worker.
+SYNC_SCAN_LIMIT = 2_000
+SYNC_SCAN_BYTES = 2 << 20
+# A rescan shows its progress only when it takes longer than this (seconds).
+PROGRESS_DELAY = 0.15
+
+
+class ScanDone(Message):
+    """A rescan worker finished (posted from its thread)."""
+
+    def __init__(self, generation: int, view: FilteredView, filt: Filter) -> None:
+        super().__init__()
+        self.generation = generation
+        self.view = view
+        self.filt = filt
+
+
+class MainScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            id="filter",
+            tooltip="Edit the filter expression (Enter applies, Esc returns to the stream)",
+        ),
+        Binding(
+            "space",
+            "toggle_pause",
+            "Pause",
+            id="pause",
+            tooltip="Freeze the stream; capture continues and nothing is lost",
+        ),
+        Binding(
+            "h",
+            "handshake",
+            "Handshake",
+            id="handshake",
+            tooltip="Inspect the upgrade handshake of the selected connection",
+        ),
+        Binding(
+            "v",
+            "cycle_view",
+            "View",
+            id="cycle_view",
+            tooltip="Next detail view: json, msgpack, cbor, text, hex, close, frames",
+        ),
+        Binding(
+            "t",
+            "toggle_tree",
+            "Tree/text",
+            show=False,
+            id="toggle_tree",
+            tooltip="Show a structured payload as a collapsible tree or as pretty text",
+        ),
+        Binding(
+            "c",
+            "clear",
+            "Clear",
+            id="clear",
+            tooltip="Clear the view (the buffer keeps every message)",
+        ),
+        Binding(
+            "end",
+            "follow",
+            "Follow",
+            id="follow",
+            tooltip="Jump to the newest message and follow the stream (tail -f)",
+        ),
+        Binding(
+            "z",
+            "toggle_zoom",
+            "Zoom",
+            show=False,
+            id="zoom",
+            tooltip="Zoom the focused pane to the whole screen (again, or Esc, to restore)",
+        ),
+        Binding(
+            "tab",
+            "next_pane",
+            "Next pane",
+            show=False,
+            id="next_pane",
+            tooltip="Focus the next pane: connections, stream, detail",
+        ),
+        Binding(
+            "shift+tab",
+            "previous_pane",
+            "Previous pane",
+            show=False,
+            id="previous_pane",
+            tooltip="Focus the previous pane",
+        ),
+        Binding(
+            "escape",
+            "back",
+            "Back",
+            show=False,
+            id="back",
+            tooltip="Back to the stream",
+        ),
+    ]
+
+    app: DevconsoleApp  # type: ignore[assignment]
+
+    ALLOW_IN_MAXIMIZED_VIEW = "Footer, FilterBar, StatusBar"
+
+    def __init__(self, session: Session, *, tz: _dt.tzinfo | None = None) -> None:
+        super().__init__()
+        self.session = session
+        self.tz = tz
+        self.conn: str | None = None  # None: all connections merged
+        self.filter: Filter = MATCH_ALL
+        self.filter_expr = ""
+        self.paused = False
+        self._pause_base = 0
+        self._version = -1
+        self._generation = 0
+        self._scan_worker: Worker[None] | None = None
+        self._scan_started: float | None = None
+        self._scan_progress = 0.0
+        self._detail_seq: int | None = None
+        self._widgets: dict[str, Widget] = {}
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        app = self.app
+        view = FilteredView(self.session)
+        with Vertical(id="connections-pane", classes="pane"):
+            yield Static(id="connections-header", classes="column-header")
+            yield ConnectionList(
+                self.session, number=app.conn_number, rate=app.rates.get, id="connections"
+            )
+        with Horizontal(id="lower"):
+            with Vertical(id="stream-pane", classes="pane"):
+                yield Static(id="stream-header", classes="column-header")
+                yield StreamView(view, tz=self.tz, conn_label=self.conn_tag, id="stream")
+            yield DetailPane(tz=self.tz, conn_label=self.conn_title, id="detail")
+        yield FilterBar(id="filter-bar")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    # Widgets are looked up once: the redraw timer may still fire while the app is
+    # tearing the screen down.
+
+    @property
+    def stream(self) -> StreamView:
+        return self._widget("#stream", StreamView)
+
+    @property
+    def connections(self) -> ConnectionList:
+        return self._widget("#connections", ConnectionList)
+
+    @property
+    def detail(self) -> DetailPane:
+        return self._widget("#detail", DetailPane)
+
+    @property
+    def filter_bar(self) -> FilterBar:
+        return self._widget("#filter-bar", FilterBar)
+
+    def _widget(self, selector: str, kind: type[_W]) -> _W:
+        widget = self._widgets.get(selector)
+        if widget is None:
+            widget = self._widgets[selector] = self.query_one(selector, kind)
+        assert isinstance(widget, kind)
+        return widget
+
+    def on_mount(self) -> None:
+        self.query_one("#connections-pane").border_title = "Connections"
+        self.query_one("#stream-pane").border_title = "Stream · all connections"
+        self.query_one("#detail").border_title = "Detail"
+        self._update_headers()
+        self.stream.focus()
+        self.refresh_data(force=True)
+
+    def on_resize(self) -> None:
+        self._update_headers()
+
+    def _update_headers(self) -> None:
+        width = self.connections.scrollable_content_region.width or self.size.width
+        self.query_one("#connections-header", Static).update(conn_widgets.header_text(width))
+        self.query_one("#stream-header", Static).update(self.stream.row_layout.header())
+
+    # ------------------------------------------------------------------ labels
+
+    def conn_tag(self, conn_id: str) -> str:
+        return f"#{self.app.conn_number(conn_id)}"
+
+    def conn_title(self, conn_id: str) -> str:
+        c = self.session.connections.get(conn_id)
+        tag = self.conn_tag(conn_id)
+        return f"{tag} {c.path}" if c is not None else tag
+
+    # ------------------------------------------------------------------ the tick
+
+    def refresh_data(self, force: bool = False) -> None:
+        """Called by the app's redraw timer (and after user actions)."""
+        s = self.session
+        if s.version != self._version or force:
+            self._version = s.version
+            conn_width = len(f"#{self.app.connections_numbered}")
+            if self.stream.set_layout(len(str(s.last_seq)), conn_width):
+                self._update_headers()
+            self.stream.update_rows()
+            self.connections.update_rows()
+            self._update_placeholder()
+        elif self.app.rates_changed:
+            self.connections.refresh()
+        started = self._scan_started
+        if started is not None and self.app.clock_now() - started >= PROGRESS_DELAY:
+            self.filter_bar.show_progress(self._scan_progress)
+        self._widget("#status", StatusBar).show(
+            StatusInfo.from_session(
+                s,
+                address=self.app.source_description,
+                source_state=self.app.source_state,
+                rate=self.app.rates.get(conn_widgets.ALL),
+                paused=self.paused,
+                paused_new=self.paused_count(),
+                following=self.stream.following,
+                filtered=bool(self.filter_expr),
+            )
+        )
+
+    def paused_count(self) -> int:
+        """Messages that arrived (in the shown connection) since the pause."""
+        if not self.paused:
+            return 0
+        return max(0, self._arrival_counter() - self._pause_base)
+
+    def _arrival_counter(self) -> int:
+        if self.conn is None:
+            return self.session.total_messages
+        c = self.session.connections.get(self.conn)
+        return 0 if c is None else c.msgs_in + c.msgs_out
+
+    def _update_placeholder(self) -> None:
+        stream = self.stream
+        c = self.session.connections.get(self.conn) if self.conn else None
+        if c is not None and c.refused:
+            hs = c.handshake
+            status = f"HTTP {hs.status}" if hs.status is not None else "no response"
+            stream.placeholder = (
+                f"Upgrade refused ({status}): no messages. Press h to inspect the handshake."
+            )
+        elif self.filter_expr and len(self.session.buffer):
+            stream.placeholder = "No buffered message matches the filter."
+        elif self.paused:
+            stream.placeholder = "Paused."
+        else:
+            stream.placeholder = "No messages yet."
+
+    # ------------------------------------------------------------------ views
+
+    def _rebuild_view(self) -> None:
+        """A new FilteredView for the current connection and filter."""
+        self._generation += 1
+        generation = self._generation
+        if self._scan_worker is not None:
+            self._scan_worker.cancel()
+            self._scan_worker = None
+        filt = self.filter
+        predicate = None if filt is MATCH_ALL else filt
+        view = FilteredView(self.session, predicate, self.conn)
+        source = view.snapshot_items(self.conn)
+        items = source[0]
+        small = len(items) <= SYNC_SCAN_LIMIT and (
+            predicate is None or sum(len(it.payload) for it in items) <= SYNC_SCAN_BYTES
+        )
+        if small:
+            view.rescan(predicate, self.conn, source=source)
+            self._install(view, filt)
+            return
+        self._scan_started = self.app.clock_now()
+        self._scan_progress = 0.0
+        self._scan_worker = self._scan(generation, view, filt, source)
+
+    @work(thread=True, exclusive=True, group="rescan", exit_on_error=False)
+    def _scan(
+        self,
+        generation: int,
+        view: FilteredView,
+        filt: Filter,
+        source: tuple[list[Item], int],
+    ) -> None:
+        worker = get_current_worker()
+
+        def progress(done: int, total: int) -> None:
+            self._scan_progress = done / total if total else 1.0
+
+        # The compiled closure is the fast path; Filter.__call__ (used for the live
+        # catch_up) never raises.
+        predicate = None if filt is MATCH_ALL else filt.predicate
+        try:
+            ok = view.rescan(
+                predicate,
+                view.conn,
+                progress=progress,
+                cancelled=lambda: worker.is_cancelled,
+                source=source,
+                chunk=10_000,
+            )
+        except Exception:
+            ok = view.rescan(filt, view.conn, cancelled=lambda: worker.is_cancelled, source=source)
+        if ok and not worker.is_cancelled:
+            self.post_message(ScanDone(generation, view, filt))
+
+    @on(ScanDone)
+    def _scan_done(self, message: ScanDone) -> None:
+        if message.generation != self._generation:
+            return  # superseded
+        self._scan_worker = None
+        self._install(message.view, message.filt)
+
+    def _install(self, view: FilteredView, filt: Filter) -> None:
+        view.predicate = None if filt is MATCH_ALL else filt  # never raises on catch_up
+        self._scan_started = None
+        self.filter_bar.show_active(self.filter_expr)
+        self.stream.set_view(view)
+        pane = self.query_one("#stream-pane")
+        if view.conn is None:
+            pane.border_title = "Stream · all connections"
+        else:
+            pane.border_title = f"Stream · {safe_text(self.conn_title(view.conn))}"
+        self._update_headers()
+        self._update_placeholder()
+        self.refresh_data(force=True)
+
+    @property
+    def scanning(self) -> bool:
+        return self._scan_worker is not None
+
+    # ------------------------------------------------------------------ messages
+
+    @on(ConnectionList.Selected)
+    def _connection_selected(self, message: ConnectionList.Selected) -> None:
+        if message.conn == self.conn:
+            return
+        self.conn = message.conn
+        if self.paused:
+            self._pause_base = self._arrival_counter()
+        self._rebuild_view()
+
+    @on(ConnectionList.Opened)
+    def _connection_opened(self, message: ConnectionList.Opened) -> None:
+        self.stream.focus()
+
+    @on(StreamView.CursorMoved)
+    def _cursor_moved(self, message: StreamView.CursorMoved) -> None:
+        if message.seq is None or message.seq == self._detail_seq:
+            return
+        item = self.stream.item_for(message.seq)
+        if item is not None:
+            self._detail_seq = message.seq
+            self.detail.show(item)
+
+    @on(StreamView.Opened)
+    def _stream_opened(self, message: StreamView.Opened) -> None:
+        item = self.stream.item_for(message.seq)
+        if item is not None and message.seq != self._detail_seq:
+            self._detail_seq = message.seq
+            self.detail.show(item)
+        self.detail.focus_target().focus()
+
+    @on(FilterBar.Submitted)
+    def _filter_submitted(self, message: FilterBar.Submitted) -> None:
+        self.apply_filter(message.expr)
+
+    @on(FilterBar.Left)
+    def _filter_left(self) -> None:
+        self.stream.focus()
+
+    def apply_filter(self, expr: str) -> bool:
+        """Parse and apply; an invalid expression shows the error and keeps the last
+        valid filter. Returns True when applied."""
+        try:
+            filt = filters.parse(expr)
+        except FilterError as e:
+            self.filter_bar.show_error(e, expr)
+            return False
+        except Exception as e:  # a parser bug must not take the screen down
+            self.filter_bar.show_error(FilterError(f"{type(e).__name__}: {e}", 1), expr)
+            return False
+        self.filter = filt
+        self.filter_expr = expr.strip()
+        self.filter_bar.clear_error()
+        self._rebuild_view()
+        self.stream.focus()
+        return True
+
+    # ------------------------------------------------------------------ actions
+
+    def action_filter(self) -> None:
+        self.filter_bar.input.focus()
+
+    def action_toggle_pause(self) -> None:
+        self.set_paused(not self.paused)
+
+    def set_paused(self, paused: bool) -> None:
+        if paused == self.paused:
+            return
+        self.paused = paused
+        self.stream.paused = paused
+        self.set_class(paused, "-paused")
+        if paused:
+            self._pause_base = self._arrival_counter()
+        else:
+            self.stream.update_rows()
+        self._update_placeholder()
+        self.refresh_data(force=True)
+
+    def selected_connection(self) -> Connection | None:
+        """The highlighted connection; with "All", the connection of the selected
+        message, or the only connection there is."""
+        s = self.session
+        if self.conn is not None:
+            return s.connections.get(self.conn)
+        seq = self.stream.cursor_seq
+        item = s.get(seq) if seq is not None else None
+        if item is None and self.detail.item is not None:
+            item = self.detail.item
+        if item is not None:
+            return s.connections.get(item.conn)
+        if len(s.connections) == 1:
+            return next(iter(s.connections.values()))
+        return None
+
+    def action_handshake(self) -> None:
+        conn = self.selected_connection()
+        if conn is None:
+            self.notify(
+                "Select a connection (or a message) first.",
+                title="Handshake",
+                severity="warning",
+                markup=False,
+            )
+            return
+        self.app.push_screen(HandshakeScreen(conn, self.app.conn_number(conn.id), self.tz))
+
+    def action_cycle_view(self) -> None:
+        self.detail.cycle_view()
+
+    def action_toggle_tree(self) -> None:
+        self.detail.toggle_tree()
+
+    def action_clear(self) -> None:
+        self.stream.clear()
+        self._update_placeholder()
+        self.refresh_data(force=True)
+
+    def action_follow(self) -> None:
+        self.stream.follow()
+        self.stream.focus()
+        self.refresh_data(force=True)
+
+    def _panes(self) -> list[Widget]:
+        return [self.connections, self.stream, self.detail.focus_target()]
+
+    def _pane_index(self) -> int | None:
+        focused = self.focused
+        for i, pane in enumerate(self._panes()):
+            if focused is pane or (focused is not None and pane in focused.ancestors):
+                return i
+        if focused is not None and self.detail in focused.ancestors_with_self:
+            return 2
+        return None
+
+    def _focus_pane(self, step: int) -> None:
+        panes = self._panes()
+        i = self._pane_index()
+        target = panes[1] if i is None else panes[(i + step) % len(panes)]
+        target.focus()
+
+    def action_next_pane(self) -> None:
+        self._focus_pane(+1)
+
+    def action_previous_pane(self) -> None:
+        self._focus_pane(-1)
+
+    def action_back(self) -> None:
+        if self.maximized is not None:
+            self.minimize()
+        self.stream.focus()
+
+    def action_toggle_zoom(self) -> None:
+        if self.maximized is not None:
+            self.minimize()
+            return
+        i = self._pane_index()
+        panes = [
+            self.query_one("#connections-pane"),
+            self.query_one("#stream-pane"),
+            self.detail,
+        ]
+        self.maximized = panes[1 if i is None else i]

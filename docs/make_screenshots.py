@@ -1,0 +1,107 @@
+"""Regenerate the TUI screenshots in docs/img/ (run from anywhere):
+
+    .venv/bin/python docs/make_screenshots.py
+
+The traffic is the fixed demo session of the TUI tests (tests/tui_fixtures.py), with a
+frozen clock and UTC timestamps, so the pictures only change when the screen does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devconsole.source import MemorySource  # noqa: E402
+from devconsole.tui import make_app  # noqa: E402
+from tests.tui_fixtures import UTC, demo_traffic, frozen_clock, settle  # noqa: E402
+
+OUT = ROOT / "docs" / "img"
+SIZE = (140, 40)
+
+
+async def shot(name: str, steps: Callable[[Any], Awaitable[None]], size=SIZE) -> None:
+    app = make_app(MemorySource(demo_traffic().events), clock=frozen_clock, tz=UTC)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await steps(pilot)
+        await pilot.pause()
+        app.save_screenshot(filename=f"{name}.svg", path=str(OUT))
+    print(OUT / f"{name}.svg")
+
+
+async def main_screen(pilot: Any) -> None:
+    pilot.app.main.stream.select_seq(2)
+
+
+async def json_tree(pilot: Any) -> None:
+    pilot.app.main.stream.select_seq(1)
+    await pilot.press("enter")
+
+
+async def msgpack(pilot: Any) -> None:
+    pilot.app.main.stream.select_seq(3)
+
+
+async def frames(pilot: Any) -> None:
+    pilot.app.main.stream.select_seq(9)
+    await pilot.pause()
+    while pilot.app.main.detail.view_name != "frames":
+        await pilot.press("v")
+
+
+async def hex_zoomed(pilot: Any) -> None:
+    pilot.app.main.stream.select_seq(8)
+    await pilot.press("enter", "z")
+
+
+async def handshake(pilot: Any) -> None:
+    pilot.app.main.connections.select("c1")
+    await settle(pilot)
+    await pilot.press("h")
+
+
+async def refused(pilot: Any) -> None:
+    pilot.app.main.connections.select("r1")
+    await settle(pilot)
+    await pilot.press("h")
+
+
+async def filtered_paused(pilot: Any) -> None:
+    screen = pilot.app.main
+    screen.apply_filter("from:server type:text")
+    await settle(pilot)
+    await pilot.press("space")
+
+
+async def filter_error(pilot: Any) -> None:
+    await pilot.press("slash")
+    pilot.app.main.filter_bar.input.value = "json:type=msg and (from:client"
+    await pilot.press("enter")
+
+
+async def help_screen(pilot: Any) -> None:
+    await pilot.press("question_mark")
+
+
+async def run() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    await shot("tui-main", main_screen)
+    await shot("tui-json-tree", json_tree)
+    await shot("tui-msgpack", msgpack)
+    await shot("tui-frames", frames)
+    await shot("tui-hex-zoomed", hex_zoomed)
+    await shot("tui-handshake", handshake)
+    await shot("tui-refused", refused)
+    await shot("tui-filter-paused", filtered_paused)
+    await shot("tui-filter-error", filter_error)
+    await shot("tui-help", help_screen, size=(140, 48))
+
+
+if __name__ == "__main__":
+    asyncio.run(run())

@@ -1,0 +1,231 @@
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+
+from devconsole.model import SERVER
+from devconsole.session import Session
+from devconsole.source import SourceError
+from devconsole.tui import DevconsoleApp, make_app
+from devconsole.tui.app import DevconsoleCommands
+from tests.tui_fixtures import UTC, LiveSource, Traffic, frozen_clock, screen_text, settle
+
+SIZE = (140, 40)
+
+
+def test_make_app_signature() -> None:
+    params = inspect.signature(make_app).parameters
+    assert next(iter(params)) == "source"
+    for name in ("proxy_process", "on_exit", "session", "max_items", "max_bytes", "clock", "tz"):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+    app = make_app(LiveSource(), max_items=123, max_bytes=4567)
+    assert isinstance(app, DevconsoleApp)
+    assert app.session.buffer.max_items == 123
+    assert app.session.buffer.max_bytes == 4567
+    session = Session()
+    assert make_app(LiveSource(), session=session).session is session
+
+
+async def test_q_closes_the_source_and_calls_on_exit() -> None:
+    source = LiveSource()
+    calls: list[str] = []
+    app = make_app(source, on_exit=lambda: calls.append("exit"), clock=frozen_clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+    assert source.closed
+    assert calls == ["exit"]
+
+
+async def test_async_on_exit_is_awaited_once() -> None:
+    source = LiveSource()
+    calls: list[str] = []
+
+    async def on_exit() -> None:
+        await asyncio.sleep(0)
+        calls.append("exit")
+
+    app = make_app(source, on_exit=on_exit, clock=frozen_clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.exit()  # not via q: the unmount path closes too
+    assert source.closed
+    assert calls == ["exit"]
+
+
+async def test_events_are_applied_on_arrival_and_drawn_on_the_tick() -> None:
+    t = Traffic()
+    t.open("c1")
+    source = LiveSource(t.take())
+    app = make_app(source, clock=frozen_clock, tz=UTC, refresh_hz=5)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        source.push([t.text("c1", SERVER, "first")])
+        assert app.session.last_seq == 1  # applied at once...
+        assert app.main.stream.row_count == 0  # ...drawn on the next tick
+        await pilot.pause(0.3)
+        assert app.main.stream.row_count == 1
+
+
+async def test_events_from_another_thread() -> None:
+    t = Traffic()
+    t.open("c1")
+    source = LiveSource(t.take())
+    app = make_app(source, clock=frozen_clock, tz=UTC)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        batch = [t.text("c1", SERVER, "from a thread")]
+        thread = threading.Thread(target=source.push, args=(batch,))
+        thread.start()
+        while thread.is_alive():
+            await pilot.pause(0.01)
+        await settle(pilot)
+        assert app.session.last_seq == 1
+        assert "from a thread" in screen_text(app)
+
+
+class FragileSession(Session):
+    def apply(self, ev) -> None:
+        if getattr(ev, "payload", None) == b"boom":
+            raise RuntimeError("boom")
+        super().apply(ev)
+
+
+async def test_a_bad_event_is_ignored_and_reported() -> None:
+    t = Traffic()
+    t.open("c1")
+    source = LiveSource(t.take())
+    app = make_app(source, session=FragileSession(), clock=frozen_clock, tz=UTC)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        source.push(
+            [t.text("c1", SERVER, "one"), t.text("c1", SERVER, "boom"), t.text("c1", SERVER, "two")]
+        )
+        await settle(pilot)
+        assert app.apply_errors == 1
+        assert app.session.last_seq == 3  # the rest of the batch was applied
+        assert len(app.session.buffer) == 2
+        assert any("Event ignored" in (n.title or "") for n in app._notifications)
+
+
+class FailingSource(LiveSource):
+    async def run(self, on_events) -> None:
+        raise SourceError("tap not running at /tmp/x.sock")
+
+
+class EndingSource(LiveSource):
+    async def run(self, on_events) -> None:
+        on_events(self.initial)
+
+
+async def test_source_error_and_end_are_shown() -> None:
+    app = make_app(FailingSource(), clock=frozen_clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.source_state == "source error: tap not running at /tmp/x.sock"
+        assert "source error: tap not running" in screen_text(app)
+    t = Traffic()
+    t.open("c1")
+    app = make_app(EndingSource(t.take()), clock=frozen_clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.source_state == "source ended"
+        assert "c1" in app.session.connections
+
+
+class FakeProcess:
+    def __init__(self) -> None:
+        self.code: int | None = None
+
+    def poll(self) -> int | None:
+        return self.code
+
+
+async def test_proxy_exit_is_shown() -> None:
+    proc = FakeProcess()
+    app = make_app(LiveSource(), proxy_process=proc, clock=frozen_clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.source_state == "live"
+        proc.code = 3
+        await settle(pilot)
+        assert "proxy exited (3)" in screen_text(app)
+
+
+async def test_command_palette_lists_every_action() -> None:
+    source = LiveSource()
+    app = make_app(source, clock=frozen_clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        provider = DevconsoleCommands(app.screen)
+        titles = [hit.text async for hit in provider.discover()]
+        for title in ("Filter", "Pause", "Handshake", "View", "Clear", "Follow", "Quit", "Help"):
+            assert title in titles
+        hits = sorted([hit async for hit in provider.search("pause")], key=lambda h: -h.score)
+        assert hits and hits[0].text == "Pause"
+        hits = sorted([hit async for hit in provider.search("tail")], key=lambda h: -h.score)
+        assert hits and hits[0].text == "Follow"
+        # through the real palette
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"pause")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert app.main.paused
+
+
+async def test_keymap_rebinds_by_binding_id() -> None:
+    app = make_app(LiveSource(), clock=frozen_clock, keymap={"pause": "p"})
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("p")
+        assert app.main.paused
+        await pilot.press("space")
+        assert app.main.paused  # space is no longer bound to pause
+
+
+def test_connection_numbers_are_stable_and_bounded(monkeypatch) -> None:
+    from devconsole.tui import app as app_module
+
+    monkeypatch.setattr(app_module, "MAX_NUMBERED", 10)
+    t = Traffic()
+    t.open("keep")
+    app = make_app(LiveSource())
+    app.session.apply_all(t.take())
+    assert app.conn_number("keep") == 1
+    for i in range(20):
+        app.conn_number(f"gone{i}")
+    assert app.conn_number("keep") == 1  # still known: same number
+    assert len(app._numbers) <= 11
+    assert app.conn_number("new") == 22  # numbers are never reused
+    assert app.connections_numbered == 22
+
+
+async def test_end_to_end_through_a_real_proxy_and_tap(short_tmp) -> None:
+    """The app over a live TapClient: a real mitmproxy with the capture addon, a real
+    websockets server and client on loopback."""
+    import websockets
+
+    from devconsole.tap import TapClient
+    from tests.conftest import running_proxy, wait_until, ws_server
+
+    async with (
+        ws_server() as (_, port),
+        running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp,
+    ):
+        source = TapClient(rp.tap)
+        app = make_app(source, tz=UTC)
+        async with app.run_test(size=SIZE) as pilot:
+            async with websockets.connect(f"ws://127.0.0.1:{rp.port}/echo") as ws:
+                await ws.send("[b]hi[/b]\x1b[31m")
+                await ws.recv()
+                await wait_until(lambda: app.session.total_messages >= 2)
+            await settle(pilot)
+            shown = screen_text(app)
+            assert "127.0.0.1/echo" in shown
+            assert "[b]hi[/b]\\x1b[31m" in shown
+            assert "\x1b" not in shown
+            await pilot.press("q")

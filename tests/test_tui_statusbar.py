@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+from devconsole.model import GapEvent, Snapshot
+from devconsole.session import Session
+from devconsole.tui import make_app
+from devconsole.tui.statusbar import StatusInfo, status_text
+from tests.tui_fixtures import UTC, LiveSource, Traffic, frozen_clock, screen_text, settle
+
+BASE = StatusInfo(
+    address="127.0.0.1:8080",
+    source_state="live",
+    messages=12345,
+    total_bytes=3 << 20,
+    rate=1234.0,
+    buffered=45000,
+    max_items=100000,
+    buffer_bytes=12 << 20,
+    max_bytes=256 << 20,
+    evicted=0,
+    missed=0,
+    paused=False,
+    paused_new=0,
+    following=True,
+    filtered=False,
+)
+
+
+def test_status_text_fields() -> None:
+    plain = status_text(BASE).plain
+    for part in (
+        "▶ LIVE",
+        "127.0.0.1:8080",
+        "12,345 msgs",
+        "3.0 MiB",
+        "1.2k/s",
+        "buffer 45,000/100,000 12 MiB/256 MiB",
+        "evicted 0",
+        "missed 0",
+    ):
+        assert part in plain
+    assert "PAUSED" not in plain and "filtered" not in plain
+
+
+def test_status_text_paused_scrolled_errors() -> None:
+    plain = status_text(
+        replace(BASE, paused=True, paused_new=1500, evicted=7, missed=3, filtered=True)
+    ).plain
+    assert plain.startswith(" ⏸ PAUSED +1,500 ")
+    assert "evicted 7" in plain and "missed 3" in plain and "filtered" in plain
+    assert "SCROLLED" in status_text(replace(BASE, following=False)).plain
+    ended = status_text(replace(BASE, source_state="source ended \x1b[31m")).plain
+    assert "source ended \\x1b[31m" in ended
+
+
+def test_info_prefers_the_proxy_address_from_the_snapshot() -> None:
+    s = Session(max_items=10, max_bytes=1 << 20)
+    kw = dict(
+        address="tap /run/x.sock",
+        source_state="live",
+        rate=0.0,
+        paused=False,
+        paused_new=0,
+        following=True,
+        filtered=False,
+    )
+    assert StatusInfo.from_session(s, **kw).address == "tap /run/x.sock"
+    s.apply(Snapshot(seq=0, connections=[], proxy="127.0.0.1:8080", evicted_messages=5))
+    info = StatusInfo.from_session(s, **kw)
+    assert info.address == "127.0.0.1:8080"
+    assert info.evicted == 5
+    assert info.max_items == 10
+
+
+async def test_status_bar_shows_live_totals_gaps_and_evictions() -> None:
+    t = Traffic()
+    t.open("c1")
+    source = LiveSource(t.take(), description="tap /tmp/tap.sock")
+    app = make_app(source, max_items=100, clock=frozen_clock, tz=UTC)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await settle(pilot)
+        assert "tap /tmp/tap.sock" in screen_text(app)
+        source.push([*t.burst("c1", 150), GapEvent(missed=42, reason="slow client")])
+        await settle(pilot)
+        shown = screen_text(app)
+        assert "150 msgs" in shown
+        assert "buffer 100/100" in shown
+        assert "evicted 50" in shown
+        assert "missed 42" in shown

@@ -1,0 +1,385 @@
+"""Builders of realistic Events for the TUI tests (and the docs screenshots).
+
+Timestamps are fixed (``T0``) so screenshots are deterministic; ``Traffic`` hands out
+global seqs like the capture addon does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from devconsole.model import (
+    CLIENT,
+    SERVER,
+    Command,
+    CommandResult,
+    ControlFrame,
+    EndEvent,
+    Event,
+    Handshake,
+    HandshakeEvent,
+    Message,
+    Opcode,
+    RefusedEvent,
+    Side,
+    StateEvent,
+)
+from devconsole.source import EventsCallback
+
+T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+UTC = dt.UTC
+
+EVIL_TEXT = "\x1b[31mRED\x1b[0m \x9b2J [bold]x[/bold] [link=file:///etc/passwd]click[/link]"
+
+
+def frozen_clock() -> float:
+    return 0.0
+
+
+def handshake(
+    conn: str = "c1",
+    *,
+    path: str = "/ws",
+    host: str = "api.example.com",
+    scheme: str = "wss",
+    client: str = "127.0.0.1:50001",
+    query: Sequence[tuple[str, str]] = (),
+    cookies: Sequence[tuple[str, str]] = (("session", "abc123"),),
+    extra_headers: Sequence[tuple[str, str]] = (),
+    protocols: Sequence[str] = (),
+    subprotocol: str | None = None,
+    extensions: Sequence[str] = (),
+    offered_extensions: Sequence[str] = (),
+    origin: str | None = "https://app.example.com",
+    status: int | None = 101,
+    reason: str | None = None,
+    response_headers: Sequence[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    ts: float = T0,
+    error: str | None = None,
+) -> Handshake:
+    qs = "&".join(f"{k}={v}" for k, v in query)
+    port = 443 if scheme == "wss" else 80
+    headers: list[tuple[str, str]] = [
+        ("Host", host),
+        ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"),
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ]
+    if origin is not None:
+        headers.append(("Origin", origin))
+    if protocols:
+        headers.append(("Sec-WebSocket-Protocol", ", ".join(protocols)))
+    if offered_extensions:
+        headers.append(("Sec-WebSocket-Extensions", ", ".join(offered_extensions)))
+    if cookies:
+        headers.append(("Cookie", "; ".join(f"{k}={v}" for k, v in cookies)))
+    headers.extend(extra_headers)
+    if response_headers is None:
+        if status == 101:
+            response_headers = [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            ]
+            if subprotocol:
+                response_headers.append(("Sec-WebSocket-Protocol", subprotocol))
+            if extensions:
+                response_headers.append(("Sec-WebSocket-Extensions", ", ".join(extensions)))
+        elif status is not None:
+            response_headers = [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+            ]
+        else:
+            response_headers = []
+    reasons = {101: "Switching Protocols", 200: "OK", 401: "Unauthorized", 403: "Forbidden"}
+    return Handshake(
+        conn=conn,
+        ts=ts,
+        client=client,
+        server=f"{host}:{port}",
+        scheme=scheme,
+        url=f"{scheme}://{host}{path}" + (f"?{qs}" if qs else ""),
+        method="GET",
+        path=path,
+        query=list(query),
+        http_version="HTTP/1.1",
+        request_headers=headers,
+        cookies=list(cookies),
+        status=status,
+        reason=reason if reason is not None else reasons.get(status or 0, ""),
+        response_headers=list(response_headers),
+        subprotocol=subprotocol,
+        extensions=list(extensions),
+        ts_response=None if status is None else ts + 0.012,
+        body=body,
+        body_size=len(body),
+        error=error,
+    )
+
+
+class Traffic:
+    """Builds a plausible event sequence with global seqs and fixed timestamps."""
+
+    def __init__(self, ts: float = T0) -> None:
+        self.seq = 0
+        self.ts = ts
+        self.events: list[Event] = []
+
+    def _next(self, dt_: float = 0.25) -> tuple[int, float]:
+        self.seq += 1
+        self.ts += dt_
+        return self.seq, self.ts
+
+    def open(self, conn: str = "c1", **kw: Any) -> Handshake:
+        kw.setdefault("ts", self.ts)
+        hs = handshake(conn, **kw)
+        self.events.append(HandshakeEvent(hs))
+        return hs
+
+    def refused(self, conn: str = "r1", status: int = 403, **kw: Any) -> Handshake:
+        kw.setdefault("ts", self.ts)
+        hs = handshake(conn, status=status, **kw)
+        self.events.append(RefusedEvent(hs))
+        return hs
+
+    def message(
+        self,
+        conn: str,
+        side: Side,
+        payload: bytes | str,
+        *,
+        opcode: int | None = None,
+        dt_: float = 0.25,
+        **kw: Any,
+    ) -> Message:
+        seq, ts = self._next(dt_)
+        data = payload.encode() if isinstance(payload, str) else payload
+        if opcode is None:
+            opcode = Opcode.TEXT if isinstance(payload, str) else Opcode.BINARY
+        size = kw.pop("size", len(data))
+        m = Message(
+            seq=seq,
+            conn=conn,
+            ts=ts,
+            side=side,
+            opcode=opcode,
+            payload=data,
+            size=size,
+            wire_size=kw.pop("wire_size", size + (6 if side == CLIENT else 2)),
+            **kw,
+        )
+        self.events.append(m)
+        return m
+
+    def text(self, conn: str, side: Side, payload: str, **kw: Any) -> Message:
+        return self.message(conn, side, payload, opcode=Opcode.TEXT, **kw)
+
+    def json(self, conn: str, side: Side, obj: Any, **kw: Any) -> Message:
+        return self.text(conn, side, json.dumps(obj, separators=(",", ":")), **kw)
+
+    def binary(self, conn: str, side: Side, payload: bytes, **kw: Any) -> Message:
+        return self.message(conn, side, payload, opcode=Opcode.BINARY, **kw)
+
+    def control(
+        self,
+        conn: str,
+        side: Side,
+        opcode: int,
+        payload: bytes = b"",
+        *,
+        code: int | None = None,
+        reason: str = "",
+        dt_: float = 0.25,
+        **kw: Any,
+    ) -> ControlFrame:
+        seq, ts = self._next(dt_)
+        if opcode == Opcode.CLOSE and code is not None and not payload:
+            payload = code.to_bytes(2, "big") + reason.encode()
+        f = ControlFrame(
+            seq=seq,
+            conn=conn,
+            ts=ts,
+            side=side,
+            opcode=opcode,
+            payload=payload,
+            wire_size=len(payload) + (6 if side == CLIENT else 2),
+            code=code,
+            reason=reason,
+            **kw,
+        )
+        self.events.append(f)
+        return f
+
+    def ping(self, conn: str, side: Side = SERVER, payload: bytes = b"hb") -> ControlFrame:
+        return self.control(conn, side, Opcode.PING, payload)
+
+    def pong(self, conn: str, side: Side = CLIENT, payload: bytes = b"hb") -> ControlFrame:
+        return self.control(conn, side, Opcode.PONG, payload)
+
+    def close(
+        self, conn: str, side: Side, code: int = 1000, reason: str = "", **kw: Any
+    ) -> ControlFrame:
+        return self.control(conn, side, Opcode.CLOSE, code=code, reason=reason, **kw)
+
+    def end(self, conn: str, *, clean: bool = True, closed_by: Any = CLIENT) -> EndEvent:
+        self.ts += 0.01
+        ev = EndEvent(conn=conn, ts=self.ts, clean=clean, closed_by=closed_by)
+        self.events.append(ev)
+        return ev
+
+    def state(self, conn: str, state: str) -> StateEvent:
+        ev = StateEvent(conn=conn, ts=self.ts, state=state)
+        self.events.append(ev)
+        return ev
+
+    def burst(self, conn: str, n: int, side: Side = SERVER, size: int = 40) -> list[Event]:
+        """``n`` small text messages, 1 ms apart (a flood); returned and kept."""
+        out: list[Event] = []
+        pad = "." * max(0, size - 20)
+        for _ in range(n):
+            self.seq += 1
+            self.ts += 0.001
+            data = f'{{"n":{self.seq},"p":"{pad}"}}'.encode()
+            out.append(
+                Message(
+                    seq=self.seq,
+                    conn=conn,
+                    ts=self.ts,
+                    side=side,
+                    opcode=Opcode.TEXT,
+                    payload=data,
+                    size=len(data),
+                    wire_size=len(data) + 2,
+                )
+            )
+        self.events.extend(out)
+        return out
+
+    def take(self) -> list[Event]:
+        out, self.events = self.events, []
+        return out
+
+
+def demo_traffic() -> Traffic:
+    """A small, varied session: chat JSON, a msgpack feed, pings, a refused upgrade."""
+    import msgpack
+
+    t = Traffic()
+    t.open(
+        "c1",
+        path="/chat",
+        query=[("room", "lobby")],
+        protocols=["chat.v2", "chat.v1"],
+        subprotocol="chat.v2",
+        offered_extensions=["permessage-deflate; client_max_window_bits"],
+        extensions=["permessage-deflate"],
+    )
+    t.json("c1", CLIENT, {"type": "hello", "user": "ada", "caps": ["typing", "presence"]})
+    t.json("c1", SERVER, {"type": "welcome", "id": 42, "motd": "hi ada", "online": 3})
+    t.open(
+        "c2",
+        path="/feed",
+        host="stream.example.com",
+        client="127.0.0.1:50002",
+        cookies=(),
+        query=[("ticket", "tk_5f2a")],
+    )
+    t.binary("c2", SERVER, msgpack.packb({"sym": "BTC", "px": 37123.5, "qty": [1, 2, 3]}))
+    t.ping("c1")
+    t.pong("c1")
+    t.json(
+        "c1",
+        CLIENT,
+        {"type": "msg", "text": "hello world", "to": "lobby"},
+        compressed=True,
+        rsv=4,
+    )
+    t.json("c1", SERVER, {"type": "msg", "from": "bob", "text": "hey!", "ts": 1700000001})
+    t.binary("c2", SERVER, bytes(range(0, 48)))
+    t.refused(
+        "r1",
+        status=403,
+        path="/admin/ws",
+        client="127.0.0.1:50003",
+        cookies=(),
+        body=b'{"error":"forbidden","detail":"origin not allowed"}',
+    )
+    # three masked frames of 126+ bytes: 2 + 2 + 4 header bytes each
+    t.text("c1", CLIENT, "x" * 20000, frames=3, frame_sizes=(8192, 8192, 3616), wire_size=20024)
+    t.json("c1", SERVER, {"type": "msg", "from": "eve", "text": "injected!"}, injected=True)
+    t.close("c1", CLIENT, 1000, "bye")
+    t.close("c1", SERVER, 1000, "bye")
+    t.end("c1")
+    return t
+
+
+class LiveSource:
+    """A Source that test code pushes batches into, from the app's event loop, like the
+    live tap client does."""
+
+    def __init__(self, events: Sequence[Event] = (), description: str = "live test") -> None:
+        self.description = description
+        self.initial = list(events)
+        self.on_events: EventsCallback | None = None
+        self.commands: list[Command] = []
+        self.closed = False
+        self._closed = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def run(self, on_events: EventsCallback) -> None:
+        self.on_events = on_events
+        if self.initial:
+            on_events(self.initial)
+        self.started.set()
+        await self._closed.wait()
+
+    def push(self, events: Sequence[Event]) -> None:
+        assert self.on_events is not None, "source not started"
+        self.on_events(list(events))
+
+    async def command(self, cmd: Command) -> CommandResult:
+        self.commands.append(cmd)
+        return CommandResult(cmd.id, True)
+
+    async def close(self) -> None:
+        self.closed = True
+        self._closed.set()
+
+
+async def settle(pilot: Any) -> None:
+    """Let the source deliver, run a redraw tick, and let the screen update."""
+    await pilot.pause()
+    pilot.app.sync()
+    await pilot.pause()
+    assert pilot.app.redraw_errors == 0, "the redraw timer failed (see the app log)"
+
+
+def screen_text(app: Any) -> str:
+    """What the terminal shows now, as plain text (like ``export_screenshot`` but text)."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(
+        width=width,
+        height=height,
+        file=io.StringIO(),
+        force_terminal=True,
+        color_system="truecolor",
+        record=True,
+        legacy_windows=False,
+        safe_box=False,
+    )
+    console.print(
+        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    )
+    return console.export_text(styles=False)
