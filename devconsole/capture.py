@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -80,9 +81,7 @@ def fmt_addr(addr: Any) -> str:
 
 
 def _hdrs(headers: Any) -> list[tuple[str, str]]:
-    return [
-        (k.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for k, v in headers.fields
-    ]
+    return [(k.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for k, v in headers.fields]
 
 
 def _split_extensions(value: str | None) -> list[str]:
@@ -266,6 +265,8 @@ class Capture:
         )
         self.next_conn += 1
         self._upgrades[flow.id] = hs
+        # Shown as "connecting" until the server answers (a copy: the response fills hs).
+        self._emit(HandshakeEvent(dataclasses.replace(hs)))
 
     def response(self, flow: http.HTTPFlow) -> None:
         hs = self._upgrades.pop(flow.id, None)
@@ -305,6 +306,10 @@ class Capture:
         hs.ts_response = time.time()
         self._emit(RefusedEvent(hs))
 
+    def client_disconnected(self, client: Any) -> None:
+        # An upgrade answered with 101 whose relay never started: forget it.
+        self._pending.pop(client.id, None)
+
     # ------------------------------------------------------------------ relay
 
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
@@ -342,6 +347,8 @@ class Capture:
         del flow.messages[:-1]
 
     def _at_boundary(self, d: _Direction, ev: Event) -> bool:
+        if d.decoder.failed:
+            return True  # no boundaries are known any more: send now (close only)
         if isinstance(ev, ControlFrame):
             return d.decoder.at_frame_boundary
         return d.decoder.at_message_boundary
@@ -620,8 +627,7 @@ class Capture:
             return CommandResult(
                 cmd.id,
                 False,
-                f"{cmd.code} is not a close code a peer may send (1000-1003, 1007-1014, "
-                "3000-4999)",
+                f"{cmd.code} is not a close code a peer may send (1000-1003, 1007-1014, 3000-4999)",
             )
         try:
             to_client = build_close(cmd.code, cmd.reason)

@@ -100,6 +100,8 @@ def event_line(ev: Event) -> str | None:
     if isinstance(ev, HandshakeEvent | RefusedEvent):
         hs = ev.handshake
         what = "open   " if isinstance(ev, HandshakeEvent) else "REFUSED"
+        if hs.status is None and isinstance(ev, HandshakeEvent):
+            what = "upgrade"
         status = hs.status if hs.status is not None else (hs.error or "-")
         extra = ""
         if hs.subprotocol:
@@ -167,6 +169,8 @@ class TailPrinter:
     def _print(self, ev: Event) -> None:
         if self.done.is_set():
             return
+        if self.as_json and isinstance(ev, HandshakeEvent) and ev.handshake.status is None:
+            return  # the JSON schema has one handshake per connection: the answered one
         if isinstance(ev, Message | ControlFrame) and self.predicate is not None:
             try:
                 if not self.predicate(ev):

@@ -163,17 +163,28 @@ class Session:
         elif isinstance(ev, ControlFrame):
             self._apply_control(ev)
         elif isinstance(ev, HandshakeEvent):
-            known = self.connections.get(ev.handshake.conn)
+            hs = ev.handshake
+            known = self.connections.get(hs.conn)
             if known is None:
-                self._add_connection(Connection(ev.handshake.conn, ev.handshake))
+                # status None: the upgrade request is out, the server has not answered yet
+                state = ConnState.CONNECTING if hs.status is None else ConnState.OPEN
+                self._add_connection(Connection(hs.conn, hs, state=state))
             else:
-                # Replayed after a re-sync Snapshot that already has this connection:
-                # keep its counters and state.
-                known.handshake = ev.handshake
+                # The answer to an upgrade we saw, or a replay after a re-sync Snapshot
+                # that already has this connection: keep its counters and state.
+                known.handshake = hs
+                if known.state == ConnState.CONNECTING and hs.status is not None:
+                    known.state = ConnState.OPEN
         elif isinstance(ev, RefusedEvent):
             hs = ev.handshake
-            conn = Connection(hs.conn, hs, state=ConnState.REFUSED, ts_end=hs.ts_response)
-            self._add_connection(conn)
+            known = self.connections.get(hs.conn)
+            if known is not None and known.state == ConnState.CONNECTING:
+                known.handshake = hs
+                known.state = ConnState.REFUSED
+                known.ts_end = hs.ts_response
+            elif known is None:
+                conn = Connection(hs.conn, hs, state=ConnState.REFUSED, ts_end=hs.ts_response)
+                self._add_connection(conn)
         elif isinstance(ev, EndEvent):
             self._apply_end(ev)
         elif isinstance(ev, StateEvent):

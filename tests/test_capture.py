@@ -405,3 +405,24 @@ async def test_non_websocket_http_traffic_is_ignored(short_tmp: Path) -> None:
         w.close()
         await asyncio.sleep(0.2)
         assert rp.session.connections == {}
+
+
+async def test_an_unanswered_upgrade_shows_as_connecting(short_tmp: Path) -> None:
+    answer = asyncio.Event()
+
+    async def slow_process_request(conn: ServerConnection, request):  # noqa: ANN001
+        await answer.wait()
+        return None
+
+    async with ws_server(process_request=slow_process_request) as (_, port):
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            async with viewer(rp.tap) as v:
+                task = asyncio.ensure_future(connect(f"ws://127.0.0.1:{rp.port}/slow"))
+                await v.wait_for(lambda v: len(v.session.connections) == 1)
+                [conn] = v.session.connections.values()
+                assert conn.state == ConnState.CONNECTING and conn.handshake.status is None
+                answer.set()
+                ws = await asyncio.wait_for(task, 5)
+                await v.wait_for(lambda v: conn.state == ConnState.OPEN)
+                assert conn.handshake.status == 101
+                await ws.close()

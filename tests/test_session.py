@@ -634,3 +634,15 @@ def test_a_resent_seq_is_ignored_not_fatal() -> None:
     assert c.msgs_out == 2 and len(s.buffer) == 2 and s.duplicates == 2
     s.apply(msg(3))
     assert c.msgs_out == 3
+
+
+def test_upgrade_request_is_connecting_until_answered() -> None:
+    s = Session()
+    s.apply(HandshakeEvent(hs("c1", status=None, reason="", ts_response=None)))
+    s.apply(HandshakeEvent(hs("c2", status=None, reason="", ts_response=None)))
+    assert s.connections["c1"].state == ConnState.CONNECTING
+    s.apply(HandshakeEvent(hs("c1")))
+    assert s.connections["c1"].state == ConnState.OPEN
+    s.apply(RefusedEvent(hs("c2", status=401, reason="Unauthorized", ts_response=2.0)))
+    c2 = s.connections["c2"]
+    assert c2.state == ConnState.REFUSED and c2.ts_end == 2.0 and c2.handshake.status == 401
