@@ -410,7 +410,7 @@ async def test_non_websocket_http_traffic_is_ignored(short_tmp: Path) -> None:
 async def test_an_unanswered_upgrade_shows_as_connecting(short_tmp: Path) -> None:
     answer = asyncio.Event()
 
-    async def slow_process_request(conn: ServerConnection, request):  # noqa: ANN001
+    async def slow_process_request(conn: ServerConnection, request):
         await answer.wait()
         return None
 
