@@ -896,6 +896,9 @@ class _RsvRecorder(Extension):
     def enabled(self) -> bool:
         return True
 
+    def offer(self) -> bool | str:  # abstract in wsproto >= 1.3; never negotiated here
+        return False
+
     def frame_inbound_header(self, proto: Any, opcode: Any, rsv: RsvBits, length: int) -> Any:
         self.seen.append(rsv)
         return RsvBits(True, True, True)
