@@ -18,12 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from devconsole.model import Event
 from devconsole.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# CI runs the property tests derandomized, so a landing never depends on luck; locally
+# they explore new examples on every run.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture
