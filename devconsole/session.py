@@ -264,7 +264,9 @@ class Session:
         if f.dropped:
             c.dropped += 1
         if f.opcode == Opcode.CLOSE and not f.dropped:
-            if c.close_code is None and c.closed_by is None:
+            # A kill's StateEvent names the proxy before its close frames arrive.
+            first = c.closed_by is None or (f.injected and c.closed_by == "proxy")
+            if c.close_code is None and first:
                 c.close_code = f.code
                 c.close_reason = f.reason
                 c.closed_by = "proxy" if f.injected else f.side

@@ -19,14 +19,28 @@ sys.path.insert(0, str(ROOT))
 
 from devconsole.source import MemorySource  # noqa: E402
 from devconsole.tui import make_app  # noqa: E402
-from tests.tui_fixtures import UTC, demo_traffic, frozen_clock, settle  # noqa: E402
+from tests.tui_fixtures import (  # noqa: E402
+    FAULT_NOW,
+    UTC,
+    demo_traffic,
+    fault_traffic,
+    frozen_clock,
+    settle,
+)
 
 OUT = ROOT / "docs" / "img"
 SIZE = (140, 40)
 
 
-async def shot(name: str, steps: Callable[[Any], Awaitable[None]], size=SIZE) -> None:
-    app = make_app(MemorySource(demo_traffic().events), clock=frozen_clock, tz=UTC)
+async def shot(
+    name: str, steps: Callable[[Any], Awaitable[None]], size=SIZE, traffic=demo_traffic
+) -> None:
+    app = make_app(
+        MemorySource(traffic().events),
+        clock=frozen_clock,
+        wall_clock=lambda: FAULT_NOW,
+        tz=UTC,
+    )
     async with app.run_test(size=size) as pilot:
         await settle(pilot)
         await steps(pilot)
@@ -89,6 +103,36 @@ async def help_screen(pilot: Any) -> None:
     await pilot.press("question_mark")
 
 
+async def fault_menu(pilot: Any) -> None:
+    pilot.app.main.connections.select("f4")
+    await settle(pilot)
+    await pilot.press("x")
+
+
+async def custom_close(pilot: Any) -> None:
+    pilot.app.main.connections.select("c1")
+    await settle(pilot)
+    await pilot.press("x", "t", "c")
+    menu = pilot.app.screen
+    menu.query_one("#fault-code").value = "1005"
+    menu.query_one("#fault-reason").value = "maintenance window"
+    await pilot.press("enter")
+
+
+async def inject(pilot: Any) -> None:
+    pilot.app.main.connections.select("c1")
+    await settle(pilot)
+    await pilot.press("i", "ctrl+o")
+    pilot.app.screen.query_one("#inject-payload").value = "7b 22 74 79 70 65 22 3a 7d"
+
+
+async def report(pilot: Any) -> None:
+    pilot.app.main.connections.select("f4")
+    await settle(pilot)
+    await pilot.press("r")
+    await settle(pilot)
+
+
 async def run() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     await shot("tui-main", main_screen)
@@ -101,6 +145,10 @@ async def run() -> None:
     await shot("tui-filter-paused", filtered_paused)
     await shot("tui-filter-error", filter_error)
     await shot("tui-help", help_screen, size=(140, 48))
+    await shot("tui-fault-menu", fault_menu, traffic=fault_traffic)
+    await shot("tui-fault-custom", custom_close, traffic=fault_traffic)
+    await shot("tui-inject", inject, traffic=fault_traffic)
+    await shot("tui-report", report, size=(140, 48), traffic=fault_traffic)
 
 
 if __name__ == "__main__":

@@ -646,3 +646,12 @@ def test_upgrade_request_is_connecting_until_answered() -> None:
     s.apply(RefusedEvent(hs("c2", status=401, reason="Unauthorized", ts_response=2.0)))
     c2 = s.connections["c2"]
     assert c2.state == ConnState.REFUSED and c2.ts_end == 2.0 and c2.handshake.status == 401
+
+
+def test_a_kill_with_a_code_records_that_code() -> None:
+    s = opened("c1")
+    s.apply(StateEvent("c1", 5.0, ConnState.KILLED, "close 4000"))
+    s.apply(close(2, side="server", code=4000, reason="kicked", injected=True))
+    s.apply(close(3, side="client", code=1000, reason="", dropped=True))
+    c = s.connections["c1"]
+    assert (c.close_code, c.close_reason, c.closed_by) == (4000, "kicked", "proxy")

@@ -161,7 +161,7 @@ async def test_command_palette_lists_every_action() -> None:
         await settle(pilot)
         provider = DevconsoleCommands(app.screen)
         titles = [hit.text async for hit in provider.discover()]
-        for title in ("Filter", "Pause", "Handshake", "View", "Clear", "Follow", "Quit", "Help"):
+        for title in ("Filter", "Pause", "Handshake", "Fault", "Inject", "Report", "Quit", "Help"):
             assert title in titles
         hits = sorted([hit async for hit in provider.search("pause")], key=lambda h: -h.score)
         assert hits and hits[0].text == "Pause"

@@ -7,6 +7,7 @@ from devconsole.tui import make_app
 from devconsole.tui.app import help_groups
 from devconsole.tui.handshake import HandshakeScreen
 from devconsole.tui.help import HelpScreen, binding_rows
+from devconsole.tui.main import MainScreen
 from tests.tui_fixtures import UTC, demo_traffic, frozen_clock, screen_text, settle
 
 
@@ -29,8 +30,8 @@ def test_required_keys_are_bound() -> None:
     keys = {k for b in all_bindings() for k in b.key.split(",")}
     for key in ("slash", "space", "h", "enter", "tab", "c", "question_mark", "q", "end", "v"):
         assert key in keys, key
-    # x (faults), i (inject) and r (report) are kept free for later
-    assert not keys & {"x", "i", "r"}
+    main = {k for b in MainScreen.BINDINGS if isinstance(b, Binding) for k in b.key.split(",")}
+    assert {"x", "i", "r"} <= main  # fault menu, inject, report
 
 
 async def test_question_mark_opens_help_listing_every_key() -> None:
@@ -43,7 +44,12 @@ async def test_question_mark_opens_help_listing_every_key() -> None:
         rows = binding_rows(app, help_groups())
         assert any(r[2] == "Pause" and r[1] == "space" for r in rows)
         shown = screen_text(app)
-        for text in ("Filter", "Pause", "Handshake", "Follow", "Quit", "Filter syntax"):
+        for text in ("Filter", "Pause", "Handshake", "Follow", "Quit", "Fault", "Inject"):
+            assert text in shown
+        await pilot.press("end")
+        await pilot.pause()
+        shown = screen_text(app)
+        for text in ("Abort (RST)", "Half-open", "Next endpoint", "Filter syntax"):
             assert text in shown
         assert "from:client" in shown
         await pilot.press("escape")

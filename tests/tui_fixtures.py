@@ -321,15 +321,71 @@ def demo_traffic() -> Traffic:
     return t
 
 
+FEED = {"path": "/feed", "host": "stream.example.com", "origin": "https://app.example.com"}
+
+
+def fault_traffic() -> Traffic:
+    """A /feed client killed by devconsole, then reconnecting with exponential backoff
+    (delays 0.3 s, 0.6 s, 1.2 s: a refused 503, a server restart 1012), its last
+    connection now half-open; protocol pings from the server and an app-level
+    ``{"type":"ping"}`` heartbeat from the client. Plus a /chat connection with an
+    injected message. ``FAULT_NOW`` is a good wall clock for it."""
+    t = Traffic()
+    t.open("c1", path="/chat", client="127.0.0.1:50001")
+    t.json("c1", CLIENT, {"type": "hello", "user": "ada"})
+    t.json("c1", SERVER, {"type": "msg", "from": "eve", "text": "injected!"}, injected=True)
+
+    def beat(conn: str, i: int) -> None:
+        t.json(conn, CLIENT, {"type": "ping", "ts": 1000 + i}, dt_=1.0)
+        t.json(conn, SERVER, {"type": "pong", "ts": 1000 + i}, dt_=0.004)
+        t.control(conn, SERVER, Opcode.PING, f"k{i}".encode(), dt_=0.996)
+        t.control(conn, CLIENT, Opcode.PONG, f"k{i}".encode(), dt_=0.002)
+        t.ts += 0.998
+
+    t.open("f1", client="127.0.0.1:50010", **FEED)
+    for i in range(4):
+        beat("f1", i)
+    t.ts += 0.5
+    t.state("f1", "killed")  # as the addon does: the state first, then the close frames
+    t.close("f1", SERVER, 1012, injected=True, dt_=0.0)
+    t.close("f1", CLIENT, 1012, injected=True, dt_=0.0)
+    t.end("f1", clean=False, closed_by="proxy")
+    t.ts += 0.3
+    refused = t.refused("f2", status=503, client="127.0.0.1:50011", **FEED)
+    assert refused.ts_response is not None
+    t.ts = refused.ts_response + 0.6
+    t.open("f3", client="127.0.0.1:50012", **FEED)
+    beat("f3", 10)
+    t.close("f3", SERVER, 1012, "restart")
+    t.close("f3", CLIENT, 1012, "restart", dt_=0.002)
+    t.end("f3", clean=True, closed_by=SERVER)
+    t.ts += 1.2
+    t.open("f4", client="127.0.0.1:50013", **FEED)
+    beat("f4", 20)
+    beat("f4", 21)
+    t.state("f4", "half-open")
+    t.json("f4", CLIENT, {"type": "ping", "ts": 1022}, dt_=1.0, dropped=True)
+    return t
+
+
+FAULT_NOW = T0 + 27.0  # a moment after the end of fault_traffic()
+
+
 class LiveSource:
     """A Source that test code pushes batches into, from the app's event loop, like the
     live tap client does."""
 
-    def __init__(self, events: Sequence[Event] = (), description: str = "live test") -> None:
+    def __init__(
+        self,
+        events: Sequence[Event] = (),
+        description: str = "live test",
+        command_error: str | None = None,
+    ) -> None:
         self.description = description
         self.initial = list(events)
         self.on_events: EventsCallback | None = None
         self.commands: list[Command] = []
+        self.command_error = command_error  # answer every command with this error
         self.closed = False
         self._closed = asyncio.Event()
         self.started = asyncio.Event()
@@ -346,7 +402,10 @@ class LiveSource:
         self.on_events(list(events))
 
     async def command(self, cmd: Command) -> CommandResult:
+        """Records the command; ok, or ``command_error`` like the capture addon's answer."""
         self.commands.append(cmd)
+        if self.command_error is not None:
+            return CommandResult(cmd.id, False, self.command_error)
         return CommandResult(cmd.id, True)
 
     async def close(self) -> None:

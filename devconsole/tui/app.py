@@ -23,15 +23,18 @@ from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 
-from devconsole.model import Event
+from devconsole.analysis.heartbeat import HeartbeatMonitor
+from devconsole.model import Command, CommandResult, Event
 from devconsole.session import Session
 from devconsole.source import Source, SourceError
 from devconsole.tui.connections import ALL, ConnectionList
 from devconsole.tui.detail import DetailTree
+from devconsole.tui.faults import FaultMenu, InjectDialog, describe
 from devconsole.tui.filterbar import FilterBar
 from devconsole.tui.help import HelpScreen
 from devconsole.tui.main import MainScreen
 from devconsole.tui.rates import RateMeter
+from devconsole.tui.report import ReportScreen
 from devconsole.tui.stream import StreamView
 
 REFRESH_HZ = 20.0
@@ -97,6 +100,7 @@ class DevconsoleApp(App[None]):
         proxy_process: Any = None,
         on_exit: Callable[[], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         tz: _dt.tzinfo | None = None,
         refresh_hz: float = REFRESH_HZ,
         keymap: Mapping[str, str] | None = None,
@@ -104,6 +108,16 @@ class DevconsoleApp(App[None]):
         super().__init__()
         self.source = source
         self.session = session if session is not None else Session()
+        # The heartbeat monitor sees every event from the start (the report needs the
+        # pings of connections whose items the buffer may since have evicted).
+        s = self.session
+        self.heartbeat = (
+            HeartbeatMonitor.from_session(s)
+            if s.connections or len(s.buffer)
+            else HeartbeatMonitor()
+        )
+        s.observers.append(self.heartbeat.on_event)
+        self.wall_clock = wall_clock  # the timebase of event timestamps (Unix time)
         self.proxy_process = proxy_process
         self.on_exit_callback = on_exit
         self.clock_now = clock
@@ -119,6 +133,7 @@ class DevconsoleApp(App[None]):
         self._numbered_shape = (-1, -1)
         self._source_closed = False
         self._loop_thread: int | None = None
+        self.command_results: list[tuple[Command, CommandResult]] = []
         if keymap:
             self.set_keymap(dict(keymap))
 
@@ -182,13 +197,8 @@ class DevconsoleApp(App[None]):
 
     def tick(self) -> None:
         """The redraw timer: rates, connection numbers, then the main screen."""
-        s = self.session
         self.rates_changed = self.rates.sample(self._counters)
-        shape = (len(s.connections), s.evicted_connections)
-        if shape != self._numbered_shape:
-            self._numbered_shape = shape
-            for cid in s.connections:
-                self.conn_number(cid)
+        self._number_connections()
         self._check_proxy()
         try:
             main = self.main
@@ -198,6 +208,9 @@ class DevconsoleApp(App[None]):
             return
         try:
             main.refresh_data()
+            screen = self.screen
+            if isinstance(screen, ReportScreen) and screen.is_attached:
+                screen.tick()
         except Exception as e:  # a redraw bug must not take the capture view down
             self.redraw_errors += 1
             self.log.error(f"redraw failed: {e!r}")
@@ -213,6 +226,9 @@ class DevconsoleApp(App[None]):
         """Run a redraw tick now (tests, screenshots)."""
         self.tick()
         self.main.refresh_data(force=True)
+        screen = self.screen
+        if isinstance(screen, ReportScreen) and screen.is_attached:
+            screen.refresh_report(force=True)
 
     def _counters(self) -> dict[str, int]:
         s = self.session
@@ -224,9 +240,23 @@ class DevconsoleApp(App[None]):
     def connections_numbered(self) -> int:
         return self._next_number - 1
 
+    def _number_connections(self) -> None:
+        """Number the Session's connections in their order, once per change of shape."""
+        s = self.session
+        shape = (len(s.connections), s.evicted_connections)
+        if shape != self._numbered_shape:
+            self._numbered_shape = shape
+            for cid in s.connections:
+                self.conn_number(cid)
+
     def conn_number(self, conn_id: str) -> int:
         """Short, stable number of a connection (#1, #2, ...) in order of appearance."""
         n = self._numbers.get(conn_id)
+        if n is None and conn_id in self.session.connections:
+            # Asked by a widget before the redraw tick numbered the new connections (the
+            # stream draws its newest rows first): number them all in order now.
+            self._number_connections()
+            n = self._numbers.get(conn_id)
         if n is None:
             n = self._numbers[conn_id] = self._next_number
             self._next_number += 1
@@ -283,6 +313,36 @@ class DevconsoleApp(App[None]):
     async def on_unmount(self) -> None:
         await self.close_source()
 
+    # ------------------------------------------------------------------ commands
+
+    def run_command(self, cmd: Command, label: str = "") -> None:
+        """Send ``cmd`` to the source in a worker; the result is shown as a notification."""
+        self.run_worker(self.send_command(cmd, label), group="commands", exit_on_error=False)
+
+    async def send_command(self, cmd: Command, label: str = "") -> CommandResult:
+        """``await source.command(cmd)``; a failure (the addon's answer or a dead tap) is
+        shown with its error text, success briefly."""
+        what = f"{label} {describe(cmd)}".strip()
+        try:
+            result = await self.source.command(cmd)
+        except SourceError as e:
+            result = CommandResult(cmd.id, False, str(e))
+        except Exception as e:  # a source bug must not take the screen down
+            result = CommandResult(cmd.id, False, f"{type(e).__name__}: {e}")
+        self.command_results.append((cmd, result))
+        del self.command_results[:-50]
+        if result.ok:
+            self.notify(what, title="Sent", markup=False, timeout=3)
+        else:
+            self.notify(
+                result.error or "the command failed",
+                title=f"Failed: {what}",
+                severity="error",
+                markup=False,
+                timeout=8,
+            )
+        return result
+
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
@@ -297,6 +357,9 @@ def help_groups() -> list[tuple[str, Iterable[BindingType]]]:
         ("connections", ConnectionList.BINDINGS),
         ("filter bar", FilterBar.BINDINGS),
         ("detail tree", DetailTree.BINDINGS),
+        ("fault menu", FaultMenu.BINDINGS),
+        ("inject", InjectDialog.BINDINGS),
+        ("report", ReportScreen.BINDINGS),
     ]
 
 
@@ -309,6 +372,7 @@ def make_app(
     max_items: int = 100_000,
     max_bytes: int = 256 << 20,
     clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
     tz: _dt.tzinfo | None = None,
     refresh_hz: float = REFRESH_HZ,
     keymap: Mapping[str, str] | None = None,
@@ -318,8 +382,9 @@ def make_app(
     ``proxy_process``: the proxy child (anything with ``poll()`` or ``returncode``) whose
     exit is shown in the status bar; stopping it stays the caller's job. ``on_exit`` is
     called (and awaited if it returns an awaitable) after the source is closed on quit.
-    ``clock`` and ``tz`` make rates and timestamps deterministic in tests; ``keymap``
-    rebinds keys by binding id (``{"pause": "p"}``).
+    ``clock`` (monotonic, for rates), ``wall_clock`` (Unix time, the timebase of event
+    timestamps: "seconds since" in the report) and ``tz`` make the screen deterministic
+    in tests; ``keymap`` rebinds keys by binding id (``{"pause": "p"}``).
     """
     if session is None:
         session = Session(max_items=max_items, max_bytes=max_bytes)
@@ -329,6 +394,7 @@ def make_app(
         proxy_process=proxy_process,
         on_exit=on_exit,
         clock=clock,
+        wall_clock=wall_clock,
         tz=tz,
         refresh_hz=refresh_hz,
         keymap=keymap,

@@ -24,7 +24,14 @@ from textual.strip import Strip
 from devconsole.decoders import safe_text
 from devconsole.model import close_code_meaning
 from devconsole.session import Connection, Session
-from devconsole.tui.fmt import STATE_STYLES, fmt_count, fmt_rate, short_bytes
+from devconsole.tui.fmt import (
+    STATE_STYLES,
+    close_code_of,
+    fmt_count,
+    fmt_rate,
+    killed,
+    short_bytes,
+)
 
 ALL = "*all*"  # the rate key of the merged row
 
@@ -82,7 +89,9 @@ def header_text(width: int) -> Text:
     return t
 
 
-def close_text(conn: Connection) -> Text:
+def close_text(conn: Connection, code: int | None = None) -> Text:
+    """The close column; ``code``: the close code devconsole sent when it killed ``conn``
+    (see ``fmt.close_code_of``)."""
     t = Text(no_wrap=True)
     hs = conn.handshake
     if conn.refused:
@@ -92,9 +101,13 @@ def close_text(conn: Connection) -> Text:
             t.append(f"HTTP {hs.status} ", "bold red")
             t.append(safe_text(hs.reason), "red")
         return t
-    if conn.close_code is not None:
-        t.append(f"{conn.close_code} ", "bold")
-        t.append(close_code_meaning(conn.close_code), "dim")
+    if code is None:
+        code = conn.close_code
+    if code is not None:
+        t.append(f"{code} ", "bold")
+        t.append(close_code_meaning(code), "dim")
+    elif killed(conn):
+        t.append("aborted", "magenta")
     elif conn.ts_end is not None:
         t.append("no close frame" if not conn.clean else "closed", "dim")
     if conn.closed_by:
@@ -305,7 +318,7 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
             t, f"{short_bytes(conn.bytes_out)} / {short_bytes(conn.bytes_in)}", c.bytes, right=True
         )
         _cell(t, fmt_rate(self.rate(conn.id)), c.rate, right=True)
-        _cell(t, close_text(conn), c.close)
+        _cell(t, close_text(conn, close_code_of(s, conn)), c.close)
         return t
 
     def render_line(self, y: int) -> Strip:

@@ -13,6 +13,7 @@ a superseded scan is cancelled and its result dropped.
 from __future__ import annotations
 
 import datetime as _dt
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from textual import on, work
@@ -28,13 +29,15 @@ from textual.worker import Worker, get_current_worker
 from devconsole import filters
 from devconsole.decoders import safe_text
 from devconsole.filters import MATCH_ALL, Filter, FilterError
-from devconsole.model import Item
+from devconsole.model import Command, Item
 from devconsole.session import Connection, FilteredView, Session
 from devconsole.tui import connections as conn_widgets
 from devconsole.tui.connections import ConnectionList
 from devconsole.tui.detail import DetailPane
+from devconsole.tui.faults import FaultMenu, InjectDialog
 from devconsole.tui.filterbar import FilterBar
 from devconsole.tui.handshake import HandshakeScreen
+from devconsole.tui.report import ReportScreen
 from devconsole.tui.statusbar import StatusBar, StatusInfo
 from devconsole.tui.stream import StreamView
 
@@ -83,6 +86,28 @@ class MainScreen(Screen[None]):
             "Handshake",
             id="handshake",
             tooltip="Inspect the upgrade handshake of the selected connection",
+        ),
+        Binding(
+            "x",
+            "fault",
+            "Fault",
+            id="fault",
+            tooltip="Fault menu for the selected connection: close with a code, abort, "
+            "half-open, release",
+        ),
+        Binding(
+            "i",
+            "inject",
+            "Inject",
+            id="inject",
+            tooltip="Inject a text, binary or ping frame into the selected connection",
+        ),
+        Binding(
+            "r",
+            "report",
+            "Report",
+            id="report",
+            tooltip="Readiness report: checklist per endpoint, backoff timeline, heartbeat",
         ),
         Binding(
             "v",
@@ -473,17 +498,41 @@ class MainScreen(Screen[None]):
             return next(iter(s.connections.values()))
         return None
 
-    def action_handshake(self) -> None:
+    def _connection_for(self, title: str) -> Connection | None:
         conn = self.selected_connection()
         if conn is None:
             self.notify(
                 "Select a connection (or a message) first.",
-                title="Handshake",
+                title=title,
                 severity="warning",
                 markup=False,
             )
-            return
-        self.app.push_screen(HandshakeScreen(conn, self.app.conn_number(conn.id), self.tz))
+        return conn
+
+    def action_handshake(self) -> None:
+        conn = self._connection_for("Handshake")
+        if conn is not None:
+            self.app.push_screen(HandshakeScreen(conn, self.app.conn_number(conn.id), self.tz))
+
+    def action_fault(self) -> None:
+        conn = self._connection_for("Fault")
+        if conn is not None:
+            number = self.app.conn_number(conn.id)
+            self.app.push_screen(FaultMenu(conn, number), partial(self._send, f"#{number}"))
+
+    def action_inject(self) -> None:
+        conn = self._connection_for("Inject")
+        if conn is not None:
+            number = self.app.conn_number(conn.id)
+            self.app.push_screen(InjectDialog(conn, number), partial(self._send, f"#{number}"))
+
+    def _send(self, label: str, cmd: Command | None) -> None:
+        if cmd is not None:
+            self.app.run_command(cmd, label)
+
+    def action_report(self) -> None:
+        conn = self.selected_connection()
+        self.app.push_screen(ReportScreen(conn.id if conn is not None else None))
 
     def action_cycle_view(self) -> None:
         self.detail.cycle_view()

@@ -1,0 +1,244 @@
+"""The readiness report screen (r): checklist, backoff timeline, heartbeat."""
+
+from __future__ import annotations
+
+from devconsole.analysis.backoff import Backoff, analyze_endpoints
+from devconsole.model import CLIENT, SERVER
+from devconsole.session import Session
+from devconsole.tui import make_app
+from devconsole.tui.faults import FaultMenu
+from devconsole.tui.report import ReportScreen
+from devconsole.tui.timeline import fmt_delay, pattern_text, timeline_lines
+from tests.tui_fixtures import (
+    EVIL_TEXT,
+    FAULT_NOW,
+    T0,
+    UTC,
+    LiveSource,
+    Traffic,
+    fault_traffic,
+    frozen_clock,
+    screen_text,
+    settle,
+)
+
+SIZE = (140, 40)
+
+
+def app_with(events):
+    source = LiveSource(events)
+    return source, make_app(source, clock=frozen_clock, tz=UTC, wall_clock=lambda: FAULT_NOW)
+
+
+def backoff_session(delays=(0.3, 0.6, 1.2), path="/feed") -> Session:
+    """One client: connections that end and come back after ``delays``."""
+    t = Traffic()
+    for i in range(len(delays) + 1):
+        t.open(f"b{i}", path=path, client=f"127.0.0.1:{50100 + i}")
+        t.text(f"b{i}", SERVER, "x", dt_=2.0)
+        t.end(f"b{i}", closed_by=SERVER)
+        if i < len(delays):
+            t.ts += delays[i]
+    s = Session()
+    s.apply_all(t.events)
+    return s
+
+
+def plain(lines) -> str:
+    return "\n".join(line.plain for line in lines)
+
+
+# --------------------------------------------------------------------------- timeline
+
+
+def test_fmt_delay() -> None:
+    assert [fmt_delay(d) for d in (0.04, 0.3, 0.6, 1.2, 1.25, 2.0, 12.4, 150)] == [
+        "40ms",
+        "0.3s",
+        "0.6s",
+        "1.2s",
+        "1.25s",
+        "2s",
+        "12s",
+        "2.5m",
+    ]
+
+
+def test_timeline_of_an_exponential_backoff() -> None:
+    s = backoff_session()
+    (ep,) = analyze_endpoints(s.connections.values())
+    numbers = {cid: i + 1 for i, cid in enumerate(s.connections)}
+    text = plain(timeline_lines(ep, s.connections, numbers.__getitem__, T0 + 20, 120))
+    assert "exponential ×2.00" in text
+    for label in ("0.3s", "0.6s", "1.2s"):
+        assert label in text
+    # in order, between the connections, the gaps growing with the delay
+    row = next(line for line in text.splitlines() if "#1" in line)
+    assert row.index("#1") < row.index("0.3s") < row.index("#2") < row.index("0.6s")
+    assert row.index("#3") < row.index("1.2s") < row.index("#4")
+    gaps = [len(g) for g in row.split("#") if "╌" in g]
+    assert gaps == sorted(gaps) and gaps[0] < gaps[-1]
+
+
+def test_timeline_marks_kills_refusals_and_live_connections() -> None:
+    s = Session()
+    s.apply_all(fault_traffic().events)
+    eps = {ep.path: ep for ep in analyze_endpoints(s.connections.values())}
+    numbers = {cid: i + 1 for i, cid in enumerate(s.connections)}
+    from devconsole.tui.timeline import session_close_code
+
+    lines = timeline_lines(
+        eps["/feed"], s.connections, numbers.__getitem__, FAULT_NOW, 140,
+        code_of=session_close_code(s),
+    )  # fmt: skip
+    row = next(line.plain for line in lines if "#2" in line.plain)
+    assert "✕1012" in row  # killed by devconsole with 1012
+    assert "#3 ✗503" in row  # refused
+    assert "┤1012" in row  # closed by the server with 1012
+    assert "▶ half-open" in row  # still open, half-open now
+    assert "payload" not in plain(lines) and "ping" not in plain(lines)
+
+
+def test_timeline_wraps_and_drops_the_oldest() -> None:
+    s = backoff_session(delays=[0.05] * 60)
+    (ep,) = analyze_endpoints(s.connections.values())
+    numbers = {cid: i + 1 for i, cid in enumerate(s.connections)}
+    lines = timeline_lines(ep, s.connections, numbers.__getitem__, T0 + 200, 80)
+    text = plain(lines)
+    assert "reconnect STORM" in text
+    assert "earlier attempt(s)" in text
+    assert "#61" in text and "#1 " not in text
+    assert all(line.cell_len <= 80 for line in lines)
+
+
+def test_pattern_words() -> None:
+    assert pattern_text(Backoff()).plain == "no reconnect yet"
+    b = Backoff("exponential", factor=2.0, jitter=True, cap=8.0, runs=2)
+    assert pattern_text(b).plain == (
+        "exponential ×2.00, jitter, cap 8s · 2 runs (the client reset its backoff)"
+    )
+    assert "fixed interval ~1s" in pattern_text(Backoff("fixed", median=1.0)).plain
+
+
+def test_timeline_escapes_what_comes_from_the_traffic() -> None:
+    t = Traffic()
+    t.open("e1", path="/" + EVIL_TEXT, origin=EVIL_TEXT)
+    s = Session()
+    s.apply_all(t.events)
+    (ep,) = analyze_endpoints(s.connections.values())
+    text = plain(timeline_lines(ep, s.connections, lambda c: 1, T0 + 1, 400))
+    assert "\x1b" not in text and "\x9b" not in text
+    assert "[link=file:///etc/passwd]" in text  # shown as typed, not markup
+
+
+# --------------------------------------------------------------------------- screen
+
+
+async def test_r_shows_checklist_timeline_and_heartbeat() -> None:
+    _, app = app_with(fault_traffic().events)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.main.connections.select("f4")
+        await settle(pilot)
+        await pilot.press("r")
+        screen = app.screen
+        assert isinstance(screen, ReportScreen)
+        assert screen.endpoint == ("/feed", "https://app.example.com")
+        shown = screen_text(app)
+        assert "Readiness report" in shown
+        for text in ("✓ ok", "? --", "reconnect backoff", "authentication", "close codes"):
+            assert text in shown
+        assert "exponential backoff x2.00" in shown
+        # the timeline of the endpoint of the selected connection
+        for text in ("Backoff timeline /feed", "exponential ×2.00", "0.3s", "0.6s", "1.2s"):
+            assert text in shown
+        # the heartbeat of the selected connection (#5 = f4)
+        assert "Heartbeat  #5 /feed" in shown
+        assert "the server pings" in shown
+        assert "server pings 2× every 3.00 s ± 0 ms, pong RTT p50 2 ms" in shown
+        assert "0 without pong" in shown
+        assert 'client sends {"type":"ping"} 3× every 3.00 s' in shown
+        assert 'answered by {"type":"pong"} in 4 ms' in shown
+        assert "client → server 1.62 s ago · server → client 3.62 s ago" in shown
+
+        await pilot.press("left_square_bracket")  # the previous connection: f3
+        assert screen.conn_id == "f3"
+        assert "Heartbeat  #4 /feed" in screen_text(app)
+        await pilot.press("tab")  # the other endpoint
+        assert screen.endpoint == ("/chat", "https://app.example.com")
+        shown = screen_text(app)
+        assert "Backoff timeline /chat" in shown and "Heartbeat  #1 /chat" in shown
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ReportScreen)
+
+
+async def test_report_refreshes_on_the_timer_at_most_twice_a_second() -> None:
+    t = Traffic()
+    for i, delay in enumerate((0.3, 0.6)):
+        t.open(f"b{i}", path="/feed")
+        t.end(f"b{i}", closed_by=SERVER)
+        t.ts += delay
+    source, app = app_with(t.take())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("r")
+        screen = app.screen
+        assert isinstance(screen, ReportScreen)
+        assert "0.6s" not in screen.timeline.plain
+        n = screen.computations
+        for _ in range(10):
+            app.tick()
+        assert screen.computations == n  # throttled
+        t.open("b2", path="/feed")
+        source.push(t.take())
+        await pilot.pause(0.6)  # the app's timer, not sync()
+        assert screen.computations > n
+        assert "0.6s" in screen.timeline.plain
+        assert "#3" in screen.timeline.plain
+
+
+async def test_report_with_nothing_yet() -> None:
+    _, app = app_with([])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("r", "tab", "right_square_bracket")
+        assert "No connection seen yet." in screen_text(app)
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def test_snapshot_fault_menu(snap_compare) -> None:
+    _, app = app_with(fault_traffic().events)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        app.main.connections.select("f4")
+        await settle(pilot)
+        await pilot.press("x", "t")
+        assert isinstance(app.screen, FaultMenu)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_report_and_timeline(snap_compare) -> None:
+    _, app = app_with(fault_traffic().events)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        app.main.connections.select("f4")
+        await settle(pilot)
+        await pilot.press("r")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=(140, 44), run_before=run_before)
+
+
+def test_monitor_sees_client_and_server_sides() -> None:
+    # the fixture's heartbeat: what the screen above relies on
+    s = Session()
+    app = make_app(LiveSource(), session=s, wall_clock=lambda: FAULT_NOW)
+    s.apply_all(fault_traffic().events)
+    rep = app.heartbeat.report("f4", FAULT_NOW)
+    assert rep.pinger == "server"
+    assert [a.side for a in rep.app_heartbeats][:1] == [CLIENT]
