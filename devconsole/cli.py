@@ -485,9 +485,10 @@ def _fmt(addr: tuple[str, int]) -> str:
 
 
 def _tui(source: Any, on_exit: Callable[[], None] | None = None) -> int:
-    from devconsole.tui.app import make_app
+    from devconsole.tui.app import make_app, tune_gc
 
     app = make_app(source)
+    tune_gc()
     try:
         app.run()
     finally:

@@ -390,6 +390,7 @@ class FilteredView:
         cancelled: Callable[[], bool] | None = None,
         chunk: int = 50_000,
         source: tuple[list[Item], int] | None = None,
+        scan: Callable[[list[Item]], list[Item]] | None = None,
     ) -> bool:
         """Rebuild for a new predicate/connection. Returns False if cancelled.
 
@@ -406,7 +407,9 @@ class FilteredView:
             if cancelled is not None and cancelled():
                 return False
             part = items[start : start + chunk]
-            if pred is None:
+            if scan is not None:  # a whole-chunk matcher (Filter.scan): no call per item
+                matched.extend(it.seq for it in scan(part))
+            elif pred is None:
                 matched.extend(it.seq for it in part)
             else:
                 matched.extend(it.seq for it in part if pred(it))

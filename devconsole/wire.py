@@ -124,6 +124,20 @@ _CONNSNAP_TYPES = (
 )  # fmt: skip
 _SNAPSHOT_TYPES = (_INT, _LIST, _STR, _INT)
 
+# The exact field types of the usual messages and control frames: decoding checks them
+# with one tuple comparison and falls back to the field-by-field check otherwise.
+_NONE = type(None)
+_MESSAGE_FAST = {
+    (int, str, ts, str, int, bytes, int, int, int, bool, int, bool, bool, bool, list)
+    for ts in (float, int)
+}
+_CONTROL_FAST = {
+    (int, str, ts, str, int, bytes, int, code, str, bool, bool, err)
+    for ts in (float, int)
+    for code in (int, _NONE)
+    for err in (str, _NONE)
+}
+
 _CLOSE_CMD_TYPES = (_STR, _INT, _STR, _STR, _INT)
 _ABORT_CMD_TYPES = (_STR, _BOOL, _INT)
 _CONN_CMD_TYPES = (_STR, _INT)
@@ -258,7 +272,8 @@ def decode_event(obj: Any) -> Event:
     tag = obj[0]
     f = list(obj[1:])
     if tag == T_MESSAGE:
-        _check(f, _MESSAGE_TYPES, "message")
+        if tuple(map(type, f)) not in _MESSAGE_FAST:  # one comparison for the usual case
+            _check(f, _MESSAGE_TYPES, "message")
         if f[3] not in _SIDES:
             raise WireError("message: bad side")
         sizes = f[14]
@@ -267,7 +282,8 @@ def decode_event(obj: Any) -> Event:
         f[14] = tuple(sizes)
         return Message(*f)
     if tag == T_CONTROL:
-        _check(f, _CONTROL_TYPES, "control frame")
+        if tuple(map(type, f)) not in _CONTROL_FAST:
+            _check(f, _CONTROL_TYPES, "control frame")
         if f[3] not in _SIDES:
             raise WireError("control frame: bad side")
         return ControlFrame(*f)
