@@ -361,6 +361,9 @@ class Capture:
         need = bool(d.pending or d.transition)
         items = dec.feed(content, boundary="message" if need else None)
         d.offset += len(content)
+        if not (need or d.dropping or d.swallow_pongs or s.killing):
+            self._relay_plain(s, d, items, ts)  # no fault in progress: the hot path
+            return content
         cut = dec.boundary_offset if need else None
         out = content
         dropping_before = d.dropping
@@ -437,6 +440,43 @@ class Capture:
             parts.append(content[pos:])
             out = b"".join(parts)
         return out
+
+    def _relay_plain(self, s: _Stream, d: _Direction, items: list[Any], ts: float) -> None:
+        """Emit the events of ``items`` when nothing is spliced or dropped."""
+        conn = s.conn
+        side = d.side
+        apply = self.session.apply
+        publish = self.tap.publish
+        for item in items:
+            if type(item) is DataMessage:
+                self.seq += 1
+                ev: Event = Message(
+                    self.seq,
+                    conn,
+                    ts,
+                    side,
+                    item.opcode,
+                    item.payload,
+                    item.size,
+                    item.wire_size,
+                    item.frames,
+                    item.compressed,
+                    item.rsv,
+                    item.utf8_ok,
+                    False,
+                    False,
+                    item.frame_sizes[:MAX_FRAME_SIZES],
+                )
+                apply(ev)
+                publish(ev)
+            elif type(item) is Control:
+                self._on_control(s, d, item, ts, False)
+            else:
+                self._emit(
+                    ProtocolErrorEvent(
+                        conn=conn, ts=ts, side=side, offset=item.offset, error=item.error
+                    )
+                )
 
     def _flush_pending(self, d: _Direction) -> None:
         for _, ev in d.pending:

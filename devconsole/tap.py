@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from devconsole import wire
-from devconsole.model import Command, CommandResult, Event, GapEvent, Snapshot
+from devconsole.model import (
+    Command,
+    CommandResult,
+    ControlFrame,
+    Event,
+    GapEvent,
+    Message,
+    Snapshot,
+)
 from devconsole.session import Session
 from devconsole.source import EventsCallback, SourceError
 
@@ -40,6 +48,8 @@ logger = logging.getLogger("devconsole.tap")
 BATCH_EVENTS = 2_000  # events per EVENTS frame
 FLUSH_INTERVAL = 0.01  # seconds a sender waits to gather a batch
 MAX_QUEUE = 200_000  # events queued for one client before it is skipped ahead
+MAX_QUEUE_BYTES = 64 << 20  # ... or payload bytes queued for it
+BATCH_BYTES = 1 << 20  # payload bytes per EVENTS frame (at least one event)
 BACKLOG_CHUNK = 2_000
 
 
@@ -130,6 +140,7 @@ class _Client:
         self.writer = writer
         self.queue: list[Event] = []
         self.wake = asyncio.Event()
+        self.qbytes = 0  # payload bytes in ``queue``
         self.missed = 0
         self.resync = False
         self.ready = False  # backlog sent, live events go out directly
@@ -148,11 +159,13 @@ class TapServer:
         on_command: CommandHandler,
         proxy_desc: Callable[[], str] = lambda: "",
         max_queue: int = MAX_QUEUE,
+        max_queue_bytes: int = MAX_QUEUE_BYTES,
     ) -> None:
         self.session = session
         self.on_command = on_command
         self.proxy_desc = proxy_desc
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
         self.clients: set[_Client] = set()
         self.address: TapAddress | None = None
         self.token: str | None = None
@@ -238,14 +251,19 @@ class TapServer:
     # -- publishing (called on the proxy's loop for every event: keep it cheap)
 
     def publish(self, ev: Event) -> None:
+        t = type(ev)
+        cost = len(ev.payload) if t is Message or t is ControlFrame else 0  # type: ignore[union-attr]
         for c in self.clients:
             q = c.queue
             q.append(ev)
+            c.qbytes += cost
             if len(q) == 1:
                 c.wake.set()
-            elif len(q) > self.max_queue:
+            elif len(q) > self.max_queue or c.qbytes > self.max_queue_bytes:
+                # The queue also keeps evicted messages alive: bound it by bytes too.
                 c.missed += len(q)
                 q.clear()
+                c.qbytes = 0
                 c.resync = True
 
     # -- connection handling
@@ -339,9 +357,22 @@ class TapServer:
             client.writer.close()
 
     async def _write(self, client: _Client, events: list[Event]) -> None:
+        """Send ``events`` in frames of at most BATCH_EVENTS events or ~BATCH_BYTES of
+        payload (packing huge frames is slow and holds memory twice)."""
         w = client.writer
-        for i in range(0, len(events), BATCH_EVENTS):
-            w.write(wire.pack_events(events[i : i + BATCH_EVENTS]))
+        start = 0
+        nbytes = 0
+        for i, ev in enumerate(events):
+            t = type(ev)
+            if t is Message or t is ControlFrame:
+                nbytes += len(ev.payload)  # type: ignore[union-attr]
+            if i + 1 - start >= BATCH_EVENTS or nbytes >= BATCH_BYTES:
+                w.write(wire.pack_events(events[start : i + 1]))
+                await w.drain()
+                start = i + 1
+                nbytes = 0
+        if start < len(events):
+            w.write(wire.pack_events(events[start:]))
             await w.drain()
 
     async def _sender(self, client: _Client, backlog: list[Event]) -> None:
@@ -360,6 +391,7 @@ class TapServer:
                     missed, client.missed = client.missed, 0
                     pending = client.queue
                     client.queue = []
+                    client.qbytes = 0
                     snap = self.session.snapshot(self.proxy_desc())
                     # Events queued after the overflow that the snapshot already counts
                     # are harmless: the session does not count seq <= snapshot.seq twice.
@@ -372,6 +404,7 @@ class TapServer:
                 if not batch:
                     continue
                 client.queue = []
+                client.qbytes = 0
                 await self._write(client, batch)
         except (ConnectionError, OSError):
             pass

@@ -1023,3 +1023,13 @@ def test_deflate_params_from_extensions(
     accepted: list[str], expected: DeflateParams | None
 ) -> None:
     assert DeflateParams.from_extensions(accepted) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.binary(min_size=4, max_size=4), st.integers(0, 3))
+def test_c_and_python_unmasking_agree(data: bytes, key: bytes, phase: int) -> None:
+    from devconsole.frames import _unmask, _xor_mask
+
+    rotated = key[phase:] + key[:phase]
+    assert _unmask(data, key, phase) == _xor_mask(data, rotated)
+    assert _xor_mask(_xor_mask(data, key), key) == data

@@ -756,3 +756,32 @@ async def test_collect_reports_a_tap_sending_garbage(short_tmp: Path) -> None:
         await asyncio.wait_for(done.wait(), 5)  # collect() hung up
     finally:
         srv.close()
+
+
+async def test_a_slow_client_queue_is_bounded_by_bytes_too(short_tmp: Path) -> None:
+    """Large messages evicted from the ring buffer must not stay alive in the queue of a
+    viewer that does not read."""
+    from devconsole.model import Message
+
+    session = Session(max_items=10, max_bytes=1 << 20)
+    server = TapServer(session, Commands(), max_queue_bytes=1 << 20)
+    addr = await server.start(parse_tap(str(short_tmp / "t.sock")))
+    try:
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.connect(str(addr))
+        raw.sendall(wire.pack(wire.HELLO, {"version": wire.PROTOCOL_VERSION}))
+        for _ in range(200):
+            if server.clients:
+                break
+            await asyncio.sleep(0.01)
+        [client] = server.clients
+        big = b"x" * (64 << 10)
+        for seq in range(1, 201):  # 12.5 MiB published, never read
+            ev = Message(seq, "c1", 1.0, "client", 2, big, len(big), len(big) + 10)
+            session.apply(ev)
+            server.publish(ev)
+            assert client.qbytes <= (1 << 20) + len(big)
+        assert client.missed > 0
+        raw.close()
+    finally:
+        await server.stop()
