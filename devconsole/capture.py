@@ -389,24 +389,7 @@ class Capture:
                 injected_done = True
             dropped = dropping_before if (cut is None or end <= cut) else d.dropping
             if isinstance(item, DataMessage):
-                self._emit(
-                    Message(
-                        seq=self._next_seq(),
-                        conn=s.conn,
-                        ts=ts,
-                        side=d.side,
-                        opcode=item.opcode,
-                        payload=item.payload,
-                        size=item.size,
-                        wire_size=item.wire_size,
-                        frames=item.frames,
-                        compressed=item.compressed,
-                        rsv=item.rsv,
-                        utf8_ok=item.utf8_ok,
-                        dropped=dropped,
-                        frame_sizes=item.frame_sizes[:MAX_FRAME_SIZES],
-                    )
-                )
+                self._emit(self._message(s.conn, d.side, item, ts, dropped))
             elif isinstance(item, Control):
                 if (
                     item.opcode == Opcode.PONG
@@ -420,11 +403,7 @@ class Capture:
                     dropped = True
                 self._on_control(s, d, item, ts, dropped)
             elif isinstance(item, DecodeError):
-                self._emit(
-                    ProtocolErrorEvent(
-                        conn=s.conn, ts=ts, side=d.side, offset=item.offset, error=item.error
-                    )
-                )
+                self._protocol_error(s, d, item, ts)
                 if d.pending or d.transition:
                     # No frame boundary can be found from here: give up on the faults.
                     d.pending.clear()
@@ -447,36 +426,41 @@ class Capture:
         side = d.side
         apply = self.session.apply
         publish = self.tap.publish
+        ev: Event
         for item in items:
             if type(item) is DataMessage:
-                self.seq += 1
-                ev: Event = Message(
-                    self.seq,
-                    conn,
-                    ts,
-                    side,
-                    item.opcode,
-                    item.payload,
-                    item.size,
-                    item.wire_size,
-                    item.frames,
-                    item.compressed,
-                    item.rsv,
-                    item.utf8_ok,
-                    False,
-                    False,
-                    item.frame_sizes[:MAX_FRAME_SIZES],
-                )
+                ev = self._message(conn, side, item, ts, False)
                 apply(ev)
                 publish(ev)
             elif type(item) is Control:
                 self._on_control(s, d, item, ts, False)
             else:
-                self._emit(
-                    ProtocolErrorEvent(
-                        conn=conn, ts=ts, side=side, offset=item.offset, error=item.error
-                    )
-                )
+                self._protocol_error(s, d, item, ts)
+
+    def _message(
+        self, conn: str, side: Side, item: DataMessage, ts: float, dropped: bool
+    ) -> Message:
+        self.seq += 1
+        return Message(
+            self.seq,
+            conn,
+            ts,
+            side,
+            item.opcode,
+            item.payload,
+            item.size,
+            item.wire_size,
+            item.frames,
+            item.compressed,
+            item.rsv,
+            item.utf8_ok,
+            False,
+            dropped,
+            item.frame_sizes[:MAX_FRAME_SIZES],
+        )
+
+    def _protocol_error(self, s: _Stream, d: _Direction, item: DecodeError, ts: float) -> None:
+        self._emit(ProtocolErrorEvent(s.conn, ts, d.side, item.offset, item.error))
 
     def _flush_pending(self, d: _Direction) -> None:
         for _, ev in d.pending:
