@@ -673,8 +673,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the results (with raw latencies) here")
     ap.add_argument(
         "--gc-threshold",
-        help="what-if: gc.set_threshold(A,B,C) before the runs, e.g. 700,10,1000 (the "
-        "app's code is unchanged; default: Python's 700,10,10)",
+        help="what-if: gc.set_threshold(A,B,C) before the runs instead of the CLI's "
+        "tune_gc(), e.g. 700,10,10 for Python's defaults",
     )
     ap.add_argument(
         "--profile",
@@ -692,6 +692,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.gc_threshold:
         a, b, c = (int(x) for x in args.gc_threshold.split(","))
         gc.set_threshold(a, b, c)
+    else:
+        from devconsole.tui.app import tune_gc
+
+        tune_gc()  # what `devconsole` / `devconsole attach` do before running the app
     try:
         load = os.getloadavg()
     except OSError:
