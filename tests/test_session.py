@@ -24,28 +24,11 @@ from devconsole.model import (
     StateEvent,
 )
 from devconsole.session import Connection, FilteredView, Session
+from tests.factories import make_handshake
 
 
 def hs(conn: str = "c1", ts: float = 1.0, **kw: object) -> Handshake:
-    fields: dict[str, object] = dict(
-        conn=conn,
-        ts=ts,
-        client="127.0.0.1:5000",
-        server="example.com:80",
-        scheme="ws",
-        url=f"ws://example.com/{conn}",
-        method="GET",
-        path=f"/{conn}",
-        query=[],
-        http_version="HTTP/1.1",
-        request_headers=[("Upgrade", "websocket")],
-        cookies=[],
-        status=101,
-        reason="Switching Protocols",
-        ts_response=ts + 0.01,
-    )
-    fields.update(kw)
-    return Handshake(**fields)  # type: ignore[arg-type]
+    return make_handshake(conn, ts, **kw)
 
 
 def msg(

@@ -47,6 +47,7 @@ from devconsole.store.capture import (
     save_capture,
     session_events,
 )
+from tests.factories import make_handshake
 
 FUZZ = settings(
     max_examples=200,
@@ -57,27 +58,22 @@ FUZZ = settings(
 
 def handshake(conn: str = "c1", **kw: Any) -> Handshake:
     fields: dict[str, Any] = dict(
-        conn=conn,
         ts=1700000000.25,
         client="127.0.0.1:51234",
         server="échange.example:443",
         scheme="wss",
         url="wss://échange.example/ws?ticket=abc",
-        method="GET",
         path="/ws",
         query=[("ticket", "abc")],
-        http_version="HTTP/1.1",
         request_headers=[("Host", "échange.example"), ("Cookie", "a=1")],
         cookies=[("a", "1")],
-        status=101,
-        reason="Switching Protocols",
         response_headers=[("Upgrade", "websocket")],
         subprotocol="chat",
         extensions=["permessage-deflate"],
         ts_response=1700000000.5,
     )
     fields.update(kw)
-    return Handshake(**fields)
+    return make_handshake(conn, **fields)
 
 
 REFUSED = handshake(

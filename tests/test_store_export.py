@@ -40,6 +40,7 @@ from devconsole.store.export import (
     export_jsonl,
     har_log,
 )
+from tests.factories import make_handshake
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
 # every secret in the traffic below; none may survive a default export
@@ -58,7 +59,6 @@ SECRETS = [
 
 def handshake(conn: str = "c1", **kw: Any) -> Handshake:
     fields: dict[str, Any] = dict(
-        conn=conn,
         ts=1700000000.25,
         client="127.0.0.1:51234",
         server="app.example:443",
@@ -90,7 +90,7 @@ def handshake(conn: str = "c1", **kw: Any) -> Handshake:
         ts_response=1700000000.35,
     )
     fields.update(kw)
-    return Handshake(**fields)
+    return make_handshake(conn, **fields)
 
 
 REFUSED = handshake(

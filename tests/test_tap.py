@@ -47,25 +47,19 @@ from devconsole.tap import (
     parse_tap,
 )
 from tests.conftest import Viewer, wait_until
+from tests.factories import make_handshake
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def hs(conn: str = "c1") -> Handshake:
-    return Handshake(
-        conn=conn,
-        ts=1.0,
-        client="127.0.0.1:5000",
+    return make_handshake(
+        conn,
         server="127.0.0.1:9000",
-        scheme="ws",
         url=f"ws://127.0.0.1:9000/{conn}",
-        method="GET",
-        path=f"/{conn}",
-        query=[],
-        http_version="HTTP/1.1",
         request_headers=[("Host", "127.0.0.1:9000")],
-        cookies=[],
-        status=101,
+        reason="",
+        ts_response=None,
     )
 
 

@@ -35,13 +35,13 @@ from devconsole.model import (
     Snapshot,
     StateEvent,
 )
+from tests.factories import make_handshake
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def handshake(conn: str = "c1", **kw: Any) -> Handshake:
     fields: dict[str, Any] = dict(
-        conn=conn,
         ts=1700000000.25,
         client="127.0.0.1:51234",
         server="échange.example:443",
@@ -69,7 +69,7 @@ def handshake(conn: str = "c1", **kw: Any) -> Handshake:
         error=None,
     )
     fields.update(kw)
-    return Handshake(**fields)
+    return make_handshake(conn, **fields)
 
 
 REFUSED = handshake(
