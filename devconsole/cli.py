@@ -37,12 +37,12 @@ from devconsole.model import (
     ProtocolErrorEvent,
     RefusedEvent,
     ReleaseCommand,
-    Snapshot,
     StateEvent,
     close_code_meaning,
 )
 from devconsole.session import Connection, Session
 from devconsole.source import SourceError
+from devconsole.store.export import SnapshotExpander, event_dict
 
 EXIT_USAGE = 2
 
@@ -57,8 +57,6 @@ class CliError(Exception):
 def event_json(ev: Event) -> dict[str, Any] | None:
     """The ``tail --json`` object of an event (docs/cli.md), or None for internal events.
     Live viewing shows everything; exports (``devconsole export``) redact by default."""
-    from devconsole.store.export import event_dict
-
     return event_dict(ev, redact=False)
 
 
@@ -129,24 +127,6 @@ def event_line(ev: Event) -> str | None:
 # ------------------------------------------------------------------ tail
 
 
-def snapshot_events(snap: Snapshot) -> tuple[list[Event], list[Event]]:
-    """Handshake events for the connections a snapshot knows (printed before the backlog),
-    and end events for those already ended (printed after it)."""
-    opens: list[Event] = []
-    ends: list[Event] = []
-    for cs in snap.connections:
-        hs = cs.handshake
-        if cs.state == "refused":
-            opens.append(RefusedEvent(hs))
-            continue
-        opens.append(HandshakeEvent(hs))
-        if cs.ts_end is not None:
-            ends.append(
-                EndEvent(hs.conn, cs.ts_end, bool(cs.clean), cs.closed_by)  # type: ignore[arg-type]
-            )
-    return opens, ends
-
-
 class TailPrinter:
     def __init__(
         self,
@@ -160,10 +140,8 @@ class TailPrinter:
         self.as_json = as_json
         self.predicate = predicate
         self.limit = limit
-        self.backlog = backlog
         self.printed = 0
-        self.pending_ends: list[Event] = []
-        self.snapshot_seq: int | None = None
+        self.expander = SnapshotExpander(backlog)
         self.done = asyncio.Event()
 
     def _print(self, ev: Event) -> None:
@@ -195,27 +173,8 @@ class TailPrinter:
 
     def on_events(self, events: list[Event]) -> None:
         for ev in events:
-            if isinstance(ev, Snapshot):
-                if self.snapshot_seq is None:
-                    self.snapshot_seq = ev.seq
-                    if self.backlog:
-                        opens, self.pending_ends = snapshot_events(ev)
-                        for o in opens:
-                            self._print(o)
-                continue
-            if (
-                self.snapshot_seq is not None
-                and isinstance(ev, Message | ControlFrame)
-                and ev.seq <= self.snapshot_seq
-            ):
-                if self.backlog:
-                    self._print(ev)
-                continue
-            if self.pending_ends:
-                for e in self.pending_ends:
-                    self._print(e)
-                self.pending_ends = []
-            self._print(ev)
+            for shown in self.expander.feed(ev):
+                self._print(shown)
         with contextlib.suppress(Exception):
             self.out.flush()
 

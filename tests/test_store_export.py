@@ -267,6 +267,37 @@ def test_expand_snapshots_emits_pending_ends_at_the_end() -> None:
     assert isinstance(out[1], EndEvent) and out[1].closed_by is None and out[1].clean is False
 
 
+def test_a_pending_upgrade_in_the_snapshot_does_not_hide_its_answer() -> None:
+    pending = handshake("c0", status=None, reason="", response_headers=[], ts_response=None)
+    snap = Snapshot(
+        0, [ConnSnapshot(pending, ConnState.CONNECTING, 0, 0, 0, 0, None, "", None, None)], "", 0
+    )
+    answered = HandshakeEvent(handshake("c0"))
+    out = list(expand_snapshots([snap, answered, answered]))
+    assert [type(e) for e in out] == [HandshakeEvent, HandshakeEvent]
+    assert out[0].handshake.status is None and out[1].handshake.status == 101  # type: ignore[union-attr]
+
+
+def test_without_backlog_only_what_follows_the_snapshot_is_shown() -> None:
+    from devconsole.store.export import SnapshotExpander
+
+    snap = Snapshot(
+        2,
+        [ConnSnapshot(handshake("c0"), ConnState.CLOSED, 0, 1, 0, 5, None, "", None, 9.0)],
+        "",
+        0,
+    )
+    old = Message(2, "c0", 1.0, "client", Opcode.TEXT, b"hello", 5, 11)
+    new = Message(3, "c1", 2.0, "client", Opcode.TEXT, b"later", 5, 11)
+    expander = SnapshotExpander(backlog=False)
+    out = [e for ev in (snap, old, HandshakeEvent(handshake("c1")), new) for e in expander.feed(ev)]
+    out += list(expander.finish())
+    assert [(type(e).__name__, getattr(e, "seq", None)) for e in out] == [
+        ("HandshakeEvent", None),
+        ("Message", 3),
+    ]
+
+
 # ------------------------------------------------------------------ HAR
 
 

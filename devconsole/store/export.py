@@ -203,61 +203,87 @@ def _closed_by(v: str | None) -> Literal["client", "server", "proxy"] | None:
     return None
 
 
-def expand_snapshots(events: Iterable[Event]) -> Iterator[Event]:
-    """The events of a recorded stream as a reader wants them: a Snapshot (what a tap
-    client receives first) becomes handshake / refused events for the connections it
-    knows, and end events for the ended ones (after the backlog it precedes). Handshakes,
-    ends and items (by seq) already seen, which a re-sync after a gap resends, are
-    dropped."""
-    opened: set[str] = set()
-    ended: set[str] = set()
-    pending: list[EndEvent] = []
-    snap_seq: int | None = None
-    last_item = -1
-    for ev in events:
+class SnapshotExpander:
+    """Turns a tap stream into the events a reader wants, incrementally (``devconsole
+    tail`` feeds it batch by batch, exports a whole recording).
+
+    The first Snapshot (what a tap client receives first) becomes handshake / refused
+    events for the connections it knows, and end events for the ended ones, emitted after
+    the backlog it precedes. Handshakes, ends and items (by seq) already seen, which a
+    re-sync after a gap resends, are dropped. With ``backlog=False`` the Snapshot and the
+    items it precedes are skipped: only what happens from now on."""
+
+    def __init__(self, backlog: bool = True) -> None:
+        self.backlog = backlog
+        self._opened: set[str] = set()
+        self._ended: set[str] = set()
+        self._pending: list[EndEvent] = []
+        self._snap_seq: int | None = None
+        self._last_item = -1
+
+    def _open(self, hs: Handshake) -> bool:
+        """False for a handshake already shown. A pending upgrade (status None) does not
+        count: the answer to it must still be shown."""
+        if hs.conn in self._opened:
+            return False
+        if hs.status is not None:
+            self._opened.add(hs.conn)
+        return True
+
+    def _ends(self) -> Iterator[Event]:
+        for end in self._pending:
+            if end.conn not in self._ended:
+                self._ended.add(end.conn)
+                yield end
+        self._pending = []
+
+    def feed(self, ev: Event) -> Iterator[Event]:
         if isinstance(ev, Snapshot):
-            snap_seq = ev.seq if snap_seq is None else max(snap_seq, ev.seq)
+            first = self._snap_seq is None
+            self._snap_seq = ev.seq if first else max(self._snap_seq or 0, ev.seq)
             for cs in ev.connections:
                 hs = cs.handshake
-                if hs.conn in opened:
+                if not self.backlog and first:
+                    self._open(hs)  # known before we attached: not shown
+                    if cs.ts_end is not None:
+                        self._ended.add(hs.conn)
                     continue
-                opened.add(hs.conn)
-                if cs.state == "refused":
-                    yield RefusedEvent(hs)
-                elif cs.ts_end is None:
-                    yield HandshakeEvent(hs)
-                else:
-                    yield HandshakeEvent(hs)
-                    pending.append(
+                if not self._open(hs):
+                    continue
+                yield RefusedEvent(hs) if cs.state == "refused" else HandshakeEvent(hs)
+                if cs.state != "refused" and cs.ts_end is not None:
+                    self._pending.append(
                         EndEvent(hs.conn, cs.ts_end, bool(cs.clean), _closed_by(cs.closed_by))
                     )
-            continue
-        backlog = (
-            isinstance(ev, Message | ControlFrame) and snap_seq is not None and ev.seq <= snap_seq
-        )
-        if pending and not backlog:
-            for end in pending:
-                if end.conn not in ended:
-                    ended.add(end.conn)
-                    yield end
-            pending = []
-        if isinstance(ev, Message | ControlFrame):
-            if ev.seq <= last_item:
-                continue
-            last_item = ev.seq
+            return
+        item = isinstance(ev, Message | ControlFrame)
+        backlog = item and self._snap_seq is not None and ev.seq <= self._snap_seq  # type: ignore[union-attr]
+        if self._pending and not backlog:
+            yield from self._ends()
+        if item:
+            if ev.seq <= self._last_item or (backlog and not self.backlog):  # type: ignore[union-attr]
+                return
+            self._last_item = ev.seq  # type: ignore[union-attr]
         elif isinstance(ev, HandshakeEvent | RefusedEvent):
-            if ev.handshake.conn in opened:
-                continue
-            opened.add(ev.handshake.conn)
+            if not self._open(ev.handshake):
+                return
         elif isinstance(ev, EndEvent):
-            if ev.conn in ended:
-                continue
-            ended.add(ev.conn)
+            if ev.conn in self._ended:
+                return
+            self._ended.add(ev.conn)
         yield ev
-    for end in pending:
-        if end.conn not in ended:
-            ended.add(end.conn)
-            yield end
+
+    def finish(self) -> Iterator[Event]:
+        """The end events still pending when the stream stops."""
+        yield from self._ends()
+
+
+def expand_snapshots(events: Iterable[Event]) -> Iterator[Event]:
+    """A whole recorded stream through a SnapshotExpander."""
+    expander = SnapshotExpander()
+    for ev in events:
+        yield from expander.feed(ev)
+    yield from expander.finish()
 
 
 def export_jsonl(events: Iterable[Event], out: TextIO, *, redact: bool = True) -> int:
