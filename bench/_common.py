@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,8 +133,9 @@ def start_server() -> Proc:
     return p
 
 
-def start_mitmdump(target: int, confdir: str, websocket: bool = True) -> Proc:
-    port = free_port()
+def mitmdump_cmd(target: int, port: int, confdir: str, websocket: bool = True) -> list[str]:
+    """Plain mitmdump as a reverse proxy in front of 127.0.0.1:``target``, no addon;
+    ``websocket=False`` is mitmproxy's raw TCP relay."""
     cmd = [
         tool("mitmdump"),
         "--mode",
@@ -149,6 +150,12 @@ def start_mitmdump(target: int, confdir: str, websocket: bool = True) -> Proc:
     ]
     if not websocket:
         cmd += ["--set", "websocket=false"]
+    return cmd
+
+
+def start_mitmdump(target: int, confdir: str, websocket: bool = True) -> Proc:
+    port = free_port()
+    cmd = mitmdump_cmd(target, port, confdir, websocket)
     p = Proc("mitmdump" + ("" if websocket else " websocket=false"), _popen(cmd))
     p.port = port
     try:
@@ -318,3 +325,27 @@ def save_json(name: str, data: Any) -> Path:
     p = d / f"{name}.json"
     p.write_text(json.dumps(data, indent=2))
     return p
+
+
+async def follow_tap(tap: str, on_events: Callable[[list[Any]], None]) -> None:
+    """Attach to ``tap`` and feed ``on_events`` until SIGTERM/SIGINT or the tap ends.
+    Prints ``ready`` once attached (the parent waits for it)."""
+    import asyncio
+
+    from devconsole.tap import TapClient
+
+    client = TapClient(tap)
+    await client.connect()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    run = asyncio.ensure_future(client.run(on_events))
+    print("ready", flush=True)
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    await client.close()
+    for t in (run, waiter):
+        t.cancel()
+        with contextlib.suppress(BaseException):
+            await t

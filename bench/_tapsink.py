@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import signal
 import sys
+
+from _common import follow_tap
 
 from devconsole.model import Event, GapEvent, Message
 from devconsole.session import Session
-from devconsole.tap import TapClient
 
 
 async def main() -> int:
@@ -37,21 +36,7 @@ async def main() -> int:
         if not args.no_session:
             session.apply_all(evs)
 
-    client = TapClient(args.tap)
-    await client.connect()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    run = asyncio.ensure_future(client.run(on_events))
-    print("ready", flush=True)
-    waiter = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    await client.close()
-    for t in (run, waiter):
-        t.cancel()
-        with contextlib.suppress(BaseException):
-            await t
+    await follow_tap(args.tap, on_events)
     print(json.dumps(stats), flush=True)
     return 0
 

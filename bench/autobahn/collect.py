@@ -10,11 +10,14 @@ once attached; on SIGTERM (or when the tap closes) writes the JSON to OUT.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import signal
 import sys
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: _common
+
+from _common import follow_tap
 
 from devconsole.model import (
     ControlFrame,
@@ -27,7 +30,6 @@ from devconsole.model import (
     ProtocolErrorEvent,
     RefusedEvent,
 )
-from devconsole.tap import TapClient
 
 
 async def main() -> int:
@@ -77,21 +79,7 @@ async def main() -> int:
             elif isinstance(ev, GapEvent):
                 missed += ev.missed
 
-    client = TapClient(tap)
-    await client.connect()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    run = asyncio.ensure_future(client.run(on_events))
-    print("ready", flush=True)
-    waiter = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    await client.close()
-    for t in (run, waiter):
-        t.cancel()
-        with contextlib.suppress(BaseException):
-            await t
+    await follow_tap(tap, on_events)
     with open(out, "w") as fh:
         json.dump({"missed": missed, "connections": list(conns.values())}, fh)
     print("done", flush=True)

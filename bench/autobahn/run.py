@@ -56,7 +56,7 @@ HOST = "127.0.0.1"
 AUTOBAHN = "autobahntestsuite==25.10.1"
 
 sys.path.insert(0, str(ROOT / "bench"))
-from _common import Proc, free_port, tool, wait_listening  # noqa: E402
+from _common import Proc, free_port, mitmdump_cmd, tool, wait_listening  # noqa: E402
 from _common import env as py_env  # noqa: E402
 from _common import table as md_table  # noqa: E402
 
@@ -177,20 +177,9 @@ def start_proxy(target: int, out: Path, name: str, kind: str = "") -> tuple[Proc
     tap = f"/tmp/dc-ab-{os.getpid()}-{name}.sock"
     if kind != "devconsole":
         port = free_port()
-        cmd = [
-            tool("mitmdump"),
-            "--mode",
-            f"reverse:http://{HOST}:{target}",
-            "--listen-host",
-            HOST,
-            "--listen-port",
-            str(port),
-            "-q",
-            "--set",
-            f"confdir={out / 'mitmproxy-conf'}",
-        ]
-        if kind == "mitmdump-raw":
-            cmd += ["--set", "websocket=false"]
+        cmd = mitmdump_cmd(
+            target, port, str(out / "mitmproxy-conf"), websocket=kind != "mitmdump-raw"
+        )
         p = popen(cmd, out / f"proxy-{name}.log")
         p.port = port
         wait_listening(port, p, 60)
