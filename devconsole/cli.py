@@ -328,30 +328,12 @@ async def _inject(args: argparse.Namespace) -> int:
 async def _report(args: argparse.Namespace) -> int:
     from devconsole.analysis.heartbeat import HeartbeatMonitor
     from devconsole.analysis.readiness import build_report, render_text
+    from devconsole.tap import collect
 
     monitor = HeartbeatMonitor()
-    from devconsole.tap import TapClient
-
-    client = TapClient(args.tap, args.token)
-    await client.connect()
     session = Session(max_items=10_000_000, max_bytes=1 << 40)
     session.observers.append(monitor.on_event)
-    last = time.monotonic()
-
-    def on_events(evs: list[Event]) -> None:
-        nonlocal last
-        session.apply_all(evs)
-        last = time.monotonic()
-
-    run = asyncio.ensure_future(client.run(on_events))
-    try:
-        while not run.done() and (session.version == 0 or time.monotonic() - last < 0.3):
-            await asyncio.sleep(0.02)
-    finally:
-        await client.close()
-        run.cancel()
-        with contextlib.suppress(BaseException):
-            await run
+    await collect(args.tap, args.token, session=session)
     report = build_report(session, monitor, time.time())
     if args.json:
         print(json.dumps(report, ensure_ascii=False))

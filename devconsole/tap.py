@@ -587,12 +587,15 @@ async def collect(
     until: Callable[[Session], bool] | None = None,
     idle: float = 0.3,
     timeout: float = 10,
+    session: Session | None = None,
 ) -> Session:
-    """Attach, apply the backlog to a new Session, and return it once the stream has been
-    quiet for ``idle`` seconds (or ``until(session)`` holds)."""
+    """Attach, apply the backlog to ``session`` (default: a new unbounded one, so the
+    whole backlog fits), and return it once the stream has been quiet for ``idle``
+    seconds, ``until(session)`` holds, or ``timeout`` seconds have passed."""
     client = TapClient(addr, token)
     await client.connect()
-    session = Session(max_items=10_000_000, max_bytes=1 << 40)
+    if session is None:
+        session = Session(max_items=10_000_000, max_bytes=1 << 40)
     last = time.monotonic()
 
     def on_events(evs: list[Event]) -> None:
