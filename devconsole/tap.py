@@ -50,7 +50,6 @@ FLUSH_INTERVAL = 0.01  # seconds a sender waits to gather a batch
 MAX_QUEUE = 200_000  # events queued for one client before it is skipped ahead
 MAX_QUEUE_BYTES = 64 << 20  # ... or payload bytes queued for it
 BATCH_BYTES = 1 << 20  # payload bytes per EVENTS frame (at least one event)
-BACKLOG_CHUNK = 2_000
 
 
 class TapError(Exception):
@@ -377,8 +376,7 @@ class TapServer:
 
     async def _sender(self, client: _Client, backlog: list[Event]) -> None:
         try:
-            for i in range(0, len(backlog), BACKLOG_CHUNK):
-                await self._write(client, backlog[i : i + BACKLOG_CHUNK])
+            await self._write(client, backlog)  # in frames, like live batches
             client.ready = True
             while not client.closed:
                 await client.wake.wait()
