@@ -220,17 +220,29 @@ class Session:
         self.buffer.append(item)
         return True
 
-    def _apply_message(self, m: Message) -> None:
-        if not self._add_item(m):
-            return
-        c = self.connections.get(m.conn)
+    def _apply_item(self, it: Item) -> Connection | None:
+        """Buffer ``it`` and update what every item updates; returns its connection when
+        ``it`` is new to the counters (not a resent seq, not already in a Snapshot)."""
+        if not self._add_item(it):
+            return None
+        c = self.connections.get(it.conn)
         if c is None:
-            return
-        if m.side == CLIENT:
-            c.last_out = m.ts
+            return None
+        if it.side == CLIENT:
+            c.last_out = it.ts
         else:
-            c.last_in = m.ts
-        if m.seq <= self.counted_seq:
+            c.last_in = it.ts
+        if it.seq <= self.counted_seq:
+            return None
+        if it.injected:
+            c.injected += 1
+        if it.dropped:
+            c.dropped += 1
+        return c
+
+    def _apply_message(self, m: Message) -> None:
+        c = self._apply_item(m)
+        if c is None:
             return
         self.total_messages += 1
         self.total_bytes += m.size
@@ -242,36 +254,19 @@ class Session:
             c.bytes_in += m.size
         if m.size > c.largest_message:
             c.largest_message = m.size
-        if m.injected:
-            c.injected += 1
-        if m.dropped:
-            c.dropped += 1
 
     def _apply_control(self, f: ControlFrame) -> None:
-        if not self._add_item(f):
+        c = self._apply_item(f)
+        if c is None or f.opcode != Opcode.CLOSE or f.dropped:
             return
-        c = self.connections.get(f.conn)
-        if c is None:
-            return
-        if f.side == CLIENT:
-            c.last_out = f.ts
-        else:
-            c.last_in = f.ts
-        if f.seq <= self.counted_seq:
-            return
-        if f.injected:
-            c.injected += 1
-        if f.dropped:
-            c.dropped += 1
-        if f.opcode == Opcode.CLOSE and not f.dropped:
-            # A kill's StateEvent names the proxy before its close frames arrive.
-            first = c.closed_by is None or (f.injected and c.closed_by == "proxy")
-            if c.close_code is None and first:
-                c.close_code = f.code
-                c.close_reason = f.reason
-                c.closed_by = "proxy" if f.injected else f.side
-            if c.state in (ConnState.OPEN, ConnState.HALF_OPEN):
-                c.state = ConnState.CLOSING
+        # A kill's StateEvent names the proxy before its close frames arrive.
+        first = c.closed_by is None or (f.injected and c.closed_by == "proxy")
+        if c.close_code is None and first:
+            c.close_code = f.code
+            c.close_reason = f.reason
+            c.closed_by = "proxy" if f.injected else f.side
+        if c.state in (ConnState.OPEN, ConnState.HALF_OPEN):
+            c.state = ConnState.CLOSING
 
     def _apply_end(self, ev: EndEvent) -> None:
         c = self.connections.get(ev.conn)
