@@ -165,23 +165,31 @@ class CaptureWriter:
         self.close()
 
 
-def save_capture(path: PathLike, events: Iterable[Event], *, proxy: str = "") -> int:
-    """Write a complete capture atomically: to a temporary file next to ``path``, then
-    renamed over it, so ``path`` is never half-written. Returns the number of events."""
-    path = os.fspath(path)
+@contextlib.contextmanager
+def atomic_replace(path: str, prefix: str) -> Iterator[str]:
+    """A temporary file (mode 0600) next to ``path`` to write in; it replaces ``path`` when
+    the block succeeds and is removed when it fails, so ``path`` is never half-written."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".dcap-", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     os.close(fd)
     try:
-        with CaptureWriter(tmp, proxy=proxy, flush_bytes=4 << 20, flush_interval=1e9) as w:
-            w.write(events)
-            n = w.events_written
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return n
+
+
+def save_capture(path: PathLike, events: Iterable[Event], *, proxy: str = "") -> int:
+    """Write a complete capture atomically (``atomic_replace``). Returns the number of
+    events."""
+    with (
+        atomic_replace(os.fspath(path), ".dcap-") as tmp,
+        CaptureWriter(tmp, proxy=proxy, flush_bytes=4 << 20, flush_interval=1e9) as w,
+    ):
+        w.write(events)
+    return w.events_written
 
 
 def session_events(session: Session, proxy: str = "") -> list[Event]:

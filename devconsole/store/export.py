@@ -9,14 +9,12 @@ everything as captured. The rules live in ``devconsole.store.redact``.
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import datetime
 import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
@@ -590,16 +588,13 @@ def export_capture(
 
 
 def _write_atomic(path: str, write: Any) -> int:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".devconsole-export-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            n: int = write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from devconsole.store.capture import atomic_replace
+
+    with (
+        atomic_replace(path, ".devconsole-export-") as tmp,
+        open(tmp, "w", encoding="utf-8", newline="\n") as fh,
+    ):
+        n: int = write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     return n
