@@ -18,6 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from devconsole.cli import build_parser, main
 from tests.conftest import ROOT, devconsole_cmd, run_cli, ws_server
 
 LISTEN_RE = re.compile(r"listening on (\S+):(\d+); tap at (\S+)")
@@ -260,6 +261,40 @@ def test_port_in_use_is_a_clear_error(short_tmp: Path) -> None:
         s.close()
     assert r.returncode == 1
     assert "address already in use" in r.stderr.lower() and "Traceback" not in r.stderr
+
+
+def test_every_command_is_registered_with_its_handler() -> None:
+    parser = build_parser()
+    assert parser.parse_args([]).handler is not None  # no command: the proxy and the TUI
+    for argv in (
+        ["proxy"],
+        ["tail"],
+        ["conns"],
+        ["attach"],
+        ["kill", "3", "--abort"],
+        ["inject", "3", "--to", "client", "--ping"],
+        ["report"],
+        ["record"],
+        ["open", "x.dcap"],
+        ["export", "x.dcap"],
+        ["demo"],
+    ):
+        assert callable(parser.parse_args(argv).handler), argv
+
+
+def test_main_dispatches_and_turns_user_errors_into_one_line(
+    short_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # in-process: the handler runs, a user error is one line and exit code 1
+    assert main(["inject", "3", "--to", "client", "--hex", "zz"]) == 1
+    assert capsys.readouterr().err == "devconsole: --hex: not hexadecimal: 'zz'\n"
+    assert main(["conns", "--tap", str(short_tmp / "none.sock")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("devconsole: ") and "no devconsole tap" in err
+    with pytest.raises(SystemExit) as info:
+        main(["kill", "3", "--rst", "--code", "4000"])
+    assert info.value.code == 2
+    assert "--rst goes with --abort" in capsys.readouterr().err
 
 
 def test_help_lists_every_command() -> None:

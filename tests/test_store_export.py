@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from devconsole import cli
 from devconsole.model import (
     ConnSnapshot,
     ConnState,
@@ -40,6 +39,7 @@ from devconsole.store.export import (
     export_jsonl,
     har_log,
 )
+from devconsole.store.lines import event_json
 from tests.factories import make_handshake
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
@@ -158,12 +158,12 @@ def jsonl(events: list[Event], **kw: Any) -> tuple[str, list[dict[str, Any]]]:
 
 @pytest.mark.parametrize("ev", traffic(), ids=lambda e: type(e).__name__)
 def test_unredacted_objects_are_exactly_tail_json(ev: Event) -> None:
-    assert event_dict(ev, redact=False) == cli.event_json(ev)
+    assert event_dict(ev, redact=False) == event_json(ev)
 
 
 @pytest.mark.parametrize("ev", traffic(), ids=lambda e: type(e).__name__)
 def test_redacted_objects_keep_the_schema(ev: Event) -> None:
-    red, raw = event_dict(ev), cli.event_json(ev)
+    red, raw = event_dict(ev), event_json(ev)
     assert red is not None and raw is not None
 
     def shape(o: Any) -> Any:
@@ -217,7 +217,7 @@ def test_jsonl_unredacted_keeps_everything() -> None:
     text, lines = jsonl(traffic(), redact=False)
     for s in SECRETS:
         assert s in text, s
-    assert lines == [cli.event_json(e) for e in traffic()]
+    assert lines == [event_json(e) for e in traffic()]
 
 
 def test_jsonl_expands_a_snapshot_like_tail() -> None:

@@ -1,0 +1,73 @@
+"""The ``devconsole`` sub-commands, one module per group.
+
+Each module exposes ``register(sub)``: it adds its parsers to argparse's subparsers object
+and sets ``handler=fn`` on each, where ``fn(args) -> int`` is the exit code (an async
+command wraps itself with ``asyncio.run``). ``devconsole.cli`` only builds the parser and
+calls ``args.handler(args)``. What the commands share lives here: the error a user can
+cause (``CliError``) and the option groups several commands take.
+
+Modules import mitmproxy, Textual and the tap inside their handlers, so ``devconsole
+tail`` does not pay for the TUI and ``devconsole --help`` for neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+class CliError(Exception):
+    """One line for stderr; exit 1."""
+
+
+def positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return v
+
+
+def add_tap_args(p: argparse.ArgumentParser) -> None:
+    """``--tap`` and ``--token``: the commands that read a running proxy's tap."""
+    p.add_argument(
+        "--tap",
+        metavar="ADDR",
+        default=None,
+        help="tap address: a Unix socket path or tcp://127.0.0.1:PORT "
+        "(default: $XDG_RUNTIME_DIR/devconsole/tap.sock)",
+    )
+    p.add_argument("--token", default=None, help="token for a tcp:// tap (default: its file)")
+
+
+def add_proxy_args(p: argparse.ArgumentParser, tap: bool = True) -> None:
+    """The options of a proxy: ``devconsole``, ``devconsole proxy``, ``devconsole demo``."""
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="proxy listen address (default 127.0.0.1:8080)",
+    )
+    p.add_argument(
+        "--mode",
+        default="regular",
+        help="mitmproxy mode: regular, reverse:URL, upstream:URL, socks5, ...",
+    )
+    p.add_argument("--confdir", default=None, help="mitmproxy confdir (CA certificates)")
+    if tap:
+        p.add_argument(
+            "--tap",
+            metavar="ADDR",
+            default=None,
+            help="tap address: a Unix socket path or tcp://127.0.0.1:PORT",
+        )
+    p.add_argument("--buffer-messages", type=positive_int, default=100_000, metavar="N")
+    p.add_argument("--buffer-bytes", default="256m", metavar="SIZE")
+    p.add_argument("--max-payload", default="1m", metavar="SIZE", help="payload kept per message")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="set any mitmproxy option, e.g. --set ssl_insecure=true",
+    )

@@ -1,0 +1,60 @@
+"""The commands that open the TUI: ``devconsole`` (no command: a child proxy and the TUI
+attached to it) and ``devconsole attach`` (the TUI on a running proxy's tap)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from devconsole.commands import add_tap_args
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("attach", help="attach the TUI to a running proxy's tap")
+    add_tap_args(p)
+    p.set_defaults(handler=attach)
+
+
+def run_tui(source: Any, on_exit: Callable[[], None] | None = None) -> int:
+    """The TUI over ``source`` until the user quits; ``on_exit`` runs after it in any case."""
+    from devconsole.tui.app import make_app, tune_gc
+
+    app = make_app(source)
+    tune_gc()
+    try:
+        app.run()
+    finally:
+        if on_exit is not None:
+            on_exit()
+    return 0
+
+
+def attach(args: argparse.Namespace) -> int:
+    from devconsole.tap import TapClient
+
+    client = TapClient(args.tap, args.token)
+
+    async def check() -> None:
+        await client.connect()
+
+    asyncio.run(check())
+    # The TUI runs its own loop: it reconnects with a fresh client.
+    return run_tui(TapClient(args.tap, args.token))
+
+
+def proxy_and_tui(args: argparse.Namespace) -> int:
+    """``devconsole`` with no command: the proxy as a child process, the TUI attached."""
+    from devconsole.childproxy import ChildProxy
+    from devconsole.proxy import parse_listen, parse_mode
+    from devconsole.tap import TapClient
+
+    parse_listen(args.listen)
+    parse_mode(args.mode)
+    child = ChildProxy(args)
+    try:
+        child.wait_ready()
+        return run_tui(TapClient(child.tap), child.stop)
+    finally:
+        child.stop()

@@ -1,0 +1,204 @@
+"""Events and connections as lines of text: what ``devconsole tail`` and ``devconsole
+conns`` print, beside the JSON shapes of ``devconsole.store.export``.
+
+``event_json`` / ``conn_json`` are the JSON objects (docs/cli.md); ``event_line`` is the
+human line of an event, ``conns_table`` the table of connections, and ``TailPrinter``
+prints a stream of events (backlog snapshot expanded, filtered, limited) as either.
+Untrusted text (URLs, payload previews, errors) goes through ``safe_text``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from devconsole.decoders import preview, safe_text
+from devconsole.model import (
+    ControlFrame,
+    EndEvent,
+    Event,
+    GapEvent,
+    HandshakeEvent,
+    Message,
+    ProtocolErrorEvent,
+    RefusedEvent,
+    StateEvent,
+    close_code_meaning,
+)
+from devconsole.session import Connection
+from devconsole.store.export import SnapshotExpander, event_dict
+
+# ------------------------------------------------------------------ JSON
+
+
+def event_json(ev: Event) -> dict[str, Any] | None:
+    """The ``tail --json`` object of an event (docs/cli.md), or None for internal events.
+    Live viewing shows everything; exports (``devconsole export``) redact by default."""
+    return event_dict(ev, redact=False)
+
+
+def conn_json(c: Connection) -> dict[str, Any]:
+    """The ``conns --json`` object of a connection (docs/cli.md)."""
+    return {
+        "id": c.id,
+        "client": c.client,
+        "url": c.url,
+        "state": c.state,
+        "status": c.handshake.status,
+        "msgs_in": c.msgs_in,
+        "msgs_out": c.msgs_out,
+        "bytes_in": c.bytes_in,
+        "bytes_out": c.bytes_out,
+        "close_code": c.close_code,
+        "close_reason": c.close_reason,
+        "closed_by": c.closed_by,
+        "ts_start": c.ts_start,
+        "ts_end": c.ts_end,
+        "errors": c.errors,
+    }
+
+
+# ------------------------------------------------------------------ human lines
+
+
+def _clock(ts: float) -> str:
+    lt = time.localtime(ts)
+    return time.strftime("%H:%M:%S", lt) + f".{int((ts % 1) * 1000):03d}"
+
+
+def event_line(ev: Event) -> str | None:
+    """One line of ``devconsole tail``; None for events it does not show (Snapshot)."""
+    if isinstance(ev, Message | ControlFrame):
+        arrow = "→" if ev.side == "client" else "←"
+        kind = {1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}.get(
+            ev.opcode, f"op{ev.opcode}"
+        )
+        flags = ""
+        if ev.injected:
+            flags += " [injected]"
+        if ev.dropped:
+            flags += " [dropped]"
+        return (
+            f"{_clock(ev.ts)} #{ev.conn:<4} {ev.seq:>7} {arrow} {kind:<6} {ev.size:>7}B"
+            f"{flags}  {preview(ev, 100)}"
+        )
+    if isinstance(ev, HandshakeEvent | RefusedEvent):
+        hs = ev.handshake
+        what = "open   " if isinstance(ev, HandshakeEvent) else "REFUSED"
+        if hs.status is None and isinstance(ev, HandshakeEvent):
+            what = "upgrade"
+        status = hs.status if hs.status is not None else (hs.error or "-")
+        extra = ""
+        if hs.subprotocol:
+            extra += f" subprotocol={hs.subprotocol}"
+        if hs.extensions:
+            extra += f" extensions={', '.join(hs.extensions)}"
+        return safe_text(
+            f"{_clock(hs.ts)} #{hs.conn:<4} {what} {status} {hs.client} {hs.url}{extra}"
+        )
+    if isinstance(ev, EndEvent):
+        how = "clean" if ev.clean else "unclean"
+        by = f" by {ev.closed_by}" if ev.closed_by else ""
+        err = f" ({ev.error})" if ev.error else ""
+        return safe_text(f"{_clock(ev.ts)} #{ev.conn:<4} end     {how}{by}{err}")
+    if isinstance(ev, ProtocolErrorEvent):
+        return safe_text(
+            f"{_clock(ev.ts)} #{ev.conn:<4} error   {ev.side} stream at byte {ev.offset}: "
+            f"{ev.error} (forwarding continues)"
+        )
+    if isinstance(ev, StateEvent):
+        return safe_text(f"{_clock(ev.ts)} #{ev.conn:<4} {ev.state:<7} {ev.detail}")
+    if isinstance(ev, GapEvent):
+        return f"-- {ev.missed} events missed: {ev.reason} --"
+    return None
+
+
+def conns_table(conns: Sequence[Connection]) -> str:
+    """The ``devconsole conns`` table: a header row, one row per connection."""
+    rows = [("ID", "STATE", "CLIENT", "URL", "IN", "OUT", "BYTES IN", "BYTES OUT", "CLOSE")]
+    for c in conns:
+        close = ""
+        if c.refused:
+            close = str(c.handshake.status or c.handshake.error or "")
+        elif c.close_code is not None:
+            close = f"{c.close_code} {close_code_meaning(c.close_code)}"
+        rows.append(
+            (
+                c.id,
+                c.state,
+                c.client,
+                safe_text(c.url),
+                str(c.msgs_in),
+                str(c.msgs_out),
+                str(c.bytes_in),
+                str(c.bytes_out),
+                close,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+# ------------------------------------------------------------------ tail
+
+
+class TailPrinter:
+    """Prints the events of a tap (``on_events``) as ``devconsole tail`` does: the
+    backlog's Snapshot expanded (or skipped), messages filtered by ``predicate``, and
+    ``done`` set after ``limit`` messages."""
+
+    def __init__(
+        self,
+        out: TextIO,
+        as_json: bool,
+        predicate: Callable[[Message | ControlFrame], bool] | None,
+        limit: int | None,
+        backlog: bool,
+    ) -> None:
+        self.out = out
+        self.as_json = as_json
+        self.predicate = predicate
+        self.limit = limit
+        self.printed = 0
+        self.expander = SnapshotExpander(backlog)
+        self.done = asyncio.Event()
+
+    def _print(self, ev: Event) -> None:
+        if self.done.is_set():
+            return
+        if self.as_json and isinstance(ev, HandshakeEvent) and ev.handshake.status is None:
+            return  # the JSON schema has one handshake per connection: the answered one
+        if isinstance(ev, Message | ControlFrame) and self.predicate is not None:
+            try:
+                if not self.predicate(ev):
+                    return
+            except Exception:
+                return
+        if self.as_json:
+            obj = event_json(ev)
+            if obj is None:
+                return
+            line = json.dumps(obj, ensure_ascii=False)
+        else:
+            maybe = event_line(ev)
+            if maybe is None:
+                return
+            line = maybe
+        self.out.write(line + "\n")
+        if isinstance(ev, Message | ControlFrame):
+            self.printed += 1
+            if self.limit is not None and self.printed >= self.limit:
+                self.done.set()
+
+    def on_events(self, events: list[Event]) -> None:
+        for ev in events:
+            for shown in self.expander.feed(ev):
+                self._print(shown)
+        with contextlib.suppress(Exception):
+            self.out.flush()
