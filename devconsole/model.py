@@ -1,6 +1,9 @@
 """The data model shared by every layer: connections, messages, control frames and Events.
 
-Core module: no I/O, imports neither mitmproxy nor textual.
+Core module: no I/O, imports neither mitmproxy, textual, rich nor asyncio.
+
+A ``Connection`` is everything known about one WebSocket connection; a ``Session``
+(``devconsole.session``) keeps them up to date as it applies Events.
 
 Everything that crosses the tap (proxy process -> TUI / CLI) is an *Event*: a small
 dataclass with ``__slots__``. The capture addon creates them, the tap serialises them
@@ -112,6 +115,97 @@ def _split_header_values(headers: list[tuple[str, str]], name: str) -> list[str]
         if k.lower() == name:
             out.extend(p.strip() for p in v.split(",") if p.strip())
     return out
+
+
+@dataclass(slots=True)
+class Connection:
+    """Everything known about one WebSocket connection (or refused upgrade)."""
+
+    id: str
+    handshake: Handshake
+    state: str = ConnState.OPEN
+    msgs_in: int = 0  # server -> client
+    msgs_out: int = 0  # client -> server
+    bytes_in: int = 0  # payload bytes
+    bytes_out: int = 0
+    close_code: int | None = None
+    close_reason: str = ""
+    closed_by: str | None = None  # "client", "server", "proxy"
+    ts_end: float | None = None
+    clean: bool | None = None
+    last_in: float | None = None  # ts of the last frame server -> client
+    last_out: float | None = None
+    largest_message: int = 0
+    injected: int = 0
+    dropped: int = 0
+    errors: list[str] = field(default_factory=list)  # protocol errors, one per direction
+    half_open: bool = False
+
+    @property
+    def ts_start(self) -> float:
+        return self.handshake.ts
+
+    @property
+    def client(self) -> str:
+        return self.handshake.client
+
+    @property
+    def url(self) -> str:
+        return self.handshake.url
+
+    @property
+    def path(self) -> str:
+        return self.handshake.path
+
+    @property
+    def refused(self) -> bool:
+        return self.state == ConnState.REFUSED
+
+    @property
+    def live(self) -> bool:
+        return self.ts_end is None and self.state not in (ConnState.REFUSED, ConnState.CLOSED)
+
+    def snapshot(self) -> ConnSnapshot:
+        return ConnSnapshot(
+            handshake=self.handshake,
+            state=self.state,
+            msgs_in=self.msgs_in,
+            msgs_out=self.msgs_out,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            close_code=self.close_code,
+            close_reason=self.close_reason,
+            closed_by=self.closed_by,
+            ts_end=self.ts_end,
+            clean=self.clean,
+            errors=list(self.errors),
+            half_open=self.half_open,
+            largest_message=self.largest_message,
+            injected=self.injected,
+            dropped=self.dropped,
+        )
+
+    @classmethod
+    def from_snapshot(cls, s: ConnSnapshot) -> Connection:
+        return cls(
+            id=s.handshake.conn,
+            handshake=s.handshake,
+            state=s.state,
+            msgs_in=s.msgs_in,
+            msgs_out=s.msgs_out,
+            bytes_in=s.bytes_in,
+            bytes_out=s.bytes_out,
+            close_code=s.close_code,
+            close_reason=s.close_reason,
+            closed_by=s.closed_by,
+            ts_end=s.ts_end,
+            clean=s.clean,
+            errors=list(s.errors),
+            half_open=s.half_open,
+            largest_message=s.largest_message,
+            injected=s.injected,
+            dropped=s.dropped,
+        )
 
 
 # --------------------------------------------------------------------------- Events

@@ -16,8 +16,15 @@ from devconsole.analysis.backoff import (
     judge,
     split_runs,
 )
-from devconsole.model import EndEvent, Handshake, HandshakeEvent, RefusedEvent, StateEvent
-from devconsole.session import Connection, Session
+from devconsole.model import (
+    Connection,
+    EndEvent,
+    Handshake,
+    HandshakeEvent,
+    RefusedEvent,
+    StateEvent,
+)
+from devconsole.session import Session
 
 _ids = itertools.count(1)
 

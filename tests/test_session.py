@@ -8,6 +8,7 @@ import time
 import pytest
 
 from devconsole.model import (
+    Connection,
     ConnState,
     ControlFrame,
     EndEvent,
@@ -23,7 +24,7 @@ from devconsole.model import (
     Side,
     StateEvent,
 )
-from devconsole.session import Connection, FilteredView, Session
+from devconsole.session import FilteredView, Session
 from tests.factories import make_handshake
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import re
 
-from devconsole.model import CLIENT, SERVER, ConnState
-from devconsole.session import Connection, Session
+from devconsole.model import CLIENT, SERVER, Connection, ConnState
+from devconsole.session import Session
 from devconsole.tui import make_app
 from devconsole.tui.connections import Columns, ConnectionList, close_text, header_text
 from devconsole.tui.handshake import HandshakeScreen

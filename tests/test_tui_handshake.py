@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from devconsole.model import SERVER
-from devconsole.session import Connection
+from devconsole.model import SERVER, Connection
 from devconsole.source import MemorySource
 from devconsole.tui import make_app
 from devconsole.tui.handshake import (

@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, Literal
 
-from devconsole.model import ConnState
-from devconsole.session import Connection
+from devconsole.model import Connection, ConnState
 
 Pattern = Literal["exponential", "linear", "fixed", "storm", "single", "none", "irregular"]
 EndpointKey = Callable[[Connection], tuple[str, str | None]]

@@ -22,8 +22,16 @@ from typing import Any
 
 from devconsole.analysis.backoff import EndpointReport, analyze_endpoints
 from devconsole.analysis.heartbeat import HeartbeatMonitor, HeartbeatReport, PingStats, median
-from devconsole.model import CLOSE_CODES, ConnState, Handshake, Message, Opcode, close_code_meaning
-from devconsole.session import Connection, Session
+from devconsole.model import (
+    CLOSE_CODES,
+    Connection,
+    ConnState,
+    Handshake,
+    Message,
+    Opcode,
+    close_code_meaning,
+)
+from devconsole.session import Session
 
 LARGE_MESSAGE = 1 << 20  # a message above this blocks its connection for a noticeable time
 SMALL_MESSAGES = 1024  # below this compression hardly matters

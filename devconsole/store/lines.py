@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from devconsole.decoders import preview, safe_text
 from devconsole.model import (
+    Connection,
     ControlFrame,
     EndEvent,
     Event,
@@ -29,7 +30,6 @@ from devconsole.model import (
     StateEvent,
     close_code_meaning,
 )
-from devconsole.session import Connection
 from devconsole.store.export import SnapshotExpander, event_dict
 
 # ------------------------------------------------------------------ JSON

@@ -22,8 +22,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from devconsole.decoders import safe_text
-from devconsole.model import close_code_meaning
-from devconsole.session import Connection, Session
+from devconsole.model import Connection, close_code_meaning
+from devconsole.session import Session
 from devconsole.tui.fmt import (
     STATE_STYLES,
     close_code_of,

@@ -26,6 +26,7 @@ from devconsole.model import (
     AbortCommand,
     CloseCommand,
     Command,
+    Connection,
     ConnState,
     HalfOpenCommand,
     InjectCommand,
@@ -35,7 +36,6 @@ from devconsole.model import (
     close_code_meaning,
     valid_close_code,
 )
-from devconsole.session import Connection
 
 Target = Literal["client", "server", "both"]
 TARGETS: tuple[Target, ...] = ("both", "client", "server")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as _dt
 from itertools import islice
 
-from devconsole.model import CLIENT, ConnState, ControlFrame, Item, Opcode
-from devconsole.session import Connection, Session
+from devconsole.model import CLIENT, Connection, ConnState, ControlFrame, Item, Opcode
+from devconsole.session import Session
 
 # (state -> style) colours of the connection state badges. Styles are Rich style strings
 # so they can be used in Text.append(); they never contain payload.

@@ -26,8 +26,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from devconsole.decoders import safe_text
-from devconsole.model import Handshake, close_code_meaning
-from devconsole.session import Connection
+from devconsole.model import Connection, Handshake, close_code_meaning
 from devconsole.tui.fmt import STATE_STYLES, fmt_datetime, fmt_duration, human_bytes
 
 Level = Literal["error", "warning", "info"]

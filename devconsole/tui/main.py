@@ -29,8 +29,8 @@ from textual.worker import Worker, get_current_worker
 from devconsole import filters
 from devconsole.decoders import safe_text
 from devconsole.filters import MATCH_ALL, Filter, FilterError
-from devconsole.model import Command, Item
-from devconsole.session import Connection, FilteredView, Session
+from devconsole.model import Command, Connection, Item
+from devconsole.session import FilteredView, Session
 from devconsole.tui import connections as conn_widgets
 from devconsole.tui.connections import ConnectionList
 from devconsole.tui.detail import DetailPane

@@ -27,8 +27,7 @@ from devconsole.analysis.backoff import EndpointReport, analyze_endpoints, defau
 from devconsole.analysis.heartbeat import HeartbeatReport, PingStats
 from devconsole.analysis.readiness import build_report, fmt_secs
 from devconsole.decoders import safe_text
-from devconsole.model import ConnState
-from devconsole.session import Connection
+from devconsole.model import Connection, ConnState
 from devconsole.tui.fmt import STATE_STYLES
 from devconsole.tui.timeline import BackoffTimeline, session_close_code
 

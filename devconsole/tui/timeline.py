@@ -33,8 +33,8 @@ from textual.widget import Widget
 
 from devconsole.analysis.backoff import STORM_BELOW, Backoff, EndpointReport, LineageReport
 from devconsole.decoders import safe_text
-from devconsole.model import ConnState
-from devconsole.session import Connection, Session
+from devconsole.model import Connection, ConnState
+from devconsole.session import Session
 from devconsole.tui.fmt import close_code_of, killed
 
 INDENT = "   "
