@@ -165,6 +165,13 @@ class Connection:
     def live(self) -> bool:
         return self.ts_end is None and self.state not in (ConnState.REFUSED, ConnState.CLOSED)
 
+    @property
+    def killed(self) -> bool:
+        """Ended (or being ended) by a devconsole fault. Its ``close_code`` is then the code
+        of the close frame devconsole sent (None for an abort): the Session records it when
+        that frame arrives, after the kill's StateEvent."""
+        return self.state == ConnState.KILLED or self.closed_by == "proxy"
+
     def snapshot(self) -> ConnSnapshot:
         return ConnSnapshot(
             handshake=self.handshake,

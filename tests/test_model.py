@@ -6,6 +6,7 @@ import pytest
 
 from devconsole.model import (
     CLOSE_CODES,
+    Connection,
     ConnState,
     ControlFrame,
     Handshake,
@@ -118,3 +119,24 @@ def test_conn_state_values_are_plain_strings() -> None:
     # Connection.state travels over the tap and into JSON output as a plain string.
     assert ConnState.HALF_OPEN == "half-open"
     assert str(ConnState.REFUSED) == "refused"
+
+
+def test_a_connection_is_killed_by_state_or_by_the_proxy_closing_it() -> None:
+    hs = make_handshake(status=101)
+    assert not Connection("c1", hs).killed
+    assert Connection("c1", hs, state=ConnState.KILLED).killed
+    assert Connection("c1", hs, state=ConnState.CLOSING, closed_by="proxy").killed
+    assert not Connection("c1", hs, state=ConnState.CLOSED, closed_by="server").killed
+
+
+def test_a_kill_records_the_close_code_devconsole_sent() -> None:
+    from devconsole.model import SERVER, EndEvent, HandshakeEvent, StateEvent
+    from devconsole.session import Session
+
+    s = Session()
+    s.apply(HandshakeEvent(make_handshake(status=101)))
+    s.apply(StateEvent("c1", 2.0, ConnState.KILLED))  # the addon sends the state first
+    s.apply(ControlFrame(1, "c1", 2.0, SERVER, Opcode.CLOSE, b"\x03\xf4", 4, 1012, "", True))
+    s.apply(EndEvent("c1", 2.1, clean=False, closed_by="proxy"))
+    c = s.connections["c1"]
+    assert c.killed and c.close_code == 1012 and c.closed_by == "proxy"

@@ -9,12 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devconsole.store.redact import (
-    REDACTED,
+from devconsole.analysis.secrets import (
     is_secret_field,
     is_secret_header,
     is_secret_name,
     looks_like_token,
+)
+from devconsole.store.redact import (
+    REDACTED,
     redact_bytes,
     redact_header,
     redact_pairs,

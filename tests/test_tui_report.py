@@ -85,12 +85,7 @@ def test_timeline_marks_kills_refusals_and_live_connections() -> None:
     s.apply_all(fault_traffic().events)
     eps = {ep.path: ep for ep in analyze_endpoints(s.connections.values())}
     numbers = {cid: i + 1 for i, cid in enumerate(s.connections)}
-    from devconsole.tui.timeline import session_close_code
-
-    lines = timeline_lines(
-        eps["/feed"], s.connections, numbers.__getitem__, FAULT_NOW, 140,
-        code_of=session_close_code(s),
-    )  # fmt: skip
+    lines = timeline_lines(eps["/feed"], s.connections, numbers.__getitem__, FAULT_NOW, 140)
     row = next(line.plain for line in lines if "#2" in line.plain)
     assert "✕1012" in row  # killed by devconsole with 1012
     assert "#3 ✗503" in row  # refused

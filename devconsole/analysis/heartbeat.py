@@ -32,7 +32,7 @@ import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from devconsole.model import (
     CLIENT,
@@ -48,7 +48,9 @@ from devconsole.model import (
     Side,
     Snapshot,
 )
-from devconsole.session import Session
+
+if TYPE_CHECKING:  # the Session is these functions' input; analysis does not import it
+    from devconsole.session import Session
 
 Pinger = Literal["client", "server", "both", "none"]
 

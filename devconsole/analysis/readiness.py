@@ -15,13 +15,18 @@ plain-text version.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devconsole.analysis.backoff import EndpointReport, analyze_endpoints
 from devconsole.analysis.heartbeat import HeartbeatMonitor, HeartbeatReport, PingStats, median
+from devconsole.analysis.secrets import (
+    JWT,
+    is_secret_field,
+    is_secret_name,
+    subprotocol_credential,
+)
 from devconsole.model import (
     CLOSE_CODES,
     Connection,
@@ -31,27 +36,14 @@ from devconsole.model import (
     Opcode,
     close_code_meaning,
 )
-from devconsole.session import Session
+
+if TYPE_CHECKING:  # the Session is these functions' input; analysis does not import it
+    from devconsole.session import Session
 
 LARGE_MESSAGE = 1 << 20  # a message above this blocks its connection for a noticeable time
 SMALL_MESSAGES = 1024  # below this compression hardly matters
 MIN_OBSERVE = 30.0  # a connection shorter than this says little about heartbeats
 
-# Query parameter names that carry a credential.
-_TICKET_PARAMS = frozenset(
-    {
-        "token", "access_token", "accesstoken", "auth", "auth_token", "authtoken", "authorization",
-        "ticket", "jwt", "key", "apikey", "api_key", "sig", "signature", "session", "sessionid",
-        "session_id", "sid", "id_token", "bearer", "password", "secret", "credential", "otp",
-    }
-)  # fmt: skip
-_TOKEN_WORDS = ("token", "ticket", "signature", "jwt", "secret", "password", "apikey", "api_key")
-# Subprotocol names that announce a token in the next subprotocol (e.g. Kubernetes, Hasura).
-_TOKEN_PROTOCOLS = frozenset(
-    {"access_token", "access-token", "bearer", "authorization", "token", "auth", "jwt"}
-)
-_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
-_B64_RE = re.compile(r"[A-Za-z0-9+/=_.-]{24,}")
 _AUTH_TYPES = frozenset(
     {
         "auth", "authenticate", "authentication", "authorize", "authorization", "login",
@@ -99,37 +91,15 @@ def _r(x: float | None, nd: int = 6) -> float | None:
 # --------------------------------------------------------------------------- auth
 
 
-def _looks_like_token(s: str) -> bool:
-    if _JWT_RE.search(s):
-        return True
-    low = s.lower()
-    if len(s) > 16 and any(w in low for w in ("bearer", "token")):
-        return True
-    if _B64_RE.fullmatch(s):
-        has_digit = any(ch.isdigit() for ch in s)
-        has_alpha = any(ch.isalpha() for ch in s)
-        # Long, mixed, and not a dotted protocol name like "wamp.2.json".
-        return has_digit and has_alpha and max(len(p) for p in re.split(r"[.]", s)) >= 16
-    return False
-
-
 def subprotocol_token(hs: Handshake) -> str | None:
     """A credential carried in Sec-WebSocket-Protocol, described (never the token itself)."""
-    offered = hs.requested_subprotocols
-    for i, p in enumerate(offered):
-        if p.lower() in _TOKEN_PROTOCOLS and i + 1 < len(offered):
-            return f'subprotocol "{p}" + token'
-    for p in offered:
-        if _looks_like_token(p):
-            return "token-like subprotocol"
-    return None
+    return subprotocol_credential(hs.requested_subprotocols)
 
 
 def query_tickets(hs: Handshake) -> list[str]:
     out: list[str] = []
     for name, value in hs.query:
-        low = name.lower()
-        if value and (low in _TICKET_PARAMS or any(w in low for w in _TOKEN_WORDS)):
+        if value and is_secret_name(name):
             out.append(name)
     return out
 
@@ -139,8 +109,7 @@ def _auth_keys(value: Any, depth: int = 0) -> bool:
         return False
     if isinstance(value, dict):
         for k, v in value.items():
-            lk = str(k).lower()
-            if lk in _TICKET_PARAMS or lk.startswith("auth") or any(w in lk for w in _TOKEN_WORDS):
+            if is_secret_field(str(k)):
                 return True
             if _auth_keys(v, depth + 1):
                 return True
@@ -168,7 +137,7 @@ def first_message_auth(opcode: int, payload: bytes) -> str | None:
             return "first message carries a credential field"
     elif isinstance(value, list) and _auth_keys(value):
         return "first message carries a credential field"
-    if _JWT_RE.search(text):
+    if JWT.search(text):
         return "first message carries a JWT"
     return None
 

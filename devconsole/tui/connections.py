@@ -26,10 +26,8 @@ from devconsole.model import Connection, close_code_meaning
 from devconsole.session import Session
 from devconsole.tui.fmt import (
     STATE_STYLES,
-    close_code_of,
     fmt_count,
     fmt_rate,
-    killed,
     short_bytes,
 )
 
@@ -89,9 +87,8 @@ def header_text(width: int) -> Text:
     return t
 
 
-def close_text(conn: Connection, code: int | None = None) -> Text:
-    """The close column; ``code``: the close code devconsole sent when it killed ``conn``
-    (see ``fmt.close_code_of``)."""
+def close_text(conn: Connection) -> Text:
+    """The close column: the refusal, the close code and who closed."""
     t = Text(no_wrap=True)
     hs = conn.handshake
     if conn.refused:
@@ -101,12 +98,11 @@ def close_text(conn: Connection, code: int | None = None) -> Text:
             t.append(f"HTTP {hs.status} ", "bold red")
             t.append(safe_text(hs.reason), "red")
         return t
-    if code is None:
-        code = conn.close_code
+    code = conn.close_code
     if code is not None:
         t.append(f"{code} ", "bold")
         t.append(close_code_meaning(code), "dim")
-    elif killed(conn):
+    elif conn.killed:
         t.append("aborted", "magenta")
     elif conn.ts_end is not None:
         t.append("no close frame" if not conn.clean else "closed", "dim")
@@ -318,7 +314,7 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
             t, f"{short_bytes(conn.bytes_out)} / {short_bytes(conn.bytes_in)}", c.bytes, right=True
         )
         _cell(t, fmt_rate(self.rate(conn.id)), c.rate, right=True)
-        _cell(t, close_text(conn, close_code_of(s, conn)), c.close)
+        _cell(t, close_text(conn), c.close)
         return t
 
     def render_line(self, y: int) -> Strip:

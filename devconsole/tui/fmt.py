@@ -7,10 +7,8 @@ never formatted here (see ``devconsole.decoders.safe_text``).
 from __future__ import annotations
 
 import datetime as _dt
-from itertools import islice
 
-from devconsole.model import CLIENT, Connection, ConnState, ControlFrame, Item, Opcode
-from devconsole.session import Session
+from devconsole.model import CLIENT, ControlFrame, Item, Opcode
 
 # (state -> style) colours of the connection state badges. Styles are Rich style strings
 # so they can be used in Text.append(); they never contain payload.
@@ -143,21 +141,3 @@ def markers(item: Item) -> list[str]:
 def rsv_names(rsv: int) -> str:
     names = [name for bit, name in ((4, "RSV1"), (2, "RSV2"), (1, "RSV3")) if rsv & bit]
     return "+".join(names) if names else "-"
-
-
-def killed(conn: Connection) -> bool:
-    """Ended (or being ended) by a devconsole fault."""
-    return conn.state == ConnState.KILLED or conn.closed_by == "proxy"
-
-
-def close_code_of(session: Session, conn: Connection) -> int | None:
-    """The close code of a connection; for one killed by devconsole, the code of the close
-    frame devconsole sent. The Session records the kill (``closed_by = "proxy"``) before
-    that frame arrives, so the connection does not carry it: it is looked up among the
-    connection's last few buffered items (None once evicted, or for an abort)."""
-    if conn.close_code is not None or not killed(conn):
-        return conn.close_code
-    for item in islice(reversed(session.buffer.conn_items(conn.id)), 16):
-        if isinstance(item, ControlFrame) and item.opcode == Opcode.CLOSE and item.injected:
-            return item.code
-    return None

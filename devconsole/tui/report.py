@@ -29,7 +29,7 @@ from devconsole.analysis.readiness import build_report, fmt_secs
 from devconsole.decoders import safe_text
 from devconsole.model import Connection, ConnState
 from devconsole.tui.fmt import STATE_STYLES
-from devconsole.tui.timeline import BackoffTimeline, session_close_code
+from devconsole.tui.timeline import BackoffTimeline
 
 if TYPE_CHECKING:
     from devconsole.tui.app import DevconsoleApp
@@ -339,7 +339,6 @@ class ReportScreen(ModalScreen[None]):
             session.connections,
             app.conn_number,
             now,
-            session_close_code(session),
         )
         parts: list[RenderableType] = []
         if eps:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from typing import ClassVar
 
 from rich.style import Style
@@ -34,8 +33,6 @@ from textual.widget import Widget
 from devconsole.analysis.backoff import STORM_BELOW, Backoff, EndpointReport, LineageReport
 from devconsole.decoders import safe_text
 from devconsole.model import Connection, ConnState
-from devconsole.session import Session
-from devconsole.tui.fmt import close_code_of, killed
 
 INDENT = "   "
 MAX_CONNS = 300  # per lineage, the most recent
@@ -139,15 +136,7 @@ def gap_width(delay: float) -> int:
     return max(1, min(8, round(math.log2(max(delay, 0.01) / 0.05))))
 
 
-CodeOf = Callable[[Connection], int | None]
-
-
-def session_close_code(session: Session) -> CodeOf:
-    """``close_code_of`` bound to a Session: finds the code of a devconsole kill."""
-    return partial(close_code_of, session)
-
-
-def conn_segment(c: Connection, number: int, now: float, code_of: CodeOf | None = None) -> Text:
+def conn_segment(c: Connection, number: int, now: float) -> Text:
     t = Text(no_wrap=True, end="")
     t.append(f"#{number}", STYLE_NUMBER)
     hs = c.handshake
@@ -158,7 +147,7 @@ def conn_segment(c: Connection, number: int, now: float, code_of: CodeOf | None 
     end = c.ts_end
     lifetime = (end if end is not None else now) - c.ts_start
     live = end is None and c.state not in (ConnState.CLOSED, ConnState.KILLED)
-    if killed(c):
+    if c.killed:
         style = STYLE_BAR_KILLED
     elif c.half_open or c.state == ConnState.HALF_OPEN:
         style = STYLE_BAR_HALF_OPEN
@@ -168,7 +157,7 @@ def conn_segment(c: Connection, number: int, now: float, code_of: CodeOf | None 
         style = STYLE_BAR
     t.append(" ")
     t.append("━" * bar_width(lifetime), style)
-    if killed(c):
+    if c.killed:
         t.append("✕", STYLE_KILL)
     elif live:
         t.append("▶", STYLE_BAR_LIVE)
@@ -176,9 +165,8 @@ def conn_segment(c: Connection, number: int, now: float, code_of: CodeOf | None 
         t.append("┤", "bold")
     else:
         t.append("!", "bold red")
-    code = code_of(c) if code_of is not None else c.close_code
-    if code is not None:
-        t.append(str(code), "dim")
+    if c.close_code is not None:
+        t.append(str(c.close_code), "dim")
     if c.half_open and live:
         t.append(" half-open", STYLE_BAR_HALF_OPEN)
     return t
@@ -205,7 +193,6 @@ def lineage_rows(
     now: float,
     width: int,
     max_rows: int = MAX_ROWS,
-    code_of: CodeOf | None = None,
 ) -> list[Text]:
     """The attempts of one lineage, wrapped to ``width``; the oldest dropped first."""
     by_conn = {r.conn: r.delay for r in lin.reconnects}
@@ -220,7 +207,7 @@ def lineage_rows(
         seg = Text(no_wrap=True, end="")
         if segments:
             seg.append_text(gap_segment(by_conn.get(cid)))
-        seg.append_text(conn_segment(c, number(cid), now, code_of))
+        seg.append_text(conn_segment(c, number(cid), now))
         segments.append(seg)
     avail = max(10, width - len(INDENT))
     rows: list[list[Text]] = [[]]
@@ -259,7 +246,6 @@ def timeline_lines(
     *,
     max_lineages: int = MAX_LINEAGES,
     max_rows: int = MAX_ROWS,
-    code_of: CodeOf | None = None,
 ) -> list[Text]:
     """Every line of the timeline of ``ep`` for a widget ``width`` cells wide."""
     width = max(20, width)
@@ -293,7 +279,7 @@ def timeline_lines(
             label.append("  ")
             label.append_text(pattern_text(lin.backoff))
         lines.append(label)
-        lines.extend(lineage_rows(lin, conns, number, now, width, max_rows, code_of))
+        lines.extend(lineage_rows(lin, conns, number, now, width, max_rows))
     if len(lineages) > max_lineages:
         more = len(lineages) - max_lineages
         lines.append(Text(f"+ {more} more client(s) with fewer reconnects", style="dim"))
@@ -327,8 +313,7 @@ class BackoffTimeline(Widget):
             Mapping[str, Connection],
             Callable[[str], int],
             float,
-            CodeOf | None,
-        ] = (None, {}, lambda c: 0, 0.0, None)
+        ] = (None, {}, lambda c: 0, 0.0)
         self._lines: list[Text] = []
         self._width = -1
 
@@ -338,9 +323,8 @@ class BackoffTimeline(Widget):
         conns: Mapping[str, Connection],
         number: Callable[[str], int],
         now: float,
-        code_of: CodeOf | None = None,
     ) -> None:
-        self._args = (ep, conns, number, now, code_of)
+        self._args = (ep, conns, number, now)
         self._width = -1
         old = len(self._lines)
         self._compute(self.size.width or 80)
@@ -353,8 +337,8 @@ class BackoffTimeline(Widget):
         if width == self._width:
             return
         self._width = width
-        ep, conns, number, now, code_of = self._args
-        self._lines = timeline_lines(ep, conns, number, now, width, code_of=code_of)
+        ep, conns, number, now = self._args
+        self._lines = timeline_lines(ep, conns, number, now, width)
 
     @property
     def lines(self) -> list[Text]:
