@@ -63,21 +63,13 @@ from devconsole.model import (
 )
 from devconsole.session import Session
 from devconsole.tap import TapError, TapServer, parse_tap
+from devconsole.text import fmt_addr
 
 logger = logging.getLogger("devconsole.capture")
 
 REFUSED_BODY_KEEP = 4096
 CLOSE_REPLY_TIMEOUT = 2.0
 MAX_FRAME_SIZES = 4096  # per-frame sizes kept for a fragmented message (``frames`` is exact)
-
-
-def fmt_addr(addr: Any) -> str:
-    if not addr:
-        return ""
-    host, port = addr[0], addr[1]
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
 
 
 def _hdrs(headers: Any) -> list[tuple[str, str]]:

@@ -30,20 +30,6 @@ class Opcode(enum.IntEnum):
         return self >= 0x8
 
 
-OPCODE_NAMES: dict[int, str] = {
-    0x0: "continuation",
-    0x1: "text",
-    0x2: "binary",
-    0x8: "close",
-    0x9: "ping",
-    0xA: "pong",
-}
-
-
-def opcode_name(op: int) -> str:
-    return OPCODE_NAMES.get(op, f"op{op:x}")
-
-
 # Direction of a frame: who sent it.
 CLIENT: Literal["client"] = "client"
 SERVER: Literal["server"] = "server"

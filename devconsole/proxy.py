@@ -28,7 +28,8 @@ from mitmproxy.addons import (
 from mitmproxy.master import Master
 from mitmproxy.proxy import mode_specs
 
-from devconsole.capture import Capture, fmt_addr
+from devconsole.capture import Capture
+from devconsole.text import fmt_addr
 
 logger = logging.getLogger("devconsole.proxy")
 

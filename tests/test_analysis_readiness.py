@@ -10,7 +10,6 @@ from devconsole.analysis.heartbeat import HeartbeatMonitor
 from devconsole.analysis.readiness import (
     build_report,
     first_message_auth,
-    fmt_secs,
     handshake_auth,
     render_text,
     subprotocol_token,
@@ -348,10 +347,3 @@ def test_render_text() -> None:
     assert "[ ok ] heartbeat" in text
     assert "[" in text and "\x1b" not in text  # plain text, no escape codes
     assert render_text({"endpoints": []}).startswith("Production readiness: 0 endpoint(s)")
-
-
-def test_fmt_secs() -> None:
-    assert fmt_secs(0.0123) == "12 ms"
-    assert fmt_secs(2.5) == "2.50 s"
-    assert fmt_secs(90) == "1.5 min"
-    assert fmt_secs(None) == "-"

@@ -13,7 +13,6 @@ from devconsole.model import (
     Message,
     Opcode,
     close_code_meaning,
-    opcode_name,
     valid_close_code,
 )
 
@@ -40,19 +39,6 @@ def make_handshake(**kw: object) -> Handshake:
 def test_control_opcodes_are_control_and_data_opcodes_are_not() -> None:
     assert {op for op in Opcode if op.is_control} == {Opcode.CLOSE, Opcode.PING, Opcode.PONG}
     assert not Opcode.CONTINUATION.is_control
-
-
-@pytest.mark.parametrize(
-    ("op", "name"),
-    [(0, "continuation"), (1, "text"), (2, "binary"), (8, "close"), (9, "ping"), (10, "pong")],
-)
-def test_opcode_names(op: int, name: str) -> None:
-    assert opcode_name(op) == name
-
-
-def test_reserved_opcode_gets_a_hex_name_instead_of_failing() -> None:
-    assert opcode_name(0x3) == "op3"
-    assert opcode_name(0xB) == "opb"
 
 
 def test_header_lookup_is_case_insensitive_and_returns_the_first_value() -> None:

@@ -8,7 +8,7 @@ from devconsole.session import Session
 from devconsole.tui import make_app
 from devconsole.tui.faults import FaultMenu
 from devconsole.tui.report import ReportScreen
-from devconsole.tui.timeline import fmt_delay, pattern_text, timeline_lines
+from devconsole.tui.timeline import pattern_text, timeline_lines
 from tests.tui_fixtures import (
     EVIL_TEXT,
     FAULT_NOW,
@@ -49,19 +49,6 @@ def plain(lines) -> str:
 
 
 # --------------------------------------------------------------------------- timeline
-
-
-def test_fmt_delay() -> None:
-    assert [fmt_delay(d) for d in (0.04, 0.3, 0.6, 1.2, 1.25, 2.0, 12.4, 150)] == [
-        "40ms",
-        "0.3s",
-        "0.6s",
-        "1.2s",
-        "1.25s",
-        "2s",
-        "12s",
-        "2.5m",
-    ]
 
 
 def test_timeline_of_an_exponential_backoff() -> None:

@@ -36,6 +36,7 @@ from devconsole.model import (
     Opcode,
     close_code_meaning,
 )
+from devconsole.text import fmt_bytes, fmt_duration
 
 if TYPE_CHECKING:  # the Session is these functions' input; analysis does not import it
     from devconsole.session import Session
@@ -58,26 +59,6 @@ _EXPECTED_REFUSALS = frozenset({401, 403, 429, 503})
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def fmt_secs(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if x < 1:
-        return f"{x * 1000:.0f} ms"
-    if x < 60:
-        return f"{x:.2f} s"
-    if x < 3600:
-        return f"{x / 60:.1f} min"
-    return f"{x / 3600:.1f} h"
-
-
-def fmt_bytes(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    if n < 1 << 20:
-        return f"{n / 1024:.1f} KiB"
-    return f"{n / (1 << 20):.1f} MiB"
 
 
 def _item(ok: bool | None, detail: str, **extra: Any) -> dict[str, Any]:
@@ -255,16 +236,16 @@ def _heartbeat(
             continue
         s = f"{side} pings"
         if agg["interval"] is not None:
-            s += f" every {fmt_secs(agg['interval'])} (jitter {fmt_secs(agg['jitter'])})"
+            s += f" every {fmt_duration(agg['interval'])} (jitter {fmt_duration(agg['jitter'])})"
         if agg["rtt_p50"] is not None:
-            s += f", pong RTT p50 {fmt_secs(agg['rtt_p50'])}"
+            s += f", pong RTT p50 {fmt_duration(agg['rtt_p50'])}"
         parts.append(s)
     for e in app_list:
-        s = f"app heartbeat from {e['side']} {e['signature']} every {fmt_secs(e['interval'])}"
+        s = f"app heartbeat from {e['side']} {e['signature']} every {fmt_duration(e['interval'])}"
         if e["reply"] is not None:
             s += f", answered by {e['reply']}"
             if e["rtt_p50"] is not None:
-                s += f" in {fmt_secs(e['rtt_p50'])}"
+                s += f" in {fmt_duration(e['rtt_p50'])}"
         parts.append(s)
     if not parts and unsolicited >= 2:
         parts.append(f"{unsolicited} unsolicited pongs (one-way heartbeat)")
@@ -277,13 +258,13 @@ def _heartbeat(
         longest = max((c.ts_end if c.ts_end is not None else now) - c.ts_start for c in conns)
         if longest < MIN_OBSERVE:
             hb = _item(
-                None, f"none seen; connections too short to tell (longest {fmt_secs(longest)})"
+                None, f"none seen; connections too short to tell (longest {fmt_duration(longest)})"
             )
         else:
             hb = _item(
                 False,
                 f"no ping/pong or app heartbeat in {len(conns)} connection(s) "
-                f"(longest {fmt_secs(longest)}): idle connections die silently behind NATs "
+                f"(longest {fmt_duration(longest)}): idle connections die silently behind NATs "
                 "and load balancers",
             )
 
@@ -304,22 +285,28 @@ def _reconnect(ep: EndpointReport) -> dict[str, Any]:
     if b.pattern == "none":
         return _item(None, "no reconnect seen")
     if b.pattern == "single":
-        return _item(None, f"1 reconnect after {fmt_secs(b.min)}: too few to judge")
+        return _item(None, f"1 reconnect after {fmt_duration(b.min)}: too few to judge")
     jit = "with jitter" if b.jitter else "without jitter"
     if b.pattern == "exponential":
         s = f"exponential backoff x{b.factor:.2f} {jit}" if b.factor else "exponential backoff"
         if b.cap is not None:
-            s += f", capped at {fmt_secs(b.cap)}"
-        return _item(True, f"{s}; {n} reconnects, {fmt_secs(b.min)} to {fmt_secs(b.max)}")
+            s += f", capped at {fmt_duration(b.cap)}"
+        return _item(True, f"{s}; {n} reconnects, {fmt_duration(b.min)} to {fmt_duration(b.max)}")
     if b.pattern == "linear":
-        return _item(True, f"linear backoff +{fmt_secs(b.step)} per attempt {jit}; {n} reconnects")
+        return _item(
+            True, f"linear backoff +{fmt_duration(b.step)} per attempt {jit}; {n} reconnects"
+        )
     if b.pattern == "storm":
-        return _item(False, f"reconnect storm: {n} retries, fastest {fmt_secs(b.min)}, no backoff")
+        return _item(
+            False, f"reconnect storm: {n} retries, fastest {fmt_duration(b.min)}, no backoff"
+        )
     if b.pattern == "fixed":
         mid = b.median if b.median is not None else 0.0
-        detail = f"fixed interval ~{fmt_secs(mid)} {jit}, no growth; {n} reconnects"
+        detail = f"fixed interval ~{fmt_duration(mid)} {jit}, no growth; {n} reconnects"
         return _item(False if mid < 1.0 else None, detail)
-    return _item(None, f"irregular delays ({fmt_secs(b.min)} to {fmt_secs(b.max)}); {n} reconnects")
+    return _item(
+        None, f"irregular delays ({fmt_duration(b.min)} to {fmt_duration(b.max)}); {n} reconnects"
+    )
 
 
 def _wss(conns: Sequence[Connection]) -> dict[str, Any]:
@@ -544,7 +531,7 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(head)
         delays = ep.get("reconnect_delays") or []
         if delays:
-            shown = ", ".join(fmt_secs(d) for d in delays[-10:])
+            shown = ", ".join(fmt_duration(d) for d in delays[-10:])
             more = f"{len(delays) - 10} earlier, " if len(delays) > 10 else ""
             lines.append(f"  reconnect delays: {more}{shown}")
         checklist = ep.get("checklist", {})

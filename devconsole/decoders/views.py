@@ -36,6 +36,7 @@ from devconsole.model import (
     close_code_meaning,
     valid_close_code,
 )
+from devconsole.text import fmt_bytes
 
 try:
     import msgpack
@@ -156,16 +157,8 @@ def _opcode(item: Item | None) -> int | None:
     return None if item is None else item.opcode
 
 
-def _size_text(n: int) -> str:
-    if n >= MiB:
-        return f"{n / MiB:.1f} MiB"
-    if n >= KiB:
-        return f"{n / KiB:.1f} KiB"
-    return f"{n} bytes"
-
-
 def _showing(shown: int, total: int) -> str:
-    a, b = _size_text(shown), _size_text(total)
+    a, b = fmt_bytes(shown), fmt_bytes(total)
     if a == b:  # "1.0 MiB of 1.0 MiB" says nothing
         a, b = f"{shown:,}", f"{total:,} bytes"
     return f"showing the first {a} of {b}"
@@ -196,7 +189,7 @@ def _cached(
     if len(payload) > PARSE_LIMIT:
         result: tuple[object, str | None] = (
             _FAILED,
-            f"too large to decode ({_size_text(len(payload))} > {_size_text(PARSE_LIMIT)})",
+            f"too large to decode ({fmt_bytes(len(payload))} > {fmt_bytes(PARSE_LIMIT)})",
         )
     else:
         try:

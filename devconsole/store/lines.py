@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -31,6 +30,7 @@ from devconsole.model import (
     close_code_meaning,
 )
 from devconsole.store.export import SnapshotExpander, event_dict
+from devconsole.text import arrow, fmt_time, opcode_name
 
 # ------------------------------------------------------------------ JSON
 
@@ -65,25 +65,17 @@ def conn_json(c: Connection) -> dict[str, Any]:
 # ------------------------------------------------------------------ human lines
 
 
-def _clock(ts: float) -> str:
-    lt = time.localtime(ts)
-    return time.strftime("%H:%M:%S", lt) + f".{int((ts % 1) * 1000):03d}"
-
-
 def event_line(ev: Event) -> str | None:
     """One line of ``devconsole tail``; None for events it does not show (Snapshot)."""
     if isinstance(ev, Message | ControlFrame):
-        arrow = "→" if ev.side == "client" else "←"
-        kind = {1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}.get(
-            ev.opcode, f"op{ev.opcode}"
-        )
+        kind = opcode_name(ev.opcode)
         flags = ""
         if ev.injected:
             flags += " [injected]"
         if ev.dropped:
             flags += " [dropped]"
         return (
-            f"{_clock(ev.ts)} #{ev.conn:<4} {ev.seq:>7} {arrow} {kind:<6} {ev.size:>7}B"
+            f"{fmt_time(ev.ts)} #{ev.conn:<4} {ev.seq:>7} {arrow(ev.side)} {kind:<6} {ev.size:>7}B"
             f"{flags}  {preview(ev, 100)}"
         )
     if isinstance(ev, HandshakeEvent | RefusedEvent):
@@ -98,20 +90,20 @@ def event_line(ev: Event) -> str | None:
         if hs.extensions:
             extra += f" extensions={', '.join(hs.extensions)}"
         return safe_text(
-            f"{_clock(hs.ts)} #{hs.conn:<4} {what} {status} {hs.client} {hs.url}{extra}"
+            f"{fmt_time(hs.ts)} #{hs.conn:<4} {what} {status} {hs.client} {hs.url}{extra}"
         )
     if isinstance(ev, EndEvent):
         how = "clean" if ev.clean else "unclean"
         by = f" by {ev.closed_by}" if ev.closed_by else ""
         err = f" ({ev.error})" if ev.error else ""
-        return safe_text(f"{_clock(ev.ts)} #{ev.conn:<4} end     {how}{by}{err}")
+        return safe_text(f"{fmt_time(ev.ts)} #{ev.conn:<4} end     {how}{by}{err}")
     if isinstance(ev, ProtocolErrorEvent):
         return safe_text(
-            f"{_clock(ev.ts)} #{ev.conn:<4} error   {ev.side} stream at byte {ev.offset}: "
+            f"{fmt_time(ev.ts)} #{ev.conn:<4} error   {ev.side} stream at byte {ev.offset}: "
             f"{ev.error} (forwarding continues)"
         )
     if isinstance(ev, StateEvent):
-        return safe_text(f"{_clock(ev.ts)} #{ev.conn:<4} {ev.state:<7} {ev.detail}")
+        return safe_text(f"{fmt_time(ev.ts)} #{ev.conn:<4} {ev.state:<7} {ev.detail}")
     if isinstance(ev, GapEvent):
         return f"-- {ev.missed} events missed: {ev.reason} --"
     return None

@@ -24,12 +24,8 @@ from textual.strip import Strip
 from devconsole.decoders import safe_text
 from devconsole.model import Connection, close_code_meaning
 from devconsole.session import Session
-from devconsole.tui.fmt import (
-    STATE_STYLES,
-    fmt_count,
-    fmt_rate,
-    short_bytes,
-)
+from devconsole.text import fmt_bytes_short, fmt_count, fmt_rate
+from devconsole.tui.fmt import STATE_STYLES
 
 ALL = "*all*"  # the rate key of the merged row
 
@@ -292,7 +288,12 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
             _cell(t, label, c.path)
             _cell(t, "", c.client)
             _cell(t, f"{fmt_count(msgs_out)} / {fmt_count(msgs_in)}", c.msgs, right=True)
-            _cell(t, f"{short_bytes(bytes_out)} / {short_bytes(bytes_in)}", c.bytes, right=True)
+            _cell(
+                t,
+                f"{fmt_bytes_short(bytes_out)} / {fmt_bytes_short(bytes_in)}",
+                c.bytes,
+                right=True,
+            )
             _cell(t, fmt_rate(self.rate(ALL)), c.rate, right=True)
             _cell(t, "", c.close)
             return t
@@ -311,7 +312,10 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
         _cell(t, safe_text(hs.client), c.client, self._style("connections--dim"))
         _cell(t, f"{fmt_count(conn.msgs_out)} / {fmt_count(conn.msgs_in)}", c.msgs, right=True)
         _cell(
-            t, f"{short_bytes(conn.bytes_out)} / {short_bytes(conn.bytes_in)}", c.bytes, right=True
+            t,
+            f"{fmt_bytes_short(conn.bytes_out)} / {fmt_bytes_short(conn.bytes_in)}",
+            c.bytes,
+            right=True,
         )
         _cell(t, fmt_rate(self.rate(conn.id)), c.rate, right=True)
         _cell(t, close_text(conn), c.close)

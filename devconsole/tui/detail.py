@@ -35,16 +35,16 @@ from devconsole.model import (
     Message,
     Opcode,
     close_code_meaning,
-    opcode_name,
 )
-from devconsole.tui.fmt import (
-    BADGE_STYLES,
+from devconsole.text import (
     badge,
     direction_words,
+    fmt_bytes,
     fmt_time,
-    human_bytes,
+    opcode_name,
     rsv_names,
 )
+from devconsole.tui.fmt import BADGE_STYLES
 
 FRAMES_VIEW = "frames"
 CLOSE_VIEW = "close"
@@ -419,8 +419,8 @@ class DetailPane(Vertical):
         t.append(direction_words(item.side) + "  ")
         b = badge(item)
         t.append(f" {b} ", BADGE_STYLES.get(b, "bold") + " reverse")
-        t.append(f" {human_bytes(item.size)}")
-        t.append(f" (wire {human_bytes(item.wire_size)})", "dim")
+        t.append(f" {fmt_bytes(item.size)}")
+        t.append(f" (wire {fmt_bytes(item.wire_size)})", "dim")
         if isinstance(item, Message):
             if item.frames > 1:
                 t.append(f"  {item.frames} frames", "bold")

@@ -21,7 +21,8 @@ from devconsole.analysis.handshake import Flag, lint_handshake
 from devconsole.analysis.secrets import is_secret_name
 from devconsole.decoders import safe_text
 from devconsole.model import Connection, close_code_meaning
-from devconsole.tui.fmt import STATE_STYLES, fmt_datetime, fmt_duration, human_bytes
+from devconsole.text import fmt_bytes, fmt_datetime, fmt_duration
+from devconsole.tui.fmt import STATE_STYLES
 
 LEVEL_STYLES: dict[str, str] = {
     "error": "bold white on red3",
@@ -216,9 +217,9 @@ def handshake_renderable(
         parts.append(_kv_table(hs.response_headers))
         if hs.body or hs.body_size:
             shown = len(hs.body)
-            heading = f"Body ({human_bytes(hs.body_size)}"
+            heading = f"Body ({fmt_bytes(hs.body_size)}"
             if shown < hs.body_size:
-                heading += f", first {human_bytes(shown)} shown"
+                heading += f", first {fmt_bytes(shown)} shown"
             parts.append(_section(heading + ")"))
             body = hs.body.decode("utf-8", errors="replace")
             parts.append(Text(safe_text(body, keep_newlines=True)))

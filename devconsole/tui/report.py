@@ -25,9 +25,10 @@ from textual.widgets import Static
 
 from devconsole.analysis.backoff import EndpointReport, analyze_endpoints, default_endpoint_key
 from devconsole.analysis.heartbeat import HeartbeatReport, PingStats
-from devconsole.analysis.readiness import build_report, fmt_secs
+from devconsole.analysis.readiness import build_report
 from devconsole.decoders import safe_text
 from devconsole.model import Connection, ConnState
+from devconsole.text import fmt_duration
 from devconsole.tui.fmt import STATE_STYLES
 from devconsole.tui.timeline import BackoffTimeline
 
@@ -100,12 +101,12 @@ def _ping_line(p: PingStats, who: str) -> Text:
     t.append(f"{who} pings", "bold")
     t.append(f" {p.count}×")
     if p.interval_mean is not None:
-        t.append(f" every {fmt_secs(p.interval_mean)}")
+        t.append(f" every {fmt_duration(p.interval_mean)}")
         if p.interval_jitter is not None:
-            t.append(f" ± {fmt_secs(p.interval_jitter)}")
+            t.append(f" ± {fmt_duration(p.interval_jitter)}")
     if p.rtt_count:
-        t.append(f", pong RTT p50 {fmt_secs(p.rtt_p50)}")
-        t.append(f" (mean {fmt_secs(p.rtt_mean)}, max {fmt_secs(p.rtt_max)})", "dim")
+        t.append(f", pong RTT p50 {fmt_duration(p.rtt_p50)}")
+        t.append(f" (mean {fmt_duration(p.rtt_mean)}, max {fmt_duration(p.rtt_max)})", "dim")
     t.append(", ")
     t.append(
         f"{p.unanswered} without pong",
@@ -114,7 +115,7 @@ def _ping_line(p: PingStats, who: str) -> Text:
     if p.pending:
         t.append(f", {p.pending} waiting", "yellow")
     if p.last_ago is not None:
-        t.append(f", last {fmt_secs(p.last_ago)} ago", "dim")
+        t.append(f", last {fmt_duration(p.last_ago)} ago", "dim")
     return t
 
 
@@ -157,16 +158,15 @@ def heartbeat_renderable(
             line = Text()
             line.append(f"{a.side} sends ")
             line.append_text(_t(a.signature, "bold"))
-            line.append(
-                f" {a.count}× every {fmt_secs(a.interval_mean)} ± {fmt_secs(a.interval_jitter)}"
-            )
+            every = fmt_duration(a.interval_mean)
+            line.append(f" {a.count}× every {every} ± {fmt_duration(a.interval_jitter)}")
             if a.reply is not None:
                 line.append(", answered by ")
                 line.append_text(_t(a.reply, "bold"))
                 if a.rtt_p50 is not None:
-                    line.append(f" in {fmt_secs(a.rtt_p50)} (p50)")
+                    line.append(f" in {fmt_duration(a.rtt_p50)} (p50)")
             if a.last_ago is not None:
-                line.append(f", last {fmt_secs(a.last_ago)} ago", "dim")
+                line.append(f", last {fmt_duration(a.last_ago)} ago", "dim")
             grid.add_row(Text("app heartbeat" if i == 0 else ""), line)
     else:
         grid.add_row(Text("app heartbeat"), Text("none recognised", style="dim"))
@@ -174,7 +174,7 @@ def heartbeat_renderable(
     ago = " before it ended" if rep.ended else " ago"
 
     def since(seconds: float | None) -> str:
-        return "never" if seconds is None else fmt_secs(seconds) + ago
+        return "never" if seconds is None else fmt_duration(seconds) + ago
 
     grid.add_row(
         Text("last frame"),

@@ -9,7 +9,7 @@ from textual.widgets import Static
 
 from devconsole.decoders import safe_text
 from devconsole.session import Session
-from devconsole.tui.fmt import fmt_count, fmt_rate, human_bytes
+from devconsole.text import fmt_bytes, fmt_count, fmt_rate
 
 
 @dataclass(slots=True)
@@ -81,13 +81,13 @@ def status_text(info: StatusInfo) -> Text:
     t.append(safe_text(info.address), "bold")
     t.append(*sep)
     t.append(f"{fmt_count(info.messages)} msgs ")
-    t.append(human_bytes(info.total_bytes), "dim")
+    t.append(fmt_bytes(info.total_bytes), "dim")
     t.append(*sep)
     t.append(fmt_rate(info.rate), "bold")
     t.append(*sep)
     t.append("buffer ")
     t.append(f"{fmt_count(info.buffered)}/{fmt_count(info.max_items)}")
-    t.append(f" {human_bytes(info.buffer_bytes)}/{human_bytes(info.max_bytes)}", "dim")
+    t.append(f" {fmt_bytes(info.buffer_bytes)}/{fmt_bytes(info.max_bytes)}", "dim")
     t.append(*sep)
     t.append(f"evicted {fmt_count(info.evicted)}", "bold yellow" if info.evicted else "dim")
     t.append(*sep)

@@ -29,7 +29,8 @@ from textual.strip import Strip
 from devconsole.decoders import preview
 from devconsole.model import CLIENT, Item
 from devconsole.session import FilteredView
-from devconsole.tui.fmt import BADGE_STYLES, arrow, badge, fmt_time, markers, short_bytes
+from devconsole.text import arrow, badge, fmt_bytes_short, fmt_time, markers
+from devconsole.tui.fmt import BADGE_STYLES
 
 TIME_WIDTH = 12
 BADGE_WIDTH = 5
@@ -336,7 +337,7 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
                 self._style("stream--conn"),
             )
         t.append(
-            arrow(item) + " ",
+            arrow(item.side) + " ",
             self._style("stream--client" if item.side == CLIENT else "stream--server"),
         )
         b = badge(item)
@@ -344,7 +345,7 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         t.append(" ")
         marks = " ".join(markers(item))
         t.append(f"{marks[:MARK_WIDTH]:<{MARK_WIDTH}}", self._style("stream--marker"))
-        t.append(f" {short_bytes(item.size):>{SIZE_WIDTH}} ", self._style("stream--size"))
+        t.append(f" {fmt_bytes_short(item.size):>{SIZE_WIDTH}} ", self._style("stream--size"))
         room = max(0, width - t.cell_len)
         if room:
             t.append(Text(preview(item, room), no_wrap=True))

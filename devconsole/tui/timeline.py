@@ -33,6 +33,7 @@ from textual.widget import Widget
 from devconsole.analysis.backoff import STORM_BELOW, Backoff, EndpointReport, LineageReport
 from devconsole.decoders import safe_text
 from devconsole.model import Connection, ConnState
+from devconsole.text import fmt_delay
 
 INDENT = "   "
 MAX_CONNS = 300  # per lineage, the most recent
@@ -59,17 +60,6 @@ LEGEND = (
     ("✗", STYLE_REFUSED, " refused  "),
     ("▶", STYLE_BAR_LIVE, " open"),
 )
-
-
-def fmt_delay(seconds: float) -> str:
-    """A reconnect delay as a short label: ``40ms``, ``0.3s``, ``1.25s``, ``12s``, ``2.5m``."""
-    if seconds < 0.1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 10:
-        return f"{seconds:.2f}".rstrip("0").rstrip(".") + "s"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    return f"{seconds / 60:.1f}m"
 
 
 def pattern_text(b: Backoff) -> Text:
