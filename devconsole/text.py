@@ -118,6 +118,16 @@ def fmt_addr(addr: Sequence[object] | None) -> str:
     return f"{host}:{port}"
 
 
+# --------------------------------------------------------------------------- connections
+
+
+def conn_tag(conn_id: str) -> str:
+    """A connection as users see it and type it: ``#`` and the proxy's id (``#3`` is
+    ``conn:3`` in a filter and ``devconsole kill 3``). An id from a damaged capture file
+    that is not printable is shown escaped."""
+    return "#" + (conn_id if conn_id.isprintable() else repr(conn_id)[1:-1])
+
+
 # --------------------------------------------------------------------------- frames
 
 OPCODE_NAMES: dict[int, str] = {

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import threading
 
 from devconsole.model import SERVER
@@ -57,12 +58,12 @@ async def test_async_on_exit_is_awaited_once() -> None:
 
 async def test_events_are_applied_on_arrival_and_drawn_on_the_tick() -> None:
     t = Traffic()
-    t.open("c1")
+    t.open("1")
     source = LiveSource(t.take())
     app = make_app(source, clock=frozen_clock, tz=UTC, refresh_hz=5)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        source.push([t.text("c1", SERVER, "first")])
+        source.push([t.text("1", SERVER, "first")])
         assert app.session.last_seq == 1  # applied at once...
         assert app.main.stream.row_count == 0  # ...drawn on the next tick
         await pilot.pause(0.3)
@@ -71,12 +72,12 @@ async def test_events_are_applied_on_arrival_and_drawn_on_the_tick() -> None:
 
 async def test_events_from_another_thread() -> None:
     t = Traffic()
-    t.open("c1")
+    t.open("1")
     source = LiveSource(t.take())
     app = make_app(source, clock=frozen_clock, tz=UTC)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        batch = [t.text("c1", SERVER, "from a thread")]
+        batch = [t.text("1", SERVER, "from a thread")]
         thread = threading.Thread(target=source.push, args=(batch,))
         thread.start()
         while thread.is_alive():
@@ -95,13 +96,13 @@ class FragileSession(Session):
 
 async def test_a_bad_event_is_ignored_and_reported() -> None:
     t = Traffic()
-    t.open("c1")
+    t.open("1")
     source = LiveSource(t.take())
     app = make_app(source, session=FragileSession(), clock=frozen_clock, tz=UTC)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         source.push(
-            [t.text("c1", SERVER, "one"), t.text("c1", SERVER, "boom"), t.text("c1", SERVER, "two")]
+            [t.text("1", SERVER, "one"), t.text("1", SERVER, "boom"), t.text("1", SERVER, "two")]
         )
         await settle(pilot)
         assert app.apply_errors == 1
@@ -127,12 +128,12 @@ async def test_source_error_and_end_are_shown() -> None:
         assert app.source_state == "source error: tap not running at /tmp/x.sock"
         assert "source error: tap not running" in screen_text(app)
     t = Traffic()
-    t.open("c1")
+    t.open("1")
     app = make_app(EndingSource(t.take()), clock=frozen_clock)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert app.source_state == "source ended"
-        assert "c1" in app.session.connections
+        assert "1" in app.session.connections
 
 
 class FakeProcess:
@@ -187,21 +188,27 @@ async def test_keymap_rebinds_by_binding_id() -> None:
         assert app.main.paused  # space is no longer bound to pause
 
 
-def test_connection_numbers_are_stable_and_bounded(monkeypatch) -> None:
-    from devconsole.tui import app as app_module
-
-    monkeypatch.setattr(app_module, "MAX_NUMBERED", 10)
+async def test_after_a_late_attach_the_screen_shows_the_ids_users_type() -> None:
+    """A viewer that attaches late sees the proxy's ids (#7, #9), and ``conn:9`` (like
+    ``devconsole kill 9``) selects the connection shown as #9."""
     t = Traffic()
-    t.open("keep")
-    app = make_app(LiveSource())
-    app.session.apply_all(t.take())
-    assert app.conn_number("keep") == 1
-    for i in range(20):
-        app.conn_number(f"gone{i}")
-    assert app.conn_number("keep") == 1  # still known: same number
-    assert len(app._numbers) <= 11
-    assert app.conn_number("new") == 22  # numbers are never reused
-    assert app.connections_numbered == 22
+    t.open("7", path="/seven")
+    t.open("9", path="/nine")
+    t.text("7", SERVER, "from seven")
+    t.text("9", SERVER, "from nine")
+    source = LiveSource(t.take())
+    app = make_app(source, clock=frozen_clock, tz=UTC)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        shown = screen_text(app)
+        assert re.search(r"#7 +open +api\.example\.com/seven", shown)
+        assert re.search(r"#9 +open +api\.example\.com/nine", shown)
+        assert "#1 " not in shown and "#2 " not in shown
+        assert app.main.apply_filter("conn:9")
+        await settle(pilot)
+        shown = screen_text(app)
+        assert re.search(r"#9 ← TXT .*from nine", shown)
+        assert "from seven" not in shown
 
 
 async def test_end_to_end_through_a_real_proxy_and_tap(short_tmp) -> None:

@@ -52,14 +52,14 @@ async def test_selecting_a_connection_shows_its_stream() -> None:
         assert isinstance(app.focused, ConnectionList)
         await pilot.press("down")
         await settle(pilot)
-        assert screen.conn == "c1"
-        assert screen.stream.view.conn == "c1"
-        assert {app.session.get(s).conn for s in screen.stream.view.seqs} == {"c1"}
+        assert screen.conn == "1"
+        assert screen.stream.view.conn == "1"
+        assert {app.session.get(s).conn for s in screen.stream.view.seqs} == {"1"}
         assert "Stream · #1 /chat" in screen_text(app)
         assert "conn" not in screen.query_one("#stream-header").render().plain
         await pilot.press("down")
         await settle(pilot)
-        assert screen.conn == "c2"
+        assert screen.conn == "2"
         assert len(screen.stream.view.seqs) == 2
         await pilot.press("home")
         await settle(pilot)
@@ -73,37 +73,37 @@ async def test_refused_connection_explains_and_opens_handshake() -> None:
     _, app = app_with(demo_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("r1")
+        app.main.connections.select("3")
         await settle(pilot)
-        assert app.main.conn == "r1"
+        assert app.main.conn == "3"
         shown = screen_text(app)
         assert "Upgrade refused (HTTP 403): no messages. Press h to inspect the" in shown
         await pilot.press("h")
         await pilot.pause()
         assert isinstance(app.screen, HandshakeScreen)
-        assert app.screen.conn.id == "r1"
+        assert app.screen.conn.id == "3"
 
 
 async def test_new_connections_keep_the_selection_and_states_are_shown() -> None:
     t = Traffic()
-    t.open("c1")
-    t.open("c2", path="/two")
+    t.open("1")
+    t.open("2", path="/two")
     source, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         conns = app.main.connections
-        conns.select("c2")
+        conns.select("2")
         await settle(pilot)
-        t.open("c3", path="/three")
-        t.state("c1", ConnState.HALF_OPEN)
-        t.close("c2", CLIENT, 1001)
-        t.open("c4", path="/four")
-        t.state("c4", ConnState.KILLED)
-        t.open("c5", path="/five", status=None)
+        t.open("3", path="/three")
+        t.state("1", ConnState.HALF_OPEN)
+        t.close("2", CLIENT, 1001)
+        t.open("4", path="/four")
+        t.state("4", ConnState.KILLED)
+        t.open("5", path="/five", status=None)
         source.push(t.take())
         await settle(pilot)
-        assert conns.selected == "c2"
-        assert app.main.conn == "c2"
+        assert conns.selected == "2"
+        assert app.main.conn == "2"
         shown = screen_text(app)
         assert re.search(r"#1 +half-open", shown)
         assert re.search(r"#2 +closing .*1001 Going Away by client", shown)
@@ -113,20 +113,20 @@ async def test_new_connections_keep_the_selection_and_states_are_shown() -> None
 
 async def test_forgotten_connection_falls_back_to_all() -> None:
     t = Traffic()
-    t.open("c1")
-    t.end("c1")
+    t.open("1")
+    t.end("1")
     source = LiveSource(t.take())
     app = make_app(source, session=Session(max_connections=2), clock=frozen_clock, tz=UTC)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
-        assert app.main.conn == "c1"
-        t.open("c2")
-        t.open("c3")  # the oldest ended connection is forgotten
+        assert app.main.conn == "1"
+        t.open("2")
+        t.open("3")  # the oldest ended connection is forgotten
         source.push(t.take())
         await settle(pilot)
-        assert "c1" not in app.session.connections
+        assert "1" not in app.session.connections
         assert app.main.connections.selected is None
         assert app.main.conn is None
 
@@ -134,14 +134,14 @@ async def test_forgotten_connection_falls_back_to_all() -> None:
 async def test_rates_from_sampled_counters() -> None:
     now = [0.0]
     t = Traffic()
-    t.open("c1")
+    t.open("1")
     source, app = app_with(t.take(), clock=lambda: now[0])
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        source.push(t.burst("c1", 2500, side=SERVER))
+        source.push(t.burst("1", 2500, side=SERVER))
         now[0] = 1.0
         await settle(pilot)
-        assert app.rates.get("c1") == 2500
+        assert app.rates.get("1") == 2500
         shown = screen_text(app)
         assert re.search(r"#1 +open .* 2\.5k/s", shown)
         assert "│ 2.5k/s │" in shown  # the status bar total

@@ -19,24 +19,22 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 def detail_traffic() -> Traffic:
     t = Traffic()
-    t.open("c1", path="/chat")
+    t.open("1", path="/chat")
     t.json(  # 1
-        "c1",
+        "1",
         SERVER,
         {"type": "welcome", "user": {"id": 42, "name": "ada"}, "rooms": ["lobby", "dev"]},
     )
-    t.binary("c1", SERVER, msgpack.packb({"sym": "BTC", "px": 37123.5, "qty": [1, 2, 3]}))  # 2
-    t.binary("c1", CLIENT, bytes(range(0, 40)) + b"\xff\xfe")  # 3
+    t.binary("1", SERVER, msgpack.packb({"sym": "BTC", "px": 37123.5, "qty": [1, 2, 3]}))  # 2
+    t.binary("1", CLIENT, bytes(range(0, 40)) + b"\xff\xfe")  # 3
     t.text(
-        "c1", CLIENT, "x" * 20000, frames=3, frame_sizes=(8192, 8192, 3616), compressed=True, rsv=4
+        "1", CLIENT, "x" * 20000, frames=3, frame_sizes=(8192, 8192, 3616), compressed=True, rsv=4
     )  # 4
-    t.close("c1", SERVER, 4001, "session expired")  # 5
-    t.text("c1", SERVER, EVIL_TEXT)  # 6
-    t.json(
-        "c1", SERVER, {EVIL_TEXT: "[bold]v[/bold]", "k": "\x1b]8;;file:///etc/passwd\x1b\\"}
-    )  # 7
-    t.json("c1", SERVER, {"type": "other", "n": 1})  # 8
-    t.text("c1", SERVER, "y" * 100, size=5000)  # 9: truncated by capture
+    t.close("1", SERVER, 4001, "session expired")  # 5
+    t.text("1", SERVER, EVIL_TEXT)  # 6
+    t.json("1", SERVER, {EVIL_TEXT: "[bold]v[/bold]", "k": "\x1b]8;;file:///etc/passwd\x1b\\"})  # 7
+    t.json("1", SERVER, {"type": "other", "n": 1})  # 8
+    t.text("1", SERVER, "y" * 100, size=5000)  # 9: truncated by capture
     return t
 
 
@@ -231,7 +229,7 @@ def test_frames_view_of_a_huge_fragmented_message_is_bounded() -> None:
     from devconsole.tui.detail import frames_renderable
 
     t = Traffic()
-    m = t.text("c1", CLIENT, "a" * 100, frames=5000, frame_sizes=tuple([1] * 4096))
+    m = t.text("1", CLIENT, "a" * 100, frames=5000, frame_sizes=tuple([1] * 4096))
     console = Console(width=100, record=True, color_system=None)
     console.print(frames_renderable(m))
     out = console.export_text()
@@ -239,6 +237,6 @@ def test_frames_view_of_a_huge_fragmented_message_is_bounded() -> None:
     assert "first 200 frames listed" in out
     assert "sizes of 904 frames were not kept" in out
     assert out.count("continuation") == 199
-    single = t.text("c1", SERVER, "hello")  # wire size 7: a 2-byte header
+    single = t.text("1", SERVER, "hello")  # wire size 7: a 2-byte header
     console.print(frames_renderable(single))
     assert "(headers 2 B)" in console.export_text()

@@ -46,8 +46,8 @@ def app_with(events, **kw):
 
 def open_traffic() -> Traffic:
     t = Traffic()
-    t.open("c1", path="/feed")
-    t.text("c1", SERVER, "tick")
+    t.open("1", path="/feed")
+    t.text("1", SERVER, "tick")
     return t
 
 
@@ -116,7 +116,7 @@ async def test_x_then_5_sends_close_4000_to_both() -> None:
     source, app = app_with(open_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("x")
         assert isinstance(app.screen, FaultMenu)
@@ -126,7 +126,7 @@ async def test_x_then_5_sends_close_4000_to_both() -> None:
         assert "release" not in shown  # only offered when half-open
         await pilot.press("5")
         await until_sent(pilot, source)
-        assert source.commands == [CloseCommand("c1", 4000, "", "both")]
+        assert source.commands == [CloseCommand("1", 4000, "", "both")]
         assert not isinstance(app.screen, FaultMenu)
         assert ("Sent", "#1 close 4000 to both", "information") in messages(app)
 
@@ -139,7 +139,7 @@ async def test_the_addons_error_is_shown() -> None:
         app.main.stream.select_seq(1)
         await pilot.press("x", "4")
         await until_sent(pilot, source)
-        assert source.commands == [CloseCommand("c1", 1012, "", "both")]
+        assert source.commands == [CloseCommand("1", 1012, "", "both")]
         errors = [m for m in messages(app) if m[2] == "error"]
         assert errors == [("Failed: #1 close 1012 to both", "connection c1 is closed", "error")]
         await pilot.pause(0.05)  # the toast is drawn on the next refresh
@@ -158,7 +158,7 @@ async def test_a_dead_tap_is_shown_too() -> None:
     app = make_app(source, clock=frozen_clock, tz=UTC)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("x", "a")
         await until_sent(pilot, source)
@@ -169,7 +169,7 @@ async def test_target_custom_code_and_validation() -> None:
     source, app = app_with(open_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("x", "t", "t")  # both -> client -> server
         menu = app.screen
@@ -191,16 +191,16 @@ async def test_target_custom_code_and_validation() -> None:
         menu.query_one("#fault-reason").value = "maintenance"
         await pilot.press("enter")
         await until_sent(pilot, source)
-        assert source.commands == [CloseCommand("c1", 4001, "maintenance", "server")]
+        assert source.commands == [CloseCommand("1", 4001, "maintenance", "server")]
 
 
 async def test_abort_rst_half_open() -> None:
     source, app = app_with(open_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
-        expected = [AbortCommand("c1"), AbortCommand("c1", rst=True), HalfOpenCommand("c1")]
+        expected = [AbortCommand("1"), AbortCommand("1", rst=True), HalfOpenCommand("1")]
         for n, key in enumerate("arh", start=1):
             # the recording source changes nothing: the connection stays open
             await pilot.press("x", key)
@@ -210,11 +210,11 @@ async def test_abort_rst_half_open() -> None:
 
 async def test_release_only_when_half_open_and_arrows_work() -> None:
     t = open_traffic()
-    t.state("c1", "half-open")
+    t.state("1", "half-open")
     source, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("x")
         shown = screen_text(app)
@@ -224,28 +224,28 @@ async def test_release_only_when_half_open_and_arrows_work() -> None:
         assert source.commands == []
         await pilot.press("end", "enter")  # the last item, by arrows: release
         await until_sent(pilot, source)
-        assert source.commands == [ReleaseCommand("c1")]
+        assert source.commands == [ReleaseCommand("1")]
 
 
 async def test_escape_cancels_and_ended_connections_are_refused() -> None:
     source, app = app_with(fault_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("f3")  # closed by the server
+        app.main.connections.select("4")  # closed by the server
         await settle(pilot)
         await pilot.press("x")
         assert "Faults cannot be applied: the connection has ended (closed)" in screen_text(app)
         await pilot.press("1", "a")
         await pilot.press("escape")
         assert not isinstance(app.screen, FaultMenu)
-        app.main.connections.select("f2")  # a refused upgrade
+        app.main.connections.select("3")  # a refused upgrade
         await settle(pilot)
         await pilot.press("x")
         assert "the upgrade was refused (HTTP 503)" in screen_text(app)
         await pilot.press("escape", "i")
         assert "Cannot inject: the upgrade was refused" in screen_text(app)
         await pilot.press("escape")
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("x", "escape")
         await pilot.pause()
@@ -259,13 +259,13 @@ async def test_inject_text_hex_and_ping() -> None:
     source, app = app_with(open_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("i")
         assert isinstance(app.screen, InjectDialog)
         await pilot.press("h", "i", "enter")
         await until_sent(pilot, source, 1)
-        assert source.commands[-1] == InjectCommand("c1", CLIENT, Opcode.TEXT, b"hi")
+        assert source.commands[-1] == InjectCommand("1", CLIENT, Opcode.TEXT, b"hi")
 
         await pilot.press("i", "ctrl+t", "ctrl+o")  # to server, binary
         dialog = app.screen
@@ -281,7 +281,7 @@ async def test_inject_text_hex_and_ping() -> None:
         assert "binary, 3 bytes → server" in screen_text(app)
         await pilot.press("ctrl+s")
         await until_sent(pilot, source, 2)
-        assert source.commands[-1] == InjectCommand("c1", SERVER, Opcode.BINARY, b"\x01\x02\xff")
+        assert source.commands[-1] == InjectCommand("1", SERVER, Opcode.BINARY, b"\x01\x02\xff")
 
         await pilot.press("i")
         dialog = app.screen
@@ -290,14 +290,14 @@ async def test_inject_text_hex_and_ping() -> None:
         await pilot.pause()
         await pilot.press("enter")
         await until_sent(pilot, source, 3)
-        assert source.commands[-1] == InjectCommand("c1", CLIENT, Opcode.PING, b"devconsole")
+        assert source.commands[-1] == InjectCommand("1", CLIENT, Opcode.PING, b"devconsole")
 
 
 async def test_inject_radio_sets_by_keyboard_and_errors_shown() -> None:
     source, app = app_with(open_traffic().events, command_error="connection c1 is closed")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("i", "shift+tab")  # payload -> kind
         await pilot.press("right", "right", "enter")  # text -> binary -> ping
@@ -305,7 +305,7 @@ async def test_inject_radio_sets_by_keyboard_and_errors_shown() -> None:
         assert isinstance(dialog, InjectDialog) and dialog.kind == "ping"
         await pilot.press("tab", *"hb", "enter")
         await until_sent(pilot, source)
-        assert source.commands == [InjectCommand("c1", CLIENT, Opcode.PING, b"hb")]
+        assert source.commands == [InjectCommand("1", CLIENT, Opcode.PING, b"hb")]
         assert ("Failed: #1 inject ping (2 B) to client", "connection c1 is closed", "error") in (
             messages(app)
         )
@@ -313,11 +313,11 @@ async def test_inject_radio_sets_by_keyboard_and_errors_shown() -> None:
 
 async def test_inject_into_half_open_is_refused_up_front() -> None:
     t = open_traffic()
-    t.state("c1", "half-open")
+    t.state("1", "half-open")
     source, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("i")
         assert "Cannot inject: the connection is half-open: release it first" in screen_text(app)
@@ -349,7 +349,7 @@ async def test_killed_and_half_open_badges_and_stream_marks() -> None:
         assert "magenta" in styles["killed"] and "yellow" in styles["half-open"]
         stream = screen_text(app)
         assert "DROP" in stream
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         assert "INJ" in screen_text(app)
 
@@ -358,10 +358,10 @@ async def test_a_session_given_to_the_app_feeds_its_heartbeat_monitor() -> None:
     session = Session()
     session.apply_all(fault_traffic().events)
     app = make_app(LiveSource(), session=session, clock=frozen_clock, wall_clock=lambda: FAULT_NOW)
-    rep = app.heartbeat.report("f1", FAULT_NOW)
+    rep = app.heartbeat.report("2", FAULT_NOW)
     assert rep.pinger == "server" and rep.server_pings.count == 4
     t = Traffic(ts=FAULT_NOW)
     t.seq = session.last_seq
-    t.ping("f4")
+    t.ping("5")
     session.apply_all(t.take())  # attached: sees what comes next too
-    assert app.heartbeat.report("f4", FAULT_NOW + 1).server_pings.count == 3
+    assert app.heartbeat.report("5", FAULT_NOW + 1).server_pings.count == 3

@@ -11,7 +11,7 @@ from tests.tui_fixtures import EVIL_TEXT, UTC, Traffic, frozen_clock, handshake,
 
 def render_plain(conn: Connection, width: int = 160) -> str:
     console = Console(width=width, record=True, force_terminal=True, color_system=None)
-    console.print(handshake_renderable(conn, 1, UTC))
+    console.print(handshake_renderable(conn, UTC))
     return console.export_text()
 
 
@@ -69,8 +69,8 @@ def test_headers_and_query_never_markup() -> None:
 
 def evil_handshake_app():
     t = Traffic()
-    t.open("c1", extra_headers=[("X-Evil", EVIL_TEXT)], path="/ws")
-    t.text("c1", SERVER, "hello")
+    t.open("1", extra_headers=[("X-Evil", EVIL_TEXT)], path="/ws")
+    t.text("1", SERVER, "hello")
     return make_app(MemorySource(t.events), clock=frozen_clock, tz=UTC)
 
 
@@ -98,8 +98,8 @@ async def test_h_opens_and_closes_handshake_inspector() -> None:
 
 async def test_h_without_a_connection_warns() -> None:
     t = Traffic()
-    t.open("c1")
-    t.open("c2")
+    t.open("1")
+    t.open("2")
     app = make_app(MemorySource(t.events), clock=frozen_clock, tz=UTC)
     async with app.run_test(size=(140, 40)) as pilot:
         await pilot.pause()
@@ -114,7 +114,7 @@ def _inspector_app(refused: bool):
     t = Traffic()
     if refused:
         t.refused(
-            "r1",
+            "1",
             status=403,
             path="/admin/ws",
             cookies=(),
@@ -124,7 +124,7 @@ def _inspector_app(refused: bool):
         )
     else:
         t.open(
-            "c1",
+            "1",
             path="/graphql",
             query=[("ticket", "tk_5f2a"), ("room", "lobby")],
             cookies=(("session", "abc123"), ("theme", "dark")),

@@ -37,9 +37,9 @@ async def test_layout_panes_titles_and_footer() -> None:
 
 async def test_space_pauses_without_loss_and_resumes() -> None:
     t = Traffic()
-    t.open("c1")
-    t.open("c2")
-    t.burst("c1", 10)
+    t.open("1")
+    t.open("2")
+    t.burst("1", 10)
     source, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -47,17 +47,17 @@ async def test_space_pauses_without_loss_and_resumes() -> None:
         await pilot.press("space")
         assert screen.paused and screen.stream.paused
         assert "PAUSED +0" in screen_text(app)
-        source.push(t.burst("c1", 25) + t.burst("c2", 5))
+        source.push(t.burst("1", 25) + t.burst("2", 5))
         await settle(pilot)
         assert screen.stream.row_count == 10  # frozen
         assert len(app.session.buffer) == 40  # capture continued
         assert "PAUSED +30" in screen_text(app)
         assert "Stream" in screen_text(app)
         # the count follows the shown connection
-        screen.connections.select("c2")
+        screen.connections.select("2")
         await settle(pilot)
         assert "PAUSED +0" in screen_text(app)
-        source.push(t.burst("c2", 3))
+        source.push(t.burst("2", 3))
         await settle(pilot)
         assert "PAUSED +3" in screen_text(app)
         screen.connections.select(None)
@@ -73,8 +73,8 @@ async def test_space_pauses_without_loss_and_resumes() -> None:
 
 async def test_c_clears_the_view_not_the_buffer() -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 20)
+    t.open("1")
+    t.burst("1", 20)
     source, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -83,7 +83,7 @@ async def test_c_clears_the_view_not_the_buffer() -> None:
         assert screen.stream.row_count == 0
         assert len(app.session.buffer) == 20
         assert "No messages yet." in screen_text(app)
-        source.push([t.text("c1", CLIENT, "after clear"), t.text("c1", SERVER, "reply")])
+        source.push([t.text("1", CLIENT, "after clear"), t.text("1", SERVER, "reply")])
         await settle(pilot)
         assert list(screen.stream.view.seqs) == [21, 22]
         assert "after clear" in screen_text(app)
@@ -95,8 +95,8 @@ async def test_c_clears_the_view_not_the_buffer() -> None:
 
 async def test_end_follows_again() -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 100)
+    t.open("1")
+    t.burst("1", 100)
     source, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -106,7 +106,7 @@ async def test_end_follows_again() -> None:
         await pilot.press("end")
         assert stream.following
         assert stream.cursor_seq == 100
-        source.push(t.burst("c1", 20))
+        source.push(t.burst("1", 20))
         await settle(pilot)
         assert stream.scroll_offset.y == stream.max_scroll_y
         assert stream.seq_at(stream.row_count - 1) == 120
@@ -125,8 +125,8 @@ def test_snapshot_main_screen(snap_compare) -> None:
 
 async def test_z_zooms_the_focused_pane() -> None:
     t = Traffic()
-    t.open("c1")
-    t.binary("c1", SERVER, bytes(range(48)))
+    t.open("1")
+    t.binary("1", SERVER, bytes(range(48)))
     _, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)

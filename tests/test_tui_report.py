@@ -34,9 +34,9 @@ def backoff_session(delays=(0.3, 0.6, 1.2), path="/feed") -> Session:
     """One client: connections that end and come back after ``delays``."""
     t = Traffic()
     for i in range(len(delays) + 1):
-        t.open(f"b{i}", path=path, client=f"127.0.0.1:{50100 + i}")
-        t.text(f"b{i}", SERVER, "x", dt_=2.0)
-        t.end(f"b{i}", closed_by=SERVER)
+        t.open(f"{i + 1}", path=path, client=f"127.0.0.1:{50100 + i}")
+        t.text(f"{i + 1}", SERVER, "x", dt_=2.0)
+        t.end(f"{i + 1}", closed_by=SERVER)
         if i < len(delays):
             t.ts += delays[i]
     s = Session()
@@ -54,8 +54,7 @@ def plain(lines) -> str:
 def test_timeline_of_an_exponential_backoff() -> None:
     s = backoff_session()
     (ep,) = analyze_endpoints(s.connections.values())
-    numbers = {cid: i + 1 for i, cid in enumerate(s.connections)}
-    text = plain(timeline_lines(ep, s.connections, numbers.__getitem__, T0 + 20, 120))
+    text = plain(timeline_lines(ep, s.connections, T0 + 20, 120))
     assert "exponential ×2.00" in text
     for label in ("0.3s", "0.6s", "1.2s"):
         assert label in text
@@ -71,8 +70,7 @@ def test_timeline_marks_kills_refusals_and_live_connections() -> None:
     s = Session()
     s.apply_all(fault_traffic().events)
     eps = {ep.path: ep for ep in analyze_endpoints(s.connections.values())}
-    numbers = {cid: i + 1 for i, cid in enumerate(s.connections)}
-    lines = timeline_lines(eps["/feed"], s.connections, numbers.__getitem__, FAULT_NOW, 140)
+    lines = timeline_lines(eps["/feed"], s.connections, FAULT_NOW, 140)
     row = next(line.plain for line in lines if "#2" in line.plain)
     assert "✕1012" in row  # killed by devconsole with 1012
     assert "#3 ✗503" in row  # refused
@@ -84,8 +82,7 @@ def test_timeline_marks_kills_refusals_and_live_connections() -> None:
 def test_timeline_wraps_and_drops_the_oldest() -> None:
     s = backoff_session(delays=[0.05] * 60)
     (ep,) = analyze_endpoints(s.connections.values())
-    numbers = {cid: i + 1 for i, cid in enumerate(s.connections)}
-    lines = timeline_lines(ep, s.connections, numbers.__getitem__, T0 + 200, 80)
+    lines = timeline_lines(ep, s.connections, T0 + 200, 80)
     text = plain(lines)
     assert "reconnect STORM" in text
     assert "earlier attempt(s)" in text
@@ -104,12 +101,13 @@ def test_pattern_words() -> None:
 
 def test_timeline_escapes_what_comes_from_the_traffic() -> None:
     t = Traffic()
-    t.open("e1", path="/" + EVIL_TEXT, origin=EVIL_TEXT)
+    t.open("\x1b[2J1", path="/" + EVIL_TEXT, origin=EVIL_TEXT)  # an id from a damaged file
     s = Session()
     s.apply_all(t.events)
     (ep,) = analyze_endpoints(s.connections.values())
-    text = plain(timeline_lines(ep, s.connections, lambda c: 1, T0 + 1, 400))
+    text = plain(timeline_lines(ep, s.connections, T0 + 1, 400))
     assert "\x1b" not in text and "\x9b" not in text
+    assert "#\\x1b[2J1" in text
     assert "[link=file:///etc/passwd]" in text  # shown as typed, not markup
 
 
@@ -120,7 +118,7 @@ async def test_r_shows_checklist_timeline_and_heartbeat() -> None:
     _, app = app_with(fault_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("f4")
+        app.main.connections.select("5")
         await settle(pilot)
         await pilot.press("r")
         screen = app.screen
@@ -144,7 +142,7 @@ async def test_r_shows_checklist_timeline_and_heartbeat() -> None:
         assert "client → server 1.62 s ago · server → client 3.62 s ago" in shown
 
         await pilot.press("left_square_bracket")  # the previous connection: f3
-        assert screen.conn_id == "f3"
+        assert screen.conn_id == "4"
         assert "Heartbeat  #4 /feed" in screen_text(app)
         await pilot.press("tab")  # the other endpoint
         assert screen.endpoint == ("/chat", "https://app.example.com")
@@ -157,8 +155,8 @@ async def test_r_shows_checklist_timeline_and_heartbeat() -> None:
 async def test_report_refreshes_on_the_timer_at_most_twice_a_second() -> None:
     t = Traffic()
     for i, delay in enumerate((0.3, 0.6)):
-        t.open(f"b{i}", path="/feed")
-        t.end(f"b{i}", closed_by=SERVER)
+        t.open(f"{i + 1}", path="/feed")
+        t.end(f"{i + 1}", closed_by=SERVER)
         t.ts += delay
     source, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
@@ -171,7 +169,7 @@ async def test_report_refreshes_on_the_timer_at_most_twice_a_second() -> None:
         for _ in range(10):
             app.tick()
         assert screen.computations == n  # throttled
-        t.open("b2", path="/feed")
+        t.open("3", path="/feed")
         source.push(t.take())
         await pilot.pause(0.6)  # the app's timer, not sync()
         assert screen.computations > n
@@ -195,7 +193,7 @@ def test_snapshot_fault_menu(snap_compare) -> None:
 
     async def run_before(pilot) -> None:
         await settle(pilot)
-        app.main.connections.select("f4")
+        app.main.connections.select("5")
         await settle(pilot)
         await pilot.press("x", "t")
         assert isinstance(app.screen, FaultMenu)
@@ -208,7 +206,7 @@ def test_snapshot_report_and_timeline(snap_compare) -> None:
 
     async def run_before(pilot) -> None:
         await settle(pilot)
-        app.main.connections.select("f4")
+        app.main.connections.select("5")
         await settle(pilot)
         await pilot.press("r")
         await settle(pilot)
@@ -221,6 +219,6 @@ def test_monitor_sees_client_and_server_sides() -> None:
     s = Session()
     app = make_app(LiveSource(), session=s, wall_clock=lambda: FAULT_NOW)
     s.apply_all(fault_traffic().events)
-    rep = app.heartbeat.report("f4", FAULT_NOW)
+    rep = app.heartbeat.report("5", FAULT_NOW)
     assert rep.pinger == "server"
     assert [a.side for a in rep.app_heartbeats][:1] == [CLIENT]

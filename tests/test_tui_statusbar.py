@@ -75,13 +75,13 @@ def test_info_prefers_the_proxy_address_from_the_snapshot() -> None:
 
 async def test_status_bar_shows_live_totals_gaps_and_evictions() -> None:
     t = Traffic()
-    t.open("c1")
+    t.open("1")
     source = LiveSource(t.take(), description="tap /tmp/tap.sock")
     app = make_app(source, max_items=100, clock=frozen_clock, tz=UTC)
     async with app.run_test(size=(140, 40)) as pilot:
         await settle(pilot)
         assert "tap /tmp/tap.sock" in screen_text(app)
-        source.push([*t.burst("c1", 150), GapEvent(missed=42, reason="slow client")])
+        source.push([*t.burst("1", 150), GapEvent(missed=42, reason="slow client")])
         await settle(pilot)
         shown = screen_text(app)
         assert "150 msgs" in shown

@@ -59,11 +59,11 @@ async def test_rows_show_seq_time_direction_type_size_preview() -> None:
 
 async def test_payload_never_rendered_as_markup_or_control_sequences() -> None:
     t = Traffic()
-    t.open("c1")
+    t.open("1")
     pieces = ["\x1b[31mRED\x1b[0m", "\x9b2J", "[bold]x[/bold]", "[link=file:///etc/passwd]"]
     for p in pieces:
-        t.text("c1", SERVER, p)
-    t.binary("c1", CLIENT, EVIL_TEXT.encode())
+        t.text("1", SERVER, p)
+    t.binary("1", CLIENT, EVIL_TEXT.encode())
     app = make_app(MemorySource(t.events), clock=frozen_clock, tz=UTC)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -83,8 +83,8 @@ async def test_payload_never_rendered_as_markup_or_control_sequences() -> None:
 
 async def test_only_visible_rows_are_rendered_and_cached_by_seq(monkeypatch) -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 5000)
+    t.open("1")
+    t.burst("1", 5000)
     source, app = live_app(t.take())
     async with app.run_test(size=SIZE) as pilot:
         stream = stream_of(app)
@@ -102,7 +102,7 @@ async def test_only_visible_rows_are_rendered_and_cached_by_seq(monkeypatch) -> 
         assert max(rendered) == 5000  # following: the newest rows
         # cache keys are seqs: new rows at the end do not re-render the old ones
         rendered.clear()
-        source.push(t.burst("c1", 3))
+        source.push(t.burst("1", 3))
         await settle(pilot)
         assert sorted(set(rendered)) == [5001, 5002, 5003]
         assert all(isinstance(key[0], int) and key[0] > 4000 for key in stream._cache.keys())  # noqa: SIM118
@@ -110,8 +110,8 @@ async def test_only_visible_rows_are_rendered_and_cached_by_seq(monkeypatch) -> 
 
 async def test_follow_scroll_up_stops_end_resumes() -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 200)
+    t.open("1")
+    t.burst("1", 200)
     source, app = live_app(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -126,7 +126,7 @@ async def test_follow_scroll_up_stops_end_resumes() -> None:
         await pilot.press("pageup", "pageup")
         y = stream.scroll_offset.y
         assert y < stream.max_scroll_y
-        source.push(t.burst("c1", 50))
+        source.push(t.burst("1", 50))
         await settle(pilot)
         assert stream.scroll_offset.y == y  # stays where the user is
         assert app.main.query_one("#status").info.following is False
@@ -134,7 +134,7 @@ async def test_follow_scroll_up_stops_end_resumes() -> None:
         await settle(pilot)
         assert stream.following
         assert stream.cursor_seq == 250
-        source.push(t.burst("c1", 10))
+        source.push(t.burst("1", 10))
         await settle(pilot)
         assert stream.scroll_offset.y == stream.max_scroll_y
         assert "260 " in screen_text(app)
@@ -142,8 +142,8 @@ async def test_follow_scroll_up_stops_end_resumes() -> None:
 
 async def test_wheel_and_scrollbar_stop_following() -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 200)
+    t.open("1")
+    t.burst("1", 200)
     _, app = live_app(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -180,8 +180,8 @@ async def test_home_enter_click() -> None:
 
 async def test_eviction_keeps_the_rows_under_the_users_eyes() -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 300)
+    t.open("1")
+    t.burst("1", 300)
     source, app = live_app(t.take(), max_items=300)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -190,7 +190,7 @@ async def test_eviction_keeps_the_rows_under_the_users_eyes() -> None:
         await pilot.pause()
         top = stream.seq_at(stream.scroll_offset.y)
         assert top is not None
-        source.push(t.burst("c1", 50))  # evicts seqs 1..50
+        source.push(t.burst("1", 50))  # evicts seqs 1..50
         await settle(pilot)
         assert app.session.evicted == 50
         assert stream.seq_at(stream.scroll_offset.y) == top
@@ -198,8 +198,8 @@ async def test_eviction_keeps_the_rows_under_the_users_eyes() -> None:
 
 async def test_paused_view_is_frozen_and_shows_evicted_rows() -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 100)
+    t.open("1")
+    t.burst("1", 100)
     source, app = live_app(t.take(), max_items=100)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -209,7 +209,7 @@ async def test_paused_view_is_frozen_and_shows_evicted_rows() -> None:
         assert stream.paused
         rows = stream.row_count
         y = stream.scroll_offset.y
-        source.push(t.burst("c1", 60))  # evicts 1..60 while paused
+        source.push(t.burst("1", 60))  # evicts 1..60 while paused
         await settle(pilot)
         assert stream.row_count == rows
         assert stream.scroll_offset.y == y
@@ -229,12 +229,12 @@ async def test_paused_view_is_frozen_and_shows_evicted_rows() -> None:
 
 async def test_flood_of_50k_messages_stays_responsive() -> None:
     t = Traffic()
-    t.open("c1")
+    t.open("1")
     source, app = live_app(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         for _ in range(10):  # 10 batches of 5,000, like the tap delivers them
-            source.push(t.burst("c1", 5000))
+            source.push(t.burst("1", 5000))
         # no redraw happened per message: the stream has not caught up yet
         assert stream_of(app).row_count < 50_000
         await pilot.pause(2 / app.refresh_hz)  # the next tick(s) of the redraw timer

@@ -41,7 +41,7 @@ def frozen_clock() -> float:
 
 
 def handshake(
-    conn: str = "c1",
+    conn: str = "1",
     *,
     path: str = "/ws",
     host: str = "api.example.com",
@@ -138,13 +138,13 @@ class Traffic:
         self.ts += dt_
         return self.seq, self.ts
 
-    def open(self, conn: str = "c1", **kw: Any) -> Handshake:
+    def open(self, conn: str = "1", **kw: Any) -> Handshake:
         kw.setdefault("ts", self.ts)
         hs = handshake(conn, **kw)
         self.events.append(HandshakeEvent(hs))
         return hs
 
-    def refused(self, conn: str = "r1", status: int = 403, **kw: Any) -> Handshake:
+    def refused(self, conn: str = "3", status: int = 403, **kw: Any) -> Handshake:
         kw.setdefault("ts", self.ts)
         hs = handshake(conn, status=status, **kw)
         self.events.append(RefusedEvent(hs))
@@ -274,7 +274,7 @@ def demo_traffic() -> Traffic:
 
     t = Traffic()
     t.open(
-        "c1",
+        "1",
         path="/chat",
         query=[("room", "lobby")],
         protocols=["chat.v2", "chat.v1"],
@@ -282,30 +282,30 @@ def demo_traffic() -> Traffic:
         offered_extensions=["permessage-deflate; client_max_window_bits"],
         extensions=["permessage-deflate"],
     )
-    t.json("c1", CLIENT, {"type": "hello", "user": "ada", "caps": ["typing", "presence"]})
-    t.json("c1", SERVER, {"type": "welcome", "id": 42, "motd": "hi ada", "online": 3})
+    t.json("1", CLIENT, {"type": "hello", "user": "ada", "caps": ["typing", "presence"]})
+    t.json("1", SERVER, {"type": "welcome", "id": 42, "motd": "hi ada", "online": 3})
     t.open(
-        "c2",
+        "2",
         path="/feed",
         host="stream.example.com",
         client="127.0.0.1:50002",
         cookies=(),
         query=[("ticket", "tk_5f2a")],
     )
-    t.binary("c2", SERVER, msgpack.packb({"sym": "BTC", "px": 37123.5, "qty": [1, 2, 3]}))
-    t.ping("c1")
-    t.pong("c1")
+    t.binary("2", SERVER, msgpack.packb({"sym": "BTC", "px": 37123.5, "qty": [1, 2, 3]}))
+    t.ping("1")
+    t.pong("1")
     t.json(
-        "c1",
+        "1",
         CLIENT,
         {"type": "msg", "text": "hello world", "to": "lobby"},
         compressed=True,
         rsv=4,
     )
-    t.json("c1", SERVER, {"type": "msg", "from": "bob", "text": "hey!", "ts": 1700000001})
-    t.binary("c2", SERVER, bytes(range(0, 48)))
+    t.json("1", SERVER, {"type": "msg", "from": "bob", "text": "hey!", "ts": 1700000001})
+    t.binary("2", SERVER, bytes(range(0, 48)))
     t.refused(
-        "r1",
+        "3",
         status=403,
         path="/admin/ws",
         client="127.0.0.1:50003",
@@ -313,11 +313,11 @@ def demo_traffic() -> Traffic:
         body=b'{"error":"forbidden","detail":"origin not allowed"}',
     )
     # three masked frames of 126+ bytes: 2 + 2 + 4 header bytes each
-    t.text("c1", CLIENT, "x" * 20000, frames=3, frame_sizes=(8192, 8192, 3616), wire_size=20024)
-    t.json("c1", SERVER, {"type": "msg", "from": "eve", "text": "injected!"}, injected=True)
-    t.close("c1", CLIENT, 1000, "bye")
-    t.close("c1", SERVER, 1000, "bye")
-    t.end("c1")
+    t.text("1", CLIENT, "x" * 20000, frames=3, frame_sizes=(8192, 8192, 3616), wire_size=20024)
+    t.json("1", SERVER, {"type": "msg", "from": "eve", "text": "injected!"}, injected=True)
+    t.close("1", CLIENT, 1000, "bye")
+    t.close("1", SERVER, 1000, "bye")
+    t.end("1")
     return t
 
 
@@ -331,9 +331,9 @@ def fault_traffic() -> Traffic:
     ``{"type":"ping"}`` heartbeat from the client. Plus a /chat connection with an
     injected message. ``FAULT_NOW`` is a good wall clock for it."""
     t = Traffic()
-    t.open("c1", path="/chat", client="127.0.0.1:50001")
-    t.json("c1", CLIENT, {"type": "hello", "user": "ada"})
-    t.json("c1", SERVER, {"type": "msg", "from": "eve", "text": "injected!"}, injected=True)
+    t.open("1", path="/chat", client="127.0.0.1:50001")
+    t.json("1", CLIENT, {"type": "hello", "user": "ada"})
+    t.json("1", SERVER, {"type": "msg", "from": "eve", "text": "injected!"}, injected=True)
 
     def beat(conn: str, i: int) -> None:
         t.json(conn, CLIENT, {"type": "ping", "ts": 1000 + i}, dt_=1.0)
@@ -342,29 +342,29 @@ def fault_traffic() -> Traffic:
         t.control(conn, CLIENT, Opcode.PONG, f"k{i}".encode(), dt_=0.002)
         t.ts += 0.998
 
-    t.open("f1", client="127.0.0.1:50010", **FEED)
+    t.open("2", client="127.0.0.1:50010", **FEED)
     for i in range(4):
-        beat("f1", i)
+        beat("2", i)
     t.ts += 0.5
-    t.state("f1", "killed")  # as the addon does: the state first, then the close frames
-    t.close("f1", SERVER, 1012, injected=True, dt_=0.0)
-    t.close("f1", CLIENT, 1012, injected=True, dt_=0.0)
-    t.end("f1", clean=False, closed_by="proxy")
+    t.state("2", "killed")  # as the addon does: the state first, then the close frames
+    t.close("2", SERVER, 1012, injected=True, dt_=0.0)
+    t.close("2", CLIENT, 1012, injected=True, dt_=0.0)
+    t.end("2", clean=False, closed_by="proxy")
     t.ts += 0.3
-    refused = t.refused("f2", status=503, client="127.0.0.1:50011", **FEED)
+    refused = t.refused("3", status=503, client="127.0.0.1:50011", **FEED)
     assert refused.ts_response is not None
     t.ts = refused.ts_response + 0.6
-    t.open("f3", client="127.0.0.1:50012", **FEED)
-    beat("f3", 10)
-    t.close("f3", SERVER, 1012, "restart")
-    t.close("f3", CLIENT, 1012, "restart", dt_=0.002)
-    t.end("f3", clean=True, closed_by=SERVER)
+    t.open("4", client="127.0.0.1:50012", **FEED)
+    beat("4", 10)
+    t.close("4", SERVER, 1012, "restart")
+    t.close("4", CLIENT, 1012, "restart", dt_=0.002)
+    t.end("4", clean=True, closed_by=SERVER)
     t.ts += 1.2
-    t.open("f4", client="127.0.0.1:50013", **FEED)
-    beat("f4", 20)
-    beat("f4", 21)
-    t.state("f4", "half-open")
-    t.json("f4", CLIENT, {"type": "ping", "ts": 1022}, dt_=1.0, dropped=True)
+    t.open("5", client="127.0.0.1:50013", **FEED)
+    beat("5", 20)
+    beat("5", 21)
+    t.state("5", "half-open")
+    t.json("5", CLIENT, {"type": "ping", "ts": 1022}, dt_=1.0, dropped=True)
     return t
 
 

@@ -39,7 +39,6 @@ from devconsole.tui.report import ReportScreen
 from devconsole.tui.stream import StreamView
 
 REFRESH_HZ = 20.0
-MAX_NUMBERED = 50_000  # connection numbers remembered before forgetting dead ones
 
 
 class DevconsoleCommands(Provider):
@@ -143,9 +142,6 @@ class DevconsoleApp(App[None]):
         self.source_state = "live"
         self.apply_errors = 0
         self.redraw_errors = 0
-        self._numbers: dict[str, int] = {}
-        self._next_number = 1
-        self._numbered_shape = (-1, -1)
         self._source_closed = False
         self._loop_thread: int | None = None
         self.command_results: list[tuple[Command, CommandResult]] = []
@@ -211,9 +207,8 @@ class DevconsoleApp(App[None]):
                     )
 
     def tick(self) -> None:
-        """The redraw timer: rates, connection numbers, then the main screen."""
+        """The redraw timer: rates, then the main screen."""
         self.rates_changed = self.rates.sample(self._counters)
-        self._number_connections()
         self._check_proxy()
         try:
             main = self.main
@@ -250,45 +245,6 @@ class DevconsoleApp(App[None]):
         counters = {cid: c.msgs_in + c.msgs_out for cid, c in s.connections.items()}
         counters[ALL] = s.total_messages
         return counters
-
-    @property
-    def connections_numbered(self) -> int:
-        return self._next_number - 1
-
-    def _number_connections(self) -> None:
-        """Number the Session's connections in their order, once per change of shape."""
-        s = self.session
-        shape = (len(s.connections), s.evicted_connections)
-        if shape != self._numbered_shape:
-            self._numbered_shape = shape
-            for cid in s.connections:
-                self.conn_number(cid)
-
-    def conn_number(self, conn_id: str) -> int:
-        """Short, stable number of a connection (#1, #2, ...) in order of appearance."""
-        n = self._numbers.get(conn_id)
-        if n is None and conn_id in self.session.connections:
-            # Asked by a widget before the redraw tick numbered the new connections (the
-            # stream draws its newest rows first): number them all in order now.
-            self._number_connections()
-            n = self._numbers.get(conn_id)
-        if n is None:
-            n = self._numbers[conn_id] = self._next_number
-            self._next_number += 1
-            if len(self._numbers) > MAX_NUMBERED:
-                self._forget_numbers()
-        return n
-
-    def _forget_numbers(self) -> None:
-        # A reconnect storm must not grow this map forever: keep the numbers of the
-        # connections the session or the buffer still knows; the others are gone.
-        s = self.session
-        buffer = s.buffer
-        self._numbers = {
-            cid: n
-            for cid, n in self._numbers.items()
-            if cid in s.connections or buffer.conn_items(cid)
-        }
 
     def _check_proxy(self) -> None:
         proc = self.proxy_process

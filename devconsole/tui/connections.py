@@ -24,7 +24,7 @@ from textual.strip import Strip
 from devconsole.decoders import safe_text
 from devconsole.model import Connection, close_code_meaning
 from devconsole.session import Session
-from devconsole.text import fmt_bytes_short, fmt_count, fmt_rate
+from devconsole.text import conn_tag, fmt_bytes_short, fmt_count, fmt_rate
 from devconsole.tui.fmt import STATE_STYLES
 
 ALL = "*all*"  # the rate key of the merged row
@@ -198,13 +198,11 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
         self,
         session: Session,
         *,
-        number: Callable[[str], int],
         rate: Callable[[str], float],
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
         self.session = session
-        self.number = number
         self.rate = rate
         self.ids: list[str] = []
         self.cursor = 0  # 0 = All connections
@@ -301,7 +299,7 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
         if conn is None:
             return t
         hs = conn.handshake
-        _cell(t, f"#{self.number(conn.id)}", c.number, self._style("connections--number"), True)
+        _cell(t, conn_tag(conn.id), c.number, self._style("connections--number"), True)
         _cell(t, Text(f" {conn.state} ", style=STATE_STYLES.get(conn.state, "bold")), c.state)
         host = hs.server.rsplit(":", 1)[0] if hs.server else ""
         where = Text()

@@ -36,6 +36,7 @@ from devconsole.model import (
     close_code_meaning,
     valid_close_code,
 )
+from devconsole.text import conn_tag
 
 Target = Literal["client", "server", "both"]
 TARGETS: tuple[Target, ...] = ("both", "client", "server")
@@ -133,9 +134,9 @@ def describe(cmd: Command) -> str:
     return f"inject {kind} ({len(cmd.payload)} B) to {cmd.to}"
 
 
-def _conn_title(conn: Connection, number: int) -> Text:
+def _conn_title(conn: Connection) -> Text:
     t = Text()
-    t.append(f"#{number} ", "bold")
+    t.append(f"{conn_tag(conn.id)} ", "bold")
     t.append(safe_text(conn.handshake.path or "/"))
     t.append(f"  {conn.state}", "dim")
     return t
@@ -228,10 +229,9 @@ class FaultMenu(ModalScreen[Command | None]):
         Binding("escape", "cancel", "Cancel", id="fault.cancel", tooltip="Close the menu"),
     ]
 
-    def __init__(self, conn: Connection, number: int) -> None:
+    def __init__(self, conn: Connection) -> None:
         super().__init__()
         self.conn = conn
-        self.number = number
         self.target: Target = "both"
         self.blocked = ended_reason(conn)
         self.closing = closing_reason(conn)
@@ -284,7 +284,7 @@ class FaultMenu(ModalScreen[Command | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="fault-dialog"):
-            yield Static(_conn_title(self.conn, self.number), id="fault-conn")
+            yield Static(_conn_title(self.conn), id="fault-conn")
             if self.blocked is not None:
                 yield Static(
                     Text(f"Faults cannot be applied: {self.blocked}.", style="bold red"),
@@ -471,10 +471,9 @@ class InjectDialog(ModalScreen[InjectCommand | None]):
         Binding("escape", "cancel", "Cancel", id="inject.cancel", tooltip="Close without sending"),
     ]
 
-    def __init__(self, conn: Connection, number: int) -> None:
+    def __init__(self, conn: Connection) -> None:
         super().__init__()
         self.conn = conn
-        self.number = number
         blocked = ended_reason(conn) or closing_reason(conn)
         if blocked is None and (conn.half_open or conn.state == ConnState.HALF_OPEN):
             blocked = "the connection is half-open: release it first (x, then l)"
@@ -482,7 +481,7 @@ class InjectDialog(ModalScreen[InjectCommand | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="inject-dialog"):
-            yield Static(_conn_title(self.conn, self.number), id="inject-conn")
+            yield Static(_conn_title(self.conn), id="inject-conn")
             if self.blocked is not None:
                 yield Static(
                     Text(f"Cannot inject: {self.blocked}.", style="bold red"), id="inject-blocked"

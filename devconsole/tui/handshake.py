@@ -21,7 +21,7 @@ from devconsole.analysis.handshake import Flag, lint_handshake
 from devconsole.analysis.secrets import is_secret_name
 from devconsole.decoders import safe_text
 from devconsole.model import Connection, close_code_meaning
-from devconsole.text import fmt_bytes, fmt_datetime, fmt_duration
+from devconsole.text import conn_tag, fmt_bytes, fmt_datetime, fmt_duration
 from devconsole.tui.fmt import STATE_STYLES
 
 LEVEL_STYLES: dict[str, str] = {
@@ -96,9 +96,7 @@ def _state_text(conn: Connection) -> Text:
     return text
 
 
-def handshake_renderable(
-    conn: Connection, number: int | None = None, tz: _dt.tzinfo | None = None
-) -> RenderableType:
+def handshake_renderable(conn: Connection, tz: _dt.tzinfo | None = None) -> RenderableType:
     """Everything about one upgrade exchange, as Rich renderables built from Text objects
     (never markup strings: header values and bodies are untrusted)."""
     hs = conn.handshake
@@ -109,8 +107,7 @@ def handshake_renderable(
     parts: list[RenderableType] = []
 
     title = Text()
-    if number is not None:
-        title.append(f"#{number} ", "bold")
+    title.append(f"{conn_tag(conn.id)} ", "bold")
     title.append(_t(hs.url, "bold"))
     parts.append(title)
     summary = Text()
@@ -242,19 +239,14 @@ class HandshakeScreen(ModalScreen[None]):
         ),
     ]
 
-    def __init__(
-        self, conn: Connection, number: int | None = None, tz: _dt.tzinfo | None = None
-    ) -> None:
+    def __init__(self, conn: Connection, tz: _dt.tzinfo | None = None) -> None:
         super().__init__()
         self.conn = conn
-        self.number = number
         self.tz = tz
 
     def compose(self) -> ComposeResult:
         with Vertical(id="handshake-dialog"), VerticalScroll(id="handshake-body"):
-            yield Static(
-                handshake_renderable(self.conn, self.number, self.tz), id="handshake-content"
-            )
+            yield Static(handshake_renderable(self.conn, self.tz), id="handshake-content")
 
     def on_mount(self) -> None:
         dialog = self.query_one("#handshake-dialog")

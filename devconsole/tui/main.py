@@ -31,6 +31,7 @@ from devconsole.decoders import safe_text
 from devconsole.filters import MATCH_ALL, Filter, FilterError
 from devconsole.model import Command, Connection, Item
 from devconsole.session import FilteredView, Session
+from devconsole.text import conn_tag
 from devconsole.tui import connections as conn_widgets
 from devconsole.tui.connections import ConnectionList
 from devconsole.tui.detail import DetailPane
@@ -192,6 +193,8 @@ class MainScreen(Screen[None]):
         self._scan_progress = 0.0
         self._detail_seq: int | None = None
         self._widgets: dict[str, Widget] = {}
+        self._id_width = 2  # "#1"
+        self._id_shape = (-1, -1)
 
     # ------------------------------------------------------------------ layout
 
@@ -200,13 +203,11 @@ class MainScreen(Screen[None]):
         view = FilteredView(self.session)
         with Vertical(id="connections-pane", classes="pane"):
             yield Static(id="connections-header", classes="column-header")
-            yield ConnectionList(
-                self.session, number=app.conn_number, rate=app.rates.get, id="connections"
-            )
+            yield ConnectionList(self.session, rate=app.rates.get, id="connections")
         with Horizontal(id="lower"):
             with Vertical(id="stream-pane", classes="pane"):
                 yield Static(id="stream-header", classes="column-header")
-                yield StreamView(view, tz=self.tz, conn_label=self.conn_tag, id="stream")
+                yield StreamView(view, tz=self.tz, conn_label=conn_tag, id="stream")
             yield DetailPane(tz=self.tz, conn_label=self.conn_title, id="detail")
         yield FilterBar(id="filter-bar")
         yield StatusBar(id="status")
@@ -256,12 +257,9 @@ class MainScreen(Screen[None]):
 
     # ------------------------------------------------------------------ labels
 
-    def conn_tag(self, conn_id: str) -> str:
-        return f"#{self.app.conn_number(conn_id)}"
-
     def conn_title(self, conn_id: str) -> str:
         c = self.session.connections.get(conn_id)
-        tag = self.conn_tag(conn_id)
+        tag = conn_tag(conn_id)
         return f"{tag} {c.path}" if c is not None else tag
 
     # ------------------------------------------------------------------ the tick
@@ -271,8 +269,7 @@ class MainScreen(Screen[None]):
         s = self.session
         if s.version != self._version or force:
             self._version = s.version
-            conn_width = len(f"#{self.app.connections_numbered}")
-            if self.stream.set_layout(len(str(s.last_seq)), conn_width):
+            if self.stream.set_layout(len(str(s.last_seq)), self._conn_width()):
                 self._update_headers()
             self.stream.update_rows()
             self.connections.update_rows()
@@ -294,6 +291,17 @@ class MainScreen(Screen[None]):
                 filtered=bool(self.filter_expr),
             )
         )
+
+    def _conn_width(self) -> int:
+        """Cells of the stream's connection column: the longest ``#ID`` seen (it only
+        grows, so the columns do not jump)."""
+        s = self.session
+        shape = (len(s.connections), s.evicted_connections)
+        if shape != self._id_shape:
+            self._id_shape = shape
+            longest = max((len(cid) for cid in s.connections), default=1)
+            self._id_width = max(self._id_width, longest + 1)
+        return self._id_width
 
     def paused_count(self) -> int:
         """Messages that arrived (in the shown connection) since the pause."""
@@ -522,19 +530,17 @@ class MainScreen(Screen[None]):
     def action_handshake(self) -> None:
         conn = self._connection_for("Handshake")
         if conn is not None:
-            self.app.push_screen(HandshakeScreen(conn, self.app.conn_number(conn.id), self.tz))
+            self.app.push_screen(HandshakeScreen(conn, self.tz))
 
     def action_fault(self) -> None:
         conn = self._connection_for("Fault")
         if conn is not None:
-            number = self.app.conn_number(conn.id)
-            self.app.push_screen(FaultMenu(conn, number), partial(self._send, f"#{number}"))
+            self.app.push_screen(FaultMenu(conn), partial(self._send, conn_tag(conn.id)))
 
     def action_inject(self) -> None:
         conn = self._connection_for("Inject")
         if conn is not None:
-            number = self.app.conn_number(conn.id)
-            self.app.push_screen(InjectDialog(conn, number), partial(self._send, f"#{number}"))
+            self.app.push_screen(InjectDialog(conn), partial(self._send, conn_tag(conn.id)))
 
     def _send(self, label: str, cmd: Command | None) -> None:
         if cmd is not None:

@@ -28,7 +28,7 @@ from devconsole.analysis.heartbeat import HeartbeatReport, PingStats
 from devconsole.analysis.readiness import build_report
 from devconsole.decoders import safe_text
 from devconsole.model import Connection, ConnState
-from devconsole.text import fmt_duration
+from devconsole.text import conn_tag, fmt_duration
 from devconsole.tui.fmt import STATE_STYLES
 from devconsole.tui.timeline import BackoffTimeline
 
@@ -119,15 +119,13 @@ def _ping_line(p: PingStats, who: str) -> Text:
     return t
 
 
-def heartbeat_renderable(
-    conn: Connection | None, number: int | None, rep: HeartbeatReport | None
-) -> RenderableType:
+def heartbeat_renderable(conn: Connection | None, rep: HeartbeatReport | None) -> RenderableType:
     """The heartbeat of one connection, as seen by the app's monitor."""
     title = Text("Heartbeat", style="bold")
     if conn is None or rep is None:
         title.append("  no accepted connection on this endpoint", "dim")
         return title
-    title.append(f"  #{number} ", "bold cyan")
+    title.append(f"  {conn_tag(conn.id)} ", "bold cyan")
     title.append_text(_t(conn.path or "/"))
     title.append(" ")
     title.append(f" {conn.state} ", STATE_STYLES.get(conn.state, "bold"))
@@ -337,7 +335,6 @@ class ReportScreen(ModalScreen[None]):
         self.query_one("#report-timeline", BackoffTimeline).show(
             self.selected_endpoint,
             session.connections,
-            app.conn_number,
             now,
         )
         parts: list[RenderableType] = []
@@ -347,8 +344,7 @@ class ReportScreen(ModalScreen[None]):
             parts.append(Text(""))
             conn = session.connections.get(self.conn_id or "")
             rep = app.heartbeat.report(conn.id, now) if conn is not None else None
-            number = app.conn_number(conn.id) if conn is not None else None
-            parts.append(heartbeat_renderable(conn, number, rep))
+            parts.append(heartbeat_renderable(conn, rep))
             others = [ep for i, ep in enumerate(eps) if i != sel]
             if others:
                 parts.append(Text("\nOther endpoints", style="bold underline"))

@@ -21,7 +21,7 @@ escaped with ``safe_text`` and put in ``Text`` objects, never parsed as markup.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from rich.style import Style
@@ -33,7 +33,7 @@ from textual.widget import Widget
 from devconsole.analysis.backoff import STORM_BELOW, Backoff, EndpointReport, LineageReport
 from devconsole.decoders import safe_text
 from devconsole.model import Connection, ConnState
-from devconsole.text import fmt_delay
+from devconsole.text import conn_tag, fmt_delay
 
 INDENT = "   "
 MAX_CONNS = 300  # per lineage, the most recent
@@ -126,9 +126,9 @@ def gap_width(delay: float) -> int:
     return max(1, min(8, round(math.log2(max(delay, 0.01) / 0.05))))
 
 
-def conn_segment(c: Connection, number: int, now: float) -> Text:
+def conn_segment(c: Connection, now: float) -> Text:
     t = Text(no_wrap=True, end="")
-    t.append(f"#{number}", STYLE_NUMBER)
+    t.append(conn_tag(c.id), STYLE_NUMBER)
     hs = c.handshake
     if c.refused:
         t.append(" ✗", STYLE_REFUSED)
@@ -179,7 +179,6 @@ def gap_segment(delay: float | None) -> Text:
 def lineage_rows(
     lin: LineageReport,
     conns: Mapping[str, Connection],
-    number: Callable[[str], int],
     now: float,
     width: int,
     max_rows: int = MAX_ROWS,
@@ -197,7 +196,7 @@ def lineage_rows(
         seg = Text(no_wrap=True, end="")
         if segments:
             seg.append_text(gap_segment(by_conn.get(cid)))
-        seg.append_text(conn_segment(c, number(cid), now))
+        seg.append_text(conn_segment(c, now))
         segments.append(seg)
     avail = max(10, width - len(INDENT))
     rows: list[list[Text]] = [[]]
@@ -230,7 +229,6 @@ def lineage_rows(
 def timeline_lines(
     ep: EndpointReport | None,
     conns: Mapping[str, Connection],
-    number: Callable[[str], int],
     now: float,
     width: int,
     *,
@@ -269,7 +267,7 @@ def timeline_lines(
             label.append("  ")
             label.append_text(pattern_text(lin.backoff))
         lines.append(label)
-        lines.extend(lineage_rows(lin, conns, number, now, width, max_rows))
+        lines.extend(lineage_rows(lin, conns, now, width, max_rows))
     if len(lineages) > max_lineages:
         more = len(lineages) - max_lineages
         lines.append(Text(f"+ {more} more client(s) with fewer reconnects", style="dim"))
@@ -301,9 +299,8 @@ class BackoffTimeline(Widget):
         self._args: tuple[
             EndpointReport | None,
             Mapping[str, Connection],
-            Callable[[str], int],
             float,
-        ] = (None, {}, lambda c: 0, 0.0)
+        ] = (None, {}, 0.0)
         self._lines: list[Text] = []
         self._width = -1
 
@@ -311,10 +308,9 @@ class BackoffTimeline(Widget):
         self,
         ep: EndpointReport | None,
         conns: Mapping[str, Connection],
-        number: Callable[[str], int],
         now: float,
     ) -> None:
-        self._args = (ep, conns, number, now)
+        self._args = (ep, conns, now)
         self._width = -1
         old = len(self._lines)
         self._compute(self.size.width or 80)
@@ -327,8 +323,8 @@ class BackoffTimeline(Widget):
         if width == self._width:
             return
         self._width = width
-        ep, conns, number, now = self._args
-        self._lines = timeline_lines(ep, conns, number, now, width)
+        ep, conns, now = self._args
+        self._lines = timeline_lines(ep, conns, now, width)
 
     @property
     def lines(self) -> list[Text]:
