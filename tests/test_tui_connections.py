@@ -141,7 +141,7 @@ async def test_rates_from_sampled_counters() -> None:
         source.push(t.burst("1", 2500, side=SERVER))
         now[0] = 1.0
         await settle(pilot)
-        assert app.rates.get("1") == 2500
+        assert app.state.rates.get("1") == 2500
         shown = screen_text(app)
         assert re.search(r"#1 +open .* 2\.5k/s", shown)
         assert "│ 2.5k/s │" in shown  # the status bar total

@@ -4,6 +4,9 @@ the tests).
 The app reads Events from a ``Source`` in a worker and applies each batch to its own
 ``Session`` on the app's event loop, then redraws on a timer (~20 Hz) when the Session's
 ``version`` moved: never once per message.
+
+The app owns the screens: it builds them with the ``ViewState`` they share and runs the
+Commands they request (``CommandRequested``). No screen imports this module.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from devconsole.tui.faults import FaultMenu, InjectDialog, describe
 from devconsole.tui.filterbar import FilterBar
 from devconsole.tui.help import HelpScreen
 from devconsole.tui.main import MainScreen
-from devconsole.tui.rates import RateMeter
 from devconsole.tui.report import ReportScreen
+from devconsole.tui.state import CommandRequested, ViewState
 from devconsole.tui.stream import StreamView
 
 REFRESH_HZ = 20.0
@@ -109,37 +112,19 @@ class DevconsoleApp(App[None]):
     def __init__(
         self,
         source: Source,
+        state: ViewState,
         *,
-        session: Session | None = None,
         proxy_process: Any = None,
         on_exit: Callable[[], object] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        tz: _dt.tzinfo | None = None,
         refresh_hz: float = REFRESH_HZ,
         keymap: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.source = source
-        self.session = session if session is not None else Session()
-        # The heartbeat monitor sees every event from the start (the report needs the
-        # pings of connections whose items the buffer may since have evicted).
-        s = self.session
-        self.heartbeat = (
-            HeartbeatMonitor.from_session(s)
-            if s.connections or len(s.buffer)
-            else HeartbeatMonitor()
-        )
-        s.observers.append(self.heartbeat.on_event)
-        self.wall_clock = wall_clock  # the timebase of event timestamps (Unix time)
+        self.state = state
         self.proxy_process = proxy_process
         self.on_exit_callback = on_exit
-        self.clock_now = clock
-        self.tz = tz
         self.refresh_hz = refresh_hz
-        self.rates = RateMeter(clock)
-        self.rates_changed = False
-        self.source_state = "live"
         self.apply_errors = 0
         self.redraw_errors = 0
         self._source_closed = False
@@ -150,18 +135,26 @@ class DevconsoleApp(App[None]):
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def session(self) -> Session:
+        return self.state.session
+
+    @property
+    def heartbeat(self) -> HeartbeatMonitor:
+        return self.state.heartbeat
+
+    @property
+    def source_state(self) -> str:
+        return self.state.source_state
+
     def get_default_screen(self) -> Screen[Any]:
-        return MainScreen(self.session, tz=self.tz)
+        return MainScreen(self.state)
 
     @property
     def main(self) -> MainScreen:
         screen = self.screen_stack[0]
         assert isinstance(screen, MainScreen)
         return screen
-
-    @property
-    def source_description(self) -> str:
-        return str(getattr(self.source, "description", "") or "")
 
     def on_mount(self) -> None:
         self._loop_thread = threading.get_ident()
@@ -175,14 +168,14 @@ class DevconsoleApp(App[None]):
         except asyncio.CancelledError:
             raise
         except SourceError as e:
-            self.source_state = f"source error: {e}"
+            self.state.source_state = f"source error: {e}"
             self.notify(str(e), title="Source", severity="error", markup=False, timeout=10)
         except Exception as e:
-            self.source_state = f"source error: {type(e).__name__}"
+            self.state.source_state = f"source error: {type(e).__name__}"
             self.notify(f"{type(e).__name__}: {e}", title="Source", severity="error", markup=False)
         else:
             if not self._source_closed:
-                self.source_state = "source ended"
+                self.state.source_state = "source ended"
 
     def on_events(self, events: list[Event]) -> None:
         """The Source's callback: apply the batch now; the timer redraws."""
@@ -208,7 +201,8 @@ class DevconsoleApp(App[None]):
 
     def tick(self) -> None:
         """The redraw timer: rates, then the main screen."""
-        self.rates_changed = self.rates.sample(self._counters)
+        state = self.state
+        state.rates_changed = state.rates.sample(self._counters)
         self._check_proxy()
         try:
             main = self.main
@@ -248,12 +242,12 @@ class DevconsoleApp(App[None]):
 
     def _check_proxy(self) -> None:
         proc = self.proxy_process
-        if proc is None or self.source_state.startswith("proxy"):
+        if proc is None or self.state.source_state.startswith("proxy"):
             return
         poll = getattr(proc, "poll", None)
         code = poll() if callable(poll) else getattr(proc, "returncode", None)
         if code is not None:
-            self.source_state = f"proxy exited ({code})"
+            self.state.source_state = f"proxy exited ({code})"
             self.notify(
                 f"The proxy process exited with code {code}.",
                 title="Proxy",
@@ -285,6 +279,9 @@ class DevconsoleApp(App[None]):
         await self.close_source()
 
     # ------------------------------------------------------------------ commands
+
+    def on_command_requested(self, message: CommandRequested) -> None:
+        self.run_command(message.command, message.label)
 
     def run_command(self, cmd: Command, label: str = "") -> None:
         """Send ``cmd`` to the source in a worker; the result is shown as a notification."""
@@ -359,14 +356,18 @@ def make_app(
     """
     if session is None:
         session = Session(max_items=max_items, max_bytes=max_bytes)
-    return DevconsoleApp(
-        source,
-        session=session,
-        proxy_process=proxy_process,
-        on_exit=on_exit,
+    state = ViewState.create(
+        session,
         clock=clock,
         wall_clock=wall_clock,
         tz=tz,
+        source_description=str(getattr(source, "description", "") or ""),
+    )
+    return DevconsoleApp(
+        source,
+        state,
+        proxy_process=proxy_process,
+        on_exit=on_exit,
         refresh_hz=refresh_hz,
         keymap=keymap,
     )

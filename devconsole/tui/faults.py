@@ -1,7 +1,7 @@
 """The fault menu (``x``) and the inject dialog (``i``).
 
 Both are modal screens that only *build* a Command and dismiss with it; the main screen
-sends it with ``await app.source.command(cmd)`` and shows the result. The checks here
+asks the app to send it (``CommandRequested``) and the app shows the result. The checks here
 (close code, reason length, hex payload, which faults a connection's state allows) are
 plain functions, unit-tested without Textual. The capture addon checks again: a stale
 screen can only make a command fail with the addon's message, never do harm.

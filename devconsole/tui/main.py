@@ -12,9 +12,8 @@ a superseded scan is cancelled and its result dropped.
 
 from __future__ import annotations
 
-import datetime as _dt
 from functools import partial
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -30,7 +29,7 @@ from devconsole import filters
 from devconsole.decoders import safe_text
 from devconsole.filters import MATCH_ALL, Filter, FilterError
 from devconsole.model import Command, Connection, Item
-from devconsole.session import FilteredView, Session
+from devconsole.session import FilteredView
 from devconsole.text import conn_tag
 from devconsole.tui import connections as conn_widgets
 from devconsole.tui.connections import ConnectionList
@@ -39,11 +38,9 @@ from devconsole.tui.faults import FaultMenu, InjectDialog
 from devconsole.tui.filterbar import FilterBar
 from devconsole.tui.handshake import HandshakeScreen
 from devconsole.tui.report import ReportScreen
+from devconsole.tui.state import CommandRequested, ViewState
 from devconsole.tui.statusbar import StatusBar, StatusInfo
 from devconsole.tui.stream import StreamView
-
-if TYPE_CHECKING:
-    from devconsole.tui.app import DevconsoleApp
 
 _W = TypeVar("_W", bound=Widget)
 
@@ -173,14 +170,13 @@ class MainScreen(Screen[None]):
         ),
     ]
 
-    app: DevconsoleApp  # type: ignore[assignment]
-
     ALLOW_IN_MAXIMIZED_VIEW = "Footer, FilterBar, StatusBar"
 
-    def __init__(self, session: Session, *, tz: _dt.tzinfo | None = None) -> None:
+    def __init__(self, state: ViewState) -> None:
         super().__init__()
-        self.session = session
-        self.tz = tz
+        self.state = state
+        self.session = state.session
+        self.tz = state.tz
         self.conn: str | None = None  # None: all connections merged
         self.filter: Filter = MATCH_ALL
         self.filter_expr = ""
@@ -199,11 +195,10 @@ class MainScreen(Screen[None]):
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
-        app = self.app
         view = FilteredView(self.session)
         with Vertical(id="connections-pane", classes="pane"):
             yield Static(id="connections-header", classes="column-header")
-            yield ConnectionList(self.session, rate=app.rates.get, id="connections")
+            yield ConnectionList(self.session, rate=self.state.rates.get, id="connections")
         with Horizontal(id="lower"):
             with Vertical(id="stream-pane", classes="pane"):
                 yield Static(id="stream-header", classes="column-header")
@@ -274,17 +269,17 @@ class MainScreen(Screen[None]):
             self.stream.update_rows()
             self.connections.update_rows()
             self._update_placeholder()
-        elif self.app.rates_changed:
+        elif self.state.rates_changed:
             self.connections.refresh()
         started = self._scan_started
-        if started is not None and self.app.clock_now() - started >= PROGRESS_DELAY:
+        if started is not None and self.state.clock() - started >= PROGRESS_DELAY:
             self.filter_bar.show_progress(self._scan_progress)
         self._widget("#status", StatusBar).show(
             StatusInfo.from_session(
                 s,
-                address=self.app.source_description,
-                source_state=self.app.source_state,
-                rate=self.app.rates.get(conn_widgets.ALL),
+                address=self.state.source_description,
+                source_state=self.state.source_state,
+                rate=self.state.rates.get(conn_widgets.ALL),
                 paused=self.paused,
                 paused_new=self.paused_count(),
                 following=self.stream.following,
@@ -352,7 +347,7 @@ class MainScreen(Screen[None]):
             view.rescan(predicate, self.conn, source=source)
             self._install(view, filt)
             return
-        self._scan_started = self.app.clock_now()
+        self._scan_started = self.state.clock()
         self._scan_progress = 0.0
         self._scan_worker = self._scan(generation, view, filt, source)
 
@@ -544,11 +539,11 @@ class MainScreen(Screen[None]):
 
     def _send(self, label: str, cmd: Command | None) -> None:
         if cmd is not None:
-            self.app.run_command(cmd, label)
+            self.post_message(CommandRequested(cmd, label))
 
     def action_report(self) -> None:
         conn = self.selected_connection()
-        self.app.push_screen(ReportScreen(conn.id if conn is not None else None))
+        self.app.push_screen(ReportScreen(self.state, conn.id if conn is not None else None))
 
     def action_cycle_view(self) -> None:
         self.detail.cycle_view()

@@ -2,17 +2,17 @@
 timeline of the selected endpoint and the heartbeat of one of its connections.
 
 Everything is computed by ``devconsole.analysis`` (``analyze_endpoints``,
-``build_report`` and the app's ``HeartbeatMonitor``, which has seen every event since the
-app started); this module only lays it out. The screen recomputes on the app's redraw
-timer, at most twice a second (less often when a recomputation is slow), because the
-"seconds since" figures move even when no event arrives.
+``build_report`` and the view's ``HeartbeatMonitor``, which has seen every event since the
+viewer started); this module only lays it out. The screen recomputes on the app's redraw
+timer (``tick``), at most twice a second of the view's clock (less often when a
+recomputation is slow), because the "seconds since" figures move even when no event
+arrives.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -30,10 +30,8 @@ from devconsole.decoders import safe_text
 from devconsole.model import Connection, ConnState
 from devconsole.text import conn_tag, fmt_duration
 from devconsole.tui.fmt import STATE_STYLES
+from devconsole.tui.state import ViewState
 from devconsole.tui.timeline import BackoffTimeline
-
-if TYPE_CHECKING:
-    from devconsole.tui.app import DevconsoleApp
 
 MIN_INTERVAL = 0.5  # seconds between two recomputations
 SLOW_FACTOR = 10  # ... or this many times what the last one took
@@ -225,10 +223,9 @@ class ReportScreen(ModalScreen[None]):
         ),
     ]
 
-    app: DevconsoleApp  # type: ignore[assignment]
-
-    def __init__(self, conn: str | None = None) -> None:
+    def __init__(self, state: ViewState, conn: str | None = None) -> None:
         super().__init__()
+        self.state = state
         self.conn_id = conn  # the connection whose heartbeat is shown
         self.endpoint: EndpointId | None = None
         self.endpoints: list[EndpointReport] = []
@@ -237,6 +234,7 @@ class ReportScreen(ModalScreen[None]):
         self._last = -1e9
         self._interval = MIN_INTERVAL
         self._initial_conn = conn
+        self._mounted = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="report-dialog"):
@@ -250,6 +248,7 @@ class ReportScreen(ModalScreen[None]):
         dialog.border_title = "Readiness report"
         dialog.border_subtitle = "tab/←→ endpoint · [ ] connection · ↑↓ scroll · esc close"
         self.query_one("#report-body").focus()
+        self._mounted = True
         self.refresh_report(force=True)
 
     # ---------------------------------------------------------------- data
@@ -270,14 +269,16 @@ class ReportScreen(ModalScreen[None]):
         self.refresh_report()
 
     def refresh_report(self, force: bool = False) -> None:
-        started = time.monotonic()
+        if not self._mounted:  # the timer can fire between the push and the mount
+            return
+        clock = self.state.clock
+        started = clock()
         if not force and started - self._last < self._interval:
             return
-        app = self.app
-        session = app.session
-        now = app.wall_clock()
+        session = self.state.session
+        now = self.state.wall_clock()
         self.endpoints = analyze_endpoints(session.connections.values())
-        self.report = build_report(session, app.heartbeat, now, endpoints=self.endpoints)
+        self.report = build_report(session, self.state.heartbeat, now, endpoints=self.endpoints)
         if self.endpoint is None and self.endpoints:
             self.endpoint = self._initial_endpoint()
         if self.endpoint not in {(e.path, e.origin) for e in self.endpoints}:
@@ -287,11 +288,11 @@ class ReportScreen(ModalScreen[None]):
         self._pick_conn()
         self._show(now)
         self.computations += 1
-        self._last = time.monotonic()
+        self._last = clock()
         self._interval = max(MIN_INTERVAL, SLOW_FACTOR * (self._last - started))
 
     def _initial_endpoint(self) -> EndpointId | None:
-        conn = self.app.session.connections.get(self._initial_conn or "")
+        conn = self.state.session.connections.get(self._initial_conn or "")
         if conn is not None:
             return default_endpoint_key(conn)
         # Nothing selected: the endpoint with the most reconnects says most.
@@ -301,7 +302,7 @@ class ReportScreen(ModalScreen[None]):
     def _accepted(self, ep: EndpointReport | None) -> list[str]:
         if ep is None:
             return []
-        conns = self.app.session.connections
+        conns = self.state.session.connections
         return [
             cid for cid in ep.conn_ids if cid in conns and conns[cid].state != ConnState.REFUSED
         ]
@@ -314,8 +315,7 @@ class ReportScreen(ModalScreen[None]):
     # ---------------------------------------------------------------- rendering
 
     def _show(self, now: float) -> None:
-        app = self.app
-        session = app.session
+        session = self.state.session
         eps = self.report.get("endpoints", [])
         sel = self.selected_index
         tabs = Text(no_wrap=True, overflow="ellipsis")
@@ -343,7 +343,7 @@ class ReportScreen(ModalScreen[None]):
             parts.append(checklist_renderable(eps[sel], selected=True))
             parts.append(Text(""))
             conn = session.connections.get(self.conn_id or "")
-            rep = app.heartbeat.report(conn.id, now) if conn is not None else None
+            rep = self.state.heartbeat.report(conn.id, now) if conn is not None else None
             parts.append(heartbeat_renderable(conn, rep))
             others = [ep for i, ep in enumerate(eps) if i != sel]
             if others:
