@@ -2,8 +2,8 @@
 
     .venv/bin/python docs/make_screenshots.py
 
-The traffic is the fixed demo session of the TUI tests (tests/tui_fixtures.py), with a
-frozen clock and UTC timestamps, so the pictures only change when the screen does.
+The traffic is the fixed demo session the TUI tests use too (``devconsole.samples``),
+with a frozen clock and UTC timestamps, so the pictures only change when the screen does.
 """
 
 from __future__ import annotations
@@ -17,19 +17,23 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devconsole.samples import FAULT_NOW, UTC, demo_traffic, fault_traffic  # noqa: E402
 from devconsole.source import MemorySource  # noqa: E402
 from devconsole.tui import make_app  # noqa: E402
-from tests.tui_fixtures import (  # noqa: E402
-    FAULT_NOW,
-    UTC,
-    demo_traffic,
-    fault_traffic,
-    frozen_clock,
-    settle,
-)
 
 OUT = ROOT / "docs" / "img"
 SIZE = (140, 40)
+
+
+def frozen_clock() -> float:
+    return 0.0
+
+
+async def settle(pilot: Any) -> None:
+    """Let the source deliver, run a redraw tick now, and let the screen update."""
+    await pilot.pause()
+    pilot.app.sync()
+    await pilot.pause()
 
 
 async def shot(
@@ -75,13 +79,13 @@ async def hex_zoomed(pilot: Any) -> None:
 
 
 async def handshake(pilot: Any) -> None:
-    pilot.app.main.connections.select("c1")
+    pilot.app.main.connections.select("1")
     await settle(pilot)
     await pilot.press("h")
 
 
 async def refused(pilot: Any) -> None:
-    pilot.app.main.connections.select("r1")
+    pilot.app.main.connections.select("3")
     await settle(pilot)
     await pilot.press("h")
 
@@ -104,13 +108,13 @@ async def help_screen(pilot: Any) -> None:
 
 
 async def fault_menu(pilot: Any) -> None:
-    pilot.app.main.connections.select("f4")
+    pilot.app.main.connections.select("5")
     await settle(pilot)
     await pilot.press("x")
 
 
 async def custom_close(pilot: Any) -> None:
-    pilot.app.main.connections.select("c1")
+    pilot.app.main.connections.select("1")
     await settle(pilot)
     await pilot.press("x", "t", "c")
     menu = pilot.app.screen
@@ -120,14 +124,14 @@ async def custom_close(pilot: Any) -> None:
 
 
 async def inject(pilot: Any) -> None:
-    pilot.app.main.connections.select("c1")
+    pilot.app.main.connections.select("1")
     await settle(pilot)
     await pilot.press("i", "ctrl+o")
     pilot.app.screen.query_one("#inject-payload").value = "7b 22 74 79 70 65 22 3a 7d"
 
 
 async def report(pilot: Any) -> None:
-    pilot.app.main.connections.select("f4")
+    pilot.app.main.connections.select("5")
     await settle(pilot)
     await pilot.press("r")
     await settle(pilot)

@@ -25,6 +25,7 @@ from devconsole.model import (
     StateEvent,
 )
 from devconsole.session import Session
+from tests.factories import make_handshake
 
 _ids = itertools.count(1)
 
@@ -47,7 +48,7 @@ def hs(
     if cookie is not None:
         headers.append(("Cookie", cookie))
         cookies = [tuple(p.strip().split("=", 1)) for p in cookie.split(";")]  # type: ignore[misc]
-    return Handshake(
+    return make_handshake(
         conn=f"c{next(_ids)}",
         ts=ts,
         client=client,

@@ -28,6 +28,7 @@ from devconsole.model import (
     Side,
 )
 from devconsole.session import Session
+from tests.factories import make_handshake
 
 _seq = itertools.count(1)
 
@@ -47,7 +48,7 @@ def msg(conn: str, ts: float, side: Side, data: str | bytes) -> Message:
 
 
 def handshake(conn: str, ts: float) -> Handshake:
-    return Handshake(
+    return make_handshake(
         conn=conn,
         ts=ts,
         client="127.0.0.1:50000",

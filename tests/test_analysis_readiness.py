@@ -27,6 +27,7 @@ from devconsole.model import (
     Side,
 )
 from devconsole.session import Session
+from tests.factories import make_handshake
 
 JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
@@ -60,7 +61,7 @@ def hs(
     req.extend(headers or [])
     q = query or []
     qs = "&".join(f"{k}={v}" for k, v in q)
-    return Handshake(
+    return make_handshake(
         conn=conn or f"c{next(_ids)}",
         ts=ts,
         client="10.1.1.1:5555",

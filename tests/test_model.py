@@ -15,25 +15,15 @@ from devconsole.model import (
     close_code_meaning,
     valid_close_code,
 )
+from tests import factories
 
 
 def make_handshake(**kw: object) -> Handshake:
     fields: dict[str, object] = dict(
-        conn="c1",
-        ts=1.0,
-        client="127.0.0.1:5000",
-        server="example.com:80",
-        scheme="ws",
-        url="ws://example.com/chat?x=1",
-        method="GET",
-        path="/chat",
-        query=[("x", "1")],
-        http_version="HTTP/1.1",
-        request_headers=[],
-        cookies=[],
+        url="ws://example.com/chat?x=1", path="/chat", query=[("x", "1")], request_headers=[]
     )
     fields.update(kw)
-    return Handshake(**fields)  # type: ignore[arg-type]
+    return factories.make_handshake(**fields)  # type: ignore[arg-type]
 
 
 def test_control_opcodes_are_control_and_data_opcodes_are_not() -> None:

@@ -7,10 +7,18 @@ import threading
 
 from devconsole.model import SERVER
 from devconsole.session import Session
-from devconsole.source import SourceError
+from devconsole.source import MemorySource, SourceError
 from devconsole.tui import DevconsoleApp, make_app
 from devconsole.tui.app import DevconsoleCommands
-from tests.tui_fixtures import UTC, LiveSource, Traffic, frozen_clock, screen_text, settle
+from tests.tui_fixtures import (
+    UTC,
+    Traffic,
+    frozen_clock,
+    live_source,
+    notifications,
+    screen_text,
+    settle,
+)
 
 SIZE = (140, 40)
 
@@ -20,16 +28,16 @@ def test_make_app_signature() -> None:
     assert next(iter(params)) == "source"
     for name in ("proxy_process", "on_exit", "session", "max_items", "max_bytes", "clock", "tz"):
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
-    app = make_app(LiveSource(), max_items=123, max_bytes=4567)
+    app = make_app(live_source(), max_items=123, max_bytes=4567)
     assert isinstance(app, DevconsoleApp)
     assert app.session.buffer.max_items == 123
     assert app.session.buffer.max_bytes == 4567
     session = Session()
-    assert make_app(LiveSource(), session=session).session is session
+    assert make_app(live_source(), session=session).session is session
 
 
 async def test_q_closes_the_source_and_calls_on_exit() -> None:
-    source = LiveSource()
+    source = live_source()
     calls: list[str] = []
     app = make_app(source, on_exit=lambda: calls.append("exit"), clock=frozen_clock)
     async with app.run_test(size=SIZE) as pilot:
@@ -41,7 +49,7 @@ async def test_q_closes_the_source_and_calls_on_exit() -> None:
 
 
 async def test_async_on_exit_is_awaited_once() -> None:
-    source = LiveSource()
+    source = live_source()
     calls: list[str] = []
 
     async def on_exit() -> None:
@@ -59,7 +67,7 @@ async def test_async_on_exit_is_awaited_once() -> None:
 async def test_events_are_applied_on_arrival_and_drawn_on_the_tick() -> None:
     t = Traffic()
     t.open("1")
-    source = LiveSource(t.take())
+    source = live_source(t.take())
     app = make_app(source, clock=frozen_clock, tz=UTC, refresh_hz=5)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -73,7 +81,7 @@ async def test_events_are_applied_on_arrival_and_drawn_on_the_tick() -> None:
 async def test_events_from_another_thread() -> None:
     t = Traffic()
     t.open("1")
-    source = LiveSource(t.take())
+    source = live_source(t.take())
     app = make_app(source, clock=frozen_clock, tz=UTC)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -97,8 +105,9 @@ class FragileSession(Session):
 async def test_a_bad_event_is_ignored_and_reported() -> None:
     t = Traffic()
     t.open("1")
-    source = LiveSource(t.take())
+    source = live_source(t.take())
     app = make_app(source, session=FragileSession(), clock=frozen_clock, tz=UTC)
+    shown = notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         source.push(
@@ -108,17 +117,17 @@ async def test_a_bad_event_is_ignored_and_reported() -> None:
         assert app.apply_errors == 1
         assert app.session.last_seq == 3  # the rest of the batch was applied
         assert len(app.session.buffer) == 2
-        assert any("Event ignored" in (n.title or "") for n in app._notifications)
+        assert any(title == "Event ignored" for title, _, _ in shown)
 
 
-class FailingSource(LiveSource):
+class FailingSource(MemorySource):
     async def run(self, on_events) -> None:
         raise SourceError("tap not running at /tmp/x.sock")
 
 
-class EndingSource(LiveSource):
+class EndingSource(MemorySource):
     async def run(self, on_events) -> None:
-        on_events(self.initial)
+        on_events(self.events)
 
 
 async def test_source_error_and_end_are_shown() -> None:
@@ -146,7 +155,7 @@ class FakeProcess:
 
 async def test_proxy_exit_is_shown() -> None:
     proc = FakeProcess()
-    app = make_app(LiveSource(), proxy_process=proc, clock=frozen_clock)
+    app = make_app(live_source(), proxy_process=proc, clock=frozen_clock)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert app.source_state == "live"
@@ -156,7 +165,7 @@ async def test_proxy_exit_is_shown() -> None:
 
 
 async def test_command_palette_lists_every_action() -> None:
-    source = LiveSource()
+    source = live_source()
     app = make_app(source, clock=frozen_clock)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -179,7 +188,7 @@ async def test_command_palette_lists_every_action() -> None:
 
 
 async def test_keymap_rebinds_by_binding_id() -> None:
-    app = make_app(LiveSource(), clock=frozen_clock, keymap={"pause": "p"})
+    app = make_app(live_source(), clock=frozen_clock, keymap={"pause": "p"})
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("p")
@@ -196,7 +205,7 @@ async def test_after_a_late_attach_the_screen_shows_the_ids_users_type() -> None
     t.open("9", path="/nine")
     t.text("7", SERVER, "from seven")
     t.text("9", SERVER, "from nine")
-    source = LiveSource(t.take())
+    source = live_source(t.take())
     app = make_app(source, clock=frozen_clock, tz=UTC)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)

@@ -10,11 +10,11 @@ from devconsole.tui.handshake import HandshakeScreen
 from devconsole.tui.stream import StreamView
 from tests.tui_fixtures import (
     UTC,
-    LiveSource,
     Traffic,
     demo_traffic,
     frozen_clock,
     handshake,
+    live_source,
     screen_text,
     settle,
 )
@@ -23,7 +23,7 @@ SIZE = (140, 40)
 
 
 def app_with(events, **kw):
-    source = LiveSource(events)
+    source = live_source(events)
     return source, make_app(source, clock=kw.pop("clock", frozen_clock), tz=UTC, **kw)
 
 
@@ -115,7 +115,7 @@ async def test_forgotten_connection_falls_back_to_all() -> None:
     t = Traffic()
     t.open("1")
     t.end("1")
-    source = LiveSource(t.take())
+    source = live_source(t.take())
     app = make_app(source, session=Session(max_connections=2), clock=frozen_clock, tz=UTC)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)

@@ -27,10 +27,11 @@ from devconsole.tui.faults import (
 from tests.tui_fixtures import (
     FAULT_NOW,
     UTC,
-    LiveSource,
     Traffic,
     fault_traffic,
     frozen_clock,
+    live_source,
+    notifications,
     screen_text,
     settle,
 )
@@ -39,8 +40,9 @@ SIZE = (140, 40)
 
 
 def app_with(events, **kw):
-    source = LiveSource(events, command_error=kw.pop("command_error", None))
+    source = live_source(events, command_error=kw.pop("command_error", None))
     app = make_app(source, clock=frozen_clock, tz=UTC, wall_clock=lambda: FAULT_NOW, **kw)
+    notifications(app)
     return source, app
 
 
@@ -61,7 +63,7 @@ async def until_sent(pilot, source, n: int = 1) -> None:
 
 
 def messages(app) -> list[tuple[str, str, str]]:
-    return [(n.title, n.message, n.severity) for n in app._notifications]
+    return notifications(app)
 
 
 # --------------------------------------------------------------------------- pure checks
@@ -147,15 +149,16 @@ async def test_the_addons_error_is_shown() -> None:
 
 
 async def test_a_dead_tap_is_shown_too() -> None:
-    from devconsole.source import SourceError
+    from devconsole.source import MemorySource, SourceError
 
-    class DeadSource(LiveSource):
+    class DeadSource(MemorySource):
         async def command(self, cmd):
             self.commands.append(cmd)
             raise SourceError("not connected to a tap")
 
     source = DeadSource(open_traffic().events)
     app = make_app(source, clock=frozen_clock, tz=UTC)
+    notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         app.main.connections.select("1")
@@ -357,7 +360,7 @@ async def test_killed_and_half_open_badges_and_stream_marks() -> None:
 async def test_a_session_given_to_the_app_feeds_its_heartbeat_monitor() -> None:
     session = Session()
     session.apply_all(fault_traffic().events)
-    app = make_app(LiveSource(), session=session, clock=frozen_clock, wall_clock=lambda: FAULT_NOW)
+    app = make_app(live_source(), session=session, clock=frozen_clock, wall_clock=lambda: FAULT_NOW)
     rep = app.heartbeat.report("2", FAULT_NOW)
     assert rep.pinger == "server" and rep.server_pings.count == 4
     t = Traffic(ts=FAULT_NOW)

@@ -13,10 +13,10 @@ from devconsole.tui.stream import StreamView
 from tests.tui_fixtures import (
     EVIL_TEXT,
     UTC,
-    LiveSource,
     Traffic,
     demo_traffic,
     frozen_clock,
+    live_source,
     screen_text,
     settle,
 )
@@ -25,7 +25,7 @@ SIZE = (140, 40)
 
 
 def app_with(events, **kw):
-    source = LiveSource(events)
+    source = live_source(events)
     return source, make_app(source, clock=kw.pop("clock", frozen_clock), tz=UTC, **kw)
 
 

@@ -6,7 +6,15 @@ from devconsole.model import SERVER, Connection
 from devconsole.source import MemorySource
 from devconsole.tui import make_app
 from devconsole.tui.handshake import HandshakeScreen, handshake_renderable
-from tests.tui_fixtures import EVIL_TEXT, UTC, Traffic, frozen_clock, handshake, screen_text
+from tests.tui_fixtures import (
+    EVIL_TEXT,
+    UTC,
+    Traffic,
+    frozen_clock,
+    handshake,
+    notifications,
+    screen_text,
+)
 
 
 def render_plain(conn: Connection, width: int = 160) -> str:
@@ -101,13 +109,14 @@ async def test_h_without_a_connection_warns() -> None:
     t.open("1")
     t.open("2")
     app = make_app(MemorySource(t.events), clock=frozen_clock, tz=UTC)
+    shown = notifications(app)
     async with app.run_test(size=(140, 40)) as pilot:
         await pilot.pause()
         app.sync()
         await pilot.press("h")
         await pilot.pause()
         assert not isinstance(app.screen, HandshakeScreen)
-        assert any("Select a connection" in str(n.message) for n in app._notifications)
+        assert any("Select a connection" in message for _, message, _ in shown)
 
 
 def _inspector_app(refused: bool):

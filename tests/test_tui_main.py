@@ -6,10 +6,10 @@ from devconsole.tui import make_app
 from devconsole.tui.main import MainScreen
 from tests.tui_fixtures import (
     UTC,
-    LiveSource,
     Traffic,
     demo_traffic,
     frozen_clock,
+    live_source,
     screen_text,
     settle,
 )
@@ -18,7 +18,7 @@ SIZE = (140, 40)
 
 
 def app_with(events, **kw):
-    source = LiveSource(events)
+    source = live_source(events)
     return source, make_app(source, clock=frozen_clock, tz=UTC, **kw)
 
 

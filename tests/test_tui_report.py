@@ -14,10 +14,10 @@ from tests.tui_fixtures import (
     FAULT_NOW,
     T0,
     UTC,
-    LiveSource,
     Traffic,
     fault_traffic,
     frozen_clock,
+    live_source,
     screen_text,
     settle,
 )
@@ -26,7 +26,7 @@ SIZE = (140, 40)
 
 
 def app_with(events):
-    source = LiveSource(events)
+    source = live_source(events)
     return source, make_app(source, clock=frozen_clock, tz=UTC, wall_clock=lambda: FAULT_NOW)
 
 
@@ -159,7 +159,7 @@ async def test_report_refreshes_on_the_timer_at_most_twice_a_second() -> None:
         t.end(f"{i + 1}", closed_by=SERVER)
         t.ts += delay
     now = [100.0]  # the view's clock, moved by hand
-    source = LiveSource(t.take())
+    source = live_source(t.take())
     app = make_app(source, clock=lambda: now[0], tz=UTC, wall_clock=lambda: FAULT_NOW)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -224,7 +224,7 @@ def test_snapshot_report_and_timeline(snap_compare) -> None:
 def test_monitor_sees_client_and_server_sides() -> None:
     # the fixture's heartbeat: what the screen above relies on
     s = Session()
-    app = make_app(LiveSource(), session=s, wall_clock=lambda: FAULT_NOW)
+    app = make_app(live_source(), session=s, wall_clock=lambda: FAULT_NOW)
     s.apply_all(fault_traffic().events)
     rep = app.heartbeat.report("5", FAULT_NOW)
     assert rep.pinger == "server"

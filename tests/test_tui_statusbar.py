@@ -6,7 +6,7 @@ from devconsole.model import GapEvent, Snapshot
 from devconsole.session import Session
 from devconsole.tui import make_app
 from devconsole.tui.statusbar import StatusInfo, status_text
-from tests.tui_fixtures import UTC, LiveSource, Traffic, frozen_clock, screen_text, settle
+from tests.tui_fixtures import UTC, Traffic, frozen_clock, live_source, screen_text, settle
 
 BASE = StatusInfo(
     address="127.0.0.1:8080",
@@ -76,7 +76,7 @@ def test_info_prefers_the_proxy_address_from_the_snapshot() -> None:
 async def test_status_bar_shows_live_totals_gaps_and_evictions() -> None:
     t = Traffic()
     t.open("1")
-    source = LiveSource(t.take(), description="tap /tmp/tap.sock")
+    source = live_source(t.take(), description="tap /tmp/tap.sock")
     app = make_app(source, max_items=100, clock=frozen_clock, tz=UTC)
     async with app.run_test(size=(140, 40)) as pilot:
         await settle(pilot)

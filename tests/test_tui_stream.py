@@ -11,10 +11,10 @@ from devconsole.tui.stream import RowLayout, StreamView
 from tests.tui_fixtures import (
     EVIL_TEXT,
     UTC,
-    LiveSource,
     Traffic,
     demo_traffic,
     frozen_clock,
+    live_source,
     screen_text,
     settle,
 )
@@ -24,7 +24,7 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def live_app(events=(), **kw):
-    source = LiveSource(events)
+    source = live_source(events)
     kw.setdefault("clock", frozen_clock)
     kw.setdefault("tz", UTC)
     return source, make_app(source, **kw)
