@@ -51,6 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The errors a user can cause, by module: one line on stderr, exit 1. A module that was
+# never imported cannot have raised its error, so classifying an error imports nothing
+# (``devconsole tail`` with no proxy running must not pay for importing mitmproxy).
+USER_ERRORS = (
+    ("devconsole.source", "SourceError"),
+    ("devconsole.tap", "TapError"),
+    ("devconsole.proxy", "ProxyError"),
+    ("devconsole.store.capture", "CaptureError"),
+    ("devconsole.childproxy", "ChildProxyError"),
+)
+
+
+def _is_user_error(e: Exception) -> bool:
+    if isinstance(e, CliError):
+        return True
+    for module, name in USER_ERRORS:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(e, getattr(loaded, name)):
+            return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -66,14 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0
     except Exception as e:
-        from devconsole.childproxy import ChildProxyError
-        from devconsole.proxy import ProxyError
-        from devconsole.source import SourceError
-        from devconsole.store.capture import CaptureError
-        from devconsole.tap import TapError
-
-        user_errors = (CliError, SourceError, ProxyError, TapError, CaptureError, ChildProxyError)
-        if isinstance(e, user_errors):
+        if _is_user_error(e):
             print(f"devconsole: {e}", file=sys.stderr)
             return 1
         if isinstance(e, OSError) and e.filename:

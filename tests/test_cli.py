@@ -106,12 +106,14 @@ async def test_tail_json_reports_a_session_completely(short_tmp: Path) -> None:
                 env=_env(),
                 cwd=str(ROOT),
             )
-            await asyncio.sleep(1.0)  # let tail attach (it also replays the backlog)
+            assert tail.stdout is not None
             async with connect(
                 f"ws://127.0.0.1:{px.port}/chat?ticket=t1",
                 additional_headers={"Cookie": "session=abc"},
                 compression=None,
             ) as ws:
+                # tail attached: it printed the handshake (live, or from the backlog)
+                lines: list[dict] = [json.loads(await asyncio.wait_for(tail.stdout.readline(), 20))]
                 await ws.send("hello")
                 await ws.recv()
                 await ws.send(b"\x00\xff")
@@ -120,8 +122,6 @@ async def test_tail_json_reports_a_session_completely(short_tmp: Path) -> None:
                 await ws.recv()
                 await (await ws.ping(b"p1"))
                 await ws.close(4000, "bye now")
-            lines: list[dict] = []
-            assert tail.stdout is not None
             while not any(x["event"] == "end" for x in lines):
                 raw = await asyncio.wait_for(tail.stdout.readline(), 10)
                 assert raw, "tail exited"
@@ -222,22 +222,46 @@ async def test_tcp_tap_requires_the_token(short_tmp: Path) -> None:
             assert json.loads(out) == []
 
 
-def test_startup_errors_are_one_clear_line(short_tmp: Path) -> None:
-    cases = [
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
         (["proxy", "--listen", "nonsense"], "bad --listen"),
         (["proxy", "--listen", "127.0.0.1:99999"], "out of range"),
         (["proxy", "--listen", "127.0.0.1:0", "--mode", "bogus:x"], "bad --mode"),
-        (["proxy", "--listen", "127.0.0.1:0", "--set", "no_such_option=1"], "no_such_option"),
-        (["proxy", "--listen", "127.0.0.1:0", "--set", "ssl_insecure=maybe"], "ssl_insecure"),
-        (["tail", "--tap", str(short_tmp / "none.sock")], "no devconsole tap"),
+        (["tail", "--tap", "{tmp}/none.sock"], "no devconsole tap"),
         (["conns", "--tap", "tcp://127.0.0.1:1"], "tap"),
+    ],
+)
+def test_usage_errors_are_one_clear_line(
+    short_tmp: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    # in-process: these fail before any proxy or logging is set up
+    args = [a.replace("{tmp}", str(short_tmp)) for a in args]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert needle in err and err.startswith("devconsole: "), err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_startup_errors_of_the_real_binary_are_one_clear_line(short_tmp: Path) -> None:
+    # mitmproxy's own option checks, through `python -m devconsole` as a user runs it
+    cases = [
+        (["--set", "no_such_option=1"], "no_such_option"),
+        (["--set", "ssl_insecure=maybe"], "ssl_insecure"),
     ]
-    for args, needle in cases:
-        if args[0] == "proxy":
-            args = [*args, "--tap", str(short_tmp / "t.sock"), "--confdir", str(short_tmp / "c")]
-        r = run_cli(*args)
-        assert r.returncode != 0, args
-        assert needle in r.stderr, (args, r.stderr)
+    for extra, needle in cases:
+        r = run_cli(
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            *extra,
+            "--tap",
+            str(short_tmp / "t.sock"),
+            "--confdir",
+            str(short_tmp / "c"),
+        )
+        assert r.returncode == 1, extra
+        assert needle in r.stderr, (extra, r.stderr)
         assert "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) <= 2, r.stderr
 

@@ -41,10 +41,10 @@ def proxy(args: argparse.Namespace) -> int:
 async def _proxy(args: argparse.Namespace) -> int:
     from devconsole.proxy import ProxyError, fmt_addr, run_proxy, setup_logging
 
+    cfg = proxy_config(args)  # a bad --listen or --mode fails before logging is set up
     setup_logging(
         {"quiet": 40, "normal": 30, "verbose": 20}.get(args.log, 30),
     )
-    cfg = proxy_config(args)
 
     def ready(p: Any) -> None:
         addrs = ", ".join(fmt_addr(a) for a in p.listen_addrs)
