@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devconsole.analysis.handshake import explain_status, is_loopback_host, lint_handshake
-from tests.tui_fixtures import handshake
+from devconsole.samples import handshake
 
 
 def topics(hs) -> dict[str, str]:

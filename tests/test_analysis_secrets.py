@@ -62,7 +62,7 @@ def test_ordinary_names_of_the_handshake_lint(name: str) -> None:
 )
 def test_lint_readiness_and_redaction_agree_on_a_query_parameter(name: str, secret: bool) -> None:
     from devconsole.analysis.handshake import lint_handshake
-    from tests.tui_fixtures import handshake
+    from devconsole.samples import handshake
 
     hs = handshake(cookies=(), query=[(name, "v4lue")])
     linted = any(f.topic == "query" for f in lint_handshake(hs))
