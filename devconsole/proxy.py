@@ -220,12 +220,13 @@ async def run_proxy(
     """Run until SIGINT/SIGTERM. Raises ProxyError on startup errors."""
     proxy = DevconsoleProxy(config)
     await proxy.start()
-    if on_ready is not None:
-        on_ready(proxy)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(proxy.stop()))
+    # Ready only once a SIGTERM stops it cleanly (a parent may send one at once).
+    if on_ready is not None:
+        on_ready(proxy)
     await proxy.wait()
 
 
