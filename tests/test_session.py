@@ -89,7 +89,12 @@ def test_handshake_opens_a_live_connection_and_notifies_observers() -> None:
     c = s.connections["c1"]
     assert c.state == ConnState.OPEN
     assert c.live and not c.refused
-    assert (c.url, c.path, c.client, c.ts_start) == ("ws://example.com/c1", "/c1", c.client, 5.0)
+    assert (c.url, c.path, c.client, c.ts_start) == (
+        "ws://example.com/c1",
+        "/c1",
+        "127.0.0.1:5000",
+        5.0,
+    )
     assert seen == [ev]
     assert s.version == 1
 
