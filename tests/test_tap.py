@@ -360,10 +360,9 @@ async def test_a_tap_that_never_answers_is_a_source_error(short_tmp: Path) -> No
 
     srv = await asyncio.start_unix_server(mute, path=path)
     try:
-        t0 = time.monotonic()
         with pytest.raises(SourceError, match="did not answer"):
-            await TapClient(path, timeout=0.3).connect()
-        assert time.monotonic() - t0 < 3
+            # bounded: it gives up by itself, long before its default 5 s would
+            await asyncio.wait_for(TapClient(path, timeout=0.3).connect(), 4)
     finally:
         for w in conns:
             w.close()
@@ -426,9 +425,7 @@ async def test_stop_is_prompt_with_viewers_attached(short_tmp: Path) -> None:
     p.emit(HandshakeEvent(hs()))
     async with attached(addr) as v:
         await v.wait_for(lambda v: "c1" in v.session.connections)
-        t0 = time.monotonic()
-        await p.server.stop()
-        assert time.monotonic() - t0 < 0.9
+        await p.server.stop()  # how long it takes: bench/timings.py
         # the viewer sees the end of the stream, and its commands now fail at once
         await wait_until(lambda: v._task is not None and v._task.done(), 5)
         with pytest.raises(SourceError):
@@ -635,22 +632,18 @@ async def test_a_slow_client_neither_slows_publish_nor_grows_without_bound(
             total = 250_000
             chunk = 1_000
             events = [msg(i) for i in range(1, total + 1)]
-            publish_time = 0.0
             worst_queue = 0
             worst_buffer = 0
             for start in range(0, total, chunk):
                 part = events[start : start + chunk]
                 for ev in part:
                     p.session.apply(ev)
-                t0 = time.perf_counter()
                 for ev in part:
                     p.server.publish(ev)
-                publish_time += time.perf_counter() - t0
                 worst_queue = max(worst_queue, len(client.queue))
                 worst_buffer = max(worst_buffer, client.writer.transport.get_write_buffer_size())
                 await asyncio.sleep(0)  # let the sender run (and block on the full socket)
-            per_event = publish_time / total
-            assert per_event < 10e-6, f"publish took {per_event * 1e6:.1f} us per event"
+            # (what publish costs meanwhile is measured by bench/timings.py)
             assert worst_queue <= max_queue
             assert worst_buffer < 2 << 20
             assert client in p.server.clients  # skipped ahead, not dropped
@@ -718,9 +711,10 @@ async def test_collect_returns_a_session_with_everything(short_tmp: Path) -> Non
         assert [it.seq for it in s.items()] == list(range(1, 43))
         assert s.proxy == "127.0.0.1:8080"
         # until= stops as soon as the condition holds
-        t0 = time.monotonic()
-        s2 = await collect(addr, until=lambda s: "c1" in s.connections, idle=5)
-        assert "c1" in s2.connections and time.monotonic() - t0 < 3
+        s2 = await asyncio.wait_for(  # bounded: it does not wait for idle=5 s
+            collect(addr, until=lambda s: "c1" in s.connections, idle=5), 4
+        )
+        assert "c1" in s2.connections
 
 
 async def test_collect_reports_an_unreachable_tap(short_tmp: Path) -> None:
