@@ -100,7 +100,8 @@ def _hs_dict(event: str, hs: Handshake) -> dict[str, Any]:
 
 def event_dict(ev: Event, *, redact: bool = True) -> dict[str, Any] | None:
     """The ``tail --json`` object of an event (docs/cli.md), secrets redacted unless
-    ``redact=False``; None for internal events (Snapshot)."""
+    ``redact=False``; None for internal events (Snapshot, the handshake of an upgrade
+    that is not answered yet)."""
     if isinstance(ev, Message):
         out: dict[str, Any] = {
             "event": "message",
@@ -156,6 +157,10 @@ def event_dict(ev: Event, *, redact: bool = True) -> dict[str, Any] | None:
             out["dropped"] = True
         return out
     if isinstance(ev, HandshakeEvent | RefusedEvent):
+        if isinstance(ev, HandshakeEvent) and ev.handshake.status is None:
+            # an upgrade not answered yet: the schema has one handshake per connection,
+            # the answered one (or its refused / error)
+            return None
         hs = redact_handshake(ev.handshake) if redact else ev.handshake
         return _hs_dict("handshake" if isinstance(ev, HandshakeEvent) else "refused", hs)
     if isinstance(ev, EndEvent):
