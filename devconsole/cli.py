@@ -408,6 +408,7 @@ async def _proxy(args: argparse.Namespace) -> int:
         {"quiet": 40, "normal": 30, "verbose": 20}.get(args.log, 30),
     )
     cfg = _proxy_config(args)
+    _warn_exposure(cfg)
 
     def ready(p: Any) -> None:
         addrs = ", ".join(_fmt(a) for a in p.listen_addrs)
@@ -418,6 +419,13 @@ async def _proxy(args: argparse.Namespace) -> int:
     except ProxyError as e:
         raise CliError(str(e)) from None
     return 0
+
+
+def _warn_exposure(cfg: Any) -> None:
+    from devconsole.proxy import exposure_warnings
+
+    for w in exposure_warnings(cfg):
+        print(f"devconsole: warning: {w}", file=sys.stderr, flush=True)
 
 
 def _fmt(addr: tuple[str, int]) -> str:
@@ -513,11 +521,10 @@ class ChildProxy:
 
 
 def _default(args: argparse.Namespace) -> int:
-    from devconsole.proxy import parse_listen, parse_mode
     from devconsole.tap import TapClient
 
-    parse_listen(args.listen)
-    parse_mode(args.mode)
+    args.tap = None
+    _warn_exposure(_proxy_config(args))  # validates --listen and --mode too
     child = ChildProxy(args)
     try:
         child.wait_ready()
@@ -527,10 +534,9 @@ def _default(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from devconsole.proxy import parse_listen
     from devconsole.tap import TapClient
 
-    parse_listen(args.listen)
+    _warn_exposure(_proxy_config(args))  # validates --listen and --mode too
     child = ChildProxy(args)
     stop_demo = None
     try:

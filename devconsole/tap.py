@@ -20,9 +20,11 @@ import collections
 import contextlib
 import errno
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
+import socket
 import stat
 import time
 from collections.abc import Callable, Coroutine
@@ -133,6 +135,26 @@ def parse_tap(spec: str | None) -> TapAddress:
     if "://" in spec:
         raise TapError(f"bad tap address {spec!r}: use a socket path or tcp://HOST:PORT")
     return TapAddress(path=os.path.abspath(os.path.expanduser(spec)))
+
+
+def is_loopback_host(host: str) -> bool | None:
+    """Whether listening on ``host`` stays on this machine: True for loopback addresses
+    and names that resolve only to them, False for every-interface ("", "*", 0.0.0.0, ::)
+    and other addresses, None when the name does not resolve (listening will fail)."""
+    host = host.strip("[]")
+    if host in ("", "*"):
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return None
+    return all(ipaddress.ip_address(str(i[4][0]).partition("%")[0]).is_loopback for i in infos)
 
 
 def read_token(addr: TapAddress) -> str | None:

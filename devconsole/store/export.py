@@ -568,12 +568,17 @@ def export_capture(
     """Export the capture file ``capture`` to ``out``: a path (written atomically, mode
     0600: a temporary file renamed over it, so a failed export leaves nothing behind),
     an open text stream, or None / ``"-"`` for stdout. Raises ``CaptureError`` (not a
-    capture file; with ``strict``, a damaged one) or ``OSError``; a damaged capture is
+    capture file; with ``strict``, a damaged one; ``out`` is ``capture`` itself) or
+    ``OSError``; a damaged capture is
     otherwise exported up to the damage and reported in ``ExportResult.error``."""
-    from devconsole.store.capture import read_capture
+    from devconsole.store.capture import CaptureError, read_capture
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (jsonl, har)")
+    if isinstance(out, str | os.PathLike) and out != "-" and _same_file(capture, out):
+        raise CaptureError(
+            f"{os.fspath(out)} is the capture being exported: choose another output file"
+        )
     reader = read_capture(capture, strict=strict)
     with reader:
 
@@ -590,6 +595,14 @@ def export_capture(
         else:
             n = write(out)
     return ExportResult(reader.events_read, n, reader.error)
+
+
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` are one file (also through symbolic and hard links)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _write_atomic(path: str, write: Any) -> int:
