@@ -377,6 +377,7 @@ def _export(args: argparse.Namespace) -> int:
 def _open(args: argparse.Namespace) -> int:
     from devconsole.store.capture import FileSource, probe
 
+    _require_terminal()
     probe(args.file)
     return _tui(FileSource(args.file))
 
@@ -433,6 +434,18 @@ def _fmt(addr: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _require_terminal(headless: str = "") -> None:
+    """The TUI draws on a terminal: with stdout (or stdin) not one, e.g. ``| tee log``, it
+    would draw into the pipe, and over the screen."""
+    if sys.stdout.isatty() and sys.stdin.isatty():
+        return
+    which = "stdout" if not sys.stdout.isatty() else "stdin"
+    raise CliError(
+        f"the TUI needs a terminal and {which} is not a terminal: run `devconsole proxy` "
+        f"and `devconsole tail` (or `tail --json`) to print the traffic{headless}"
+    )
+
+
 def _tui(source: Any, on_exit: Callable[[], None] | None = None) -> int:
     from devconsole.tui.app import make_app, tune_gc
 
@@ -449,6 +462,7 @@ def _tui(source: Any, on_exit: Callable[[], None] | None = None) -> int:
 def _attach(args: argparse.Namespace) -> int:
     from devconsole.tap import TapClient
 
+    _require_terminal()
     client = TapClient(args.tap, args.token)
 
     async def check() -> None:
@@ -524,6 +538,7 @@ def _default(args: argparse.Namespace) -> int:
     from devconsole.tap import TapClient
 
     args.tap = None
+    _require_terminal()
     _warn_exposure(_proxy_config(args))  # validates --listen and --mode too
     child = ChildProxy(args)
     try:
@@ -536,6 +551,8 @@ def _default(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from devconsole.tap import TapClient
 
+    if not args.headless:
+        _require_terminal(", or `devconsole demo --headless`")
     _warn_exposure(_proxy_config(args))  # validates --listen and --mode too
     child = ChildProxy(args)
     stop_demo = None

@@ -449,3 +449,28 @@ def test_export_refuses_to_overwrite_its_input(short_tmp: Path) -> None:
         assert cap.read_bytes() == before
     r = run_cli("export", str(cap), "-o", str(short_tmp / "out.jsonl"))
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--listen", "127.0.0.1:0"],
+        ["demo", "--listen", "127.0.0.1:0"],
+        ["attach", "--tap", "/nonexistent/tap.sock"],
+        ["open", "/nonexistent/capture.dcap"],
+    ],
+    ids=["default", "demo", "attach", "open"],
+)
+def test_the_tui_without_a_terminal_says_so_in_one_line(args: list[str]) -> None:
+    """`devconsole demo | tee log`: no TUI drawn into the pipe (and over the screen)."""
+    try:
+        r = run_cli(*args, timeout=20, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the TUI started without a terminal") from None
+    assert r.returncode == 1, r
+    assert r.stdout == ""
+    [line] = r.stderr.splitlines()
+    assert line.startswith("devconsole: ") and "not a terminal" in line, line
+    assert "devconsole proxy" in line and "devconsole tail" in line, line
+    if args[0] == "demo":
+        assert "--headless" in line
