@@ -195,6 +195,12 @@ class Capture:
         # devconsole parses WebSocket frames itself, on mitmproxy's raw TCP relay.
         if opts.websocket or not opts.rawtcp:
             opts.update(websocket=False, rawtcp=True)
+        # Connect upstream once the upgrade request is read, not when the client connects
+        # (mitmproxy's "eager" default): an upstream that is down then gets the request a
+        # 502 and the `error` hook (a refused upgrade), where "eager" closes a reverse-mode
+        # client without a word and answers a CONNECT before any upgrade is seen.
+        if getattr(opts, "connection_strategy", "lazy") != "lazy":
+            opts.update(connection_strategy="lazy")
 
     async def running(self) -> None:
         spec = ctx.options.devconsole_tap

@@ -20,9 +20,11 @@ import collections
 import contextlib
 import errno
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
+import socket
 import stat
 import time
 from collections.abc import Callable, Coroutine
@@ -50,6 +52,17 @@ FLUSH_INTERVAL = 0.01  # seconds a sender waits to gather a batch
 MAX_QUEUE = 200_000  # events queued for one client before it is skipped ahead
 MAX_QUEUE_BYTES = 64 << 20  # ... or payload bytes queued for it
 BATCH_BYTES = 1 << 20  # payload bytes per EVENTS frame (at least one event)
+# Before a client is authenticated (a valid hello, with the token on TCP) it may send
+# HELLO_LIMIT bytes, for AUTH_TIMEOUT seconds, and at most MAX_PENDING such clients are
+# held (a new one pushes out the oldest): an unauthenticated client cannot make the proxy
+# allocate more than a few KiB, or hold a slot for long.
+HELLO_LIMIT = 4096
+AUTH_TIMEOUT = 5.0
+MAX_PENDING = 16
+# After authentication: a viewer sends commands, small arrays with at most an injected
+# payload.
+MAX_COMMAND = 16 << 20
+STREAM_LIMIT = 64 << 10  # asyncio's per-connection read buffer pauses at twice this
 
 
 class TapError(Exception):
@@ -124,6 +137,26 @@ def parse_tap(spec: str | None) -> TapAddress:
     return TapAddress(path=os.path.abspath(os.path.expanduser(spec)))
 
 
+def is_loopback_host(host: str) -> bool | None:
+    """Whether listening on ``host`` stays on this machine: True for loopback addresses
+    and names that resolve only to them, False for every-interface ("", "*", 0.0.0.0, ::)
+    and other addresses, None when the name does not resolve (listening will fail)."""
+    host = host.strip("[]")
+    if host in ("", "*"):
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return None
+    return all(ipaddress.ip_address(str(i[4][0]).partition("%")[0]).is_loopback for i in infos)
+
+
 def read_token(addr: TapAddress) -> str | None:
     try:
         return addr.token_file().read_text().strip() or None
@@ -165,7 +198,11 @@ class TapServer:
         self.proxy_desc = proxy_desc
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
+        self.hello_limit = HELLO_LIMIT
+        self.auth_timeout = AUTH_TIMEOUT
+        self.max_pending = MAX_PENDING
         self.clients: set[_Client] = set()
+        self._unauthenticated: dict[_Client, None] = {}  # oldest first
         self.address: TapAddress | None = None
         self.token: str | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -189,7 +226,7 @@ class TapServer:
             old_umask = os.umask(0o177)
             try:
                 self._server = await asyncio.start_unix_server(
-                    self._handle, path=str(path), limit=1 << 20
+                    self._handle, path=str(path), limit=STREAM_LIMIT
                 )
             except OSError as e:
                 raise TapError(f"cannot listen on tap socket {path}: {e.strerror}") from None
@@ -201,7 +238,7 @@ class TapServer:
             assert addr.host is not None and addr.port is not None
             try:
                 self._server = await asyncio.start_server(
-                    self._handle, addr.host, addr.port, limit=1 << 20
+                    self._handle, addr.host, addr.port, limit=STREAM_LIMIT
                 )
             except OSError as e:
                 msg = "address in use" if e.errno == errno.EADDRINUSE else e.strerror
@@ -229,7 +266,7 @@ class TapServer:
             self._server.close()
         # Drop the clients before waiting: since Python 3.12 wait_closed() also waits for
         # every open connection.
-        for c in list(self.clients):
+        for c in [*self.clients, *self._unauthenticated]:
             self._drop(c)
         for t in list(self._tasks):
             t.cancel()
@@ -274,10 +311,16 @@ class TapServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client = _Client(writer)
-        # a viewer only sends a hello and commands: small arrays, at most an injected payload
-        frames = FrameReader(reader, max_object=16 << 20, max_len=1024)
+        self._unauthenticated[client] = None
+        while len(self._unauthenticated) > self.max_pending:
+            oldest = next(iter(self._unauthenticated))
+            logger.info("tap: too many unauthenticated clients, dropping the oldest")
+            self._drop(oldest, abort=True)
+        frames = FrameReader(
+            reader, max_object=MAX_COMMAND, max_len=1024, first_frame_limit=self.hello_limit
+        )
         try:
-            hello = await asyncio.wait_for(frames.next(), 10)
+            hello = await asyncio.wait_for(frames.next(), self.auth_timeout)
             if hello is None or hello[0] != wire.HELLO or not isinstance(hello[1], dict):
                 await self._refuse(writer, "expected a hello")
                 return
@@ -303,6 +346,7 @@ class TapServer:
             # nothing falls between the two.
             backlog: list[Event] = [self.session.snapshot(self.proxy_desc())]
             backlog.extend(self.session.buffer)
+            self._unauthenticated.pop(client, None)
             self.clients.add(client)
             self._spawn(self._sender(client, backlog))
             while True:
@@ -346,14 +390,18 @@ class TapServer:
             with contextlib.suppress(Exception):
                 client.writer.write(wire.pack(wire.RESULT, wire.encode_result(res)))
 
-    def _drop(self, client: _Client) -> None:
+    def _drop(self, client: _Client, abort: bool = False) -> None:
+        self._unauthenticated.pop(client, None)
         if client.closed:
             return
         client.closed = True
         self.clients.discard(client)
         client.wake.set()
         with contextlib.suppress(Exception):
-            client.writer.close()
+            if abort:  # free its buffers now, do not wait to flush anything
+                client.writer.transport.abort()
+            else:
+                client.writer.close()
 
     async def _write(self, client: _Client, events: list[Event]) -> None:
         """Send ``events`` in frames of at most BATCH_EVENTS events or ~BATCH_BYTES of
@@ -422,18 +470,22 @@ async def _socket_alive(path: str) -> bool:
 
 
 class FrameReader:
-    """Reads ``(kind, body)`` tap frames from a StreamReader."""
+    """Reads ``(kind, body)`` tap frames from a StreamReader. ``first_frame_limit``: at
+    most that many bytes are read until the first frame is complete (a hello), so a peer
+    that has not identified itself cannot make the decoder buffer more."""
 
     def __init__(
         self,
         reader: asyncio.StreamReader,
         max_object: int = wire.MAX_OBJECT,
         max_len: int = wire.MAX_LEN,
+        first_frame_limit: int | None = None,
     ) -> None:
         self.reader = reader
         self.decoder = wire.Decoder(max_object, max_len)
         self.pending: collections.deque[tuple[int, Any]] = collections.deque()
         self._error: wire.WireError | None = None
+        self._budget = first_frame_limit  # None once the first frame is in
 
     async def next(self) -> tuple[int, Any] | None:
         """The next frame, or None at EOF. Raises WireError on malformed data (after the
@@ -441,10 +493,17 @@ class FrameReader:
         while not self.pending:
             if self._error is not None:
                 raise self._error
+            n = 1 << 18
+            if self._budget is not None:
+                if self._budget <= 0:
+                    raise wire.WireError("first tap frame too large")
+                n = min(n, self._budget)
             try:
-                data = await self.reader.read(1 << 18)
+                data = await self.reader.read(n)
             except (ConnectionError, OSError):
                 return None
+            if self._budget is not None:
+                self._budget -= len(data)
             if not data:
                 return None
             try:
@@ -453,6 +512,7 @@ class FrameReader:
                     self.pending.append(frame)
             except wire.WireError as e:
                 self._error = e
+        self._budget = None
         return self.pending.popleft()
 
 

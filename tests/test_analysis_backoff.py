@@ -3,7 +3,6 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -286,7 +285,7 @@ def test_client_ip() -> None:
     assert default_lineage_key(conn) == "client/1.0\x1fa=b\x1f::1"
 
 
-def test_ten_thousand_connections_recompute_quickly() -> None:
+def test_ten_thousand_connections_are_all_accounted_for() -> None:
     sim = Sim()
     rng = random.Random(2)
     t = 0.0
@@ -297,11 +296,8 @@ def test_ten_thousand_connections_recompute_quickly() -> None:
         else:
             sim.connect(t, t + rng.uniform(0.1, 5.0), cookie=cookie)
         t += rng.uniform(0.001, 0.2)
-    start = time.perf_counter()
-    eps = sim.endpoints()
-    elapsed = time.perf_counter() - start
+    eps = sim.endpoints()  # how fast: bench/timings.py
     assert sum(e.connections for e in eps) == 10_000
-    assert elapsed < 5.0  # generous: typically well under 0.5 s
 
 
 # --------------------------------------------------------------------------- properties

@@ -416,3 +416,120 @@ async def test_record_then_export_redacted_and_not(short_tmp: Path) -> None:
     (short_tmp / "junk.dcap").write_bytes(b"not a capture")
     rc, _, err = await cli("export", str(short_tmp / "junk.dcap"))
     assert rc == 1 and "capture" in err and "Traceback" not in err
+
+
+def test_busy_addresses_are_one_line_each(short_tmp: Path) -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    busy = s.getsockname()[1]
+    conf = ["--confdir", str(short_tmp / "c")]
+    try:
+        with proxy_process(short_tmp, "--tap", str(short_tmp / "held.sock")):
+            cases = [
+                (
+                    ["proxy", "--listen", f"127.0.0.1:{busy}", "--tap", str(short_tmp / "a.sock")],
+                    f"devconsole: cannot listen on 127.0.0.1:{busy}: address already in use",
+                ),
+                (
+                    ["proxy", "--listen", "127.0.0.1:0", "--tap", f"tcp://127.0.0.1:{busy}"],
+                    f"devconsole: cannot listen on tap tcp://127.0.0.1:{busy}: address in use",
+                ),
+                (
+                    ["proxy", "--listen", "127.0.0.1:0", "--tap", str(short_tmp / "held.sock")],
+                    f"devconsole: tap socket {short_tmp / 'held.sock'} is in use",
+                ),
+                (
+                    ["proxy", "--listen", "127.0.0.1:0", "--mode", "reverse:notaurl"],
+                    "devconsole: bad --mode 'reverse:notaurl': ",
+                ),
+            ]
+            for args, first in cases:
+                r = run_cli(*args, *conf)
+                assert r.returncode == 1, (args, r.stderr)
+                assert r.stderr.startswith(first), (args, r.stderr)
+                assert len(r.stderr.splitlines()) == 1, r.stderr
+    finally:
+        s.close()
+
+
+def test_listening_on_every_interface_is_warned_about(short_tmp: Path) -> None:
+    proc = subprocess.Popen(
+        devconsole_cmd(
+            "proxy", "--listen", "*:0", "--tap", f"tcp://0.0.0.0:{free_port()}",
+            "--confdir", str(short_tmp / "c"), "--log", "quiet",
+        ),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=str(ROOT),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "listening on" in proc.stdout.readline()  # it runs, and ...
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    lines = [line for line in err.splitlines() if "warning" in line]
+    assert len(lines) == 2, err  # ... says so once for each
+    assert lines[0].startswith("devconsole: warning: the proxy listens on *:0: ")
+    assert lines[1].startswith("devconsole: warning: the tap listens on tcp://0.0.0.0:")
+    assert all("reachable from the network" in line for line in lines)
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_export_refuses_to_overwrite_its_input(short_tmp: Path) -> None:
+    from devconsole.model import HandshakeEvent
+    from devconsole.store.capture import save_capture
+    from tests.factories import make_handshake
+
+    cap = short_tmp / "s.dcap"
+    save_capture(cap, [HandshakeEvent(make_handshake("1"))])
+    before = cap.read_bytes()
+    link = short_tmp / "link.dcap"
+    link.symlink_to(cap)
+    hard = short_tmp / "hard.dcap"
+    os.link(cap, hard)
+    for args in (
+        [str(cap), "-o", str(cap)],
+        [str(cap), "-o", str(link)],
+        [str(link), "-o", str(cap)],
+        [str(cap), "-o", str(hard), "--format", "har"],
+    ):
+        r = run_cli("export", *args)
+        assert r.returncode == 1, (args, r.stderr)
+        assert r.stderr.startswith("devconsole: "), r.stderr
+        assert "is the capture being exported" in r.stderr, r.stderr
+        assert len(r.stderr.splitlines()) == 1, r.stderr
+        assert cap.read_bytes() == before
+    r = run_cli("export", str(cap), "-o", str(short_tmp / "out.jsonl"))
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--listen", "127.0.0.1:0"],
+        ["demo", "--listen", "127.0.0.1:0"],
+        ["attach", "--tap", "/nonexistent/tap.sock"],
+        ["open", "/nonexistent/capture.dcap"],
+    ],
+    ids=["default", "demo", "attach", "open"],
+)
+def test_the_tui_without_a_terminal_says_so_in_one_line(args: list[str]) -> None:
+    """`devconsole demo | tee log`: no TUI drawn into the pipe (and over the screen)."""
+    try:
+        r = run_cli(*args, timeout=20, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the TUI started without a terminal") from None
+    assert r.returncode == 1, r
+    assert r.stdout == ""
+    [line] = r.stderr.splitlines()
+    assert line.startswith("devconsole: ") and "not a terminal" in line, line
+    assert "devconsole proxy" in line and "devconsole tail" in line, line
+    if args[0] == "demo":
+        assert "--headless" in line

@@ -90,7 +90,12 @@ def test_handshake_opens_a_live_connection_and_notifies_observers() -> None:
     c = s.connections["c1"]
     assert c.state == ConnState.OPEN
     assert c.live and not c.refused
-    assert (c.url, c.path, c.client, c.ts_start) == ("ws://example.com/c1", "/c1", c.client, 5.0)
+    assert (c.url, c.path, c.client, c.ts_start) == (
+        "ws://example.com/c1",
+        "/c1",
+        "127.0.0.1:5000",
+        5.0,
+    )
     assert seen == [ev]
     assert s.version == 1
 
@@ -375,6 +380,28 @@ def test_resync_keeps_the_counters_a_snapshot_does_not_carry() -> None:
     assert (c.injected, c.dropped, c.largest_message) == (1, 1, 300)
     assert c.last_in == 12.0 and c.last_out == 11.0
     assert c.msgs_out == 2
+
+
+def test_a_snapshot_carries_each_counter_in_its_own_field() -> None:
+    # every counter a different value, so swapping two of them anywhere between the
+    # proxy's Session and a viewer's shows
+    proxy = opened("c1")
+    proxy.apply(msg(1, payload=b"x" * 300, injected=True))
+    proxy.apply(msg(2, side="server", payload=b"y" * 7, dropped=True))
+    proxy.apply(msg(3, side="server", payload=b"z" * 11, dropped=True))
+    proxy.apply(msg(4, side="server", payload=b"w" * 13, dropped=True))
+    proxy.apply(ping(5, injected=True))
+    proxy.apply(StateEvent("c1", 9.0, ConnState.HALF_OPEN))
+    [cs] = proxy.snapshot().connections
+    assert (cs.msgs_in, cs.msgs_out, cs.bytes_in, cs.bytes_out) == (3, 1, 31, 300)
+    assert (cs.largest_message, cs.injected, cs.dropped) == (300, 2, 3)
+    assert (cs.state, cs.half_open, cs.clean) == (ConnState.HALF_OPEN, True, None)
+    viewer = Session()
+    viewer.apply(proxy.snapshot())
+    c = viewer.connections["c1"]
+    assert (c.msgs_in, c.msgs_out, c.bytes_in, c.bytes_out) == (3, 1, 31, 300)
+    assert (c.largest_message, c.injected, c.dropped) == (300, 2, 3)
+    assert (c.state, c.half_open, c.clean) == (ConnState.HALF_OPEN, True, None)
 
 
 def test_snapshot_round_trip_reproduces_connection_state() -> None:

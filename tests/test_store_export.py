@@ -39,7 +39,7 @@ from devconsole.store.export import (
     export_jsonl,
     har_log,
 )
-from devconsole.store.lines import event_json
+from devconsole.store.lines import TailPrinter, event_json
 from tests.factories import make_handshake
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
@@ -495,3 +495,45 @@ def test_export_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown export format"):
         export_capture(bad, None, fmt="csv")  # type: ignore[arg-type]
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def tail_json_lines(events: list[Event]) -> list[dict[str, Any]]:
+    """What ``devconsole tail --json`` prints for this stream."""
+    out = io.StringIO()
+    printer = TailPrinter(out, True, None, None, True)
+    printer.on_events(events)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_a_recording_started_before_the_client_connected_has_one_handshake(
+    tmp_path: Path,
+) -> None:
+    """Recorded from a live tap: the upgrade is seen "connecting" (no status) before its
+    answer. The export has one handshake line for it, the answered one, exactly as
+    ``tail --json`` prints the same stream."""
+    pending = handshake("c1", status=None, reason="", response_headers=[], ts_response=None)
+    answered = handshake("c1")
+    refused_pending = handshake("r1", status=None, reason="", ts_response=None)
+    refused = handshake("r1", status=None, error="connection refused", ts_response=2.0)
+    events: list[Event] = [
+        Snapshot(0, [], "proxy", 0),
+        HandshakeEvent(pending),
+        HandshakeEvent(answered),
+        Message(1, "c1", 1700000001.0, "client", Opcode.TEXT, b"hi", 2, 8),
+        HandshakeEvent(refused_pending),
+        RefusedEvent(refused),
+        EndEvent("c1", 1700000009.0, False, None),
+    ]
+    path = tmp_path / "rec.dcap"
+    save_capture(path, events)
+    out = io.StringIO()
+    export_capture(path, out, redact=False)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(x["event"], x["conn"]) for x in lines] == [
+        ("handshake", "c1"),
+        ("message", "c1"),
+        ("refused", "r1"),
+        ("end", "c1"),
+    ]
+    assert lines[0]["response"]["status"] == 101
+    assert lines == tail_json_lines(events)

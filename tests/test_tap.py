@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import stat
 import time
@@ -360,10 +361,9 @@ async def test_a_tap_that_never_answers_is_a_source_error(short_tmp: Path) -> No
 
     srv = await asyncio.start_unix_server(mute, path=path)
     try:
-        t0 = time.monotonic()
         with pytest.raises(SourceError, match="did not answer"):
-            await TapClient(path, timeout=0.3).connect()
-        assert time.monotonic() - t0 < 3
+            # bounded: it gives up by itself, long before its default 5 s would
+            await asyncio.wait_for(TapClient(path, timeout=0.3).connect(), 4)
     finally:
         for w in conns:
             w.close()
@@ -426,9 +426,7 @@ async def test_stop_is_prompt_with_viewers_attached(short_tmp: Path) -> None:
     p.emit(HandshakeEvent(hs()))
     async with attached(addr) as v:
         await v.wait_for(lambda v: "c1" in v.session.connections)
-        t0 = time.monotonic()
-        await p.server.stop()
-        assert time.monotonic() - t0 < 0.9
+        await p.server.stop()  # how long it takes: bench/timings.py
         # the viewer sees the end of the stream, and its commands now fail at once
         await wait_until(lambda: v._task is not None and v._task.done(), 5)
         with pytest.raises(SourceError):
@@ -635,22 +633,18 @@ async def test_a_slow_client_neither_slows_publish_nor_grows_without_bound(
             total = 250_000
             chunk = 1_000
             events = [msg(i) for i in range(1, total + 1)]
-            publish_time = 0.0
             worst_queue = 0
             worst_buffer = 0
             for start in range(0, total, chunk):
                 part = events[start : start + chunk]
                 for ev in part:
                     p.session.apply(ev)
-                t0 = time.perf_counter()
                 for ev in part:
                     p.server.publish(ev)
-                publish_time += time.perf_counter() - t0
                 worst_queue = max(worst_queue, len(client.queue))
                 worst_buffer = max(worst_buffer, client.writer.transport.get_write_buffer_size())
                 await asyncio.sleep(0)  # let the sender run (and block on the full socket)
-            per_event = publish_time / total
-            assert per_event < 10e-6, f"publish took {per_event * 1e6:.1f} us per event"
+            # (what publish costs meanwhile is measured by bench/timings.py)
             assert worst_queue <= max_queue
             assert worst_buffer < 2 << 20
             assert client in p.server.clients  # skipped ahead, not dropped
@@ -718,9 +712,10 @@ async def test_collect_returns_a_session_with_everything(short_tmp: Path) -> Non
         assert [it.seq for it in s.items()] == list(range(1, 43))
         assert s.proxy == "127.0.0.1:8080"
         # until= stops as soon as the condition holds
-        t0 = time.monotonic()
-        s2 = await collect(addr, until=lambda s: "c1" in s.connections, idle=5)
-        assert "c1" in s2.connections and time.monotonic() - t0 < 3
+        s2 = await asyncio.wait_for(  # bounded: it does not wait for idle=5 s
+            collect(addr, until=lambda s: "c1" in s.connections, idle=5), 4
+        )
+        assert "c1" in s2.connections
 
 
 async def test_collect_reports_an_unreachable_tap(short_tmp: Path) -> None:
@@ -779,3 +774,246 @@ async def test_a_slow_client_queue_is_bounded_by_bytes_too(short_tmp: Path) -> N
         raw.close()
     finally:
         await server.stop()
+
+
+# ------------------------------------------------------------------ before authentication
+#
+# Until a client has sent a valid hello (with the token, on TCP) it may send a few KiB,
+# for a bounded time, and only so many such clients are held at once: an unauthenticated
+# client must not make the proxy allocate. After authentication the usual limits apply.
+
+
+def bin32_header(n: int) -> bytes:
+    """The start of a msgpack bin32 object claiming ``n`` bytes."""
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+async def open_tcp(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bool:
+    """Whether the server hangs up within ``timeout`` (what it sent before is ignored)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if not await asyncio.wait_for(reader.read(1 << 16), left):
+                return True
+    except TimeoutError:
+        return False
+    except ConnectionError:  # reset
+        return True
+    return False
+
+
+@pytest.mark.parametrize("tcp", [True, False], ids=["tcp", "unix"])
+async def test_a_large_object_before_the_hello_is_cut_off(
+    runtime: Path, short_tmp: Path, tcp: bool
+) -> None:
+    addr = TapAddress(host="127.0.0.1", port=0) if tcp else sock_path(short_tmp)
+    async with tap_server(addr) as p:
+        a = p.server.address
+        assert a is not None
+        if tcp:
+            r, w = await open_tcp(a.port)  # type: ignore[arg-type]
+        else:
+            r, w = await asyncio.open_unix_connection(a.path)  # type: ignore[arg-type]
+        try:
+            # a 16 MiB object, of which 64 KiB arrive: the server must not wait for the rest
+            w.write(bin32_header((16 << 20) - 64) + b"\x00" * (64 << 10))
+            with contextlib.suppress(ConnectionError):
+                await w.drain()
+            assert await closed_by_server(r, 5), "the tap kept reading a huge pre-auth object"
+        finally:
+            w.close()
+        assert p.server.clients == set()
+
+
+async def test_a_hello_of_a_few_kib_is_still_fine(runtime: Path) -> None:
+    async with tap_server(TapAddress(host="127.0.0.1", port=0)) as p:
+        a = p.server.address
+        assert a is not None and p.server.token is not None
+        r, w = await open_tcp(a.port)  # type: ignore[arg-type]
+        try:
+            extra = {"client": "x" * 2000}  # readers ignore keys they do not know
+            w.write(wire.pack(wire.HELLO, {"version": 1, "token": p.server.token, **extra}))
+            d = wire.Decoder()
+            d.feed(await asyncio.wait_for(r.read(1 << 16), 5))
+            assert next(d.frames())[0] == wire.WELCOME
+            # after the hello, today's limits: a command carrying 2 MiB is fine
+            w.write(
+                wire.pack(wire.COMMAND, [wire.C_INJECT, "c1", "client", 2, b"x" * (2 << 20), 7])
+            )
+            await w.drain()
+            await wait_until(lambda: len(p.commands.seen) == 1, 5)
+            assert len(p.commands.seen[0].payload) == 2 << 20  # type: ignore[union-attr]
+        finally:
+            w.close()
+
+
+async def test_unauthenticated_connections_are_capped_oldest_first(runtime: Path) -> None:
+    async with tap_server(TapAddress(host="127.0.0.1", port=0)) as p:
+        a = p.server.address
+        assert a is not None and a.port
+        cap = p.server.max_pending
+        conns = []
+        for _ in range(cap + 5):
+            conns.append(await open_tcp(a.port))
+            await asyncio.sleep(0.01)  # accepted in this order
+        try:
+            # the 5 oldest were dropped to make room, at once (not at the auth timeout)
+            for r, _ in conns[:5]:
+                assert await closed_by_server(r, 3)
+            # a client with the token still gets in, and pushes out the next oldest
+            async with attached(f"tcp://127.0.0.1:{a.port}") as v:
+                await v.wait_for(lambda v: v.session.version > 0)
+            assert await closed_by_server(conns[5][0], 3)
+            assert not conns[-1][0].at_eof()
+        finally:
+            for _, w in conns:
+                w.close()
+
+
+async def test_a_client_that_never_says_hello_is_dropped_after_the_auth_timeout(
+    runtime: Path,
+) -> None:
+    async with tap_server(TapAddress(host="127.0.0.1", port=0)) as p:
+        a = p.server.address
+        assert a is not None
+        p.server.auth_timeout = 0.5
+        r, w = await open_tcp(a.port)  # type: ignore[arg-type]
+        try:
+            w.write(wire.pack(wire.HELLO, {"version": 1, "token": "x"})[:3])  # and no more
+            assert await closed_by_server(r, 5)
+        finally:
+            w.close()
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def attack(port: int, payload: bytes, total: int, stop_at: float) -> None:
+    """One unauthenticated client: ``payload`` first, then zeros up to ``total`` bytes in
+    64 KiB writes, holding the connection open until ``stop_at`` (or until cut off)."""
+    try:
+        r, w = await asyncio.wait_for(open_tcp(port), 5)
+    except (OSError, TimeoutError):
+        return
+    try:
+        w.write(payload)
+        sent = len(payload)
+        chunk = b"\x00" * (64 << 10)
+        while sent < total and time.monotonic() < stop_at:
+            w.write(chunk)
+            sent += len(chunk)
+            await asyncio.wait_for(w.drain(), max(0.01, stop_at - time.monotonic()))
+        while time.monotonic() < stop_at and not r.at_eof():  # hold the connection
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(r.read(1 << 16), max(0.01, stop_at - time.monotonic()))
+    except (ConnectionError, TimeoutError, OSError):
+        pass
+    finally:
+        w.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_tap_fuzzing_before_authentication_keeps_the_proxy_bounded_and_relaying(
+    short_tmp: Path,
+) -> None:
+    """A real `devconsole proxy` with a TCP tap, attacked by many unauthenticated clients
+    (garbage, and large partial msgpack objects: each would have been buffered up to the
+    16 MiB object limit): its RSS stays bounded, WebSocket traffic keeps flowing through
+    it, and an authenticated viewer keeps receiving every message."""
+    import os
+    import subprocess
+    import sys
+
+    from websockets.asyncio.client import connect
+
+    from tests.conftest import ROOT, ws_server
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_RUNTIME_DIR=str(short_tmp))
+    async with ws_server() as (_, up):
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "devconsole", "proxy", "--listen", "127.0.0.1:0",
+                "--mode", f"reverse:http://127.0.0.1:{up}", "--tap", "tcp://127.0.0.1:0",
+                "--confdir", str(short_tmp / "conf"), "--log", "quiet",
+            ],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT),
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+); tap at tcp://127\.0\.0\.1:(\d+)", line)
+            assert m, line
+            port, tap_port = int(m.group(1)), int(m.group(2))
+            token = (short_tmp / "devconsole" / f"tap-{tap_port}.token").read_text().strip()
+
+            async with (
+                connect(f"ws://127.0.0.1:{port}/during") as ws,
+                viewer_of(f"tcp://127.0.0.1:{tap_port}", token) as v,
+            ):
+                await ws.send("warm up")
+                assert await ws.recv() == "warm up"
+                await v.wait_for(lambda v: v.session.total_messages == 2)
+                base = rss_mib(proc.pid)
+
+                huge = (16 << 20) - 64
+                payloads = [
+                    bin32_header(huge),  # a 16 MiB bin, never finished
+                    b"\xdb" + huge.to_bytes(4, "big"),  # a 16 MiB str
+                    b"\x92\x00\x81\xa5token\xdb" + huge.to_bytes(4, "big"),  # a hello's token
+                    b"\xdd\x0f\xff\xff\xff",  # an array of 2**28 elements
+                    os.urandom(4096),
+                    b"\xc1" * 64,
+                    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                ]
+                peak = base
+                echoed = 0
+                for wave in range(3):  # 3 waves of 60 connections, 8 MiB offered by each
+                    stop_at = time.monotonic() + 4
+                    attackers = [
+                        asyncio.ensure_future(
+                            attack(tap_port, payloads[i % len(payloads)], 8 << 20, stop_at)
+                        )
+                        for i in range(60)
+                    ]
+                    sent_before = echoed
+                    while not all(a.done() for a in attackers) or echoed - sent_before < 10:
+                        # relaying continues meanwhile, and the viewer sees it
+                        await ws.send(f"wave {wave} msg {echoed}")
+                        assert await asyncio.wait_for(ws.recv(), 10) == f"wave {wave} msg {echoed}"
+                        echoed += 1
+                        peak = max(peak, rss_mib(proc.pid))
+                        await asyncio.sleep(0.05)
+                    await asyncio.gather(*attackers)
+                    peak = max(peak, rss_mib(proc.pid))
+                await v.wait_for(lambda v: v.session.total_messages == 2 + 2 * echoed, 20)
+                # 180 clients offered 8 MiB each; before the limits, the proxy's RSS grew by
+                # about that much per connection held
+                assert peak - base < 48, f"proxy RSS grew from {base:.0f} to {peak:.0f} MiB"
+                assert proc.poll() is None
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def viewer_of(tap: str, token: str) -> AsyncIterator[Viewer]:
+    v = Viewer(tap, token)
+    await v.start()
+    try:
+        yield v
+    finally:
+        await v.close()

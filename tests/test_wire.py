@@ -35,6 +35,7 @@ from devconsole.model import (
     Snapshot,
     StateEvent,
 )
+from tests import golden
 from tests.factories import make_handshake
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -103,13 +104,30 @@ EVENTS: list[Event] = [
         rsv=4,
         utf8_ok=False,
         injected=True,
-        dropped=True,
+        dropped=False,
         frame_sizes=(1, 2, 1 << 33),
+    ),
+    # every flag is true in one message and false in another, in a different pattern for
+    # each flag, so that swapping any two of them changes what is decoded
+    Message(
+        6,
+        "c2",
+        2.75,
+        "client",
+        Opcode.TEXT,
+        b"{}",
+        2,
+        9,
+        frames=4,
+        compressed=True,
+        rsv=4,
+        dropped=True,
     ),
     ControlFrame(3, "c1", 3.0, "server", Opcode.PING, b"", 2),
     ControlFrame(
-        4, "c1", 4.0, "client", Opcode.CLOSE, b"\x03\xe8bye", 7, 1000, "bye", True, True, "bad"
+        4, "c1", 4.0, "client", Opcode.CLOSE, b"\x03\xe8bye", 7, 1000, "bye", True, False, "bad"
     ),
+    ControlFrame(7, "c2", 4.5, "server", Opcode.PONG, b"po", 4, None, "", False, True, None),
     ControlFrame(5, "c1", 5.0, "client", Opcode.CLOSE, b"", 2, None, ""),
     EndEvent("c1", 6.0, True, "client"),
     EndEvent("c1", 6, False, "proxy", "reset by peer"),
@@ -122,7 +140,22 @@ EVENTS: list[Event] = [
         99,
         [
             ConnSnapshot(
-                handshake(), ConnState.OPEN, 1, 2, 3, 4, None, "", None, None, None, [], False
+                handshake(),
+                ConnState.OPEN,
+                1,
+                2,
+                3,
+                4,
+                None,
+                "",
+                None,
+                None,
+                None,
+                [],
+                True,
+                5,
+                6,
+                8,
             ),
             ConnSnapshot(
                 REFUSED,
@@ -137,7 +170,10 @@ EVENTS: list[Event] = [
                 9.5,
                 True,
                 ["client stream at byte 3: bad"],
-                True,
+                False,
+                50,
+                60,
+                70,
             ),
         ],
         "127.0.0.1:8080, [::1]:8080",
@@ -396,7 +432,7 @@ def test_decode_events_wants_a_list() -> None:
 def test_fields_of_lists_dataclass_fields_in_wire_order() -> None:
     assert wire.fields_of(GapEvent) == ["missed", "reason"]
     assert len(wire.fields_of(Message)) == len(wire.encode_event(EVENTS[2])) - 1
-    assert len(wire.fields_of(ControlFrame)) == len(wire.encode_event(EVENTS[4])) - 1
+    assert len(wire.fields_of(ControlFrame)) == len(wire.encode_event(EVENTS[5])) - 1
     assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1])
 
 
@@ -528,3 +564,99 @@ def test_generated_messages_round_trip(msgs: list[Message]) -> None:
     [(kind, body)] = list(d.frames())
     assert kind == wire.EVENTS
     assert wire.decode_events(body) == msgs
+
+
+# ------------------------------------------------------------------ golden encodings
+#
+# The tap format evolves only by appending optional trailing fields to a record (older
+# encodings decode with the new field at its default) or by new tags; a field is never
+# removed, reordered or retyped (docs/store.md, "Format evolution"). tests/golden holds
+# the bytes of version 1: they must keep decoding, field by field, to the same values,
+# and the encoder's output cut back to those fields must stay byte-identical. So
+# appending a field needs no change here, and any other change fails.
+
+
+@pytest.mark.parametrize("g", golden.EVENTS, ids=lambda g: g.name)
+def test_golden_event_bytes_decode_field_by_field(g: golden.Golden) -> None:
+    got = wire.decode_event(msgpack.unpackb(g.data, raw=False))
+    golden.assert_same_fields(got, g.value)
+
+
+@pytest.mark.parametrize("g", golden.EVENTS, ids=lambda g: g.name)
+def test_golden_event_encoding_is_unchanged(g: golden.Golden) -> None:
+    encoded = wire.encode_event(g.value)
+    kept = golden.trim_like(encoded, msgpack.unpackb(g.data, raw=False))
+    assert msgpack.packb(kept, use_bin_type=True).hex(" ") == g.data.hex(" ")
+    golden.assert_same_fields(wire.decode_event(encoded), g.value)
+
+
+@pytest.mark.parametrize("g", golden.COMMANDS, ids=lambda g: g.name)
+def test_golden_command_bytes_decode_field_by_field(g: golden.Golden) -> None:
+    got = wire.decode_command(msgpack.unpackb(g.data, raw=False))
+    golden.assert_same_fields(got, g.value)
+
+
+@pytest.mark.parametrize("g", golden.COMMANDS, ids=lambda g: g.name)
+def test_golden_command_encoding_is_unchanged(g: golden.Golden) -> None:
+    encoded = wire.encode_command(g.value)
+    kept = golden.trim_like(encoded, msgpack.unpackb(g.data, raw=False))
+    assert msgpack.packb(kept, use_bin_type=True).hex(" ") == g.data.hex(" ")
+    golden.assert_same_fields(wire.decode_command(encoded), g.value)
+
+
+@pytest.mark.parametrize("g", golden.RESULTS, ids=lambda g: g.name)
+def test_golden_command_results(g: golden.Golden) -> None:
+    golden.assert_same_fields(wire.decode_result(msgpack.unpackb(g.data, raw=False)), g.value)
+    kept = golden.trim_like(wire.encode_result(g.value), msgpack.unpackb(g.data, raw=False))
+    assert msgpack.packb(kept, use_bin_type=True) == g.data
+
+
+def test_golden_frames_of_the_tap_stream() -> None:
+    gap = dict(golden.EVENT_VALUES)["gap"]
+    half_open = dict(golden.COMMAND_VALUES)["half-open"]
+    ok = dict(golden.RESULT_VALUES)["ok"]
+    frames = {
+        "hello": (wire.HELLO, {"version": 1, "token": "t0k"}),
+        "welcome": (wire.WELCOME, {"version": 1, "proxy": "127.0.0.1:8080"}),
+        "error": (wire.ERROR, "bad or missing tap token"),
+        "events": (wire.EVENTS, [wire.encode_event(gap)]),
+        "command": (wire.COMMAND, wire.encode_command(half_open)),
+        "result": (wire.RESULT, wire.encode_result(ok)),
+    }
+    assert wire.PROTOCOL_VERSION == 1
+    stream = b""
+    for name, (kind, body) in frames.items():
+        data = bytes.fromhex(golden.FRAME_HEX[name])
+        assert wire.pack(kind, body) == data, name
+        stream += data
+    d = wire.Decoder()
+    d.feed(stream)
+    got = list(d.frames())
+    assert [k for k, _ in got] == [0, 1, 2, 3, 4, 5]
+    assert wire.decode_events(got[3][1]) == [gap]
+    assert wire.decode_command(got[4][1]) == half_open
+    assert wire.decode_result(got[5][1]) == ok
+
+
+def test_golden_fixtures_give_neighbouring_fields_distinct_values() -> None:
+    """The property that makes the golden tests catch swapped fields: within each record,
+    fields of the same type differ, and across the fixtures of a type each flag has its
+    own true/false pattern."""
+    by_type: dict[type, list[Any]] = {}
+    for g in [*golden.EVENTS, *golden.COMMANDS]:
+        records = [g.value]
+        if isinstance(g.value, Snapshot):
+            records = list(g.value.connections)
+        for r in records:
+            by_type.setdefault(type(r), []).append(r)
+    for cls, records in by_type.items():
+        names = wire.fields_of(cls)
+        flags = [n for n in names if all(type(getattr(r, n)) is bool for r in records)]
+        patterns = [tuple(getattr(r, n) for r in records) for n in flags]
+        assert len(set(patterns)) == len(patterns), (cls.__name__, flags, patterns)
+        if len(records) > 1:  # a flag that never changes cannot show a swap
+            assert all(len(set(p)) == 2 for p in patterns), (cls.__name__, flags, patterns)
+        ints = [n for n in names if type(getattr(records[0], n)) is int]
+        for r in records:
+            values = [getattr(r, n) for n in ints if getattr(r, n) not in (0, 1)]
+            assert len(values) == len(set(values)), (cls.__name__, ints, values)

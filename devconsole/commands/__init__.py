@@ -13,10 +13,33 @@ tail`` does not pay for the TUI and ``devconsole --help`` for neither.
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 
 class CliError(Exception):
     """One line for stderr; exit 1."""
+
+
+def warn_exposure(cfg: Any) -> None:
+    """A warning line on stderr for the proxy and for the tap of ``cfg`` (a ``ProxyConfig``)
+    when they listen beyond loopback."""
+    from devconsole.proxy import exposure_warnings
+
+    for w in exposure_warnings(cfg):
+        print(f"devconsole: warning: {w}", file=sys.stderr, flush=True)
+
+
+def require_terminal(headless: str = "") -> None:
+    """The TUI draws on a terminal: with stdout (or stdin) not one, e.g. ``| tee log``, it
+    would draw into the pipe, and over the screen."""
+    if sys.stdout.isatty() and sys.stdin.isatty():
+        return
+    which = "stdout" if not sys.stdout.isatty() else "stdin"
+    raise CliError(
+        f"the TUI needs a terminal and {which} is not a terminal: run `devconsole proxy` "
+        f"and `devconsole tail` (or `tail --json`) to print the traffic{headless}"
+    )
 
 
 def positive_int(s: str) -> int:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from devconsole.commands import add_proxy_args, positive_int
+from devconsole.commands import add_proxy_args, positive_int, require_terminal, warn_exposure
 
 
 def register(sub: Any) -> None:
@@ -21,12 +21,14 @@ def register(sub: Any) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     from devconsole.childproxy import ChildProxy
+    from devconsole.commands.proxy import proxy_config
     from devconsole.commands.tui import run_tui
     from devconsole.demo_thread import start_demo_thread
-    from devconsole.proxy import parse_listen
     from devconsole.tap import TapClient
 
-    parse_listen(args.listen)
+    if not args.headless:
+        require_terminal(", or `devconsole demo --headless`")
+    warn_exposure(proxy_config(args))  # validates --listen and --mode too
     child = ChildProxy(args)
     stop_demo: Callable[[], None] | None = None
     try:

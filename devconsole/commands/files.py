@@ -10,7 +10,7 @@ import signal
 import sys
 from typing import Any
 
-from devconsole.commands import add_tap_args
+from devconsole.commands import add_tap_args, require_terminal
 
 
 def register(sub: Any) -> None:
@@ -70,5 +70,6 @@ def open_capture(args: argparse.Namespace) -> int:
     from devconsole.commands.tui import run_tui
     from devconsole.store.capture import FileSource, probe
 
+    require_terminal()
     probe(args.file)
     return run_tui(FileSource(args.file))

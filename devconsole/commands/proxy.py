@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from devconsole.commands import CliError, add_proxy_args
+from devconsole.commands import CliError, add_proxy_args, warn_exposure
 
 
 def register(sub: Any) -> None:
@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
 
 
 def proxy_config(args: argparse.Namespace) -> Any:
-    """The ``ProxyConfig`` of the proxy options (``add_proxy_args``)."""
+    """The ``ProxyConfig`` of the proxy options (``add_proxy_args``); validates --listen and
+    --mode. ``devconsole`` and ``demo`` have no --tap (their child proxy gets a private one)."""
     from devconsole.proxy import ProxyConfig, parse_listen, parse_mode
 
     host, port = parse_listen(args.listen)
@@ -26,7 +27,7 @@ def proxy_config(args: argparse.Namespace) -> Any:
         listen_port=port,
         mode=parse_mode(args.mode),
         confdir=args.confdir,
-        tap=args.tap or "",
+        tap=getattr(args, "tap", None) or "",
         buffer_messages=args.buffer_messages,
         buffer_bytes=args.buffer_bytes,
         max_payload=args.max_payload,
@@ -42,6 +43,7 @@ async def _proxy(args: argparse.Namespace) -> int:
     from devconsole.proxy import ProxyError, fmt_addr, run_proxy, setup_logging
 
     cfg = proxy_config(args)  # a bad --listen or --mode fails before logging is set up
+    warn_exposure(cfg)
     setup_logging(
         {"quiet": 40, "normal": 30, "verbose": 20}.get(args.log, 30),
     )

@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from devconsole.commands import add_tap_args
+from devconsole.commands import add_tap_args, require_terminal, warn_exposure
 
 
 def register(sub: Any) -> None:
@@ -34,6 +34,7 @@ def run_tui(source: Any, on_exit: Callable[[], None] | None = None) -> int:
 def attach(args: argparse.Namespace) -> int:
     from devconsole.tap import TapClient
 
+    require_terminal()
     client = TapClient(args.tap, args.token)
 
     async def check() -> None:
@@ -47,11 +48,11 @@ def attach(args: argparse.Namespace) -> int:
 def proxy_and_tui(args: argparse.Namespace) -> int:
     """``devconsole`` with no command: the proxy as a child process, the TUI attached."""
     from devconsole.childproxy import ChildProxy
-    from devconsole.proxy import parse_listen, parse_mode
+    from devconsole.commands.proxy import proxy_config
     from devconsole.tap import TapClient
 
-    parse_listen(args.listen)
-    parse_mode(args.mode)
+    require_terminal()
+    warn_exposure(proxy_config(args))  # validates --listen and --mode too
     child = ChildProxy(args)
     try:
         child.wait_ready()

@@ -100,7 +100,8 @@ def _hs_dict(event: str, hs: Handshake) -> dict[str, Any]:
 
 def event_dict(ev: Event, *, redact: bool = True) -> dict[str, Any] | None:
     """The ``tail --json`` object of an event (docs/cli.md), secrets redacted unless
-    ``redact=False``; None for internal events (Snapshot)."""
+    ``redact=False``; None for internal events (Snapshot, the handshake of an upgrade
+    that is not answered yet)."""
     if isinstance(ev, Message):
         out: dict[str, Any] = {
             "event": "message",
@@ -156,6 +157,10 @@ def event_dict(ev: Event, *, redact: bool = True) -> dict[str, Any] | None:
             out["dropped"] = True
         return out
     if isinstance(ev, HandshakeEvent | RefusedEvent):
+        if isinstance(ev, HandshakeEvent) and ev.handshake.status is None:
+            # an upgrade not answered yet: the schema has one handshake per connection,
+            # the answered one (or its refused / error)
+            return None
         hs = redact_handshake(ev.handshake) if redact else ev.handshake
         return _hs_dict("handshake" if isinstance(ev, HandshakeEvent) else "refused", hs)
     if isinstance(ev, EndEvent):
@@ -563,12 +568,17 @@ def export_capture(
     """Export the capture file ``capture`` to ``out``: a path (written atomically, mode
     0600: a temporary file renamed over it, so a failed export leaves nothing behind),
     an open text stream, or None / ``"-"`` for stdout. Raises ``CaptureError`` (not a
-    capture file; with ``strict``, a damaged one) or ``OSError``; a damaged capture is
+    capture file; with ``strict``, a damaged one; ``out`` is ``capture`` itself) or
+    ``OSError``; a damaged capture is
     otherwise exported up to the damage and reported in ``ExportResult.error``."""
-    from devconsole.store.capture import read_capture
+    from devconsole.store.capture import CaptureError, read_capture
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (jsonl, har)")
+    if isinstance(out, str | os.PathLike) and out != "-" and _same_file(capture, out):
+        raise CaptureError(
+            f"{os.fspath(out)} is the capture being exported: choose another output file"
+        )
     reader = read_capture(capture, strict=strict)
     with reader:
 
@@ -585,6 +595,14 @@ def export_capture(
         else:
             n = write(out)
     return ExportResult(reader.events_read, n, reader.error)
+
+
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` are one file (also through symbolic and hard links)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _write_atomic(path: str, write: Any) -> int:
