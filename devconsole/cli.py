@@ -333,7 +333,12 @@ async def _report(args: argparse.Namespace) -> int:
     monitor = HeartbeatMonitor()
     session = Session(max_items=10_000_000, max_bytes=1 << 40)
     session.observers.append(monitor.on_event)
-    await collect(args.tap, args.token, session=session)
+    if args.capture:
+        from devconsole.commands.store import load_capture
+
+        load_capture(args.capture, session)
+    else:
+        await collect(args.tap, args.token, session=session)
     report = build_report(session, monitor, time.time())
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
@@ -358,7 +363,18 @@ async def _record(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     print(f"recording to {path} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    n = await record(client, path, duration=args.duration, stop=stop, proxy=client.proxy)
+    from devconsole.store.segments import SEGMENT_BYTES
+
+    n = await record(
+        client,
+        path,
+        duration=args.duration,
+        stop=stop,
+        proxy=client.proxy,
+        overwrite=False,
+        segment_bytes=SEGMENT_BYTES,
+        max_bytes=args.record_max,
+    )
     print(f"{n} events written to {path}", file=sys.stderr)
     return 0
 
@@ -367,6 +383,8 @@ def _export(args: argparse.Namespace) -> int:
     from devconsole.store.export import export_capture
 
     res = export_capture(args.capture, args.output, fmt=args.format, redact=not args.no_redact)
+    for note in res.notes:
+        print(f"devconsole: note: {note}", file=sys.stderr)
     if res.error:
         print(f"devconsole: warning: {res.error}", file=sys.stderr)
     if args.output not in (None, "-"):
@@ -398,6 +416,8 @@ def _proxy_config(args: argparse.Namespace) -> Any:
         buffer_bytes=args.buffer_bytes,
         max_payload=args.max_payload,
         sets=args.set or [],
+        record=args.record or "",
+        record_max=args.record_max,
     )
 
 
@@ -481,6 +501,10 @@ class ChildProxy:
         ]
         if args.confdir:
             cmd += ["--confdir", args.confdir]
+        if getattr(args, "record", None):
+            cmd += ["--record", args.record]
+            if args.record_max is not None:
+                cmd += ["--record-max", str(args.record_max)]
         for s in args.set or []:
             cmd += ["--set", s]
         self.log = open(self.log_path, "w")  # noqa: SIM115
@@ -616,6 +640,9 @@ def _add_proxy_args(p: argparse.ArgumentParser, tap: bool = True) -> None:
         metavar="NAME=VALUE",
         help="set any mitmproxy option, e.g. --set ssl_insecure=true",
     )
+    from devconsole.commands.store import add_record_args
+
+    add_record_args(p)
 
 
 def _positive_int(s: str) -> int:
@@ -688,11 +715,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="production-readiness report of observed traffic")
     _add_tap_args(p)
     p.add_argument("--json", action="store_true")
+    p.add_argument("capture", nargs="?", help="a capture, recording or HAR file (default: the tap)")
 
-    p = sub.add_parser("record", help="save captured events to a capture file")
+    p = sub.add_parser("record", help="save captured events to a recording (segments)")
     _add_tap_args(p)
-    p.add_argument("file", nargs="?", help="capture file (default devconsole-DATE.dcap)")
+    p.add_argument("file", nargs="?", help="recording directory (default devconsole-DATE.dcap)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS")
+    from devconsole.commands.store import add_record_args
+
+    add_record_args(p, record=False)
 
     p = sub.add_parser("open", help="view a capture file in the TUI")
     p.add_argument("file")
@@ -702,6 +733,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="output file (default: stdout)")
     p.add_argument("--format", choices=["jsonl", "har"], default="jsonl")
     p.add_argument("--no-redact", action="store_true", help="keep cookies, tokens and passwords")
+
+    from devconsole.commands import store as store_commands
+
+    store_commands.register(sub)
 
     p = sub.add_parser("demo", help="the proxy, the TUI and simulated traffic")
     _add_proxy_args(p, tap=False)
@@ -714,6 +749,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "handler", None):
+            return int(args.handler(args))
         cmd = args.command
         if cmd == "kill":
             if args.rst and not args.abort:

@@ -48,6 +48,8 @@ class ProxyConfig:
     buffer_bytes: str = "256m"
     max_payload: str = "1m"
     sets: Sequence[str] = field(default_factory=list)  # NAME=VALUE, like mitmproxy's --set
+    record: str = ""  # a recording directory: every event written to disk (store/segments)
+    record_max: int | None = None  # bytes the recording may use (oldest segments removed)
 
 
 def parse_listen(spec: str) -> tuple[str, int]:
@@ -104,6 +106,35 @@ class DevconsoleProxy:
         self.capture = Capture()
         self.master: Master | None = None
         self._task: asyncio.Task[None] | None = None
+        self.recorder: Any = None  # devconsole.store.segments.Recorder with --record
+        self._recorder_task: asyncio.Task[None] | None = None
+
+    def _start_recording(self) -> None:
+        from devconsole.store.segments import Recorder, SegmentWriter
+
+        cfg = self.config
+        try:
+            writer = SegmentWriter(cfg.record, max_bytes=cfg.record_max)
+        except OSError as e:
+            raise ProxyError(f"cannot record to {cfg.record}: {e.strerror or e}") from None
+        cap = self.capture
+        self.recorder = Recorder(writer, lambda: cap.session.snapshot(cap.proxy_desc()))
+        # A Session observer is a list append on the forwarding path; the writing happens
+        # in the recorder's thread.
+        cap.session.observers.append(self.recorder.on_event)
+        cap.tap.recording = writer.path
+        self._recorder_task = asyncio.ensure_future(self.recorder.run())
+
+    async def _stop_recording(self) -> None:
+        if self.recorder is None:
+            return
+        with contextlib.suppress(ValueError):
+            self.capture.session.observers.remove(self.recorder.on_event)
+        if self._recorder_task is not None:
+            self._recorder_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._recorder_task
+        await self.recorder.stop()
 
     def _make_master(self) -> Master:
         cfg = self.config
@@ -146,6 +177,8 @@ class DevconsoleProxy:
         errors = _ErrorLog()
         mlog = logging.getLogger("mitmproxy")
         mlog.addHandler(errors)
+        if self.config.record and self.recorder is None:
+            self._start_recording()
         try:
             self.master = self._make_master()
             self._task = asyncio.ensure_future(self.master.run())
@@ -184,6 +217,12 @@ class DevconsoleProxy:
                 await self._task
 
     async def stop(self) -> None:
+        try:
+            await self._stop_master()
+        finally:
+            await self._stop_recording()
+
+    async def _stop_master(self) -> None:
         if self.master is not None and self._task is not None and not self._task.done():
             self.master.shutdown()
             try:
@@ -218,7 +257,11 @@ async def run_proxy(
 ) -> None:
     """Run until SIGINT/SIGTERM. Raises ProxyError on startup errors."""
     proxy = DevconsoleProxy(config)
-    await proxy.start()
+    try:
+        await proxy.start()
+    except BaseException:
+        await proxy._stop_recording()
+        raise
     if on_ready is not None:
         on_ready(proxy)
     loop = asyncio.get_running_loop()
@@ -226,6 +269,7 @@ async def run_proxy(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(proxy.stop()))
     await proxy.wait()
+    await proxy._stop_recording()
 
 
 __all__ = ["DevconsoleProxy", "ProxyConfig", "ProxyError", "fmt_addr", "parse_listen"]
