@@ -69,10 +69,13 @@ _RESPONSE = _obj(
     }
 )
 _TIMINGS = _obj(
-    {"send": {"type": "number", "minimum": 0}, "wait": {"type": "number", "minimum": 0},
-     "receive": {"type": "number", "minimum": 0}},
+    {
+        "send": {"type": "number", "minimum": 0},
+        "wait": {"type": "number", "minimum": 0},
+        "receive": {"type": "number", "minimum": 0},
+    },
     {"blocked": _OPT_NUM, "dns": _OPT_NUM, "connect": _OPT_NUM, "ssl": _OPT_NUM},
-)  # fmt: skip
+)
 _ENTRY = _obj(
     {
         "startedDateTime": _DATE,
@@ -136,8 +139,10 @@ def chrome_import_problems(doc: dict[str, Any]) -> list[str]:
         w = f"entries[{i}]"
         date(e.get("startedDateTime"), w + ".startedDateTime")
         num(e.get("time"), w + ".time")
-        for part, keys in (("request", ("headersSize", "bodySize")),
-                           ("response", ("status", "headersSize", "bodySize"))):  # fmt: skip
+        for part, keys in (
+            ("request", ("headersSize", "bodySize")),
+            ("response", ("status", "headersSize", "bodySize")),
+        ):
             for k in keys:
                 num(e.get(part, {}).get(k), f"{w}.{part}.{k}")
         num(e.get("response", {}).get("content", {}).get("size"), w + ".response.content.size")

@@ -48,14 +48,24 @@ def test_json_diff_is_structural() -> None:
 
 
 def test_diff_answers_added_missing_changed_and_ignored() -> None:
-    rec = [m(1, "server", '{"t":"a","ts":1}'), m(2, "server", '{"t":"b","v":1}'),
-           m(3, "server", "plain")]  # fmt: skip
-    same = [m(1, "server", '{ "ts": 99, "t": "a" }'), m(2, "server", '{"v":1,"t":"b"}'),
-            m(3, "server", "plain")]  # fmt: skip
+    rec = [
+        m(1, "server", '{"t":"a","ts":1}'),
+        m(2, "server", '{"t":"b","v":1}'),
+        m(3, "server", "plain"),
+    ]
+    same = [
+        m(1, "server", '{ "ts": 99, "t": "a" }'),
+        m(2, "server", '{"v":1,"t":"b"}'),
+        m(3, "server", "plain"),
+    ]
     assert diff_answers(rec, same, ["ts"]) == []
     assert [c.kind for c in diff_answers(rec, same)] == ["changed"]
-    other = [m(1, "server", '{"t":"a","ts":1}'), m(2, "server", '{"t":"b","v":2}'),
-             m(3, "server", "plain"), m(4, "server", "extra")]  # fmt: skip
+    other = [
+        m(1, "server", '{"t":"a","ts":1}'),
+        m(2, "server", '{"t":"b","v":2}'),
+        m(3, "server", "plain"),
+        m(4, "server", "extra"),
+    ]
     changes = diff_answers(rec, other)
     assert [(c.kind, c.index) for c in changes] == [("changed", 1), ("added", 3)]
     assert changes[0].details == ["$.v: 1 -> 2"]
@@ -75,13 +85,20 @@ def test_conversation_picks_the_connection() -> None:
 
 
 def test_mock_script_by_order_with_pushes_and_delays() -> None:
-    s = session_of(m(1, "server", "welcome", 10.5), m(2, "client", "a", 11.0),
-                   m(3, "server", "A1", 11.25), m(4, "server", "A2", 11.5),
-                   m(5, "client", "b", 12.0), m(6, "server", "B", 12.1))  # fmt: skip
+    s = session_of(
+        m(1, "server", "welcome", 10.5),
+        m(2, "client", "a", 11.0),
+        m(3, "server", "A1", 11.25),
+        m(4, "server", "A2", 11.5),
+        m(5, "client", "b", 12.0),
+        m(6, "server", "B", 12.1),
+    )
     script = MockScript(conversation(s))
     assert [(round(d, 2), x.payload) for d, x in script.pushes] == [(0.49, b"welcome")]
     assert [(round(d, 2), p) for d, _, p in script.answer(Opcode.TEXT, b"zzz")] == [
-        (0.25, b"A1"), (0.5, b"A2")]  # fmt: skip
+        (0.25, b"A1"),
+        (0.5, b"A2"),
+    ]
     assert [p for _, _, p in script.answer(Opcode.TEXT, b"b")] == [b"B"]
     assert script.finished and script.answer(Opcode.TEXT, b"c") == [] and script.unmatched == 1
 

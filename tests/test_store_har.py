@@ -90,14 +90,23 @@ def entry(url: str = "wss://example.com/ws?x=1", **kw: Any) -> dict[str, Any]:
 MESSAGES = [
     {"type": "send", "time": T0 + 0.1, "opcode": 1, "data": '{"op":"sub","id":7}'},
     {"type": "receive", "time": T0 + 0.2, "opcode": 1, "data": "héllo"},
-    {"type": "receive", "time": T0 + 0.3, "opcode": 2, "data": base64.b64encode(b"\x00\xff").decode()},
+    {
+        "type": "receive",
+        "time": T0 + 0.3,
+        "opcode": 2,
+        "data": base64.b64encode(b"\x00\xff").decode(),
+    },
 ]
 
 
 def doc(*entries: dict[str, Any], creator: str = "WebInspector", **log: Any) -> dict[str, Any]:
     d: dict[str, Any] = {
-        "log": {"version": "1.2", "creator": {"name": creator, "version": "1"}, "pages": [],
-                "entries": list(entries)}  # fmt: skip
+        "log": {
+            "version": "1.2",
+            "creator": {"name": creator, "version": "1"},
+            "pages": [],
+            "entries": list(entries),
+        }
     }
     d["log"].update(log)
     return d
@@ -111,8 +120,15 @@ def items(events: list[Event]) -> list[Message | ControlFrame]:
 
 
 def test_chrome_har_becomes_a_connection_with_its_messages() -> None:
-    imp = har_events(doc(entry(_resourceType="websocket", _webSocketMessages=MESSAGES,
-                               _initiator={"type": "script"})))  # fmt: skip
+    imp = har_events(
+        doc(
+            entry(
+                _resourceType="websocket",
+                _webSocketMessages=MESSAGES,
+                _initiator={"type": "script"},
+            )
+        )
+    )
     assert imp.flavor == "chrome" and imp.connections == 1 and imp.messages == 3
     snap = imp.events[0]
     assert isinstance(snap, Snapshot) and snap.seq == 3
@@ -149,14 +165,25 @@ def test_chrome_error_frames_become_connection_errors() -> None:
 
 
 def test_messages_are_interleaved_across_connections_by_time() -> None:
-    a = entry("wss://a.example/", _resourceType="websocket", _webSocketMessages=[
-        {"type": "send", "time": T0 + 1, "opcode": 1, "data": "a1"},
-        {"type": "send", "time": T0 + 3, "opcode": 1, "data": "a2"}])  # fmt: skip
-    b = entry("wss://b.example/", _resourceType="websocket", _webSocketMessages=[
-        {"type": "send", "time": T0 + 2, "opcode": 1, "data": "b1"}])  # fmt: skip
+    a = entry(
+        "wss://a.example/",
+        _resourceType="websocket",
+        _webSocketMessages=[
+            {"type": "send", "time": T0 + 1, "opcode": 1, "data": "a1"},
+            {"type": "send", "time": T0 + 3, "opcode": 1, "data": "a2"},
+        ],
+    )
+    b = entry(
+        "wss://b.example/",
+        _resourceType="websocket",
+        _webSocketMessages=[{"type": "send", "time": T0 + 2, "opcode": 1, "data": "b1"}],
+    )
     imp = har_events(doc(a, b))
     assert [(m.conn, m.payload) for m in items(imp.events)] == [
-        ("1", b"a1"), ("2", b"b1"), ("1", b"a2")]  # fmt: skip
+        ("1", b"a1"),
+        ("2", b"b1"),
+        ("1", b"a2"),
+    ]
 
 
 def test_firefox_har_has_handshakes_only_and_says_so() -> None:
@@ -180,10 +207,17 @@ def test_mitmproxy_har_shape() -> None:
 
 
 def test_http_toolkit_har_carries_the_close() -> None:
-    e = entry(_resourceType="websocket", _webSocketMessages=MESSAGES,
-              _webSocketClose={"code": 4001, "reason": "bye", "timestamp": T0 + 2})  # fmt: skip
-    aborted = entry("wss://example.com/other", _resourceType="websocket", _webSocketMessages=[],
-                    _webSocketClose="aborted")  # fmt: skip
+    e = entry(
+        _resourceType="websocket",
+        _webSocketMessages=MESSAGES,
+        _webSocketClose={"code": 4001, "reason": "bye", "timestamp": T0 + 2},
+    )
+    aborted = entry(
+        "wss://example.com/other",
+        _resourceType="websocket",
+        _webSocketMessages=[],
+        _webSocketClose="aborted",
+    )
     imp = har_events(doc(e, aborted, creator="HTTP Toolkit"))
     c1, c2 = imp.events[0].connections  # type: ignore[union-attr]
     assert imp.flavor == "httptoolkit"
@@ -195,8 +229,11 @@ def test_http_toolkit_har_carries_the_close() -> None:
 
 def test_refused_upgrade_and_unreachable_server() -> None:
     refused = entry(_resourceType="websocket", _webSocketMessages=[])
-    refused["response"].update(status=403, statusText="Forbidden",
-                               content={"size": 9, "mimeType": "text/plain", "text": "forbidden"})  # fmt: skip
+    refused["response"].update(
+        status=403,
+        statusText="Forbidden",
+        content={"size": 9, "mimeType": "text/plain", "text": "forbidden"},
+    )
     dead = entry("wss://down.example/", _resourceType="websocket", _webSocketMessages=[])
     dead["response"].update(status=0, _error="net::ERR_CONNECTION_REFUSED")
     imp = har_events(doc(refused, dead))
@@ -219,7 +256,7 @@ def test_non_websocket_entries_are_skipped_and_counted() -> None:
     ("content", "message"),
     [
         (b"{", "JSON error"),
-        (b"[1]", "no \"log\" object"),
+        (b"[1]", 'no "log" object'),
         (b'{"log": {"entries": 3}}', "log.entries is not a list"),
         (b"\xff\xfe{", "not UTF-8"),
     ],
@@ -232,10 +269,18 @@ def test_bad_har_files(tmp_path: Path, content: bytes, message: str) -> None:
 
 
 def test_odd_values_do_not_crash() -> None:
-    weird = entry(_resourceType="websocket", startedDateTime="yesterday", time="x",
-                  _webSocketMessages=[None, 3, {"type": "send"}, {"type": "receive", "opcode": 2,
-                                      "data": "!!notbase64", "time": "x"},
-                                      {"type": "send", "opcode": 7, "data": ""}])  # fmt: skip
+    weird = entry(
+        _resourceType="websocket",
+        startedDateTime="yesterday",
+        time="x",
+        _webSocketMessages=[
+            None,
+            3,
+            {"type": "send"},
+            {"type": "receive", "opcode": 2, "data": "!!notbase64", "time": "x"},
+            {"type": "send", "opcode": 7, "data": ""},
+        ],
+    )
     weird["request"]["headers"] = {"Upgrade": "websocket"}
     imp = har_events(doc(weird))
     assert imp.connections == 1 and imp.messages == 0 and imp.notes
@@ -251,19 +296,37 @@ def test_parse_time() -> None:
 
 
 def recorded_events() -> list[Event]:
-    hs = make_handshake("3", ts=T0, url="ws://127.0.0.1:9000/chat?room=1", path="/chat",
-                        query=[("room", "1")], server="127.0.0.1:9000",
-                        request_headers=[("Host", "127.0.0.1:9000"), ("Upgrade", "websocket"),
-                                         ("Sec-WebSocket-Protocol", "chat")],
-                        response_headers=[("Upgrade", "websocket")], subprotocol="chat",
-                        extensions=["permessage-deflate"])  # fmt: skip
-    refused = make_handshake("4", ts=T0 + 5, status=401, reason="Unauthorized",
-                             body=b"no", body_size=2, ts_response=T0 + 5.1)  # fmt: skip
+    hs = make_handshake(
+        "3",
+        ts=T0,
+        url="ws://127.0.0.1:9000/chat?room=1",
+        path="/chat",
+        query=[("room", "1")],
+        server="127.0.0.1:9000",
+        request_headers=[
+            ("Host", "127.0.0.1:9000"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Protocol", "chat"),
+        ],
+        response_headers=[("Upgrade", "websocket")],
+        subprotocol="chat",
+        extensions=["permessage-deflate"],
+    )
+    refused = make_handshake(
+        "4",
+        ts=T0 + 5,
+        status=401,
+        reason="Unauthorized",
+        body=b"no",
+        body_size=2,
+        ts_response=T0 + 5.1,
+    )
     return [
         HandshakeEvent(hs),
         Message(1, "3", T0 + 1, "client", Opcode.TEXT, b'{"a":1}', 7, 13),
-        Message(2, "3", T0 + 1.5, "server", Opcode.TEXT, "ünï".encode(), 5, 7, frames=2,
-                compressed=True),  # fmt: skip
+        Message(
+            2, "3", T0 + 1.5, "server", Opcode.TEXT, "ünï".encode(), 5, 7, frames=2, compressed=True
+        ),
         ControlFrame(3, "3", T0 + 1.6, "server", Opcode.PING, b"hb", 4),
         ControlFrame(4, "3", T0 + 1.7, "client", Opcode.PONG, b"hb", 8),
         Message(5, "3", T0 + 2, "server", Opcode.BINARY, b"\x00\x01\x02", 3, 5),
@@ -288,13 +351,35 @@ def test_export_then_open_keeps_what_har_carries(tmp_path: Path) -> None:
     assert set(back.connections) == {"3", "4"}
     for cid in ("3", "4"):
         a, b = orig.connections[cid], back.connections[cid]
-        for f in ("url", "method", "path", "query", "http_version", "request_headers",
-                  "status", "reason", "response_headers", "subprotocol", "extensions",
-                  "body", "server", "client"):  # fmt: skip
+        for f in (
+            "url",
+            "method",
+            "path",
+            "query",
+            "http_version",
+            "request_headers",
+            "status",
+            "reason",
+            "response_headers",
+            "subprotocol",
+            "extensions",
+            "body",
+            "server",
+            "client",
+        ):
             assert getattr(b.handshake, f) == getattr(a.handshake, f), (cid, f)
         assert b.handshake.ts == pytest.approx(a.handshake.ts, abs=1e-3)
-        for f in ("state", "close_code", "close_reason", "closed_by", "clean", "msgs_in",
-                  "msgs_out", "bytes_in", "bytes_out"):  # fmt: skip
+        for f in (
+            "state",
+            "close_code",
+            "close_reason",
+            "closed_by",
+            "clean",
+            "msgs_in",
+            "msgs_out",
+            "bytes_in",
+            "bytes_out",
+        ):
             assert getattr(b, f) == getattr(a, f), (cid, f)
         assert b.ts_end == pytest.approx(a.ts_end, abs=1e-3)
     key = [(i.side, i.opcode, i.payload, i.size, round(i.ts, 6)) for i in orig.items("3")]
@@ -367,10 +452,22 @@ async def test_a_har_written_by_mitmproxy_opens_with_every_message(tmp_path: Pat
         sport = srv.sockets[0].getsockname()[1]
         port = _free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()",
-             "--mode", f"reverse:http://127.0.0.1:{sport}", "--listen-host", "127.0.0.1",
-             "--listen-port", str(port), "--set", f"confdir={tmp_path / 'conf'}",
-             "--set", f"hardump={har}", "-q"],  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                "from mitmproxy.tools.main import mitmdump; mitmdump()",
+                "--mode",
+                f"reverse:http://127.0.0.1:{sport}",
+                "--listen-host",
+                "127.0.0.1",
+                "--listen-port",
+                str(port),
+                "--set",
+                f"confdir={tmp_path / 'conf'}",
+                "--set",
+                f"hardump={har}",
+                "-q",
+            ],
             stdin=subprocess.DEVNULL,
         )
         try:
@@ -492,30 +589,61 @@ def har_from_cdp(events: list[dict[str, Any]], version: str) -> dict[str, Any]:
         started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(w["wall"]))
         started += f".{int((w['wall'] % 1) * 1000):03d}Z"
         end = w["closed"] if w["closed"] is not None else w["frames"][-1][1]
-        entries.append({
-            "startedDateTime": started,
-            "time": (end - w["ts"]) * 1000,
-            "request": {"method": "GET", "url": w["url"], "httpVersion": "HTTP/1.1",
-                        "headers": [{"name": k, "value": v} for k, v in w["req"]["headers"].items()],
-                        "queryString": [], "cookies": [], "headersSize": -1, "bodySize": 0},
-            "response": {"status": resp["status"], "statusText": resp["statusText"],
-                         "httpVersion": "HTTP/1.1",
-                         "headers": [{"name": k, "value": v} for k, v in resp["headers"].items()],
-                         "cookies": [], "content": {"size": 0, "mimeType": "x-unknown"},
-                         "redirectURL": "", "headersSize": -1, "bodySize": -1,
-                         "_transferSize": 0, "_error": None},
-            "cache": {},
-            "timings": {"blocked": -1, "dns": -1, "ssl": -1, "connect": -1, "send": 0,
-                        "wait": (w["resp_ts"] - w["ts"]) * 1000, "receive": 0,
-                        "_blocked_queueing": -1},
-            "_initiator": {"type": "script"},
-            "_priority": "Low",
-            "_resourceType": "websocket",
-            "_webSocketMessages": [{"type": k, "time": t + off, "opcode": op, "data": d}
-                                   for k, t, op, d in w["frames"]],
-        })  # fmt: skip
-    return {"log": {"version": "1.2", "creator": {"name": "WebInspector", "version": version},
-                    "pages": [], "entries": entries}}  # fmt: skip
+        entries.append(
+            {
+                "startedDateTime": started,
+                "time": (end - w["ts"]) * 1000,
+                "request": {
+                    "method": "GET",
+                    "url": w["url"],
+                    "httpVersion": "HTTP/1.1",
+                    "headers": [{"name": k, "value": v} for k, v in w["req"]["headers"].items()],
+                    "queryString": [],
+                    "cookies": [],
+                    "headersSize": -1,
+                    "bodySize": 0,
+                },
+                "response": {
+                    "status": resp["status"],
+                    "statusText": resp["statusText"],
+                    "httpVersion": "HTTP/1.1",
+                    "headers": [{"name": k, "value": v} for k, v in resp["headers"].items()],
+                    "cookies": [],
+                    "content": {"size": 0, "mimeType": "x-unknown"},
+                    "redirectURL": "",
+                    "headersSize": -1,
+                    "bodySize": -1,
+                    "_transferSize": 0,
+                    "_error": None,
+                },
+                "cache": {},
+                "timings": {
+                    "blocked": -1,
+                    "dns": -1,
+                    "ssl": -1,
+                    "connect": -1,
+                    "send": 0,
+                    "wait": (w["resp_ts"] - w["ts"]) * 1000,
+                    "receive": 0,
+                    "_blocked_queueing": -1,
+                },
+                "_initiator": {"type": "script"},
+                "_priority": "Low",
+                "_resourceType": "websocket",
+                "_webSocketMessages": [
+                    {"type": k, "time": t + off, "opcode": op, "data": d}
+                    for k, t, op, d in w["frames"]
+                ],
+            }
+        )
+    return {
+        "log": {
+            "version": "1.2",
+            "creator": {"name": "WebInspector", "version": version},
+            "pages": [],
+            "entries": entries,
+        }
+    }
 
 
 @pytest.mark.slow
@@ -535,19 +663,32 @@ async def test_a_har_recorded_by_headless_chromium_opens_with_every_message(
     def page(connection: Any, request: Any) -> Response | None:
         if request.path.startswith("/page"):
             body = PAGE.replace("PORT", str(port)).encode()
-            return Response(200, "OK", Headers({"Content-Type": "text/html",
-                                                 "Content-Length": str(len(body))}), body)  # fmt: skip
+            return Response(
+                200,
+                "OK",
+                Headers({"Content-Type": "text/html", "Content-Length": str(len(body))}),
+                body,
+            )
         return None
 
-    async with serve(handler, "127.0.0.1", 0, process_request=page,
-                     subprotocols=["chat"]) as srv:  # fmt: skip
+    async with serve(handler, "127.0.0.1", 0, process_request=page, subprotocols=["chat"]) as srv:
         port = srv.sockets[0].getsockname()[1]
         profile = short_tmp / "profile"
         proc = subprocess.Popen(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-port=0",
-             "about:blank"],  # fmt: skip
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -561,8 +702,7 @@ async def test_a_har_recorded_by_headless_chromium_opens_with_every_message(
                 assert time.monotonic() < deadline, "chromium did not open its DevTools port"
                 await asyncio.sleep(0.1)
             dport, dpath = active.read_text().splitlines()[:2]
-            async with connect(f"ws://127.0.0.1:{dport}{dpath}", max_size=None,
-                               proxy=None) as dws:  # fmt: skip
+            async with connect(f"ws://127.0.0.1:{dport}{dpath}", max_size=None, proxy=None) as dws:
                 cdp = Cdp(dws)
                 version = (await cdp.call("Browser.getVersion"))["product"]
                 target = (await cdp.call("Target.createTarget", url="about:blank"))["targetId"]
@@ -594,9 +734,11 @@ async def test_a_har_recorded_by_headless_chromium_opens_with_every_message(
     assert c.url == f"ws://127.0.0.1:{port}/echo?room=1" and c.handshake.status == 101
     assert c.handshake.subprotocol == "chat" and c.handshake.query == [("room", "1")]
     got = [(m.side, m.opcode, m.payload) for m in session.items(c.id)]
-    sent = [("client", Opcode.TEXT, b"hello"),
-            ("client", Opcode.TEXT, '{"id":1,"q":"été"}'.encode()),
-            ("client", Opcode.BINARY, b"\x00\x01\x02\xff")]  # fmt: skip
+    sent = [
+        ("client", Opcode.TEXT, b"hello"),
+        ("client", Opcode.TEXT, '{"id":1,"q":"été"}'.encode()),
+        ("client", Opcode.BINARY, b"\x00\x01\x02\xff"),
+    ]
     echoed = [("server", o, p) for _, o, p in sent]
     assert [g for g in got if g[0] == "client"] == sent
     assert [g for g in got if g[0] == "server"] == [("server", Opcode.TEXT, b"welcome"), *echoed]

@@ -27,23 +27,38 @@ def m(seq: int, side: str, text: str, ts: float, conn: str = "1") -> Message:
 
 def recorded() -> Session:
     s = Session()
-    s.apply(HandshakeEvent(make_handshake("1", ts=10.0, ts_response=10.0, path="/prices",
-                                          subprotocol="v1")))  # fmt: skip
+    s.apply(
+        HandshakeEvent(
+            make_handshake("1", ts=10.0, ts_response=10.0, path="/prices", subprotocol="v1")
+        )
+    )
     s.apply(HandshakeEvent(make_handshake("2", ts=20.0, path="/other")))
-    s.apply(RefusedEvent(make_handshake("3", ts=30.0, path="/private", status=401,
-                                        reason="Unauthorized", body=b"login first",
-                                        body_size=11)))  # fmt: skip
-    s.apply_all([
-        m(1, "server", '{"type":"hello"}', 10.2),
-        m(2, "client", '{"op":"sub","id":1,"ch":"eur"}', 10.5),
-        m(3, "server", '{"id":1,"ok":true,"ch":"eur"}', 10.6),
-        m(4, "server", '{"tick":1.1}', 10.9),
-        m(5, "client", '{"op":"bye","id":2}', 11.0),
-        m(6, "server", '{"id":2,"ok":true}', 11.05),
-        ControlFrame(7, "1", 11.1, "server", Opcode.CLOSE, b"\x0f\xa1done", 8, 4001, "done"),
-        m(8, "client", "other-q", 20.5, "2"),
-        m(9, "server", "other-a", 20.6, "2"),
-    ])  # fmt: skip
+    s.apply(
+        RefusedEvent(
+            make_handshake(
+                "3",
+                ts=30.0,
+                path="/private",
+                status=401,
+                reason="Unauthorized",
+                body=b"login first",
+                body_size=11,
+            )
+        )
+    )
+    s.apply_all(
+        [
+            m(1, "server", '{"type":"hello"}', 10.2),
+            m(2, "client", '{"op":"sub","id":1,"ch":"eur"}', 10.5),
+            m(3, "server", '{"id":1,"ok":true,"ch":"eur"}', 10.6),
+            m(4, "server", '{"tick":1.1}', 10.9),
+            m(5, "client", '{"op":"bye","id":2}', 11.0),
+            m(6, "server", '{"id":2,"ok":true}', 11.05),
+            ControlFrame(7, "1", 11.1, "server", Opcode.CLOSE, b"\x0f\xa1done", 8, 4001, "done"),
+            m(8, "client", "other-q", 20.5, "2"),
+            m(9, "server", "other-a", 20.6, "2"),
+        ]
+    )
     return s
 
 
@@ -92,26 +107,55 @@ async def test_mock_matches_by_json_structure_and_puts_back_the_new_ids() -> Non
 
 @pytest.mark.slow
 async def test_devconsole_mock_serves_a_har_file(tmp_path: Path) -> None:
-    har = {"log": {"version": "1.2", "creator": {"name": "WebInspector", "version": "1"},
-                   "entries": [{
-        "startedDateTime": "2024-01-01T00:00:00.000Z", "time": 10,
-        "request": {"method": "GET", "url": "wss://api.example/ws", "httpVersion": "HTTP/1.1",
-                    "headers": [], "queryString": [], "cookies": [], "headersSize": -1,
-                    "bodySize": 0},
-        "response": {"status": 101, "statusText": "", "httpVersion": "HTTP/1.1", "headers": [],
-                     "cookies": [], "content": {"size": 0, "mimeType": ""}, "redirectURL": "",
-                     "headersSize": -1, "bodySize": 0},
-        "cache": {}, "timings": {"send": 0, "wait": 0, "receive": 0},
-        "_resourceType": "websocket",
-        "_webSocketMessages": [
-            {"type": "send", "time": 1704067200.1, "opcode": 1, "data": "ping"},
-            {"type": "receive", "time": 1704067200.2, "opcode": 1, "data": "pong"}]}]}}  # fmt: skip
+    har = {
+        "log": {
+            "version": "1.2",
+            "creator": {"name": "WebInspector", "version": "1"},
+            "entries": [
+                {
+                    "startedDateTime": "2024-01-01T00:00:00.000Z",
+                    "time": 10,
+                    "request": {
+                        "method": "GET",
+                        "url": "wss://api.example/ws",
+                        "httpVersion": "HTTP/1.1",
+                        "headers": [],
+                        "queryString": [],
+                        "cookies": [],
+                        "headersSize": -1,
+                        "bodySize": 0,
+                    },
+                    "response": {
+                        "status": 101,
+                        "statusText": "",
+                        "httpVersion": "HTTP/1.1",
+                        "headers": [],
+                        "cookies": [],
+                        "content": {"size": 0, "mimeType": ""},
+                        "redirectURL": "",
+                        "headersSize": -1,
+                        "bodySize": 0,
+                    },
+                    "cache": {},
+                    "timings": {"send": 0, "wait": 0, "receive": 0},
+                    "_resourceType": "websocket",
+                    "_webSocketMessages": [
+                        {"type": "send", "time": 1704067200.1, "opcode": 1, "data": "ping"},
+                        {"type": "receive", "time": 1704067200.2, "opcode": 1, "data": "pong"},
+                    ],
+                }
+            ],
+        }
+    }
     path = tmp_path / "x.har"
     path.write_text(json.dumps(har))
     proc = subprocess.Popen(
         [sys.executable, "-m", "devconsole", "mock", str(path), "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)

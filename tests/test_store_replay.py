@@ -23,17 +23,36 @@ from tests.factories import make_handshake
 
 
 def recording(port: int, *, cookie: str = "sid=[REDACTED]") -> list:
-    hs = make_handshake("7", ts=100.0, url=f"ws://127.0.0.1:{port}/chat", path="/chat",
-                        request_headers=[("Host", f"127.0.0.1:{port}"), ("Upgrade", "websocket"),
-                                         ("Connection", "Upgrade"), ("Cookie", cookie),
-                                         ("X-Trace", "abc")])  # fmt: skip
+    hs = make_handshake(
+        "7",
+        ts=100.0,
+        url=f"ws://127.0.0.1:{port}/chat",
+        path="/chat",
+        request_headers=[
+            ("Host", f"127.0.0.1:{port}"),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Cookie", cookie),
+            ("X-Trace", "abc"),
+        ],
+    )
     msgs = []
     seq = 0
     for i, text in enumerate(['{"n":1,"ts":5}', '{"n":2,"ts":6}', "plain"]):
         for side in ("client", "server"):
             seq += 1
-            msgs.append(Message(seq, "7", 100.0 + i * 0.05 + (0.01 if side == "server" else 0),
-                                side, Opcode.TEXT, text.encode(), len(text), 0))  # fmt: skip
+            msgs.append(
+                Message(
+                    seq,
+                    "7",
+                    100.0 + i * 0.05 + (0.01 if side == "server" else 0),
+                    side,
+                    Opcode.TEXT,
+                    text.encode(),
+                    len(text),
+                    0,
+                )
+            )
     seq += 1
     msgs.append(Message(seq, "7", 100.2, "client", Opcode.BINARY, b"\x00\x01", 2, 0))
     seq += 1
@@ -76,17 +95,27 @@ async def changed(ws: ServerConnection) -> None:
 @pytest.mark.parametrize("timing", ["fast", "reply", "original"])
 async def test_replay_against_the_same_server_has_no_differences(timing: str) -> None:
     async with ws_server(echo) as (_, port):
-        res = await replay(conv_of(recording(port)), f"ws://127.0.0.1:{port}/chat",
-                           timing=timing, idle_timeout=1.0)  # fmt: skip
+        res = await replay(
+            conv_of(recording(port)), f"ws://127.0.0.1:{port}/chat", timing=timing, idle_timeout=1.0
+        )
     assert res.report() == "no differences" and not res.differs
     assert [m.payload for m in res.messages if m.side == "server"] == [
-        b'{"n":1,"ts":5}', b'{"n":2,"ts":6}', b"plain", b"\x00\x01"]  # fmt: skip
+        b'{"n":1,"ts":5}',
+        b'{"n":2,"ts":6}',
+        b"plain",
+        b"\x00\x01",
+    ]
 
 
 async def test_replay_against_a_changed_server_reports_each_difference() -> None:
     async with ws_server(changed) as (_, port):
-        res = await replay(conv_of(recording(port)), f"ws://127.0.0.1:{port}/chat",
-                           ignore=["ts"], idle_timeout=0.5, reply_timeout=0.5)  # fmt: skip
+        res = await replay(
+            conv_of(recording(port)),
+            f"ws://127.0.0.1:{port}/chat",
+            ignore=["ts"],
+            idle_timeout=0.5,
+            reply_timeout=0.5,
+        )
     assert res.differs
     kinds = sorted((c.kind, c.index) for c in res.changes)
     assert ("changed", 1) in kinds and ("missing", 2) in kinds and ("added", 3) in kinds
@@ -102,14 +131,18 @@ async def test_redacted_headers_are_left_out_unless_given_again() -> None:
     assert not any(k.lower() in ("host", "connection", "upgrade") for k, _ in hdrs)
     headers_seen.clear()
     async with ws_server(echo) as (_, port):
-        res = await replay(conv_of(recording(port)), f"ws://127.0.0.1:{port}/chat",
-                           headers=[("Cookie", "sid=real")], idle_timeout=0.5)  # fmt: skip
+        res = await replay(
+            conv_of(recording(port)),
+            f"ws://127.0.0.1:{port}/chat",
+            headers=[("Cookie", "sid=real")],
+            idle_timeout=0.5,
+        )
     assert headers_seen[0]["Cookie"] == "sid=real" and headers_seen[0]["X-Trace"] == "abc"
     assert not res.redacted
 
 
 async def test_a_refused_upgrade_is_a_difference_and_no_server_is_an_error() -> None:
-    async def refuse(connection, request):  # noqa: ANN001, ANN202
+    async def refuse(connection, request):
         return connection.respond(403, "nope\n")
 
     async with ws_server(echo, process_request=refuse) as (_, port):
@@ -130,7 +163,7 @@ async def test_resend_on_a_new_connection_and_on_a_live_one() -> None:
     assert (cmd.conn, cmd.to, cmd.opcode, cmd.payload) == ("3", "server", Opcode.TEXT, b"edited")
 
 
-async def test_cli_replay_exit_codes_and_record(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+async def test_cli_replay_exit_codes_and_record(tmp_path: Path, capsys) -> None:
     import asyncio
 
     async with ws_server(echo) as (_, port):
@@ -145,8 +178,19 @@ async def test_cli_replay_exit_codes_and_record(tmp_path: Path, capsys) -> None:
         assert s.connections["7"].msgs_in == 4
     async with ws_server(changed) as (_, port2):
         code = await asyncio.to_thread(
-            main, ["replay", str(cap), "--to", f"ws://127.0.0.1:{port2}/chat", "--ignore", "ts",
-                   "--wait", "0.3", "--reply-timeout", "0.3"]  # fmt: skip
+            main,
+            [
+                "replay",
+                str(cap),
+                "--to",
+                f"ws://127.0.0.1:{port2}/chat",
+                "--ignore",
+                "ts",
+                "--wait",
+                "0.3",
+                "--reply-timeout",
+                "0.3",
+            ],
         )
         assert code == 1 and "$.n: 2 -> 3" in capsys.readouterr().out
     code = await asyncio.to_thread(main, ["replay", str(cap), "--to", "ws://127.0.0.1:1/"])

@@ -23,7 +23,6 @@ from devconsole.store.capture import CaptureReader
 from devconsole.store.load import detect, load_session
 from devconsole.store.segments import (
     Recorder,
-    RecordingReader,
     SegmentIndex,
     SegmentWriter,
     list_segments,
@@ -35,8 +34,9 @@ from tests.factories import make_handshake
 
 def msg(seq: int, conn: str = "1", size: int = 100) -> Message:
     p = (f"{seq:08d}".encode() * (size // 8 + 1))[:size]
-    return Message(seq, conn, 1000.0 + seq, "client" if seq % 2 else "server", Opcode.TEXT, p,
-                   size, size + 6)  # fmt: skip
+    return Message(
+        seq, conn, 1000.0 + seq, "client" if seq % 2 else "server", Opcode.TEXT, p, size, size + 6
+    )
 
 
 def write_recording(path: Path, n: int, **kw: object) -> SegmentWriter:
@@ -80,7 +80,9 @@ def test_rotation_keeps_every_event_and_each_segment_stands_alone(tmp_path: Path
         evs = list(r)
         assert r.header.meta["segment"] == 4 and r.header.meta["snapshot"] is True
     assert isinstance(evs[0], Snapshot) and {c.handshake.conn for c in evs[0].connections} == {
-        "1", "2"}  # fmt: skip
+        "1",
+        "2",
+    }
     assert oct(os.stat(segs[0][1]).st_mode & 0o777) == "0o600"
 
 
@@ -158,7 +160,7 @@ async def test_recorder_writes_from_a_thread_and_rotates_with_snapshots(tmp_path
     await r.stop()
     task.cancel()
     assert r.stats.dropped == 0 and r.error is None
-    back, reader = load_session(rec)
+    back, _reader = load_session(rec)
     assert back.total_messages == 5000 and len(list_segments(str(rec))) > 3
     assert len(session.buffer) == 100  # the in-memory buffer stayed bounded
 
@@ -220,9 +222,22 @@ async def test_a_proxy_killed_with_sigkill_loses_at_most_the_last_second(short_t
     rec = short_tmp / "rec"
     async with ws_server() as (_, sport):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "devconsole", "proxy", "--listen", "127.0.0.1:0", "--mode",
-             f"reverse:http://127.0.0.1:{sport}", "--tap", str(short_tmp / "t.sock"),
-             "--confdir", str(short_tmp / "conf"), "--record", str(rec)],  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "devconsole",
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--mode",
+                f"reverse:http://127.0.0.1:{sport}",
+                "--tap",
+                str(short_tmp / "t.sock"),
+                "--confdir",
+                str(short_tmp / "conf"),
+                "--record",
+                str(rec),
+            ],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
@@ -242,7 +257,7 @@ async def test_a_proxy_killed_with_sigkill_loses_at_most_the_last_second(short_t
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    session, reader = load_session(rec)
+    session, _reader = load_session(rec)
     client = [m.payload for m in session.items() if isinstance(m, Message) and m.side == "client"]
     assert client == [f"before-{i}".encode() for i in range(500)]
     assert session.total_messages == 1000

@@ -165,7 +165,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("capture", help="a capture, recording or HAR file")
     p.add_argument("--conn", metavar="ID", default=None, help="connection id (default: the first)")
-    p.add_argument("--to", metavar="URL", default=None, help="server URL (default: the recorded one)")
+    p.add_argument(
+        "--to", metavar="URL", default=None, help="server URL (default: the recorded one)"
+    )
     p.add_argument(
         "--timing",
         choices=["original", "fast", "reply"],
@@ -186,20 +188,35 @@ def register(sub: Any) -> None:
         metavar="PATH",
         help="JSON path left out of the comparison (ts, data.id, items[*].id, *.time)",
     )
-    p.add_argument("--wait", type=float, default=2.0, metavar="SECONDS",
-                   help="how long to wait for more answers after the last message")  # fmt: skip
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long to wait for more answers after the last message",
+    )
     p.add_argument("--reply-timeout", type=float, default=10.0, metavar="SECONDS")
     p.set_defaults(handler=_replay)
 
     p = sub.add_parser("mock", help="serve a recorded connection as a WebSocket server")
     p.add_argument("capture", help="a capture, recording or HAR file")
     p.add_argument(
-        "--listen", default="127.0.0.1:8765", metavar="HOST:PORT",
+        "--listen",
+        default="127.0.0.1:8765",
+        metavar="HOST:PORT",
         help="where to listen (default 127.0.0.1:8765)",
-    )  # fmt: skip
-    p.add_argument("--conn", metavar="ID", default=None,
-                   help="serve this connection (default: by the request's path)")  # fmt: skip
-    p.add_argument("--match", choices=["order", "json"], default="order",
-                   help="answer by order, or by the most similar recorded JSON request")  # fmt: skip
+    )
+    p.add_argument(
+        "--conn",
+        metavar="ID",
+        default=None,
+        help="serve this connection (default: by the request's path)",
+    )
+    p.add_argument(
+        "--match",
+        choices=["order", "json"],
+        default="order",
+        help="answer by order, or by the most similar recorded JSON request",
+    )
     p.add_argument("--quiet", action="store_true", help="do not log clients")
     p.set_defaults(handler=_mock)

@@ -125,9 +125,7 @@ def strip_ignored(value: Any, ignore: Iterable[tuple[str | int, ...]]) -> Any:
 
     def walk(v: Any, path: tuple[str | int, ...]) -> Any:
         if isinstance(v, dict):
-            return {
-                k: walk(x, (*path, k)) for k, x in v.items() if not _ignored((*path, k), pats)
-            }
+            return {k: walk(x, (*path, k)) for k, x in v.items() if not _ignored((*path, k), pats)}
         if isinstance(v, list):
             return [walk(x, (*path, i)) for i, x in enumerate(v) if not _ignored((*path, i), pats)]
         return v
@@ -248,8 +246,10 @@ def diff_answers(
             if jr is not _NOT_JSON and jm is not _NOT_JSON:
                 details = json_diff(strip_ignored(jr, pats), strip_ignored(jm, pats))
             elif r.opcode != m.opcode:
-                details = [f"type {'text' if r.is_text else 'binary'} -> "
-                           f"{'text' if m.is_text else 'binary'}"]  # fmt: skip
+                details = [
+                    f"type {'text' if r.is_text else 'binary'} -> "
+                    f"{'text' if m.is_text else 'binary'}"
+                ]
             out.append(Change("changed", i1 + k, r, m, details))
         for k in range(i1 + n, i2):
             out.append(Change("missing", k, recorded[k], None))

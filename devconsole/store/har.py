@@ -358,10 +358,16 @@ def _items(entry: dict[str, Any], c: _Conn, flavor: str, notes: set[str]) -> Non
             code = _num(m.get("code"))
             c.items.append(
                 ControlFrame(
-                    0, hs.conn, ts, side, op, payload, 0,
+                    0,
+                    hs.conn,
+                    ts,
+                    side,
+                    op,
+                    payload,
+                    0,
                     code=int(code) if code is not None else None,
                     reason=_str(m.get("reason")),
-                )  # fmt: skip
+                )
             )
         else:
             notes.add(f"messages with opcode {op} were skipped")
@@ -508,7 +514,7 @@ def har_events(doc: Any, name: str = "HAR") -> HarImport:
     """The Events of a parsed HAR document (see the module docstring). Raises HarError if
     ``doc`` is not a HAR document."""
     if not isinstance(doc, dict) or not isinstance(doc.get("log"), dict):
-        raise HarError(f"{name}: not a HAR file (no \"log\" object)")
+        raise HarError(f'{name}: not a HAR file (no "log" object)')
     entries_raw = doc["log"].get("entries")
     if not isinstance(entries_raw, list):
         raise HarError(f"{name}: not a HAR file (log.entries is not a list)")
@@ -578,4 +584,3 @@ def read_har(path: str | os.PathLike[str]) -> HarImport:
     except RecursionError:
         raise HarError(f"{p}: not a valid HAR file: nested too deeply") from None
     return har_events(doc, p)
-

@@ -26,12 +26,18 @@ PathLike = str | os.PathLike[str]
 
 
 class EventReader(Protocol):
-    kind: Kind
+    @property
+    def kind(self) -> Kind: ...
+
     description: str  # e.g. "Chrome HAR file x.har"
     proxy: str
-    error: str | None
     notes: list[str]
-    events_read: int
+
+    @property
+    def error(self) -> str | None: ...
+
+    @property
+    def events_read(self) -> int: ...
 
     def __iter__(self) -> Iterator[Event]: ...
 

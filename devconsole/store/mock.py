@@ -163,7 +163,7 @@ class MockServer:
             host,
             port,
             process_request=self._process_request,
-            select_subprotocol=self._select_subprotocol,
+            select_subprotocol=self._select_subprotocol,  # type: ignore[arg-type]
             max_size=None,
             ping_interval=None,
         )

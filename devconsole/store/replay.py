@@ -132,7 +132,9 @@ class ReplayResult:
         lines = []
         rs = self.recorded_status
         if self.status_changed:
-            lines.append(f"~ handshake: status {rs} -> {self.handshake.status or self.handshake.error}")
+            lines.append(
+                f"~ handshake: status {rs} -> {self.handshake.status or self.handshake.error}"
+            )
         for c in self.changes:
             lines.extend(c.lines())
         if self.close_changed:
@@ -142,7 +144,9 @@ class ReplayResult:
         return "\n".join(lines)
 
 
-def _new_handshake(conv: Conversation, url: str, ws: ClientConnection | None, t0: float) -> Handshake:
+def _new_handshake(
+    conv: Conversation, url: str, ws: ClientConnection | None, t0: float
+) -> Handshake:
     from urllib.parse import parse_qsl, urlsplit
 
     parts = urlsplit(url)

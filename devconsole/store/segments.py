@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 
@@ -136,7 +136,7 @@ class SegmentWriter:
         if existing:
             if not overwrite:
                 raise FileExistsError(17, "already holds a recording", self.path)
-            for n, p in existing:
+            for _n, p in existing:
                 for f in (p, p[: -len(".dcap")] + ".idx"):
                     with contextlib.suppress(OSError):
                         os.unlink(f)
@@ -381,7 +381,9 @@ class Recorder:
                     self._pending_bytes += nbytes
             if behind:
                 self.stats.dropped += len(batch)
-                logger.warning("recording fell behind the traffic: %d events not written", len(batch))
+                logger.warning(
+                    "recording fell behind the traffic: %d events not written", len(batch)
+                )
                 batch = [GapEvent(len(batch), "the recording fell behind: events not written")]
             self.stats.events += len(batch)
             self.stats.batches += 1
@@ -486,7 +488,7 @@ class RecordingReader:
     tail of a recording whose writer died reported in ``error`` (like a capture file).
     Damage inside an older segment is reported in ``notes`` and reading goes on."""
 
-    kind = "recording"
+    kind: Literal["recording"] = "recording"
 
     def __init__(self, path: str | os.PathLike[str], *, strict: bool = False) -> None:
         self.path = os.fspath(path)
