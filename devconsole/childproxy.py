@@ -51,6 +51,10 @@ class ChildProxy:
         ]
         if args.confdir:
             cmd += ["--confdir", args.confdir]
+        if getattr(args, "record", None):
+            cmd += ["--record", args.record]
+            if args.record_max is not None:
+                cmd += ["--record-max", str(args.record_max)]
         for s in args.set or []:
             cmd += ["--set", s]
         self.log = open(self.log_path, "w")  # noqa: SIM115

@@ -24,6 +24,7 @@ from devconsole.commands import faults as fault_commands
 from devconsole.commands import files as file_commands
 from devconsole.commands import proxy as proxy_commands
 from devconsole.commands import report as report_commands
+from devconsole.commands import store as store_commands
 from devconsole.commands import tui as tui_commands
 
 EXIT_USAGE = 2
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     fault_commands.register(sub)
     report_commands.register(sub)
     file_commands.register(sub)
+    store_commands.register(sub)
     demo_commands.register(sub)
     return parser
 

@@ -71,6 +71,11 @@ class Handshake:
     body: bytes = b""  # the response body of a refused upgrade (first few KiB)
     body_size: int = 0  # its true size
     error: str | None = None  # e.g. the server could not be reached
+    # Read from a format that records less than devconsole (a HAR file): where it came
+    # from ("har:chrome", ...; "" = captured by devconsole) and what it does not carry
+    # ("control frames", "fragmentation", "close", ...), which is unknown, not absent.
+    source: str = ""
+    unknown: list[str] = field(default_factory=list)
 
     def request_header(self, name: str) -> str | None:
         lname = name.lower()

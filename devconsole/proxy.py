@@ -49,6 +49,8 @@ class ProxyConfig:
     buffer_bytes: str = "256m"
     max_payload: str = "1m"
     sets: Sequence[str] = field(default_factory=list)  # NAME=VALUE, like mitmproxy's --set
+    record: str = ""  # a recording directory: every event written to disk (store/segments)
+    record_max: int | None = None  # bytes the recording may use (oldest segments removed)
 
 
 def parse_listen(spec: str) -> tuple[str, int]:
@@ -200,6 +202,35 @@ class DevconsoleProxy:
         self.capture = Capture()
         self.master: Master | None = None
         self._task: asyncio.Task[None] | None = None
+        self.recorder: Any = None  # devconsole.store.segments.Recorder with --record
+        self._recorder_task: asyncio.Task[None] | None = None
+
+    def _start_recording(self) -> None:
+        from devconsole.store.segments import Recorder, SegmentWriter
+
+        cfg = self.config
+        try:
+            writer = SegmentWriter(cfg.record, max_bytes=cfg.record_max)
+        except OSError as e:
+            raise ProxyError(f"cannot record to {cfg.record}: {e.strerror or e}") from None
+        cap = self.capture
+        self.recorder = Recorder(writer, lambda: cap.session.snapshot(cap.proxy_desc()))
+        # A Session observer is a list append on the forwarding path; the writing happens
+        # in the recorder's thread.
+        cap.session.observers.append(self.recorder.on_event)
+        cap.tap.recording = writer.path
+        self._recorder_task = asyncio.ensure_future(self.recorder.run())
+
+    async def _stop_recording(self) -> None:
+        if self.recorder is None:
+            return
+        with contextlib.suppress(ValueError):
+            self.capture.session.observers.remove(self.recorder.on_event)
+        if self._recorder_task is not None:
+            self._recorder_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._recorder_task
+        await self.recorder.stop()
 
     def _make_master(self) -> Master:
         cfg = self.config
@@ -243,6 +274,8 @@ class DevconsoleProxy:
         errors.hold()
         ok = False
         try:
+            if self.config.record and self.recorder is None:
+                self._start_recording()
             self.master = self._make_master()
             self._task = asyncio.ensure_future(self.master.run())
             started = asyncio.ensure_future(self.capture.started.wait())
@@ -289,6 +322,12 @@ class DevconsoleProxy:
                 await self._task
 
     async def stop(self) -> None:
+        try:
+            await self._stop_master()
+        finally:
+            await self._stop_recording()
+
+    async def _stop_master(self) -> None:
         if self.master is not None and self._task is not None and not self._task.done():
             self.master.shutdown()
             try:
@@ -331,7 +370,11 @@ async def run_proxy(
 ) -> None:
     """Run until SIGINT/SIGTERM. Raises ProxyError on startup errors."""
     proxy = DevconsoleProxy(config)
-    await proxy.start()
+    try:
+        await proxy.start()
+    except BaseException:
+        await proxy._stop_recording()
+        raise
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -340,6 +383,7 @@ async def run_proxy(
     if on_ready is not None:
         on_ready(proxy)
     await proxy.wait()
+    await proxy._stop_recording()
 
 
 __all__ = [

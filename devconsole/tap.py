@@ -203,6 +203,7 @@ class TapServer:
         self.max_pending = MAX_PENDING
         self.clients: set[_Client] = set()
         self._unauthenticated: dict[_Client, None] = {}  # oldest first
+        self.recording = ""  # the proxy's recording directory (--record), told to viewers
         self.address: TapAddress | None = None
         self.token: str | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -337,11 +338,13 @@ class TapServer:
                 ):
                     await self._refuse(writer, "bad or missing tap token")
                     return
-            writer.write(
-                wire.pack(
-                    wire.WELCOME, {"version": wire.PROTOCOL_VERSION, "proxy": self.proxy_desc()}
-                )
-            )
+            welcome: dict[str, Any] = {
+                "version": wire.PROTOCOL_VERSION,
+                "proxy": self.proxy_desc(),
+            }
+            if self.recording:  # readers ignore keys they do not know
+                welcome["recording"] = self.recording
+            writer.write(wire.pack(wire.WELCOME, welcome))
             # Register for live events and take the backlog in the same loop step, so
             # nothing falls between the two.
             backlog: list[Event] = [self.session.snapshot(self.proxy_desc())]
@@ -530,6 +533,7 @@ class TapClient:
         self.timeout = timeout
         self.description = f"tap {self.addr}"
         self.proxy = ""
+        self.recording = ""  # the proxy's recording directory, where items evicted live
         self._frames: FrameReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._results: dict[int, asyncio.Future[CommandResult]] = {}
@@ -579,6 +583,8 @@ class TapClient:
         self._writer = w
         proxy = body.get("proxy")
         self.proxy = proxy if isinstance(proxy, str) else ""
+        rec = body.get("recording")
+        self.recording = rec if isinstance(rec, str) else ""
 
     async def _next(self) -> tuple[int, Any] | None:
         assert self._frames is not None

@@ -104,8 +104,13 @@ _HANDSHAKE_TYPES: tuple[tuple[type, ...], ...] = (
     _INT,  # body_size
     _OSTR,  # error
 )
+# optional trailing fields, written only when set (older files decode with the defaults)
+_HANDSHAKE_OPTIONAL: tuple[tuple[type, ...], ...] = (
+    _STR,  # source
+    _LIST,  # unknown
+)
 _HANDSHAKE_PAIRS = {8, 10, 11, 14}  # list-of-pairs fields
-_HANDSHAKE_STRS = {16}  # list-of-str fields
+_HANDSHAKE_STRS = {16, 22}  # list-of-str fields
 
 _MESSAGE_TYPES = (
     _INT, _STR, _NUM, _STR, _INT, _BYTES, _INT, _INT, _INT,
@@ -192,22 +197,31 @@ def _pairs(value: Any, what: str) -> list[tuple[str, str]]:
 
 
 def _enc_handshake(h: Handshake) -> list[Any]:
-    return [
+    out = [
         h.conn, h.ts, h.client, h.server, h.scheme, h.url, h.method, h.path, h.query,
         h.http_version, h.request_headers, h.cookies, h.status, h.reason,
         h.response_headers, h.subprotocol, h.extensions, h.ts_response, h.body,
         h.body_size, h.error,
     ]  # fmt: skip
+    if h.source or h.unknown:  # imported connections only: live captures keep 21 fields
+        out += [h.source, h.unknown]
+    return out
 
 
 def _dec_handshake(f: Any) -> Handshake:
     if not isinstance(f, (list, tuple)):
         raise WireError("handshake: expected a list")
     f = list(f)
-    _check(f, _HANDSHAKE_TYPES, "handshake")
+    n = len(_HANDSHAKE_TYPES)
+    if n < len(f) <= n + len(_HANDSHAKE_OPTIONAL):
+        _check(f, _HANDSHAKE_TYPES + _HANDSHAKE_OPTIONAL[: len(f) - n], "handshake")
+    else:
+        _check(f, _HANDSHAKE_TYPES, "handshake")
     for i in _HANDSHAKE_PAIRS:
         f[i] = _pairs(f[i], "handshake")
     for i in _HANDSHAKE_STRS:
+        if i >= len(f):
+            continue
         if not all(isinstance(x, str) for x in f[i]):
             raise WireError("handshake: expected a list of strings")
         f[i] = list(f[i])

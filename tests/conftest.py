@@ -233,3 +233,16 @@ def run_cli(*args: str, timeout: float = 30, **kw: Any) -> subprocess.CompletedP
         cwd=str(ROOT),
         **kw,
     )
+
+
+def need_binary(*names: str) -> str:
+    """The path of the first of ``names`` on PATH. Missing: the test is skipped with the
+    reason, except in CI (CI=1/true), where it fails: CI installs it (.ci/run)."""
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    why = f"{' / '.join(names)} is not installed (apt-get install -y {names[0]})"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{why}: CI must install it (.ci/run)")
+    pytest.skip(why)

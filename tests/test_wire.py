@@ -3,6 +3,7 @@ property tests that malformed input only ever raises WireError."""
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 from typing import Any
 
@@ -433,7 +434,29 @@ def test_fields_of_lists_dataclass_fields_in_wire_order() -> None:
     assert wire.fields_of(GapEvent) == ["missed", "reason"]
     assert len(wire.fields_of(Message)) == len(wire.encode_event(EVENTS[2])) - 1
     assert len(wire.fields_of(ControlFrame)) == len(wire.encode_event(EVENTS[5])) - 1
-    assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1])
+    # source and unknown are written only for imported connections
+    assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1]) + 2
+
+
+def test_an_imported_handshake_keeps_its_source_and_unknowns() -> None:
+    hs = dataclasses.replace(
+        EVENTS[0].handshake,  # type: ignore[union-attr]
+        source="har:chrome",
+        unknown=["control frames", "close code"],
+    )
+    enc = wire.encode_event(HandshakeEvent(hs))
+    assert len(enc[1]) == len(wire.fields_of(Handshake))
+    back = wire.decode_event(msgpack.unpackb(msgpack.packb(enc), raw=False))
+    assert back == HandshakeEvent(hs)
+    # a live handshake keeps the 21 fields older devconsoles read, and decodes with defaults
+    live = wire.encode_event(EVENTS[0])
+    assert len(live[1]) == 21
+    dec = wire.decode_event(live)
+    assert dec.handshake.source == "" and dec.handshake.unknown == []  # type: ignore[union-attr]
+    with pytest.raises(wire.WireError):
+        wire.decode_event([live[0], [*live[1], "har:x", ["a"], "extra"]])
+    with pytest.raises(wire.WireError):
+        wire.decode_event([live[0], [*live[1], "har:x", [1]]])
 
 
 # ------------------------------------------------------------------ property tests

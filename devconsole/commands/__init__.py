@@ -52,6 +52,35 @@ def positive_int(s: str) -> int:
     return v
 
 
+def size(s: str) -> int:
+    """An argparse type: a size such as 512k, 64m or 2g, in bytes."""
+    from devconsole.store.segments import parse_size
+
+    try:
+        return parse_size(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_record_args(p: argparse.ArgumentParser, record: bool = True) -> None:
+    """``--record DIR`` (proxy, devconsole, demo) and ``--record-max SIZE`` (those and
+    ``record``): docs/store.md."""
+    if record:
+        p.add_argument(
+            "--record",
+            metavar="DIR",
+            default=None,
+            help="write every event to this recording (a directory of segments) as it happens",
+        )
+    p.add_argument(
+        "--record-max",
+        metavar="SIZE",
+        type=size,
+        default=None,
+        help="disk the recording may use (e.g. 2g): the oldest segments are removed",
+    )
+
+
 def add_tap_args(p: argparse.ArgumentParser) -> None:
     """``--tap`` and ``--token``: the commands that read a running proxy's tap."""
     p.add_argument(
@@ -94,3 +123,4 @@ def add_proxy_args(p: argparse.ArgumentParser, tap: bool = True) -> None:
         metavar="NAME=VALUE",
         help="set any mitmproxy option, e.g. --set ssl_insecure=true",
     )
+    add_record_args(p)

@@ -10,14 +10,15 @@ import signal
 import sys
 from typing import Any
 
-from devconsole.commands import add_tap_args, require_terminal
+from devconsole.commands import add_record_args, add_tap_args, require_terminal
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("record", help="save captured events to a capture file")
+    p = sub.add_parser("record", help="save captured events to a recording (segments)")
     add_tap_args(p)
-    p.add_argument("file", nargs="?", help="capture file (default devconsole-DATE.dcap)")
+    p.add_argument("file", nargs="?", help="recording directory (default devconsole-DATE.dcap)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS")
+    add_record_args(p, record=False)
     p.set_defaults(handler=record)
 
     p = sub.add_parser("open", help="view a capture file in the TUI")
@@ -39,6 +40,7 @@ def record(args: argparse.Namespace) -> int:
 async def _record(args: argparse.Namespace) -> int:
     from devconsole.store.capture import default_path
     from devconsole.store.capture import record as record_to
+    from devconsole.store.segments import SEGMENT_BYTES
     from devconsole.tap import TapClient
 
     path = args.file or str(default_path())
@@ -50,7 +52,16 @@ async def _record(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     print(f"recording to {path} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    n = await record_to(client, path, duration=args.duration, stop=stop, proxy=client.proxy)
+    n = await record_to(
+        client,
+        path,
+        duration=args.duration,
+        stop=stop,
+        proxy=client.proxy,
+        overwrite=False,
+        segment_bytes=SEGMENT_BYTES,
+        max_bytes=args.record_max,
+    )
     print(f"{n} events written to {path}", file=sys.stderr)
     return 0
 
@@ -59,6 +70,8 @@ def export(args: argparse.Namespace) -> int:
     from devconsole.store.export import export_capture
 
     res = export_capture(args.capture, args.output, fmt=args.format, redact=not args.no_redact)
+    for note in res.notes:
+        print(f"devconsole: note: {note}", file=sys.stderr)
     if res.error:
         print(f"devconsole: warning: {res.error}", file=sys.stderr)
     if args.output not in (None, "-"):

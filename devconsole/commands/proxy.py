@@ -32,6 +32,8 @@ def proxy_config(args: argparse.Namespace) -> Any:
         buffer_bytes=args.buffer_bytes,
         max_payload=args.max_payload,
         sets=args.set or [],
+        record=args.record or "",
+        record_max=args.record_max,
     )
 
 

@@ -1,4 +1,5 @@
-"""``devconsole report``: the production-readiness report of the traffic a proxy saw."""
+"""``devconsole report``: the production-readiness report of the traffic a proxy saw, or
+of a capture, recording or HAR file."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("report", help="production-readiness report of observed traffic")
     add_tap_args(p)
     p.add_argument("--json", action="store_true")
+    p.add_argument("capture", nargs="?", help="a capture, recording or HAR file (default: the tap)")
     p.set_defaults(handler=report)
 
 
@@ -27,7 +29,12 @@ def report(args: argparse.Namespace) -> int:
     monitor = HeartbeatMonitor()
     session = Session(max_items=10_000_000, max_bytes=1 << 40)
     session.observers.append(monitor.on_event)
-    asyncio.run(collect(args.tap, args.token, session=session))
+    if args.capture:
+        from devconsole.commands.store import load_capture
+
+        load_capture(args.capture, session)
+    else:
+        asyncio.run(collect(args.tap, args.token, session=session))
     result = build_report(session, monitor, time.time())
     if args.json:
         print(json.dumps(result, ensure_ascii=False))

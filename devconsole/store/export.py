@@ -312,6 +312,7 @@ class _HarConn:
     refused: bool
     messages: list[Message] = field(default_factory=list)
     state: str = ""
+    control: list[ControlFrame] = field(default_factory=list)
     close_code: int | None = None
     close_reason: str = ""
     closed_by: str | None = None
@@ -368,14 +369,57 @@ def _har_messages(messages: list[Message], redact: bool) -> list[dict[str, Any]]
     for m in messages:
         payload = r.redact_bytes(m.payload) if redact else m.payload
         data = payload.decode("utf-8", "replace") if m.opcode == Opcode.TEXT else _b64(payload)
-        out.append(
-            {
-                "type": "send" if m.side == "client" else "receive",
-                "time": _finite(m.ts),
-                "opcode": int(m.opcode),
-                "data": data,
-            }
-        )
+        msg: dict[str, Any] = {
+            "type": "send" if m.side == "client" else "receive",
+            "time": _finite(m.ts),
+            "opcode": int(m.opcode),
+            "data": data,
+        }
+        extra = _message_extra(m)
+        if extra:
+            msg["_devconsole"] = extra
+        out.append(msg)
+    return out
+
+
+def _message_extra(m: Message) -> dict[str, Any]:
+    """What Chrome's message shape cannot say, only where it is not the default (other
+    HAR readers ignore ``_`` fields)."""
+    extra: dict[str, Any] = {}
+    if m.truncated:
+        extra["size"] = m.size
+    if m.frames != 1:
+        extra["frames"] = m.frames
+    if m.compressed:
+        extra["compressed"] = True
+    if m.injected:
+        extra["injected"] = True
+    if m.dropped:
+        extra["dropped"] = True
+    return extra
+
+
+def _har_control(frames: list[ControlFrame], redact: bool) -> list[dict[str, Any]]:
+    """Ping, pong and close frames, which Chrome's ``_webSocketMessages`` do not list."""
+    out: list[dict[str, Any]] = []
+    for f in frames:
+        payload = r.redact_bytes(f.payload) if redact else f.payload
+        d: dict[str, Any] = {
+            "type": "send" if f.side == "client" else "receive",
+            "time": _finite(f.ts),
+            "opcode": int(f.opcode),
+            "data": _b64(payload),
+        }
+        if f.opcode == Opcode.CLOSE:
+            d["code"] = f.code
+            d["reason"] = r.redact_text(f.reason) if redact else f.reason
+        if f.injected:
+            d["injected"] = True
+        if f.dropped:
+            d["dropped"] = True
+        if f.error:
+            d["error"] = f.error
+        out.append(d)
     return out
 
 
@@ -423,7 +467,11 @@ def _har_entry(c: _HarConn, redact: bool) -> dict[str, Any]:
         "ended": _iso(c.ts_end) if c.ts_end is not None else None,
         "errors": c.errors,
         "redacted": redact,
+        "control": _har_control(c.control, redact),
     }
+    if hs.source or hs.unknown:  # imported: keep saying what the first format lacked
+        dc["source"] = hs.source
+        dc["unknown"] = list(hs.unknown)
     return {
         "startedDateTime": _iso(hs.ts),
         "time": wait,
@@ -462,6 +510,7 @@ def _conns_from_session(session: Session) -> list[_HarConn]:
             c.handshake,
             c.refused,
             [m for m in session.items(c.id) if isinstance(m, Message)],
+            control=[f for f in session.items(c.id) if isinstance(f, ControlFrame)],
             state=str(c.state),
             close_code=c.close_code,
             close_reason=c.close_reason,
@@ -483,6 +532,8 @@ def _conns_from_events(events: Iterable[Event]) -> list[_HarConn]:
                 c.messages.append(ev)
         elif isinstance(ev, ControlFrame):
             c = conns.get(ev.conn)
+            if c is not None:
+                c.control.append(ev)
             if (
                 c is not None
                 and ev.opcode == Opcode.CLOSE
@@ -555,6 +606,7 @@ class ExportResult:
     events: int  # events read from the capture
     written: int  # JSON lines, or HAR entries
     error: str | None  # the capture was damaged: what was read before it was exported
+    notes: list[str] = field(default_factory=list)  # what the input format lacks...
 
 
 def export_capture(
@@ -565,13 +617,14 @@ def export_capture(
     redact: bool = True,
     strict: bool = False,
 ) -> ExportResult:
-    """Export the capture file ``capture`` to ``out``: a path (written atomically, mode
-    0600: a temporary file renamed over it, so a failed export leaves nothing behind),
-    an open text stream, or None / ``"-"`` for stdout. Raises ``CaptureError`` (not a
-    capture file; with ``strict``, a damaged one; ``out`` is ``capture`` itself) or
-    ``OSError``; a damaged capture is
-    otherwise exported up to the damage and reported in ``ExportResult.error``."""
-    from devconsole.store.capture import CaptureError, read_capture
+    """Export ``capture`` (a capture file, a recording directory or a HAR file) to
+    ``out``: a path (written atomically, mode 0600: a temporary file renamed over it, so
+    a failed export leaves nothing behind), an open text stream, or None / ``"-"`` for
+    stdout. Raises ``CaptureError`` (not a capture; with ``strict``, a damaged one;
+    ``out`` is ``capture`` itself) or ``OSError``; a damaged capture is otherwise exported
+    up to the damage and reported in ``ExportResult.error``."""
+    from devconsole.store.capture import CaptureError
+    from devconsole.store.load import load_session, open_events
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (jsonl, har)")
@@ -579,12 +632,17 @@ def export_capture(
         raise CaptureError(
             f"{os.fspath(out)} is the capture being exported: choose another output file"
         )
-    reader = read_capture(capture, strict=strict)
-    with reader:
+    reader = open_events(capture, strict=strict)
+    if fmt == "har":
+        # a HAR holds every message in memory anyway; the Session keeps what the input
+        # does not know (an unknown close stays unknown)
+        reader.close()
+        session, reader = load_session(capture, strict=strict)
+    try:
 
         def write(fh: TextIO) -> int:
             if fmt == "har":
-                return export_har(reader, fh, redact=redact)
+                return export_har(session, fh, redact=redact)
             return export_jsonl(reader, fh, redact=redact)
 
         if out is None or out == "-":
@@ -594,7 +652,9 @@ def export_capture(
             n = _write_atomic(os.fspath(out), write)
         else:
             n = write(out)
-    return ExportResult(reader.events_read, n, reader.error)
+    finally:
+        reader.close()
+    return ExportResult(reader.events_read, n, reader.error, list(reader.notes))
 
 
 def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
