@@ -32,13 +32,16 @@ from devconsole.model import (
     HalfOpenCommand,
     HandshakeEvent,
     InjectCommand,
+    InstanceEvent,
     Message,
     Opcode,
     ProtocolErrorEvent,
+    Publication,
     RefusedEvent,
     ReleaseCommand,
     StateEvent,
     close_code_meaning,
+    conn_instance,
 )
 from devconsole.session import Connection, Session
 from devconsole.source import SourceError
@@ -56,8 +59,29 @@ class CliError(Exception):
 
 def event_json(ev: Event) -> dict[str, Any] | None:
     """The ``tail --json`` object of an event (docs/cli.md), or None for internal events.
-    Live viewing shows everything; exports (``devconsole export``) redact by default."""
-    return event_dict(ev, redact=False)
+    Live viewing shows everything; exports (``devconsole export``) redact by default.
+    From a Redis source, every event also names its ``instance`` (docs/scale.md)."""
+    if isinstance(ev, InstanceEvent):
+        return {
+            "event": "instance",
+            "instance": ev.name,
+            "ts": ev.ts,
+            "state": ev.state,
+            "detail": ev.detail,
+        }
+    obj = event_dict(ev, redact=False)
+    if obj is None:
+        return None
+    if isinstance(ev, Publication):
+        obj["event"] = "publication"
+        obj["channel"] = ev.channel
+    conn = obj.get("conn")
+    instance = conn_instance(conn) if isinstance(conn, str) else ""
+    if isinstance(ev, GapEvent):
+        instance = ev.instance
+    if instance:
+        obj["instance"] = instance
+    return obj
 
 
 # ------------------------------------------------------------------ human lines
@@ -81,6 +105,14 @@ def _preview(item: Message | ControlFrame, width: int = 100) -> str:
 
 
 def event_line(ev: Event) -> str | None:
+    if isinstance(ev, Publication):
+        return (
+            f"{_clock(ev.ts)} #{ev.conn:<4} {ev.seq:>7} ⇐ publish {ev.size:>6}B "
+            f"{_safe(ev.channel)}  {_preview(ev)}"
+        )
+    if isinstance(ev, InstanceEvent):
+        detail = f": {ev.detail}" if ev.detail else ""
+        return _safe(f"-- instance {ev.name} {ev.state}{detail} --")
     if isinstance(ev, Message | ControlFrame):
         arrow = "→" if ev.side == "client" else "←"
         kind = {1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}.get(
@@ -120,7 +152,7 @@ def event_line(ev: Event) -> str | None:
     if isinstance(ev, StateEvent):
         return _safe(f"{_clock(ev.ts)} #{ev.conn:<4} {ev.state:<7} {ev.detail}")
     if isinstance(ev, GapEvent):
-        return f"-- {ev.missed} events missed: {ev.reason} --"
+        return _safe(f"-- {ev.missed} events missed: {ev.reason} --")
     return None
 
 
@@ -180,7 +212,7 @@ class TailPrinter:
 
 
 async def _tail(args: argparse.Namespace) -> int:
-    from devconsole.tap import TapClient
+    from devconsole.sources import open_source
 
     predicate = None
     if args.filter:
@@ -190,7 +222,7 @@ async def _tail(args: argparse.Namespace) -> int:
             predicate = parse(args.filter)
         except FilterError as e:
             raise CliError(f"bad filter: {e}") from None
-    client = TapClient(args.tap, args.token)
+    client = open_source(args.tap, args.token)
     await client.connect()
     printer = TailPrinter(sys.stdout, args.json, predicate, args.limit, not args.new)
     run = asyncio.ensure_future(client.run(printer.on_events))
@@ -212,7 +244,7 @@ async def _tail(args: argparse.Namespace) -> int:
 
 
 def conn_json(c: Connection) -> dict[str, Any]:
-    return {
+    out = {
         "id": c.id,
         "client": c.client,
         "url": c.url,
@@ -229,6 +261,9 @@ def conn_json(c: Connection) -> dict[str, Any]:
         "ts_end": c.ts_end,
         "errors": c.errors,
     }
+    if conn_instance(c.id):  # a Redis source: ids are INSTANCE/ID
+        out["instance"] = conn_instance(c.id)
+    return out
 
 
 def conns_table(conns: Sequence[Connection]) -> str:
@@ -278,18 +313,9 @@ async def _conns(args: argparse.Namespace) -> int:
 
 
 async def _command(args: argparse.Namespace, cmd: Command) -> int:
-    from devconsole.tap import TapClient
+    from devconsole.sources import send_command
 
-    client = TapClient(args.tap, args.token)
-    await client.connect()
-    run = asyncio.ensure_future(client.run(lambda evs: None))
-    try:
-        res = await client.command(cmd)
-    finally:
-        await client.close()
-        run.cancel()
-        with contextlib.suppress(BaseException):
-            await run
+    res = await send_command(args.tap, args.token, cmd)
     if not res.ok:
         raise CliError(res.error)
     return 0
@@ -326,15 +352,20 @@ async def _inject(args: argparse.Namespace) -> int:
 
 
 async def _report(args: argparse.Namespace) -> int:
+    from devconsole.analysis.fanout import FanoutTracer
     from devconsole.analysis.heartbeat import HeartbeatMonitor
     from devconsole.analysis.readiness import build_report, render_text
     from devconsole.tap import collect
 
     monitor = HeartbeatMonitor()
+    try:
+        tracer = FanoutTracer(args.trace_key)
+    except ValueError as e:
+        raise CliError(f"--trace-key: {e}") from None
     session = Session(max_items=10_000_000, max_bytes=1 << 40)
-    session.observers.append(monitor.on_event)
+    session.observers += [monitor.on_event, tracer.on_event]
     await collect(args.tap, args.token, session=session)
-    report = build_report(session, monitor, time.time())
+    report = build_report(session, monitor, time.time(), fanout=tracer)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
@@ -346,11 +377,11 @@ async def _report(args: argparse.Namespace) -> int:
 
 
 async def _record(args: argparse.Namespace) -> int:
+    from devconsole.sources import open_source
     from devconsole.store.capture import default_path, record
-    from devconsole.tap import TapClient
 
     path = args.file or str(default_path())
-    client = TapClient(args.tap, args.token)
+    client = open_source(args.tap, args.token)
     await client.connect()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -397,8 +428,14 @@ def _proxy_config(args: argparse.Namespace) -> Any:
         buffer_messages=args.buffer_messages,
         buffer_bytes=args.buffer_bytes,
         max_payload=args.max_payload,
-        sets=args.set or [],
+        sets=[*(args.set or []), *_scale_sets(args)],
     )
+
+
+def _scale_sets(args: argparse.Namespace) -> list[str]:
+    from devconsole.scale.cli import proxy_sets
+
+    return proxy_sets(args)
 
 
 async def _proxy(args: argparse.Namespace) -> int:
@@ -439,16 +476,18 @@ def _tui(source: Any, on_exit: Callable[[], None] | None = None) -> int:
 
 
 def _attach(args: argparse.Namespace) -> int:
-    from devconsole.tap import TapClient
+    from devconsole.sources import open_source
 
-    client = TapClient(args.tap, args.token)
+    spec = args.addr or args.tap
+    client = open_source(spec, args.token)
 
     async def check() -> None:
         await client.connect()
+        await client.close()
 
     asyncio.run(check())
     # The TUI runs its own loop: it reconnects with a fresh client.
-    return _tui(TapClient(args.tap, args.token))
+    return _tui(open_source(spec, args.token))
 
 
 class ChildProxy:
@@ -581,8 +620,8 @@ def _add_tap_args(p: argparse.ArgumentParser) -> None:
         "--tap",
         metavar="ADDR",
         default=None,
-        help="tap address: a Unix socket path or tcp://127.0.0.1:PORT "
-        "(default: $XDG_RUNTIME_DIR/devconsole/tap.sock)",
+        help="tap address: a Unix socket path, tcp://127.0.0.1:PORT, or a Redis stream "
+        "redis://HOST:PORT/DB[?stream=NAME] (default: $XDG_RUNTIME_DIR/devconsole/tap.sock)",
     )
     p.add_argument("--token", default=None, help="token for a tcp:// tap (default: its file)")
 
@@ -637,6 +676,8 @@ def _close_code(s: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from devconsole.scale import cli as scale_cli
+
     parser = argparse.ArgumentParser(
         prog="devconsole",
         description="WebSocket debugging proxy and live traffic inspector. Without a "
@@ -649,6 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("proxy", help="run the headless proxy with the tap")
     _add_proxy_args(p)
     p.add_argument("--log", choices=["quiet", "normal", "verbose"], default="normal")
+    scale_cli.add_proxy_args(p)
 
     p = sub.add_parser("tail", help="print captured events as they arrive")
     _add_tap_args(p)
@@ -663,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("attach", help="attach the TUI to a running proxy's tap")
     _add_tap_args(p)
+    p.add_argument("addr", nargs="?", metavar="ADDR", help="same as --tap (e.g. redis://...)")
 
     p = sub.add_parser("kill", help="close, abort or half-open a live connection")
     _add_tap_args(p)
@@ -688,6 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="production-readiness report of observed traffic")
     _add_tap_args(p)
     p.add_argument("--json", action="store_true")
+    scale_cli.add_trace_arg(p)
 
     p = sub.add_parser("record", help="save captured events to a capture file")
     _add_tap_args(p)
@@ -707,6 +751,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_proxy_args(p, tap=False)
     p.add_argument("--rate", type=_positive_int, default=None, help="flood N messages/s")
     p.add_argument("--headless", action="store_true", help="no TUI (for scripts)")
+    p.add_argument(
+        "--scale",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="N app instances joined by a Redis backplane, each behind its own proxy "
+        "publishing to Redis, one view of all (needs redis-server)",
+    )
     return parser
 
 
@@ -726,6 +778,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _attach(args)
         if cmd == "demo":
             args.tap = None
+            if args.scale:
+                from devconsole.scale.demo import run_scaled_demo
+
+                return run_scaled_demo(args)
             return _demo(args)
         if cmd == "open":
             return _open(args)

@@ -29,6 +29,7 @@ from mitmproxy.master import Master
 from mitmproxy.proxy import mode_specs
 
 from devconsole.capture import Capture, fmt_addr
+from devconsole.scale.addon import ScaleOut
 
 logger = logging.getLogger("devconsole.proxy")
 
@@ -102,6 +103,7 @@ class DevconsoleProxy:
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
         self.capture = Capture()
+        self.scale = ScaleOut(self.capture)  # --publish / --backplane (Redis), off by default
         self.master: Master | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -118,6 +120,7 @@ class DevconsoleProxy:
             proxyauth.ProxyAuth(),
             upstream_auth.UpstreamAuth(),
             self.capture,
+            self.scale,
         )
         updates: dict[str, Any] = {
             "listen_host": cfg.listen_host,

@@ -233,3 +233,8 @@ def run_cli(*args: str, timeout: float = 30, **kw: Any) -> subprocess.CompletedP
         cwd=str(ROOT),
         **kw,
     )
+
+
+# ------------------------------------------------------------------ Redis (scale-out)
+
+from tests.scale_helpers import redis_server  # noqa: E402, F401  (a fixture)
