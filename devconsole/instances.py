@@ -343,7 +343,9 @@ class InstanceMerger:
             return ev
         if isinstance(ev, Snapshot):
             return self._snapshot_for(r, ev)
-        return None  # InstanceEvents come from the merger itself, never from a proxy
+        if isinstance(ev, InstanceEvent):
+            return ev  # queued by the merger itself (a goodbye, in its place)
+        return None
 
     def _snapshot_for(self, r: _Run, snap: Snapshot) -> Snapshot:
         conns = []
@@ -392,7 +394,8 @@ class InstanceMerger:
                 return
             skip = self._check_count(r, entry, len(events))
             for ev in events[skip:]:
-                r.queue.append((_order_ts(ev), now, ev))
+                if not isinstance(ev, InstanceEvent):  # only the merger says those
+                    r.queue.append((_order_ts(ev), now, ev))
         r.started = True
 
     def _heartbeat(self, r: _Run, entry: Entry) -> None:
@@ -540,6 +543,8 @@ class InstanceMerger:
                 # the scratch session counts, the queue becomes the backlog
                 sess = scratch[key]
                 for ev in events:
+                    if isinstance(ev, InstanceEvent):
+                        continue
                     sess.apply(_copy(ev))
                     r.queue.append((_order_ts(ev), now, ev))
             elif e.kind == KIND_SNAPSHOT:

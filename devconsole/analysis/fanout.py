@@ -395,12 +395,12 @@ class FanoutTracer:
                 break
             if matched:
                 return
-        if self.publications or self._specs:
-            rec = self._recent
-            rec.append((m.ts, m.conn, m.seq, payload))
-            horizon = m.ts - self.skew
-            while rec and (rec[0][0] < horizon or len(rec) > MAX_RECENT):
-                rec.popleft()
+        # kept a little while: its publication may be recorded just after it
+        rec = self._recent
+        rec.append((m.ts, m.conn, m.seq, payload))
+        horizon = m.ts - self.skew
+        while rec and (rec[0][0] < horizon or len(rec) > MAX_RECENT):
+            rec.popleft()
 
     def _deliver(self, tr: PublicationTrace, conn: str, seq: int, ts: float) -> None:
         tr.deliveries[conn] = Delivery(conn, conn_instance(conn), seq, ts, max(0.0, ts - tr.ts))
