@@ -115,7 +115,7 @@ def test_a_later_publication_makes_the_miss_certain_at_once() -> None:
         pub(b"p2", 11.0), frame("1", b"p2", 11.1),
         pub(b"p3", 12.0), frame("1", b"p3", 12.1), frame("2", b"p3", 12.1),
     )  # fmt: skip
-    p1, p2, p3 = tr.publications
+    _p1, p2, p3 = tr.publications
     assert tr.missed(p2, 12.5) == ["2"]  # it got p3 but never p2
     assert tr.missed(p3, 12.5) == []
 
