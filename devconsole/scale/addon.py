@@ -130,8 +130,6 @@ class ScaleOut:
             raise exceptions.OptionsError("--accept-commands needs --publish redis://...")
         if opts.devconsole_backplane and not split_patterns(opts.devconsole_channels):
             raise exceptions.OptionsError("--backplane needs --channels PATTERN[,PATTERN...]")
-        if opts.devconsole_channels and not opts.devconsole_backplane:
-            raise exceptions.OptionsError("--channels goes with --backplane redis://...")
         if opts.devconsole_trace_key:
             try:
                 parse_path(opts.devconsole_trace_key)
@@ -155,6 +153,8 @@ class ScaleOut:
             )
             cap.add_sink(self.publisher.publish)
             self.publisher.start()
+        if opts.devconsole_channels and not opts.devconsole_backplane:
+            logger.warning("--channels is ignored without --backplane redis://...")
         if opts.devconsole_backplane:
             self.backplane = BackplaneRecorder(
                 parse_redis_url(opts.devconsole_backplane),

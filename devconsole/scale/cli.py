@@ -67,14 +67,15 @@ def proxy_sets(args: argparse.Namespace) -> list[str]:
         if value is not None and value is not False:
             out.append(f"{name}={'true' if value is True else value}")
 
+    # in this order: each setting is validated as it is made, with those before it
     put("devconsole_publish", getattr(args, "publish", None))
     put("devconsole_name", getattr(args, "name", None))
     put("devconsole_stream", getattr(args, "stream", None))
     put("devconsole_stream_maxlen", getattr(args, "stream_maxlen", None))
     put("devconsole_accept_commands", getattr(args, "accept_commands", False))
-    put("devconsole_backplane", getattr(args, "backplane", None))
     put("devconsole_channels", getattr(args, "channels", None))
     put("devconsole_trace_key", getattr(args, "trace_key", None))
+    put("devconsole_backplane", getattr(args, "backplane", None))
     return out
 
 
