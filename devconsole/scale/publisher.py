@@ -139,10 +139,12 @@ class RedisPublisher:
         """Queue ``ev`` (called for every event: O(1), no I/O)."""
         q = self.pending
         q.append(ev)
-        self.pending_bytes += _cost(ev)
-        if len(q) == 1:
+        t = type(ev)
+        self.pending_bytes += len(ev.payload) if t is Message or t is ControlFrame else 64  # type: ignore[union-attr]
+        n = len(q)
+        if n == 1:
             self.wake.set()
-        elif len(q) > self.max_pending or self.pending_bytes > self.max_pending_bytes:
+        elif n > self.max_pending or self.pending_bytes > self.max_pending_bytes:
             # Redis is away (or slower than the traffic) and the backlog is full: drop
             # it, remember the state after it so viewers can be re-synced, and report
             # the count with the next write.
