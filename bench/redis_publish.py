@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import (  # noqa: E402
+from bench._common import (
     cpu_seconds,
     fmt_num,
     machine,
@@ -39,10 +39,10 @@ from bench._common import (  # noqa: E402
     table,
     tempdir,
 )
-from devconsole.model import GapEvent, Message, Snapshot  # noqa: E402
-from devconsole.scale.config import parse_redis_url  # noqa: E402
-from devconsole.scale.publisher import RedisPublisher  # noqa: E402
-from devconsole.scale.redisserver import RedisServer  # noqa: E402
+from devconsole.model import GapEvent, Message, Snapshot
+from devconsole.scale.config import parse_redis_url
+from devconsole.scale.publisher import RedisPublisher
+from devconsole.scale.redisserver import RedisServer
 
 
 async def publisher_alone(url: str, n: int) -> dict[str, float]:
