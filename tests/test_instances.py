@@ -209,17 +209,3 @@ def test_late_viewer_of_an_instance_long_gone() -> None:
     s.apply_all(out)
     assert "old/1" in s.connections
     assert s.instances["old"].state == "gone"
-
-
-def test_wire_encoding_of_the_scale_out_events() -> None:
-    from devconsole.model import Publication
-
-    p = Publication(5, "2", 1.5, "server", 1, b"hi", 2, 2, channel="chat:1")
-    assert wire.decode_event(wire.encode_event(p)) == p
-    ie = InstanceEvent("app-1", 2.0, "gone", "no heartbeat")
-    assert wire.decode_event(wire.encode_event(ie)) == ie
-    # a gap's instance is an optional trailing field: a plain gap encodes as before
-    assert wire.encode_event(GapEvent(3, "slow")) == [wire.T_GAP, 3, "slow"]
-    assert wire.decode_event(wire.encode_event(GapEvent(3, "r", "a"))) == GapEvent(3, "r", "a")
-    with pytest.raises(wire.WireError):
-        wire.decode_event([wire.T_PUBLICATION, 1, "2"])
