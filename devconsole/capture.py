@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +121,9 @@ class Capture:
     def __init__(self) -> None:
         self.session = Session()
         self.tap = TapServer(self.session, self.execute, self.proxy_desc)
+        # Where events go after the session: the tap, and e.g. a Redis publisher. A sink
+        # is called on the proxy's loop for every event: it must only queue it.
+        self.sinks: list[Callable[[Event], None]] = [self.tap.publish]
         self.seq = 0
         self.next_conn = 1
         self._upgrades: dict[str, Handshake] = {}  # http flow id -> handshake
@@ -231,7 +235,24 @@ class Capture:
 
     def _emit(self, ev: Event) -> None:
         self.session.apply(ev)
-        self.tap.publish(ev)
+        for sink in self.sinks:
+            sink(ev)
+
+    def add_sink(self, sink: Callable[[Event], None]) -> None:
+        """Also send every event to ``sink`` (after the session, beside the tap)."""
+        self.sinks.append(sink)
+
+    def new_conn_id(self) -> str:
+        """A connection id for a connection another producer records (the backplane)."""
+        cid = str(self.next_conn)
+        self.next_conn += 1
+        return cid
+
+    def record(self, ev: Event) -> None:
+        """Emit an event another producer built (the backplane): items get the next seq."""
+        if isinstance(ev, (Message, ControlFrame)):
+            ev.seq = self._next_seq()
+        self._emit(ev)
 
     def _next_seq(self) -> int:
         self.seq += 1
@@ -423,13 +444,14 @@ class Capture:
         conn = s.conn
         side = d.side
         apply = self.session.apply
-        publish = self.tap.publish
+        sinks = self.sinks
         ev: Event
         for item in items:
             if type(item) is DataMessage:
                 ev = self._message(conn, side, item, ts, False)
                 apply(ev)
-                publish(ev)
+                for sink in sinks:
+                    sink(ev)
             elif type(item) is Control:
                 self._on_control(s, d, item, ts, False)
             else:

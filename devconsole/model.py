@@ -312,10 +312,12 @@ class StateEvent:
 @dataclass(slots=True)
 class GapEvent:
     """Events this client did not receive: evicted before a late attach, or skipped by a
-    slow client. ``missed`` counts events."""
+    slow client. ``missed`` counts events. ``instance``: the proxy instance they came from
+    (a Redis source; "" otherwise)."""
 
     missed: int
     reason: str
+    instance: str = ""
 
 
 @dataclass(slots=True)
@@ -352,6 +354,26 @@ class Snapshot:
     evicted_messages: int  # how many the proxy's ring buffer evicted so far
 
 
+@dataclass(slots=True)
+class Publication(Message):
+    """A message the app published on its Redis pub/sub backplane, recorded by a proxy run
+    with ``--backplane``: ``conn`` is the pseudo-connection of the channel pattern that
+    matched, ``side`` is "server" (Redis -> subscriber), the payload is the published one."""
+
+    channel: str = ""
+
+
+@dataclass(slots=True)
+class InstanceEvent:
+    """A proxy instance publishing to a Redis stream appeared, went quiet or stopped.
+    ``state`` is "up", "gone" (no heartbeat) or "stopped" (it said goodbye)."""
+
+    name: str
+    ts: float
+    state: str
+    detail: str = ""
+
+
 Event = (
     HandshakeEvent
     | RefusedEvent
@@ -362,6 +384,7 @@ Event = (
     | StateEvent
     | GapEvent
     | Snapshot
+    | InstanceEvent
 )
 
 
@@ -425,6 +448,21 @@ class CommandResult:
     id: int
     ok: bool
     error: str = ""
+
+
+# Connection ids of a merged view (many proxies over Redis) are "INSTANCE/ID".
+INSTANCE_SEP = "/"
+
+
+def split_conn(conn: str) -> tuple[str, str]:
+    """``("app-1", "3")`` for "app-1/3"; ``("", "3")`` for a plain proxy id."""
+    inst, sep, cid = conn.rpartition(INSTANCE_SEP)
+    return (inst, cid) if sep else ("", conn)
+
+
+def conn_instance(conn: str) -> str:
+    """The instance part of a connection id ("" for a plain proxy id)."""
+    return conn.rpartition(INSTANCE_SEP)[0]
 
 
 # close codes (RFC 6455 section 7.4.1 and the IANA registry)

@@ -29,6 +29,7 @@ from mitmproxy.master import Master
 from mitmproxy.proxy import mode_specs
 
 from devconsole.capture import Capture
+from devconsole.scale.addon import ScaleOut
 from devconsole.text import fmt_addr
 
 logger = logging.getLogger("devconsole.proxy")
@@ -200,6 +201,7 @@ class DevconsoleProxy:
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
         self.capture = Capture()
+        self.scale = ScaleOut(self.capture)  # --publish / --backplane (Redis), off by default
         self.master: Master | None = None
         self._task: asyncio.Task[None] | None = None
         self.recorder: Any = None  # devconsole.store.segments.Recorder with --record
@@ -245,6 +247,7 @@ class DevconsoleProxy:
             proxyauth.ProxyAuth(),
             upstream_auth.UpstreamAuth(),
             self.capture,
+            self.scale,
         )
         updates: dict[str, Any] = {
             "listen_host": cfg.listen_host,

@@ -19,6 +19,7 @@ from devconsole.model import (
     Event,
     GapEvent,
     HandshakeEvent,
+    InstanceEvent,
     Item,
     Message,
     Opcode,
@@ -56,6 +57,7 @@ class Session:
         self.duplicates = 0  # items ignored because their seq was already seen
         self.observers: list[Observer] = []
         self.version = 0  # bumped on every applied event (cheap change detection for UIs)
+        self.instances: dict[str, InstanceEvent] = {}  # a Redis source: latest per instance
 
     # ----------------------------------------------------------------- applying events
 
@@ -112,6 +114,8 @@ class Session:
             self.missed += ev.missed
         elif isinstance(ev, Snapshot):
             self._apply_snapshot(ev)
+        elif isinstance(ev, InstanceEvent):
+            self.instances[ev.name] = ev
         for obs in self.observers:
             obs(ev)
 

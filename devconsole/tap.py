@@ -656,7 +656,9 @@ async def collect(
     """Attach, apply the backlog to ``session`` (default: a new unbounded one, so the
     whole backlog fits), and return it once the stream has been quiet for ``idle``
     seconds, ``until(session)`` holds, or ``timeout`` seconds have passed."""
-    client = TapClient(addr, token)
+    from devconsole.sources import open_source
+
+    client = open_source(addr, token)  # a tap, or a Redis stream (redis://)
     await client.connect()
     if session is None:
         session = Session(max_items=10_000_000, max_bytes=1 << 40)

@@ -39,8 +39,10 @@ from devconsole.model import (
     Handshake,
     HandshakeEvent,
     InjectCommand,
+    InstanceEvent,
     Message,
     ProtocolErrorEvent,
+    Publication,
     RefusedEvent,
     ReleaseCommand,
     Snapshot,
@@ -123,6 +125,8 @@ _END_TYPES = (_STR, _NUM, _BOOL, _OSTR, _OSTR)
 _PERR_TYPES = (_STR, _NUM, _STR, _INT, _STR)
 _STATE_TYPES = (_STR, _NUM, _STR, _STR)
 _GAP_TYPES = (_INT, _STR)
+_GAP_TYPES_V2 = (_INT, _STR, _STR)  # + instance (a Redis source)
+_INSTANCE_TYPES = (_STR, _NUM, _STR, _STR)
 _CONNSNAP_TYPES = (
     None, _STR, _INT, _INT, _INT, _INT, _OINT, _STR, _OSTR, _ONUM, _OBOOL, _LIST, _BOOL,
     _INT, _INT, _INT,
@@ -159,6 +163,8 @@ T_PERROR = 6
 T_STATE = 7
 T_GAP = 8
 T_SNAPSHOT = 9
+T_PUBLICATION = 10  # a message fields, then the channel
+T_INSTANCE = 11
 
 C_CLOSE = 1
 C_ABORT = 2
@@ -256,8 +262,19 @@ def encode_event(ev: Event) -> list[Any]:
         return [T_PERROR, ev.conn, ev.ts, ev.side, ev.offset, ev.error]
     if isinstance(ev, StateEvent):
         return [T_STATE, ev.conn, ev.ts, ev.state, ev.detail]
+    if t is Publication:
+        p: Publication = ev  # type: ignore[assignment]
+        return [
+            T_PUBLICATION, p.seq, p.conn, p.ts, p.side, p.opcode, p.payload, p.size,
+            p.wire_size, p.frames, p.compressed, p.rsv, p.utf8_ok, p.injected, p.dropped,
+            p.frame_sizes, p.channel,
+        ]  # fmt: skip
     if isinstance(ev, GapEvent):
+        if ev.instance:  # an optional trailing field: plain gaps encode as before
+            return [T_GAP, ev.missed, ev.reason, ev.instance]
         return [T_GAP, ev.missed, ev.reason]
+    if isinstance(ev, InstanceEvent):
+        return [T_INSTANCE, ev.name, ev.ts, ev.state, ev.detail]
     if isinstance(ev, Snapshot):
         conns = [
             [
@@ -320,8 +337,19 @@ def decode_event(obj: Any) -> Event:
         _check(f, _STATE_TYPES, "state")
         return StateEvent(*f)
     if tag == T_GAP:
-        _check(f, _GAP_TYPES, "gap")
+        _check(f, _GAP_TYPES_V2 if len(f) == 3 else _GAP_TYPES, "gap")
         return GapEvent(*f)
+    if tag == T_PUBLICATION:
+        _check(f, (*_MESSAGE_TYPES, _STR), "publication")
+        if f[3] not in _SIDES:
+            raise WireError("publication: bad side")
+        if not all(_is_tag(x) for x in f[14]):
+            raise WireError("publication: bad frame sizes")
+        f[14] = tuple(f[14])
+        return Publication(*f)
+    if tag == T_INSTANCE:
+        _check(f, _INSTANCE_TYPES, "instance")
+        return InstanceEvent(*f)
     if tag == T_SNAPSHOT:
         _check(f, _SNAPSHOT_TYPES, "snapshot")
         conns: list[ConnSnapshot] = []

@@ -246,3 +246,8 @@ def need_binary(*names: str) -> str:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{why}: CI must install it (.ci/run)")
     pytest.skip(why)
+
+
+# ------------------------------------------------------------------ Redis (scale-out)
+
+from tests.scale_helpers import redis_server  # noqa: E402, F401  (a fixture)

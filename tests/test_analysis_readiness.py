@@ -240,8 +240,12 @@ def test_report_shape_and_checklist() -> None:
             "reconnect_delays",
             "backoff",
             "heartbeat",
+            "backplane",
             "checklist",
         }
+        # no backplane recorded: reported as not observed, never assumed
+        assert ep["backplane"] is None
+        assert ep["checklist"]["backplane"]["ok"] is None
         for item in ep["checklist"].values():
             assert item["ok"] in (True, False, None)
             assert isinstance(item["detail"], str) and item["detail"]

@@ -3,7 +3,8 @@
 - core modules (no I/O) import neither mitmproxy, textual, rich nor asyncio, checked by
   importing each one alone in a fresh interpreter (so an indirect import counts too);
   analysis/ does not import the Session's module (it reads model types);
-- only capture, proxy and mitm_compat import mitmproxy; tui/ never does, even indirectly;
+- only capture, scale.addon (the addons), proxy and mitm_compat import mitmproxy; tui/
+  never does, even indirectly;
 - nothing outside tui/ imports Rich or Textual (only the TUI renders);
 - no screen imports the app: the app imports the screens.
 """
@@ -33,11 +34,19 @@ CORE_MODULES = [
     "devconsole.wire",
     "devconsole.text",
     "devconsole.samples",
+    "devconsole.instances",
     "devconsole.relay",
 ]
 CORE_PACKAGES = ["devconsole.decoders", "devconsole.analysis"]
 # I/O modules allowed to import mitmproxy (and the entry points, which import them).
-MITMPROXY_ALLOWED = {"devconsole.capture", "devconsole.proxy", "devconsole.mitm_compat"}
+# scale.addon is the scale-out's mitmproxy addon: its options are validated the way
+# mitmproxy's configure hook asks (OptionsError).
+MITMPROXY_ALLOWED = {
+    "devconsole.capture",
+    "devconsole.proxy",
+    "devconsole.mitm_compat",
+    "devconsole.scale.addon",
+}
 FORBIDDEN_IN_CORE = ("mitmproxy", "textual", "rich", "asyncio")
 
 
@@ -130,7 +139,7 @@ def test_the_tui_never_loads_mitmproxy() -> None:
     check_alone(package_modules("devconsole.tui"), ("mitmproxy",))
 
 
-def test_only_capture_proxy_and_mitm_compat_import_mitmproxy() -> None:
+def test_only_the_mitmproxy_addons_proxy_and_mitm_compat_import_mitmproxy() -> None:
     importers = {
         name
         for name, path in all_modules().items()

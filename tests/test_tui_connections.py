@@ -165,3 +165,21 @@ def test_columns_and_close_text() -> None:
     assert close_text(c).plain == "no close frame"
     c.close_code, c.closed_by = 1006, "server"
     assert close_text(c).plain == "1006 Abnormal Closure by server"
+
+
+async def test_instances_of_a_redis_source_are_shown_and_a_gone_one_stands_out() -> None:
+    from devconsole.model import HandshakeEvent, InstanceEvent
+
+    events = [
+        HandshakeEvent(handshake("app-1/3", path="/chat")),
+        HandshakeEvent(handshake("app-2/3", path="/chat")),
+        InstanceEvent("app-1", 1.0, "up"),
+        InstanceEvent("app-2", 1.0, "gone", "no heartbeat for 3.6 s"),
+    ]
+    _, app = app_with(events)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        shown = screen_text(app)
+        assert re.search(r"open +app-1 \S*/chat", shown)
+        assert re.search(r"open +app-2 \(gone\) api", shown)
+        assert "app-1 ●" in shown and "app-2 gone" in shown  # the status bar

@@ -431,7 +431,7 @@ def test_decode_events_wants_a_list() -> None:
 
 
 def test_fields_of_lists_dataclass_fields_in_wire_order() -> None:
-    assert wire.fields_of(GapEvent) == ["missed", "reason"]
+    assert wire.fields_of(GapEvent) == ["missed", "reason", "instance"]
     assert len(wire.fields_of(Message)) == len(wire.encode_event(EVENTS[2])) - 1
     assert len(wire.fields_of(ControlFrame)) == len(wire.encode_event(EVENTS[5])) - 1
     # source and unknown are written only for imported connections
@@ -683,3 +683,17 @@ def test_golden_fixtures_give_neighbouring_fields_distinct_values() -> None:
         for r in records:
             values = [getattr(r, n) for n in ints if getattr(r, n) not in (0, 1)]
             assert len(values) == len(set(values)), (cls.__name__, ints, values)
+
+
+def test_wire_encoding_of_the_scale_out_events() -> None:
+    from devconsole.model import GapEvent, InstanceEvent, Publication
+
+    p = Publication(5, "2", 1.5, "server", 1, b"hi", 2, 2, channel="chat:1")
+    assert wire.decode_event(wire.encode_event(p)) == p
+    ie = InstanceEvent("app-1", 2.0, "gone", "no heartbeat")
+    assert wire.decode_event(wire.encode_event(ie)) == ie
+    # a gap's instance is an optional trailing field: a plain gap encodes as before
+    assert wire.encode_event(GapEvent(3, "slow")) == [wire.T_GAP, 3, "slow"]
+    assert wire.decode_event(wire.encode_event(GapEvent(3, "r", "a"))) == GapEvent(3, "r", "a")
+    with pytest.raises(wire.WireError):
+        wire.decode_event([wire.T_PUBLICATION, 1, "2"])

@@ -8,8 +8,10 @@ Core module: no I/O. ``build_report(session, heartbeat, now)`` returns a JSON-re
 Each checklist item is ``{"ok": True | False | None, "detail": str}`` (``None``: cannot
 tell from what was observed, or informational), sometimes with extra data. Items:
 ``heartbeat``, ``pongs``, ``reconnect``, ``wss``, ``auth``, ``compression``,
-``largest_message``, ``close_codes``, ``refused_upgrades``. ``render_text(report)`` is the
-plain-text version.
+``largest_message``, ``close_codes``, ``refused_upgrades``, ``backplane`` (observed from
+the fan-out trace when a proxy records the app's Redis backplane; each endpoint then also
+has ``"backplane": {"publications", "deliveries", "missed", "delay_p50", "delay_p95",
+...}``). ``render_text(report)`` is the plain-text version.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from devconsole.analysis.backoff import EndpointReport, analyze_endpoints
+from devconsole.analysis.fanout import SLOW_FANOUT, FanoutTracer, is_backplane
 from devconsole.analysis.heartbeat import HeartbeatMonitor, HeartbeatReport, PingStats, median
 from devconsole.analysis.secrets import (
     JWT,
@@ -468,20 +471,56 @@ def _refused(refused: Sequence[Connection]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 
+def _backplane(
+    fanout: FanoutTracer | None, conns: Sequence[Connection], now: float
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The endpoint's fan-out summary and its ``backplane`` checklist item."""
+    if fanout is None or not fanout.active:
+        return None, _item(
+            None, "not observed (record it with devconsole proxy --backplane redis://...)"
+        )
+    s = fanout.summary([c.id for c in conns], now)
+    if not s["publications"]:
+        return s, _item(None, "no backplane publication reached this endpoint")
+    where = ", ".join(
+        f"{name or 'proxy'} p95 {fmt_duration(v['delay_p95'])}"
+        for name, v in s["instances"].items()
+    )
+    detail = (
+        f"{s['publications']} publication(s), {s['deliveries']} deliveries, "
+        f"delay p50 {fmt_duration(s['delay_p50'])} p95 {fmt_duration(s['delay_p95'])}"
+    )
+    if len(s["instances"]) > 1:
+        detail += f" ({where})"
+    if s["missed"]:
+        return s, _item(
+            False,
+            f"{s['missed']} missed deliveries: connections that got the previous "
+            f"publication on a channel did not get the next; {detail}",
+        )
+    if s["delay_p95"] is not None and s["delay_p95"] > SLOW_FANOUT:
+        return s, _item(False, f"slow fan-out: {detail}")
+    return s, _item(True, detail)
+
+
 def build_report(
     session: Session,
     heartbeat: HeartbeatMonitor | None,
     now: float,
     endpoints: Iterable[EndpointReport] | None = None,
+    fanout: FanoutTracer | None = None,
 ) -> dict[str, Any]:
     """The readiness report of everything ``session`` knows. Without a ``heartbeat``
     monitor, one is built from the session's buffered items (evicted ones are lost).
-    ``endpoints`` may be passed when already computed by ``analyze_endpoints``."""
+    ``endpoints`` may be passed when already computed by ``analyze_endpoints``; ``fanout``
+    (a tracer that observed the same events) adds the backplane trace."""
     monitor = heartbeat if heartbeat is not None else HeartbeatMonitor.from_session(session)
     eps = (
         list(endpoints)
         if endpoints is not None
-        else analyze_endpoints(session.connections.values())
+        else analyze_endpoints(
+            c for c in session.connections.values() if not is_backplane(c.handshake)
+        )
     )
     out: list[dict[str, Any]] = []
     for ep in eps:
@@ -490,6 +529,7 @@ def build_report(
         accepted = [c for c in conns if c.state != ConnState.REFUSED]
         reports = [monitor.report(c.id, now) for c in accepted]
         hb_summary, hb_item, pong_item = _heartbeat(reports, accepted, now)
+        bp_summary, bp_item = _backplane(fanout, accepted, now)
         checklist = {
             "heartbeat": hb_item,
             "pongs": pong_item,
@@ -500,6 +540,7 @@ def build_report(
             "largest_message": _largest(accepted),
             "close_codes": _close_codes(accepted),
             "refused_upgrades": _refused(refused),
+            "backplane": bp_item,
         }
         out.append(
             {
@@ -509,6 +550,7 @@ def build_report(
                 "reconnect_delays": [round(d, 6) for d in ep.reconnect_delays],
                 "backoff": ep.backoff.to_dict(),
                 "heartbeat": hb_summary,
+                "backplane": bp_summary,
                 "checklist": checklist,
             }
         )

@@ -82,13 +82,14 @@ def add_record_args(p: argparse.ArgumentParser, record: bool = True) -> None:
 
 
 def add_tap_args(p: argparse.ArgumentParser) -> None:
-    """``--tap`` and ``--token``: the commands that read a running proxy's tap."""
+    """``--tap`` and ``--token``: the commands that read a running proxy's tap (or the
+    Redis stream many proxies publish to: ``devconsole.sources``)."""
     p.add_argument(
         "--tap",
         metavar="ADDR",
         default=None,
-        help="tap address: a Unix socket path or tcp://127.0.0.1:PORT "
-        "(default: $XDG_RUNTIME_DIR/devconsole/tap.sock)",
+        help="tap address: a Unix socket path, tcp://127.0.0.1:PORT, or a Redis stream "
+        "redis://HOST:PORT/DB[?stream=NAME] (default: $XDG_RUNTIME_DIR/devconsole/tap.sock)",
     )
     p.add_argument("--token", default=None, help="token for a tcp:// tap (default: its file)")
 

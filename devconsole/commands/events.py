@@ -33,8 +33,8 @@ def tail(args: argparse.Namespace) -> int:
 
 
 async def _tail(args: argparse.Namespace) -> int:
+    from devconsole.sources import open_source
     from devconsole.store.lines import TailPrinter
-    from devconsole.tap import TapClient
 
     predicate = None
     if args.filter:
@@ -44,7 +44,7 @@ async def _tail(args: argparse.Namespace) -> int:
             predicate = parse(args.filter)
         except FilterError as e:
             raise CliError(f"bad filter: {e}") from None
-    client = TapClient(args.tap, args.token)
+    client = open_source(args.tap, args.token)
     await client.connect()
     printer = TailPrinter(sys.stdout, args.json, predicate, args.limit, not args.new)
     run = asyncio.ensure_future(client.run(printer.on_events))

@@ -1,12 +1,12 @@
 """``devconsole kill`` (close with a code, abort, half-open, release) and ``devconsole
-inject`` (a message or ping) on a live connection, sent as Commands over the tap."""
+inject`` (a message or ping) on a live connection, sent as Commands over the tap (or over
+Redis, to the proxy that owns the connection)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import binascii
-import contextlib
 from typing import Any
 
 from devconsole.commands import CliError, add_tap_args
@@ -63,19 +63,11 @@ def register(sub: Any) -> None:
 
 
 async def send_command(args: argparse.Namespace, cmd: Command) -> int:
-    """Send ``cmd`` over the tap named by ``args``; a refusal is a CliError."""
-    from devconsole.tap import TapClient
+    """Send ``cmd`` over the tap (or Redis stream) named by ``args``; a refusal is a
+    CliError."""
+    from devconsole import sources
 
-    client = TapClient(args.tap, args.token)
-    await client.connect()
-    run = asyncio.ensure_future(client.run(lambda evs: None))
-    try:
-        res = await client.command(cmd)
-    finally:
-        await client.close()
-        run.cancel()
-        with contextlib.suppress(BaseException):
-            await run
+    res = await sources.send_command(args.tap, args.token, cmd)
     if not res.ok:
         raise CliError(res.error)
     return 0

@@ -38,13 +38,13 @@ def record(args: argparse.Namespace) -> int:
 
 
 async def _record(args: argparse.Namespace) -> int:
+    from devconsole.sources import open_source
     from devconsole.store.capture import default_path
     from devconsole.store.capture import record as record_to
     from devconsole.store.segments import SEGMENT_BYTES
-    from devconsole.tap import TapClient
 
     path = args.file or str(default_path())
-    client = TapClient(args.tap, args.token)
+    client = open_source(args.tap, args.token)
     await client.connect()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from devconsole.commands import add_tap_args
+from devconsole.commands import CliError, add_tap_args
 
 
 def register(sub: Any) -> None:
@@ -17,25 +17,37 @@ def register(sub: Any) -> None:
     add_tap_args(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("capture", nargs="?", help="a capture, recording or HAR file (default: the tap)")
+    p.add_argument(
+        "--trace-key",
+        metavar="PATH",
+        default=None,
+        help="backplane trace: match publications to frames by this JSON path "
+        "(default: what the recording proxy was given, else the same payload)",
+    )
     p.set_defaults(handler=report)
 
 
 def report(args: argparse.Namespace) -> int:
+    from devconsole.analysis.fanout import FanoutTracer
     from devconsole.analysis.heartbeat import HeartbeatMonitor
     from devconsole.analysis.readiness import build_report, render_text
     from devconsole.session import Session
     from devconsole.tap import collect
 
     monitor = HeartbeatMonitor()
+    try:
+        tracer = FanoutTracer(args.trace_key)
+    except ValueError as e:
+        raise CliError(f"--trace-key: {e}") from None
     session = Session(max_items=10_000_000, max_bytes=1 << 40)
-    session.observers.append(monitor.on_event)
+    session.observers += [monitor.on_event, tracer.on_event]
     if args.capture:
         from devconsole.commands.store import load_capture
 
         load_capture(args.capture, session)
     else:
         asyncio.run(collect(args.tap, args.token, session=session))
-    result = build_report(session, monitor, time.time())
+    result = build_report(session, monitor, time.time(), fanout=tracer)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:

@@ -1,5 +1,6 @@
 """The commands that open the TUI: ``devconsole`` (no command: a child proxy and the TUI
-attached to it) and ``devconsole attach`` (the TUI on a running proxy's tap)."""
+attached to it) and ``devconsole attach`` (the TUI on a running proxy's tap, or on the
+Redis stream many proxies publish to)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from devconsole.commands import add_tap_args, require_terminal, warn_exposure
 def register(sub: Any) -> None:
     p = sub.add_parser("attach", help="attach the TUI to a running proxy's tap")
     add_tap_args(p)
+    p.add_argument("addr", nargs="?", metavar="ADDR", help="same as --tap (e.g. redis://...)")
     p.set_defaults(handler=attach)
 
 
@@ -32,17 +34,19 @@ def run_tui(source: Any, on_exit: Callable[[], None] | None = None) -> int:
 
 
 def attach(args: argparse.Namespace) -> int:
-    from devconsole.tap import TapClient
+    from devconsole.sources import open_source
 
     require_terminal()
-    client = TapClient(args.tap, args.token)
+    spec = args.addr or args.tap
+    client = open_source(spec, args.token)
 
     async def check() -> None:
         await client.connect()
+        await client.close()
 
     asyncio.run(check())
     # The TUI runs its own loop: it reconnects with a fresh client.
-    return run_tui(TapClient(args.tap, args.token))
+    return run_tui(open_source(spec, args.token))
 
 
 def proxy_and_tui(args: argparse.Namespace) -> int:

@@ -23,11 +23,14 @@ from devconsole.model import (
     Event,
     GapEvent,
     HandshakeEvent,
+    InstanceEvent,
     Message,
     ProtocolErrorEvent,
+    Publication,
     RefusedEvent,
     StateEvent,
     close_code_meaning,
+    conn_instance,
 )
 from devconsole.store.export import SnapshotExpander, event_dict
 from devconsole.text import arrow, fmt_time, opcode_name
@@ -37,13 +40,35 @@ from devconsole.text import arrow, fmt_time, opcode_name
 
 def event_json(ev: Event) -> dict[str, Any] | None:
     """The ``tail --json`` object of an event (docs/cli.md), or None for internal events.
-    Live viewing shows everything; exports (``devconsole export``) redact by default."""
-    return event_dict(ev, redact=False)
+    Live viewing shows everything; exports (``devconsole export``) redact by default.
+    From a Redis source, every event also names its ``instance`` (docs/scale.md)."""
+    if isinstance(ev, InstanceEvent):
+        return {
+            "event": "instance",
+            "instance": ev.name,
+            "ts": ev.ts,
+            "state": ev.state,
+            "detail": ev.detail,
+        }
+    obj = event_dict(ev, redact=False)
+    if obj is None:
+        return None
+    if isinstance(ev, Publication):
+        obj["event"] = "publication"
+        obj["channel"] = ev.channel
+    conn = obj.get("conn")
+    instance = conn_instance(conn) if isinstance(conn, str) else ""
+    if isinstance(ev, GapEvent):
+        instance = ev.instance
+    if instance:
+        obj["instance"] = instance
+    return obj
 
 
 def conn_json(c: Connection) -> dict[str, Any]:
-    """The ``conns --json`` object of a connection (docs/cli.md)."""
-    return {
+    """The ``conns --json`` object of a connection (docs/cli.md); from a Redis source,
+    with its ``instance``."""
+    out = {
         "id": c.id,
         "client": c.client,
         "url": c.url,
@@ -60,6 +85,9 @@ def conn_json(c: Connection) -> dict[str, Any]:
         "ts_end": c.ts_end,
         "errors": c.errors,
     }
+    if conn_instance(c.id):  # a Redis source: ids are INSTANCE/ID
+        out["instance"] = conn_instance(c.id)
+    return out
 
 
 # ------------------------------------------------------------------ human lines
@@ -67,6 +95,14 @@ def conn_json(c: Connection) -> dict[str, Any]:
 
 def event_line(ev: Event) -> str | None:
     """One line of ``devconsole tail``; None for events it does not show (Snapshot)."""
+    if isinstance(ev, Publication):
+        return (
+            f"{fmt_time(ev.ts)} #{ev.conn:<4} {ev.seq:>7} ⇐ publish {ev.size:>6}B "
+            f"{safe_text(ev.channel)}  {preview(ev, 100)}"
+        )
+    if isinstance(ev, InstanceEvent):
+        detail = f": {ev.detail}" if ev.detail else ""
+        return safe_text(f"-- instance {ev.name} {ev.state}{detail} --")
     if isinstance(ev, Message | ControlFrame):
         kind = opcode_name(ev.opcode)
         flags = ""
@@ -105,7 +141,7 @@ def event_line(ev: Event) -> str | None:
     if isinstance(ev, StateEvent):
         return safe_text(f"{fmt_time(ev.ts)} #{ev.conn:<4} {ev.state:<7} {ev.detail}")
     if isinstance(ev, GapEvent):
-        return f"-- {ev.missed} events missed: {ev.reason} --"
+        return safe_text(f"-- {ev.missed} events missed: {ev.reason} --")
     return None
 
 

@@ -22,7 +22,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from devconsole.decoders import safe_text
-from devconsole.model import Connection, close_code_meaning
+from devconsole.model import Connection, close_code_meaning, conn_instance
 from devconsole.session import Session
 from devconsole.text import conn_tag, fmt_bytes_short, fmt_count, fmt_rate
 from devconsole.tui.fmt import STATE_STYLES
@@ -303,6 +303,13 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
         _cell(t, Text(f" {conn.state} ", style=STATE_STYLES.get(conn.state, "bold")), c.state)
         host = hs.server.rsplit(":", 1)[0] if hs.server else ""
         where = Text()
+        inst = conn_instance(conn.id)  # a Redis source: which proxy instance
+        if inst:
+            ie = s.instances.get(inst)
+            if ie is not None and ie.state != "up":
+                where.append(f"{safe_text(inst)} ({ie.state}) ", "bold red")
+            else:
+                where.append(f"{safe_text(inst)} ", "bold")
         if host:
             where.append(safe_text(host), self._style("connections--dim"))
         where.append(safe_text(hs.path or "/"))

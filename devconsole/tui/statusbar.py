@@ -32,6 +32,7 @@ class StatusInfo:
     paused_new: int
     following: bool
     filtered: bool
+    instances: tuple[tuple[str, str], ...] = ()  # a Redis source: (name, state)
 
     @classmethod
     def from_session(
@@ -63,6 +64,7 @@ class StatusInfo:
             paused_new=paused_new,
             following=following,
             filtered=filtered,
+            instances=tuple((n, e.state) for n, e in session.instances.items()),
         )
 
 
@@ -79,6 +81,12 @@ def status_text(info: StatusInfo) -> Text:
         t.append(f" {safe_text(info.source_state)} ", "bold white on red3")
         t.append(" ")
     t.append(safe_text(info.address), "bold")
+    for name, state in info.instances:
+        t.append(" ")
+        if state == "up":
+            t.append(f"{safe_text(name)} ●", "green")
+        else:
+            t.append(f"{safe_text(name)} {state}", "bold white on red3")
     t.append(*sep)
     t.append(f"{fmt_count(info.messages)} msgs ")
     t.append(fmt_bytes(info.total_bytes), "dim")
