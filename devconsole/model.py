@@ -82,6 +82,7 @@ class Handshake:
     body: bytes = b""  # the response body of a refused upgrade (first few KiB)
     body_size: int = 0  # its true size
     error: str | None = None  # e.g. the server could not be reached
+    decoder: str | None = None  # the proxy's --decoder choice for this path (docs/protocols.md)
 
     def request_header(self, name: str) -> str | None:
         lname = name.lower()

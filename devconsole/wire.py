@@ -103,6 +103,7 @@ _HANDSHAKE_TYPES: tuple[tuple[type, ...], ...] = (
     _BYTES,  # body
     _INT,  # body_size
     _OSTR,  # error
+    _OSTR,  # decoder: optional trailing field, sent only when set
 )
 _HANDSHAKE_PAIRS = {8, 10, 11, 14}  # list-of-pairs fields
 _HANDSHAKE_STRS = {16}  # list-of-str fields
@@ -197,14 +198,16 @@ def _enc_handshake(h: Handshake) -> list[Any]:
         h.http_version, h.request_headers, h.cookies, h.status, h.reason,
         h.response_headers, h.subprotocol, h.extensions, h.ts_response, h.body,
         h.body_size, h.error,
-    ]  # fmt: skip
+    ] + ([h.decoder] if h.decoder is not None else [])  # fmt: skip
 
 
 def _dec_handshake(f: Any) -> Handshake:
     if not isinstance(f, (list, tuple)):
         raise WireError("handshake: expected a list")
     f = list(f)
-    _check(f, _HANDSHAKE_TYPES, "handshake")
+    # The trailing ``decoder`` is optional: older encodings (and handshakes without a
+    # proxy-side --decoder choice) stop before it.
+    _check(f, _HANDSHAKE_TYPES[: len(f)] if len(f) == 21 else _HANDSHAKE_TYPES, "handshake")
     for i in _HANDSHAKE_PAIRS:
         f[i] = _pairs(f[i], "handshake")
     for i in _HANDSHAKE_STRS:
