@@ -97,6 +97,15 @@ for _d in (
     register_protocol(_d)
 
 
+def _install_builtin_factories() -> None:
+    from devconsole.decoders import protobuf
+
+    protobuf.install()
+
+
+_install_builtin_factories()
+
+
 def load_plugins() -> list[str]:
     """Register the decoders of the ``devconsole.decoders`` entry point group (once).
     Returns the errors (also kept in ``PLUGIN_ERRORS``); a broken plugin never stops
