@@ -54,10 +54,10 @@ class CliError(Exception):
 # ------------------------------------------------------------------ JSON lines
 
 
-def event_json(ev: Event) -> dict[str, Any] | None:
+def event_json(ev: Event, decoded: Any = None) -> dict[str, Any] | None:
     """The ``tail --json`` object of an event (docs/cli.md), or None for internal events.
     Live viewing shows everything; exports (``devconsole export``) redact by default."""
-    return event_dict(ev, redact=False)
+    return event_dict(ev, redact=False, decoded=decoded)
 
 
 # ------------------------------------------------------------------ human lines
@@ -74,13 +74,13 @@ def _safe(s: str) -> str:
     return safe_text(s)
 
 
-def _preview(item: Message | ControlFrame, width: int = 100) -> str:
+def _preview(item: Message | ControlFrame, width: int = 100, decoded: Any = None) -> str:
     from devconsole.decoders import preview
 
-    return preview(item, width)
+    return preview(item, width, decoded)
 
 
-def event_line(ev: Event) -> str | None:
+def event_line(ev: Event, decoded: Any = None) -> str | None:
     if isinstance(ev, Message | ControlFrame):
         arrow = "→" if ev.side == "client" else "←"
         kind = {1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}.get(
@@ -93,7 +93,7 @@ def event_line(ev: Event) -> str | None:
             flags += " [dropped]"
         return (
             f"{_clock(ev.ts)} #{ev.conn:<4} {ev.seq:>7} {arrow} {kind:<6} {ev.size:>7}B"
-            f"{flags}  {_preview(ev)}"
+            f"{flags}  {_preview(ev, decoded=decoded)}"
         )
     if isinstance(ev, HandshakeEvent | RefusedEvent):
         hs = ev.handshake
@@ -135,7 +135,11 @@ class TailPrinter:
         predicate: Callable[[Message | ControlFrame], bool] | None,
         limit: int | None,
         backlog: bool,
+        tracker: Any = None,
     ) -> None:
+        from devconsole.decoders.tracker import ProtocolTracker
+
+        self.tracker = tracker if tracker is not None else ProtocolTracker()
         self.out = out
         self.as_json = as_json
         self.predicate = predicate
@@ -149,6 +153,7 @@ class TailPrinter:
             return
         if self.as_json and isinstance(ev, HandshakeEvent) and ev.handshake.status is None:
             return  # the JSON schema has one handshake per connection: the answered one
+        decoded = self.tracker.decoded(ev) if isinstance(ev, Message) else None
         if isinstance(ev, Message | ControlFrame) and self.predicate is not None:
             try:
                 if not self.predicate(ev):
@@ -156,12 +161,12 @@ class TailPrinter:
             except Exception:
                 return
         if self.as_json:
-            obj = event_json(ev)
+            obj = event_json(ev, decoded)
             if obj is None:
                 return
             line = json.dumps(obj, ensure_ascii=False)
         else:
-            maybe = event_line(ev)
+            maybe = event_line(ev, decoded)
             if maybe is None:
                 return
             line = maybe
@@ -174,6 +179,7 @@ class TailPrinter:
     def on_events(self, events: list[Event]) -> None:
         for ev in events:
             for shown in self.expander.feed(ev):
+                self.tracker.on_event(shown)
                 self._print(shown)
         with contextlib.suppress(Exception):
             self.out.flush()
@@ -182,17 +188,21 @@ class TailPrinter:
 async def _tail(args: argparse.Namespace) -> int:
     from devconsole.tap import TapClient
 
+    from devconsole.commands.protocols import decoder_rules
+    from devconsole.decoders.tracker import ProtocolTracker
+
+    tracker = ProtocolTracker(decoder_rules(args))
     predicate = None
     if args.filter:
         from devconsole.filters import FilterError, parse
 
         try:
-            predicate = parse(args.filter)
+            predicate = parse(args.filter, decode=tracker.decoded)
         except FilterError as e:
             raise CliError(f"bad filter: {e}") from None
     client = TapClient(args.tap, args.token)
     await client.connect()
-    printer = TailPrinter(sys.stdout, args.json, predicate, args.limit, not args.new)
+    printer = TailPrinter(sys.stdout, args.json, predicate, args.limit, not args.new, tracker)
     run = asyncio.ensure_future(client.run(printer.on_events))
     stop = asyncio.ensure_future(printer.done.wait())
     try:
@@ -309,6 +319,10 @@ async def _kill(args: argparse.Namespace) -> int:
 
 
 async def _inject(args: argparse.Namespace) -> int:
+    from devconsole.commands import protocols
+
+    if protocols.wants_protocol_inject(args):
+        return await protocols.inject(args)
     if args.text is not None:
         cmd = InjectCommand(args.conn, args.to, Opcode.TEXT, args.text.encode())
     elif args.hex is not None:
@@ -326,15 +340,14 @@ async def _inject(args: argparse.Namespace) -> int:
 
 
 async def _report(args: argparse.Namespace) -> int:
-    from devconsole.analysis.heartbeat import HeartbeatMonitor
-    from devconsole.analysis.readiness import build_report, render_text
+    from devconsole.analysis.readiness import build_report, observe, render_text
+    from devconsole.commands.protocols import decoder_rules
     from devconsole.tap import collect
 
-    monitor = HeartbeatMonitor()
     session = Session(max_items=10_000_000, max_bytes=1 << 40)
-    session.observers.append(monitor.on_event)
+    analysis = observe(session, decoder_rules(args))
     await collect(args.tap, args.token, session=session)
-    report = build_report(session, monitor, time.time())
+    report = build_report(session, None, time.time(), analysis=analysis)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
@@ -364,9 +377,16 @@ async def _record(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from devconsole.commands.protocols import decoder_rules
     from devconsole.store.export import export_capture
 
-    res = export_capture(args.capture, args.output, fmt=args.format, redact=not args.no_redact)
+    res = export_capture(
+        args.capture,
+        args.output,
+        fmt=args.format,
+        redact=not args.no_redact,
+        decoders=decoder_rules(args),
+    )
     if res.error:
         print(f"devconsole: warning: {res.error}", file=sys.stderr)
     if args.output not in (None, "-"):
@@ -385,6 +405,7 @@ def _open(args: argparse.Namespace) -> int:
 
 
 def _proxy_config(args: argparse.Namespace) -> Any:
+    from devconsole.commands.protocols import decoder_specs
     from devconsole.proxy import ProxyConfig, parse_listen, parse_mode
 
     host, port = parse_listen(args.listen)
@@ -398,6 +419,7 @@ def _proxy_config(args: argparse.Namespace) -> Any:
         buffer_bytes=args.buffer_bytes,
         max_payload=args.max_payload,
         sets=args.set or [],
+        decoders=decoder_specs(args),
     )
 
 
@@ -483,6 +505,12 @@ class ChildProxy:
             cmd += ["--confdir", args.confdir]
         for s in args.set or []:
             cmd += ["--set", s]
+        for d in getattr(args, "decoder", None) or []:
+            cmd += ["--decoder", d]
+        for d in getattr(args, "proto_desc", None) or []:
+            cmd += ["--proto-desc", d]
+        for d in getattr(args, "proto_type", None) or []:
+            cmd += ["--proto-type", d]
         self.log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL, text=True
@@ -576,6 +604,12 @@ def _start_demo_thread(proxy: str, rate: int | None) -> Callable[[], None]:
 # ------------------------------------------------------------------ parser
 
 
+def add_decoder_args(p: argparse.ArgumentParser) -> None:
+    from devconsole.commands.protocols import add_decoder_args as add
+
+    add(p)
+
+
 def _add_tap_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tap",
@@ -616,6 +650,7 @@ def _add_proxy_args(p: argparse.ArgumentParser, tap: bool = True) -> None:
         metavar="NAME=VALUE",
         help="set any mitmproxy option, e.g. --set ssl_insecure=true",
     )
+    add_decoder_args(p)
 
 
 def _positive_int(s: str) -> int:
@@ -656,6 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", metavar="EXPR", help="filter expression (docs/filters.md)")
     p.add_argument("--new", action="store_true", help="skip the backlog; only new events")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="exit after N messages")
+    add_decoder_args(p)
 
     p = sub.add_parser("conns", help="list connections")
     _add_tap_args(p)
@@ -663,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("attach", help="attach the TUI to a running proxy's tap")
     _add_tap_args(p)
+    add_decoder_args(p)
 
     p = sub.add_parser("kill", help="close, abort or half-open a live connection")
     _add_tap_args(p)
@@ -684,10 +721,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--text")
     g.add_argument("--hex")
     g.add_argument("--ping", action="store_true")
+    from devconsole.commands.protocols import add_inject_args
+
+    add_inject_args(p, g)
 
     p = sub.add_parser("report", help="production-readiness report of observed traffic")
     _add_tap_args(p)
     p.add_argument("--json", action="store_true")
+    add_decoder_args(p)
 
     p = sub.add_parser("record", help="save captured events to a capture file")
     _add_tap_args(p)
@@ -696,17 +737,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("open", help="view a capture file in the TUI")
     p.add_argument("file")
+    add_decoder_args(p)
 
     p = sub.add_parser("export", help="export a capture file as JSON lines or HAR")
     p.add_argument("capture")
     p.add_argument("-o", "--output", default=None, help="output file (default: stdout)")
     p.add_argument("--format", choices=["jsonl", "har"], default="jsonl")
     p.add_argument("--no-redact", action="store_true", help="keep cookies, tokens and passwords")
+    add_decoder_args(p)
 
     p = sub.add_parser("demo", help="the proxy, the TUI and simulated traffic")
     _add_proxy_args(p, tap=False)
     p.add_argument("--rate", type=_positive_int, default=None, help="flood N messages/s")
     p.add_argument("--headless", action="store_true", help="no TUI (for scripts)")
+    from devconsole.commands import protocols
+
+    protocols.register(sub)
     return parser
 
 
@@ -714,6 +760,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "handler", None):
+            return int(args.handler(args))
         cmd = args.command
         if cmd == "kill":
             if args.rst and not args.abort:

@@ -48,6 +48,7 @@ class ProxyConfig:
     buffer_bytes: str = "256m"
     max_payload: str = "1m"
     sets: Sequence[str] = field(default_factory=list)  # NAME=VALUE, like mitmproxy's --set
+    decoders: Sequence[str] = field(default_factory=list)  # PATH_GLOB=NAME (docs/protocols.md)
 
 
 def parse_listen(spec: str) -> tuple[str, int]:
@@ -128,6 +129,8 @@ class DevconsoleProxy:
             "devconsole_buffer_bytes": cfg.buffer_bytes,
             "devconsole_max_payload": cfg.max_payload,
         }
+        if cfg.decoders:
+            updates["devconsole_decoders"] = list(cfg.decoders)
         if cfg.confdir:
             updates["confdir"] = cfg.confdir
         try:

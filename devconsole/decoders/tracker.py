@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from devconsole.decoders.base import Decoded, ProtocolDecoder, decode_message
+from devconsole.decoders.base import Decoded, Frame, ProtocolDecoder, decode_message
 from devconsole.decoders.protocols import (
     NONE,
     DecoderRule,
@@ -232,6 +232,24 @@ class ProtocolTracker:
             return None
         hs = self.handshake(item.conn)
         return decode_message(dec, item.payload, item.opcode, item.side, dec.new_state(hs), item.seq)
+
+    def encode(self, conn: str, fields: dict[str, Any], name: str | None = None) -> list[Frame]:
+        """The WebSocket messages that carry the packet ``fields`` on ``conn``, encoded by
+        ``name`` (default: the connection's protocol) with what the connection has
+        negotiated (Engine.IO and MQTT versions). Raises ValueError."""
+        c = self._conns.get(conn)
+        if name is None:
+            if c is None or c.decoder is None:
+                raise ValueError(f"connection {conn} has no known protocol: name one")
+            dec: ProtocolDecoder | None = c.decoder
+        else:
+            dec = get_protocol(name)
+        if dec is None:
+            raise ValueError(f"unknown decoder {name!r}")
+        state = c.state if c is not None and c.decoder is dec else None
+        if state is None:
+            state = dec.new_state(c.hs if c is not None else None)
+        return dec.encode(fields, state)
 
     def forget(self, conn: str) -> None:
         self._conns.pop(conn, None)
