@@ -240,6 +240,8 @@ def test_report_shape_and_checklist() -> None:
             "reconnect_delays",
             "backoff",
             "heartbeat",
+            "protocols",
+            "latency",
             "checklist",
         }
         for item in ep["checklist"].values():

@@ -8,8 +8,9 @@ Core module: no I/O. ``build_report(session, heartbeat, now)`` returns a JSON-re
 Each checklist item is ``{"ok": True | False | None, "detail": str}`` (``None``: cannot
 tell from what was observed, or informational), sometimes with extra data. Items:
 ``heartbeat``, ``pongs``, ``reconnect``, ``wss``, ``auth``, ``compression``,
-``largest_message``, ``close_codes``, ``refused_upgrades``, ``replies`` (requests of an
-application protocol still unanswered when their connection ended). Each endpoint also
+``largest_message``, ``close_codes``, ``refused_upgrades``, and ``replies`` where an
+application protocol pairs requests with replies (requests still unanswered when their
+connection ended). Each endpoint also
 has ``protocols`` (the decoders in use) and ``latency``: request -> first answer per
 method or event (count, p50, p95, max; ``devconsole.analysis.pairing``).
 ``render_text(report)`` is the plain-text version. ``observe(session)`` attaches what a
@@ -675,8 +676,9 @@ def build_report(
             "largest_message": _largest(accepted),
             "close_codes": _close_codes(accepted),
             "refused_upgrades": _refused(refused),
-            "replies": _replies(latency),
         }
+        if latency["requests"]:  # only where an application protocol pairs requests
+            checklist["replies"] = _replies(latency)
         out.append(
             {
                 "path": ep.path,

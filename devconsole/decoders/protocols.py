@@ -17,8 +17,10 @@ How a connection's protocol is chosen, first match wins (``choose()``):
    ``devconsole proxy --decoder PATH_GLOB=NAME``);
 4. the handshake: the accepted (else offered) ``Sec-WebSocket-Protocol``, then URL
    conventions (``/socket.io/?EIO=4``, ``/signalr``, ``/cable``,
-   ``/socket/websocket?vsn=2.0.0``, ``/graphql``, ``/mqtt``, ``/stomp``...);
-5. content sniffing of the connection's first messages (``sniff()``).
+   ``/socket/websocket?vsn=2.0.0``...);
+5. content: the first messages that decode with a weaker URL hint (``/graphql``,
+   ``/mqtt``, ``/stomp``, ``/rpc``: ``hint()``), else that a decoder recognises
+   (``sniff()``).
 
 The name ``none`` turns decoding off for a connection.
 """
@@ -61,7 +63,8 @@ log = logging.getLogger("devconsole.decoders")
 
 ENTRY_POINT_GROUP = "devconsole.decoders"
 NONE = "none"
-DETECT_THRESHOLD = 0.5  # handshake scores below this leave the choice to sniffing
+DETECT_THRESHOLD = 0.8  # handshake scores from here settle the protocol
+HINT_THRESHOLD = 0.5  # from here to DETECT_THRESHOLD: a hint that content must confirm
 SNIFF_THRESHOLD = 0.6
 
 _DECODERS: dict[str, ProtocolDecoder] = {}
@@ -225,7 +228,22 @@ def parse_rules(specs: Iterable[str]) -> list[DecoderRule]:
 
 def detect(hs: Handshake) -> tuple[str | None, str]:
     """The protocol the handshake announces, and why (``subprotocol graphql-ws``,
-    ``URL /socket.io/``), or ``(None, "")``."""
+    ``URL /socket.io/``), or ``(None, "")``. A weaker URL hint (``/graphql``, ``/rpc``)
+    is not enough here: see ``hint``."""
+    name, why, score = _best(hs)
+    return (name, why) if score >= DETECT_THRESHOLD else (None, "")
+
+
+def hint(hs: Handshake | None) -> tuple[str | None, str]:
+    """A protocol the URL suggests without settling it (``/graphql``, ``/mqtt``,
+    ``/stomp``, ``/rpc``): the tracker takes it once a message decodes with it."""
+    if hs is None:
+        return None, ""
+    name, why, score = _best(hs)
+    return (name, why) if HINT_THRESHOLD <= score < DETECT_THRESHOLD else (None, "")
+
+
+def _best(hs: Handshake) -> tuple[str | None, str, float]:
     best: tuple[float, str | None, str] = (0.0, None, "")
     for dec in all_decoders():
         try:
@@ -236,9 +254,7 @@ def detect(hs: Handshake) -> tuple[str | None, str]:
             sub = hs.subprotocol or ", ".join(hs.requested_subprotocols)
             why = f"subprotocol {sub}" if score >= 0.9 and sub else f"URL {hs.path}"
             best = (score, dec.name, why)
-    if best[0] >= DETECT_THRESHOLD:
-        return best[1], best[2]
-    return None, ""
+    return best[1], best[2], best[0]
 
 
 def choose(hs: Handshake | None, rules: Sequence[DecoderRule] = ()) -> tuple[str | None, str]:

@@ -30,6 +30,7 @@ from devconsole.decoders.protocols import (
     DecoderRule,
     choose,
     get_protocol,
+    hint,
     sniff,
 )
 from devconsole.model import (
@@ -178,10 +179,18 @@ class ProtocolTracker:
             if c.sniff_left <= 0:
                 return None
             c.sniff_left -= 1
-            name, _ = sniff(item.payload, item.opcode, item.side)
-            if name is None:
-                return None
-            self._set(c, name, "content")
+            name, why = hint(c.hs) if c.override is None else (None, "")
+            if name is not None:
+                dec = get_protocol(name)
+                if dec is not None and decode_message(
+                    dec, item.payload, item.opcode, item.side, dec.new_state(c.hs)
+                ).ok:
+                    self._set(c, name, f"{why}, confirmed by content")
+            if c.decoder is None:
+                name, _ = sniff(item.payload, item.opcode, item.side)
+                if name is None:
+                    return None
+                self._set(c, name, "content")
             if c.decoder is None:
                 return None
         if not self.eager:
