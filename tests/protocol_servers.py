@@ -90,12 +90,15 @@ async def asgi_server(app: Any) -> AsyncIterator[int]:
 
 @contextlib.contextmanager
 def mosquitto() -> Iterator[int]:
-    """A mosquitto broker with only a WebSocket listener on 127.0.0.1; yields its port."""
+    """A mosquitto broker with a WebSocket listener on 127.0.0.1; yields its port."""
     exe = need_binary("mosquitto")
     port = free_port()
     d = tempfile.mkdtemp(prefix="dcmq")
     conf = Path(d) / "mosquitto.conf"
+    # Debian's mosquitto 2.0.11 will not start with a WebSocket listener alone ("Unable
+    # to start any listening sockets"): a plain MQTT listener on loopback comes first.
     conf.write_text(
+        f"listener {free_port()} 127.0.0.1\n"
         f"listener {port} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n"
         "persistence false\n"
     )
