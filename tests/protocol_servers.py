@@ -1,8 +1,8 @@
 """Real protocol servers for the decoder tests (loopback only, every wait bounded), and a
 tap viewer that decodes like a real viewer does.
 
-- ``aiohttp_server(app)``: an aiohttp application (python-socketio's AsyncServer);
-- ``asgi_server(app)``: an ASGI application under uvicorn (strawberry's GraphQL);
+- ``aiohttp_server(app)``: an aiohttp application (python-socketio's AsyncServer,
+  strawberry's GraphQL view);
 - ``mosquitto()``: Debian's mosquitto broker with a WebSocket listener;
 - ``DecodingViewer``: a tap client with a Session, a ProtocolTracker, a PairTracker and
   a HeartbeatMonitor, wired as ``devconsole report`` wires them.
@@ -61,31 +61,6 @@ async def aiohttp_server(app: Any) -> AsyncIterator[int]:
         yield int(port)
     finally:
         await asyncio.wait_for(runner.cleanup(), 10)
-
-
-@contextlib.asynccontextmanager
-async def asgi_server(app: Any) -> AsyncIterator[int]:
-    import uvicorn
-
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="websockets"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve())
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if task.done():
-            task.result()
-        if time.monotonic() > deadline:
-            raise AssertionError("uvicorn did not start")
-        await asyncio.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
 
 
 @contextlib.contextmanager
