@@ -898,9 +898,9 @@ def _key_term(key: str, value: str, vcol: int) -> Filter:
     if key == "conn":
         return Conn(value)
     if key == "proto":
-        from devconsole.decoders.protocols import NONE, protocol_names
+        from devconsole.decoders.protocols import NONE, factory_prefixes, protocol_names
 
-        names = [*protocol_names(), NONE]
+        names = [*protocol_names(), *factory_prefixes(), NONE]
         low = value.lower()
         if low not in names and low.partition(":")[0] not in {n.partition(":")[0] for n in names}:
             raise FilterError(f"unknown protocol {value!r} (protocols: {', '.join(names)})", vcol)

@@ -170,6 +170,11 @@ def protocol_names() -> list[str]:
     return list(_DECODERS)
 
 
+def factory_prefixes() -> list[str]:
+    """The ``prefix`` of decoders named ``prefix:ARG`` (``protobuf``)."""
+    return list(_FACTORIES)
+
+
 def all_decoders() -> list[ProtocolDecoder]:
     load_plugins()
     return list(_DECODERS.values())
