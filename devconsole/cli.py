@@ -674,6 +674,9 @@ def _close_code(s: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="devconsole",
+        # no abbreviations at the top: they would make "inject --proto" ambiguous with
+        # the top-level --proto-desc/--proto-type before the subcommand parses it
+        allow_abbrev=False,
         description="WebSocket debugging proxy and live traffic inspector. Without a "
         "command: start the proxy and the TUI.",
     )
