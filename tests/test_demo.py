@@ -100,6 +100,9 @@ def _check(stats: DemoStats, seconds: float, rate: int) -> None:
     expected = rate * seconds
     assert 0.6 * expected <= stats.flood_received <= 1.1 * expected, s
     assert stats.flood_received == stats.flood_sent, s
+    # the application protocols: Socket.IO acks and JSON-RPC answers came back
+    assert stats.accepted["/socket.io/"] >= 2 and stats.sio_acks >= 3, s
+    assert stats.accepted["/rpc"] >= 1 and stats.rpc_results >= 3, s
 
 
 async def test_demo_direct() -> None:
@@ -162,3 +165,70 @@ async def test_demo_through_mitmproxy() -> None:
     finally:
         master.shutdown()
         await asyncio.wait_for(running, timeout=10)
+
+
+async def test_a_real_socketio_client_talks_to_the_demo_server() -> None:
+    """The demo's Socket.IO server is built with devconsole's codec: python-socketio's
+    client connects to it, emits with an ack (binary attachment included) and gets
+    the broadcast."""
+    import socketio
+
+    stats = DemoStats()
+    server, port = await start_demo_server("127.0.0.1", config=DemoConfig.fast(), stats=stats)
+    client = socketio.AsyncClient()
+    news: list[Any] = []
+    client.on("news", lambda data: news.append(data))
+    try:
+        await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"], wait_timeout=10)
+        reply = await client.call("chat", {"user": "zoe", "text": "hi"}, timeout=10)
+        assert reply["ok"] is True
+        assert await client.call("upload", ("a.png", b"\x89PNG" + bytes(100)), timeout=10) == {
+            "ok": True, "bytes": 104
+        }  # fmt: skip
+        for _ in range(100):
+            if news:
+                break
+            await asyncio.sleep(0.02)
+        assert news == [{"user": "zoe", "text": "hi"}]
+        await client.disconnect()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.slow
+async def test_demo_report_shows_latency_per_method(short_tmp: Any) -> None:
+    """Through devconsole: the report of the demo gives request/reply latency per
+    JSON-RPC method and Socket.IO event, and lists the never-answered
+    debug_traceTransaction calls."""
+    from devconsole.analysis.readiness import build_report, render_text
+    from tests.conftest import running_proxy
+    from tests.protocol_servers import decoding_viewer
+
+    async with running_proxy("regular", short_tmp) as rp:
+        async with decoding_viewer(rp.tap) as v:
+            await _run(f"127.0.0.1:{rp.port}", 3.0, 0)
+
+            def ended() -> bool:
+                return all(c.ts_end is not None for c in v.session.connections.values())
+
+            deadline = asyncio.get_running_loop().time() + 10
+            while not ended() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            report = build_report(v.session, None, 1e12, analysis=v.analysis)
+    eps = {e["path"]: e for e in report["endpoints"]}
+    rpc = eps["/rpc"]
+    assert rpc["protocols"] == ["jsonrpc"]
+    methods = {m["method"]: m for m in rpc["latency"]["methods"]}
+    assert {"eth_subscribe", "eth_blockNumber", "eth_getBalance", "eth_call"} <= set(methods)
+    for m in methods.values():
+        assert m["count"] >= 1 and 0 <= m["p50"] <= m["p95"] <= m["max"]
+    assert rpc["checklist"]["replies"]["ok"] is False
+    assert "debug_traceTransaction" in rpc["checklist"]["replies"]["detail"]
+    sio = eps["/socket.io/"]
+    assert sio["protocols"] == ["socket.io"]
+    sio_methods = {m["method"] for m in sio["latency"]["methods"]}
+    assert {"connect", "chat", "upload"} <= sio_methods
+    assert any(p["protocol"] == "socket.io" and p["negotiated_interval"] == 0.5
+               for p in sio["heartbeat"]["protocol"])  # fmt: skip
+    assert "eth_blockNumber" in render_text(report)
