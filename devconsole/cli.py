@@ -186,10 +186,9 @@ class TailPrinter:
 
 
 async def _tail(args: argparse.Namespace) -> int:
-    from devconsole.tap import TapClient
-
     from devconsole.commands.protocols import decoder_rules
     from devconsole.decoders.tracker import ProtocolTracker
+    from devconsole.tap import TapClient
 
     tracker = ProtocolTracker(decoder_rules(args))
     predicate = None

@@ -57,13 +57,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgpack
 from websockets.asyncio.client import ClientConnection, connect
-
-from devconsole.decoders.base import Frame, decode_message
-from devconsole.decoders.socketio import SocketIODecoder, SocketIOState
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.http11 import Request, Response
+
+from devconsole.decoders.base import Frame, decode_message
+from devconsole.decoders.socketio import SocketIODecoder, SocketIOState
 
 log = logging.getLogger("devconsole.demo")
 
@@ -390,8 +390,13 @@ class DemoServer:
         cfg = self.config
         sid = f"{self.rng.getrandbits(64):016x}"
         state = SIO.new_state()
-        opened = {"sid": sid, "upgrades": [], "pingInterval": int(cfg.sio_ping * 1000),
-                  "pingTimeout": int(max(cfg.sio_ping, 1.0) * 2000), "maxPayload": 1_000_000}  # fmt: skip
+        opened = {
+            "sid": sid,
+            "upgrades": [],
+            "pingInterval": int(cfg.sio_ping * 1000),
+            "pingTimeout": int(max(cfg.sio_ping, 1.0) * 2000),
+            "maxPayload": 1_000_000,
+        }
         await self._send(ws, "/socket.io/", "0" + json.dumps(opened, separators=(",", ":")))
 
         async def pinger() -> None:
@@ -429,8 +434,9 @@ class DemoServer:
             await asyncio.sleep(self.rng.uniform(0.001, 0.02))  # "store" the message
             for peer in list(self.sio_room):
                 with contextlib.suppress(ConnectionClosed):
-                    await self._sio_send(peer, {"type": "event", "namespace": "/",
-                                                "event": "news", "args": args})  # fmt: skip
+                    await self._sio_send(
+                        peer, {"type": "event", "namespace": "/", "event": "news", "args": args}
+                    )
             reply: list[Any] = [{"ok": True, "stored": self.stats.received["/socket.io/"]}]
         elif event == "upload":
             await asyncio.sleep(self.rng.uniform(0.01, 0.05))
@@ -467,17 +473,24 @@ class DemoServer:
                 return  # the bug: this one is never answered
             else:
                 err = {"code": -32601, "message": "Method not found"}
-                await self._send(ws, "/rpc", json.dumps({"jsonrpc": "2.0", "error": err, "id": rid}))
+                await self._send(
+                    ws, "/rpc", json.dumps({"jsonrpc": "2.0", "error": err, "id": rid})
+                )
                 return
-            await self._send(ws, "/rpc", json.dumps({"jsonrpc": "2.0", "result": result, "id": rid}))
+            await self._send(
+                ws, "/rpc", json.dumps({"jsonrpc": "2.0", "result": result, "id": rid})
+            )
 
         async def notify(sub: str) -> None:
             nonlocal block
             while True:
                 await asyncio.sleep(self.config.rpc_notify)
                 block += 1
-                note = {"jsonrpc": "2.0", "method": "eth_subscription",
-                        "params": {"subscription": sub, "result": {"number": hex(block)}}}  # fmt: skip
+                note = {
+                    "jsonrpc": "2.0",
+                    "method": "eth_subscription",
+                    "params": {"subscription": sub, "result": {"number": hex(block)}},
+                }
                 await self._send(ws, "/rpc", json.dumps(note))
 
         try:
@@ -634,7 +647,9 @@ async def _sio_client(c: _Clients, user: str) -> None:
     headers = {"Origin": ORIGIN, "Cookie": f"session={user}-sio"}
 
     async def session() -> None:
-        async with c.connect("/socket.io/?EIO=4&transport=websocket", additional_headers=headers) as ws:
+        async with c.connect(
+            "/socket.io/?EIO=4&transport=websocket", additional_headers=headers
+        ) as ws:
             st = SIO.new_state()
             acks = {"next": 1}
 
@@ -667,12 +682,26 @@ async def _sio_client(c: _Clients, user: str) -> None:
                     if n % 7 == 0:
                         name = f"{user}-{n}.png"
                         blob = bytes([0x89]) + b"PNG" + c.rng.randbytes(c.rng.randint(64, 512))
-                        await send({"type": "event", "namespace": "/", "event": "upload",
-                                    "args": [name, blob], "ack": ack})  # fmt: skip
+                        await send(
+                            {
+                                "type": "event",
+                                "namespace": "/",
+                                "event": "upload",
+                                "args": [name, blob],
+                                "ack": ack,
+                            }
+                        )
                     else:
                         text = c.rng.choice(WORDS)
-                        await send({"type": "event", "namespace": "/", "event": "chat",
-                                    "args": [{"user": user, "text": text}], "ack": ack})  # fmt: skip
+                        await send(
+                            {
+                                "type": "event",
+                                "namespace": "/",
+                                "event": "chat",
+                                "args": [{"user": user, "text": text}],
+                                "ack": ack,
+                            }
+                        )
 
             await c.until_stopped(ws, reader(), chatter())
 
@@ -682,7 +711,7 @@ async def _sio_client(c: _Clients, user: str) -> None:
 async def _rpc_client(c: _Clients) -> None:
     cfg = c.config
     state = {"attempt": 0}
-    calls = (
+    calls: tuple[tuple[str, list[Any]], ...] = (
         ("eth_blockNumber", []),
         ("eth_getBalance", ["0x" + "ab" * 20, "latest"]),
         ("eth_call", [{"to": "0x" + "cd" * 20, "data": "0x70a08231"}, "latest"]),
@@ -694,12 +723,22 @@ async def _rpc_client(c: _Clients) -> None:
             ids = iter(range(1, 1 << 62))
 
             async def caller() -> None:
-                await ws.send(json.dumps({"jsonrpc": "2.0", "method": "eth_subscribe",
-                                          "params": ["newHeads"], "id": next(ids)}))  # fmt: skip
+                await ws.send(
+                    json.dumps(
+                        {
+                            "jsonrpc": "2.0",
+                            "method": "eth_subscribe",
+                            "params": ["newHeads"],
+                            "id": next(ids),
+                        }
+                    )
+                )
                 n = 0
                 while True:
                     await asyncio.sleep(c.rng.uniform(*cfg.rpc_interval))
                     n += 1
+                    method: str
+                    params: list[Any]
                     if n % 15 == 0:
                         method, params = "debug_traceTransaction", ["0x" + "ef" * 32]
                     else:

@@ -39,7 +39,9 @@ def free_port() -> int:
 def need_binary(name: str) -> str:
     """The path of ``name``; skips the test with a reason outside CI, fails in CI (where
     ``.ci/run`` must have installed it)."""
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
+    )
     if path is None:
         msg = f"{name} is not installed (apt-get install {name}; .ci/run installs it)"
         if os.environ.get("CI"):

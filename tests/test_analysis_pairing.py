@@ -69,8 +69,11 @@ def test_unanswered_at_the_end_cancel_and_reuse() -> None:
     rep = p.endpoint_report("/api")
     assert rep["unanswered"] == 3 and rep["unmatched_replies"] == 1
     whys = {(u["method"], u["why"]) for u in rep["unanswered_requests"]}
-    assert whys == {("never", "the connection ended"), ("reused", "the connection ended"),
-                    ("reused", "its key was reused before a reply")}  # fmt: skip
+    assert whys == {
+        ("never", "the connection ended"),
+        ("reused", "the connection ended"),
+        ("reused", "its key was reused before a reply"),
+    }
 
 
 def test_percentile_nearest_rank() -> None:

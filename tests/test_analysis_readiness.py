@@ -382,16 +382,28 @@ def test_latency_per_method_and_unanswered_requests() -> None:
     for i in range(10):
         send("client", i, f'{{"jsonrpc":"2.0","method":"eth_call","id":{i}}}')
         send("server", i + 0.01 * (i + 1), f'{{"jsonrpc":"2.0","result":"0x","id":{i}}}')
-    send("client", 20.0, '{"jsonrpc":"2.0","method":"eth_subscribe","id":"s","params":["x\\u001b[2J"]}')
+    send(
+        "client",
+        20.0,
+        '{"jsonrpc":"2.0","method":"eth_subscribe","id":"s","params":["x\\u001b[2J"]}',
+    )
     session.apply(End("r1", 30.0, True, "client"))
     report = build_report(session, None, 40.0, analysis=analysis)
     ep = endpoint(report, "/rpc")
     assert ep["protocols"] == ["jsonrpc"]
     [m] = ep["latency"]["methods"]
-    assert (m["method"], m["count"], m["p50"], m["p95"], m["max"]) == ("eth_call", 10, 0.05, 0.1, 0.1)
+    assert (m["method"], m["count"], m["p50"], m["p95"], m["max"]) == (
+        "eth_call",
+        10,
+        0.05,
+        0.1,
+        0.1,
+    )
     replies = ep["checklist"]["replies"]
     assert replies["ok"] is False and replies["unanswered"] == 1
-    assert "1 of 11 requests unanswered" in replies["detail"] and "eth_subscribe" in replies["detail"]
+    assert (
+        "1 of 11 requests unanswered" in replies["detail"] and "eth_subscribe" in replies["detail"]
+    )
     text = render_text(report)
     assert "latency (request -> first answer):" in text and "eth_call" in text
     assert "\x1b" not in text

@@ -40,44 +40,87 @@ async def test_tail_report_and_inject_speak_socketio(short_tmp: Path) -> None:
 
     async with aiohttp_server(app) as port:
         with proxy_process(
-            short_tmp, "--mode", f"reverse:http://127.0.0.1:{port}", "--decoder", "/socket.io/*=socket.io"
+            short_tmp,
+            "--mode",
+            f"reverse:http://127.0.0.1:{port}",
+            "--decoder",
+            "/socket.io/*=socket.io",
         ) as px:
             client = socketio.AsyncClient()
             news: list[Any] = []
             client.on("news", lambda data: news.append(data))
-            await client.connect(f"http://127.0.0.1:{px.port}", transports=["websocket"], wait_timeout=10)
+            await client.connect(
+                f"http://127.0.0.1:{px.port}", transports=["websocket"], wait_timeout=10
+            )
             try:
                 assert await client.call("chat", {"text": "hi"}, timeout=10) == {"ok": True}
 
-                rc, out, err = await cli("tail", "--tap", px.tap, "--json", "--limit", "1",
-                                         "--filter", "proto:socket.io d:event=chat")  # fmt: skip
+                rc, out, err = await cli(
+                    "tail",
+                    "--tap",
+                    px.tap,
+                    "--json",
+                    "--limit",
+                    "1",
+                    "--filter",
+                    "proto:socket.io d:event=chat",
+                )
                 assert rc == 0, err
                 [ev] = [e for e in map(json.loads, out.splitlines()) if e["event"] == "message"]
                 assert ev["protocol"] == "socket.io"
-                assert ev["decoded"]["event"] == "chat" and ev["decoded"]["args"] == [{"text": "hi"}]
+                assert ev["decoded"]["event"] == "chat" and ev["decoded"]["args"] == [
+                    {"text": "hi"}
+                ]
                 ack = ev["decoded"]["ack"]
 
-                rc, out, err = await cli("tail", "--tap", px.tap, "--limit", "1",
-                                         "--filter", "d:type=ack")  # fmt: skip
+                rc, out, err = await cli(
+                    "tail", "--tap", px.tap, "--limit", "1", "--filter", "d:type=ack"
+                )
                 assert rc == 0, err
                 assert f'sio ack {ack} [{{"ok":true}}]' in out
 
                 rc, out, err = await cli("conns", "--tap", px.tap, "--json")
                 conn = json.loads(out)[0]["id"]
                 rc, out, err = await cli(
-                    "inject", conn, "--tap", px.tap, "--to", "server", "--sio-event", "upload",
-                    "--args", '["injected", {"$b64": "AAE="}]',
-                )  # fmt: skip
+                    "inject",
+                    conn,
+                    "--tap",
+                    px.tap,
+                    "--to",
+                    "server",
+                    "--sio-event",
+                    "upload",
+                    "--args",
+                    '["injected", {"$b64": "AAE="}]',
+                )
                 assert rc == 0, err
                 await wait_until(lambda: uploads == [["injected", b"\x00\x01"]])
                 rc, out, err = await cli(
-                    "inject", conn, "--tap", px.tap, "--to", "client", "--proto", "socket.io",
-                    "--decoded", '{"type":"event","namespace":"/","event":"news","args":["from devconsole"]}',
-                )  # fmt: skip
+                    "inject",
+                    conn,
+                    "--tap",
+                    px.tap,
+                    "--to",
+                    "client",
+                    "--proto",
+                    "socket.io",
+                    "--decoded",
+                    '{"type":"event","namespace":"/","event":"news","args":["from devconsole"]}',
+                )
                 assert rc == 0, err
                 await wait_until(lambda: news == ["from devconsole"])
-                rc, out, err = await cli("inject", conn, "--tap", px.tap, "--to", "client",
-                                         "--proto", "socket.io", "--decoded", '{"type":"nope"}')  # fmt: skip
+                rc, out, err = await cli(
+                    "inject",
+                    conn,
+                    "--tap",
+                    px.tap,
+                    "--to",
+                    "client",
+                    "--proto",
+                    "socket.io",
+                    "--decoded",
+                    '{"type":"nope"}',
+                )
                 assert rc == 1 and "unknown Socket.IO packet type 'nope'" in err
             finally:
                 with contextlib.suppress(Exception):

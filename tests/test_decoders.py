@@ -317,7 +317,7 @@ def test_views_put_the_protocol_first_and_keep_the_raw_ones() -> None:
     names = [v.name for v in views_for(m, d)]
     assert names[0] == "jsonrpc" and "json" in names and "text" in names and "hex" in names
     r = render(m, "jsonrpc", d)
-    assert r.tree is not None and r.tree.label == "rpc eth_subscribe id=7 [\"newHeads\"]"
+    assert r.tree is not None and r.tree.label == 'rpc eth_subscribe id=7 ["newHeads"]'
     assert [c.label for c in r.tree.children] == ["jsonrpc", "method", "params", "id"]
     assert r.text.startswith("# rpc eth_subscribe id=7")
     assert best_view(m, d).name == "jsonrpc"

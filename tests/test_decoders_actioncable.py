@@ -30,8 +30,15 @@ def test_subscription_pairs_and_pings_beat() -> None:
     assert (ok.packets[0].key, ok.packets[0].role) == (f"sub:{IDENT}", "reply")
     ping = dec('{"type":"ping","message":1700000000}', "server").packets[0]
     assert ping.role == "beat" and ping.summary == "cable ping"
-    speak = dec(json.dumps({"command": "message", "identifier": IDENT,
-                            "data": json.dumps({"action": "speak", "text": "hi"})}))  # fmt: skip
+    speak = dec(
+        json.dumps(
+            {
+                "command": "message",
+                "identifier": IDENT,
+                "data": json.dumps({"action": "speak", "text": "hi"}),
+            }
+        )
+    )
     assert speak.summary == 'cable ChatChannel speak {"action":"speak","text":"hi"}'
     bcast = dec(json.dumps({"identifier": IDENT, "message": {"text": "hi"}}), "server")
     assert bcast.summary == 'cable ChatChannel {"text":"hi"}'
@@ -39,7 +46,12 @@ def test_subscription_pairs_and_pings_beat() -> None:
 
 
 def test_detection_and_errors() -> None:
-    hs = make_handshake(path="/cable", request_headers=[("Sec-WebSocket-Protocol", "actioncable-v1-json, actioncable-unsupported")])
+    hs = make_handshake(
+        path="/cable",
+        request_headers=[
+            ("Sec-WebSocket-Protocol", "actioncable-v1-json, actioncable-unsupported")
+        ],
+    )
     assert CABLE.detect(hs) == 1.0
     assert CABLE.detect(make_handshake(path="/cable")) == 0.8
     assert dec('{"command":"shout"}').error == "unknown command 'shout'"
@@ -48,13 +60,28 @@ def test_detection_and_errors() -> None:
 
 @given(
     st.one_of(
-        st.fixed_dictionaries({"command": st.sampled_from(["subscribe", "unsubscribe"]), "identifier": st.text(max_size=8)}),
-        st.fixed_dictionaries({"type": st.sampled_from(["welcome", "ping", "confirm_subscription"]), "message": st.integers()}),
-        st.fixed_dictionaries({"identifier": st.text(max_size=8), "message": st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)}),
+        st.fixed_dictionaries(
+            {
+                "command": st.sampled_from(["subscribe", "unsubscribe"]),
+                "identifier": st.text(max_size=8),
+            }
+        ),
+        st.fixed_dictionaries(
+            {
+                "type": st.sampled_from(["welcome", "ping", "confirm_subscription"]),
+                "message": st.integers(),
+            }
+        ),
+        st.fixed_dictionaries(
+            {
+                "identifier": st.text(max_size=8),
+                "message": st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+            }
+        ),
     )
-)  # fmt: skip
+)
 def test_decode_encode_roundtrip(fields: dict[str, Any]) -> None:
-    [(op, raw)] = CABLE.encode(fields)
+    [(_op, raw)] = CABLE.encode(fields)
     assert dec(raw.decode()).packets[0].fields == fields
 
 

@@ -32,7 +32,10 @@ def test_roles_by_type_and_side() -> None:
     assert dec('{"type":"complete","id":"3"}', "client").packets[0].role == "cancel"
     assert dec('{"type":"ka"}', "server").packets[0].role == "beat"
     assert dec('{"type":"ping"}').packets[0].role == "ping"
-    assert dec('{"type":"start","id":"1","payload":{"query":"{ hello }"}}').packets[0].method == "hello"
+    assert (
+        dec('{"type":"start","id":"1","payload":{"query":"{ hello }"}}').packets[0].method
+        == "hello"
+    )
 
 
 def test_errors_are_reasons() -> None:
@@ -49,20 +52,38 @@ def test_operation_name() -> None:
 
 
 fields_st = st.fixed_dictionaries(
-    {"type": st.sampled_from(["subscribe", "next", "error", "complete", "start", "data",
-                              "stop", "connection_init", "connection_ack", "ping", "pong", "ka"])},
+    {
+        "type": st.sampled_from(
+            [
+                "subscribe",
+                "next",
+                "error",
+                "complete",
+                "start",
+                "data",
+                "stop",
+                "connection_init",
+                "connection_ack",
+                "ping",
+                "pong",
+                "ka",
+            ]
+        )
+    },
     optional={
         "id": st.text(max_size=6),
-        "payload": st.dictionaries(st.text(max_size=4), st.integers() | st.text(max_size=4), max_size=3),
+        "payload": st.dictionaries(
+            st.text(max_size=4), st.integers() | st.text(max_size=4), max_size=3
+        ),
     },
-)  # fmt: skip
+)
 
 
 @given(fields_st)
 def test_decode_encode_roundtrip(fields: dict[str, Any]) -> None:
     if fields["type"] in ("subscribe", "start", "next", "data", "complete", "stop"):
         fields.setdefault("id", "1")
-    [(op, payload)] = GQL.encode(fields)
+    [(_op, payload)] = GQL.encode(fields)
     assert dec(payload.decode()).packets[0].fields == fields
 
 
@@ -100,9 +121,9 @@ async def test_strawberry_and_gql_through_the_proxy(short_tmp: Any, legacy: bool
     """A strawberry GraphQL server (aiohttp) and the gql client, over
     graphql-transport-ws and the legacy graphql-ws, through devconsole: detected by the
     subprotocol, the subscription paired subscribe -> next... -> complete."""
+    from aiohttp import web
     from gql import Client, gql
     from gql.transport.exceptions import TransportQueryError
-    from aiohttp import web
     from gql.transport.websockets import WebsocketsTransport
     from strawberry.aiohttp.views import GraphQLView
 
@@ -140,7 +161,9 @@ async def test_strawberry_and_gql_through_the_proxy(short_tmp: Any, legacy: bool
                     assert {"connection_init", "connection_ack", "subscribe", "next"} <= set(types)
                 assert "complete" in types
                 if legacy:  # the error answers its start: a reply, so not unanswered
-                    assert "error" in types and "Hello" in {m["method"] for m in v.analysis.pairs.endpoint_report("/graphql")["methods"]}
+                    assert "error" in types and "Hello" in {
+                        m["method"] for m in v.analysis.pairs.endpoint_report("/graphql")["methods"]
+                    }
                 assert not [d for _, d in v.decoded() if not d.ok]
                 lat = v.analysis.pairs.endpoint_report("/graphql")
                 methods = {m["method"]: m for m in lat["methods"]}

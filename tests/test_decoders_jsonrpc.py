@@ -31,7 +31,9 @@ def test_requests_notifications_responses() -> None:
     r = dec('{"jsonrpc":"2.0","result":"0xabc","id":7}', "server").packets[0]
     assert (r.key, r.role) == ("id:7", "reply") and r.summary == 'rpc result id=7 "0xabc"'
     e = dec('{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":"a"}')
-    assert e.packets[0].key == 'id:"a"' and e.summary == 'rpc error id="a" -32601 "Method not found"'
+    assert (
+        e.packets[0].key == 'id:"a"' and e.summary == 'rpc error id="a" -32601 "Method not found"'
+    )
 
 
 def test_batches_and_errors() -> None:
@@ -44,7 +46,11 @@ def test_batches_and_errors() -> None:
 
 
 ids = st.none() | st.integers(-(10**6), 10**6) | st.text(max_size=5)
-params = st.none() | st.lists(st.integers(), max_size=3) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+params = (
+    st.none()
+    | st.lists(st.integers(), max_size=3)
+    | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+)
 
 
 @st.composite
@@ -63,7 +69,10 @@ def messages(draw: st.DrawFn) -> dict[str, Any]:
         f["result"] = draw(params)
         f["id"] = draw(ids)
     else:
-        f["error"] = {"code": draw(st.integers(-32768, -32000)), "message": draw(st.text(max_size=8))}
+        f["error"] = {
+            "code": draw(st.integers(-32768, -32000)),
+            "message": draw(st.text(max_size=8)),
+        }
         f["id"] = draw(ids)
     return f
 

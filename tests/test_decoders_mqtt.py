@@ -23,8 +23,9 @@ def feed(state: MqttState, data: bytes, side: str = "client") -> Any:
 
 def test_publish_summary_and_pairing_fields() -> None:
     st_ = MqttState(4)
-    raw = encode_packet({"packet": "PUBLISH", "topic": "sensors/1", "qos": 1, "packet_id": 5,
-                         "payload": "21.5"})  # fmt: skip
+    raw = encode_packet(
+        {"packet": "PUBLISH", "topic": "sensors/1", "qos": 1, "packet_id": 5, "payload": "21.5"}
+    )
     d = feed(st_, raw)
     assert d.summary == 'MQTT PUBLISH sensors/1 qos1 id=5 "21.5"'
     p = d.packets[0]
@@ -37,8 +38,9 @@ def test_packets_span_frames_and_frames_carry_several() -> None:
     st_ = MqttState(4)
     a = encode_packet({"packet": "PUBLISH", "topic": "t", "qos": 0, "payload": b"\xff" * 300})
     b = encode_packet({"packet": "PINGREQ"})
-    c = encode_packet({"packet": "SUBSCRIBE", "packet_id": 2,
-                       "subscriptions": [{"topic": "x/#", "qos": 1}]})  # fmt: skip
+    c = encode_packet(
+        {"packet": "SUBSCRIBE", "packet_id": 2, "subscriptions": [{"topic": "x/#", "qos": 1}]}
+    )
     stream = a + b + c
     first = feed(st_, stream[:100])
     assert not first.packets and first.note == "100 bytes of a packet continue in the next message"
@@ -53,16 +55,29 @@ def test_packets_span_frames_and_frames_carry_several() -> None:
 
 def test_v5_properties_and_keepalive() -> None:
     st_ = MqttState()
-    connect = {"packet": "CONNECT", "protocol": "MQTT", "version": 5, "clean_start": True,
-               "keepalive": 30, "properties": {"session_expiry_interval": 60,
-               "user_property": [["a", "b"]]}, "client_id": "dev", "username": "u",
-               "password": b"\xffpw"}  # fmt: skip
+    connect = {
+        "packet": "CONNECT",
+        "protocol": "MQTT",
+        "version": 5,
+        "clean_start": True,
+        "keepalive": 30,
+        "properties": {"session_expiry_interval": 60, "user_property": [["a", "b"]]},
+        "client_id": "dev",
+        "username": "u",
+        "password": b"\xffpw",
+    }
     d = feed(st_, encode_packet(connect))
     assert d.packets[0].fields == connect and st_.version == 5
     assert d.packets[0].heartbeat == ({"side": "client", "interval": 30.0, "timeout": 45.0},)
-    pub = {"packet": "PUBLISH", "topic": "t", "qos": 0, "retain": True, "dup": False,
-           "properties": {"message_expiry_interval": 9, "correlation_data": b"\x01"},
-           "payload": "x"}  # fmt: skip
+    pub = {
+        "packet": "PUBLISH",
+        "topic": "t",
+        "qos": 0,
+        "retain": True,
+        "dup": False,
+        "properties": {"message_expiry_interval": 9, "correlation_data": b"\x01"},
+        "payload": "x",
+    }
     assert feed(st_, encode_packet(pub, st_)).packets[0].fields == pub
 
 
@@ -93,15 +108,36 @@ def _not_utf8(b: bytes) -> bool:
 
 @st.composite
 def packets(draw: st.DrawFn, v5: bool) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",
-                                 "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ",
-                                 "PINGRESP", "CONNACK", "DISCONNECT"]))  # fmt: skip
+    kind = draw(
+        st.sampled_from(
+            [
+                "PUBLISH",
+                "PUBACK",
+                "PUBREC",
+                "PUBREL",
+                "PUBCOMP",
+                "SUBSCRIBE",
+                "SUBACK",
+                "UNSUBSCRIBE",
+                "UNSUBACK",
+                "PINGREQ",
+                "PINGRESP",
+                "CONNACK",
+                "DISCONNECT",
+            ]
+        )
+    )
     pid = draw(st.integers(1, 65535))
     props = {"properties": {"user_property": [["k", "v"]]}} if v5 else {}
     if kind == "PUBLISH":
         qos = draw(st.integers(0, 2))
-        f: dict[str, Any] = {"packet": kind, "topic": draw(topics), "qos": qos,
-                             "retain": draw(st.booleans()), "dup": draw(st.booleans())}  # fmt: skip
+        f: dict[str, Any] = {
+            "packet": kind,
+            "topic": draw(topics),
+            "qos": qos,
+            "retain": draw(st.booleans()),
+            "dup": draw(st.booleans()),
+        }
         if qos:
             f["packet_id"] = pid
         f.update({"properties": {}} if v5 else {})
@@ -126,8 +162,12 @@ def packets(draw: st.DrawFn, v5: bool) -> dict[str, Any]:
             f["reason_codes"] = [0, 1]
         return f
     if kind == "CONNACK":
-        return {"packet": kind, "session_present": draw(st.booleans()), "reason_code": 0,
-                **({"properties": {"server_keep_alive": 5}} if v5 else {})}  # fmt: skip
+        return {
+            "packet": kind,
+            "session_present": draw(st.booleans()),
+            "reason_code": 0,
+            **({"properties": {"server_keep_alive": 5}} if v5 else {}),
+        }
     return {"packet": kind}
 
 
@@ -197,8 +237,20 @@ async def test_paho_and_mosquitto_through_the_proxy(short_tmp: Any, version: int
                 assert "subprotocol mqtt" in v.tracker.reason_of(conn)
                 fields = [f for _, f in v.packets()]
                 kinds = [f["packet"] for f in fields]
-                for k in ("CONNECT", "CONNACK", "SUBSCRIBE", "SUBACK", "PUBLISH", "PUBACK",
-                          "PUBREC", "PUBREL", "PUBCOMP", "PINGREQ", "PINGRESP", "DISCONNECT"):  # fmt: skip
+                for k in (
+                    "CONNECT",
+                    "CONNACK",
+                    "SUBSCRIBE",
+                    "SUBACK",
+                    "PUBLISH",
+                    "PUBACK",
+                    "PUBREC",
+                    "PUBREL",
+                    "PUBCOMP",
+                    "PINGREQ",
+                    "PINGRESP",
+                    "DISCONNECT",
+                ):
                     assert k in kinds, k
                 connect = fields[kinds.index("CONNECT")]
                 assert connect["version"] == version and connect["client_id"] == "devconsole-test"

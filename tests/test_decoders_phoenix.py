@@ -25,8 +25,14 @@ def dec(data: str | bytes, side: str = "client") -> Any:
 def test_v2_join_reply_and_heartbeat() -> None:
     join = dec('["1","1","room:lobby","phx_join",{"token":"t"}]')
     p = join.packets[0]
-    assert p.fields == {"join_ref": "1", "ref": "1", "topic": "room:lobby", "event": "phx_join",
-                        "payload": {"token": "t"}, "vsn": 2}  # fmt: skip
+    assert p.fields == {
+        "join_ref": "1",
+        "ref": "1",
+        "topic": "room:lobby",
+        "event": "phx_join",
+        "payload": {"token": "t"},
+        "vsn": 2,
+    }
     assert (p.key, p.role, p.method) == ("ref:1", "request", "phx_join")
     reply = dec('["1","1","room:lobby","phx_reply",{"status":"ok","response":{}}]', "server")
     assert reply.summary == "phx room:lobby phx_reply ref=1 ok"
@@ -49,7 +55,13 @@ def test_v1_objects() -> None:
 def test_v2_binary_messages() -> None:
     push = bytes([0, 1, 1, 4, 3]) + b"12roomevt" + b"\x00\x01"
     f = dec(push).packets[0].fields
-    assert (f["join_ref"], f["ref"], f["topic"], f["event"], f["payload"]) == ("1", "2", "room", "evt", b"\x00\x01")
+    assert (f["join_ref"], f["ref"], f["topic"], f["event"], f["payload"]) == (
+        "1",
+        "2",
+        "room",
+        "evt",
+        b"\x00\x01",
+    )
     reply = bytes([1, 1, 1, 4, 2]) + b"12roomok" + b"\xff"
     f = dec(reply, "server").packets[0].fields
     assert f["event"] == "phx_reply" and f["payload"] == {"status": "ok", "response": b"\xff"}
@@ -65,14 +77,25 @@ def test_detection_by_url() -> None:
 
 
 @given(
-    st.none() | st.text(max_size=3), st.none() | st.text(max_size=3), st.text(max_size=6),
-    st.text(max_size=6), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none() | st.text(max_size=3),
+    st.none() | st.text(max_size=3),
+    st.text(max_size=6),
+    st.text(max_size=6),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
     st.sampled_from([1, 2]),
-)  # fmt: skip
-def test_decode_encode_roundtrip(join_ref: Any, ref: Any, topic: str, event: str, payload: Any, vsn: int) -> None:
-    fields = {"join_ref": join_ref, "ref": ref, "topic": topic, "event": event,
-              "payload": payload, "vsn": vsn}  # fmt: skip
-    [(op, raw)] = PHX.encode(fields)
+)
+def test_decode_encode_roundtrip(
+    join_ref: Any, ref: Any, topic: str, event: str, payload: Any, vsn: int
+) -> None:
+    fields = {
+        "join_ref": join_ref,
+        "ref": ref,
+        "topic": topic,
+        "event": event,
+        "payload": payload,
+        "vsn": vsn,
+    }
+    [(_op, raw)] = PHX.encode(fields)
     assert dec(raw.decode()).packets[0].fields == fields
 
 

@@ -48,7 +48,9 @@ def test_decode_encode_through_the_registry(desc: Path) -> None:
     d = decode_message(dec, raw, op, "server", None)
     assert d.packets[0].fields == {"symbol": "ACME", "price": 12.5, "seq": 3}
     assert d.summary == 'pb Update {"symbol":"ACME","price":12.5,"seq":3}'
-    assert "not a live.Update" in (decode_message(dec, b"\xff\xff\xff", op, "server", None).error or "")
+    assert "not a live.Update" in (
+        decode_message(dec, b"\xff\xff\xff", op, "server", None).error or ""
+    )
 
 
 def test_rules_pick_protobuf_per_path(desc: Path) -> None:
@@ -66,7 +68,7 @@ def test_rules_pick_protobuf_per_path(desc: Path) -> None:
 
 
 def test_unknown_types_and_bad_files(tmp_path: Path, desc: Path) -> None:
-    with pytest.raises(ValueError, match="live.Nope is not in the descriptor sets"):
+    with pytest.raises(ValueError, match=r"live\.Nope is not in the descriptor sets"):
         get_protocol("protobuf:live.Nope")
     with pytest.raises(ValueError, match="not in the descriptor sets"):
         parse_rules(["/x=protobuf:live.Nope"])
@@ -98,4 +100,6 @@ def test_decode_encode_roundtrip(desc: Path, symbol: str, seq: int, raw: bytes) 
 def test_fuzzed_input_never_raises(desc: Path, data: bytes) -> None:
     dec = get_protocol("protobuf:live.Update")
     assert dec is not None
-    assert decode_message(dec, data, Opcode.BINARY, "client", None).protocol == "protobuf:live.Update"
+    assert (
+        decode_message(dec, data, Opcode.BINARY, "client", None).protocol == "protobuf:live.Update"
+    )

@@ -28,11 +28,19 @@ from tests.conftest import ROOT, devconsole_cmd, running_proxy, wait_until, ws_s
 from tests.factories import make_handshake
 
 
-def hs(path: str = "/ws", query: list[tuple[str, str]] | None = None, offered: str = "", accepted: str | None = None, **kw: Any) -> Any:
+def hs(
+    path: str = "/ws",
+    query: list[tuple[str, str]] | None = None,
+    offered: str = "",
+    accepted: str | None = None,
+    **kw: Any,
+) -> Any:
     headers = [("Upgrade", "websocket")]
     if offered:
         headers.append(("Sec-WebSocket-Protocol", offered))
-    return make_handshake(path=path, query=query or [], request_headers=headers, subprotocol=accepted, **kw)
+    return make_handshake(
+        path=path, query=query or [], request_headers=headers, subprotocol=accepted, **kw
+    )
 
 
 @pytest.mark.parametrize(
@@ -43,7 +51,10 @@ def hs(path: str = "/ws", query: list[tuple[str, str]] | None = None, offered: s
         (hs("/signalr/connect"), "signalr"),
         (hs("/cable"), "actioncable"),
         (hs("/socket/websocket", [("vsn", "2.0.0")]), "phoenix"),
-        (hs("/graphql", offered="graphql-transport-ws", accepted="graphql-transport-ws"), "graphql-ws"),
+        (
+            hs("/graphql", offered="graphql-transport-ws", accepted="graphql-transport-ws"),
+            "graphql-ws",
+        ),
         (hs("/x", offered="graphql-ws"), "graphql-ws"),
         (hs("/ws", offered="mqtt", accepted="mqtt"), "mqtt"),
         (hs("/ws", offered="v12.stomp, v11.stomp", accepted="v12.stomp"), "stomp"),
@@ -75,7 +86,7 @@ def test_rules_and_the_proxy_choice_come_first() -> None:
 
 
 def test_bad_rules_are_clear() -> None:
-    with pytest.raises(ValueError, match="unknown decoder 'nope'.*socket.io"):
+    with pytest.raises(ValueError, match=r"unknown decoder 'nope'.*socket\.io"):
         parse_rules(["/x=nope"])
     with pytest.raises(ValueError, match="the glob matches the URL path"):
         parse_rules(["ws.example=socket.io"])
@@ -101,7 +112,11 @@ def test_sniffing_recognises_first_messages() -> None:
 
 
 @settings(max_examples=300)
-@given(st.binary(max_size=200), st.sampled_from([Opcode.TEXT, Opcode.BINARY]), st.sampled_from(["client", "server"]))
+@given(
+    st.binary(max_size=200),
+    st.sampled_from([Opcode.TEXT, Opcode.BINARY]),
+    st.sampled_from(["client", "server"]),
+)
 def test_no_decoder_raises_on_fuzzed_input(data: bytes, op: int, side: str) -> None:
     for dec in all_decoders():
         d = decode_message(dec, data, op, side, dec.new_state(), 1)  # type: ignore[arg-type]
@@ -131,7 +146,9 @@ async def test_proxy_decoder_choice_reaches_viewers(short_tmp: Any) -> None:
     from tests.protocol_servers import decoding_viewer
 
     async with ws_server() as (_, port):
-        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp, decoders=["/plain/*=jsonrpc"]) as rp:
+        async with running_proxy(
+            f"reverse:http://127.0.0.1:{port}", short_tmp, decoders=["/plain/*=jsonrpc"]
+        ) as rp:
             async with decoding_viewer(rp.tap) as v:
                 async with connect(f"ws://127.0.0.1:{rp.port}/plain/x", proxy=None) as ws:
                     await ws.send('{"jsonrpc":"2.0","method":"ping","id":1}')
@@ -152,7 +169,8 @@ async def test_proxy_decoder_choice_reaches_viewers(short_tmp: Any) -> None:
 
 def test_a_plugin_from_an_entry_point(tmp_path: Path) -> None:
     """A real installed entry point (a .dist-info on the path) in a fresh interpreter."""
-    (tmp_path / "myproto.py").write_text(textwrap.dedent('''
+    (tmp_path / "myproto.py").write_text(
+        textwrap.dedent("""
         from devconsole.decoders.base import Decoded, Packet, ProtocolDecoder
         from devconsole.model import Opcode
 
@@ -170,11 +188,14 @@ def test_a_plugin_from_an_entry_point(tmp_path: Path) -> None:
 
             def encode(self, fields, state=None):
                 return [(Opcode.TEXT, b"SHOUT " + fields["word"].encode())]
-    '''))
+    """)
+    )
     info = tmp_path / "myproto-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myproto\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[devconsole.decoders]\nshout = myproto:Shout\nbroken = myproto:Nope\n")
+    (info / "entry_points.txt").write_text(
+        "[devconsole.decoders]\nshout = myproto:Shout\nbroken = myproto:Nope\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     res = subprocess.run(
         devconsole_cmd("decoders", "--json"), capture_output=True, text=True, timeout=60, env=env
@@ -182,6 +203,11 @@ def test_a_plugin_from_an_entry_point(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     shout = next(d for d in out["decoders"] if d["name"] == "shout")
-    assert shout == {"name": "shout", "title": "SHOUT protocol", "subprotocols": ["shout.v1"], "plugin": True}
+    assert shout == {
+        "name": "shout",
+        "title": "SHOUT protocol",
+        "subprotocols": ["shout.v1"],
+        "plugin": True,
+    }
     assert any("broken" in e and "Nope" in e for e in out["errors"])
     assert "socket.io" in protocol_names() and get_protocol("nope") is None

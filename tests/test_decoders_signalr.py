@@ -27,18 +27,36 @@ def dec(data: str | bytes, side: str = "client") -> Any:
 
 
 MESSAGES = [
-    (m.InvocationMessage("1", "SendMessage", ["alice", "hi"]),
-     {"type": "invocation", "invocationId": "1", "target": "SendMessage", "arguments": ["alice", "hi"]}),
-    (m.CompletionMessage("1", result={"ok": True}),
-     {"type": "completion", "invocationId": "1", "result": {"ok": True}}),
-    (m.CompletionMessage("2", error="boom"),
-     {"type": "completion", "invocationId": "2", "error": "boom"}),
-    (m.StreamInvocationMessage("3", "Counter", [10, 500]),
-     {"type": "stream_invocation", "invocationId": "3", "target": "Counter", "arguments": [10, 500]}),
+    (
+        m.InvocationMessage("1", "SendMessage", ["alice", "hi"]),
+        {
+            "type": "invocation",
+            "invocationId": "1",
+            "target": "SendMessage",
+            "arguments": ["alice", "hi"],
+        },
+    ),
+    (
+        m.CompletionMessage("1", result={"ok": True}),
+        {"type": "completion", "invocationId": "1", "result": {"ok": True}},
+    ),
+    (
+        m.CompletionMessage("2", error="boom"),
+        {"type": "completion", "invocationId": "2", "error": "boom"},
+    ),
+    (
+        m.StreamInvocationMessage("3", "Counter", [10, 500]),
+        {
+            "type": "stream_invocation",
+            "invocationId": "3",
+            "target": "Counter",
+            "arguments": [10, 500],
+        },
+    ),
     (m.StreamItemMessage("3", 7), {"type": "stream_item", "invocationId": "3", "item": 7}),
     (m.CancelInvocationMessage("3"), {"type": "cancel_invocation", "invocationId": "3"}),
     (m.PingMessage(), {"type": "ping"}),
-]  # fmt: skip
+]
 
 
 def _core(fields: dict[str, Any]) -> dict[str, Any]:
@@ -58,8 +76,12 @@ def test_pysignalr_json_frames_decode() -> None:
         assert _core(d.packets[0].fields) == expected
         assert d.packets[0].fields["encoding"] == "json"
     hs = dec(proto.encode(m.HandshakeRequestMessage("json", 1)))
-    assert hs.packets[0].fields == {"type": "handshake", "protocol": "json", "version": 1,
-                                    "encoding": "json"}  # fmt: skip
+    assert hs.packets[0].fields == {
+        "type": "handshake",
+        "protocol": "json",
+        "version": 1,
+        "encoding": "json",
+    }
     assert dec("{}" + RS.decode(), "server").packets[0].role == "reply"
 
 
@@ -73,13 +95,19 @@ def test_pysignalr_messagepack_frames_decode() -> None:
 
 def test_devconsole_frames_decode_in_pysignalr() -> None:
     for encoding, proto in (("json", JSONProtocol()), ("messagepack", MessagepackProtocol())):
-        fields = {"type": "invocation", "invocationId": "9", "target": "Echo",
-                  "arguments": [1, "x"], "encoding": encoding}  # fmt: skip
-        [(op, payload)] = SR.encode(fields)
+        fields = {
+            "type": "invocation",
+            "invocationId": "9",
+            "target": "Echo",
+            "arguments": [1, "x"],
+            "encoding": encoding,
+        }
+        [(_op, payload)] = SR.encode(fields)
         [msg] = proto.decode(payload if encoding == "messagepack" else payload.decode())
         assert (msg.invocation_id, msg.target, list(msg.arguments)) == ("9", "Echo", [1, "x"])
-        [(op, payload)] = SR.encode({"type": "completion", "invocationId": "9", "result": 3,
-                                     "encoding": encoding})  # fmt: skip
+        [(_op, payload)] = SR.encode(
+            {"type": "completion", "invocationId": "9", "result": 3, "encoding": encoding}
+        )
         [msg] = proto.decode(payload if encoding == "messagepack" else payload.decode())
         assert (msg.invocation_id, msg.result) == ("9", 3)
 
@@ -106,8 +134,17 @@ values = st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(max_size
 
 @given(
     st.sampled_from(["json", "messagepack"]),
-    st.sampled_from(["invocation", "stream_invocation", "stream_item", "completion",
-                     "cancel_invocation", "ping", "close"]),  # fmt: skip
+    st.sampled_from(
+        [
+            "invocation",
+            "stream_invocation",
+            "stream_item",
+            "completion",
+            "cancel_invocation",
+            "ping",
+            "close",
+        ]
+    ),
     st.text(min_size=1, max_size=5),
     st.lists(values, max_size=3),
 )

@@ -33,8 +33,12 @@ def test_event_with_ack_summary_and_fields() -> None:
     assert d.ok and d.summary == 'sio "chat" {"text":"hi"} ack 12'
     [p] = d.packets
     assert p.fields == {
-        "type": "event", "namespace": "/", "event": "chat", "args": [{"text": "hi"}], "ack": 12
-    }  # fmt: skip
+        "type": "event",
+        "namespace": "/",
+        "event": "chat",
+        "args": [{"text": "hi"}],
+        "ack": 12,
+    }
     assert (p.key, p.role, p.method) == ("ack:/:12", "request", "chat")
     reply = dec('43/admin,12["ok"]', "server").packets[0]
     assert reply.fields == {"type": "ack", "namespace": "/admin", "ack": 12, "args": ["ok"]}
@@ -69,8 +73,12 @@ def test_v3_client_pings_and_binary_prefix() -> None:
 
 def test_binary_attachments_join_in_order() -> None:
     st_ = SIO.new_state()
-    first = dec('452-3["file",{"_placeholder":true,"num":0},{"b":{"_placeholder":true,"num":1}}]',
-                "client", st_, 10)  # fmt: skip
+    first = dec(
+        '452-3["file",{"_placeholder":true,"num":0},{"b":{"_placeholder":true,"num":1}}]',
+        "client",
+        st_,
+        10,
+    )
     assert first.pending and first.note == "waiting for 2 binary attachments"
     mid = dec(b"one", "client", st_, 11)
     assert not mid.packets and mid.note == "binary attachment 1 of 2" and mid.joined_to == 10
@@ -97,8 +105,16 @@ def test_malformed_packets_give_reasons_not_exceptions() -> None:
 
 def test_parse_sio_namespaces_and_queries() -> None:
     assert parse_sio("1/admin") == {"type": "disconnect", "namespace": "/admin"}
-    assert parse_sio("0/admin?token=x,") == {"type": "connect", "namespace": "/admin", "query": "token=x"}
-    assert parse_sio('0{"token":"t"}') == {"type": "connect", "namespace": "/", "data": {"token": "t"}}
+    assert parse_sio("0/admin?token=x,") == {
+        "type": "connect",
+        "namespace": "/admin",
+        "query": "token=x",
+    }
+    assert parse_sio('0{"token":"t"}') == {
+        "type": "connect",
+        "namespace": "/",
+        "data": {"token": "t"},
+    }
 
 
 def test_event_frames_build_attachments() -> None:
@@ -150,7 +166,9 @@ def _count(v: Any) -> int:
 
 @st.composite
 def sio_fields(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["event", "ack", "connect", "disconnect", "connect_error", "engine"]))
+    kind = draw(
+        st.sampled_from(["event", "ack", "connect", "disconnect", "connect_error", "engine"])
+    )
     nsp = draw(namespaces)
     if kind == "engine":
         t = draw(st.sampled_from(["close", "ping", "pong", "upgrade", "noop", "message"]))
@@ -270,7 +288,11 @@ async def test_python_socketio_through_the_proxy(short_tmp: Any, transports: lis
 
                 def seen() -> bool:
                     fs = [f for _, f in v.packets()]
-                    return any(f.get("type") == "binary_ack" or (f.get("type") == "ack" and f.get("args") == [30]) for f in fs)
+                    return any(
+                        f.get("type") == "binary_ack"
+                        or (f.get("type") == "ack" and f.get("args") == [30])
+                        for f in fs
+                    )
 
                 await wait_until(seen)
                 await wait_until(lambda: any(c.ts_end for c in v.session.connections.values()))

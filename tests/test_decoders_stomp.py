@@ -32,10 +32,16 @@ def test_frames_from_the_spec() -> None:
         "body": "hello queue a",
     }
     # escaped header values (not in CONNECT/CONNECTED), a repeated header keeps the first
-    d = dec(b"MESSAGE\nsubscription:0\nmessage-id:007\ndestination:/queue/a\\cb\nfoo:1\nfoo:2\n\n\x00", "server")
+    d = dec(
+        b"MESSAGE\nsubscription:0\nmessage-id:007\ndestination:/queue/a\\cb\nfoo:1\nfoo:2\n\n\x00",
+        "server",
+    )
     assert d.packets[0].fields["headers"] == {
-        "subscription": "0", "message-id": "007", "destination": "/queue/a:b", "foo": "1"
-    }  # fmt: skip
+        "subscription": "0",
+        "message-id": "007",
+        "destination": "/queue/a:b",
+        "foo": "1",
+    }
     # content-length lets the body hold NULs
     d = dec(b"SEND\ndestination:/b\ncontent-length:3\n\na\x00b\x00")
     assert d.packets[0].fields["body"] == "a\x00b"
@@ -80,7 +86,7 @@ header_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
 )
 def test_decode_encode_roundtrip(command: str, headers: dict[str, str], body: str) -> None:
     fields = {"command": command, "headers": headers, "body": body}
-    [(op, payload)] = STOMP.encode(fields)
+    [(_op, payload)] = STOMP.encode(fields)
     d = dec(payload)
     assert d.ok and d.packets[0].fields == fields
 
@@ -121,16 +127,25 @@ async def test_stomp_py_client_through_the_proxy(short_tmp: Any) -> None:
                         f = p.fields
                         cmd, h = f["command"], f.get("headers", {})
                         if cmd in ("CONNECT", "STOMP"):
-                            await ws.send(frame("CONNECTED", {"version": "1.2", "heart-beat": "200,200"}))
+                            await ws.send(
+                                frame("CONNECTED", {"version": "1.2", "heart-beat": "200,200"})
+                            )
                             beat_task = asyncio.ensure_future(beats())
                         elif cmd == "SUBSCRIBE":
                             subs[h["destination"]] = h["id"]
                         elif cmd == "SEND" and h["destination"] in subs:
                             n += 1
-                            await ws.send(frame("MESSAGE", {"subscription": subs[h["destination"]],
-                                                            "message-id": str(n),
-                                                            "destination": h["destination"]},
-                                                f["body"]))  # fmt: skip
+                            await ws.send(
+                                frame(
+                                    "MESSAGE",
+                                    {
+                                        "subscription": subs[h["destination"]],
+                                        "message-id": str(n),
+                                        "destination": h["destination"],
+                                    },
+                                    f["body"],
+                                )
+                            )
                         if "receipt" in h:
                             await ws.send(frame("RECEIPT", {"receipt-id": h["receipt"]}))
         finally:
@@ -157,7 +172,9 @@ async def test_stomp_py_client_through_the_proxy(short_tmp: Any) -> None:
                 conn.set_listener("", Listener())
                 await asyncio.to_thread(conn.connect, wait=True)
                 try:
-                    await asyncio.to_thread(conn.subscribe, "/queue/a", id="0", ack="auto", receipt="s1")
+                    await asyncio.to_thread(
+                        conn.subscribe, "/queue/a", id="0", ack="auto", receipt="s1"
+                    )
                     await asyncio.to_thread(conn.send, "/queue/a", "hello queue a", receipt="m1")
                     await wait_until(received.is_set)
 

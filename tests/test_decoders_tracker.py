@@ -1,14 +1,20 @@
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from devconsole.decoders.base import Decoded
 from devconsole.decoders.mqtt import encode_packet
 from devconsole.decoders.protocols import parse_rules
 from devconsole.decoders.tracker import ProtocolTracker
-from devconsole.model import ControlFrame, HandshakeEvent, Item, Message, Opcode, Snapshot, ConnSnapshot
+from devconsole.model import (
+    ConnSnapshot,
+    ControlFrame,
+    HandshakeEvent,
+    Item,
+    Message,
+    Opcode,
+    Snapshot,
+)
 from tests.factories import make_handshake
 
 _seq = 0
@@ -23,7 +29,9 @@ def msg(conn: str, payload: bytes | str, side: str = "client", op: int | None = 
 
 
 def sio_handshake(conn: str = "c1") -> HandshakeEvent:
-    return HandshakeEvent(make_handshake(conn, path="/socket.io/", query=[("EIO", "4"), ("transport", "websocket")]))
+    return HandshakeEvent(
+        make_handshake(conn, path="/socket.io/", query=[("EIO", "4"), ("transport", "websocket")])
+    )
 
 
 def test_handshake_detection_then_decoding_in_order() -> None:
@@ -109,7 +117,7 @@ def test_mqtt_state_spans_messages_and_encode_uses_the_version() -> None:
     t.on_event(msg("m", connect[:5]))
     d = t.feed(msg("m", connect[5:]))
     assert d is not None and d.packets[0].fields["version"] == 5
-    [(op, raw)] = t.encode("m", {"packet": "PUBLISH", "topic": "t", "qos": 0, "payload": "x"})
+    [(_op, raw)] = t.encode("m", {"packet": "PUBLISH", "topic": "t", "qos": 0, "payload": "x"})
     assert raw == bytes([0x30, 5, 0, 1]) + b"t" + b"\x00" + b"x"  # v5: an empty property length
     with pytest.raises(ValueError, match="no known protocol"):
         t.encode("zz", {"packet": "PINGREQ"})
@@ -128,5 +136,3 @@ def test_unknown_proxy_choice_is_explained() -> None:
     t = ProtocolTracker()
     t.on_event(HandshakeEvent(make_handshake("x", decoder="protobuf:zz.Top")))
     assert t.protocol_of("x") is None and "zz.Top" in t.reason_of("x")
-
-

@@ -26,8 +26,14 @@ def dec(data: str | bytes, side: str = "client") -> Any:
 def test_call_result_error_and_session() -> None:
     call = dec('[48,7814135,{},"com.myapp.add2",[23,7]]')
     p = call.packets[0]
-    assert p.fields == {"type": "CALL", "request": 7814135, "options": {},
-                        "procedure": "com.myapp.add2", "args": [23, 7], "encoding": "json"}  # fmt: skip
+    assert p.fields == {
+        "type": "CALL",
+        "request": 7814135,
+        "options": {},
+        "procedure": "com.myapp.add2",
+        "args": [23, 7],
+        "encoding": "json",
+    }
     assert (p.key, p.role, p.method) == ("req:7814135", "request", "com.myapp.add2")
     res = dec(b"\x94\x32\xce\x00\x77\x3c\xf7\x80\x91\x1e", "server").packets[0]
     assert res.fields["type"] == "RESULT" and res.fields["args"] == [30] and res.role == "reply"
@@ -52,10 +58,21 @@ def test_decode_encode_roundtrip(code: int, encoding: str, optional: int) -> Non
     name, names = SCHEMA[code]
     fields: dict[str, Any] = {"type": name}
     for i, n in enumerate(names):
-        if n == "args" and optional < 1 or n == "kwargs" and optional < 2:
+        if (n == "args" and optional < 1) or (n == "kwargs" and optional < 2):
             continue
-        fields[n] = {"args": [1, "a"], "kwargs": {"k": 1}, "details": {}, "options": {},
-                     "extra": {}, "request_type": "CALL"}.get(n, f"x{i}" if n in ("realm", "topic", "procedure", "error", "reason", "authmethod", "signature") else i + 1)  # fmt: skip
+        fields[n] = {
+            "args": [1, "a"],
+            "kwargs": {"k": 1},
+            "details": {},
+            "options": {},
+            "extra": {},
+            "request_type": "CALL",
+        }.get(
+            n,
+            f"x{i}"
+            if n in ("realm", "topic", "procedure", "error", "reason", "authmethod", "signature")
+            else i + 1,
+        )
     fields["encoding"] = encoding
     [(op, raw)] = WAMP.encode(fields)
     if encoding == "msgpack":

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from devconsole import filters
 from devconsole.filters import (
     MATCH_ALL,
     And,
@@ -20,7 +21,6 @@ from devconsole.filters import (
     Word,
     parse,
 )
-from devconsole import filters
 from devconsole.model import ControlFrame, Item, Message, Opcode
 
 # --------------------------------------------------------------------------- helpers
@@ -729,7 +729,9 @@ def test_proto_and_decoded_paths() -> None:
 
 
 def test_decoded_paths_without_a_tracker_use_content() -> None:
-    rpc = _sio('[{"jsonrpc":"2.0","method":"a","id":1},{"jsonrpc":"2.0","method":"eth_subscribe","id":2}]')
+    rpc = _sio(
+        '[{"jsonrpc":"2.0","method":"a","id":1},{"jsonrpc":"2.0","method":"eth_subscribe","id":2}]'
+    )
     # a batch: one packet matching is enough
     assert filters.parse("d:method=eth_subscribe")(rpc)
     assert filters.parse("proto:jsonrpc")(rpc)

@@ -210,9 +210,17 @@ class PairTracker:
             for (side, key), req in opened.items():
                 if not req.answered:
                     out.append(
-                        {"conn": cid, "seq": req.seq, "ts": req.ts, "from": side, "key": key,
-                         "protocol": req.protocol, "method": req.method, "summary": req.summary}
-                    )  # fmt: skip
+                        {
+                            "conn": cid,
+                            "seq": req.seq,
+                            "ts": req.ts,
+                            "from": side,
+                            "key": key,
+                            "protocol": req.protocol,
+                            "method": req.method,
+                            "summary": req.summary,
+                        }
+                    )
         return out
 
     def endpoint_report(self, path: str) -> dict[str, Any]:
@@ -221,8 +229,13 @@ class PairTracker:
         (latencies in seconds)."""
         ep = self._endpoints.get(path)
         if ep is None:
-            return {"requests": 0, "methods": [], "unanswered": 0, "unanswered_requests": [],
-                    "unmatched_replies": 0}  # fmt: skip
+            return {
+                "requests": 0,
+                "methods": [],
+                "unanswered": 0,
+                "unanswered_requests": [],
+                "unmatched_replies": 0,
+            }
         methods = []
         for name, m in sorted(ep.methods.items(), key=lambda kv: (-kv[1].count, kv[0])):
             s = sorted(m.recent)

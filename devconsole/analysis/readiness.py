@@ -23,9 +23,8 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 from devconsole.analysis.backoff import EndpointReport, analyze_endpoints
 from devconsole.analysis.heartbeat import HeartbeatMonitor, HeartbeatReport, PingStats, median
@@ -647,9 +646,7 @@ def build_report(
     if analysis is not None:
         heartbeat = analysis.heartbeat
         pairs = analysis.pairs
-        protos = {
-            cid: p for cid in session.connections if (p := analysis.tracker.protocol_of(cid))
-        }
+        protos = {cid: p for cid in session.connections if (p := analysis.tracker.protocol_of(cid))}
     else:
         pairs, protos = pairs_from_session(session)
     monitor = heartbeat if heartbeat is not None else HeartbeatMonitor.from_session(session)

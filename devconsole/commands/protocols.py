@@ -99,8 +99,7 @@ def add_inject_args(p: argparse.ArgumentParser, group: Any) -> None:
     p.add_argument(
         "--decoded",
         metavar="JSON",
-        help='--proto: the packet\'s fields as in tail --json "decoded" ({"$b64": ...} '
-        "for bytes)",
+        help='--proto: the packet\'s fields as in tail --json "decoded" ({"$b64": ...} for bytes)',
     )
 
 
@@ -187,7 +186,7 @@ async def inject(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     decoder_specs(args)  # loads --proto-desc, checks --decoder
-    rows = []
+    rows: list[dict[str, Any]] = []
     for d in all_decoders():
         rows.append(
             {

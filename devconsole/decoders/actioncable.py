@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from devconsole.decoders.base import (
-    DecodeError,
     Decoded,
+    DecodeError,
     Frame,
     Packet,
     ProtocolDecoder,
@@ -40,7 +40,7 @@ def _channel(identifier: Any) -> str:
         except ValueError:
             return identifier
         if isinstance(v, dict) and isinstance(v.get("channel"), str):
-            return v["channel"]
+            return str(v["channel"])
     return short_value(identifier)
 
 
@@ -70,9 +70,7 @@ class ActionCableDecoder(ProtocolDecoder):
             return 0.8
         return 0.0
 
-    def decode(
-        self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0
-    ) -> Decoded:
+    def decode(self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0) -> Decoded:
         v = loads_json(payload)
         if not isinstance(v, dict):
             raise DecodeError("an Action Cable message is a JSON object")

@@ -274,8 +274,10 @@ def _short(value: Any, depth: int) -> str:
     if isinstance(value, Mapping):
         return (
             "{"
-            + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_short(v, depth + 1)}"
-                       for k, v in list(value.items())[:20])  # fmt: skip
+            + ",".join(
+                f"{json.dumps(str(k), ensure_ascii=False)}:{_short(v, depth + 1)}"
+                for k, v in list(value.items())[:20]
+            )
             + ("}" if len(value) <= 20 else ",…}")
         )
     if isinstance(value, list | tuple):

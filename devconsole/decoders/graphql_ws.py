@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from devconsole.decoders.base import (
-    DecodeError,
     Decoded,
+    DecodeError,
     Frame,
     Packet,
     ProtocolDecoder,
@@ -30,10 +30,22 @@ from devconsole.model import Handshake, Opcode, Side
 
 TYPES = frozenset(
     {
-        "connection_init", "connection_ack", "ping", "pong", "subscribe", "next", "error",
-        "complete", "connection_error", "ka", "start", "data", "stop", "connection_terminate",
+        "connection_init",
+        "connection_ack",
+        "ping",
+        "pong",
+        "subscribe",
+        "next",
+        "error",
+        "complete",
+        "connection_error",
+        "ka",
+        "start",
+        "data",
+        "stop",
+        "connection_terminate",
     }
-)  # fmt: skip
+)
 _OP = re.compile(r"^\s*(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)")
 _FIELD = re.compile(r"^\s*(?:(query|mutation|subscription)\b[^{]*)?\{\s*([_A-Za-z][_0-9A-Za-z]*)")
 
@@ -79,9 +91,7 @@ class GraphQLWSDecoder(ProtocolDecoder):
                     return 0.9 if t != b'"start"' or "id" in v else 0.3
         return 0.0
 
-    def decode(
-        self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0
-    ) -> Decoded:
+    def decode(self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0) -> Decoded:
         v = loads_json(payload)
         if not isinstance(v, dict):
             raise DecodeError("a GraphQL over WebSocket message is a JSON object")

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from devconsole.decoders.base import (
-    DecodeError,
     Decoded,
+    DecodeError,
     Frame,
     Packet,
     ProtocolDecoder,
@@ -41,9 +41,7 @@ class JsonRpcDecoder(ProtocolDecoder):
         head = payload.lstrip()[:1]
         return 0.95 if head in (b"{", b"[") else 0.0
 
-    def decode(
-        self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0
-    ) -> Decoded:
+    def decode(self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0) -> Decoded:
         value = loads_json(payload)
         if isinstance(value, list):
             if not value:

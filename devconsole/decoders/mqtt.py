@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from devconsole.decoders.base import (
-    DecodeError,
     Decoded,
+    DecodeError,
     Frame,
     Packet,
     ProtocolDecoder,
@@ -32,10 +32,23 @@ from devconsole.decoders.base import (
 from devconsole.model import Handshake, Opcode, Side
 
 TYPES = (
-    None, "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",
-    "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT",
+    None,
+    "CONNECT",
+    "CONNACK",
+    "PUBLISH",
+    "PUBACK",
+    "PUBREC",
+    "PUBREL",
+    "PUBCOMP",
+    "SUBSCRIBE",
+    "SUBACK",
+    "UNSUBSCRIBE",
+    "UNSUBACK",
+    "PINGREQ",
+    "PINGRESP",
+    "DISCONNECT",
     "AUTH",
-)  # fmt: skip
+)
 _CODE = {name: i for i, name in enumerate(TYPES) if name}
 MAX_PACKET = 256 << 20  # the largest remaining length MQTT allows
 _ACKS = ("PUBACK", "PUBREC", "PUBREL", "PUBCOMP")
@@ -219,16 +232,16 @@ class MqttDecoder(ProtocolDecoder):
     def sniff(self, payload: bytes, opcode: int, side: Side) -> float:
         if opcode != Opcode.BINARY or len(payload) < 10:
             return 0.0
-        if payload[0] == 0x10 and (b"\x00\x04MQTT" in payload[:8] or b"\x00\x06MQIsdp" in payload[:10]):
+        if payload[0] == 0x10 and (
+            b"\x00\x04MQTT" in payload[:8] or b"\x00\x06MQIsdp" in payload[:10]
+        ):
             return 0.95
         return 0.0
 
     def new_state(self, hs: Handshake | None = None) -> MqttState:
         return MqttState()
 
-    def decode(
-        self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0
-    ) -> Decoded:
+    def decode(self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0) -> Decoded:
         st = state if isinstance(state, MqttState) else MqttState()
         data = st.buf[side] + payload if st.buf[side] else payload
         try:
@@ -293,7 +306,7 @@ class MqttDecoder(ProtocolDecoder):
             if cf & 0x40:
                 f["password"] = _text_or_bytes(r.binary())
             st.keepalive = f["keepalive"]
-            summary += f" v{ {3: '3.1', 4: '3.1.1', 5: '5'}.get(version, version)}"
+            summary += f" v{ {3: '3.1', 4: '3.1.1', 5: '5'}.get(version, version) }"
             summary += f" client_id={f['client_id']} keepalive={f['keepalive']}s"
             key, role, method = "connect", "request", "CONNECT"
             if f["keepalive"]:
@@ -551,9 +564,12 @@ def encode_packet(fields: Mapping[str, Any], state: Any = None) -> bytes:
             body += _props(fields.get("properties"))
         if name == "SUBACK" or v5:
             body += bytes(int(c) for c in fields.get("reason_codes", []))
-    elif name in ("DISCONNECT", "AUTH") and v5:
-        if "reason_code" in fields or "properties" in fields:
-            body.append(int(fields.get("reason_code", 0)))
-            if "properties" in fields:
-                body += _props(fields["properties"])
+    elif (
+        name in ("DISCONNECT", "AUTH")
+        and v5
+        and ("reason_code" in fields or "properties" in fields)
+    ):
+        body.append(int(fields.get("reason_code", 0)))
+        if "properties" in fields:
+            body += _props(fields["properties"])
     return bytes([(_CODE[name] << 4) | flags]) + _varint(len(body)) + bytes(body)

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from devconsole.decoders.base import (
-    DecodeError,
     Decoded,
+    DecodeError,
     Frame,
     Packet,
     ProtocolDecoder,
@@ -53,9 +53,7 @@ class PhoenixDecoder(ProtocolDecoder):
             return 0.9
         return 0.0
 
-    def decode(
-        self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0
-    ) -> Decoded:
+    def decode(self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0) -> Decoded:
         if opcode == Opcode.BINARY:
             return Decoded(self.name, (self._packet(_binary(payload), side),))
         v = loads_json(payload)
@@ -136,14 +134,32 @@ def _binary(data: bytes) -> dict[str, Any]:
         pos += n
     rest = data[pos:]
     if kind == "broadcast":
-        return {"join_ref": None, "ref": None, "topic": parts[0], "event": parts[1],
-                "payload": rest, "vsn": 2}  # fmt: skip
+        return {
+            "join_ref": None,
+            "ref": None,
+            "topic": parts[0],
+            "event": parts[1],
+            "payload": rest,
+            "vsn": 2,
+        }
     join_ref, ref, topic, ev = parts
     if kind == "reply":
-        return {"join_ref": join_ref or None, "ref": ref, "topic": topic, "event": "phx_reply",
-                "payload": {"status": ev, "response": rest}, "vsn": 2}  # fmt: skip
-    return {"join_ref": join_ref or None, "ref": ref or None, "topic": topic, "event": ev,
-            "payload": rest, "vsn": 2}  # fmt: skip
+        return {
+            "join_ref": join_ref or None,
+            "ref": ref,
+            "topic": topic,
+            "event": "phx_reply",
+            "payload": {"status": ev, "response": rest},
+            "vsn": 2,
+        }
+    return {
+        "join_ref": join_ref or None,
+        "ref": ref or None,
+        "topic": topic,
+        "event": ev,
+        "payload": rest,
+        "vsn": 2,
+    }
 
 
 def _encode_binary(f: Mapping[str, Any]) -> bytes:
@@ -153,8 +169,20 @@ def _encode_binary(f: Mapping[str, Any]) -> bytes:
             raise ValueError("binary header strings are at most 255 bytes")
         return raw
 
-    join_ref, ref, topic, event = b(f.get("join_ref")), b(f.get("ref")), b(f["topic"]), b(f["event"])
+    join_ref, ref, topic, event = (
+        b(f.get("join_ref")),
+        b(f.get("ref")),
+        b(f["topic"]),
+        b(f["event"]),
+    )
     payload = bytes(f["payload"])
     if not ref and not join_ref:
         return bytes([2, len(topic), len(event)]) + topic + event + payload
-    return bytes([0, len(join_ref), len(ref), len(topic), len(event)]) + join_ref + ref + topic + event + payload
+    return (
+        bytes([0, len(join_ref), len(ref), len(topic), len(event)])
+        + join_ref
+        + ref
+        + topic
+        + event
+        + payload
+    )

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from devconsole.decoders.base import (
-    DecodeError,
     Decoded,
+    DecodeError,
     Frame,
     Packet,
     ProtocolDecoder,
@@ -95,9 +95,7 @@ class ProtobufDecoder(ProtocolDecoder):
         self.name = f"{PREFIX}:{type_name}"  # type: ignore[misc]
         self._cls = message_factory.GetMessageClass(desc)
 
-    def decode(
-        self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0
-    ) -> Decoded:
+    def decode(self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0) -> Decoded:
         from google.protobuf import json_format
         from google.protobuf.message import DecodeError as PbError
 

@@ -20,8 +20,8 @@ from typing import Any
 import msgpack
 
 from devconsole.decoders.base import (
-    DecodeError,
     Decoded,
+    DecodeError,
     Frame,
     Packet,
     ProtocolDecoder,
@@ -68,9 +68,7 @@ class SignalRDecoder(ProtocolDecoder):
                 return 0.9
         return 0.0
 
-    def decode(
-        self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0
-    ) -> Decoded:
+    def decode(self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0) -> Decoded:
         if opcode == Opcode.TEXT:
             packets = self._json_records(payload)
         else:
@@ -85,7 +83,7 @@ class SignalRDecoder(ProtocolDecoder):
         records = payload[:-1].split(RS)
         if len(records) > MAX_RECORDS:
             raise DecodeError("too many records")
-        out = []
+        out: list[Packet] = []
         for raw in records:
             v = loads_json(raw)
             if not isinstance(v, dict):
@@ -109,7 +107,7 @@ class SignalRDecoder(ProtocolDecoder):
     # ----------------------------------------------------------------- MessagePack
 
     def _msgpack_records(self, payload: bytes) -> list[Packet]:
-        out = []
+        out: list[Packet] = []
         pos = 0
         n = len(payload)
         while pos < n:
@@ -155,7 +153,13 @@ class SignalRDecoder(ProtocolDecoder):
                 raise DecodeError(f"{t}: missing element {i}")
             return arr[i]
 
-        if t in ("invocation", "stream_invocation", "stream_item", "completion", "cancel_invocation"):
+        if t in (
+            "invocation",
+            "stream_invocation",
+            "stream_item",
+            "completion",
+            "cancel_invocation",
+        ):
             if at(1):
                 f["headers"] = at(1)
             if at(2) is not None:
@@ -238,7 +242,13 @@ class SignalRDecoder(ProtocolDecoder):
         if encoding != "messagepack":
             raise ValueError("encoding must be json or messagepack")
         arr: list[Any] = [_NUM[t]]
-        if t in ("invocation", "stream_invocation", "stream_item", "completion", "cancel_invocation"):
+        if t in (
+            "invocation",
+            "stream_invocation",
+            "stream_item",
+            "completion",
+            "cancel_invocation",
+        ):
             arr += [body.get("headers") or {}, body.get("invocationId")]
         if t in ("invocation", "stream_invocation"):
             arr += [body.get("target"), body.get("arguments", [])]

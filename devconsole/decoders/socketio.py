@@ -21,11 +21,11 @@ binary_event, binary_ack), ``namespace``, ``event``, ``args``, ``ack``, ``data``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from devconsole.decoders.base import (
-    DecodeError,
     Decoded,
+    DecodeError,
     Frame,
     Packet,
     ProtocolDecoder,
@@ -112,9 +112,7 @@ class SocketIODecoder(ProtocolDecoder):
 
     # ----------------------------------------------------------------- decode
 
-    def decode(
-        self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0
-    ) -> Decoded:
+    def decode(self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0) -> Decoded:
         st = state if isinstance(state, SocketIOState) else SocketIOState()
         if opcode == Opcode.BINARY:
             return self._binary(payload, side, st)
@@ -234,9 +232,7 @@ class SocketIODecoder(ProtocolDecoder):
             return Packet(summary, f, key=f"connect:{nsp}", role=role, method="connect")
         if t == "connect_error":
             data = f.get("data")
-            summary = f"sio connect_error {nsp}" + (
-                "" if data is None else f" {short_value(data)}"
-            )
+            summary = f"sio connect_error {nsp}" + ("" if data is None else f" {short_value(data)}")
             return Packet(summary, f, key=f"connect:{nsp}", role="reply")
         return Packet(f"sio {t} {nsp}", f)
 
@@ -268,12 +264,13 @@ class SocketIODecoder(ProtocolDecoder):
             )
         text, attachments = encode_sio(fields)
         prefix = b"\x04" if eio == 3 else b""
-        return [(Opcode.TEXT, ("4" + text).encode())] + [
+        frames: list[Frame] = [(Opcode.TEXT, ("4" + text).encode())]
+        return frames + [
             (Opcode.BINARY, prefix + a) for a in attachments
         ]
 
 
-def _num(v: Any) -> bool:
+def _num(v: Any) -> TypeGuard[float]:
     return isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
 
 
@@ -304,7 +301,7 @@ def parse_sio(text: str) -> dict[str, Any]:
             # "1/admin": no comma when nothing follows; but "2/chat[...]" is malformed
             end = len(ep)
             for i, c in enumerate(ep):
-                if c in "[{\"" or c.isdigit():
+                if c in '[{"' or c.isdigit():
                     end = i
                     break
             nsp, ep = ep[:end], ep[end:]

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from devconsole.decoders.base import (
-    DecodeError,
     Decoded,
+    DecodeError,
     Frame,
     Packet,
     ProtocolDecoder,
@@ -26,9 +26,20 @@ from devconsole.decoders.base import (
 from devconsole.model import Handshake, Opcode, Side
 
 CLIENT_COMMANDS = frozenset(
-    {"CONNECT", "STOMP", "SEND", "SUBSCRIBE", "UNSUBSCRIBE", "BEGIN", "COMMIT", "ABORT", "ACK",
-     "NACK", "DISCONNECT"}
-)  # fmt: skip
+    {
+        "CONNECT",
+        "STOMP",
+        "SEND",
+        "SUBSCRIBE",
+        "UNSUBSCRIBE",
+        "BEGIN",
+        "COMMIT",
+        "ABORT",
+        "ACK",
+        "NACK",
+        "DISCONNECT",
+    }
+)
 SERVER_COMMANDS = frozenset({"CONNECTED", "MESSAGE", "RECEIPT", "ERROR"})
 COMMANDS = CLIENT_COMMANDS | SERVER_COMMANDS
 HEARTBEAT = "heart-beat"
@@ -95,9 +106,7 @@ class StompDecoder(ProtocolDecoder):
     def new_state(self, hs: Handshake | None = None) -> StompState:
         return StompState()
 
-    def decode(
-        self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0
-    ) -> Decoded:
+    def decode(self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0) -> Decoded:
         st = state if isinstance(state, StompState) else StompState()
         packets: list[Packet] = []
         pos = 0
@@ -106,7 +115,9 @@ class StompDecoder(ProtocolDecoder):
         if payload and not payload.strip(b"\r\n"):
             # a message of end-of-lines only: a heart-beat (EOLs after a frame's NUL are
             # padding, not heart-beats)
-            return Decoded(self.name, (Packet("STOMP heart-beat", {"command": HEARTBEAT}, role="beat"),))
+            return Decoded(
+                self.name, (Packet("STOMP heart-beat", {"command": HEARTBEAT}, role="beat"),)
+            )
         while pos < n and len(packets) < MAX_FRAMES:
             while pos < n and payload[pos] in (10, 13):
                 pos += 1
@@ -252,6 +263,6 @@ class StompDecoder(ProtocolDecoder):
 
 def frame(command: str, headers: Mapping[str, str] | None = None, body: str = "") -> bytes:
     """One STOMP frame (tests, inject)."""
-    return StompDecoder().encode({"command": command, "headers": dict(headers or {}), "body": body})[
-        0
-    ][1]
+    return StompDecoder().encode(
+        {"command": command, "headers": dict(headers or {}), "body": body}
+    )[0][1]

@@ -100,6 +100,7 @@ class ProtocolTracker:
         return c
 
     def _choose(self, c: _Conn) -> None:
+        name: str | None
         if c.override is not None:
             name, reason = c.override, "chosen for this connection"
         else:
@@ -182,9 +183,12 @@ class ProtocolTracker:
             name, why = hint(c.hs) if c.override is None else (None, "")
             if name is not None:
                 dec = get_protocol(name)
-                if dec is not None and decode_message(
-                    dec, item.payload, item.opcode, item.side, dec.new_state(c.hs)
-                ).ok:
+                if (
+                    dec is not None
+                    and decode_message(
+                        dec, item.payload, item.opcode, item.side, dec.new_state(c.hs)
+                    ).ok
+                ):
                     self._set(c, name, f"{why}, confirmed by content")
             if c.decoder is None:
                 name, _ = sniff(item.payload, item.opcode, item.side)
@@ -240,7 +244,9 @@ class ProtocolTracker:
         if dec is None or isinstance(item, ControlFrame):
             return None
         hs = self.handshake(item.conn)
-        return decode_message(dec, item.payload, item.opcode, item.side, dec.new_state(hs), item.seq)
+        return decode_message(
+            dec, item.payload, item.opcode, item.side, dec.new_state(hs), item.seq
+        )
 
     def encode(self, conn: str, fields: dict[str, Any], name: str | None = None) -> list[Frame]:
         """The WebSocket messages that carry the packet ``fields`` on ``conn``, encoded by

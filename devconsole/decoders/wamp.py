@@ -22,8 +22,8 @@ from typing import Any
 import msgpack
 
 from devconsole.decoders.base import (
-    DecodeError,
     Decoded,
+    DecodeError,
     Frame,
     Packet,
     ProtocolDecoder,
@@ -61,10 +61,21 @@ SCHEMA: dict[int, tuple[str, tuple[str, ...]]] = {
 }
 _CODES = {name: code for code, (name, _) in SCHEMA.items()}
 _OPTIONAL = ("args", "kwargs")
-_REQUESTS = frozenset({"PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE", "CALL", "REGISTER", "UNREGISTER",
-                       "INVOCATION"})  # fmt: skip
-_REPLIES = frozenset({"PUBLISHED", "SUBSCRIBED", "UNSUBSCRIBED", "RESULT", "REGISTERED",
-                      "UNREGISTERED", "YIELD", "ERROR"})  # fmt: skip
+_REQUESTS = frozenset(
+    {"PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE", "CALL", "REGISTER", "UNREGISTER", "INVOCATION"}
+)
+_REPLIES = frozenset(
+    {
+        "PUBLISHED",
+        "SUBSCRIBED",
+        "UNSUBSCRIBED",
+        "RESULT",
+        "REGISTERED",
+        "UNREGISTERED",
+        "YIELD",
+        "ERROR",
+    }
+)
 
 
 class WampDecoder(ProtocolDecoder):
@@ -83,9 +94,7 @@ class WampDecoder(ProtocolDecoder):
                 return 0.7  # HELLO [1, "realm", {...}] / WELCOME [2, session, {...}]
         return 0.0
 
-    def decode(
-        self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0
-    ) -> Decoded:
+    def decode(self, payload: bytes, opcode: int, side: Side, state: Any, seq: int = 0) -> Decoded:
         if opcode == Opcode.TEXT:
             v, encoding = loads_json(payload), "json"
         else:
@@ -123,7 +132,9 @@ class WampDecoder(ProtocolDecoder):
         key = None if req is None else f"req:{req}"
         role = method = None
         if t in _REQUESTS and key:
-            if t == "PUBLISH" and not (isinstance(f.get("options"), dict) and f["options"].get("acknowledge")):
+            if t == "PUBLISH" and not (
+                isinstance(f.get("options"), dict) and f["options"].get("acknowledge")
+            ):
                 key = None
             else:
                 role = "request"
