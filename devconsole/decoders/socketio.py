@@ -265,9 +265,7 @@ class SocketIODecoder(ProtocolDecoder):
         text, attachments = encode_sio(fields)
         prefix = b"\x04" if eio == 3 else b""
         frames: list[Frame] = [(Opcode.TEXT, ("4" + text).encode())]
-        return frames + [
-            (Opcode.BINARY, prefix + a) for a in attachments
-        ]
+        return frames + [(Opcode.BINARY, prefix + a) for a in attachments]
 
 
 def _num(v: Any) -> TypeGuard[float]:
