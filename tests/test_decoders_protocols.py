@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devconsole import wire
 from devconsole.decoders.base import decode_message
 from devconsole.decoders.protocols import (
     all_decoders,
@@ -23,7 +22,7 @@ from devconsole.decoders.protocols import (
     protocol_names,
     sniff,
 )
-from devconsole.model import HandshakeEvent, Opcode
+from devconsole.model import Opcode
 from tests.conftest import ROOT, devconsole_cmd, running_proxy, wait_until, ws_server
 from tests.factories import make_handshake
 
@@ -123,18 +122,6 @@ def test_no_decoder_raises_on_fuzzed_input(data: bytes, op: int, side: str) -> N
         assert d.protocol == dec.name
         assert d.error is None or isinstance(d.error, str)
         dec.sniff(data, op, side)  # type: ignore[arg-type]
-
-
-def test_handshake_decoder_is_an_optional_trailing_wire_field() -> None:
-    plain = make_handshake()
-    enc = wire.encode_event(HandshakeEvent(plain))
-    assert len(enc[1]) == 21  # unchanged when unset: older viewers and captures agree
-    chosen = make_handshake(decoder="socket.io")
-    enc = wire.encode_event(HandshakeEvent(chosen))
-    assert len(enc[1]) == 22 and enc[1][-1] == "socket.io"
-    back = wire.decode_event(enc)
-    assert isinstance(back, HandshakeEvent) and back.handshake.decoder == "socket.io"
-    assert wire.decode_event(wire.encode_event(HandshakeEvent(plain))).handshake.decoder is None  # type: ignore[union-attr]
 
 
 @pytest.mark.timeout(60)

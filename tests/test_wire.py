@@ -397,7 +397,8 @@ def test_fields_of_lists_dataclass_fields_in_wire_order() -> None:
     assert wire.fields_of(GapEvent) == ["missed", "reason"]
     assert len(wire.fields_of(Message)) == len(wire.encode_event(EVENTS[2])) - 1
     assert len(wire.fields_of(ControlFrame)) == len(wire.encode_event(EVENTS[4])) - 1
-    assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1])
+    # Handshake.decoder is an optional trailing field, encoded only when set
+    assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1]) + 1
 
 
 # ------------------------------------------------------------------ property tests
@@ -528,3 +529,21 @@ def test_generated_messages_round_trip(msgs: list[Message]) -> None:
     [(kind, body)] = list(d.frames())
     assert kind == wire.EVENTS
     assert wire.decode_events(body) == msgs
+
+
+def test_handshake_decoder_is_an_optional_trailing_field() -> None:
+    """``devconsole proxy --decoder``'s choice travels in the handshake, appended only
+    when set: other handshakes encode as before and older encodings decode."""
+    plain = handshake()
+    enc = wire.encode_event(HandshakeEvent(plain))
+    assert len(enc[1]) == 21
+    back = wire.decode_event(enc)
+    assert isinstance(back, HandshakeEvent) and back.handshake.decoder is None
+    chosen = handshake(decoder="socket.io")
+    enc = wire.encode_event(HandshakeEvent(chosen))
+    assert len(enc[1]) == 22 and enc[1][-1] == "socket.io"
+    back = wire.decode_event(enc)
+    assert isinstance(back, HandshakeEvent) and back.handshake == chosen
+    enc[1][-1] = 7
+    with pytest.raises(wire.WireError, match="field 21"):
+        wire.decode_event(enc)

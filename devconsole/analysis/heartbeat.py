@@ -14,6 +14,12 @@ What it finds, per connection:
   ``pong_timeout``, skipped by the peer, or outstanding when the connection ended) are
   counted; pongs that answer nothing are *unsolicited* (a legal one-way heartbeat).
 - time since the last frame in each direction.
+- application-protocol heartbeats (``on_decoded``, a ProtocolTracker listener): Engine.IO
+  ping/pong, GraphQL-WS ping/pong and ``ka``, STOMP heart-beats, MQTT PINGREQ/PINGRESP,
+  Phoenix ``heartbeat``, SignalR ping, Action Cable ``ping``, per protocol and sender,
+  with the interval and timeout the protocol negotiated (Engine.IO open packet, STOMP
+  CONNECT/CONNECTED ``heart-beat``, MQTT keepalive) and how many intervals ran late.
+  Such messages are not also analysed as app heartbeats.
 - application-level heartbeats: a small data message whose normalised content repeats on
   a roughly regular schedule (at least ``app_min_count`` times, coefficient of variation
   of the interval below ``app_max_cv``). ``{"type":"ping","ts":123}`` is normalised to
