@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -69,7 +70,7 @@ class DecodeError(ValueError):
     """The payload is not a valid packet of the protocol (the message says why)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is built per decoded packet, frozen inits cost 2x
 class Packet:
     """One protocol packet.
 
@@ -89,7 +90,7 @@ class Packet:
     heartbeat: tuple[dict[str, Any], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decoded:
     """The protocol's reading of one WebSocket message.
 
@@ -260,9 +261,29 @@ def from_jsonable(value: Any) -> Any:
     return value
 
 
+_BYTES_MARK = re.compile(r'"\\u0000b(\d+)\\u0000"')
+
+
+def _mark(o: Any) -> Any:
+    if isinstance(o, bytes | bytearray | memoryview):
+        return f"\x00b{len(o)}\x00"  # JSON-escaped as \u0000: replaced by <N bytes>
+    if isinstance(o, tuple | set | frozenset):
+        return list(o)
+    return str(o)
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_mark)
+
+
 def short_value(value: Any, limit: int = 60) -> str:
     """A compact one-line rendering of a value for summaries (JSON, bytes as <N bytes>)."""
-    s = _short(value, depth=0)
+    try:
+        # one C encoder, built once: a summary is made for every decoded message
+        s = _ENCODER.encode(value)
+        if "\\u0000b" in s:
+            s = _BYTES_MARK.sub(r"<\1 bytes>", s)
+    except (TypeError, ValueError, RecursionError):  # odd keys, cycles
+        s = _short(value, depth=0)
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 

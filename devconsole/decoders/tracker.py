@@ -160,7 +160,10 @@ class ProtocolTracker:
 
     def on_event(self, ev: Event) -> None:
         """A Session observer: feed it every event, in order."""
-        if isinstance(ev, Message):
+        if type(ev) is Message:
+            c = self._conns.get(ev.conn)
+            if c is not None and c.decoder is None and c.sniff_left <= 0:
+                return  # the hot path of a connection nobody decodes
             self.feed(ev)
         elif isinstance(ev, HandshakeEvent | RefusedEvent):
             self._conn(ev.handshake.conn, ev.handshake)
