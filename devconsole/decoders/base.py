@@ -308,25 +308,3 @@ def _short(value: Any, depth: int) -> str:
         return json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         return str(value)
-
-
-def as_text(payload: bytes) -> str:
-    try:
-        return payload.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DecodeError(f"not UTF-8 at byte {e.start}") from None
-
-
-def require(fields: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    """``fields[name]``, checked; ValueError with a clear message otherwise."""
-    if name not in fields:
-        raise ValueError(f"missing field {name!r}")
-    v = fields[name]
-    if not isinstance(v, kind) or (isinstance(v, bool) and kind is int):
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        raise ValueError(f"field {name!r} must be {'/'.join(k.__name__ for k in kinds)}")
-    return v
-
-
-def seq_of(value: Any) -> Sequence[Any]:
-    return value if isinstance(value, list | tuple) else ()

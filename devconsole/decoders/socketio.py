@@ -393,7 +393,7 @@ def encode_sio(fields: Mapping[str, Any]) -> tuple[str, list[bytes]]:
         ptype = "binary_ack" if ptype in ("ack", "binary_ack") else ptype
         if ptype not in _BINARY:
             raise ValueError(f"{ptype} cannot carry binary data")
-    elif ptype in _BINARY and fields.get("attachments", 0) == 0 and "attachments" not in fields:
+    elif ptype in _BINARY:  # nothing binary left to attach: a plain event or ack
         ptype = "event" if ptype == "binary_event" else "ack"
     out = str(SIO_TYPES.index(ptype))
     if ptype in _BINARY:
