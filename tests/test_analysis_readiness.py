@@ -411,3 +411,30 @@ def test_latency_per_method_and_unanswered_requests() -> None:
     again = endpoint(build_report(session, None, 40.0), "/rpc")
     assert again["latency"]["methods"] == ep["latency"]["methods"]
     assert again["checklist"]["replies"]["ok"] is False
+
+
+def test_requests_still_waiting_on_a_live_connection_are_not_called_answered() -> None:
+    from devconsole.analysis.readiness import observe
+    from devconsole.model import HandshakeEvent as Hs
+    from devconsole.model import Message as Msg
+    from devconsole.model import Opcode as Op
+    from tests.factories import make_handshake
+
+    session = Session()
+    analysis = observe(session)
+    session.apply(Hs(make_handshake("r1", path="/rpc")))
+    for seq, (side, text) in enumerate(
+        [
+            ("client", '{"jsonrpc":"2.0","method":"a","id":1}'),
+            ("server", '{"jsonrpc":"2.0","result":1,"id":1}'),
+            ("client", '{"jsonrpc":"2.0","method":"debug_trace","id":2}'),
+        ],
+        start=1,
+    ):
+        p = text.encode()
+        session.apply(Msg(seq, "r1", float(seq), side, Op.TEXT, p, len(p), len(p) + 2))  # type: ignore[arg-type]
+    ep = endpoint(build_report(session, None, 10.0, analysis=analysis), "/rpc")
+    replies = ep["checklist"]["replies"]
+    assert replies["ok"] is None
+    assert replies["detail"].startswith("1 of 2 requests answered; 1 still waiting")
+    assert "debug_trace" in replies["detail"] and ep["latency"]["pending"] == 1

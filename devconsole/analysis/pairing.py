@@ -225,9 +225,11 @@ class PairTracker:
 
     def endpoint_report(self, path: str) -> dict[str, Any]:
         """``{"requests", "methods": [{"method", "protocol", "count", "p50", "p95",
-        "max"}], "unanswered": n, "unanswered_requests": [...], "unmatched_replies"}``
-        (latencies in seconds)."""
+        "max"}], "unanswered": n, "unanswered_requests": [...], "unmatched_replies",
+        "pending": n, "pending_requests": [...]}`` (latencies in seconds; pending: still
+        waiting on live connections)."""
         ep = self._endpoints.get(path)
+        waiting = [r for r in self.pending() if self._paths.get(r["conn"], "?") == path]
         if ep is None:
             return {
                 "requests": 0,
@@ -235,6 +237,8 @@ class PairTracker:
                 "unanswered": 0,
                 "unanswered_requests": [],
                 "unmatched_replies": 0,
+                "pending": 0,
+                "pending_requests": [],
             }
         methods = []
         for name, m in sorted(ep.methods.items(), key=lambda kv: (-kv[1].count, kv[0])):
@@ -255,6 +259,8 @@ class PairTracker:
             "unanswered": ep.unanswered_count,
             "unanswered_requests": list(ep.unanswered),
             "unmatched_replies": ep.unmatched,
+            "pending": len(waiting),  # still waiting, on connections still open
+            "pending_requests": waiting[:MAX_UNANSWERED],
         }
 
     def paths(self) -> Iterable[str]:

@@ -446,6 +446,18 @@ def _replies(latency: dict[str, Any]) -> dict[str, Any]:
             f"ended: {shown}{more}",
             unanswered=n,
         )
+    waiting = latency.get("pending", 0)
+    if waiting:
+        shown = "; ".join(
+            f"#{u['conn']} {safe_text(u['summary'][:100])}"
+            for u in latency.get("pending_requests", [])[:5]
+        )
+        return _item(
+            None,
+            f"{latency['requests'] - waiting} of {latency['requests']} requests answered; "
+            f"{waiting} still waiting on open connections: {shown}",
+            unanswered=0,
+        )
     return _item(True, f"all {latency['requests']} requests answered", unanswered=0)
 
 
