@@ -651,16 +651,22 @@ def build_report(
     endpoints: Iterable[EndpointReport] | None = None,
     analysis: Analysis | None = None,
 ) -> dict[str, Any]:
-    """The readiness report of everything ``session`` knows. Without a ``heartbeat``
-    monitor (or ``analysis``, from ``observe``), one is built from the session's
-    buffered items (evicted ones are lost), and so are the request/reply pairs.
+    """The readiness report of everything ``session`` knows. With ``analysis`` (from
+    ``observe``), its monitor, pairs and protocols are used. Without it or a
+    ``heartbeat`` monitor, both are built from the session's buffered items (evicted
+    ones are lost); with a monitor but no analysis, there is no pairing (latency).
     ``endpoints`` may be passed when already computed by ``analyze_endpoints``."""
     if analysis is not None:
         heartbeat = analysis.heartbeat
         pairs = analysis.pairs
         protos = {cid: p for cid in session.connections if (p := analysis.tracker.protocol_of(cid))}
-    else:
+    elif heartbeat is None:
         pairs, protos = pairs_from_session(session)
+    else:
+        # A live caller with its own monitor but no analysis (a screen refreshing the
+        # report): decoding the whole buffer on every refresh would cost seconds, so no
+        # pairing here; attach ``observe()`` to the Session to get it.
+        pairs, protos = PairTracker(), {}
     monitor = heartbeat if heartbeat is not None else HeartbeatMonitor.from_session(session)
     eps = (
         list(endpoints)

@@ -48,12 +48,15 @@ class ActionCableDecoder(ProtocolDecoder):
     name = "actioncable"
     title = "Rails Action Cable"
     short = "cable"
-    subprotocols = ("actioncable-v1-json", "actioncable-v1-msgpack", "actioncable-unsupported")
+    # (actioncable-v1-msgpack, AnyCable's binary variant, is not decoded)
+    subprotocols = ("actioncable-v1-json", "actioncable-unsupported")
 
     def detect(self, hs: Handshake) -> float:
         # Rails offers "actioncable-unsupported" besides the real one: any offer counts.
         offered = [p.lower() for p in hs.requested_subprotocols]
-        if any(p.startswith("actioncable") for p in offered):
+        if (hs.subprotocol or "").lower() not in ("", *self.subprotocols):
+            return 0.0  # the server chose another one (a binary variant)
+        if any(p in self.subprotocols for p in offered):
             return 1.0
         return super().detect(hs)
 
