@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +135,7 @@ class Capture:
         self.tap_error: str | None = None
         self.started = asyncio.Event()
         self._ping_counter = 0
+        self.decoder_rules: list[Any] = []  # devconsole_decoders, parsed
 
     # ------------------------------------------------------------------ options
 
@@ -165,6 +166,13 @@ class Capture:
             "Payload bytes kept per message; larger ones are kept truncated "
             "with their true size recorded.",
         )
+        loader.add_option(
+            "devconsole_decoders",
+            Sequence[str],
+            [],
+            "Application-protocol decoders by URL path, PATH_GLOB=NAME (socket.io, "
+            "signalr, graphql-ws, stomp, mqtt, jsonrpc, ...); viewers see the choice.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -191,6 +199,13 @@ class Capture:
             if mp is None or mp < 0:
                 raise exceptions.OptionsError("devconsole_max_payload must be >= 0")
             self.max_payload = mp
+        if "devconsole_decoders" in updated:
+            from devconsole.decoders.protocols import parse_rules
+
+            try:
+                self.decoder_rules = parse_rules(opts.devconsole_decoders)
+            except ValueError as e:
+                raise exceptions.OptionsError(str(e)) from None
         if "devconsole_tap" in updated and opts.devconsole_tap not in ("", "off"):
             try:
                 parse_tap(opts.devconsole_tap)
@@ -283,6 +298,10 @@ class Capture:
             cookies=[(k, v) for k, v in req.cookies.items(multi=True)],
         )
         self.next_conn += 1
+        for rule in self.decoder_rules:  # the proxy's --decoder choice travels with it
+            if rule.matches(hs):
+                hs.decoder = rule.name
+                break
         self._upgrades[flow.id] = hs
         # Shown as "connecting" until the server answers (a copy: the response fills hs).
         self._emit(HandshakeEvent(dataclasses.replace(hs)))

@@ -57,6 +57,12 @@ class ChildProxy:
                 cmd += ["--record-max", str(args.record_max)]
         for s in args.set or []:
             cmd += ["--set", s]
+        for d in getattr(args, "decoder", None) or []:
+            cmd += ["--decoder", d]
+        for d in getattr(args, "proto_desc", None) or []:
+            cmd += ["--proto-desc", d]
+        for d in getattr(args, "proto_type", None) or []:
+            cmd += ["--proto-type", d]
         self.log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL, text=True

@@ -22,6 +22,7 @@ from devconsole.commands import demo as demo_commands
 from devconsole.commands import events as event_commands
 from devconsole.commands import faults as fault_commands
 from devconsole.commands import files as file_commands
+from devconsole.commands import protocols as protocol_commands
 from devconsole.commands import proxy as proxy_commands
 from devconsole.commands import report as report_commands
 from devconsole.commands import store as store_commands
@@ -35,6 +36,9 @@ __all__ = ["CliError", "build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="devconsole",
+        # no abbreviations at the top: they would make "inject --proto" ambiguous with
+        # the top-level --proto-desc/--proto-type before the subcommand parses it
+        allow_abbrev=False,
         description="WebSocket debugging proxy and live traffic inspector. Without a "
         "command: start the proxy and the TUI.",
     )
@@ -50,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     file_commands.register(sub)
     store_commands.register(sub)
     demo_commands.register(sub)
+    protocol_commands.register(sub)
     return parser
 
 

@@ -76,6 +76,7 @@ class Handshake:
     # ("control frames", "fragmentation", "close", ...), which is unknown, not absent.
     source: str = ""
     unknown: list[str] = field(default_factory=list)
+    decoder: str | None = None  # the proxy's --decoder choice for this path (docs/protocols.md)
 
     def request_header(self, name: str) -> str | None:
         lname = name.lower()

@@ -52,6 +52,7 @@ class ProxyConfig:
     sets: Sequence[str] = field(default_factory=list)  # NAME=VALUE, like mitmproxy's --set
     record: str = ""  # a recording directory: every event written to disk (store/segments)
     record_max: int | None = None  # bytes the recording may use (oldest segments removed)
+    decoders: Sequence[str] = field(default_factory=list)  # PATH_GLOB=NAME (docs/protocols.md)
 
 
 def parse_listen(spec: str) -> tuple[str, int]:
@@ -258,6 +259,8 @@ class DevconsoleProxy:
             "devconsole_buffer_bytes": cfg.buffer_bytes,
             "devconsole_max_payload": cfg.max_payload,
         }
+        if cfg.decoders:
+            updates["devconsole_decoders"] = list(cfg.decoders)
         if cfg.confdir:
             updates["confdir"] = cfg.confdir
         try:

@@ -106,10 +106,12 @@ _HANDSHAKE_TYPES: tuple[tuple[type, ...], ...] = (
     _INT,  # body_size
     _OSTR,  # error
 )
-# optional trailing fields, written only when set (older files decode with the defaults)
+# optional trailing fields, written only when set (older files decode with the defaults);
+# a field is written with those before it, at their defaults if they are not set
 _HANDSHAKE_OPTIONAL: tuple[tuple[type, ...], ...] = (
     _STR,  # source
     _LIST,  # unknown
+    _OSTR,  # decoder: the proxy's --decoder choice
 )
 _HANDSHAKE_PAIRS = {8, 10, 11, 14}  # list-of-pairs fields
 _HANDSHAKE_STRS = {16, 22}  # list-of-str fields
@@ -209,8 +211,12 @@ def _enc_handshake(h: Handshake) -> list[Any]:
         h.response_headers, h.subprotocol, h.extensions, h.ts_response, h.body,
         h.body_size, h.error,
     ]  # fmt: skip
-    if h.source or h.unknown:  # imported connections only: live captures keep 21 fields
+    # Live captures without a --decoder choice keep 21 fields; imported connections add
+    # source and unknown; a proxy-side decoder choice comes after them.
+    if h.source or h.unknown or h.decoder is not None:
         out += [h.source, h.unknown]
+    if h.decoder is not None:
+        out.append(h.decoder)
     return out
 
 

@@ -236,10 +236,11 @@ def run_cli(*args: str, timeout: float = 30, **kw: Any) -> subprocess.CompletedP
 
 
 def need_binary(*names: str) -> str:
-    """The path of the first of ``names`` on PATH. Missing: the test is skipped with the
-    reason, except in CI (CI=1/true), where it fails: CI installs it (.ci/run)."""
+    """The path of the first of ``names`` on PATH (or in /usr/sbin, where Debian puts
+    daemons such as mosquitto). Missing: the test is skipped with the reason, except in
+    CI (CI=1/true), where it fails: CI installs it (.ci/run)."""
     for name in names:
-        path = shutil.which(name)
+        path = shutil.which(name) or shutil.which(name, path="/usr/sbin")
         if path:
             return path
     why = f"{' / '.join(names)} is not installed (apt-get install -y {names[0]})"

@@ -412,3 +412,53 @@ def test_flood_on_one_side_is_sampled_and_other_side_still_detected() -> None:
     assert flood.count <= 50 * 31  # at most app_max_rate a second were analysed
     hbs = mon.report("c", now=30.0).app_heartbeats
     assert [(h.side, h.signature, h.count) for h in hbs] == [(CLIENT, '{"op":"hb"}', 30)]
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+def test_protocol_heartbeats_with_negotiated_interval_are_not_app_heartbeats() -> None:
+    from devconsole.decoders.tracker import ProtocolTracker
+    from devconsole.model import HandshakeEvent
+    from devconsole.session import Session
+    from tests.factories import make_handshake
+
+    session = Session()
+    tracker = ProtocolTracker()
+    mon = HeartbeatMonitor()
+    tracker.listeners.append(mon.on_decoded)
+    session.observers += [tracker.on_event, mon.on_event]
+    session.apply(HandshakeEvent(make_handshake("c1", path="/socket.io/", query=[("EIO", "4")])))
+    seq = iter(range(1, 10_000))
+
+    def send(side: str, ts: float, text: str) -> None:
+        p = text.encode()
+        session.apply(Message(next(seq), "c1", ts, side, Opcode.TEXT, p, len(p), len(p) + 2))  # type: ignore[arg-type]
+
+    send("server", 0.0, '0{"sid":"s","upgrades":[],"pingInterval":5000,"pingTimeout":2000}')
+    for i in range(6):
+        t = 1.0 + 5.0 * i + (3.0 if i == 5 else 0.0)  # the last one is late
+        send("server", t, "2")
+        send("client", t + 0.01, "3")
+    rep = mon.report("c1", now=100.0)
+    assert rep.app_heartbeats == []  # "2"/"3" are Engine.IO's, counted as such
+    [hb] = rep.protocol
+    assert (hb.protocol, hb.side, hb.kind, hb.count) == ("socket.io", "server", "ping", 6)
+    assert hb.negotiated_interval == 5.0 and hb.negotiated_timeout == 2.0
+    assert hb.interval_p50 == pytest.approx(5.0) and hb.rtt_count == 6
+    assert hb.rtt_p50 == pytest.approx(0.01) and hb.late == 1 and hb.unanswered == 0
+    assert rep.seen and rep.to_dict()["protocol"][0]["negotiated_interval"] == 5.0
+
+
+def test_one_way_protocol_beats_are_never_unanswered() -> None:
+    from devconsole.decoders.base import Decoded, Packet
+
+    mon = HeartbeatMonitor()
+    for i in range(4):
+        m = Message(i + 1, "c", float(i * 3), "server", Opcode.TEXT, b"{}", 2, 4)
+        mon.observe(m)
+        mon.on_decoded(m, Decoded("actioncable", (Packet("cable ping", {}, role="beat"),)))
+    mon.end("c", 20.0)
+    [hb] = mon.report("c", 30.0).protocol
+    assert hb.kind == "beat" and hb.count == 4 and hb.unanswered == 0
+    assert hb.interval_mean == pytest.approx(3.0)

@@ -241,6 +241,8 @@ def test_report_shape_and_checklist() -> None:
             "backoff",
             "heartbeat",
             "backplane",
+            "protocols",
+            "latency",
             "checklist",
         }
         # no backplane recorded: reported as not observed, never assumed
@@ -352,3 +354,84 @@ def test_render_text() -> None:
     assert "[ ok ] heartbeat" in text
     assert "[" in text and "\x1b" not in text  # plain text, no escape codes
     assert render_text({"endpoints": []}).startswith("Production readiness: 0 endpoint(s)")
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+def test_latency_per_method_and_unanswered_requests() -> None:
+    from devconsole.analysis.readiness import observe
+    from devconsole.model import EndEvent as End
+    from devconsole.model import HandshakeEvent as Hs
+    from devconsole.model import Message as Msg
+    from devconsole.model import Opcode as Op
+    from tests.factories import make_handshake
+
+    session = Session()
+    analysis = observe(session)
+    session.apply(Hs(make_handshake("r1", path="/rpc")))
+    seq = iter(range(1, 1000))
+
+    def send(side: str, ts: float, text: str) -> None:
+        p = text.encode()
+        session.apply(Msg(next(seq), "r1", ts, side, Op.TEXT, p, len(p), len(p) + 2))  # type: ignore[arg-type]
+
+    for i in range(10):
+        send("client", i, f'{{"jsonrpc":"2.0","method":"eth_call","id":{i}}}')
+        send("server", i + 0.01 * (i + 1), f'{{"jsonrpc":"2.0","result":"0x","id":{i}}}')
+    send(
+        "client",
+        20.0,
+        '{"jsonrpc":"2.0","method":"eth_subscribe","id":"s","params":["x\\u001b[2J"]}',
+    )
+    session.apply(End("r1", 30.0, True, "client"))
+    report = build_report(session, None, 40.0, analysis=analysis)
+    ep = endpoint(report, "/rpc")
+    assert ep["protocols"] == ["jsonrpc"]
+    [m] = ep["latency"]["methods"]
+    assert (m["method"], m["count"], m["p50"], m["p95"], m["max"]) == (
+        "eth_call",
+        10,
+        0.05,
+        0.1,
+        0.1,
+    )
+    replies = ep["checklist"]["replies"]
+    assert replies["ok"] is False and replies["unanswered"] == 1
+    assert (
+        "1 of 11 requests unanswered" in replies["detail"] and "eth_subscribe" in replies["detail"]
+    )
+    text = render_text(report)
+    assert "latency (request -> first answer):" in text and "eth_call" in text
+    assert "\x1b" not in text
+    # without an analysis, the same is rebuilt from the buffered items
+    again = endpoint(build_report(session, None, 40.0), "/rpc")
+    assert again["latency"]["methods"] == ep["latency"]["methods"]
+    assert again["checklist"]["replies"]["ok"] is False
+
+
+def test_requests_still_waiting_on_a_live_connection_are_not_called_answered() -> None:
+    from devconsole.analysis.readiness import observe
+    from devconsole.model import HandshakeEvent as Hs
+    from devconsole.model import Message as Msg
+    from devconsole.model import Opcode as Op
+    from tests.factories import make_handshake
+
+    session = Session()
+    analysis = observe(session)
+    session.apply(Hs(make_handshake("r1", path="/rpc")))
+    for seq, (side, text) in enumerate(
+        [
+            ("client", '{"jsonrpc":"2.0","method":"a","id":1}'),
+            ("server", '{"jsonrpc":"2.0","result":1,"id":1}'),
+            ("client", '{"jsonrpc":"2.0","method":"debug_trace","id":2}'),
+        ],
+        start=1,
+    ):
+        p = text.encode()
+        session.apply(Msg(seq, "r1", float(seq), side, Op.TEXT, p, len(p), len(p) + 2))  # type: ignore[arg-type]
+    ep = endpoint(build_report(session, None, 10.0, analysis=analysis), "/rpc")
+    replies = ep["checklist"]["replies"]
+    assert replies["ok"] is None
+    assert replies["detail"].startswith("1 of 2 requests answered; 1 still waiting")
+    assert "debug_trace" in replies["detail"] and ep["latency"]["pending"] == 1

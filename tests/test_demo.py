@@ -72,7 +72,8 @@ async def test_server_alone_refuses_and_serves() -> None:
 
 
 def _scenario_seen(stats: DemoStats, rate: int) -> bool:
-    """Every behaviour of the demo happened at least once (and a second of flood)."""
+    """Every behaviour of the demo happened at least once (and a second of flood),
+    the application protocols' answers included."""
     return (
         stats.accepted["/chat"] >= 3
         and stats.received["/chat"] >= 5
@@ -86,6 +87,10 @@ def _scenario_seen(stats: DemoStats, rate: int) -> bool:
         and stats.accepted["/feed"] >= 2
         and stats.reconnects["/feed"] >= 1
         and bool(stats.feed_delays)
+        and stats.accepted["/socket.io/"] >= 2
+        and stats.sio_acks >= 3
+        and stats.accepted["/rpc"] >= 1
+        and stats.rpc_results >= 3
         and stats.flood_received >= rate
     )
 
@@ -116,6 +121,9 @@ def _check(stats: DemoStats, seconds: float, rate: int) -> None:
     expected = rate * seconds
     assert 0.6 * expected <= stats.flood_received <= 1.1 * expected, (s, seconds)
     assert stats.flood_received == stats.flood_sent, s
+    # the application protocols: Socket.IO acks and JSON-RPC answers came back
+    assert stats.accepted["/socket.io/"] >= 2 and stats.sio_acks >= 3, s
+    assert stats.accepted["/rpc"] >= 1 and stats.rpc_results >= 3, s
 
 
 async def test_demo_direct() -> None:
@@ -178,3 +186,97 @@ async def test_demo_through_mitmproxy() -> None:
     finally:
         master.shutdown()
         await asyncio.wait_for(running, timeout=10)
+
+
+async def test_a_real_socketio_client_talks_to_the_demo_server() -> None:
+    """The demo's Socket.IO server is built with devconsole's codec: python-socketio's
+    client connects to it, emits with an ack (binary attachment included) and gets
+    the broadcast."""
+    import socketio
+
+    stats = DemoStats()
+    server, port = await start_demo_server("127.0.0.1", config=DemoConfig.fast(), stats=stats)
+    client = socketio.AsyncClient()
+    news: list[Any] = []
+    client.on("news", lambda data: news.append(data))
+    try:
+        await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"], wait_timeout=10)
+        reply = await client.call("chat", {"user": "zoe", "text": "hi"}, timeout=10)
+        assert reply["ok"] is True
+        assert await client.call("upload", ("a.png", b"\x89PNG" + bytes(100)), timeout=10) == {
+            "ok": True, "bytes": 104
+        }  # fmt: skip
+        for _ in range(100):
+            if news:
+                break
+            await asyncio.sleep(0.02)
+        assert news == [{"user": "zoe", "text": "hi"}]
+        await client.disconnect()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.slow
+async def test_demo_report_shows_latency_per_method(short_tmp: Any) -> None:
+    """Through devconsole: the report of the demo gives request/reply latency per
+    JSON-RPC method and Socket.IO event, and lists the never-answered
+    debug_traceTransaction calls."""
+    from devconsole.analysis.readiness import build_report, render_text
+    from tests.conftest import running_proxy, wait_until
+    from tests.protocol_servers import decoding_viewer
+
+    def seen(v: Any) -> bool:
+        """Every answered method, a never-answered debug_traceTransaction and the
+        Socket.IO events the assertions below look for."""
+        rpc = v.analysis.pairs.endpoint_report("/rpc")
+        sio = v.analysis.pairs.endpoint_report("/socket.io/")
+        waiting = rpc["pending_requests"] + rpc["unanswered_requests"]
+        return (
+            {"eth_subscribe", "eth_blockNumber", "eth_getBalance", "eth_call"}
+            <= {m["method"] for m in rpc["methods"]}
+            and any("debug_traceTransaction" in u["summary"] for u in waiting)
+            and {"connect", "chat", "upload"} <= {m["method"] for m in sio["methods"]}
+        )
+
+    async with running_proxy("regular", short_tmp) as rp:
+        async with decoding_viewer(rp.tap) as v:
+            stop = asyncio.Event()
+            task = asyncio.create_task(
+                run_demo(
+                    f"127.0.0.1:{rp.port}",
+                    stop=stop,
+                    config=DemoConfig.fast(),
+                    stats=DemoStats(),
+                    seed=3,
+                )
+            )
+            try:
+                await wait_until(lambda: seen(v), timeout=30)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, timeout=10)
+
+            def ended() -> bool:
+                return all(c.ts_end is not None for c in v.session.connections.values())
+
+            deadline = asyncio.get_running_loop().time() + 10
+            while not ended() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            report = build_report(v.session, None, 1e12, analysis=v.analysis)
+    eps = {e["path"]: e for e in report["endpoints"]}
+    rpc = eps["/rpc"]
+    assert rpc["protocols"] == ["jsonrpc"]
+    methods = {m["method"]: m for m in rpc["latency"]["methods"]}
+    assert {"eth_subscribe", "eth_blockNumber", "eth_getBalance", "eth_call"} <= set(methods)
+    for m in methods.values():
+        assert m["count"] >= 1 and 0 <= m["p50"] <= m["p95"] <= m["max"]
+    assert rpc["checklist"]["replies"]["ok"] is False
+    assert "debug_traceTransaction" in rpc["checklist"]["replies"]["detail"]
+    sio = eps["/socket.io/"]
+    assert sio["protocols"] == ["socket.io"]
+    sio_methods = {m["method"] for m in sio["latency"]["methods"]}
+    assert {"connect", "chat", "upload"} <= sio_methods
+    assert any(p["protocol"] == "socket.io" and p["negotiated_interval"] == 0.5
+               for p in sio["heartbeat"]["protocol"])  # fmt: skip
+    assert "eth_blockNumber" in render_text(report)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from devconsole.decoders.tracker import ProtocolTracker
 from devconsole.model import (
     ConnSnapshot,
     ConnState,
@@ -217,7 +218,16 @@ def test_jsonl_unredacted_keeps_everything() -> None:
     text, lines = jsonl(traffic(), redact=False)
     for s in SECRETS:
         assert s in text, s
-    assert lines == [event_json(e) for e in traffic()]
+    # what tail --json prints: its tracker decodes by the negotiated subprotocol
+    # (graphql-ws), and the app's own messages then carry the decode error
+    tracker = ProtocolTracker()
+    expected = []
+    for e in traffic():
+        tracker.on_event(e)
+        expected.append(event_json(e, tracker.decoded(e) if isinstance(e, Message) else None))
+    assert lines == expected
+    assert lines[1]["protocol"] == "graphql-ws"
+    assert lines[1]["decode_error"] == "unknown message type 'login'"
 
 
 def test_jsonl_expands_a_snapshot_like_tail() -> None:
@@ -427,9 +437,12 @@ def test_har_from_a_late_attach_recording_uses_the_snapshot() -> None:
     events: list[Event] = [snap, Message(1, "c1", 5.0, "server", Opcode.TEXT, b"hi", 2, 4)]
     _, doc = har(events)
     [entry] = doc["log"]["entries"]
-    assert entry["_webSocketMessages"] == [
-        {"type": "receive", "time": 5.0, "opcode": 1, "data": "hi"}
-    ]
+    [m] = entry["_webSocketMessages"]
+    assert {k: v for k, v in m.items() if not k.startswith("_")} == {
+        "type": "receive", "time": 5.0, "opcode": 1, "data": "hi"
+    }  # fmt: skip
+    # the snapshot's handshake negotiated graphql-ws, which "hi" is not: shown with why
+    assert m["_protocol"] == "graphql-ws" and "bad JSON" in m["_decode_error"]
 
 
 def test_har_survives_absurd_timestamps() -> None:

@@ -434,8 +434,8 @@ def test_fields_of_lists_dataclass_fields_in_wire_order() -> None:
     assert wire.fields_of(GapEvent) == ["missed", "reason", "instance"]
     assert len(wire.fields_of(Message)) == len(wire.encode_event(EVENTS[2])) - 1
     assert len(wire.fields_of(ControlFrame)) == len(wire.encode_event(EVENTS[5])) - 1
-    # source and unknown are written only for imported connections
-    assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1]) + 2
+    # source and unknown are written only for imported connections, decoder only when set
+    assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1]) + 3
 
 
 def test_an_imported_handshake_keeps_its_source_and_unknowns() -> None:
@@ -445,7 +445,7 @@ def test_an_imported_handshake_keeps_its_source_and_unknowns() -> None:
         unknown=["control frames", "close code"],
     )
     enc = wire.encode_event(HandshakeEvent(hs))
-    assert len(enc[1]) == len(wire.fields_of(Handshake))
+    assert len(enc[1]) == len(wire.fields_of(Handshake)) - 1  # no decoder: not written
     back = wire.decode_event(msgpack.unpackb(msgpack.packb(enc), raw=False))
     assert back == HandshakeEvent(hs)
     # a live handshake keeps the 21 fields older devconsoles read, and decodes with defaults
@@ -454,7 +454,7 @@ def test_an_imported_handshake_keeps_its_source_and_unknowns() -> None:
     dec = wire.decode_event(live)
     assert dec.handshake.source == "" and dec.handshake.unknown == []  # type: ignore[union-attr]
     with pytest.raises(wire.WireError):
-        wire.decode_event([live[0], [*live[1], "har:x", ["a"], "extra"]])
+        wire.decode_event([live[0], [*live[1], "har:x", ["a"], "socket.io", "extra"]])
     with pytest.raises(wire.WireError):
         wire.decode_event([live[0], [*live[1], "har:x", [1]]])
 
@@ -697,3 +697,31 @@ def test_wire_encoding_of_the_scale_out_events() -> None:
     assert wire.decode_event(wire.encode_event(GapEvent(3, "r", "a"))) == GapEvent(3, "r", "a")
     with pytest.raises(wire.WireError):
         wire.decode_event([wire.T_PUBLICATION, 1, "2"])
+
+
+def test_handshake_decoder_is_an_optional_trailing_field() -> None:
+    """``devconsole proxy --decoder``'s choice travels in the handshake, after the
+    optional source and unknown (written at their defaults when only the decoder is set):
+    other handshakes encode as before and older encodings decode."""
+    plain = handshake()
+    enc = wire.encode_event(HandshakeEvent(plain))
+    assert len(enc[1]) == 21
+    back = wire.decode_event(enc)
+    assert isinstance(back, HandshakeEvent) and back.handshake.decoder is None
+    chosen = handshake(decoder="socket.io")
+    enc = wire.encode_event(HandshakeEvent(chosen))
+    assert len(enc[1]) == 24 and enc[1][21:] == ["", [], "socket.io"]
+    back = wire.decode_event(msgpack.unpackb(msgpack.packb(enc), raw=False))
+    assert isinstance(back, HandshakeEvent) and back.handshake == chosen
+    # an imported handshake with a decoder keeps all three
+    both = handshake(decoder="jsonrpc", source="har:chrome", unknown=["close"])
+    enc = wire.encode_event(HandshakeEvent(both))
+    assert enc[1][21:] == ["har:chrome", ["close"], "jsonrpc"]
+    assert wire.decode_event(enc) == HandshakeEvent(both)
+    # an imported handshake without one stops at unknown (23 fields), as before
+    imported = handshake(source="har:firefox")
+    assert len(wire.encode_event(HandshakeEvent(imported))[1]) == 23
+    enc = wire.encode_event(HandshakeEvent(chosen))
+    enc[1][-1] = 7
+    with pytest.raises(wire.WireError, match="field 23"):
+        wire.decode_event(enc)

@@ -14,6 +14,12 @@ What it finds, per connection:
   ``pong_timeout``, skipped by the peer, or outstanding when the connection ended) are
   counted; pongs that answer nothing are *unsolicited* (a legal one-way heartbeat).
 - time since the last frame in each direction.
+- application-protocol heartbeats (``on_decoded``, a ProtocolTracker listener): Engine.IO
+  ping/pong, GraphQL-WS ping/pong and ``ka``, STOMP heart-beats, MQTT PINGREQ/PINGRESP,
+  Phoenix ``heartbeat``, SignalR ping, Action Cable ``ping``, per protocol and sender,
+  with the interval and timeout the protocol negotiated (Engine.IO open packet, STOMP
+  CONNECT/CONNECTED ``heart-beat``, MQTT keepalive) and how many intervals ran late.
+  Such messages are not also analysed as app heartbeats.
 - application-level heartbeats: a small data message whose normalised content repeats on
   a roughly regular schedule (at least ``app_min_count`` times, coefficient of variation
   of the interval below ``app_max_cv``). ``{"type":"ping","ts":123}`` is normalised to
@@ -34,6 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from devconsole.decoders.base import Decoded
 from devconsole.model import (
     CLIENT,
     SERVER,
@@ -211,13 +218,15 @@ class _Pings:
         self.recent_rtts: deque[float] = deque(maxlen=RECENT)
         self.unanswered = 0
 
-    def ping(self, payload: bytes, ts: float) -> None:
+    def ping(self, payload: bytes, ts: float, expect_pong: bool = True) -> None:
         if self.last is not None:
             dt = ts - self.last
             self.intervals.add(dt)
             self.recent_intervals.append(dt)
         self.last = ts
         self.count += 1
+        if not expect_pong:  # a one-way heartbeat (STOMP heart-beat, Action Cable ping)
+            return
         if len(self.outstanding) >= MAX_OUTSTANDING:
             self.outstanding.popleft()
             self.unanswered += 1
@@ -301,12 +310,19 @@ class _Conn:
         "first_client",
         "last_client",
         "last_server",
+        "negotiated",
         "pings",
+        "proto",
+        "proto_seq",
         "started",
         "unsolicited",
     )
 
     def __init__(self, started: float | None) -> None:
+        # application-protocol heartbeats: (protocol, side that sends them) -> series
+        self.proto: dict[tuple[str, str], tuple[str, _Pings]] = {}
+        self.negotiated: dict[tuple[str, str], tuple[float, float | None]] = {}
+        self.proto_seq = -1  # the last item that was a protocol heartbeat
         self.started = started
         self.ended: float | None = None
         self.last_client: float | None = None
@@ -324,6 +340,10 @@ class _Conn:
 
 def _other(side: str) -> Side:
     return SERVER if side == CLIENT else CLIENT
+
+
+def _side(side: str) -> Side:
+    return CLIENT if side == CLIENT else SERVER
 
 
 # --------------------------------------------------------------------------- reports
@@ -404,6 +424,50 @@ class AppHeartbeat:
 
 
 @dataclass(slots=True)
+class ProtocolHeartbeat:
+    """An application protocol's own heartbeat (Engine.IO ping/pong, GraphQL-WS
+    ping/pong, STOMP heart-beats, MQTT PINGREQ/PINGRESP, Phoenix heartbeat, SignalR
+    ping, Action Cable ping) sent by ``side``, with what the protocol negotiated."""
+
+    protocol: str
+    side: Side
+    kind: str  # "ping" (answered by a pong) or "beat" (one-way)
+    count: int = 0
+    interval_mean: float | None = None
+    interval_jitter: float | None = None
+    interval_p50: float | None = None
+    rtt_count: int = 0
+    rtt_p50: float | None = None
+    rtt_max: float | None = None
+    unanswered: int = 0
+    pending: int = 0
+    last_ago: float | None = None
+    negotiated_interval: float | None = None
+    negotiated_timeout: float | None = None
+    late: int = 0  # recent intervals longer than the negotiated interval (+ timeout)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "side": self.side,
+            "kind": self.kind,
+            "count": self.count,
+            "interval_mean": _r(self.interval_mean),
+            "interval_jitter": _r(self.interval_jitter),
+            "interval_p50": _r(self.interval_p50),
+            "rtt_count": self.rtt_count,
+            "rtt_p50": _r(self.rtt_p50),
+            "rtt_max": _r(self.rtt_max),
+            "unanswered": self.unanswered,
+            "pending": self.pending,
+            "last_ago": _r(self.last_ago, 3),
+            "negotiated_interval": _r(self.negotiated_interval),
+            "negotiated_timeout": _r(self.negotiated_timeout),
+            "late": self.late,
+        }
+
+
+@dataclass(slots=True)
 class HeartbeatReport:
     conn: str
     pinger: Pinger = "none"  # who sends protocol pings
@@ -416,13 +480,16 @@ class HeartbeatReport:
     app_heartbeats: list[AppHeartbeat] = field(default_factory=list)
     ended: bool = False
     known: bool = False  # the monitor has seen this connection
+    protocol: list[ProtocolHeartbeat] = field(default_factory=list)
 
     @property
     def seen(self) -> bool:
-        """Any heartbeat at all: protocol pings, unsolicited pongs or an app heartbeat."""
+        """Any heartbeat at all: protocol pings, unsolicited pongs, an application
+        protocol's heartbeat or an app heartbeat."""
         return (
             self.pinger != "none"
             or bool(self.app_heartbeats)
+            or any(p.count for p in self.protocol)
             or self.unsolicited_pongs_client + self.unsolicited_pongs_server >= 2
         )
 
@@ -440,6 +507,7 @@ class HeartbeatReport:
             "since_last_client": _r(self.since_last_client, 3),
             "since_last_server": _r(self.since_last_server, 3),
             "app_heartbeats": [a.to_dict() for a in self.app_heartbeats],
+            "protocol": [p.to_dict() for p in self.protocol],
             "ended": self.ended,
         }
 
@@ -482,10 +550,16 @@ class HeartbeatMonitor:
     def from_session(cls, session: Session, **kwargs: Any) -> HeartbeatMonitor:
         """A monitor fed with what a Session still has buffered (older items may have been
         evicted), and the ends of its connections."""
+        from devconsole.decoders.tracker import ProtocolTracker
+
         mon = cls(**kwargs)
+        tracker = ProtocolTracker(max_cached=0)
+        tracker.listeners.append(mon.on_decoded)
         for c in session.connections.values():
             mon._conn(c.id, c.handshake.ts)
+            tracker.on_event(HandshakeEvent(c.handshake))
         for item in session.items():
+            tracker.on_event(item)
             mon.observe(item)
         for c in session.connections.values():
             if c.ts_end is not None:
@@ -532,6 +606,8 @@ class HeartbeatMonitor:
             return
         if side == CLIENT and c.first_client is None:
             c.first_client = (item.opcode, item.payload[:1024])
+        if item.seq == c.proto_seq:
+            return  # an application protocol's heartbeat: counted as such (on_decoded)
         if item.size <= self.app_max_size and len(item.payload) >= item.size:
             # A flood of small messages is not analysed message by message (a signature
             # costs ~10 us): past ``app_max_rate`` a second, the rest of the second is
@@ -544,6 +620,42 @@ class HeartbeatMonitor:
                 budget[1] += 1
                 self._small(c, side, ts, signature(item.opcode, item.payload))
 
+    def on_decoded(self, item: Item, decoded: Decoded) -> None:
+        """A ProtocolTracker listener: application-protocol heartbeats and the intervals
+        the protocol negotiates. Register it (``tracker.listeners``) and the tracker's
+        ``on_event`` before this monitor's, so the heartbeat messages are not also taken
+        for app heartbeats."""
+        c = self._conns.get(item.conn)
+        if c is None:
+            c = self._conn(item.conn, None)
+        proto = decoded.protocol
+        for p in decoded.packets:
+            for h in p.heartbeat:
+                side = h.get("side")
+                iv = h.get("interval")
+                if side in (CLIENT, SERVER) and isinstance(iv, int | float):
+                    to = h.get("timeout")
+                    c.negotiated[(proto, side)] = (
+                        float(iv),
+                        float(to) if isinstance(to, int | float) else None,
+                    )
+            role = p.role
+            if role not in ("ping", "pong", "beat"):
+                continue
+            c.proto_seq = item.seq
+            side = item.side
+            if role == "pong":
+                entry = c.proto.get((proto, _other(side)))
+                if entry is not None:
+                    nego = c.negotiated.get((proto, _other(side)))
+                    timeout = nego[1] if nego and nego[1] else self.pong_timeout
+                    entry[1].pong(b"", item.ts, timeout)
+                continue
+            entry = c.proto.get((proto, side))
+            if entry is None:
+                entry = c.proto[(proto, side)] = (role, _Pings())
+            entry[1].ping(b"", item.ts, expect_pong=role == "ping")
+
     def end(self, conn: str, ts: float) -> None:
         c = self._conns.get(conn)
         if c is None:
@@ -551,6 +663,8 @@ class HeartbeatMonitor:
         c.ended = ts
         for p in c.pings.values():
             p.end()
+        for _, pp in c.proto.values():
+            pp.end()
         for lst in c.awaiting.values():
             for cand in lst:
                 cand.awaiting = None
@@ -653,7 +767,37 @@ class HeartbeatMonitor:
         if c.last_server is not None:
             rep.since_last_server = max(ref - c.last_server, 0.0)
         rep.app_heartbeats = self._app(c, ref)
+        rep.protocol = self._protocol(c, ref)
         return rep
+
+    def _protocol(self, c: _Conn, ref: float) -> list[ProtocolHeartbeat]:
+        out: list[ProtocolHeartbeat] = []
+        keys = list(c.proto) + [k for k in c.negotiated if k not in c.proto]
+        for proto, side in keys:
+            kind, p = c.proto.get((proto, side), ("ping", _Pings()))
+            st = self._ping_stats(_side(side), p, ref, c.ended is not None)
+            hb = ProtocolHeartbeat(
+                proto,
+                _side(side),
+                kind,
+                count=p.count,
+                interval_mean=st.interval_mean,
+                interval_jitter=st.interval_jitter,
+                interval_p50=st.interval_p50,
+                rtt_count=st.rtt_count,
+                rtt_p50=st.rtt_p50,
+                rtt_max=st.rtt_max,
+                unanswered=st.unanswered if kind == "ping" else 0,
+                pending=st.pending if kind == "ping" else 0,
+                last_ago=st.last_ago,
+            )
+            nego = c.negotiated.get((proto, side))
+            if nego is not None:
+                hb.negotiated_interval, hb.negotiated_timeout = nego
+                limit = nego[0] + (nego[1] if nego[1] else nego[0] * 0.5)
+                hb.late = sum(1 for dt in p.recent_intervals if dt > limit)
+            out.append(hb)
+        return out
 
     def reports(self, now: float) -> list[HeartbeatReport]:
         return [self.report(cid, now) for cid in self._conns]

@@ -11,7 +11,12 @@ tell from what was observed, or informational), sometimes with extra data. Items
 ``largest_message``, ``close_codes``, ``refused_upgrades``, ``backplane`` (observed from
 the fan-out trace when a proxy records the app's Redis backplane; each endpoint then also
 has ``"backplane": {"publications", "deliveries", "missed", "delay_p50", "delay_p95",
-...}``). ``render_text(report)`` is the plain-text version.
+...}``), and ``replies`` where an application protocol pairs requests with replies
+(requests still unanswered when their connection ended). Each endpoint also has
+``protocols`` (the decoders in use) and ``latency``: request -> first answer per method or
+event (count, p50, p95, max; ``devconsole.analysis.pairing``). ``render_text(report)`` is
+the plain-text version. ``observe(session)`` attaches what a report needs to a Session
+that is about to be fed.
 """
 
 from __future__ import annotations
@@ -19,22 +24,28 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from devconsole.analysis.backoff import EndpointReport, analyze_endpoints
 from devconsole.analysis.fanout import SLOW_FANOUT, FanoutTracer, is_backplane
 from devconsole.analysis.heartbeat import HeartbeatMonitor, HeartbeatReport, PingStats, median
+from devconsole.analysis.pairing import PairTracker
 from devconsole.analysis.secrets import (
     JWT,
     is_secret_field,
     is_secret_name,
     subprotocol_credential,
 )
+from devconsole.decoders import safe_text
+from devconsole.decoders.protocols import DecoderRule
+from devconsole.decoders.tracker import ProtocolTracker
 from devconsole.model import (
     CLOSE_CODES,
     Connection,
     ConnState,
     Handshake,
+    HandshakeEvent,
     Message,
     Opcode,
     close_code_meaning,
@@ -59,6 +70,49 @@ _TYPE_KEYS = ("type", "op", "action", "event", "kind", "method", "cmd", "command
 _BAD_CODES = frozenset({1002, 1003, 1007, 1009, 1010, 1011, 1014, 1015})
 # Refusals that are expected conditions rather than breakage.
 _EXPECTED_REFUSALS = frozenset({401, 403, 429, 503})
+
+
+# --------------------------------------------------------------------------- observing
+
+
+@dataclass(slots=True)
+class Analysis:
+    """What a report observes while a Session is fed: protocols, heartbeats, pairs."""
+
+    tracker: ProtocolTracker
+    heartbeat: HeartbeatMonitor
+    pairs: PairTracker
+
+
+def observe(session: Session, rules: Sequence[DecoderRule] = ()) -> Analysis:
+    """Attach a ProtocolTracker, a HeartbeatMonitor and a PairTracker to ``session`` (in
+    the order they need) before it is fed; pass the result's monitor and pairs to
+    ``build_report``."""
+    a = Analysis(ProtocolTracker(rules, max_cached=10_000), HeartbeatMonitor(), PairTracker())
+    a.tracker.listeners += [a.heartbeat.on_decoded, a.pairs.on_decoded]
+    session.observers += [a.tracker.on_event, a.heartbeat.on_event, a.pairs.on_event]
+    return a
+
+
+def pairs_from_session(
+    session: Session, rules: Sequence[DecoderRule] = ()
+) -> tuple[PairTracker, dict[str, str]]:
+    """A PairTracker fed with what ``session`` still has buffered, and each connection's
+    protocol."""
+    tracker = ProtocolTracker(rules, max_cached=0)
+    pairs = PairTracker()
+    tracker.listeners.append(pairs.on_decoded)
+    for c in session.connections.values():
+        ev = HandshakeEvent(c.handshake)
+        tracker.on_event(ev)
+        pairs.on_event(ev)
+    for item in session.items():
+        tracker.on_event(item)
+    for c in session.connections.values():
+        if c.ts_end is not None:
+            pairs.end(c.id)
+    protos = {cid: p for cid in session.connections if (p := tracker.protocol_of(cid))}
+    return pairs, protos
 
 
 # --------------------------------------------------------------------------- formatting
@@ -250,6 +304,23 @@ def _heartbeat(
             if e["rtt_p50"] is not None:
                 s += f" in {fmt_duration(e['rtt_p50'])}"
         parts.append(s)
+    protocol = _protocol_agg(reports)
+    for e in protocol:
+        s = f"{e['protocol']} {'heartbeat' if e['kind'] == 'beat' else 'ping'} from {e['side']}"
+        if e["interval"] is not None:
+            s += f" every {fmt_duration(e['interval'])}"
+        if e["negotiated_interval"] is not None:
+            s += f" (negotiated {fmt_duration(e['negotiated_interval'])}"
+            if e["negotiated_timeout"] is not None:
+                s += f", timeout {fmt_duration(e['negotiated_timeout'])}"
+            s += ")"
+        if e["rtt_p50"] is not None:
+            s += f", pong RTT p50 {fmt_duration(e['rtt_p50'])}"
+        if e["late"]:
+            s += f", {e['late']} late"
+        if e["count"]:
+            parts.append(s)
+    summary["protocol"] = protocol
     if not parts and unsolicited >= 2:
         parts.append(f"{unsolicited} unsolicited pongs (one-way heartbeat)")
 
@@ -273,6 +344,9 @@ def _heartbeat(
 
     pings = (client["pings"] if client else 0) + (server["pings"] if server else 0)
     unanswered = (client["unanswered"] if client else 0) + (server["unanswered"] if server else 0)
+    # application-protocol pings answered by pongs (Engine.IO, GraphQL-WS, MQTT, Phoenix)
+    pings += sum(e["count"] for e in protocol if e["kind"] == "ping")
+    unanswered += sum(e["unanswered"] for e in protocol if e["kind"] == "ping")
     if not pings:
         pongs = _item(None, "no protocol pings")
     elif unanswered:
@@ -280,6 +354,65 @@ def _heartbeat(
     else:
         pongs = _item(True, f"all {pings} pings answered")
     return summary, hb, pongs
+
+
+def _protocol_agg(reports: Sequence[HeartbeatReport]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str, str], list[Any]] = {}
+    for r in reports:
+        for p in r.protocol:
+            groups.setdefault((p.protocol, p.side, p.kind), []).append(p)
+    out = []
+    for (proto, side, kind), ps in groups.items():
+        ivs = [p.interval_p50 for p in ps if p.interval_p50 is not None]
+        rtts = [p.rtt_p50 for p in ps if p.rtt_p50 is not None]
+        nego = next((p for p in ps if p.negotiated_interval is not None), None)
+        out.append(
+            {
+                "protocol": proto,
+                "side": side,
+                "kind": kind,
+                "connections": sum(1 for p in ps if p.count),
+                "count": sum(p.count for p in ps),
+                "interval": _r(median(ivs)),
+                "rtt_p50": _r(median(rtts)),
+                "unanswered": sum(p.unanswered for p in ps),
+                "late": sum(p.late for p in ps),
+                "negotiated_interval": nego.negotiated_interval if nego else None,
+                "negotiated_timeout": nego.negotiated_timeout if nego else None,
+            }
+        )
+    return out
+
+
+def _replies(latency: dict[str, Any]) -> dict[str, Any]:
+    n = latency["unanswered"]
+    if not latency["requests"]:
+        return _item(None, "no request/reply protocol traffic", unanswered=0)
+    if n:
+        shown = "; ".join(
+            f"#{u['conn']} {safe_text(u['summary'][:100])}"
+            for u in latency["unanswered_requests"][:5]
+        )
+        more = f" (+{n - 5} more)" if n > 5 else ""
+        return _item(
+            False,
+            f"{n} of {latency['requests']} requests unanswered when their connection "
+            f"ended: {shown}{more}",
+            unanswered=n,
+        )
+    waiting = latency.get("pending", 0)
+    if waiting:
+        shown = "; ".join(
+            f"#{u['conn']} {safe_text(u['summary'][:100])}"
+            for u in latency.get("pending_requests", [])[:5]
+        )
+        return _item(
+            None,
+            f"{latency['requests'] - waiting} of {latency['requests']} requests answered; "
+            f"{waiting} still waiting on open connections: {shown}",
+            unanswered=0,
+        )
+    return _item(True, f"all {latency['requests']} requests answered", unanswered=0)
 
 
 def _reconnect(ep: EndpointReport) -> dict[str, Any]:
@@ -509,11 +642,25 @@ def build_report(
     now: float,
     endpoints: Iterable[EndpointReport] | None = None,
     fanout: FanoutTracer | None = None,
+    analysis: Analysis | None = None,
 ) -> dict[str, Any]:
-    """The readiness report of everything ``session`` knows. Without a ``heartbeat``
-    monitor, one is built from the session's buffered items (evicted ones are lost).
+    """The readiness report of everything ``session`` knows. With ``analysis`` (from
+    ``observe``), its monitor, pairs and protocols are used. Without it or a
+    ``heartbeat`` monitor, both are built from the session's buffered items (evicted
+    ones are lost); with a monitor but no analysis, there is no pairing (latency).
     ``endpoints`` may be passed when already computed by ``analyze_endpoints``; ``fanout``
     (a tracer that observed the same events) adds the backplane trace."""
+    if analysis is not None:
+        heartbeat = analysis.heartbeat
+        pairs = analysis.pairs
+        protos = {cid: p for cid in session.connections if (p := analysis.tracker.protocol_of(cid))}
+    elif heartbeat is None:
+        pairs, protos = pairs_from_session(session)
+    else:
+        # A live caller with its own monitor but no analysis (a screen refreshing the
+        # report): decoding the whole buffer on every refresh would cost seconds, so no
+        # pairing here; attach ``observe()`` to the Session to get it.
+        pairs, protos = PairTracker(), {}
     monitor = heartbeat if heartbeat is not None else HeartbeatMonitor.from_session(session)
     eps = (
         list(endpoints)
@@ -530,6 +677,7 @@ def build_report(
         reports = [monitor.report(c.id, now) for c in accepted]
         hb_summary, hb_item, pong_item = _heartbeat(reports, accepted, now)
         bp_summary, bp_item = _backplane(fanout, accepted, now)
+        latency = pairs.endpoint_report(ep.path)
         checklist = {
             "heartbeat": hb_item,
             "pongs": pong_item,
@@ -542,6 +690,8 @@ def build_report(
             "refused_upgrades": _refused(refused),
             "backplane": bp_item,
         }
+        if latency["requests"]:  # only where an application protocol pairs requests
+            checklist["replies"] = _replies(latency)
         out.append(
             {
                 "path": ep.path,
@@ -551,6 +701,8 @@ def build_report(
                 "backoff": ep.backoff.to_dict(),
                 "heartbeat": hb_summary,
                 "backplane": bp_summary,
+                "protocols": sorted({protos[c.id] for c in accepted if c.id in protos}),
+                "latency": latency,
                 "checklist": checklist,
             }
         )
@@ -576,9 +728,25 @@ def render_text(report: dict[str, Any]) -> str:
             shown = ", ".join(fmt_duration(d) for d in delays[-10:])
             more = f"{len(delays) - 10} earlier, " if len(delays) > 10 else ""
             lines.append(f"  reconnect delays: {more}{shown}")
+        if ep.get("protocols"):
+            lines.append(f"  protocols: {', '.join(ep['protocols'])}")
         checklist = ep.get("checklist", {})
         width = max((len(k) for k in checklist), default=0)
         for name, item in checklist.items():
             mark = _MARK.get(item.get("ok"), " -- ")
             lines.append(f"  [{mark}] {name.replace('_', ' '):<{width}}  {item.get('detail', '')}")
+        methods = (ep.get("latency") or {}).get("methods") or []
+        if methods:
+            lines.append("  latency (request -> first answer):")
+            mw = min(max(len(m["method"]) for m in methods), 40)
+            lines.append(f"    {'method':<{mw}}  {'count':>6}  {'p50':>8}  {'p95':>8}  {'max':>8}")
+            for m in methods[:30]:
+                name = safe_text(m["method"])
+                name = name if len(name) <= mw else name[: mw - 1] + "…"
+                lines.append(
+                    f"    {name:<{mw}}  {m['count']:>6}  {fmt_duration(m['p50']):>8}  "
+                    f"{fmt_duration(m['p95']):>8}  {fmt_duration(m['max']):>8}"
+                )
+            if len(methods) > 30:
+                lines.append(f"    ... {len(methods) - 30} more")
     return "\n".join(lines) + "\n"

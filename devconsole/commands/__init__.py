@@ -125,3 +125,6 @@ def add_proxy_args(p: argparse.ArgumentParser, tap: bool = True) -> None:
         help="set any mitmproxy option, e.g. --set ssl_insecure=true",
     )
     add_record_args(p)
+    from devconsole.commands.protocols import add_decoder_args
+
+    add_decoder_args(p)

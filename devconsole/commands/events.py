@@ -20,6 +20,9 @@ def register(sub: Any) -> None:
     p.add_argument("--filter", metavar="EXPR", help="filter expression (docs/filters.md)")
     p.add_argument("--new", action="store_true", help="skip the backlog; only new events")
     p.add_argument("--limit", type=positive_int, metavar="N", help="exit after N messages")
+    from devconsole.commands.protocols import add_decoder_args
+
+    add_decoder_args(p)
     p.set_defaults(handler=tail)
 
     p = sub.add_parser("conns", help="list connections")
@@ -33,20 +36,23 @@ def tail(args: argparse.Namespace) -> int:
 
 
 async def _tail(args: argparse.Namespace) -> int:
+    from devconsole.commands.protocols import decoder_rules
+    from devconsole.decoders.tracker import ProtocolTracker
     from devconsole.sources import open_source
     from devconsole.store.lines import TailPrinter
 
+    tracker = ProtocolTracker(decoder_rules(args))
     predicate = None
     if args.filter:
         from devconsole.filters import FilterError, parse
 
         try:
-            predicate = parse(args.filter)
+            predicate = parse(args.filter, decode=tracker.decoded)
         except FilterError as e:
             raise CliError(f"bad filter: {e}") from None
     client = open_source(args.tap, args.token)
     await client.connect()
-    printer = TailPrinter(sys.stdout, args.json, predicate, args.limit, not args.new)
+    printer = TailPrinter(sys.stdout, args.json, predicate, args.limit, not args.new, tracker)
     run = asyncio.ensure_future(client.run(printer.on_events))
     stop = asyncio.ensure_future(printer.done.wait())
     try:

@@ -1,6 +1,7 @@
 """``devconsole kill`` (close with a code, abort, half-open, release) and ``devconsole
-inject`` (a message or ping) on a live connection, sent as Commands over the tap (or over
-Redis, to the proxy that owns the connection)."""
+inject`` (a message or ping; a protocol's packet through ``commands.protocols``) on a
+live connection, sent as Commands over the tap (or over Redis, to the proxy that owns the
+connection)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ def register(sub: Any) -> None:
     g.add_argument("--text")
     g.add_argument("--hex")
     g.add_argument("--ping", action="store_true")
+    from devconsole.commands.protocols import add_inject_args
+
+    add_inject_args(p, g)  # --sio-event, --proto (docs/protocols.md)
     p.set_defaults(handler=inject)
 
 
@@ -87,6 +91,10 @@ def kill(args: argparse.Namespace) -> int:
 
 
 def inject(args: argparse.Namespace) -> int:
+    from devconsole.commands import protocols
+
+    if protocols.wants_protocol_inject(args):
+        return protocols.inject(args)
     if args.text is not None:
         cmd = InjectCommand(args.conn, args.to, Opcode.TEXT, args.text.encode())
     elif args.hex is not None:

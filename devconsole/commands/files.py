@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from devconsole.commands import add_record_args, add_tap_args, require_terminal
+from devconsole.commands.protocols import add_decoder_args, decoder_rules
 
 
 def register(sub: Any) -> None:
@@ -23,6 +24,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("open", help="view a capture file in the TUI")
     p.add_argument("file")
+    add_decoder_args(p)
     p.set_defaults(handler=open_capture)
 
     p = sub.add_parser("export", help="export a capture file as JSON lines or HAR")
@@ -30,6 +32,7 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", default=None, help="output file (default: stdout)")
     p.add_argument("--format", choices=["jsonl", "har"], default="jsonl")
     p.add_argument("--no-redact", action="store_true", help="keep cookies, tokens and passwords")
+    add_decoder_args(p)
     p.set_defaults(handler=export)
 
 
@@ -69,7 +72,13 @@ async def _record(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     from devconsole.store.export import export_capture
 
-    res = export_capture(args.capture, args.output, fmt=args.format, redact=not args.no_redact)
+    res = export_capture(
+        args.capture,
+        args.output,
+        fmt=args.format,
+        redact=not args.no_redact,
+        decoders=decoder_rules(args),
+    )
     for note in res.notes:
         print(f"devconsole: note: {note}", file=sys.stderr)
     if res.error:
@@ -84,5 +93,6 @@ def open_capture(args: argparse.Namespace) -> int:
     from devconsole.store.capture import FileSource, probe
 
     require_terminal()
+    decoder_rules(args)  # checks --decoder, loads --proto-desc
     probe(args.file)
     return run_tui(FileSource(args.file))

@@ -96,6 +96,7 @@ def scale_sets(args: argparse.Namespace) -> list[str]:
 def proxy_config(args: argparse.Namespace) -> Any:
     """The ``ProxyConfig`` of the proxy options (``add_proxy_args``); validates --listen and
     --mode. ``devconsole`` and ``demo`` have no --tap (their child proxy gets a private one)."""
+    from devconsole.commands.protocols import decoder_specs
     from devconsole.proxy import ProxyConfig, parse_listen, parse_mode
 
     host, port = parse_listen(args.listen)
@@ -111,6 +112,7 @@ def proxy_config(args: argparse.Namespace) -> Any:
         sets=[*(args.set or []), *scale_sets(args)],
         record=args.record or "",
         record_max=args.record_max,
+        decoders=decoder_specs(args),
     )
 
 

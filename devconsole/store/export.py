@@ -15,11 +15,14 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from devconsole import __version__
+from devconsole.decoders.base import Decoded, jsonable
+from devconsole.decoders.protocols import DecoderRule
+from devconsole.decoders.tracker import ProtocolTracker
 from devconsole.model import (
     ControlFrame,
     EndEvent,
@@ -98,10 +101,27 @@ def _hs_dict(event: str, hs: Handshake) -> dict[str, Any]:
     return out
 
 
-def event_dict(ev: Event, *, redact: bool = True) -> dict[str, Any] | None:
+def decoded_dict(d: Decoded, *, redact: bool = True) -> dict[str, Any]:
+    """``{"protocol", "decoded"?, "decode_error"?, "decode_note"?}`` of a message's
+    application-protocol reading (docs/protocols.md), secrets redacted unless
+    ``redact=False``."""
+    out = d.to_json()
+    if redact and "decoded" in out:
+        out["decoded"] = jsonable(r.redact_value(d.value))
+    if "error" in out:
+        out["decode_error"] = out.pop("error")
+    if "note" in out:
+        out["decode_note"] = out.pop("note")
+    return out
+
+
+def event_dict(
+    ev: Event, *, redact: bool = True, decoded: Decoded | None = None
+) -> dict[str, Any] | None:
     """The ``tail --json`` object of an event (docs/cli.md), secrets redacted unless
     ``redact=False``; None for internal events (Snapshot, the handshake of an upgrade
-    that is not answered yet)."""
+    that is not answered yet). ``decoded``: the message's application protocol reading
+    (a ProtocolTracker's), added as ``protocol`` and ``decoded``."""
     if isinstance(ev, Message):
         out: dict[str, Any] = {
             "event": "message",
@@ -128,6 +148,8 @@ def event_dict(ev: Event, *, redact: bool = True) -> dict[str, Any] | None:
             out["injected"] = True
         if ev.dropped:
             out["dropped"] = True
+        if decoded is not None:
+            out.update(decoded_dict(decoded, redact=redact))
         return out
     if isinstance(ev, ControlFrame):
         if ev.opcode == Opcode.CLOSE:
@@ -289,13 +311,23 @@ def expand_snapshots(events: Iterable[Event]) -> Iterator[Event]:
     yield from expander.finish()
 
 
-def export_jsonl(events: Iterable[Event], out: TextIO, *, redact: bool = True) -> int:
+def export_jsonl(
+    events: Iterable[Event],
+    out: TextIO,
+    *,
+    redact: bool = True,
+    decoders: Sequence[DecoderRule] = (),
+) -> int:
     """Write one ``tail --json`` object per line (Snapshots expanded into the handshake
-    and end events they stand for). Returns the number of lines."""
+    and end events they stand for), messages with their decoded form (``decoders``:
+    ``--decoder`` rules). Returns the number of lines."""
     n = 0
     write = out.write
+    tracker = ProtocolTracker(decoders)
     for ev in expand_snapshots(events):
-        obj = event_dict(ev, redact=redact)
+        tracker.on_event(ev)
+        dec = tracker.decoded(ev) if isinstance(ev, Message) else None
+        obj = event_dict(ev, redact=redact, decoded=dec)
         if obj is None:
             continue
         write(json.dumps(obj, ensure_ascii=False) + "\n")
@@ -364,7 +396,9 @@ def _set_cookies(headers: list[tuple[str, str]]) -> list[dict[str, Any]]:
     return out
 
 
-def _har_messages(messages: list[Message], redact: bool) -> list[dict[str, Any]]:
+def _har_messages(
+    messages: list[Message], redact: bool, decoded: dict[int, Decoded] | None = None
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
         payload = r.redact_bytes(m.payload) if redact else m.payload
@@ -378,6 +412,9 @@ def _har_messages(messages: list[Message], redact: bool) -> list[dict[str, Any]]
         extra = _message_extra(m)
         if extra:
             msg["_devconsole"] = extra
+        d = decoded.get(m.seq) if decoded else None
+        if d is not None:  # the application protocol's reading, beside the raw data
+            msg.update({f"_{k}": v for k, v in decoded_dict(d, redact=redact).items()})
         out.append(msg)
     return out
 
@@ -423,7 +460,25 @@ def _har_control(frames: list[ControlFrame], redact: bool) -> list[dict[str, Any
     return out
 
 
-def _har_entry(c: _HarConn, redact: bool) -> dict[str, Any]:
+def _decode_all(conns: list[_HarConn], rules: Sequence[DecoderRule]) -> dict[int, Decoded]:
+    """Every message of ``conns`` decoded by its connection's protocol, in order."""
+    tracker = ProtocolTracker(rules, max_cached=1 << 62)
+    items = sorted((m for c in conns for m in c.messages), key=lambda m: m.seq)
+    for c in conns:
+        tracker.on_event(HandshakeEvent(c.hs))
+    out: dict[int, Decoded] = {}
+    for m in items:
+        tracker.feed(m)
+    for m in items:
+        d = tracker.decoded(m)
+        if d is not None:
+            out[m.seq] = d
+    return out
+
+
+def _har_entry(
+    c: _HarConn, redact: bool, decoded: dict[int, Decoded] | None = None
+) -> dict[str, Any]:
     hs = redact_handshake(c.hs) if redact else c.hs
     wait = 0.0
     if hs.ts_response is not None:
@@ -498,7 +553,7 @@ def _har_entry(c: _HarConn, redact: bool) -> dict[str, Any]:
         },
         "connection": hs.conn,
         "_resourceType": "websocket",
-        "_webSocketMessages": _har_messages(c.messages, redact),
+        "_webSocketMessages": _har_messages(c.messages, redact, decoded),
         "_devconsole": dc,
     }
 
@@ -572,27 +627,41 @@ def _conns_from_events(events: Iterable[Event]) -> list[_HarConn]:
     return list(conns.values())
 
 
-def har_log(data: Session | Iterable[Event], *, redact: bool = True) -> dict[str, Any]:
+def har_log(
+    data: Session | Iterable[Event],
+    *,
+    redact: bool = True,
+    decoders: Sequence[DecoderRule] = (),
+) -> dict[str, Any]:
     """A HAR 1.2 document: one entry per WebSocket connection (the upgrade request and
     its response, refused upgrades included with their status and body), its messages in
     Chrome's ``_webSocketMessages`` format (``{"type": "send"|"receive", "time", "opcode":
     1|2, "data"}``; binary data base64), and devconsole's own fields in ``_devconsole``.
-    From a Session, only the messages still in its ring buffer are included."""
+    From a Session, only the messages still in its ring buffer are included. A message
+    of a known application protocol also has ``_protocol`` and ``_decoded``
+    (``decoders``: ``--decoder`` rules)."""
     conns = _conns_from_session(data) if isinstance(data, Session) else _conns_from_events(data)
     conns.sort(key=lambda c: _finite(c.hs.ts))
+    decoded = _decode_all(conns, decoders)
     return {
         "log": {
             "version": "1.2",
             "creator": {"name": "devconsole", "version": __version__},
             "pages": [],
-            "entries": [_har_entry(c, redact) for c in conns],
+            "entries": [_har_entry(c, redact, decoded) for c in conns],
         }
     }
 
 
-def export_har(data: Session | Iterable[Event], out: TextIO, *, redact: bool = True) -> int:
+def export_har(
+    data: Session | Iterable[Event],
+    out: TextIO,
+    *,
+    redact: bool = True,
+    decoders: Sequence[DecoderRule] = (),
+) -> int:
     """Write ``har_log(data)`` as JSON to ``out``; returns the number of entries."""
-    doc = har_log(data, redact=redact)
+    doc = har_log(data, redact=redact, decoders=decoders)
     json.dump(doc, out, ensure_ascii=False, indent=1)
     out.write("\n")
     return len(doc["log"]["entries"])
@@ -616,6 +685,7 @@ def export_capture(
     fmt: ExportFormat = "jsonl",
     redact: bool = True,
     strict: bool = False,
+    decoders: Sequence[DecoderRule] = (),
 ) -> ExportResult:
     """Export ``capture`` (a capture file, a recording directory or a HAR file) to
     ``out``: a path (written atomically, mode 0600: a temporary file renamed over it, so
@@ -642,8 +712,8 @@ def export_capture(
 
         def write(fh: TextIO) -> int:
             if fmt == "har":
-                return export_har(session, fh, redact=redact)
-            return export_jsonl(reader, fh, redact=redact)
+                return export_har(session, fh, redact=redact, decoders=decoders)
+            return export_jsonl(reader, fh, redact=redact, decoders=decoders)
 
         if out is None or out == "-":
             n = write(sys.stdout)

@@ -15,7 +15,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from devconsole.decoders import preview, safe_text
+from devconsole.decoders import Decoded, preview, safe_text
+from devconsole.decoders.tracker import ProtocolTracker
 from devconsole.model import (
     Connection,
     ControlFrame,
@@ -38,10 +39,12 @@ from devconsole.text import arrow, fmt_time, opcode_name
 # ------------------------------------------------------------------ JSON
 
 
-def event_json(ev: Event) -> dict[str, Any] | None:
+def event_json(ev: Event, decoded: Decoded | None = None) -> dict[str, Any] | None:
     """The ``tail --json`` object of an event (docs/cli.md), or None for internal events.
     Live viewing shows everything; exports (``devconsole export``) redact by default.
-    From a Redis source, every event also names its ``instance`` (docs/scale.md)."""
+    From a Redis source, every event also names its ``instance`` (docs/scale.md); a
+    message with its application protocol's reading (``decoded``) has ``protocol`` and
+    ``decoded`` (docs/protocols.md)."""
     if isinstance(ev, InstanceEvent):
         return {
             "event": "instance",
@@ -50,7 +53,7 @@ def event_json(ev: Event) -> dict[str, Any] | None:
             "state": ev.state,
             "detail": ev.detail,
         }
-    obj = event_dict(ev, redact=False)
+    obj = event_dict(ev, redact=False, decoded=decoded)
     if obj is None:
         return None
     if isinstance(ev, Publication):
@@ -93,8 +96,9 @@ def conn_json(c: Connection) -> dict[str, Any]:
 # ------------------------------------------------------------------ human lines
 
 
-def event_line(ev: Event) -> str | None:
-    """One line of ``devconsole tail``; None for events it does not show (Snapshot)."""
+def event_line(ev: Event, decoded: Decoded | None = None) -> str | None:
+    """One line of ``devconsole tail``; None for events it does not show (Snapshot). A
+    message's preview is its application protocol's summary when ``decoded`` is given."""
     if isinstance(ev, Publication):
         return (
             f"{fmt_time(ev.ts)} #{ev.conn:<4} {ev.seq:>7} ⇐ publish {ev.size:>6}B "
@@ -112,7 +116,7 @@ def event_line(ev: Event) -> str | None:
             flags += " [dropped]"
         return (
             f"{fmt_time(ev.ts)} #{ev.conn:<4} {ev.seq:>7} {arrow(ev.side)} {kind:<6} {ev.size:>7}B"
-            f"{flags}  {preview(ev, 100)}"
+            f"{flags}  {preview(ev, 100, decoded)}"
         )
     if isinstance(ev, HandshakeEvent | RefusedEvent):
         hs = ev.handshake
@@ -179,7 +183,9 @@ def conns_table(conns: Sequence[Connection]) -> str:
 class TailPrinter:
     """Prints the events of a tap (``on_events``) as ``devconsole tail`` does: the
     backlog's Snapshot expanded (or skipped), messages filtered by ``predicate``, and
-    ``done`` set after ``limit`` messages."""
+    ``done`` set after ``limit`` messages. Every event goes through ``tracker`` (a
+    ProtocolTracker; default: one with no rules), which decodes the messages of
+    connections with a known application protocol."""
 
     def __init__(
         self,
@@ -188,7 +194,9 @@ class TailPrinter:
         predicate: Callable[[Message | ControlFrame], bool] | None,
         limit: int | None,
         backlog: bool,
+        tracker: ProtocolTracker | None = None,
     ) -> None:
+        self.tracker = tracker if tracker is not None else ProtocolTracker()
         self.out = out
         self.as_json = as_json
         self.predicate = predicate
@@ -202,6 +210,7 @@ class TailPrinter:
             return
         if self.as_json and isinstance(ev, HandshakeEvent) and ev.handshake.status is None:
             return  # the JSON schema has one handshake per connection: the answered one
+        decoded = self.tracker.decoded(ev) if type(ev) is Message else None
         if isinstance(ev, Message | ControlFrame) and self.predicate is not None:
             try:
                 if not self.predicate(ev):
@@ -209,12 +218,12 @@ class TailPrinter:
             except Exception:
                 return
         if self.as_json:
-            obj = event_json(ev)
+            obj = event_json(ev, decoded)
             if obj is None:
                 return
             line = json.dumps(obj, ensure_ascii=False)
         else:
-            maybe = event_line(ev)
+            maybe = event_line(ev, decoded)
             if maybe is None:
                 return
             line = maybe
@@ -227,6 +236,7 @@ class TailPrinter:
     def on_events(self, events: list[Event]) -> None:
         for ev in events:
             for shown in self.expander.feed(ev):
+                self.tracker.on_event(shown)
                 self._print(shown)
         with contextlib.suppress(Exception):
             self.out.flush()

@@ -11,6 +11,7 @@ shows *that* a credential was sent, and where.
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import unquote_plus
 
 from devconsole.analysis.secrets import (
@@ -185,3 +186,25 @@ def redact_bytes(data: bytes) -> bytes:
     if not data:
         return data
     return redact_text(data.decode("latin-1")).encode("latin-1")
+
+
+def redact_value(value: Any, depth: int = 0) -> Any:
+    """A decoded value (a protocol's fields: dicts, lists, text, bytes) with its secrets
+    replaced: values of fields named like secrets (``password``, ``passcode``,
+    ``authorization``...) and, inside text and bytes, what ``redact_text`` finds."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, bytes | bytearray):
+        return redact_bytes(bytes(value))
+    if depth > 100:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: REDACTED
+            if isinstance(k, str) and is_secret_field(k) and value[k] not in (None, "", b"")
+            else redact_value(value[k], depth + 1)
+            for k in value
+        }
+    if isinstance(value, list | tuple):
+        return [redact_value(v, depth + 1) for v in value]
+    return value
