@@ -8,8 +8,10 @@ Core module: no I/O. ``build_report(session, heartbeat, now)`` returns a JSON-re
 Each checklist item is ``{"ok": True | False | None, "detail": str}`` (``None``: cannot
 tell from what was observed, or informational), sometimes with extra data. Items:
 ``heartbeat``, ``pongs``, ``reconnect``, ``wss``, ``auth``, ``compression``,
-``largest_message``, ``close_codes``, ``refused_upgrades``. ``render_text(report)`` is the
-plain-text version.
+``largest_message``, ``close_codes``, ``refused_upgrades``. The ``auth`` item's
+``lacking`` names the connections whose upgrade lacked credentials that the accepted
+upgrades on their endpoint sent (``analysis.handshake_diff``). ``render_text(report)`` is
+the plain-text version.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from devconsole.analysis.backoff import EndpointReport, analyze_endpoints
+from devconsole.analysis.handshake_diff import ReferenceIndex, diff_connections
 from devconsole.analysis.heartbeat import HeartbeatMonitor, HeartbeatReport, PingStats, median
 from devconsole.analysis.secrets import (
     JWT,
@@ -320,7 +323,56 @@ def _wss(conns: Sequence[Connection]) -> dict[str, Any]:
     return _item(False, f"{plain} of {len(conns)} connections over unencrypted ws://")
 
 
+def lacking_credentials(
+    conns: Sequence[Connection], references: ReferenceIndex
+) -> list[dict[str, Any]]:
+    """The connections whose upgrade lacked credentials their endpoint's accepted upgrades
+    sent (``analysis.handshake_diff``), grouped by what they lacked and the reference::
+
+        [{"connections": [ID, ...], "reference": ID, "missing": ["cookie session", ...]}]
+    """
+    groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for c in conns:
+        ref = references.reference_for(c)
+        if ref is None:
+            continue
+        missing = diff_connections(c, ref).missing_credentials
+        if missing:
+            labels = tuple(dict.fromkeys(m.label for m in missing))
+            groups.setdefault((ref.id, labels), []).append(c.id)
+    return [
+        {"connections": ids, "reference": ref, "missing": list(labels)}
+        for (ref, labels), ids in groups.items()
+    ]
+
+
+def _ids(ids: Sequence[str], limit: int = 4) -> str:
+    shown = ", ".join(f"#{i}" for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _lacking_text(lacking: Sequence[dict[str, Any]]) -> str:
+    return "; ".join(
+        f"{_ids(g['connections'])} lacked {', '.join(g['missing'])} (sent by #{g['reference']})"
+        for g in lacking
+    )
+
+
 def _auth(
+    session: Session,
+    monitor: HeartbeatMonitor | None,
+    accepted: Sequence[Connection],
+    refused: Sequence[Connection],
+    lacking: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    item = _auth_methods(session, monitor, accepted, refused)
+    item["lacking"] = list(lacking)
+    if lacking:
+        item["detail"] += "; " + _lacking_text(lacking)
+    return item
+
+
+def _auth_methods(
     session: Session,
     monitor: HeartbeatMonitor | None,
     accepted: Sequence[Connection],
@@ -484,6 +536,7 @@ def build_report(
         else analyze_endpoints(session.connections.values())
     )
     out: list[dict[str, Any]] = []
+    references = ReferenceIndex(session.connections.values())
     for ep in eps:
         conns = [session.connections[cid] for cid in ep.conn_ids if cid in session.connections]
         refused = [c for c in conns if c.state == ConnState.REFUSED]
@@ -495,7 +548,9 @@ def build_report(
             "pongs": pong_item,
             "reconnect": _reconnect(ep),
             "wss": _wss(conns),
-            "auth": _auth(session, monitor, accepted, refused),
+            "auth": _auth(
+                session, monitor, accepted, refused, lacking_credentials(conns, references)
+            ),
             "compression": _compression(accepted),
             "largest_message": _largest(accepted),
             "close_codes": _close_codes(accepted),
