@@ -22,6 +22,7 @@ from devconsole.commands import demo as demo_commands
 from devconsole.commands import events as event_commands
 from devconsole.commands import faults as fault_commands
 from devconsole.commands import files as file_commands
+from devconsole.commands import handshake as handshake_commands
 from devconsole.commands import proxy as proxy_commands
 from devconsole.commands import report as report_commands
 from devconsole.commands import tui as tui_commands
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_commands.register(sub)
     file_commands.register(sub)
     demo_commands.register(sub)
+    handshake_commands.register(sub)
     return parser
 
 

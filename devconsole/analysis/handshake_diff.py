@@ -25,6 +25,7 @@ Core module: pure functions over ``Handshake`` and ``Connection``, no I/O.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -187,6 +188,49 @@ def is_secret_value(kind: Kind, name: str, value: str) -> bool:
     return False
 
 
+def _mask_cookie_header(value: str) -> str:
+    parts = []
+    for part in value.split(";"):
+        name, eq, v = part.partition("=")
+        if eq and is_secret_value("cookies", name.strip(), v.strip()):
+            parts.append(f"{name}={masked(v.strip())}")
+        else:
+            parts.append(part)
+    return ";".join(parts)
+
+
+def _mask_header(name: str, value: str) -> str:
+    lname = name.lower()
+    if lname == "cookie":
+        return _mask_cookie_header(value)
+    if lname == "sec-websocket-protocol":
+        return ", ".join(
+            masked(p) if p != n else p
+            for (n, p) in _subprotocols_of([x.strip() for x in value.split(",") if x.strip()])
+        )
+    if lname in VOLATILE_HEADERS or lname in _ITEMIZED_HEADERS:
+        return value
+    return mask_value("headers", name, value) if is_secret_value("headers", name, value) else value
+
+
+def mask_handshake(hs: Handshake) -> Handshake:
+    """A copy of ``hs`` whose secret values (``is_secret_value``) are fingerprints: in the
+    request headers, the cookies, the query parameters and the URL. What the inspector and
+    ``devconsole handshake`` show unless asked for the secrets."""
+    query = [(k, masked(v) if is_secret_value("query", k, v) else v) for k, v in hs.query]
+    url = hs.url
+    for (k, v), (_, m) in zip(hs.query, query, strict=True):
+        if m != v:
+            url = url.replace(f"{k}={v}", f"{k}={m}", 1)
+    return dataclasses.replace(
+        hs,
+        url=url,
+        query=query,
+        cookies=[(k, masked(v) if is_secret_value("cookies", k, v) else v) for k, v in hs.cookies],
+        request_headers=[(k, _mask_header(k, v)) for k, v in hs.request_headers],
+    )
+
+
 # --------------------------------------------------------------------------- reference
 
 
@@ -279,10 +323,13 @@ def _headers(hs: Handshake) -> list[tuple[str, str]]:
 
 
 def _subprotocols(hs: Handshake) -> list[tuple[str, str]]:
+    return _subprotocols_of(hs.requested_subprotocols)
+
+
+def _subprotocols_of(offered: Sequence[str]) -> list[tuple[str, str]]:
     """Offered subprotocols as (name, value): a token carried there is named after the
     marker before it (``access_token token``) so two tokens compare as one item."""
     out: list[tuple[str, str]] = []
-    offered = hs.requested_subprotocols
     for i, p in enumerate(offered):
         marker = offered[i - 1] if i else ""
         if marker.lower() in TOKEN_PROTOCOLS:
