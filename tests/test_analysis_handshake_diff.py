@@ -280,3 +280,32 @@ def test_likely_cause_leads_with_the_credentials() -> None:
     # an accepted upgrade that lacks nothing: nothing to say; a 503 is not about credentials
     assert likely_cause(ref) is None
     assert likely_cause(conn("5", status=503)) is None
+
+
+def test_mask_handshake_hides_secret_values_everywhere_and_keeps_the_rest() -> None:
+    from devconsole.analysis.handshake_diff import mask_handshake
+
+    hs = handshake(
+        cookies=(("session", SESSION), ("theme", "dark")),
+        query=[("ticket", "tk_5f2a"), ("room", "lobby")],
+        extra_headers=[("Authorization", f"Bearer {TOKEN}"), ("X-Api-Key", "k-123")],
+        protocols=["access_token", TOKEN],
+    )
+    m = mask_handshake(hs)
+    text = repr(m)
+    for secret in (SESSION, TOKEN, "tk_5f2a", "k-123"):
+        assert secret not in text
+    assert (
+        m.url
+        == f"wss://api.example.com/ws?ticket=‹secret {fingerprint('tk_5f2a')}, 7 chars›&room=lobby"
+    )
+    assert dict(m.cookies)["theme"] == "dark"
+    assert (
+        m.request_header("cookie")
+        == f"session=‹secret {fingerprint(SESSION)}, 18 chars›; theme=dark"
+    )
+    assert m.request_header("authorization").startswith("Bearer ‹secret ")
+    assert m.request_header("sec-websocket-protocol").startswith("access_token, ‹secret ")
+    assert m.request_header("sec-websocket-key") == hs.request_header("sec-websocket-key")
+    assert m.request_header("user-agent") == hs.request_header("user-agent")
+    assert hs.cookies[0][1] == SESSION  # the original is untouched
