@@ -5,6 +5,7 @@ import re
 from rich.console import Console
 
 from devconsole.model import SERVER, Connection
+from devconsole.samples import FEED_SESSION, refusal_traffic
 from devconsole.source import MemorySource
 from devconsole.tui import make_app
 from devconsole.tui.handshake import HandshakeScreen, ReferencePicker, handshake_renderable
@@ -193,27 +194,8 @@ def test_snapshot_refused_upgrade(snap_compare) -> None:
 
 # ------------------------------------------------------------------ the diff
 
-SESSION = "alice-7f3a9c2e41d05b"
-
-
-def _diff_traffic(no_cookies: bool = True) -> Traffic:
-    """/feed: an accepted upgrade with the session cookie, then a refused one without it
-    and from another Origin (the scenario of the demo's /feed and of issue 15)."""
-    t = Traffic()
-    feed = {"path": "/feed", "host": "127.0.0.1", "scheme": "ws"}
-    t.open("1", cookies=(("session", SESSION),), origin="http://localhost:3000", **feed)
-    t.json("1", SERVER, {"type": "item", "id": 1})
-    t.refused(
-        "2",
-        status=403,
-        cookies=() if no_cookies else (("theme", "dark"),),
-        origin="http://127.0.0.1:5173",
-        client="127.0.0.1:50002",
-        body=b'{"error":"no session","login":"/login"}\n',
-        ts=T0 + 5,
-        **feed,
-    )
-    return t
+SESSION = FEED_SESSION
+_diff_traffic = refusal_traffic
 
 
 CHANGE_ROW = re.compile(r"^(missing|different|extra)\s{2,}\S")  # a row of the diff table
