@@ -105,7 +105,9 @@ def handshake_text(
         lines.extend(f"< {_s(k)}: {_s(v)}" for k, v in hs.response_headers)
         if hs.body:
             lines.append("")
-            lines.append(safe_text(hs.body.decode("utf-8", "replace"), keep_newlines=True))
+            lines.append(
+                safe_text(hs.body.decode("utf-8", "replace"), keep_newlines=True).rstrip("\n")
+            )
             if len(hs.body) < hs.body_size:
                 lines.append(f"(first {len(hs.body)} of {hs.body_size} bytes)")
     if diff is not None:

@@ -228,7 +228,8 @@ class DiffTable:
             return
         ref = conn_tag(diff.reference)
         wide = options.max_width >= WIDE_DIFF
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=True)
+        # narrow: the stacked values take what is left; wide: each side as wide as it needs
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=not wide)
         table.add_column("", no_wrap=True)
         table.add_column("item", style="bold", overflow="fold", max_width=32)
         if wide:
