@@ -309,3 +309,23 @@ def test_mask_handshake_hides_secret_values_everywhere_and_keeps_the_rest() -> N
     assert m.request_header("sec-websocket-key") == hs.request_header("sec-websocket-key")
     assert m.request_header("user-agent") == hs.request_header("user-agent")
     assert hs.cookies[0][1] == SESSION  # the original is untouched
+
+
+def test_mask_handshake_url_encoding_paths_and_set_cookie() -> None:
+    from devconsole.analysis.handshake_diff import mask_handshake
+
+    # the URL carries the value percent-encoded, the query pairs decoded
+    hs = handshake(
+        query=[("token", "a+b/c=d"), ("room", "x y")],
+        url="wss://api.example.com/ws/" + TOKEN + "?token=a%2Bb%2Fc%3Dd&room=x%20y",
+        path="/ws/" + TOKEN,
+        status=401,
+        response_headers=[("Set-Cookie", "sid=s3cr3t-v4lue; Path=/; HttpOnly")],
+    )
+    m = mask_handshake(hs)
+    assert "a%2Bb" not in m.url and "a+b/c=d" not in m.url and TOKEN not in m.url
+    assert m.url.endswith(f"?token=‹secret {fingerprint('a+b/c=d')}, 7 chars›&room=x y")
+    assert TOKEN not in m.path and m.path.startswith("/ws/‹secret ")
+    assert m.response_headers == [
+        ("Set-Cookie", f"sid=‹secret {fingerprint('s3cr3t-v4lue')}, 12 chars›; Path=/; HttpOnly")
+    ]

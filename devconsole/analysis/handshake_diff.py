@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from devconsole.analysis.handshake import credentials_sent, ext_name
 from devconsole.analysis.secrets import (
+    JWT,
     TOKEN_PROTOCOLS,
     is_secret_header,
     is_secret_name,
@@ -213,21 +214,47 @@ def _mask_header(name: str, value: str) -> str:
     return mask_value("headers", name, value) if is_secret_value("headers", name, value) else value
 
 
+def _mask_set_cookie(value: str) -> str:
+    first, sep, attrs = value.partition(";")
+    name, eq, v = first.partition("=")
+    if eq and v.strip():
+        return f"{name}={masked(v.strip())}{sep}{attrs}"
+    return value
+
+
+def _mask_response_header(name: str, value: str) -> str:
+    lname = name.lower()
+    if lname == "set-cookie":
+        return _mask_set_cookie(value)
+    if lname in ("sec-websocket-accept", "sec-websocket-extensions", "sec-websocket-protocol"):
+        return value
+    return mask_value("headers", name, value) if is_secret_value("headers", name, value) else value
+
+
+def _mask_jwts(text: str) -> str:
+    return JWT.sub(lambda m: masked(m.group()), text)
+
+
 def mask_handshake(hs: Handshake) -> Handshake:
     """A copy of ``hs`` whose secret values (``is_secret_value``) are fingerprints: in the
-    request headers, the cookies, the query parameters and the URL. What the inspector and
-    ``devconsole handshake`` show unless asked for the secrets."""
+    request headers, the cookies, the query parameters, the URL (its query is rebuilt from
+    the masked parameters, and a JWT in the path is masked), and ``Set-Cookie`` or
+    credential headers of the response. What the inspector and ``devconsole handshake``
+    show unless asked for the secrets."""
     query = [(k, masked(v) if is_secret_value("query", k, v) else v) for k, v in hs.query]
-    url = hs.url
-    for (k, v), (_, m) in zip(hs.query, query, strict=True):
-        if m != v:
-            url = url.replace(f"{k}={v}", f"{k}={m}", 1)
+    url = _mask_jwts(hs.url)
+    if query != hs.query:
+        # The URL's query is percent-encoded and hs.query decoded: rebuild it for display
+        # rather than search for the encoded value.
+        url = url.split("?", 1)[0] + "?" + "&".join(f"{k}={v}" if v else k for k, v in query)
     return dataclasses.replace(
         hs,
         url=url,
+        path=_mask_jwts(hs.path),
         query=query,
         cookies=[(k, masked(v) if is_secret_value("cookies", k, v) else v) for k, v in hs.cookies],
         request_headers=[(k, _mask_header(k, v)) for k, v in hs.request_headers],
+        response_headers=[(k, _mask_response_header(k, v)) for k, v in hs.response_headers],
     )
 
 
