@@ -329,3 +329,35 @@ def test_mask_handshake_url_encoding_paths_and_set_cookie() -> None:
     assert m.response_headers == [
         ("Set-Cookie", f"sid=‹secret {fingerprint('s3cr3t-v4lue')}, 12 chars›; Path=/; HttpOnly")
     ]
+
+
+def test_missing_credential_labels_agree_with_the_diff() -> None:
+    from devconsole.analysis.handshake_diff import credential_items, missing_credential_labels
+
+    refs = [
+        good(),
+        good(cookies=(("session", SESSION), ("theme", "dark"), ("theme", "light"))),
+        good(
+            query=[("access_token", "tk"), ("room", "a")],
+            extra_headers=[("Authorization", "Bearer x"), ("X-Api-Key", "k"), ("X-Trace", "1")],
+            protocols=["access_token", TOKEN, "chat.v2"],
+        ),
+    ]
+    others = [
+        handshake("2", path="/app", cookies=()),
+        handshake("3", path="/app", cookies=(("theme", "dark"),)),
+        handshake("4", path="/app", cookies=(("session", "x"),), query=[("access_token", "t")]),
+        handshake(
+            "5",
+            path="/app",
+            cookies=(("session", "x"),),
+            extra_headers=[("authorization", "Basic y")],
+            protocols=["chat.v2"],
+        ),
+    ]
+    for ref in refs:
+        for this in others:
+            expected = list(
+                dict.fromkeys(c.label for c in diff_handshakes(this, ref).missing_credentials)
+            )
+            assert missing_credential_labels(this, credential_items(ref)) == expected, (ref, this)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -459,6 +460,63 @@ def diff_handshakes(
         changes=tuple(changes),
         same=same,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _header_role(name: str) -> int:
+    """1: a header whose value is a credential; 2: Sec-WebSocket-Protocol; 0: other."""
+    lname = name.lower()
+    if lname == "sec-websocket-protocol":
+        return 2
+    if lname in _ITEMIZED_HEADERS or lname in VOLATILE_HEADERS:
+        return 0
+    return 1 if lname in _AUTH_HEADERS or is_secret_header(name) else 0
+
+
+def credential_items(hs: Handshake) -> list[tuple[Kind, str, str]]:
+    """The credentials an upgrade request carries, as (kind, comparison key, name): every
+    cookie, the Authorization and secret-named headers, the secret query parameters and
+    token subprotocols. What ``HandshakeDiff.missing_credentials`` compares, without the
+    rest of the diff (the readiness report runs it on every connection)."""
+    out: list[tuple[Kind, str, str]] = [("cookies", k, k) for k, _ in hs.cookies]
+    protocols = False
+    for k, _ in hs.request_headers:
+        role = _header_role(k)
+        if role == 1:
+            out.append(("headers", k.lower(), k))
+        elif role == 2:
+            protocols = True
+    out.extend(("query", k, k) for k, v in hs.query if is_secret_value("query", k, v))
+    if protocols:
+        out.extend(
+            ("subprotocols", n, n)
+            for n, v in _subprotocols(hs)
+            if is_secret_value("subprotocols", n, v)
+        )
+    return out
+
+
+def missing_credential_labels(
+    this: Handshake, reference: Sequence[tuple[Kind, str, str]]
+) -> list[str]:
+    """The labels (``cookie session``) of the credentials in ``reference``
+    (``credential_items`` of the reference's upgrade) that ``this`` did not send, each
+    once: the same as ``diff_handshakes(this, ref).missing_credentials``, cheaper."""
+    if not reference:
+        return []
+    have: dict[tuple[Kind, str], int] = {}
+    for kind, key, _ in credential_items(this):
+        have[(kind, key)] = have.get((kind, key), 0) + 1
+    out: list[str] = []
+    for kind, key, name in reference:
+        n = have.get((kind, key), 0)
+        if n:
+            have[(kind, key)] = n - 1
+            continue
+        label = f"{SINGULAR[kind]} {name}"
+        if label not in out:
+            out.append(label)
+    return out
 
 
 def diff_connections(conn: Connection, reference: Connection) -> HandshakeDiff:

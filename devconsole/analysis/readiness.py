@@ -22,7 +22,11 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from devconsole.analysis.backoff import EndpointReport, analyze_endpoints
-from devconsole.analysis.handshake_diff import ReferenceIndex, diff_connections
+from devconsole.analysis.handshake_diff import (
+    ReferenceIndex,
+    credential_items,
+    missing_credential_labels,
+)
 from devconsole.analysis.heartbeat import HeartbeatMonitor, HeartbeatReport, PingStats, median
 from devconsole.analysis.secrets import (
     JWT,
@@ -332,14 +336,17 @@ def lacking_credentials(
         [{"connections": [ID, ...], "reference": ID, "missing": ["cookie session", ...]}]
     """
     groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    ref_items: dict[str, list[tuple[Any, str, str]]] = {}
     for c in conns:
         ref = references.reference_for(c)
         if ref is None:
             continue
-        missing = diff_connections(c, ref).missing_credentials
+        items = ref_items.get(ref.id)
+        if items is None:
+            items = ref_items[ref.id] = credential_items(ref.handshake)
+        missing = missing_credential_labels(c.handshake, items)
         if missing:
-            labels = tuple(dict.fromkeys(m.label for m in missing))
-            groups.setdefault((ref.id, labels), []).append(c.id)
+            groups.setdefault((ref.id, tuple(missing)), []).append(c.id)
     return [
         {"connections": ids, "reference": ref, "missing": list(labels)}
         for (ref, labels), ids in groups.items()
