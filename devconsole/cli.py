@@ -22,6 +22,7 @@ from devconsole.commands import demo as demo_commands
 from devconsole.commands import events as event_commands
 from devconsole.commands import faults as fault_commands
 from devconsole.commands import files as file_commands
+from devconsole.commands import handshake as handshake_commands
 from devconsole.commands import protocols as protocol_commands
 from devconsole.commands import proxy as proxy_commands
 from devconsole.commands import report as report_commands
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     store_commands.register(sub)
     demo_commands.register(sub)
     protocol_commands.register(sub)
+    handshake_commands.register(sub)
     return parser
 
 

@@ -17,7 +17,10 @@ directly with ``proxy=None``):
   8 s, +-20%) whenever the connection drops. The server closes it every 10-15 s with 1012
   Service Restart and answers 503 for a moment while "restarting", so the backoff shows.
   The client sends an app-level heartbeat ``{"type":"ping"}`` every 2 s, answered by
-  ``{"type":"pong"}``.
+  ``{"type":"pong"}``. The server refuses ``/feed`` with 403 without a ``session``
+  cookie: beside the backoff client, the same app in another tab lost its cookie and
+  retries every ``feed_retry_every`` (5 s), refused each time (the handshake diff names
+  the missing cookie).
 - ``/private``: a client without a cookie, refused with HTTP 401 and a small JSON body,
   every 20 s.
 - ``/events?ticket=abc123``: authentication by a ticket in the query string.
@@ -100,6 +103,7 @@ class DemoConfig:
     backoff_factor: float = 2.0
     backoff_cap: float = 8.0
     backoff_jitter: float = 0.2
+    feed_retry_every: float = 5.0  # the /feed client without its cookie retries this often
     private_every: float = 20.0
     events_every: float = 1.0
     flood_tick: float = 0.02  # the flood client sends a batch every tick
@@ -125,6 +129,7 @@ class DemoConfig:
             feed_item_every=0.2,
             backoff_base=0.1,
             backoff_cap=1.0,
+            feed_retry_every=0.3,
             private_every=0.5,
             events_every=0.2,
             retry_base=0.1,
@@ -235,6 +240,9 @@ class DemoServer:
             status = HTTPStatus.SERVICE_UNAVAILABLE
             resp = conn.respond(status, "restarting, try again later\n")
             resp.headers["Retry-After"] = "1"
+        elif path == "/feed" and not _cookie(request.headers, "session"):
+            status = HTTPStatus.FORBIDDEN
+            resp = _json_response(conn, status, {"error": "no session", "login": "/login"})
         if status is not None:
             self.stats.refused[f"{path} {int(status)}"] += 1
         return resp
@@ -832,6 +840,22 @@ async def _feed_client(c: _Clients) -> None:
     )
 
 
+async def _feed_retry_client(c: _Clients) -> None:
+    """The /feed app in a tab that lost its ``session`` cookie: refused with 403, it
+    retries at a fixed interval (no backoff), beside the backoff client."""
+    headers = {"Origin": ORIGIN, "User-Agent": "feed-client/2.1"}
+    while not c.stop.is_set():
+        try:
+            async with c.connect("/feed", additional_headers=headers, user_agent_header=None) as ws:
+                await c.until_stopped(ws, _drain(ws))
+        except InvalidStatus as exc:
+            c.stats.client_errors[f"InvalidStatus {exc.response.status_code}"] += 1
+        except RETRYABLE as exc:
+            c.stats.client_errors[type(exc).__name__] += 1
+        if await c.sleep(c.config.feed_retry_every):
+            return
+
+
 async def _private_client(c: _Clients) -> None:
     """Tries /private without a cookie now and then; the server answers 401."""
     while not c.stop.is_set():
@@ -911,6 +935,7 @@ async def run_demo(
         *(_chat_client(clients, USERS[i % len(USERS)]) for i in range(cfg.chat_clients)),
         _ticker_client(clients),
         _feed_client(clients),
+        _feed_retry_client(clients),
         _private_client(clients),
         _events_client(clients),
         *(_sio_client(clients, USERS[-1 - i]) for i in range(cfg.sio_clients)),

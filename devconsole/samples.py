@@ -374,3 +374,28 @@ def fault_traffic() -> Traffic:
 
 
 FAULT_NOW = T0 + 27.0  # a moment after the end of fault_traffic()
+
+
+FEED_SESSION = "alice-7f3a9c2e41d05b"  # the session cookie of refusal_traffic()'s good client
+
+
+def refusal_traffic(no_cookies: bool = True) -> Traffic:
+    """/feed on a local server that refuses upgrades without a ``session`` cookie: #1
+    accepted with it (Origin ``http://localhost:3000``), #2 refused with 403 without it,
+    from ``http://127.0.0.1:5173`` (with no cookie at all, or with ``no_cookies=False``
+    only a ``theme`` cookie). The handshake diff's scenario (the demo's /feed)."""
+    t = Traffic()
+    feed: dict[str, Any] = {"path": "/feed", "host": "127.0.0.1", "scheme": "ws"}
+    t.open("1", cookies=(("session", FEED_SESSION),), origin="http://localhost:3000", **feed)
+    t.json("1", SERVER, {"type": "item", "id": 1, "title": "deploying now"})
+    t.refused(
+        "2",
+        status=403,
+        cookies=() if no_cookies else (("theme", "dark"),),
+        origin="http://127.0.0.1:5173",
+        client="127.0.0.1:50002",
+        body=b'{"error":"no session","login":"/login"}\n',
+        ts=T0 + 5,
+        **feed,
+    )
+    return t

@@ -17,7 +17,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devconsole.samples import FAULT_NOW, UTC, demo_traffic, fault_traffic  # noqa: E402
+from devconsole.samples import (  # noqa: E402
+    FAULT_NOW,
+    UTC,
+    demo_traffic,
+    fault_traffic,
+    refusal_traffic,
+)
 from devconsole.source import MemorySource  # noqa: E402
 from devconsole.tui import make_app  # noqa: E402
 
@@ -90,6 +96,11 @@ async def refused(pilot: Any) -> None:
     await pilot.press("h")
 
 
+async def handshake_diff(pilot: Any) -> None:
+    # nothing selected: h opens the newest upgrade, the refusal, on its diff
+    await pilot.press("h")
+
+
 async def filtered_paused(pilot: Any) -> None:
     screen = pilot.app.main
     screen.apply_filter("from:server type:text")
@@ -146,6 +157,8 @@ async def run() -> None:
     await shot("tui-hex-zoomed", hex_zoomed)
     await shot("tui-handshake", handshake)
     await shot("tui-refused", refused)
+    await shot("tui-handshake-diff", handshake_diff, traffic=refusal_traffic)
+    await shot("tui-handshake-diff-80x24", handshake_diff, size=(80, 24), traffic=refusal_traffic)
     await shot("tui-filter-paused", filtered_paused)
     await shot("tui-filter-error", filter_error)
     await shot("tui-help", help_screen, size=(140, 48))

@@ -134,3 +134,16 @@ def test_flags_sorted_by_severity() -> None:
     hs = handshake(status=401, cookies=(), scheme="ws", origin=None)
     levels = [f.level for f in lint_handshake(hs)]
     assert levels == sorted(levels, key=["error", "warning", "info"].index)
+
+
+def test_refused_without_credentials_leads_with_that_and_demotes_the_origin() -> None:
+    flags = lint_handshake(handshake(cookies=(), status=403, origin="http://127.0.0.1:5173"))
+    assert flags[0].topic == "status"
+    assert flags[0].message.startswith("403 Forbidden and no credentials were sent")
+    assert "Origin" not in flags[0].message
+    assert flags[-1].topic == "origin" and flags[-1].level == "info"
+    assert "http://127.0.0.1:5173" in flags[-1].message
+    # with credentials, a 403 still names both usual causes in its explanation
+    with_cookie = lint_handshake(handshake(status=403))
+    assert "credentials were rejected" in with_cookie[0].message
+    assert "Origin" in with_cookie[0].message

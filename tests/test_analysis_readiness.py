@@ -435,3 +435,33 @@ def test_requests_still_waiting_on_a_live_connection_are_not_called_answered() -
     assert replies["ok"] is None
     assert replies["detail"].startswith("1 of 2 requests answered; 1 still waiting")
     assert "debug_trace" in replies["detail"] and ep["latency"]["pending"] == 1
+
+
+def test_auth_names_the_connections_that_lacked_what_the_others_sent() -> None:
+    session = Session()
+    good = hs(0.0, path="/app", cookie="session=s3cr3t-alice; theme=dark", conn="1")
+    session.apply(HandshakeEvent(good))
+    for i, t in enumerate((5.0, 10.0, 15.0)):
+        session.apply(
+            RefusedEvent(hs(t, path="/app", origin="http://127.0.0.1:5173", status=403,
+                            conn=str(10 + i)))
+        )  # fmt: skip
+    # an accepted upgrade without the cookie, same Origin as the good one
+    session.apply(HandshakeEvent(hs(20.0, path="/app", cookie="theme=dark", conn="20")))
+    report = build_report(session, None, now=30.0)
+    items = {
+        (ep["origin"], ep["connections"]): ep["checklist"]["auth"] for ep in report["endpoints"]
+    }
+    refused = items[("http://127.0.0.1:5173", 3)]
+    assert refused["lacking"] == [
+        {"connections": ["10", "11", "12"], "reference": "1",
+         "missing": ["cookie session", "cookie theme"]}
+    ]  # fmt: skip
+    assert "#10, #11, #12 lacked cookie session, cookie theme (sent by #1)" in refused["detail"]
+    same_origin = items[("https://app.test", 2)]
+    assert same_origin["lacking"] == [
+        {"connections": ["20"], "reference": "1", "missing": ["cookie session"]}
+    ]
+    assert "#20 lacked cookie session (sent by #1)" in same_origin["detail"]
+    assert "s3cr3t" not in json.dumps(report)
+    assert "lacked cookie session" in render_text(report)

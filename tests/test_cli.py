@@ -303,6 +303,7 @@ def test_every_command_is_registered_with_its_handler() -> None:
         ["open", "x.dcap"],
         ["export", "x.dcap"],
         ["demo"],
+        ["handshake", "3", "--diff", "auto"],
     ):
         assert callable(parser.parse_args(argv).handler), argv
 
@@ -331,7 +332,17 @@ def test_help_lists_every_command() -> None:
         timeout=30,
     )
     assert r.returncode == 0
-    for cmd in ("proxy", "tail", "conns", "attach", "kill", "inject", "report", "demo"):
+    for cmd in (
+        "proxy",
+        "tail",
+        "conns",
+        "attach",
+        "kill",
+        "inject",
+        "report",
+        "demo",
+        "handshake",
+    ):
         assert cmd in r.stdout
 
 

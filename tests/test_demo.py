@@ -3,7 +3,10 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections import Counter
+from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -11,6 +14,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from devconsole.analysis.handshake_diff import diff_connections, reference_for
+from devconsole.analysis.readiness import build_report
 from devconsole.demo import (
     TICKET,
     DemoConfig,
@@ -19,6 +24,8 @@ from devconsole.demo import (
     run_demo,
     start_demo_server,
 )
+from devconsole.model import Connection
+from tests.conftest import running_proxy, viewer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,7 +72,18 @@ async def test_server_alone_refuses_and_serves() -> None:
             base + "/private", proxy=None, additional_headers={"Cookie": "session=x"}
         ) as ws:
             assert json.loads(await ws.recv())["type"] == "event"
-        assert stats.refused == Counter({"/private 401": 1, "/events 403": 1, "/nowhere 404": 1})
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(base + "/feed", proxy=None):
+                pass
+        assert info.value.response.status_code == 403
+        assert json.loads(info.value.response.body) == {"error": "no session", "login": "/login"}
+        async with connect(
+            base + "/feed", proxy=None, additional_headers={"Cookie": "session=x"}
+        ) as ws:
+            assert ws.response is not None and ws.response.status_code == 101
+        assert stats.refused == Counter(
+            {"/private 401": 1, "/events 403": 1, "/nowhere 404": 1, "/feed 403": 1}
+        )
     finally:
         server.close()
         await server.wait_closed()
@@ -83,6 +101,7 @@ def _scenario_seen(stats: DemoStats, rate: int) -> bool:
         and stats.accepted["/events"] >= 1
         and stats.sent["/events"] >= 3
         and stats.refused["/private 401"] >= 2
+        and stats.refused["/feed 403"] >= 2
         and stats.feed_restarts >= 1
         and stats.accepted["/feed"] >= 2
         and stats.reconnects["/feed"] >= 1
@@ -181,6 +200,7 @@ async def test_demo_through_mitmproxy() -> None:
         assert counter.upgrades["/feed"] >= 2, counter.upgrades
         assert counter.upgrades["/events"] >= 1, counter.upgrades
         assert counter.responses["/private 401"] >= 2, counter.responses
+        assert counter.responses["/feed 403"] >= 2, counter.responses
         assert counter.ws_messages["/flood"] >= stats.flood_received, counter.ws_messages
         assert counter.ws_messages["/ticker"] >= 20, counter.ws_messages
     finally:
@@ -222,8 +242,8 @@ async def test_demo_report_shows_latency_per_method(short_tmp: Any) -> None:
     """Through devconsole: the report of the demo gives request/reply latency per
     JSON-RPC method and Socket.IO event, and lists the never-answered
     debug_traceTransaction calls."""
-    from devconsole.analysis.readiness import build_report, render_text
-    from tests.conftest import running_proxy, wait_until
+    from devconsole.analysis.readiness import render_text
+    from tests.conftest import wait_until
     from tests.protocol_servers import decoding_viewer
 
     def seen(v: Any) -> bool:
@@ -280,3 +300,59 @@ async def test_demo_report_shows_latency_per_method(short_tmp: Any) -> None:
     assert any(p["protocol"] == "socket.io" and p["negotiated_interval"] == 0.5
                for p in sio["heartbeat"]["protocol"])  # fmt: skip
     assert "eth_blockNumber" in render_text(report)
+
+
+async def test_demo_through_devconsole_shows_the_refused_retries_and_their_missing_cookie(
+    short_tmp: Path,
+) -> None:
+    """Issue 15 and 16's demo: on /feed, a client refused with 403 retries at a fixed
+    interval beside the client with exponential backoff; the diff of a refusal names the
+    missing cookie, and only that; the report's auth item names the refused connections."""
+    cfg = DemoConfig.fast()
+    async with running_proxy("regular", short_tmp) as px, viewer(px.tap) as v:
+
+        def feed(status: int) -> list[Connection]:
+            return sorted(
+                (
+                    c
+                    for c in v.session.connections.values()
+                    if c.path == "/feed" and c.handshake.status == status
+                ),
+                key=lambda c: c.ts_start,
+            )
+
+        def refused_retries() -> list[Connection]:
+            return [c for c in feed(403) if c.handshake.request_header("cookie") is None]
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_demo(f"127.0.0.1:{px.port}", stop=stop, config=cfg, seed=5))
+        try:
+            await v.wait_for(lambda _: len(refused_retries()) >= 4 and len(feed(101)) >= 1, 30)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=15)
+        conns = list(v.session.connections.values())
+        refused = refused_retries()
+        last = refused[-1]
+        ref = reference_for(last, conns)
+        assert ref is not None and ref.handshake.status == 101 and ref.path == "/feed"
+        diff = diff_connections(last, ref).to_dict()
+        assert diff["missing"]["cookies"] == ["session"]
+        assert all(not names for kind, names in diff["missing"].items() if kind != "cookies")
+        assert all(not names for names in diff["extra"].values())
+        assert all(not pairs for pairs in diff["different"].values())
+        # a fixed interval, about feed_retry_every apart (plus the refusal's round trip)
+        gaps = [b.ts_start - a.ts_start for a, b in pairwise(refused)]
+        assert all(cfg.feed_retry_every * 0.9 <= g <= cfg.feed_retry_every + 1.0 for g in gaps)
+        # the backoff client on the same endpoint reconnected too
+        assert len(feed(101)) >= 1
+        report = build_report(v.session, None, now=time.time())
+        lacking = [
+            g
+            for ep in report["endpoints"]
+            if ep["path"] == "/feed"
+            for g in ep["checklist"]["auth"]["lacking"]
+        ]
+        named = {cid for g in lacking for cid in g["connections"]}
+        assert {c.id for c in refused} <= named
+        assert all(g["missing"] == ["cookie session"] for g in lacking)

@@ -58,6 +58,8 @@ def ext_name(ext: str) -> str:
     return ext.split(";", 1)[0].strip().lower()
 
 
+STATUS_NAMES: dict[int, str] = {401: "Unauthorized", 403: "Forbidden"}
+
 STATUS_EXPLANATIONS: dict[int, str] = {
     400: "400 Bad Request: the server rejected the upgrade request itself (missing or bad "
     "Sec-WebSocket-Key / Sec-WebSocket-Version, or no 'Connection: Upgrade').",
@@ -113,21 +115,40 @@ def explain_status(hs: Handshake) -> str | None:
     return f"{status}: not a WebSocket upgrade response."
 
 
+def credentials_sent(hs: Handshake) -> bool:
+    """The upgrade request carries a credential: a cookie, an Authorization header, a
+    token-like query parameter or a token in the offered subprotocols."""
+    return bool(
+        hs.cookies
+        or hs.request_header("cookie") is not None
+        or hs.request_header("authorization") is not None
+        or any(is_secret_name(k) for k, _ in hs.query)
+        or subprotocol_credential(hs.requested_subprotocols)
+    )
+
+
 def lint_handshake(hs: Handshake) -> list[Flag]:
     """Classic handshake problems, most severe first."""
     flags: list[Flag] = []
     accepted = hs.status == 101
 
+    has_creds = credentials_sent(hs)
     status_note = explain_status(hs)
+    demoted_origin = False
+    if hs.status in (401, 403) and not has_creds:
+        # The likely cause first; the Origin (a 403's other usual cause) after the rest.
+        status_note = (
+            f"{hs.status} {hs.reason or STATUS_NAMES[hs.status]} and no credentials were "
+            "sent: the server most likely wants a cookie, an Authorization header or a "
+            "token (compare with an accepted upgrade: the diff)."
+        )
+        demoted_origin = hs.status == 403
     if status_note is not None:
         flags.append(Flag("error", "status", status_note))
 
     # credentials
-    has_cookie = bool(hs.cookies) or hs.request_header("cookie") is not None
-    has_authz = hs.request_header("authorization") is not None
     query_creds = [k for k, _ in hs.query if is_secret_name(k)]
-    proto_creds = subprotocol_credential(hs.requested_subprotocols)
-    if not (has_cookie or has_authz or query_creds or proto_creds):
+    if not has_creds:
         flags.append(
             Flag(
                 "warning",
@@ -209,7 +230,18 @@ def lint_handshake(hs: Handshake) -> list[Flag]:
                 )
             )
 
-    if hs.request_header("origin") is None:
+    if demoted_origin:
+        origin = hs.request_header("origin")
+        flags.append(
+            Flag(
+                "info",
+                "origin",
+                "A 403 can also mean the Origin is not allowed "
+                f"({'Origin ' + origin if origin else 'no Origin sent'}); many servers check "
+                "it on upgrades.",
+            )
+        )
+    elif hs.request_header("origin") is None:
         flags.append(
             Flag(
                 "info",

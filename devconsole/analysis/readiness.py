@@ -16,7 +16,9 @@ has ``"backplane": {"publications", "deliveries", "missed", "delay_p50", "delay_
 ``protocols`` (the decoders in use) and ``latency``: request -> first answer per method or
 event (count, p50, p95, max; ``devconsole.analysis.pairing``). ``render_text(report)`` is
 the plain-text version. ``observe(session)`` attaches what a report needs to a Session
-that is about to be fed.
+that is about to be fed. The ``auth`` item's ``lacking`` names the connections whose
+upgrade lacked credentials that the accepted upgrades on their endpoint sent
+(``analysis.handshake_diff``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from devconsole.analysis.backoff import EndpointReport, analyze_endpoints
 from devconsole.analysis.fanout import SLOW_FANOUT, FanoutTracer, is_backplane
+from devconsole.analysis.handshake_diff import (
+    ReferenceIndex,
+    credential_items,
+    missing_credential_labels,
+)
 from devconsole.analysis.heartbeat import HeartbeatMonitor, HeartbeatReport, PingStats, median
 from devconsole.analysis.pairing import PairTracker
 from devconsole.analysis.secrets import (
@@ -456,7 +463,59 @@ def _wss(conns: Sequence[Connection]) -> dict[str, Any]:
     return _item(False, f"{plain} of {len(conns)} connections over unencrypted ws://")
 
 
+def lacking_credentials(
+    conns: Sequence[Connection], references: ReferenceIndex
+) -> list[dict[str, Any]]:
+    """The connections whose upgrade lacked credentials their endpoint's accepted upgrades
+    sent (``analysis.handshake_diff``), grouped by what they lacked and the reference::
+
+        [{"connections": [ID, ...], "reference": ID, "missing": ["cookie session", ...]}]
+    """
+    groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    ref_items: dict[str, list[tuple[Any, str, str]]] = {}
+    for c in conns:
+        ref = references.reference_for(c)
+        if ref is None:
+            continue
+        items = ref_items.get(ref.id)
+        if items is None:
+            items = ref_items[ref.id] = credential_items(ref.handshake)
+        missing = missing_credential_labels(c.handshake, items)
+        if missing:
+            groups.setdefault((ref.id, tuple(missing)), []).append(c.id)
+    return [
+        {"connections": ids, "reference": ref, "missing": list(labels)}
+        for (ref, labels), ids in groups.items()
+    ]
+
+
+def _ids(ids: Sequence[str], limit: int = 4) -> str:
+    shown = ", ".join(f"#{i}" for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _lacking_text(lacking: Sequence[dict[str, Any]]) -> str:
+    return "; ".join(
+        f"{_ids(g['connections'])} lacked {', '.join(g['missing'])} (sent by #{g['reference']})"
+        for g in lacking
+    )
+
+
 def _auth(
+    session: Session,
+    monitor: HeartbeatMonitor | None,
+    accepted: Sequence[Connection],
+    refused: Sequence[Connection],
+    lacking: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    item = _auth_methods(session, monitor, accepted, refused)
+    item["lacking"] = list(lacking)
+    if lacking:
+        item["detail"] += "; " + _lacking_text(lacking)
+    return item
+
+
+def _auth_methods(
     session: Session,
     monitor: HeartbeatMonitor | None,
     accepted: Sequence[Connection],
@@ -670,6 +729,7 @@ def build_report(
         )
     )
     out: list[dict[str, Any]] = []
+    references = ReferenceIndex(session.connections.values())
     for ep in eps:
         conns = [session.connections[cid] for cid in ep.conn_ids if cid in session.connections]
         refused = [c for c in conns if c.state == ConnState.REFUSED]
@@ -683,7 +743,9 @@ def build_report(
             "pongs": pong_item,
             "reconnect": _reconnect(ep),
             "wss": _wss(conns),
-            "auth": _auth(session, monitor, accepted, refused),
+            "auth": _auth(
+                session, monitor, accepted, refused, lacking_credentials(conns, references)
+            ),
             "compression": _compression(accepted),
             "largest_message": _largest(accepted),
             "close_codes": _close_codes(accepted),

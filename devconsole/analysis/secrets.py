@@ -12,6 +12,7 @@ secret while ``author``, ``monkey`` and ``keyboard`` are not.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Sequence
 
@@ -155,3 +156,19 @@ def subprotocol_credential(offered: Sequence[str]) -> str | None:
         if looks_like_token(p) or is_secret_name(p):
             return "token-like subprotocol"
     return None
+
+
+# ------------------------------------------------------------------ fingerprints
+
+
+def fingerprint(value: str) -> str:
+    """A short, stable fingerprint of a secret value: the first 8 hex digits of its
+    SHA-256. Two values with the same fingerprint are (almost surely) the same, so a diff
+    can say "the token differs" without showing either; it does not hide a value someone
+    can guess (a short password), only keeps it off the screen."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def masked(value: str) -> str:
+    """What is shown instead of a secret value: ``‹secret 3f9a1c0e, 32 chars›``."""
+    return f"‹secret {fingerprint(value)}, {len(value)} chars›"

@@ -35,6 +35,7 @@ from devconsole.tui.connections import ALL, ConnectionList
 from devconsole.tui.detail import DetailTree
 from devconsole.tui.faults import FaultMenu, InjectDialog, describe
 from devconsole.tui.filterbar import FilterBar
+from devconsole.tui.handshake import HandshakeScreen
 from devconsole.tui.help import HelpScreen
 from devconsole.tui.main import MainScreen
 from devconsole.tui.report import ReportScreen
@@ -327,6 +328,7 @@ def help_groups() -> list[tuple[str, Iterable[BindingType]]]:
         ("detail tree", DetailTree.BINDINGS),
         ("fault menu", FaultMenu.BINDINGS),
         ("inject", InjectDialog.BINDINGS),
+        ("handshake", HandshakeScreen.BINDINGS),
         ("report", ReportScreen.BINDINGS),
     ]
 

@@ -26,6 +26,7 @@ from textual.widgets import Footer, Static
 from textual.worker import Worker, get_current_worker
 
 from devconsole import filters
+from devconsole.analysis.handshake_diff import newest_connection
 from devconsole.decoders import safe_text
 from devconsole.filters import MATCH_ALL, Filter, FilterError
 from devconsole.model import Command, Connection, Item
@@ -83,7 +84,8 @@ class MainScreen(Screen[None]):
             "handshake",
             "Handshake",
             id="handshake",
-            tooltip="Inspect the upgrade handshake of the selected connection",
+            tooltip="Inspect the upgrade handshake of the selected connection (or the newest) "
+            "and its diff against an accepted one",
         ),
         Binding(
             "x",
@@ -523,9 +525,12 @@ class MainScreen(Screen[None]):
         return conn
 
     def action_handshake(self) -> None:
-        conn = self._connection_for("Handshake")
-        if conn is not None:
-            self.app.push_screen(HandshakeScreen(conn, self.tz))
+        # Nothing selected: the newest upgrade (a refusal, if that came last).
+        conn = self.selected_connection() or newest_connection(self.session.connections.values())
+        if conn is None:
+            self.notify("No connection yet.", title="Handshake", severity="warning", markup=False)
+        else:
+            self.app.push_screen(HandshakeScreen(self.state, conn))
 
     def action_fault(self) -> None:
         conn = self._connection_for("Fault")
