@@ -162,6 +162,12 @@ async def test_late_viewer_counts_right_and_sees_a_dead_proxy_gone(
                 for _ in range(7):
                     await wa.send("y")
                     await wa.recv()
+                # a's messages are in the stream (its publisher flushes on its own
+                # schedule): the late viewer must find them as backlog, not live
+                await collect(
+                    redis_server.url,
+                    until=lambda s: "a/1" in s.connections and s.connections["a/1"].msgs_out == 7,
+                )
                 # a viewer attaching now, with a small backlog: counters from snapshots
                 src = RedisSource(redis_server.url, backlog_limit=4)
                 session = Session()
