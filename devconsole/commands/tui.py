@@ -10,14 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from devconsole.commands import add_tap_args, require_terminal, warn_exposure
-from devconsole.commands.protocols import add_decoder_args, decoder_rules
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("attach", help="attach the TUI to a running proxy's tap")
     add_tap_args(p)
     p.add_argument("addr", nargs="?", metavar="ADDR", help="same as --tap (e.g. redis://...)")
-    add_decoder_args(p)
     p.set_defaults(handler=attach)
 
 
@@ -39,7 +37,6 @@ def attach(args: argparse.Namespace) -> int:
     from devconsole.sources import open_source
 
     require_terminal()
-    decoder_rules(args)  # checks --decoder, loads --proto-desc
     spec = args.addr or args.tap
     client = open_source(spec, args.token)
 
