@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from devconsole import __version__
+from devconsole.commands import intercept
 from devconsole.model import (
     AbortCommand,
     CloseCommand,
@@ -34,6 +35,7 @@ from devconsole.model import (
     InjectCommand,
     Message,
     Opcode,
+    OutcomeEvent,
     ProtocolErrorEvent,
     RefusedEvent,
     ReleaseCommand,
@@ -91,6 +93,8 @@ def event_line(ev: Event) -> str | None:
             flags += " [injected]"
         if ev.dropped:
             flags += " [dropped]"
+        if ev.held:
+            flags += f" [held #{ev.held}{' ' + ev.outcome if ev.outcome else ''}]"
         return (
             f"{_clock(ev.ts)} #{ev.conn:<4} {ev.seq:>7} {arrow} {kind:<6} {ev.size:>7}B"
             f"{flags}  {_preview(ev)}"
@@ -121,6 +125,9 @@ def event_line(ev: Event) -> str | None:
         return _safe(f"{_clock(ev.ts)} #{ev.conn:<4} {ev.state:<7} {ev.detail}")
     if isinstance(ev, GapEvent):
         return f"-- {ev.missed} events missed: {ev.reason} --"
+    if isinstance(ev, OutcomeEvent):
+        body = f" ({ev.size}B sent instead)" if ev.body is not None else ""
+        return f"{_clock(ev.ts)} #{ev.conn:<4} {ev.seq:>7}   held #{ev.held} {ev.outcome}{body}"
     return None
 
 
@@ -397,6 +404,7 @@ def _proxy_config(args: argparse.Namespace) -> Any:
         buffer_messages=args.buffer_messages,
         buffer_bytes=args.buffer_bytes,
         max_payload=args.max_payload,
+        hold_bytes=args.hold_bytes,
         sets=args.set or [],
     )
 
@@ -477,6 +485,8 @@ class ChildProxy:
             args.buffer_bytes,
             "--max-payload",
             args.max_payload,
+            "--hold-bytes",
+            args.hold_bytes,
             *extra,
         ]
         if args.confdir:
@@ -611,6 +621,12 @@ def _add_proxy_args(p: argparse.ArgumentParser, tap: bool = True) -> None:
     p.add_argument("--buffer-bytes", default="256m", metavar="SIZE")
     p.add_argument("--max-payload", default="1m", metavar="SIZE", help="payload kept per message")
     p.add_argument(
+        "--hold-bytes",
+        default="16m",
+        metavar="SIZE",
+        help="bytes held per direction behind a breakpoint before backpressure",
+    )
+    p.add_argument(
         "--set",
         action="append",
         metavar="NAME=VALUE",
@@ -703,6 +719,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["jsonl", "har"], default="jsonl")
     p.add_argument("--no-redact", action="store_true", help="keep cookies, tokens and passwords")
 
+    intercept.register(sub)
+
     p = sub.add_parser("demo", help="the proxy, the TUI and simulated traffic")
     _add_proxy_args(p, tap=False)
     p.add_argument("--rate", type=_positive_int, default=None, help="flood N messages/s")
@@ -714,6 +732,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "handler", None):
+            return int(args.handler(args))
         cmd = args.command
         if cmd == "kill":
             if args.rst and not args.abort:

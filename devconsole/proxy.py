@@ -47,6 +47,7 @@ class ProxyConfig:
     buffer_messages: int = 100_000
     buffer_bytes: str = "256m"
     max_payload: str = "1m"
+    hold_bytes: str = "16m"
     sets: Sequence[str] = field(default_factory=list)  # NAME=VALUE, like mitmproxy's --set
 
 
@@ -127,6 +128,7 @@ class DevconsoleProxy:
             "devconsole_buffer_messages": cfg.buffer_messages,
             "devconsole_buffer_bytes": cfg.buffer_bytes,
             "devconsole_max_payload": cfg.max_payload,
+            "devconsole_hold_bytes": cfg.hold_bytes,
         }
         if cfg.confdir:
             updates["confdir"] = cfg.confdir

@@ -123,12 +123,7 @@ class Output:
 
     def __bool__(self) -> bool:
         return bool(
-            self.to_client
-            or self.to_server
-            or self.end
-            or self.pause
-            or self.resume
-            or self.rearm
+            self.to_client or self.to_server or self.end or self.pause or self.resume or self.rearm
         )
 
     def data(self, to: Side) -> bytes:
