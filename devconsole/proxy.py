@@ -187,6 +187,12 @@ class DevconsoleProxy:
 
     async def stop(self) -> None:
         if self.master is not None and self._task is not None and not self._task.done():
+            # Close live connections as a server going away does (1001 to both peers,
+            # an end event each, bounded in time) before mitmproxy cancels their tasks.
+            try:
+                await self.capture.shutdown()
+            except Exception:
+                logger.exception("closing the connections at shutdown failed")
             self.master.shutdown()
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 5)

@@ -266,3 +266,73 @@ async def test_removing_a_breakpoint_keeps_what_it_holds(short_tmp: Path) -> Non
                     res = await v.client.command(ForwardCommand(0, "1"))
                     assert res.ok and res.info == "1"
                     await wait_until(lambda: rec.received == ["one", "two"])
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096
+
+
+async def test_a_breakpoint_on_a_flood_stays_bounded_and_responsive(short_tmp: Path) -> None:
+    """5,000 messages/s into a breakpoint that matches all of them: the proxy holds up to
+    its bound, then stops reading the sender (TCP backpressure); memory stays flat, the
+    tap answers at once, and forward --all delivers everything, in order."""
+    from devconsole.tap import collect
+
+    received: list[str] = []
+
+    async def sink(ws: ServerConnection) -> None:
+        async for m in ws:
+            received.append(m)  # type: ignore[arg-type]
+
+    hold = 1 << 20
+    # no keepalive: a paused sender's pongs wait in the kernel buffers behind its data
+    async with ws_server(sink, compression=None, ping_interval=None) as (_, port):
+        async with running_proxy(
+            f"reverse:http://127.0.0.1:{port}", short_tmp, hold_bytes="1m"
+        ) as rp:
+            async with viewer(rp.tap) as v:
+                await add_breakpoint(v, "from:client flood")
+                async with connect(
+                    f"ws://127.0.0.1:{rp.port}/flood", compression=None, ping_interval=None
+                ) as ws:
+                    sent = 0
+                    stop = asyncio.Event()
+
+                    async def flood() -> None:
+                        nonlocal sent
+                        loop = asyncio.get_running_loop()
+                        t0 = loop.time()
+                        while not stop.is_set():
+                            # 50 messages every 10 ms: 5,000 messages/s
+                            for _ in range(50):
+                                await ws.send(f"flood {sent:07d} " + "x" * 180)
+                                sent += 1
+                            await asyncio.sleep(max(0.0, t0 + sent / 5000 - loop.time()))
+
+                    sender = asyncio.ensure_future(flood())
+                    [stream] = rp.capture._streams.values()
+                    up = stream.relay.up
+                    await wait_until(lambda: up.paused, timeout=20)
+                    rss0 = rss_bytes()
+                    held0 = len(rp.session.held)
+                    assert 0.8 * hold < up.qbytes < hold + (256 << 10)
+                    # the flood goes on for two more seconds against a proxy that waits
+                    await asyncio.sleep(2.0)
+                    assert up.paused and up.qbytes < hold + (256 << 10)
+                    assert len(rp.session.held) <= held0 + 300  # at most what was in flight
+                    assert rss_bytes() - rss0 < 32 << 20
+                    assert received == []
+                    # a viewer attaching now (what `devconsole conns` does) gets its answer
+                    t0 = time.monotonic()
+                    snap = await collect(rp.tap, timeout=5)
+                    assert time.monotonic() - t0 < 1.0
+                    assert len(snap.held) == len(rp.session.held) and len(snap.connections) == 1
+                    stop.set()
+                    # let it all go: no breakpoint any more, then everything held
+                    assert (await v.client.command(RemoveBreakpointCommand(0))).ok
+                    res = await v.client.command(ForwardCommand(0))
+                    assert res.ok and int(res.info) >= held0
+                    await asyncio.wait_for(sender, 30)
+                    await wait_until(lambda: len(received) == sent, timeout=60)
+                    assert received == [f"flood {i:07d} " + "x" * 180 for i in range(sent)]
