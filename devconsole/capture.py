@@ -405,7 +405,7 @@ class Capture:
             if not (s.tok_up or s.tok_down):
                 self._end_soon(s)
         if out.rearm:
-            self._arm()
+            self._arm(s.relay.next_deadline())
 
     def _end_soon(self, s: _Stream) -> None:
         """FIN both connections after the current hook: mitmproxy writes what tcp_message
@@ -434,13 +434,8 @@ class Capture:
 
     # ------------------------------------------------------------------ time
 
-    def _arm(self) -> None:
-        """Have _on_timer run at the earliest deadline of any relay."""
-        first: float | None = None
-        for s in self._streams.values():
-            t = s.relay.next_deadline()
-            if t is not None and (first is None or t < first):
-                first = t
+    def _arm(self, first: float | None) -> None:
+        """Have _on_timer run at ``first`` unless it runs earlier anyway."""
         if first is None:
             return
         if self._timer is not None:
@@ -454,11 +449,15 @@ class Capture:
     def _on_timer(self) -> None:
         self._timer = None
         now = time.time()
+        first: float | None = None
         for s in list(self._streams.values()):
             t = s.relay.next_deadline()
             if t is not None and t <= now:
                 self._apply(s, s.relay.tick(now))
-        self._arm()
+                t = s.relay.next_deadline()
+            if t is not None and (first is None or t < first):
+                first = t
+        self._arm(first)
 
     # ------------------------------------------------------------------ commands
 

@@ -359,21 +359,20 @@ class Relay:
         self._bps: list[_Bp] = []
         self._ctl_bps: list[_Bp] = []
         self._out = Output()
+        self.out = False  # True when take() has something for the driver
         self._now = 0.0  # the driver's clock at the current call
         self.intercept.relays[conn] = self
         self._breakpoints_changed()
 
     # ------------------------------------------------------------------ driver API
 
-    @property
-    def out(self) -> bool:
-        """True when ``take()`` has something for the driver."""
-        return bool(self._out)
-
     def take(self) -> Output:
+        """What the driver must do besides writing ``feed``'s return value (check ``out``
+        first: it is a plain attribute, cheap on the hot path)."""
         self._collect(self.up)
         self._collect(self.down)
         out, self._out = self._out, Output()
+        self.out = False
         return out
 
     def feed(self, side: Side, data: bytes, ts: float) -> bytes:
@@ -437,6 +436,7 @@ class Relay:
             self._close_deadline = None
             if not self.ended:
                 self._out.end = "close"
+                self.out = True
         for d in touched:
             self._settle(d)
         return self.take()
@@ -695,6 +695,7 @@ class Relay:
                 if not self._replies:
                     self._close_deadline = None
                     self._out.end = "close"
+                    self.out = True
         return ControlFrame(
             next(self._seq),
             self.conn,
@@ -965,6 +966,7 @@ class Relay:
                 self._slow(d)
             elif not d.plain:
                 self._settle(d)
+                self._collect(d)  # a message no longer withheld goes now
 
     @staticmethod
     def _match(ev: Item, bps: list[_Bp]) -> _Bp | None:
@@ -984,6 +986,7 @@ class Relay:
         self._held[hid] = (d, unit)
         heapq.heappush(self._deadlines, (unit.hold.deadline, hid))
         self._out.rearm = True
+        self.out = True
         if spec.control:
             d.hold_controls += 1
 
@@ -1144,6 +1147,7 @@ class Relay:
         o.to_server.extend(other.to_server)
         o.end = other.end or o.end
         o.rearm = o.rearm or other.rearm
+        self.out = bool(o)
         o.pause.extend(other.pause)
         o.resume.extend(other.resume)
 
@@ -1151,6 +1155,7 @@ class Relay:
         if d.out:
             (self._out.to_client if d.to == CLIENT else self._out.to_server).extend(d.out)
             d.out = []
+            self.out = True
 
     def _settle(self, d: _Dir) -> None:
         """After every step: release what may go, apply backpressure, and return to the hot
@@ -1180,9 +1185,11 @@ class Relay:
             if used > limit and d.queue:
                 d.paused = True
                 self._out.pause.append(d.side)
+                self.out = True
         elif used <= limit // 2 or not d.queue:
             d.paused = False
             self._out.resume.append(d.side)
+            self.out = True
         if (d.pending or d.transition is not None) and self._at_boundary(d):
             self._boundary(d)
         if not d.queue and d.takeover and not d.recompress:
