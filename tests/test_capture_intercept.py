@@ -23,7 +23,14 @@ from devconsole.model import (
     ReleaseCommand,
     RemoveBreakpointCommand,
 )
-from tests.conftest import running_proxy, viewer, wait_until, ws_server
+from tests.conftest import (
+    client_ssl_trusting,
+    running_proxy,
+    server_ssl,
+    viewer,
+    wait_until,
+    ws_server,
+)
 
 
 class Recorder:
@@ -336,3 +343,30 @@ async def test_a_breakpoint_on_a_flood_stays_bounded_and_responsive(short_tmp: P
                     await asyncio.wait_for(sender, 30)
                     await wait_until(lambda: len(received) == sent, timeout=60)
                     assert received == [f"flood {i:07d} " + "x" * 180 for i in range(sent)]
+
+
+async def test_intercept_on_wss_through_the_mitmproxy_ca(
+    short_tmp: Path, server_cert: tuple[Path, Path]
+) -> None:
+    """TLS on both sides: held bytes written later (inject.tcp through the TLS layers)
+    arrive in order."""
+    async with ws_server(ssl=server_ssl(server_cert)) as (_, port):
+        async with running_proxy("regular", short_tmp, sets=["ssl_insecure=true"]) as rp:
+            async with viewer(rp.tap) as v:
+                await add_breakpoint(v, "from:server json:n=1")
+                ca = Path(rp.confdir) / "mitmproxy-ca-cert.pem"
+                async with connect(
+                    f"wss://127.0.0.1:{port}/tls",
+                    proxy=f"http://127.0.0.1:{rp.port}",
+                    ssl=client_ssl_trusting(ca),
+                ) as ws:
+                    for i in range(4):
+                        await ws.send(f'{{"n": {i}}}')
+                    assert await ws.recv() == '{"n": 0}'
+                    [held] = await held_items(v)
+                    with pytest.raises(asyncio.TimeoutError):
+                        await asyncio.wait_for(ws.recv(), 0.5)
+                    res = await v.client.command(ForwardCommand(held.held, "", b'{"n": 10}'))
+                    assert res.ok, res.error
+                    got = [await asyncio.wait_for(ws.recv(), 5) for _ in range(3)]
+                    assert got == ['{"n": 10}', '{"n": 2}', '{"n": 3}']
