@@ -316,6 +316,13 @@ class Capture:
     def client_disconnected(self, client: Any) -> None:
         # An upgrade answered with 101 whose relay never started: forget it.
         self._pending.pop(client.id, None)
+        # mitmproxy does not always call tcp_end: when the server closes first, its HTTP
+        # layer may tear the client connection down, and a cancellation that lands while
+        # the client's handler waits in server_event leaves the socket open (seen on 11
+        # and 12). Close what is left and record the end here.
+        for s in [s for s in self._streams.values() if s.flow.client_conn.id == client.id]:
+            mitm_compat.end_connection(s.flow, abort=False)
+            self._end(s.flow, None)
 
     # ------------------------------------------------------------------ relay
 
