@@ -64,6 +64,7 @@ logger = logging.getLogger("devconsole.capture")
 
 REFUSED_BODY_KEEP = 4096
 SHUTDOWN_CLOSE_TIMEOUT = 3.0  # seconds the peers get to answer the 1001 close at shutdown
+END_AFTER_INJECT = 0.5  # at most this long an end waits for injected bytes to go out
 
 
 def fmt_addr(addr: Any) -> str:
@@ -408,11 +409,20 @@ class Capture:
         if out.end == "abort":
             mitm_compat.end_connection(flow, abort=True, rst=out.rst)
         elif out.end == "close":
-            s.end_after = "close"
-            if not (s.tok_up or s.tok_down):
+            if s.tok_up or s.tok_down:
+                # after what is on its way through inject.tcp; mitmproxy drops injections
+                # into a connection that is going away, so do not wait for them for long
+                s.end_after = "close"
+                asyncio.get_running_loop().call_later(END_AFTER_INJECT, self._end_late, s)
+            else:
                 self._end_soon(s)
         if out.rearm:
             self._arm(s.relay.next_deadline())
+
+    def _end_late(self, s: _Stream) -> None:
+        if s.end_after is not None and not s.ended:
+            s.end_after = None
+            mitm_compat.end_connection(s.flow, abort=False)
 
     def _end_soon(self, s: _Stream) -> None:
         """FIN both connections after the current hook: mitmproxy writes what tcp_message
