@@ -35,6 +35,13 @@ the sender compressed it (dropped, edited, lost in half-open), the receiver's in
 window no longer matches the sender's deflate window. From that message on devconsole
 inflates what the sender sends (the parser does it anyway) and compresses every later
 message of that direction itself, with its own context, toward the receiver.
+
+Where the stages are: a unit is decided in ``_message_done`` / ``_control_done`` (capture,
+then faults, then hold), waits in its direction's ``queue`` while something ahead of it is
+held, and is written by ``_deliver`` (as received, or re-framed by ``_frame``). A new
+stage (rules, shaping) decides there too, keeps its direction off the hot path while it
+has work (the conditions at the end of ``_settle``), and uses the driver's clock through
+``tick``/``next_deadline`` as holds do.
 """
 
 from __future__ import annotations
