@@ -1,10 +1,13 @@
 """Microbenchmark of devconsole's per-message capture work, in one process, no sockets.
 
 What the proxy does for every read of a WebSocket connection (``Capture.tcp_message``):
-``StreamDecoder.feed`` -> build a ``Message`` event -> ``Session.apply`` (ring buffer,
-connection counters) -> ``TapServer.publish`` (append to each tap client's queue); later,
-per batch, the tap sender's ``wire.pack_events``. Each part is timed on its own, and the
-whole ``Capture._relay`` path (everything but the batch encode) is timed end to end.
+``Relay.feed``: ``StreamDecoder.feed`` -> build a ``Message`` event -> (the emit callback)
+``Session.apply`` (ring buffer, connection counters) -> ``TapServer.publish`` (append to
+each tap client's queue); later, per batch, the tap sender's ``wire.pack_events``. Each
+part is timed on its own, and the whole ``Relay.feed`` path (everything but the batch
+encode) is timed end to end: on the hot path (nothing held, nothing injected), and with a
+breakpoint that matches nothing (every message is cut out of the stream and matched
+against the filter before it is forwarded, as bytes unchanged).
 
 Cases (client -> server frames, masked, unless said otherwise), fed in 64 KiB chunks:
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import sys
@@ -40,9 +44,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import fmt_num, machine, median, save_json, table
 
 from devconsole import wire
-from devconsole.capture import Capture, _Direction, _Stream
+from devconsole.capture import Capture
 from devconsole.frames import DataMessage, DeflateParams, StreamDecoder, build_frame
 from devconsole.model import CLIENT, SERVER, Handshake, HandshakeEvent, Message, Opcode
+from devconsole.relay import Intercept, Relay
 from devconsole.session import Session
 from devconsole.tap import TapServer, _Client
 
@@ -138,7 +143,7 @@ def measure(name: str, n: int, reps: int) -> dict[str, float]:
     assert len(items) == n and all(isinstance(i, DataMessage) for i in items), name
     res["decode"] = timed(decode, reps) / n * 1e6
 
-    # 2. building the Message events (as Capture._relay does)
+    # 2. building the Message events (as Relay.feed does)
     seq = [10_000_000]
 
     def build() -> list[Message]:
@@ -222,42 +227,38 @@ def measure(name: str, n: int, reps: int) -> dict[str, float]:
 
     res["viewer"] = timed(viewer_decode, reps) / n * 1e6 - res["encode"]
 
-    # 7. the whole Capture._relay path: decoder + events + Session + publish
-    def relay_setup() -> tuple[Capture, _Stream, _Direction]:
+    # 7. the whole Relay.feed path: decoder + events + Session + publish, as the addon
+    #    drives it; 8. the same with a breakpoint that matches nothing
+    def relay_run(breakpoint: bool) -> float:
         cap = Capture()
         cap.session = session
         cap.tap.session = session
         cap.tap.clients.add(client)
-        cap.seq = 20_000_000 + seq[0]
-        hs = session.connections["1"].handshake
-        d_up = _Direction(CLIENT, StreamDecoder(True, deflate))
-        d_down = _Direction(SERVER, StreamDecoder(False, deflate))
-        s = _Stream("1", None, hs, d_up, d_down)  # type: ignore[arg-type]
-        return cap, s, d_up if from_client else d_down
-
-    def relay() -> None:
-        cap, s, d = relay_setup()
+        intercept = Intercept()
+        if breakpoint:
+            intercept.add("no-such-text-in-any-payload")
+        r = Relay(
+            "1",
+            deflate,
+            emit=cap._emit,
+            seq=itertools.count(20_000_000 + seq[0]),
+            intercept=intercept,
+        )
         t0 = time.perf_counter()
         for c in parts:
-            cap._relay(s, d, c, 1.0)
+            r.feed(side, c, 1.0)
             if len(client.queue) >= 2000:
                 client.queue = []
-        relay.t = time.perf_counter() - t0  # type: ignore[attr-defined]
-        seq[0] = cap.seq
+        t = time.perf_counter() - t0
+        seq[0] += 2 * n + 10
         client.queue = []
+        return t
 
-    ts = []
-    for _ in range(reps):
-        relay()
-        ts.append(relay.t)  # type: ignore[attr-defined]
-    res["relay"] = median(ts) / n * 1e6
+    res["relay"] = median([relay_run(False) for _ in range(reps)]) / n * 1e6
+    res["relay_bp"] = median([relay_run(True) for _ in range(reps)]) / n * 1e6
     gc.disable()
     try:
-        ts = []
-        for _ in range(reps):
-            relay()
-            ts.append(relay.t)  # type: ignore[attr-defined]
-        res["relay_nogc"] = median(ts) / n * 1e6
+        res["relay_nogc"] = median([relay_run(False) for _ in range(reps)]) / n * 1e6
     finally:
         gc.enable()
     res["total"] = res["relay"] + res["encode"]
@@ -295,9 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         ("session", "Session.apply"),
         ("publish", "tap publish"),
         ("encode", "wire encode"),
-        ("relay", "Capture._relay (1-4)"),
+        ("relay", "Relay.feed (1-4)"),
         ("total", "proxy total (relay + encode)"),
-        ("relay_nogc", "_relay, GC off"),
+        ("relay_nogc", "Relay.feed, GC off"),
+        ("relay_bp", "Relay.feed, a breakpoint"),
         ("viewer", "viewer: wire decode"),
     ]
     rows = []

@@ -3,20 +3,26 @@
 Load it into any mitmproxy tool (``mitmdump -s addons/devconsole_addon.py``) or let
 ``devconsole proxy`` run it. It turns mitmproxy's ``websocket`` option off, so upgraded
 connections are relayed as raw TCP; the handshake comes from the HTTP ``request`` /
-``response`` hooks, and the bytes of each read from ``tcp_message``, which it parses with
-one ``StreamDecoder`` per direction. Forwarding never depends on parsing: a parse error
-marks that direction undecodable and the bytes keep flowing unchanged.
+``response`` hooks, and the bytes of each read from ``tcp_message``.
 
-Faults rewrite the relayed bytes only at frame boundaries the decoder has seen (see
-docs/faults.md): injected frames are spliced in between frames, half-open drops whole
-messages, a close with a code is a real close frame.
+The addon is a driver: each upgraded connection has a ``devconsole.relay.Relay`` (the
+sans-I/O state machine that parses, captures, holds, injects and closes), which it feeds
+from ``tcp_message`` and whose output it writes through mitmproxy (``mitm_compat``).
+Forwarding never depends on parsing: a parse error marks that direction undecodable and
+the bytes keep flowing unchanged.
+
+Bytes the relay produces outside ``tcp_message`` (a command, a timeout) can only be
+written with ``inject.tcp``, which mitmproxy delivers later, through ``tcp_message`` again
+(as if the peer had sent them). Until they come back, bytes relayed in that direction must
+follow them: they wait in the stream's outbox, and whichever comes first (the injected
+token or the next chunk relayed that way) writes the outbox ahead of itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import itertools
 import logging
 import time
 from collections import deque
@@ -28,40 +34,32 @@ from mitmproxy import ctx, exceptions, http, tcp
 from mitmproxy.utils import human
 
 from devconsole import mitm_compat
-from devconsole.frames import (
-    Control,
-    DataMessage,
-    DecodeError,
-    DeflateParams,
-    FrameError,
-    StreamDecoder,
-    build_close,
-    build_frame,
-)
+from devconsole.frames import DeflateParams
 from devconsole.model import (
     CLIENT,
     SERVER,
     AbortCommand,
+    BreakpointCommand,
+    BreakpointsEvent,
     CloseCommand,
     Command,
     CommandResult,
-    ConnState,
     ControlFrame,
-    EndEvent,
+    DropCommand,
+    EnableBreakpointCommand,
     Event,
+    ForwardCommand,
     HalfOpenCommand,
     Handshake,
     HandshakeEvent,
     InjectCommand,
     Message,
-    Opcode,
-    ProtocolErrorEvent,
     RefusedEvent,
     ReleaseCommand,
+    RemoveBreakpointCommand,
     Side,
-    StateEvent,
-    valid_close_code,
 )
+from devconsole.relay import DEFAULT_HOLD_BYTES, Intercept, Output, Relay, RelayError
 from devconsole.session import Session
 from devconsole.tap import TapError, TapServer, parse_tap
 from devconsole.text import fmt_addr
@@ -69,8 +67,8 @@ from devconsole.text import fmt_addr
 logger = logging.getLogger("devconsole.capture")
 
 REFUSED_BODY_KEEP = 4096
-CLOSE_REPLY_TIMEOUT = 2.0
-MAX_FRAME_SIZES = 4096  # per-frame sizes kept for a fragmented message (``frames`` is exact)
+SHUTDOWN_CLOSE_TIMEOUT = 3.0  # seconds the peers get to answer the 1001 close at shutdown
+END_AFTER_INJECT = 0.5  # at most this long an end waits for injected bytes to go out
 
 
 def _hdrs(headers: Any) -> list[tuple[str, str]]:
@@ -87,33 +85,22 @@ def is_upgrade_request(req: http.Request) -> bool:
     return req.headers.get("upgrade", "").lower() == "websocket"
 
 
-@dataclass
-class _Direction:
-    """Per-direction relay state of one connection."""
-
-    side: Side  # who sends the bytes of this direction
-    decoder: StreamDecoder
-    dropping: bool = False  # half-open (or closed by the proxy): forward nothing
-    transition: str | None = None  # "drop" / "resume" at the next message boundary
-    pending: list[tuple[bytes, Event]] = field(default_factory=list)  # frames to splice in
-    inflight: deque[tuple[bytes, Event]] = field(default_factory=deque)  # sent via inject.tcp
-    swallow_pongs: set[bytes] = field(default_factory=set)  # replies to our pings
-    offset: int = 0  # bytes of this direction seen so far
-    close_seen: bool = False
-
-
-@dataclass
+@dataclass(eq=False)
 class _Stream:
+    """One upgraded connection: its flow, its relay, and what waits to be written."""
+
     conn: str
     flow: tcp.TCPFlow
     handshake: Handshake
-    up: _Direction  # client -> server
-    down: _Direction  # server -> client
-    state: str = ConnState.OPEN
-    closed_by: str | None = None
-    killing: bool = False
-    replies_wanted: set[str] = field(default_factory=set)
-    replies_done: asyncio.Event = field(default_factory=asyncio.Event)
+    relay: Relay
+    # bytes written outside tcp_message, per direction (to the server / to the client),
+    # and the inject.tcp tokens on their way back through tcp_message
+    box_up: list[bytes] = field(default_factory=list)
+    box_down: list[bytes] = field(default_factory=list)
+    tok_up: deque[bytes] = field(default_factory=deque)
+    tok_down: deque[bytes] = field(default_factory=deque)
+    end_after: str | None = None  # end both connections once the outboxes are written
+    paused: set[str] = field(default_factory=set)  # peers we stopped reading
     ended: bool = False
 
 
@@ -124,8 +111,9 @@ class Capture:
         # Where events go after the session: the tap, and e.g. a Redis publisher. A sink
         # is called on the proxy's loop for every event: it must only queue it.
         self.sinks: list[Callable[[Event], None]] = [self.tap.publish]
-        self.seq = 0
         self.next_conn = 1
+        self.intercept = Intercept(DEFAULT_HOLD_BYTES)
+        self._seq = itertools.count(1)
         self._upgrades: dict[str, Handshake] = {}  # http flow id -> handshake
         self._pending: dict[str, Handshake] = {}  # client conn id -> 101 awaiting tcp_start
         self._streams: dict[str, _Stream] = {}  # tcp flow id -> stream
@@ -134,7 +122,10 @@ class Capture:
         self.max_payload = 1 << 20
         self.tap_error: str | None = None
         self.started = asyncio.Event()
-        self._ping_counter = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._no_backpressure_logged = False
+        self.shutting_down = False
         self.decoder_rules: list[Any] = []  # devconsole_decoders, parsed
 
     # ------------------------------------------------------------------ options
@@ -165,6 +156,13 @@ class Capture:
             "1m",
             "Payload bytes kept per message; larger ones are kept truncated "
             "with their true size recorded.",
+        )
+        loader.add_option(
+            "devconsole_hold_bytes",
+            str,
+            "16m",
+            "Bytes devconsole holds per direction of a connection behind a held message "
+            "(breakpoints); past it, it stops reading that peer (TCP backpressure).",
         )
         loader.add_option(
             "devconsole_decoders",
@@ -199,6 +197,16 @@ class Capture:
             if mp is None or mp < 0:
                 raise exceptions.OptionsError("devconsole_max_payload must be >= 0")
             self.max_payload = mp
+        if "devconsole_hold_bytes" in updated:
+            try:
+                hb = human.parse_size(opts.devconsole_hold_bytes)
+            except ValueError:
+                raise exceptions.OptionsError(
+                    f"invalid devconsole_hold_bytes: {opts.devconsole_hold_bytes!r}"
+                ) from None
+            if not hb or hb < 1:
+                raise exceptions.OptionsError("devconsole_hold_bytes must be positive")
+            self.intercept.hold_bytes = hb
         if "devconsole_decoders" in updated:
             from devconsole.decoders.protocols import parse_rules
 
@@ -234,6 +242,12 @@ class Capture:
         self.started.set()
 
     async def done(self) -> None:
+        # mitmdump and friends: the proxy servers are gone; record how the connections
+        # ended (devconsole proxy closes them properly first, see shutdown()).
+        for s in list(self._streams.values()):
+            self._end(s.flow, "proxy shut down")
+        if self._timer is not None:
+            self._timer.cancel()
         await self.tap.stop()
         for t in list(self._tasks):
             t.cancel()
@@ -249,6 +263,9 @@ class Capture:
     # ------------------------------------------------------------------ events out
 
     def _emit(self, ev: Event) -> None:
+        """Every event: the relays' (``Relay.emit``), the handshake hooks', commands'.
+        The session first (its observers: a recorder), then each sink (the tap, a Redis
+        publisher). On the hot path: one call per sink, nothing allocated."""
         self.session.apply(ev)
         for sink in self.sinks:
             sink(ev)
@@ -264,14 +281,11 @@ class Capture:
         return cid
 
     def record(self, ev: Event) -> None:
-        """Emit an event another producer built (the backplane): items get the next seq."""
+        """Emit an event another producer built (the backplane): items get the next seq,
+        from the same counter as the relays' items."""
         if isinstance(ev, (Message, ControlFrame)):
-            ev.seq = self._next_seq()
+            ev.seq = next(self._seq)
         self._emit(ev)
-
-    def _next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
 
     # ------------------------------------------------------------------ handshake
 
@@ -347,6 +361,13 @@ class Capture:
     def client_disconnected(self, client: Any) -> None:
         # An upgrade answered with 101 whose relay never started: forget it.
         self._pending.pop(client.id, None)
+        # mitmproxy does not always call tcp_end: when the server closes first, its HTTP
+        # layer may tear the client connection down, and a cancellation that lands while
+        # the client's handler waits in server_event leaves the socket open (seen on 11
+        # and 12). Close what is left and record the end here.
+        for s in [s for s in self._streams.values() if s.flow.client_conn.id == client.id]:
+            mitm_compat.end_connection(s.flow, abort=False)
+            self._end(s.flow, None)
 
     # ------------------------------------------------------------------ relay
 
@@ -354,190 +375,109 @@ class Capture:
         hs = self._pending.pop(flow.client_conn.id, None)
         if hs is None:
             return  # not a WebSocket: plain TCP passthrough, not ours
-        deflate = DeflateParams.from_extensions(hs.extensions)
-        s = _Stream(
-            conn=hs.conn,
-            flow=flow,
-            handshake=hs,
-            up=_Direction(CLIENT, StreamDecoder(True, deflate, self.max_payload)),
-            down=_Direction(SERVER, StreamDecoder(False, deflate, self.max_payload)),
+        relay = Relay(
+            hs.conn,
+            DeflateParams.from_extensions(hs.extensions),
+            emit=self._emit,
+            seq=self._seq,
+            max_payload=self.max_payload,
+            intercept=self.intercept,
         )
+        s = _Stream(hs.conn, flow, hs, relay)
         self._streams[flow.id] = s
         self._by_conn[hs.conn] = s
+        if relay.out:  # breakpoints hold from the first message on
+            self._apply(s, relay.take())
 
     def tcp_message(self, flow: tcp.TCPFlow) -> None:
         s = self._streams.get(flow.id)
         if s is None:
             return
         msg = flow.messages[-1]
-        d = s.up if msg.from_client else s.down
         content = msg.content
-        if d.inflight and (content is d.inflight[0][0] or content == d.inflight[0][0]):
-            frame, ev = d.inflight.popleft()
-            if self._at_boundary(d, ev):
-                self._emit_injected(ev)
-            else:  # a partial frame arrived first: splice at the next boundary instead
-                d.pending.append((frame, ev))
-                msg.content = b""
+        side: Side
+        if msg.from_client:
+            side = CLIENT
+            tokens = s.tok_up
+            box = s.box_up
         else:
-            msg.content = self._relay(s, d, content, msg.timestamp)
+            side = SERVER
+            tokens = s.tok_down
+            box = s.box_down
+        if tokens and content is tokens[0]:
+            # our own bytes (inject.tcp) coming back: write what waits, unless a chunk
+            # relayed this way did already
+            tokens.popleft()
+            msg.content = b"".join(box)
+            box.clear()
+            if s.end_after is not None and not (s.tok_up or s.tok_down):
+                self._end_soon(s)
+        else:
+            relay = s.relay
+            out = relay.feed(side, content, msg.timestamp)
+            if box:
+                out = b"".join(box) + out
+                box.clear()
+            msg.content = out
+            if relay.out:
+                self._apply(s, relay.take())
+            if s.paused and side in s.paused:
+                # the StreamReader may have resumed a transport it had paused itself
+                mitm_compat.pause_reading(flow, side == CLIENT)
         # mitmproxy keeps every TCP message of a flow; we keep our own bounded buffer.
         del flow.messages[:-1]
 
-    def _at_boundary(self, d: _Direction, ev: Event) -> bool:
-        if d.decoder.failed:
-            return True  # no boundaries are known any more: send now (close only)
-        if isinstance(ev, ControlFrame):
-            return d.decoder.at_frame_boundary
-        return d.decoder.at_message_boundary
-
-    def _relay(self, s: _Stream, d: _Direction, content: bytes, ts: float) -> bytes:
-        dec = d.decoder
-        if dec.failed:
-            d.offset += len(content)
-            return b"" if d.dropping else content
-        need = bool(d.pending or d.transition)
-        items = dec.feed(content, boundary="message" if need else None)
-        d.offset += len(content)
-        if not (need or d.dropping or d.swallow_pongs or s.killing):
-            self._relay_plain(s, d, items, ts)  # no fault in progress: the hot path
-            return content
-        cut = dec.boundary_offset if need else None
-        out = content
-        dropping_before = d.dropping
-        if cut is not None:
-            spliced = b"".join(f for f, _ in d.pending)
-            after = d.transition
-            if after == "drop":
-                d.dropping = True
-            elif after == "resume":
-                d.dropping = False
-            d.transition = None
-            head = b"" if dropping_before else content[:cut]
-            tail = b"" if d.dropping else content[cut:]
-            out = head + spliced + tail
-        elif d.dropping:
-            out = b""
-        removed: list[tuple[int, int]] = []
-        injected_done = False
-        for item in items:
-            end = len(content) if isinstance(item, DecodeError) else item.end
-            if cut is not None and not injected_done and end > cut:
-                self._flush_pending(d)
-                injected_done = True
-            dropped = dropping_before if (cut is None or end <= cut) else d.dropping
-            if isinstance(item, DataMessage):
-                self._emit(self._message(s.conn, d.side, item, ts, dropped))
-            elif isinstance(item, Control):
-                if (
-                    item.opcode == Opcode.PONG
-                    and item.payload in d.swallow_pongs
-                    and not dropped
-                    and out is content
-                ):
-                    # the peer answering a ping devconsole injected: not the other side's
-                    d.swallow_pongs.discard(item.payload)
-                    removed.append((item.end - item.wire_size, item.end))
-                    dropped = True
-                self._on_control(s, d, item, ts, dropped)
-            elif isinstance(item, DecodeError):
-                self._protocol_error(s, d, item, ts)
-                if d.pending or d.transition:
-                    # No frame boundary can be found from here: give up on the faults.
-                    d.pending.clear()
-                    d.transition = None
-        if cut is not None and not injected_done:
-            self._flush_pending(d)
-        if removed:
-            parts = []
-            pos = 0
-            for a, b in removed:
-                parts.append(content[pos:a])
-                pos = b
-            parts.append(content[pos:])
-            out = b"".join(parts)
-        return out
-
-    def _relay_plain(self, s: _Stream, d: _Direction, items: list[Any], ts: float) -> None:
-        """Emit the events of ``items`` when nothing is spliced or dropped."""
-        conn = s.conn
-        side = d.side
-        apply = self.session.apply
-        sinks = self.sinks
-        ev: Event
-        for item in items:
-            if type(item) is DataMessage:
-                ev = self._message(conn, side, item, ts, False)
-                apply(ev)
-                for sink in sinks:
-                    sink(ev)
-            elif type(item) is Control:
-                self._on_control(s, d, item, ts, False)
+    def _apply(self, s: _Stream, out: Output) -> None:
+        """Carry out what the relay asked for."""
+        if s.ended:
+            return
+        flow = s.flow
+        for data, to_client in ((out.to_server, False), (out.to_client, True)):
+            if data:
+                b = b"".join(data)
+                (s.box_down if to_client else s.box_up).append(b)
+                (s.tok_down if to_client else s.tok_up).append(b)
+                mitm_compat.inject_tcp(flow, to_client, b)
+        for side in out.pause:
+            if mitm_compat.pause_reading(flow, side == CLIENT):
+                s.paused.add(side)
+            elif not self._no_backpressure_logged:
+                self._no_backpressure_logged = True
+                logger.warning(
+                    "cannot stop reading connection %s: held messages are not backpressured",
+                    s.conn,
+                )
+        for side in out.resume:
+            s.paused.discard(side)
+            mitm_compat.resume_reading(flow, side == CLIENT)
+        if out.end == "abort":
+            mitm_compat.end_connection(flow, abort=True, rst=out.rst)
+        elif out.end == "close":
+            if s.tok_up or s.tok_down:
+                # after what is on its way through inject.tcp; mitmproxy drops injections
+                # into a connection that is going away, so do not wait for them for long
+                s.end_after = "close"
+                asyncio.get_running_loop().call_later(END_AFTER_INJECT, self._end_late, s)
             else:
-                self._protocol_error(s, d, item, ts)
+                self._end_soon(s)
+        if out.rearm:
+            self._arm(s.relay.next_deadline())
 
-    def _message(
-        self, conn: str, side: Side, item: DataMessage, ts: float, dropped: bool
-    ) -> Message:
-        self.seq += 1
-        return Message(
-            self.seq,
-            conn,
-            ts,
-            side,
-            item.opcode,
-            item.payload,
-            item.size,
-            item.wire_size,
-            item.frames,
-            item.compressed,
-            item.rsv,
-            item.utf8_ok,
-            False,
-            dropped,
-            item.frame_sizes[:MAX_FRAME_SIZES],
-        )
+    def _end_late(self, s: _Stream) -> None:
+        if s.end_after is not None and not s.ended:
+            s.end_after = None
+            mitm_compat.end_connection(s.flow, abort=False)
 
-    def _protocol_error(self, s: _Stream, d: _Direction, item: DecodeError, ts: float) -> None:
-        self._emit(ProtocolErrorEvent(s.conn, ts, d.side, item.offset, item.error))
+    def _end_soon(self, s: _Stream) -> None:
+        """FIN both connections after the current hook: mitmproxy writes what tcp_message
+        returned when the hook completes."""
+        s.end_after = None
 
-    def _flush_pending(self, d: _Direction) -> None:
-        for _, ev in d.pending:
-            self._emit_injected(ev)
-        d.pending.clear()
+        def end() -> None:
+            if not s.ended:
+                mitm_compat.end_connection(s.flow, abort=False)
 
-    def _emit_injected(self, ev: Event) -> None:
-        if isinstance(ev, (Message, ControlFrame)):
-            ev.seq = self._next_seq()
-            ev.ts = time.time()
-        self._emit(ev)
-
-    def _on_control(
-        self, s: _Stream, d: _Direction, item: Control, ts: float, dropped: bool
-    ) -> None:
-        self._emit(
-            ControlFrame(
-                seq=self._next_seq(),
-                conn=s.conn,
-                ts=ts,
-                side=d.side,
-                opcode=item.opcode,
-                payload=item.payload,
-                wire_size=item.wire_size,
-                code=item.code,
-                reason=item.reason,
-                dropped=dropped,
-                error=item.error,
-            )
-        )
-        if item.opcode == Opcode.CLOSE:
-            d.close_seen = True
-            if s.closed_by is None:
-                s.closed_by = d.side
-            if s.killing and d.side in s.replies_wanted:
-                s.replies_wanted.discard(d.side)
-                if not s.replies_wanted:
-                    s.replies_done.set()
+        asyncio.get_running_loop().call_soon(end)
 
     def tcp_end(self, flow: tcp.TCPFlow) -> None:
         self._end(flow, None)
@@ -551,192 +491,145 @@ class Capture:
             return
         s.ended = True
         self._by_conn.pop(s.conn, None)
-        clean = s.up.close_seen and s.down.close_seen
-        closed_by = "proxy" if s.killing or s.state == ConnState.KILLED else s.closed_by
-        self._emit(
-            EndEvent(
-                conn=s.conn,
-                ts=time.time(),
-                clean=clean,
-                closed_by=closed_by,  # type: ignore[arg-type]
-                error=error,
-            )
-        )
+        s.relay.end(time.time(), error)
+
+    # ------------------------------------------------------------------ time
+
+    def _arm(self, first: float | None) -> None:
+        """Have _on_timer run at ``first`` unless it runs earlier anyway."""
+        if first is None:
+            return
+        if self._timer is not None:
+            if self._timer_at <= first:
+                return
+            self._timer.cancel()
+        self._timer_at = first
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, first - time.time()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = time.time()
+        first: float | None = None
+        for s in list(self._streams.values()):
+            t = s.relay.next_deadline()
+            if t is not None and t <= now:
+                self._apply(s, s.relay.tick(now))
+                t = s.relay.next_deadline()
+            if t is not None and (first is None or t < first):
+                first = t
+        self._arm(first)
 
     # ------------------------------------------------------------------ commands
 
     async def execute(self, cmd: Command) -> CommandResult:
+        try:
+            return self._execute(cmd)
+        except RelayError as e:
+            return CommandResult(cmd.id, False, str(e))
+
+    def _execute(self, cmd: Command) -> CommandResult:
+        now = time.time()
+        if isinstance(cmd, BreakpointCommand | RemoveBreakpointCommand | EnableBreakpointCommand):
+            return self._breakpoint_command(cmd)
+        if isinstance(cmd, ForwardCommand | DropCommand):
+            return self._release_held(cmd, now)
         s = self._by_conn.get(cmd.conn)
         if s is None or s.ended:
             if any(c.id == cmd.conn for c in self.session.connections.values()):
                 return CommandResult(cmd.id, False, f"connection {cmd.conn} is closed")
             return CommandResult(cmd.id, False, f"unknown connection {cmd.conn!r}")
+        r = s.relay
         if isinstance(cmd, AbortCommand):
-            return self._abort(s, cmd)
-        if isinstance(cmd, HalfOpenCommand):
-            return self._half_open(s, cmd.id, True)
-        if isinstance(cmd, ReleaseCommand):
-            return self._half_open(s, cmd.id, False)
-        if s.killing:
-            return CommandResult(cmd.id, False, f"connection {cmd.conn} is being closed")
-        if isinstance(cmd, CloseCommand):
-            return self._close(s, cmd)
-        if isinstance(cmd, InjectCommand):
-            return self._inject(s, cmd)
-        return CommandResult(getattr(cmd, "id", 0), False, "unknown command")
-
-    def _abort(self, s: _Stream, cmd: AbortCommand) -> CommandResult:
-        s.killing = True
-        s.state = ConnState.KILLED
-        self._emit(
-            StateEvent(
-                s.conn, time.time(), ConnState.KILLED, "abort (TCP reset)" if cmd.rst else "abort"
-            )
-        )
-        n = mitm_compat.end_connection(s.flow, abort=True, rst=cmd.rst)
-        if n == 0:
-            return CommandResult(cmd.id, False, "the connection's sockets are already gone")
+            n = len(mitm_compat.writers(s.flow))
+            self._apply(s, r.abort(cmd.rst, now))
+            if n == 0:
+                return CommandResult(cmd.id, False, "the connection's sockets are already gone")
+        elif isinstance(cmd, HalfOpenCommand):
+            self._apply(s, r.half_open(now))
+        elif isinstance(cmd, ReleaseCommand):
+            self._apply(s, r.release(now))
+        elif isinstance(cmd, CloseCommand):
+            self._apply(s, r.close(cmd.code, cmd.reason, cmd.to, now))
+        elif isinstance(cmd, InjectCommand):
+            self._apply(s, r.inject(cmd.to, cmd.opcode, cmd.payload, now))
+        else:
+            return CommandResult(getattr(cmd, "id", 0), False, "unknown command")
         return CommandResult(cmd.id, True)
 
-    def _half_open(self, s: _Stream, cid: int, on: bool) -> CommandResult:
-        if on and s.state == ConnState.HALF_OPEN:
-            return CommandResult(cid, False, f"connection {s.conn} is already half-open")
-        if not on and s.state != ConnState.HALF_OPEN:
-            return CommandResult(cid, False, f"connection {s.conn} is not half-open")
-        for d in (s.up, s.down):
-            if d.decoder.failed:
-                d.dropping = on  # no boundaries known: switch at once
-                d.transition = None
-            elif d.decoder.at_message_boundary:
-                d.dropping = on
-                d.transition = None
+    def _breakpoint_command(
+        self, cmd: BreakpointCommand | RemoveBreakpointCommand | EnableBreakpointCommand
+    ) -> CommandResult:
+        info = ""
+        if isinstance(cmd, BreakpointCommand):
+            if cmd.conn and cmd.conn not in self._by_conn:
+                known = any(c.id == cmd.conn for c in self.session.connections.values())
+                what = "is closed" if known else "is unknown"
+                return CommandResult(cmd.id, False, f"connection {cmd.conn!r} {what}")
+            bp = self.intercept.add(cmd.filter, cmd.conn, cmd.timeout, cmd.on_timeout, cmd.control)
+            info = str(bp.id)
+        elif isinstance(cmd, RemoveBreakpointCommand):
+            info = str(self.intercept.remove(cmd.breakpoint))
+        else:
+            self.intercept.enable(cmd.breakpoint, cmd.enabled)
+        self._emit(BreakpointsEvent([dataclasses.replace(b) for b in self.intercept.breakpoints]))
+        for s in list(self._streams.values()):
+            if s.relay.out:
+                self._apply(s, s.relay.take())
+        return CommandResult(cmd.id, True, info=info)
+
+    def _release_held(self, cmd: ForwardCommand | DropCommand, now: float) -> CommandResult:
+        drop = isinstance(cmd, DropCommand)
+        if cmd.held:
+            relay = self.intercept.relay_of(cmd.held)
+            if cmd.conn and relay.conn != cmd.conn:
+                raise RelayError(f"message {cmd.held} is not held on connection {cmd.conn}")
+            s = self._by_conn.get(relay.conn)
+            if isinstance(cmd, ForwardCommand):
+                out = relay.forward(cmd.held, now, cmd.payload, cmd.opcode)
             else:
-                d.transition = "drop" if on else "resume"
-        s.state = ConnState.HALF_OPEN if on else ConnState.OPEN
-        self._emit(
-            StateEvent(
-                s.conn,
-                time.time(),
-                s.state,
-                "forwarding nothing" if on else "released",
-            )
-        )
-        return CommandResult(cid, True)
+                out = relay.drop(cmd.held, now)
+            if s is not None:
+                self._apply(s, out)
+            return CommandResult(cmd.id, True, info="1")
+        if isinstance(cmd, ForwardCommand) and cmd.payload is not None:
+            raise RelayError("an edited body goes to one held message, not to all")
+        if cmd.conn and cmd.conn not in self._by_conn:
+            known = any(c.id == cmd.conn for c in self.session.connections.values())
+            raise RelayError(f"connection {cmd.conn!r} is {'closed' if known else 'unknown'}")
+        n = 0
+        for s in list(self._streams.values()):
+            if cmd.conn and s.conn != cmd.conn:
+                continue
+            out = s.relay.release_all(now, drop)
+            n += int(out.info)
+            self._apply(s, out)
+        return CommandResult(cmd.id, True, info=str(n))
 
-    def _queue_frame(self, s: _Stream, d: _Direction, frame: bytes, ev: Event) -> None:
-        """Send ``frame`` in direction ``d`` at the next boundary ``ev`` needs."""
-        if not d.pending and not d.transition and self._at_boundary(d, ev):
-            d.inflight.append((frame, ev))
-            mitm_compat.inject_tcp(s.flow, d is s.down, frame)
-        else:
-            d.pending.append((frame, ev))
+    # ------------------------------------------------------------------ shutdown
 
-    def _inject(self, s: _Stream, cmd: InjectCommand) -> CommandResult:
-        if s.state == ConnState.HALF_OPEN:
-            return CommandResult(cmd.id, False, f"connection {s.conn} is half-open; release it")
-        d = s.down if cmd.to == CLIENT else s.up
-        if d.decoder.failed:
-            return CommandResult(
-                cmd.id, False, "that direction is undecodable: no frame boundary to inject at"
-            )
-        mask = d is s.up
-        try:
-            frame = build_frame(cmd.opcode, cmd.payload, mask=mask)
-        except FrameError as e:
-            return CommandResult(cmd.id, False, str(e))
-        # The event shows who the frame pretends to come from: the other peer.
-        side: Side = SERVER if cmd.to == CLIENT else CLIENT
-        ev: Event
-        if cmd.opcode in (Opcode.TEXT, Opcode.BINARY):
-            utf8_ok = True
-            if cmd.opcode == Opcode.TEXT:
-                try:
-                    cmd.payload.decode()
-                except UnicodeDecodeError:
-                    utf8_ok = False
-            ev = Message(
-                seq=0,
-                conn=s.conn,
-                ts=0.0,
-                side=side,
-                opcode=cmd.opcode,
-                payload=cmd.payload[: self.max_payload],
-                size=len(cmd.payload),
-                wire_size=len(frame),
-                utf8_ok=utf8_ok,
-                injected=True,
-            )
-        elif cmd.opcode == Opcode.PING:
-            # The answering pong goes to the other peer; devconsole takes it out.
-            peer_dir = s.up if d is s.down else s.down
-            peer_dir.swallow_pongs.add(cmd.payload)
-            ev = ControlFrame(
-                seq=0,
-                conn=s.conn,
-                ts=0.0,
-                side=side,
-                opcode=cmd.opcode,
-                payload=cmd.payload,
-                wire_size=len(frame),
-                injected=True,
-            )
-        else:
-            return CommandResult(cmd.id, False, "inject sends text, binary or ping")
-        self._queue_frame(s, d, frame, ev)
-        return CommandResult(cmd.id, True)
-
-    def _close(self, s: _Stream, cmd: CloseCommand) -> CommandResult:
-        if not valid_close_code(cmd.code):
-            return CommandResult(
-                cmd.id,
-                False,
-                f"{cmd.code} is not a close code a peer may send (1000-1003, 1007-1014, 3000-4999)",
-            )
-        try:
-            to_client = build_close(cmd.code, cmd.reason)
-            to_server = build_close(cmd.code, cmd.reason, mask=True)
-        except FrameError as e:
-            return CommandResult(cmd.id, False, str(e))
-        targets = (CLIENT, SERVER) if cmd.to == "both" else (cmd.to,)
-        s.killing = True
-        s.state = ConnState.KILLED
-        self._emit(
-            StateEvent(
-                s.conn, time.time(), ConnState.KILLED, f"close {cmd.code} {cmd.reason}".strip()
-            )
-        )
-        for target in targets:
-            d = s.down if target == CLIENT else s.up
-            ev = ControlFrame(
-                seq=0,
-                conn=s.conn,
-                ts=0.0,
-                side=SERVER if target == CLIENT else CLIENT,  # who it pretends to be from
-                opcode=Opcode.CLOSE,
-                payload=cmd.code.to_bytes(2, "big") + cmd.reason.encode(),
-                wire_size=len(to_client if target == CLIENT else to_server),
-                code=cmd.code,
-                reason=cmd.reason,
-                injected=True,
-            )
-            self._queue_frame(s, d, to_client if target == CLIENT else to_server, ev)
-            s.replies_wanted.add(target)  # its answering close comes the other way
-        # A peer that got a close frame must get nothing after it; the answers are ours.
-        for d in (s.up, s.down):
-            if d.decoder.failed:
-                d.dropping = True
-            elif not d.dropping:
-                d.transition = "drop"
-        s.replies_done.clear()
-        task = asyncio.ensure_future(self._finish_close(s))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return CommandResult(cmd.id, True)
-
-    async def _finish_close(self, s: _Stream) -> None:
-        """After the close frames: wait for the peers' answers, then end TCP as a server
-        would (close after the closing handshake; abort if a peer never answers)."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(s.replies_done.wait(), CLOSE_REPLY_TIMEOUT)
-        if not s.ended:
-            mitm_compat.end_connection(s.flow, abort=False)
+    async def shutdown(self, timeout: float = SHUTDOWN_CLOSE_TIMEOUT) -> None:
+        """Close every live connection as a server going away does (close frames with 1001
+        to both peers, FIN once they answered), record each end, and let the tap clients
+        receive it. Bounded by ``timeout`` (then the rest is aborted)."""
+        self.shutting_down = True
+        now = time.time()
+        for s in list(self._streams.values()):
+            if s.relay.killing:
+                continue
+            try:
+                self._apply(s, s.relay.close(1001, "going away", "both", now))
+            except RelayError:
+                pass
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._streams and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for s in list(self._streams.values()):
+            mitm_compat.end_connection(s.flow, abort=True)
+            self._end(s.flow, "proxy shut down")
+        # let every tap client (a recorder, a viewer) receive the ends before the tap goes
+        deadline = loop.time() + 1.0
+        while loop.time() < deadline and any(c.queue for c in self.tap.clients):
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)

@@ -47,6 +47,8 @@ class ChildProxy:
             args.buffer_bytes,
             "--max-payload",
             args.max_payload,
+            "--hold-bytes",
+            args.hold_bytes,
             *extra,
         ]
         if args.confdir:

@@ -23,6 +23,7 @@ from devconsole.commands import events as event_commands
 from devconsole.commands import faults as fault_commands
 from devconsole.commands import files as file_commands
 from devconsole.commands import handshake as handshake_commands
+from devconsole.commands import intercept as intercept_commands
 from devconsole.commands import protocols as protocol_commands
 from devconsole.commands import proxy as proxy_commands
 from devconsole.commands import report as report_commands
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_commands.register(sub)
     protocol_commands.register(sub)
     handshake_commands.register(sub)
+    intercept_commands.register(sub)
     return parser
 
 

@@ -193,6 +193,7 @@ class StreamDecoder:
         "_wbits",
         "boundary_offset",
         "failed",
+        "mask_error",
     )
 
     def __init__(
@@ -219,6 +220,9 @@ class StreamDecoder:
         self._inflater: zlib._Decompress | None = None
         self.failed = False
         self.boundary_offset: int | None = None
+        # absolute offset of the first frame masked the wrong way (a client frame without a
+        # mask, a server frame with one): parsed anyway, reported once by the relay
+        self.mask_error: int | None = None
         self._pos = 0  # absolute offset of the data passed to the current feed()
         self._hdr = b""  # partial frame header carried over from the previous feed()
         self._hstart = 0  # absolute offset of that partial header
@@ -252,6 +256,42 @@ class StreamDecoder:
     @property
     def at_message_boundary(self) -> bool:
         return not (self.failed or self._in_payload or self._hdr or self._mop)
+
+    @property
+    def offset(self) -> int:
+        """Bytes fed so far (the absolute offset of the next byte)."""
+        return self._pos
+
+    @property
+    def in_message(self) -> bool:
+        """Some bytes of a data message (its first frame header at least) were fed and the
+        message has not ended."""
+        if self.failed:
+            return False
+        if self._mop:
+            return True
+        return bool(self._hdr) and (self._hdr[0] & 0x0F) < 8
+
+    @property
+    def partial_control_start(self) -> int | None:
+        """Absolute offset where a control frame that is not complete yet starts, else None."""
+        if self.failed:
+            return None
+        if self._in_payload:
+            return self._fstart if self._fop >= 8 else None
+        if self._hdr and (self._hdr[0] & 0x0F) >= 8:
+            return self._hstart
+        return None
+
+    @property
+    def max_payload(self) -> int:
+        return self._max
+
+    @max_payload.setter
+    def max_payload(self, n: int) -> None:
+        """Payload bytes kept per message from now on (the relay keeps whole messages while
+        it may have to re-frame them). Takes effect for the rest of the current message."""
+        self._max = max(0, n)
 
     # ------------------------------------------------------------------ feed
 
@@ -364,6 +404,8 @@ class StreamDecoder:
                 op = b0 & 0x0F
                 fin = b0 & 0x80
                 rsv = (b0 >> 4) & 7
+                if (key is None) is self._from_client and self.mask_error is None:
+                    self.mask_error = fstart
 
                 # ---- validation
                 if op >= 8:

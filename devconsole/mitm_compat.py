@@ -6,6 +6,13 @@ Kept in one small module, checked against every supported mitmproxy version by
 - aborting or closing a live TCP flow: ``flow.kill()`` is not honoured by mitmproxy's TCP
   relay (mitmproxy issues #4711, #4773), so we reach the connection's transports through
   the proxyserver addon (``proxyserver.connections[client_conn.id].transports``).
+- backpressure while messages are held: mitmproxy has no API to stop reading one peer.
+  Its connection handler reads each socket in a loop (``await reader.read(65535)`` in
+  ``ConnectionHandler.handle_connection``, 11.x and 12.x); pausing the asyncio transport
+  underneath (``transport.pause_reading()``) makes that read wait, the kernel's receive
+  buffer fills and TCP flow control stops the peer. The StreamReader resumes a transport
+  it paused itself when its buffer drains, which can undo our pause: the caller re-pauses
+  whenever data still arrives from a paused peer (at most one buffer, 128 KiB, more).
 """
 
 from __future__ import annotations
@@ -77,4 +84,59 @@ def end_connection(flow: Any, *, abort: bool, rst: bool = False) -> int:
 def inject_tcp(flow: Any, to_client: bool, data: bytes) -> None:
     """Send ``data`` through the flow's TCP relay (public command ``inject.tcp``)."""
     ps = ctx.master.addons.get("proxyserver")
+    if ps is None:  # a master without a proxy server (tests): nothing to write to
+        logger.debug("no proxyserver: %d bytes not injected", len(data))
+        return
     ps.inject_tcp(flow, to_client, data)
+
+
+def _transport(flow: Any, client: bool) -> Any | None:
+    """The asyncio transport of the flow's client (or server) socket, if it has one
+    (connections of the WireGuard/local modes are mitmproxy_rs streams: no transport)."""
+    handler = _handler(flow)
+    if handler is None:
+        return None
+    conn = flow.client_conn if client else flow.server_conn
+    for c, io in list(getattr(handler, "transports", {}).items()):
+        if c is conn or getattr(c, "id", None) == conn.id:
+            w = getattr(io, "writer", None)
+            t = getattr(w, "transport", None)
+            if t is not None and hasattr(t, "pause_reading") and hasattr(t, "is_reading"):
+                return t
+    return None
+
+
+def pause_reading(flow: Any, client: bool) -> bool:
+    """Stop reading the client (or server) socket of ``flow``; False if that cannot be
+    done (no such connection any more, or not an asyncio transport)."""
+    t = _transport(flow, client)
+    if t is None:
+        return False
+    try:
+        if t.is_reading():
+            t.pause_reading()
+    except (OSError, RuntimeError) as e:  # closing
+        logger.debug("pause_reading failed: %s", e)
+        return False
+    return True
+
+
+def resume_reading(flow: Any, client: bool) -> bool:
+    t = _transport(flow, client)
+    if t is None:
+        return False
+    try:
+        if not t.is_reading() and not t.is_closing():
+            t.resume_reading()
+    except (OSError, RuntimeError) as e:
+        logger.debug("resume_reading failed: %s", e)
+        return False
+    return True
+
+
+def is_reading(flow: Any, client: bool) -> bool | None:
+    """Whether the socket is being read (None: unknown)."""
+    t = _transport(flow, client)
+    if t is None:
+        return None
+    return bool(t.is_reading())

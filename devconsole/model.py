@@ -243,6 +243,13 @@ class Message:
     injected: bool = False  # built and sent by devconsole
     dropped: bool = False  # captured but not forwarded (half-open)
     frame_sizes: tuple[int, ...] = ()  # payload size of each frame when frames > 1
+    # intercept (docs/intercept.md): set when a breakpoint held the message
+    held: int = 0  # the held message's id (0: never held)
+    breakpoint: int = 0  # the breakpoint that held it
+    outcome: str = ""  # an Outcome value once it is no longer held
+    edited: bytes | None = None  # the body sent instead (outcome "edited"), maybe truncated
+    edited_opcode: int = 0
+    edited_size: int = 0  # true size of the edited body
 
     @property
     def truncated(self) -> bool:
@@ -251,6 +258,11 @@ class Message:
     @property
     def is_text(self) -> bool:
         return self.opcode == Opcode.TEXT
+
+    @property
+    def on_hold(self) -> bool:
+        """Held by a breakpoint and not forwarded or dropped yet."""
+        return bool(self.held) and not self.outcome
 
 
 @dataclass(slots=True)
@@ -269,10 +281,17 @@ class ControlFrame:
     injected: bool = False
     dropped: bool = False
     error: str | None = None  # e.g. a close frame with an invalid code
+    held: int = 0  # see Message
+    breakpoint: int = 0
+    outcome: str = ""
 
     @property
     def size(self) -> int:
         return len(self.payload)
+
+    @property
+    def on_hold(self) -> bool:
+        return bool(self.held) and not self.outcome
 
 
 Item = Message | ControlFrame  # what the stream shows, each with a global seq
@@ -353,6 +372,52 @@ class Snapshot:
     connections: list[ConnSnapshot]
     proxy: str  # listen address(es) of the proxy, for display
     evicted_messages: int  # how many the proxy's ring buffer evicted so far
+    breakpoints: list[Breakpoint] = field(default_factory=list)
+    held: list[Item] = field(default_factory=list)  # messages held now (maybe evicted)
+
+
+@dataclass(slots=True)
+class OutcomeEvent:
+    """A held message was forwarded (maybe edited) or dropped. ``seq`` is the message's."""
+
+    conn: str
+    ts: float
+    seq: int
+    held: int  # the held message's id
+    outcome: str  # an Outcome value
+    opcode: int = 0  # of the edited body
+    body: bytes | None = None  # the edited body (outcome "edited"), maybe truncated
+    size: int = 0  # its true size
+
+
+@dataclass(slots=True)
+class BreakpointsEvent:
+    """The proxy's breakpoints changed: all of them, as they are now."""
+
+    breakpoints: list[Breakpoint]
+
+
+@dataclass(slots=True)
+class Breakpoint:
+    """Hold data messages that match ``filter`` (docs/intercept.md)."""
+
+    id: int
+    filter: str  # a filter expression (docs/filters.md)
+    conn: str = ""  # only this connection ("": every connection)
+    timeout: float = 120.0  # seconds a message stays held before ``on_timeout``
+    on_timeout: str = "forward"  # "forward" or "drop"
+    control: bool = False  # hold matching control frames too, and queue them behind
+    enabled: bool = True
+
+
+class Outcome(enum.StrEnum):
+    """What became of a held message."""
+
+    FORWARDED = "forwarded"
+    EDITED = "edited"
+    DROPPED = "dropped"
+    TIMEOUT_FORWARDED = "timeout-forwarded"
+    TIMEOUT_DROPPED = "timeout-dropped"
 
 
 @dataclass(slots=True)
@@ -386,6 +451,8 @@ Event = (
     | GapEvent
     | Snapshot
     | InstanceEvent
+    | OutcomeEvent
+    | BreakpointsEvent
 )
 
 
@@ -439,7 +506,66 @@ class InjectCommand:
     id: int = 0
 
 
-Command = CloseCommand | AbortCommand | HalfOpenCommand | ReleaseCommand | InjectCommand
+@dataclass(slots=True)
+class BreakpointCommand:
+    """Add a breakpoint; the result's ``info`` is its id."""
+
+    filter: str
+    conn: str = ""
+    timeout: float = 120.0
+    on_timeout: str = "forward"
+    control: bool = False
+    id: int = 0
+
+
+@dataclass(slots=True)
+class RemoveBreakpointCommand:
+    """Remove breakpoint ``breakpoint`` (0: all of them). Held messages stay held."""
+
+    breakpoint: int
+    id: int = 0
+
+
+@dataclass(slots=True)
+class EnableBreakpointCommand:
+    breakpoint: int
+    enabled: bool = True
+    id: int = 0
+
+
+@dataclass(slots=True)
+class ForwardCommand:
+    """Forward held message ``held`` (0: every held message, of ``conn`` if set), as it is
+    or with ``payload`` instead (``opcode`` 0 keeps the original's)."""
+
+    held: int
+    conn: str = ""
+    payload: bytes | None = None
+    opcode: int = 0
+    id: int = 0
+
+
+@dataclass(slots=True)
+class DropCommand:
+    """Drop held message ``held`` (0: every held message, of ``conn`` if set)."""
+
+    held: int
+    conn: str = ""
+    id: int = 0
+
+
+Command = (
+    CloseCommand
+    | AbortCommand
+    | HalfOpenCommand
+    | ReleaseCommand
+    | InjectCommand
+    | BreakpointCommand
+    | RemoveBreakpointCommand
+    | EnableBreakpointCommand
+    | ForwardCommand
+    | DropCommand
+)
 
 
 @dataclass(slots=True)
@@ -449,6 +575,7 @@ class CommandResult:
     id: int
     ok: bool
     error: str = ""
+    info: str = ""  # e.g. the id of a new breakpoint, how many held messages were released
 
 
 # Connection ids of a merged view (many proxies over Redis) are "INSTANCE/ID".

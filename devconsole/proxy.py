@@ -49,6 +49,7 @@ class ProxyConfig:
     buffer_messages: int = 100_000
     buffer_bytes: str = "256m"
     max_payload: str = "1m"
+    hold_bytes: str = "16m"
     sets: Sequence[str] = field(default_factory=list)  # NAME=VALUE, like mitmproxy's --set
     record: str = ""  # a recording directory: every event written to disk (store/segments)
     record_max: int | None = None  # bytes the recording may use (oldest segments removed)
@@ -258,6 +259,7 @@ class DevconsoleProxy:
             "devconsole_buffer_messages": cfg.buffer_messages,
             "devconsole_buffer_bytes": cfg.buffer_bytes,
             "devconsole_max_payload": cfg.max_payload,
+            "devconsole_hold_bytes": cfg.hold_bytes,
         }
         if cfg.decoders:
             updates["devconsole_decoders"] = list(cfg.decoders)
@@ -335,6 +337,12 @@ class DevconsoleProxy:
 
     async def _stop_master(self) -> None:
         if self.master is not None and self._task is not None and not self._task.done():
+            # Close live connections as a server going away does (1001 to both peers,
+            # an end event each, bounded in time) before mitmproxy cancels their tasks.
+            try:
+                await self.capture.shutdown()
+            except Exception:
+                logger.exception("closing the connections at shutdown failed")
             self.master.shutdown()
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 5)

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 
 from devconsole.model import (
     CLIENT,
+    Breakpoint,
+    BreakpointsEvent,
     Connection,
     ConnState,
     ControlFrame,
@@ -23,6 +25,8 @@ from devconsole.model import (
     Item,
     Message,
     Opcode,
+    Outcome,
+    OutcomeEvent,
     ProtocolErrorEvent,
     RefusedEvent,
     Snapshot,
@@ -58,6 +62,10 @@ class Session:
         self.observers: list[Observer] = []
         self.version = 0  # bumped on every applied event (cheap change detection for UIs)
         self.instances: dict[str, InstanceEvent] = {}  # a Redis source: latest per instance
+        # intercept (docs/intercept.md): the proxy's breakpoints, and the messages held
+        # now by held id, oldest first (kept here even when the buffer evicts them)
+        self.breakpoints: list[Breakpoint] = []
+        self.held: dict[int, Item] = {}
 
     # ----------------------------------------------------------------- applying events
 
@@ -114,6 +122,10 @@ class Session:
             self.missed += ev.missed
         elif isinstance(ev, Snapshot):
             self._apply_snapshot(ev)
+        elif isinstance(ev, OutcomeEvent):
+            self._apply_outcome(ev)
+        elif isinstance(ev, BreakpointsEvent):
+            self.breakpoints = list(ev.breakpoints)
         elif isinstance(ev, InstanceEvent):
             self.instances[ev.name] = ev
         for obs in self.observers:
@@ -136,6 +148,8 @@ class Session:
         ``it`` is new to the counters (not a resent seq, not already in a Snapshot)."""
         if not self._add_item(it):
             return None
+        if it.held and not it.outcome:
+            self.held[it.held] = it
         c = self.connections.get(it.conn)
         if c is None:
             return None
@@ -170,9 +184,11 @@ class Session:
         c = self._apply_item(f)
         if c is None or f.opcode != Opcode.CLOSE or f.dropped:
             return
-        # A kill's StateEvent names the proxy before its close frames arrive.
+        # A kill's StateEvent names the proxy before its close frames arrive. An invalid
+        # close frame (or a second one) does not say how the connection closed: the peer
+        # that answers it does (usually with 1002 or 1007).
         first = c.closed_by is None or (f.injected and c.closed_by == "proxy")
-        if c.close_code is None and first:
+        if c.close_code is None and first and not f.error:
             c.close_code = f.code
             c.close_reason = f.reason
             c.closed_by = "proxy" if f.injected else f.side
@@ -193,8 +209,31 @@ class Session:
         if ev.error and ev.error not in c.errors:
             c.errors.append(ev.error)
 
+    def _apply_outcome(self, ev: OutcomeEvent) -> None:
+        it = self.held.pop(ev.held, None)
+        if it is None:
+            found = self.buffer.get(ev.seq)
+            if found is None or found.held != ev.held:
+                return
+            it = found
+        if it.outcome:
+            return  # replayed after a re-sync
+        # The buffered item is updated in place: it shows what became of it, and a viewer
+        # that attaches later receives it with its outcome.
+        it.outcome = ev.outcome
+        if isinstance(it, Message) and ev.body is not None:
+            it.edited = ev.body
+            it.edited_opcode = ev.opcode
+            it.edited_size = ev.size
+        if ev.outcome in (Outcome.DROPPED, Outcome.TIMEOUT_DROPPED):
+            c = self.connections.get(ev.conn)
+            if c is not None:
+                c.dropped += 1
+
     def _apply_snapshot(self, snap: Snapshot) -> None:
         self.proxy = snap.proxy
+        self.breakpoints = list(snap.breakpoints)
+        self.held = {it.held: it for it in snap.held}
         self.upstream_evicted = snap.evicted_messages
         self.counted_seq = max(self.counted_seq, snap.seq)
         self.last_seq = max(self.last_seq, snap.seq)
@@ -230,7 +269,15 @@ class Session:
             connections=[c.snapshot() for c in self.connections.values()],
             proxy=proxy,
             evicted_messages=self.buffer.evicted_items,
+            breakpoints=list(self.breakpoints),
+            held=list(self.held.values()),
         )
+
+    def held_count(self, conn: str | None = None) -> int:
+        """Messages held now (on ``conn``, or everywhere)."""
+        if conn is None:
+            return len(self.held)
+        return sum(1 for it in self.held.values() if it.conn == conn)
 
     def get(self, seq: int) -> Item | None:
         return self.buffer.get(seq)

@@ -27,13 +27,19 @@ import msgpack
 
 from devconsole.model import (
     AbortCommand,
+    Breakpoint,
+    BreakpointCommand,
+    BreakpointsEvent,
     CloseCommand,
     Command,
     CommandResult,
     ConnSnapshot,
     ControlFrame,
+    DropCommand,
+    EnableBreakpointCommand,
     EndEvent,
     Event,
+    ForwardCommand,
     GapEvent,
     HalfOpenCommand,
     Handshake,
@@ -41,10 +47,12 @@ from devconsole.model import (
     InjectCommand,
     InstanceEvent,
     Message,
+    OutcomeEvent,
     ProtocolErrorEvent,
     Publication,
     RefusedEvent,
     ReleaseCommand,
+    RemoveBreakpointCommand,
     Snapshot,
     StateEvent,
 )
@@ -134,6 +142,12 @@ _CONNSNAP_TYPES = (
     _INT, _INT, _INT,
 )  # fmt: skip
 _SNAPSHOT_TYPES = (_INT, _LIST, _STR, _INT)
+# optional trailing fields (intercept): present only when set
+_MESSAGE_HELD_TYPES = (_INT, _INT, _STR, (bytes, type(None)), _INT, _INT)
+_CONTROL_HELD_TYPES = (_INT, _INT, _STR)
+_SNAPSHOT_MORE_TYPES = (_LIST, _LIST)
+_OUTCOME_TYPES = (_STR, _NUM, _INT, _INT, _STR, _INT, (bytes, type(None)), _INT)
+_BREAKPOINT_TYPES = (_INT, _STR, _STR, _NUM, _STR, _BOOL, _BOOL)
 
 # The exact field types of the usual messages and control frames: decoding checks them
 # with one tuple comparison and falls back to the field-by-field check otherwise.
@@ -154,6 +168,11 @@ _ABORT_CMD_TYPES = (_STR, _BOOL, _INT)
 _CONN_CMD_TYPES = (_STR, _INT)
 _INJECT_CMD_TYPES = (_STR, _STR, _INT, _BYTES, _INT)
 _RESULT_TYPES = (_INT, _BOOL, _STR)
+_BREAK_CMD_TYPES = (_STR, _STR, _NUM, _STR, _BOOL, _INT)
+_UNBREAK_CMD_TYPES = (_INT, _INT)
+_ENABLE_CMD_TYPES = (_INT, _BOOL, _INT)
+_FORWARD_CMD_TYPES = (_INT, _STR, (bytes, type(None)), _INT, _INT)
+_DROP_CMD_TYPES = (_INT, _STR, _INT)
 
 # tags
 T_HANDSHAKE = 1
@@ -165,14 +184,29 @@ T_PERROR = 6
 T_STATE = 7
 T_GAP = 8
 T_SNAPSHOT = 9
-T_PUBLICATION = 10  # a message fields, then the channel
+T_PUBLICATION = 10  # a message's first 15 fields, then the channel
 T_INSTANCE = 11
+T_OUTCOME = 12
+T_BREAKPOINTS = 13
 
 C_CLOSE = 1
 C_ABORT = 2
 C_HALF_OPEN = 3
 C_RELEASE = 4
 C_INJECT = 5
+C_BREAK = 6
+C_UNBREAK = 7
+C_ENABLE_BREAK = 8
+C_FORWARD = 9
+C_DROP = 10
+
+
+def _check_opt(fields: list[Any], types: tuple[Any, ...], more: tuple[Any, ...], what: str) -> None:
+    """Like _check, for a record that may end after ``types`` or carry ``more``."""
+    if len(fields) == len(types):
+        _check(fields, types, what)
+    else:
+        _check(fields, types + more, what)
 
 
 def _check(fields: list[Any], types: tuple[Any, ...], what: str) -> None:
@@ -248,16 +282,29 @@ def encode_event(ev: Event) -> list[Any]:
     t = type(ev)
     if t is Message:
         m: Message = ev  # type: ignore[assignment]
-        return [
+        out = [
             T_MESSAGE, m.seq, m.conn, m.ts, m.side, m.opcode, m.payload, m.size, m.wire_size,
             m.frames, m.compressed, m.rsv, m.utf8_ok, m.injected, m.dropped, m.frame_sizes,
         ]  # fmt: skip
+        if m.held:
+            out += [m.held, m.breakpoint, m.outcome, m.edited, m.edited_opcode, m.edited_size]
+        return out
     if t is ControlFrame:
         c: ControlFrame = ev  # type: ignore[assignment]
-        return [
+        out = [
             T_CONTROL, c.seq, c.conn, c.ts, c.side, c.opcode, c.payload, c.wire_size,
             c.code, c.reason, c.injected, c.dropped, c.error,
         ]  # fmt: skip
+        if c.held:
+            out += [c.held, c.breakpoint, c.outcome]
+        return out
+    if t is OutcomeEvent:
+        o: OutcomeEvent = ev  # type: ignore[assignment]
+        return [
+            T_OUTCOME, o.conn, o.ts, o.seq, o.held, o.outcome, o.opcode, o.body, o.size,
+        ]  # fmt: skip
+    if isinstance(ev, BreakpointsEvent):
+        return [T_BREAKPOINTS, [_enc_breakpoint(b) for b in ev.breakpoints]]
     if isinstance(ev, HandshakeEvent):
         return [T_HANDSHAKE, _enc_handshake(ev.handshake)]
     if isinstance(ev, RefusedEvent):
@@ -290,8 +337,26 @@ def encode_event(ev: Event) -> list[Any]:
             ]
             for s in ev.connections
         ]  # fmt: skip
-        return [T_SNAPSHOT, ev.seq, conns, ev.proxy, ev.evicted_messages]
+        snap = [T_SNAPSHOT, ev.seq, conns, ev.proxy, ev.evicted_messages]
+        if ev.breakpoints or ev.held:
+            snap += [
+                [_enc_breakpoint(b) for b in ev.breakpoints],
+                [encode_event(i) for i in ev.held],
+            ]
+        return snap
     raise TypeError(f"not an Event: {ev!r}")
+
+
+def _enc_breakpoint(b: Breakpoint) -> list[Any]:
+    return [b.id, b.filter, b.conn, b.timeout, b.on_timeout, b.control, b.enabled]
+
+
+def _dec_breakpoint(f: Any) -> Breakpoint:
+    if not isinstance(f, (list, tuple)):
+        raise WireError("breakpoint: expected a list")
+    f = list(f)
+    _check(f, _BREAKPOINT_TYPES, "breakpoint")
+    return Breakpoint(*f)
 
 
 _SIDES = ("client", "server")
@@ -310,7 +375,7 @@ def decode_event(obj: Any) -> Event:
     f = list(obj[1:])
     if tag == T_MESSAGE:
         if tuple(map(type, f)) not in _MESSAGE_FAST:  # one comparison for the usual case
-            _check(f, _MESSAGE_TYPES, "message")
+            _check_opt(f, _MESSAGE_TYPES, _MESSAGE_HELD_TYPES, "message")
         if f[3] not in _SIDES:
             raise WireError("message: bad side")
         sizes = f[14]
@@ -320,7 +385,7 @@ def decode_event(obj: Any) -> Event:
         return Message(*f)
     if tag == T_CONTROL:
         if tuple(map(type, f)) not in _CONTROL_FAST:
-            _check(f, _CONTROL_TYPES, "control frame")
+            _check_opt(f, _CONTROL_TYPES, _CONTROL_HELD_TYPES, "control frame")
         if f[3] not in _SIDES:
             raise WireError("control frame: bad side")
         return ControlFrame(*f)
@@ -352,12 +417,16 @@ def decode_event(obj: Any) -> Event:
         if not all(_is_tag(x) for x in f[14]):
             raise WireError("publication: bad frame sizes")
         f[14] = tuple(f[14])
-        return Publication(*f)
+        # the channel comes after the 15 fields a Message had when publications were
+        # added; Message's later trailing fields (intercept) are never set on one
+        pub = Publication(*f[:15])
+        pub.channel = f[15]
+        return pub
     if tag == T_INSTANCE:
         _check(f, _INSTANCE_TYPES, "instance")
         return InstanceEvent(*f)
     if tag == T_SNAPSHOT:
-        _check(f, _SNAPSHOT_TYPES, "snapshot")
+        _check_opt(f, _SNAPSHOT_TYPES, _SNAPSHOT_MORE_TYPES, "snapshot")
         conns: list[ConnSnapshot] = []
         for c in f[1]:
             if not isinstance(c, (list, tuple)):
@@ -369,7 +438,21 @@ def decode_event(obj: Any) -> Event:
                 raise WireError("snapshot connection: bad errors")
             c[11] = list(c[11])
             conns.append(ConnSnapshot(*c))
-        return Snapshot(f[0], conns, f[2], f[3])
+        snapshot = Snapshot(f[0], conns, f[2], f[3])
+        if len(f) > 4:
+            snapshot.breakpoints = [_dec_breakpoint(b) for b in f[4]]
+            for obj in f[5]:
+                item = decode_event(obj)
+                if not isinstance(item, (Message, ControlFrame)):
+                    raise WireError("snapshot: a held item is not a message or control frame")
+                snapshot.held.append(item)
+        return snapshot
+    if tag == T_OUTCOME:
+        _check(f, _OUTCOME_TYPES, "outcome")
+        return OutcomeEvent(*f)
+    if tag == T_BREAKPOINTS:
+        _check(f, (_LIST,), "breakpoints")
+        return BreakpointsEvent([_dec_breakpoint(b) for b in f[0]])
     raise WireError(f"unknown event tag {tag!r}")
 
 
@@ -387,6 +470,16 @@ def encode_command(cmd: Command) -> list[Any]:
         return [C_RELEASE, cmd.conn, cmd.id]
     if isinstance(cmd, InjectCommand):
         return [C_INJECT, cmd.conn, cmd.to, cmd.opcode, cmd.payload, cmd.id]
+    if isinstance(cmd, BreakpointCommand):
+        return [C_BREAK, cmd.filter, cmd.conn, cmd.timeout, cmd.on_timeout, cmd.control, cmd.id]
+    if isinstance(cmd, RemoveBreakpointCommand):
+        return [C_UNBREAK, cmd.breakpoint, cmd.id]
+    if isinstance(cmd, EnableBreakpointCommand):
+        return [C_ENABLE_BREAK, cmd.breakpoint, cmd.enabled, cmd.id]
+    if isinstance(cmd, ForwardCommand):
+        return [C_FORWARD, cmd.held, cmd.conn, cmd.payload, cmd.opcode, cmd.id]
+    if isinstance(cmd, DropCommand):
+        return [C_DROP, cmd.held, cmd.conn, cmd.id]
     raise TypeError(f"not a Command: {cmd!r}")
 
 
@@ -414,10 +507,27 @@ def decode_command(obj: Any) -> Command:
         if f[1] not in _SIDES:
             raise WireError("inject command: bad target")
         return InjectCommand(*f)
+    if tag == C_BREAK:
+        _check(f, _BREAK_CMD_TYPES, "breakpoint command")
+        return BreakpointCommand(*f)
+    if tag == C_UNBREAK:
+        _check(f, _UNBREAK_CMD_TYPES, "remove-breakpoint command")
+        return RemoveBreakpointCommand(*f)
+    if tag == C_ENABLE_BREAK:
+        _check(f, _ENABLE_CMD_TYPES, "enable-breakpoint command")
+        return EnableBreakpointCommand(*f)
+    if tag == C_FORWARD:
+        _check(f, _FORWARD_CMD_TYPES, "forward command")
+        return ForwardCommand(*f)
+    if tag == C_DROP:
+        _check(f, _DROP_CMD_TYPES, "drop command")
+        return DropCommand(*f)
     raise WireError(f"unknown command tag {tag!r}")
 
 
 def encode_result(res: CommandResult) -> list[Any]:
+    if res.info:
+        return [res.id, res.ok, res.error, res.info]
     return [res.id, res.ok, res.error]
 
 
@@ -425,7 +535,7 @@ def decode_result(obj: Any) -> CommandResult:
     if not isinstance(obj, (list, tuple)):
         raise WireError("result: expected a list")
     f = list(obj)
-    _check(f, _RESULT_TYPES, "result")
+    _check_opt(f, _RESULT_TYPES, (_STR,), "result")
     return CommandResult(*f)
 
 

@@ -272,3 +272,52 @@ async def test_slow_and_vanishing_tap_clients_do_not_hold_up_forwarding(short_tm
                 assert isinstance(seen[gaps[0] + 1], Snapshot)
             finally:
                 stuck.close()
+
+
+async def test_an_unmasked_client_frame_is_flagged_and_still_forwarded(short_tmp: Path) -> None:
+    """The server rejects it (1002); the capture says why instead of showing a normal
+    message only."""
+    async with ws_server() as (_, port):
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            r, w = await raw_client(rp.port)
+            w.write(b"\x81\x05hello")  # no mask: a client must mask
+            await w.drain()
+            head = await read_exactly(r, 2)  # the server's close frame: forwarded, rejected
+            assert head[0] == 0x88
+            body = await read_exactly(r, head[1] & 0x7F)
+            assert int.from_bytes(body[:2], "big") == 1002
+            w.close()
+            await wait_until(lambda: any(c.errors for c in rp.session.connections.values()))
+            [conn] = rp.session.connections.values()
+            assert "unmasked client frame" in conn.errors[0]
+            [m] = [i for i in items(rp) if isinstance(i, Message)]
+            assert m.payload == b"hello"
+
+
+async def test_an_invalid_close_then_a_second_close_is_recorded_as_the_peers_did(
+    short_tmp: Path,
+) -> None:
+    """The client's close has a reason that is not UTF-8; the server answers 1007; the
+    client sends a second close. Not "clean 1000": the server's 1007, not clean."""
+    mask = b"\x11\x22\x33\x44"
+    async with ws_server() as (_, port):
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            r, w = await raw_client(rp.port)
+            w.write(build_frame(Opcode.CLOSE, b"\x03\xe8\xff\xfe", mask=mask))
+            await w.drain()
+            head = await read_exactly(r, 2)
+            body = await read_exactly(r, head[1] & 0x7F)
+            assert int.from_bytes(body[:2], "big") == 1007
+            w.write(build_frame(Opcode.CLOSE, b"\x03\xe8", mask=mask))
+            await w.drain()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(r.read(), 5)
+            w.close()
+            await wait_until(lambda: any(c.ts_end for c in rp.session.connections.values()))
+            [conn] = rp.session.connections.values()
+            assert (conn.close_code, conn.closed_by, conn.clean) == (1007, "server", False)
+            closes = [i for i in items(rp) if isinstance(i, ControlFrame)]
+            assert [c.error for c in closes[:2]] == ["close reason not UTF-8", None]
+            # the second close reaches the proxy only if the server has not closed the TCP
+            # connection first (tests/test_relay.py checks that it is flagged)
+            assert [c.error for c in closes[2:]] in ([], ["a second close frame"])

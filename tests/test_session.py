@@ -8,6 +8,8 @@ import time
 import pytest
 
 from devconsole.model import (
+    Breakpoint,
+    BreakpointsEvent,
     Connection,
     ConnState,
     ControlFrame,
@@ -19,6 +21,7 @@ from devconsole.model import (
     Item,
     Message,
     Opcode,
+    OutcomeEvent,
     ProtocolErrorEvent,
     RefusedEvent,
     Side,
@@ -666,3 +669,49 @@ def test_a_kill_with_a_code_records_that_code() -> None:
     s.apply(close(3, side="client", code=1000, reason="", dropped=True))
     c = s.connections["c1"]
     assert (c.close_code, c.close_reason, c.closed_by) == (4000, "kicked", "proxy")
+
+
+# ------------------------------------------------------------------ intercept
+
+
+def test_an_invalid_close_frame_does_not_decide_the_close_code() -> None:
+    """Client: a close with a reason that is not UTF-8; server: 1007; client: a second
+    close. The connection closed with the server's 1007, and not cleanly."""
+    s = opened("c1")
+    s.apply(close(1, side="client", code=1000, reason="\ufffd", error="close reason not UTF-8"))
+    c = s.connections["c1"]
+    assert c.state == ConnState.CLOSING and c.close_code is None
+    s.apply(close(2, side="server", code=1007, reason="invalid"))
+    s.apply(close(3, side="client", code=1000, reason="", error="a second close frame"))
+    s.apply(EndEvent("c1", 20.0, clean=False, closed_by="server"))
+    assert (c.close_code, c.closed_by, c.clean) == (1007, "server", False)
+
+
+def test_held_messages_and_their_outcomes() -> None:
+    s = opened("c1", "c2")
+    s.apply(BreakpointsEvent([Breakpoint(1, "x"), Breakpoint(2, "y", "c2")]))
+    assert [b.id for b in s.breakpoints] == [1, 2]
+    m1 = msg(1, held=5, breakpoint=1)
+    m2 = msg(2, conn="c2", held=6, breakpoint=2)
+    s.apply(m1)
+    s.apply(m2)
+    s.apply(msg(3))
+    assert list(s.held) == [5, 6] and s.held_count("c2") == 1 and s.held_count() == 2
+    assert m1.on_hold
+    s.apply(OutcomeEvent("c1", 30.0, 1, 5, "edited", Opcode.BINARY, b"new", 3))
+    assert (m1.outcome, m1.edited, m1.edited_opcode, m1.edited_size) == (
+        "edited", b"new", Opcode.BINARY, 3,
+    )  # fmt: skip
+    assert not m1.on_hold and m1.payload == b"hello"  # the original is kept
+    s.apply(OutcomeEvent("c2", 31.0, 2, 6, "timeout-dropped"))
+    assert s.held == {} and s.connections["c2"].dropped == 1
+    # a late viewer gets the decided item with its outcome, and what is still held
+    s.apply(msg(4, held=7, breakpoint=1))
+    snap = s.snapshot()
+    assert [b.id for b in snap.breakpoints] == [1, 2] and [i.held for i in snap.held] == [7]
+    late = Session()
+    late.apply(snap)
+    assert list(late.held) == [7] and [b.filter for b in late.breakpoints] == ["x", "y"]
+    s.apply(OutcomeEvent("c1", 32.0, 4, 7, "forwarded"))
+    s.apply(OutcomeEvent("c1", 32.0, 4, 7, "forwarded"))  # replayed: no effect
+    assert s.get(4).outcome == "forwarded"  # type: ignore[union-attr]

@@ -843,3 +843,30 @@ def test_the_writer_still_writes_the_golden_file(tmp_path: Path) -> None:
         for n, o in zip(new, old, strict=True)
     )
     assert kept == golden.CAPTURE_V1.read_bytes()
+
+
+def test_intercept_events_round_trip_through_a_file_and_replay(tmp_path: Path) -> None:
+    """A recording of held messages and their outcomes: the file keeps them, a replay shows
+    the message with its outcome and the edited body next to the original."""
+    from devconsole.model import Breakpoint, BreakpointsEvent, Opcode, OutcomeEvent, Snapshot
+
+    hs = make_handshake("1", 1.0)
+    held = Message(5, "1", 2.0, "client", Opcode.TEXT, b"orig", 4, 10, held=3, breakpoint=1)
+    still = Message(6, "1", 2.5, "client", Opcode.TEXT, b"waiting", 7, 13, held=4, breakpoint=1)
+    evs: list[Event] = [
+        Snapshot(4, [], "p", 0, [Breakpoint(1, "from:client")], []),
+        HandshakeEvent(hs),
+        BreakpointsEvent([Breakpoint(1, "from:client"), Breakpoint(2, "x", "1", 5.0, "drop")]),
+        held,
+        still,
+        OutcomeEvent("1", 3.0, 5, 3, "edited", Opcode.TEXT, b"new", 3),
+    ]
+    path = write_capture(tmp_path / "i.dcap", evs, proxy="p", created=1.0)
+    got, reader = drain(path)
+    assert reader.error is None and got == evs
+    s = Session()
+    s.apply_all(got)
+    m = s.get(5)
+    assert isinstance(m, Message)
+    assert (m.payload, m.outcome, m.edited) == (b"orig", "edited", b"new")
+    assert list(s.held) == [4] and [b.id for b in s.breakpoints] == [1, 2]

@@ -25,6 +25,7 @@ from devconsole.model import (
     HandshakeEvent,
     Message,
     Opcode,
+    OutcomeEvent,
     ProtocolErrorEvent,
     RefusedEvent,
     Snapshot,
@@ -550,3 +551,31 @@ def test_a_recording_started_before_the_client_connected_has_one_handshake(
     ]
     assert lines[0]["response"]["status"] == 101
     assert lines == tail_json_lines(events)
+
+
+def test_held_messages_and_outcomes_as_json() -> None:
+    held = Message(9, "c1", 9.5, "client", Opcode.TEXT, b'{"token": "hunter2"}', 20, 26)
+    held.held, held.breakpoint = 4, 2
+    assert event_dict(held, redact=False) == {
+        "event": "message", "conn": "c1", "seq": 9, "ts": 9.5, "from": "client",
+        "type": "text", "size": 20, "frames": 1, "compressed": False,
+        "text": '{"token": "hunter2"}', "held": True, "held_id": 4, "breakpoint": 2,
+    }  # fmt: skip
+    edited = OutcomeEvent("c1", 12.0, 9, 4, "edited", Opcode.TEXT, b'{"token": "hunter2"}', 20)
+    assert event_dict(edited, redact=False) == {
+        "event": "outcome", "conn": "c1", "seq": 9, "ts": 12.0, "held_id": 4,
+        "outcome": "edited", "type": "text", "size": 20, "text": '{"token": "hunter2"}',
+    }  # fmt: skip
+    assert "hunter2" not in json.dumps(event_dict(edited))  # redacted by default
+    binary = OutcomeEvent("c1", 12.0, 9, 4, "edited", Opcode.BINARY, b"\x00\xff", 2)
+    assert event_dict(binary, redact=False)["b64"] == "AP8="  # type: ignore[index]
+    assert event_dict(OutcomeEvent("c1", 13.0, 9, 4, "timeout-dropped")) == {
+        "event": "outcome", "conn": "c1", "seq": 9, "ts": 13.0, "held_id": 4,
+        "outcome": "timeout-dropped",
+    }  # fmt: skip
+    # decided, as a late viewer (or an export of its recording) sees it
+    held.outcome, held.edited, held.edited_opcode, held.edited_size = "edited", b"x", 1, 1
+    d = event_dict(held, redact=False)
+    assert d is not None and d["outcome"] == "edited"
+    assert d["edited"] == {"type": "text", "size": 1, "text": "x"}
+    assert event_json(edited) == event_dict(edited, redact=False)

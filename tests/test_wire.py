@@ -15,14 +15,20 @@ from hypothesis import strategies as st
 from devconsole import wire
 from devconsole.model import (
     AbortCommand,
+    Breakpoint,
+    BreakpointCommand,
+    BreakpointsEvent,
     CloseCommand,
     Command,
     CommandResult,
     ConnSnapshot,
     ConnState,
     ControlFrame,
+    DropCommand,
+    EnableBreakpointCommand,
     EndEvent,
     Event,
+    ForwardCommand,
     GapEvent,
     HalfOpenCommand,
     Handshake,
@@ -30,9 +36,11 @@ from devconsole.model import (
     InjectCommand,
     Message,
     Opcode,
+    OutcomeEvent,
     ProtocolErrorEvent,
     RefusedEvent,
     ReleaseCommand,
+    RemoveBreakpointCommand,
     Snapshot,
     StateEvent,
 )
@@ -192,6 +200,34 @@ COMMANDS: list[Command] = [
     ReleaseCommand("c1", 10),
     InjectCommand("c1", "server", Opcode.BINARY, b"\x00\x01\xff", 11),
     InjectCommand("c1", "client", Opcode.PING, b"", 0),
+    BreakpointCommand("json:op=buy", "c7", 2.5, "drop", True, 12),
+    BreakpointCommand("x"),
+    RemoveBreakpointCommand(3, 13),
+    EnableBreakpointCommand(4, False, 14),
+    ForwardCommand(5, "c8", b"\x00edited", Opcode.BINARY, 15),
+    ForwardCommand(0, "", None, 0, 16),
+    DropCommand(6, "c9", 17),
+]
+
+BP1 = Breakpoint(1, "from:client json:a.b=1", "c3", 30.5, "drop", True, False)
+BP2 = Breakpoint(2, "ping", "", 120, "forward", False, True)
+HELD_MSG = Message(
+    41, "c2", 41.5, "client", Opcode.TEXT, b"held", 4, 10,
+    held=7, breakpoint=2, outcome="edited", edited=b"\xffnew", edited_opcode=2, edited_size=9,
+)  # fmt: skip
+HELD_CTL = ControlFrame(
+    42, "c2", 42.5, "server", Opcode.PING, b"p", 3, held=8, breakpoint=1, outcome=""
+)
+# The intercept additions: new events, and optional trailing fields on old ones. Every
+# field has its own value, so a swap of two fields cannot go unnoticed.
+INTERCEPT_EVENTS: list[Event] = [
+    HELD_MSG,
+    HELD_CTL,
+    OutcomeEvent("c2", 50.5, 41, 7, "edited", Opcode.BINARY, b"\xffnew", 9),
+    OutcomeEvent("c2", 51.5, 42, 8, "dropped"),
+    BreakpointsEvent([BP1, BP2]),
+    BreakpointsEvent([]),
+    Snapshot(60, [], "p", 3, [BP1], [HELD_MSG, HELD_CTL]),
 ]
 
 
@@ -230,6 +266,57 @@ def test_decoded_fields_have_the_model_types() -> None:
     assert hs.request_header("x-emoji") == "😀 ☃"
 
 
+@pytest.mark.parametrize("ev", INTERCEPT_EVENTS, ids=lambda e: type(e).__name__)
+def test_intercept_events_round_trip(ev: Event) -> None:
+    got = wire.decode_event(through_the_wire(wire.EVENTS, wire.encode_event(ev)))
+    assert type(got) is type(ev)
+    assert got == ev
+
+
+def test_intercept_encodings_are_these_bytes() -> None:
+    """Golden: the intercept fields on the wire (and in capture files), deliberately."""
+    assert wire.encode_event(HELD_MSG) == [
+        3, 41, "c2", 41.5, "client", 1, b"held", 4, 10, 1, False, 0, True, False, False, (),
+        7, 2, "edited", b"\xffnew", 2, 9,
+    ]  # fmt: skip
+    assert wire.encode_event(HELD_CTL) == [
+        4, 42, "c2", 42.5, "server", 9, b"p", 3, None, "", False, False, None, 8, 1, "",
+    ]  # fmt: skip
+    assert msgpack.packb(wire.encode_event(INTERCEPT_EVENTS[2])) == bytes.fromhex(
+        # [12, "c2", 50.5, 41, 7, "edited", 2, b"\xffnew", 9]: tags 10 and 11 are the
+        # scale-out's (Publication, InstanceEvent)
+        "990ca26332cb40494000000000002907a665646974656402c404ff6e657709"
+    )
+    assert wire.encode_event(INTERCEPT_EVENTS[4]) == [
+        13,
+        [
+            [1, "from:client json:a.b=1", "c3", 30.5, "drop", True, False],
+            [2, "ping", "", 120, "forward", False, True],
+        ],
+    ]
+    snap = wire.encode_event(INTERCEPT_EVENTS[6])
+    assert snap[:5] == [9, 60, [], "p", 3] and len(snap) == 7
+    assert snap[5] == [wire.encode_event(INTERCEPT_EVENTS[4])[1][0]]
+    # a message that was never held keeps the old encoding, byte for byte
+    assert len(wire.encode_event(EVENTS[2])) == 16
+    assert wire.encode_command(COMMANDS[-7]) == [6, "json:op=buy", "c7", 2.5, "drop", True, 12]
+    assert wire.encode_command(COMMANDS[-3]) == [9, 5, "c8", b"\x00edited", 2, 15]
+    assert wire.encode_command(COMMANDS[-1]) == [10, 6, "c9", 17]
+    assert wire.encode_result(CommandResult(3, True, "", "12")) == [3, True, "", "12"]
+    assert wire.encode_result(CommandResult(3, True)) == [3, True, ""]
+
+
+def test_a_held_message_with_a_bad_trailing_field_is_rejected() -> None:
+    obj = wire.encode_event(HELD_MSG)
+    for i, bad in ((16, "7"), (18, 3), (19, "bytes"), (21, None)):
+        broken = list(obj)
+        broken[i] = bad
+        with pytest.raises(wire.WireError):
+            wire.decode_event(broken)
+    with pytest.raises(wire.WireError):
+        wire.decode_event(obj[:-1])  # neither the old length nor the new one
+
+
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: type(c).__name__)
 def test_every_command_round_trips(cmd: Command) -> None:
     got = wire.decode_command(through_the_wire(wire.COMMAND, wire.encode_command(cmd)))
@@ -238,7 +325,12 @@ def test_every_command_round_trips(cmd: Command) -> None:
 
 
 @pytest.mark.parametrize(
-    "res", [CommandResult(1, True), CommandResult(2**40, False, "no such connection ☃")]
+    "res",
+    [
+        CommandResult(1, True),
+        CommandResult(2**40, False, "no such connection ☃"),
+        CommandResult(5, True, "", "17"),
+    ],
 )
 def test_command_result_round_trips(res: CommandResult) -> None:
     assert wire.decode_result(through_the_wire(wire.RESULT, wire.encode_result(res))) == res
@@ -432,8 +524,13 @@ def test_decode_events_wants_a_list() -> None:
 
 def test_fields_of_lists_dataclass_fields_in_wire_order() -> None:
     assert wire.fields_of(GapEvent) == ["missed", "reason", "instance"]
-    assert len(wire.fields_of(Message)) == len(wire.encode_event(EVENTS[2])) - 1
-    assert len(wire.fields_of(ControlFrame)) == len(wire.encode_event(EVENTS[5])) - 1
+    # the intercept fields are optional trailing ones: encoded only for a held item
+    held_msg = dataclasses.replace(EVENTS[2], held=3, breakpoint=1)
+    held_ctl = dataclasses.replace(EVENTS[5], held=4, breakpoint=1)
+    assert len(wire.fields_of(Message)) == len(wire.encode_event(held_msg)) - 1
+    assert len(wire.fields_of(ControlFrame)) == len(wire.encode_event(held_ctl)) - 1
+    assert len(wire.encode_event(EVENTS[2])) == len(wire.fields_of(Message)) - 6 + 1
+    assert len(wire.encode_event(EVENTS[5])) == len(wire.fields_of(ControlFrame)) - 3 + 1
     # source and unknown are written only for imported connections, decoder only when set
     assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1]) + 3
 

@@ -119,6 +119,12 @@ def add_proxy_args(p: argparse.ArgumentParser, tap: bool = True) -> None:
     p.add_argument("--buffer-bytes", default="256m", metavar="SIZE")
     p.add_argument("--max-payload", default="1m", metavar="SIZE", help="payload kept per message")
     p.add_argument(
+        "--hold-bytes",
+        default="16m",
+        metavar="SIZE",
+        help="bytes held per direction behind a breakpoint before backpressure",
+    )
+    p.add_argument(
         "--set",
         action="append",
         metavar="NAME=VALUE",

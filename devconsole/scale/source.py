@@ -240,7 +240,7 @@ class RedisSource:
                 name, run, local = self.merger.route(conn)
             except KeyError as e:
                 return CommandResult(cmd.id, False, str(e.args[0]))
-            return await self._send(name, run, dataclasses.replace(cmd, conn=local))  # type: ignore[type-var]
+            return await self._send(name, run, dataclasses.replace(cmd, conn=local))  # type: ignore[type-var,arg-type]
         # A command for no connection in particular goes to every live instance.
         runs = [(n, r.run) for n, r in self.merger.current.items() if r.state == "up"]
         if not runs:

@@ -32,6 +32,7 @@ from devconsole.model import (
     HandshakeEvent,
     Message,
     Opcode,
+    OutcomeEvent,
     ProtocolErrorEvent,
     RefusedEvent,
     Snapshot,
@@ -148,6 +149,7 @@ def event_dict(
             out["injected"] = True
         if ev.dropped:
             out["dropped"] = True
+        _held_fields(out, ev, redact)
         if decoded is not None:
             out.update(decoded_dict(decoded, redact=redact))
         return out
@@ -177,6 +179,7 @@ def event_dict(
             out["injected"] = True
         if ev.dropped:
             out["dropped"] = True
+        _held_fields(out, ev, redact)
         return out
     if isinstance(ev, HandshakeEvent | RefusedEvent):
         if isinstance(ev, HandshakeEvent) and ev.handshake.status is None:
@@ -215,7 +218,51 @@ def event_dict(
         }
     if isinstance(ev, GapEvent):
         return {"event": "gap", "missed": ev.missed, "reason": ev.reason}
+    if isinstance(ev, OutcomeEvent):
+        out = {
+            "event": "outcome",
+            "conn": ev.conn,
+            "seq": ev.seq,
+            "ts": ev.ts,
+            "held_id": ev.held,
+            "outcome": ev.outcome,
+        }
+        if ev.body is not None:
+            _body_fields(out, ev.opcode, ev.body, ev.size, redact)
+        return out
     return None
+
+
+def _body_fields(out: dict[str, Any], opcode: int, body: bytes, size: int, redact: bool) -> None:
+    """An edited body: ``type``, ``size``, and ``text`` (valid UTF-8 text) or ``b64``."""
+    out["type"] = "text" if opcode == Opcode.TEXT else "binary"
+    out["size"] = size
+    text: str | None = None
+    if opcode == Opcode.TEXT:
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            text = None
+    if text is not None:
+        out["text"] = r.redact_text(text) if redact else text
+    else:
+        out["b64"] = _b64(r.redact_bytes(body) if redact else body)
+
+
+def _held_fields(out: dict[str, Any], ev: Message | ControlFrame, redact: bool) -> None:
+    """A message held by a breakpoint (docs/intercept.md): ``held`` and, once decided (a
+    late viewer or an export sees it so), its ``outcome`` and the edited body."""
+    if not ev.held:
+        return
+    out["held"] = True
+    out["held_id"] = ev.held
+    out["breakpoint"] = ev.breakpoint
+    if ev.outcome:
+        out["outcome"] = ev.outcome
+        if isinstance(ev, Message) and ev.edited is not None:
+            edited: dict[str, Any] = {}
+            _body_fields(edited, ev.edited_opcode, ev.edited, ev.edited_size, redact)
+            out["edited"] = edited
 
 
 def _closed_by(v: str | None) -> Literal["client", "server", "proxy"] | None:

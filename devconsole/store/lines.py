@@ -26,6 +26,7 @@ from devconsole.model import (
     HandshakeEvent,
     InstanceEvent,
     Message,
+    OutcomeEvent,
     ProtocolErrorEvent,
     Publication,
     RefusedEvent,
@@ -114,6 +115,9 @@ def event_line(ev: Event, decoded: Decoded | None = None) -> str | None:
             flags += " [injected]"
         if ev.dropped:
             flags += " [dropped]"
+        if ev.held:
+            outcome = f" {safe_text(ev.outcome)}" if ev.outcome else ""
+            flags += f" [held #{ev.held}{outcome}]"
         return (
             f"{fmt_time(ev.ts)} #{ev.conn:<4} {ev.seq:>7} {arrow(ev.side)} {kind:<6} {ev.size:>7}B"
             f"{flags}  {preview(ev, 100, decoded)}"
@@ -146,6 +150,11 @@ def event_line(ev: Event, decoded: Decoded | None = None) -> str | None:
         return safe_text(f"{fmt_time(ev.ts)} #{ev.conn:<4} {ev.state:<7} {ev.detail}")
     if isinstance(ev, GapEvent):
         return safe_text(f"-- {ev.missed} events missed: {ev.reason} --")
+    if isinstance(ev, OutcomeEvent):
+        body = f" ({ev.size}B sent instead)" if ev.body is not None else ""
+        return safe_text(
+            f"{fmt_time(ev.ts)} #{ev.conn:<4} {ev.seq:>7}   held #{ev.held} {ev.outcome}{body}"
+        )
     return None
 
 

@@ -129,6 +129,8 @@ def describe(cmd: Command) -> str:
         return "half-open"
     if isinstance(cmd, ReleaseCommand):
         return "release"
+    if not isinstance(cmd, InjectCommand):
+        return type(cmd).__name__.removesuffix("Command").lower()
     kinds: dict[int, str] = {Opcode.TEXT: "text", Opcode.BINARY: "binary", Opcode.PING: "ping"}
     kind = kinds.get(cmd.opcode, f"opcode {cmd.opcode}")
     return f"inject {kind} ({len(cmd.payload)} B) to {cmd.to}"

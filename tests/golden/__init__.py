@@ -36,20 +36,29 @@ from typing import Any
 
 from devconsole.model import (
     AbortCommand,
+    Breakpoint,
+    BreakpointCommand,
+    BreakpointsEvent,
     CloseCommand,
     CommandResult,
     ConnSnapshot,
     ControlFrame,
+    DropCommand,
+    EnableBreakpointCommand,
     EndEvent,
+    ForwardCommand,
     GapEvent,
     HalfOpenCommand,
     Handshake,
     HandshakeEvent,
     InjectCommand,
+    InstanceEvent,
     Message,
+    OutcomeEvent,
     ProtocolErrorEvent,
     RefusedEvent,
     ReleaseCommand,
+    RemoveBreakpointCommand,
     Snapshot,
     StateEvent,
 )
@@ -517,6 +526,217 @@ FRAME_HEX: dict[str, str] = {
     """,
 }
 
+
+# ------------------------------------------------------------------ added since
+#
+# Records added to version 1 by the rule (new tags, optional trailing fields), each
+# deliberately, with the bytes of the devconsole that added them (never rewrite these
+# either): the Redis scale-out's instance events (tag 11) and a gap's instance; the
+# intercept's held items (trailing fields of messages and control frames), outcomes (tag
+# 12), breakpoints (tag 13), a snapshot's breakpoints and held items, its five commands
+# (tags 6-10) and a result's info. Not in capture-v1.dcap, which stays as written.
+
+BP_A = Breakpoint(
+    id=3,
+    filter="from:client json:op=buy",
+    conn="7",
+    timeout=30.5,
+    on_timeout="drop",
+    control=True,
+    enabled=False,
+)
+BP_B = Breakpoint(
+    id=4, filter="ping", conn="", timeout=120, on_timeout="forward", control=False, enabled=True
+)
+HELD_PING = ControlFrame(
+    seq=23,
+    conn="9",
+    ts=1700000017.25,
+    side="client",
+    opcode=9,
+    payload=b"hb",
+    wire_size=8,
+    code=None,
+    reason="",
+    injected=False,
+    dropped=False,
+    error=None,
+    held=6,
+    breakpoint=4,
+    outcome="",
+)
+
+EVENT_VALUES += [
+    (
+        "instance",
+        InstanceEvent(name="app-1", ts=1700000021.25, state="gone", detail="no heartbeat for 10 s"),
+    ),
+    ("gap-instance", GapEvent(missed=678, reason="redis stream trimmed", instance="app-2")),
+    (
+        "message-held",
+        Message(
+            seq=14,
+            conn="7",
+            ts=1700000016.5,
+            side="server",
+            opcode=1,
+            payload=b'{"op":"buy"}',
+            size=12,
+            wire_size=18,
+            frames=1,
+            compressed=False,
+            rsv=0,
+            utf8_ok=True,
+            injected=False,
+            dropped=False,
+            frame_sizes=(),
+            held=5,
+            breakpoint=3,
+            outcome="edited",
+            edited=b'{"op":"sell"}\xff',
+            edited_opcode=2,
+            edited_size=70000,
+        ),
+    ),
+    ("ping-held", HELD_PING),
+    (
+        "outcome-edited",
+        OutcomeEvent(
+            conn="7",
+            ts=1700000018.75,
+            seq=14,
+            held=5,
+            outcome="edited",
+            opcode=2,
+            body=b'{"op":"sell"}\xff',
+            size=70000,
+        ),
+    ),
+    (
+        "outcome-timeout",
+        OutcomeEvent(
+            conn="9",
+            ts=1700000019,
+            seq=23,
+            held=6,
+            outcome="timeout-dropped",
+            opcode=0,
+            body=None,
+            size=0,
+        ),
+    ),
+    ("breakpoints", BreakpointsEvent([BP_A, BP_B])),
+    ("breakpoints-none", BreakpointsEvent([])),
+    (
+        "snapshot-held",
+        Snapshot(
+            seq=24,
+            connections=[],
+            proxy="127.0.0.1:8080",
+            evicted_messages=3,
+            breakpoints=[BP_A],
+            held=[HELD_PING],
+        ),
+    ),
+]
+
+COMMAND_VALUES += [
+    (
+        "breakpoint",
+        BreakpointCommand(
+            filter="json:op=buy", conn="7", timeout=2.5, on_timeout="drop", control=True, id=38
+        ),
+    ),
+    (
+        "breakpoint-default",
+        BreakpointCommand(
+            filter="from:server", conn="", timeout=120.0, on_timeout="forward", control=False, id=0
+        ),
+    ),
+    ("remove-breakpoint", RemoveBreakpointCommand(breakpoint=3, id=39)),
+    ("enable-breakpoint", EnableBreakpointCommand(breakpoint=4, enabled=False, id=40)),
+    ("forward-edited", ForwardCommand(held=5, conn="7", payload=b"\x00edited", opcode=2, id=42)),
+    ("forward-all", ForwardCommand(held=0, conn="", payload=None, opcode=0, id=43)),
+    ("drop", DropCommand(held=6, conn="9", id=44)),
+]
+
+RESULT_VALUES += [("info", CommandResult(id=45, ok=True, error="", info="12"))]
+
+EVENT_HEX.update(
+    {
+        "instance": """
+        95 0b a5 61 70 70 2d 31 cb 41 d9 54 fc 45 50 00 00 a4 67 6f 6e 65 b5 6e 6f 20 68
+        65 61 72 74 62 65 61 74 20 66 6f 72 20 31 30 20 73
+    """,
+        "gap-instance": """
+        94 08 cd 02 a6 b4 72 65 64 69 73 20 73 74 72 65 61 6d 20 74 72 69 6d 6d 65 64 a5
+        61 70 70 2d 32
+    """,
+        "message-held": """
+        dc 00 16 03 0e a1 37 cb 41 d9 54 fc 44 20 00 00 a6 73 65 72 76 65 72 01 c4 0c 7b
+        22 6f 70 22 3a 22 62 75 79 22 7d 0c 12 01 c2 00 c3 c2 c2 90 05 03 a6 65 64 69 74
+        65 64 c4 0e 7b 22 6f 70 22 3a 22 73 65 6c 6c 22 7d ff 02 ce 00 01 11 70
+    """,
+        "ping-held": """
+        dc 00 10 04 17 a1 39 cb 41 d9 54 fc 44 50 00 00 a6 63 6c 69 65 6e 74 09 c4 02 68
+        62 08 c0 a0 c2 c2 c0 06 04 a0
+    """,
+        "outcome-edited": """
+        99 0c a1 37 cb 41 d9 54 fc 44 b0 00 00 0e 05 a6 65 64 69 74 65 64 02 c4 0e 7b 22
+        6f 70 22 3a 22 73 65 6c 6c 22 7d ff ce 00 01 11 70
+    """,
+        "outcome-timeout": """
+        99 0c a1 39 ce 65 53 f1 13 17 06 af 74 69 6d 65 6f 75 74 2d 64 72 6f 70 70 65 64
+        00 c0 00
+    """,
+        "breakpoints": """
+        92 0d 92 97 03 b7 66 72 6f 6d 3a 63 6c 69 65 6e 74 20 6a 73 6f 6e 3a 6f 70 3d 62
+        75 79 a1 37 cb 40 3e 80 00 00 00 00 00 a4 64 72 6f 70 c3 c2 97 04 a4 70 69 6e 67
+        a0 78 a7 66 6f 72 77 61 72 64 c2 c3
+    """,
+        "breakpoints-none": """
+        92 0d 90
+    """,
+        "snapshot-held": """
+        97 09 18 90 ae 31 32 37 2e 30 2e 30 2e 31 3a 38 30 38 30 03 91 97 03 b7 66 72 6f
+        6d 3a 63 6c 69 65 6e 74 20 6a 73 6f 6e 3a 6f 70 3d 62 75 79 a1 37 cb 40 3e 80 00
+        00 00 00 00 a4 64 72 6f 70 c3 c2 91 dc 00 10 04 17 a1 39 cb 41 d9 54 fc 44 50 00
+        00 a6 63 6c 69 65 6e 74 09 c4 02 68 62 08 c0 a0 c2 c2 c0 06 04 a0
+    """,
+    }
+)
+
+COMMAND_HEX.update(
+    {
+        "breakpoint": """
+        97 06 ab 6a 73 6f 6e 3a 6f 70 3d 62 75 79 a1 37 cb 40 04 00 00 00 00 00 00 a4 64
+        72 6f 70 c3 26
+    """,
+        "breakpoint-default": """
+        97 06 ab 66 72 6f 6d 3a 73 65 72 76 65 72 a0 cb 40 5e 00 00 00 00 00 00 a7 66 6f
+        72 77 61 72 64 c2 00
+    """,
+        "remove-breakpoint": """
+        93 07 03 27
+    """,
+        "enable-breakpoint": """
+        94 08 04 c2 28
+    """,
+        "forward-edited": """
+        96 09 05 a1 37 c4 07 00 65 64 69 74 65 64 02 2a
+    """,
+        "forward-all": """
+        96 09 00 a0 c0 00 2b
+    """,
+        "drop": """
+        94 0a 06 a1 39 2c
+    """,
+    }
+)
+
+RESULT_HEX["info"] = """
+        94 2d c3 a0 a2 31 32
+"""
 
 EVENTS = [Golden(name, value, EVENT_HEX[name]) for name, value in EVENT_VALUES]
 COMMANDS = [Golden(name, value, COMMAND_HEX[name]) for name, value in COMMAND_VALUES]

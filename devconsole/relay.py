@@ -1,0 +1,1218 @@
+"""The relay: one WebSocket connection's two byte streams, as a sans-I/O state machine.
+
+Core module: no I/O, imports neither mitmproxy nor asyncio. A driver owns the sockets
+(``devconsole.capture`` drives it from mitmproxy's raw TCP relay); it feeds the relay the
+bytes it reads from each peer with the time it read them, and writes what comes back:
+
+- ``feed(side, data, ts)`` returns the bytes to write to the *other* peer now;
+- events (``Message``, ``ControlFrame``, ``EndEvent``...) go to the ``emit`` callback;
+- commands (``close``, ``abort``, ``inject``, ``half_open``/``release``, ``forward``,
+  ``drop``) and the clock (``tick(now)``; ``next_deadline()`` says when to call it) return
+  an ``Output``: bytes for each peer, an instruction to end or abort both TCP connections,
+  and peers to stop or resume reading (backpressure while messages are held). Anything a
+  ``feed`` produces besides its return value waits in ``take()`` (``out`` is true then).
+
+A command that cannot run raises ``RelayError`` with a message for the user.
+
+Each direction is a pipeline (docs/intercept.md)::
+
+    bytes from one peer -> frame parser -> units (a data message, or a control frame)
+        -> capture (an event, always) -> faults (half-open, closing, swallowed pongs)
+        -> hold (breakpoints; the queue behind a held message) -> output
+        -> bytes to the other peer (as received, or re-framed)
+
+While no stage has anything to do in a direction it is *plain*: each chunk is parsed for
+its events and forwarded as the very same bytes object (the hot path). Otherwise units are
+cut out of the stream at frame boundaries; a unit nothing changed is written as the bytes
+it arrived as, and only a unit that changes (an edited message, an injected one, a message
+re-compressed) is re-framed. Data messages are forwarded as they arrive unless a stage
+must see a whole message first (a breakpoint, a held message ahead of it, re-compression):
+then the message is withheld until its last frame, and control frames interleaved in it
+overtake it, as RFC 6455 allows.
+
+permessage-deflate with context takeover: once a compressed message was not delivered as
+the sender compressed it (dropped, edited, lost in half-open), the receiver's inflate
+window no longer matches the sender's deflate window. From that message on devconsole
+inflates what the sender sends (the parser does it anyway) and compresses every later
+message of that direction itself, with its own context, toward the receiver.
+
+Where the stages are: a unit is decided in ``_message_done`` / ``_control_done`` (capture,
+then faults, then hold), waits in its direction's ``queue`` while something ahead of it is
+held, and is written by ``_deliver`` (as received, or re-framed by ``_frame``). A new
+stage (rules, shaping) decides there too, keeps its direction off the hot path while it
+has work (the conditions at the end of ``_settle``), and uses the driver's clock through
+``tick``/``next_deadline`` as holds do.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from devconsole.filters import Filter, FilterError, parse
+from devconsole.frames import (
+    Control,
+    DataMessage,
+    DecodeError,
+    DeflateParams,
+    FrameError,
+    StreamDecoder,
+    build_close,
+    build_frame,
+)
+from devconsole.model import (
+    CLIENT,
+    SERVER,
+    Breakpoint,
+    ConnState,
+    ControlFrame,
+    EndEvent,
+    Event,
+    Item,
+    Message,
+    Opcode,
+    Outcome,
+    OutcomeEvent,
+    ProtocolErrorEvent,
+    Side,
+    StateEvent,
+    valid_close_code,
+)
+
+__all__ = [
+    "CLOSE_REPLY_TIMEOUT",
+    "DEFAULT_HOLD_BYTES",
+    "Intercept",
+    "Output",
+    "Relay",
+    "RelayError",
+]
+
+CLOSE_REPLY_TIMEOUT = 2.0  # seconds to wait for the peers' answers to a close we sent
+DEFAULT_HOLD_BYTES = 16 << 20  # per direction: held and queued bytes before backpressure
+MAX_FRAME_SIZES = 4096  # per-frame sizes kept for a fragmented message (``frames`` is exact)
+# Memory of a queued unit besides its bytes (the unit, its event, the hold record).
+UNIT_OVERHEAD = 400
+ON_TIMEOUT = ("forward", "drop")
+
+# What becomes of the bytes of the data message being received in a direction.
+_NONE = 0  # no data message in progress
+_STREAM = 1  # forwarded as they arrive
+_HOLDBACK = 2  # withheld until the message is complete, then decided
+_DISCARD = 3  # dropped (half-open, closing)
+
+_FORWARD = 1
+_DROP = 2
+
+
+class RelayError(Exception):
+    """A command that cannot be carried out (the message is for the user)."""
+
+
+@dataclass(slots=True)
+class Output:
+    """What the driver must do after a call: write bytes (in this order, after anything
+    written before), end or abort both TCP connections, stop/resume reading a peer."""
+
+    to_client: list[bytes] = field(default_factory=list)
+    to_server: list[bytes] = field(default_factory=list)
+    end: Literal["close", "abort"] | None = None  # close: FIN after the bytes; abort: now
+    rst: bool = False  # with end="abort": a TCP reset
+    pause: list[Side] = field(default_factory=list)  # stop reading these peers
+    resume: list[Side] = field(default_factory=list)
+    info: str = ""  # for the command's result
+    rearm: bool = False  # next_deadline() may be earlier than before
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.to_client or self.to_server or self.end or self.pause or self.resume or self.rearm
+        )
+
+    def data(self, to: Side) -> bytes:
+        return b"".join(self.to_client if to == CLIENT else self.to_server)
+
+
+# ---------------------------------------------------------------------- breakpoints
+
+
+@dataclass(slots=True)
+class _Bp:
+    spec: Breakpoint
+    filter: Filter
+
+
+class Intercept:
+    """Breakpoints and held messages, shared by every Relay of one proxy. Held message ids
+    and breakpoint ids are unique in it."""
+
+    def __init__(self, hold_bytes: int = DEFAULT_HOLD_BYTES) -> None:
+        self.hold_bytes = hold_bytes
+        self._bps: dict[int, _Bp] = {}
+        self._next_bp = 1
+        self._next_held = 1
+        self.held: dict[int, Relay] = {}  # held message id -> the relay holding it
+        self.relays: dict[str, Relay] = {}  # connection id -> relay
+
+    # -- breakpoints
+
+    @property
+    def breakpoints(self) -> list[Breakpoint]:
+        return [b.spec for b in self._bps.values()]
+
+    def add(
+        self,
+        expr: str,
+        conn: str = "",
+        timeout: float = 120.0,
+        on_timeout: str = "forward",
+        control: bool = False,
+    ) -> Breakpoint:
+        try:
+            flt = parse(expr)
+        except FilterError as e:
+            raise RelayError(f"bad filter: {e}") from None
+        if not expr.strip():
+            raise RelayError("a breakpoint needs a filter (docs/filters.md)")
+        if not timeout > 0 or timeout != timeout or timeout == float("inf"):
+            raise RelayError(f"timeout must be a positive number of seconds, not {timeout}")
+        if on_timeout not in ON_TIMEOUT:
+            raise RelayError(f"on-timeout must be forward or drop, not {on_timeout!r}")
+        bp = Breakpoint(self._next_bp, expr, conn, float(timeout), on_timeout, control)
+        self._next_bp += 1
+        self._bps[bp.id] = _Bp(bp, flt)
+        self._changed()
+        return bp
+
+    def remove(self, bp: int) -> int:
+        """Remove one breakpoint (0: all); returns how many were removed."""
+        if bp == 0:
+            n = len(self._bps)
+            self._bps.clear()
+        elif bp in self._bps:
+            del self._bps[bp]
+            n = 1
+        else:
+            raise RelayError(f"no breakpoint {bp}")
+        self._changed()
+        return n
+
+    def enable(self, bp: int, enabled: bool) -> None:
+        b = self._bps.get(bp)
+        if b is None:
+            raise RelayError(f"no breakpoint {bp}")
+        b.spec.enabled = enabled
+        self._changed()
+
+    def applicable(self, conn: str) -> list[_Bp]:
+        return [b for b in self._bps.values() if b.spec.enabled and b.spec.conn in ("", conn)]
+
+    def _changed(self) -> None:
+        for r in self.relays.values():
+            r._breakpoints_changed()
+
+    # -- held messages
+
+    def _new_held(self, relay: Relay) -> int:
+        hid = self._next_held
+        self._next_held += 1
+        self.held[hid] = relay
+        return hid
+
+    def relay_of(self, held: int) -> Relay:
+        r = self.held.get(held)
+        if r is None:
+            if 0 < held < self._next_held:
+                raise RelayError(f"message {held} is no longer held")
+            raise RelayError(f"no held message {held}")
+        return r
+
+
+# ---------------------------------------------------------------------- per direction
+
+
+@dataclass(slots=True, eq=False)
+class _Hold:
+    id: int
+    breakpoint: int
+    since: float
+    deadline: float
+    on_timeout: str
+    control: bool
+    verdict: int = 0  # 0 while held, then _FORWARD / _DROP
+    body: bytes | None = None  # edited body
+    opcode: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Unit:
+    """A data message or control frame cut out of a direction's stream, waiting in its
+    queue. ``event`` None: bytes after the parser gave up (forwarded as they are)."""
+
+    event: Item | None
+    raw: bytes  # as received
+    payload: bytes | None  # the whole decoded payload, when re-compressing may need it
+    cost: int
+    hold: _Hold | None = None
+
+
+class _Dir:
+    """One direction of a connection: what ``side`` sends to ``to``."""
+
+    __slots__ = (
+        "close",
+        "compressor",
+        "ctl",
+        "ctl_stream",
+        "dec",
+        "dropping",
+        "hold_controls",
+        "mask_reported",
+        "msg",
+        "nparts",
+        "out",
+        "parts",
+        "paused",
+        "pending",
+        "plain",
+        "qbytes",
+        "queue",
+        "recompress",
+        "side",
+        "swallow",
+        "takeover",
+        "to",
+        "transition",
+        "wbits",
+    )
+
+    def __init__(self, side: Side, dec: StreamDecoder, deflate: DeflateParams | None) -> None:
+        self.side: Side = side
+        self.to: Side = SERVER if side == CLIENT else CLIENT
+        self.dec = dec
+        self.plain = True  # nothing to do but parse and forward: the hot path
+        self.out: list[bytes] = []  # bytes for ``to`` produced by the current call
+        # the data message being received (only tracked while not plain)
+        self.msg = _NONE
+        self.parts: list[bytes] = []  # its withheld bytes (_HOLDBACK)
+        self.nparts = 0
+        self.ctl: list[bytes] = []  # a control frame received in part, withheld
+        self.ctl_stream = False  # ... or partly forwarded before this left the hot path
+        # held messages and what queues behind them
+        self.queue: deque[_Unit] = deque()
+        self.qbytes = 0
+        self.hold_controls = 0  # held units whose breakpoint holds control frames too
+        self.paused = False
+        # faults
+        self.dropping = False
+        self.transition: bool | None = None  # new ``dropping`` at the next message boundary
+        self.pending: list[tuple[bytes, Item]] = []  # frames to send at a message boundary
+        self.swallow: set[bytes] = set()  # payloads of pongs answering our pings
+        # permessage-deflate
+        self.takeover = False
+        self.wbits = 15
+        if deflate is not None:
+            if side == CLIENT:
+                self.takeover = not deflate.client_no_context_takeover
+                self.wbits = deflate.client_max_window_bits
+            else:
+                self.takeover = not deflate.server_no_context_takeover
+                self.wbits = deflate.server_max_window_bits
+        self.recompress = False
+        self.compressor: zlib._Compress | None = None
+        # close frames: None none yet, True a valid first one, False invalid or repeated
+        self.close: bool | None = None
+        self.mask_reported = False
+
+
+# ---------------------------------------------------------------------- the relay
+
+
+class Relay:
+    """One WebSocket connection. ``emit`` receives every event; ``seq`` numbers items
+    (share one iterator between relays for a global order)."""
+
+    def __init__(
+        self,
+        conn: str,
+        deflate: DeflateParams | None = None,
+        *,
+        emit: Callable[[Event], None],
+        seq: Iterator[int] | None = None,
+        max_payload: int = 1 << 20,
+        intercept: Intercept | None = None,
+        close_timeout: float = CLOSE_REPLY_TIMEOUT,
+    ) -> None:
+        self.conn = conn
+        self.emit = emit
+        self._seq = seq if seq is not None else itertools.count(1)
+        self.max_payload = max(0, max_payload)
+        self.intercept = intercept if intercept is not None else Intercept()
+        self.close_timeout = close_timeout
+        self.up = _Dir(CLIENT, StreamDecoder(True, deflate, self.max_payload), deflate)
+        self.down = _Dir(SERVER, StreamDecoder(False, deflate, self.max_payload), deflate)
+        self.state: str = ConnState.OPEN
+        self.killing = False  # closed or aborted by devconsole
+        self.ended = False
+        self.closed_by: Side | None = None  # who sent the first valid close frame
+        self._replies: set[Side] = set()  # peers whose answer to our close we wait for
+        self._close_deadline: float | None = None
+        self._held: dict[int, tuple[_Dir, _Unit]] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._bps: list[_Bp] = []
+        self._ctl_bps: list[_Bp] = []
+        self._out = Output()
+        self.out = False  # True when take() has something for the driver
+        self._now = 0.0  # the driver's clock at the current call
+        self.intercept.relays[conn] = self
+        self._breakpoints_changed()
+
+    # ------------------------------------------------------------------ driver API
+
+    def take(self) -> Output:
+        """What the driver must do besides writing ``feed``'s return value (check ``out``
+        first: it is a plain attribute, cheap on the hot path)."""
+        self._collect(self.up)
+        self._collect(self.down)
+        out, self._out = self._out, Output()
+        self.out = False
+        return out
+
+    def feed(self, side: Side, data: bytes, ts: float) -> bytes:
+        """Bytes read from ``side`` at time ``ts``; returns the bytes to write to the other
+        peer now (``data`` itself when nothing changes)."""
+        d = self.up if side == CLIENT else self.down
+        if d.plain:
+            dec = d.dec
+            items = dec.feed(data)
+            if items:
+                conn = self.conn
+                emit = self.emit
+                seq = self._seq
+                for item in items:
+                    if type(item) is DataMessage:
+                        emit(
+                            Message(
+                                next(seq),
+                                conn,
+                                ts,
+                                side,
+                                item.opcode,
+                                item.payload,
+                                item.size,
+                                item.wire_size,
+                                item.frames,
+                                item.compressed,
+                                item.rsv,
+                                item.utf8_ok,
+                                False,
+                                False,
+                                item.frame_sizes[:MAX_FRAME_SIZES],
+                            )
+                        )
+                    elif type(item) is Control:
+                        emit(self._control_event(d, item, ts, False))
+                    else:
+                        self._decode_error(d, item, ts)  # type: ignore[arg-type]
+            if dec.mask_error is not None and not d.mask_reported:
+                self._mask_error(d, ts)
+            return data
+        return self._feed_slow(d, data, ts)
+
+    def tick(self, now: float) -> Output:
+        """Run what is due at ``now``: hold timeouts, the end of a close nobody answered."""
+        self._now = now
+        touched: list[_Dir] = []
+        dl = self._deadlines
+        while dl and dl[0][0] <= now:
+            _, hid = heapq.heappop(dl)
+            found = self._held.pop(hid, None)
+            if found is None:
+                continue
+            d, unit = found
+            assert unit.hold is not None
+            drop = unit.hold.on_timeout == "drop"
+            self._resolve(d, unit, _DROP if drop else _FORWARD, now, timeout=True)
+            if d not in touched:
+                touched.append(d)
+        if self._close_deadline is not None and now >= self._close_deadline:
+            self._close_deadline = None
+            if not self.ended:
+                self._out.end = "close"
+                self.out = True
+        for d in touched:
+            self._settle(d)
+        return self.take()
+
+    def next_deadline(self) -> float | None:
+        dl = self._deadlines
+        while dl and dl[0][1] not in self._held:
+            heapq.heappop(dl)
+        t = dl[0][0] if dl else None
+        c = self._close_deadline
+        if c is not None and (t is None or c < t):
+            t = c
+        return t
+
+    def end(self, now: float, error: str | None = None) -> None:
+        """Both TCP connections are gone (emits the EndEvent)."""
+        self._now = now
+        if self.ended:
+            return
+        self.ended = True
+        for d in (self.up, self.down):
+            self._drop_queue(d, now)
+        self._close_deadline = None
+        self.emit(
+            EndEvent(
+                conn=self.conn,
+                ts=now,
+                clean=self.up.close is True and self.down.close is True,
+                closed_by="proxy" if self.killing else self.closed_by,
+                error=error,
+            )
+        )
+        if self.intercept.relays.get(self.conn) is self:
+            del self.intercept.relays[self.conn]
+
+    # ------------------------------------------------------------------ commands
+
+    def close(self, code: int, reason: str, to: str, now: float) -> Output:
+        """Close frames with ``code``/``reason`` to ``to`` (client, server, both), nothing
+        else forwarded after them, then FIN when the peers answered (or after
+        ``close_timeout``)."""
+        self._now = now
+        if self.killing:
+            raise RelayError(f"connection {self.conn} is being closed")
+        if not valid_close_code(code):
+            raise RelayError(
+                f"{code} is not a close code a peer may send (1000-1003, 1007-1014, 3000-4999)"
+            )
+        try:
+            to_client = build_close(code, reason)
+            to_server = build_close(code, reason, mask=True)
+        except FrameError as e:
+            raise RelayError(str(e)) from None
+        if to not in (CLIENT, SERVER, "both"):
+            raise RelayError(f"close to client, server or both, not {to!r}")
+        self._kill(now, f"close {code} {reason}".strip())
+        for d in (self.up, self.down):
+            self._slow(d)
+            self._drop_queue(d, now)
+            if d.msg == _HOLDBACK:  # withheld: the receiver gets none of it
+                d.parts = []
+                d.nparts = 0
+                d.msg = _DISCARD
+        payload = code.to_bytes(2, "big") + reason.encode()
+        targets: tuple[Side, ...] = (CLIENT, SERVER) if to == "both" else (to,)  # type: ignore[assignment]
+        for target in targets:
+            d = self.down if target == CLIENT else self.up
+            frame = to_client if target == CLIENT else to_server
+            ev = ControlFrame(
+                seq=0,
+                conn=self.conn,
+                ts=0.0,
+                side=d.side,  # who it pretends to be from
+                opcode=Opcode.CLOSE,
+                payload=payload,
+                wire_size=len(frame),
+                code=code,
+                reason=reason,
+                injected=True,
+            )
+            self._send(d, frame, ev)
+            self._replies.add(target)  # its answering close comes the other way
+        # A peer that got a close frame must get nothing after it; the answers are ours.
+        for d in (self.up, self.down):
+            if d.dec.failed or (not d.pending and self._at_boundary(d)):
+                d.dropping = True
+                d.transition = None
+            else:
+                d.transition = True
+        self._close_deadline = now + self.close_timeout
+        self._out.rearm = True
+        self._settle(self.up)
+        self._settle(self.down)
+        return self.take()
+
+    def abort(self, rst: bool, now: float) -> Output:
+        """Drop both TCP connections at once, with no close frame."""
+        self._now = now
+        self._kill(now, "abort (TCP reset)" if rst else "abort")
+        self._out.end = "abort"
+        self._out.rst = rst
+        return self.take()
+
+    def half_open(self, now: float) -> Output:
+        """Forward nothing either way, from the next message boundary."""
+        self._now = now
+        if self.state == ConnState.HALF_OPEN:
+            raise RelayError(f"connection {self.conn} is already half-open")
+        for d in (self.up, self.down):
+            self._slow(d)
+            self._drop_queue(d, now)
+            if d.msg == _HOLDBACK:
+                d.parts = []
+                d.nparts = 0
+                d.msg = _DISCARD
+            if d.dec.failed or self._at_boundary(d):
+                d.dropping = True
+                d.transition = None
+            else:
+                d.transition = True
+        self.state = ConnState.HALF_OPEN
+        self.emit(StateEvent(self.conn, now, self.state, "forwarding nothing"))
+        self._settle(self.up)
+        self._settle(self.down)
+        return self.take()
+
+    def release(self, now: float) -> Output:
+        """End half-open at the next message boundary."""
+        self._now = now
+        if self.state != ConnState.HALF_OPEN:
+            raise RelayError(f"connection {self.conn} is not half-open")
+        for d in (self.up, self.down):
+            self._slow(d)
+            if d.dec.failed or self._at_boundary(d):
+                d.dropping = False
+                d.transition = None
+            else:
+                d.transition = False
+        self.state = ConnState.OPEN
+        self.emit(StateEvent(self.conn, now, self.state, "released"))
+        self._settle(self.up)
+        self._settle(self.down)
+        return self.take()
+
+    def inject(self, to: Side, opcode: int, payload: bytes, now: float) -> Output:
+        """A text/binary message or a ping built by devconsole, sent to ``to`` at the next
+        message boundary, as if from the other peer."""
+        self._now = now
+        if self.state == ConnState.HALF_OPEN:
+            raise RelayError(f"connection {self.conn} is half-open; release it")
+        if self.killing:
+            raise RelayError(f"connection {self.conn} is being closed")
+        d = self.down if to == CLIENT else self.up
+        if d.dec.failed:
+            raise RelayError("that direction is undecodable: no frame boundary to inject at")
+        if opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.PING):
+            raise RelayError("inject sends text, binary or ping")
+        try:
+            frame = build_frame(opcode, payload, mask=to == SERVER)
+        except FrameError as e:
+            raise RelayError(str(e)) from None
+        ev: Item
+        if opcode == Opcode.PING:
+            # The answering pong goes to the other peer; devconsole takes it out.
+            back = self.up if d is self.down else self.down
+            back.swallow.add(payload)
+            self._slow(back)
+            ev = ControlFrame(0, self.conn, 0.0, d.side, opcode, payload, len(frame), injected=True)
+        else:
+            utf8_ok = True
+            if opcode == Opcode.TEXT:
+                try:
+                    payload.decode()
+                except UnicodeDecodeError:
+                    utf8_ok = False
+            ev = Message(
+                seq=0,
+                conn=self.conn,
+                ts=0.0,
+                side=d.side,
+                opcode=opcode,
+                payload=payload[: self.max_payload],
+                size=len(payload),
+                wire_size=len(frame),
+                utf8_ok=utf8_ok,
+                injected=True,
+            )
+        self._slow(d)
+        self._send(d, frame, ev)
+        self._settle(d)
+        return self.take()
+
+    def forward(
+        self, held: int, now: float, payload: bytes | None = None, opcode: int = 0
+    ) -> Output:
+        """Forward a held message, as it is or with ``payload`` (and ``opcode``; 0 keeps the
+        original's) instead."""
+        self._now = now
+        d, unit = self._held_unit(held)
+        ev = unit.event
+        assert ev is not None
+        if payload is not None:
+            op = opcode or ev.opcode
+            if ev.opcode >= 8 and op != ev.opcode:
+                raise RelayError("a held control frame keeps its opcode")
+            if ev.opcode < 8 and op not in (Opcode.TEXT, Opcode.BINARY):
+                raise RelayError("an edited message is text or binary")
+            if op >= 8 and len(payload) > 125:
+                raise RelayError(f"control frame payload of {len(payload)} bytes (max 125)")
+            opcode = op
+        del self._held[held]
+        self._resolve(d, unit, _FORWARD, now, payload=payload, opcode=opcode)
+        self._settle(d)
+        return self.take()
+
+    def drop(self, held: int, now: float) -> Output:
+        self._now = now
+        d, unit = self._held_unit(held)
+        del self._held[held]
+        self._resolve(d, unit, _DROP, now)
+        self._settle(d)
+        return self.take()
+
+    def release_all(self, now: float, drop: bool) -> Output:
+        """Forward (or drop) every message held on this connection; ``info`` says how many."""
+        self._now = now
+        n = 0
+        for hid in sorted(self._held):
+            d, unit = self._held.pop(hid)
+            self._resolve(d, unit, _DROP if drop else _FORWARD, now)
+            n += 1
+        self._settle(self.up)
+        self._settle(self.down)
+        out = self.take()
+        out.info = str(n)
+        return out
+
+    @property
+    def held_ids(self) -> list[int]:
+        return sorted(self._held)
+
+    # ------------------------------------------------------------------ events
+
+    def _control_event(self, d: _Dir, item: Control, ts: float, dropped: bool) -> ControlFrame:
+        error = item.error
+        if item.opcode == Opcode.CLOSE:
+            if d.close is None:
+                d.close = error is None
+                if error is None and self.closed_by is None:
+                    self.closed_by = d.side
+            else:
+                d.close = False
+                error = f"{error}; a second close frame" if error else "a second close frame"
+            if d.side in self._replies:
+                self._replies.discard(d.side)
+                if not self._replies:
+                    self._close_deadline = None
+                    self._out.end = "close"
+                    self.out = True
+        return ControlFrame(
+            next(self._seq),
+            self.conn,
+            ts,
+            d.side,
+            item.opcode,
+            item.payload,
+            item.wire_size,
+            item.code,
+            item.reason,
+            False,
+            dropped,
+            error,
+        )
+
+    def _message_event(self, d: _Dir, item: DataMessage, ts: float, dropped: bool) -> Message:
+        payload = item.payload
+        if len(payload) > self.max_payload:  # kept whole for re-framing, not for display
+            payload = payload[: self.max_payload]
+        return Message(
+            next(self._seq),
+            self.conn,
+            ts,
+            d.side,
+            item.opcode,
+            payload,
+            item.size,
+            item.wire_size,
+            item.frames,
+            item.compressed,
+            item.rsv,
+            item.utf8_ok,
+            False,
+            dropped,
+            item.frame_sizes[:MAX_FRAME_SIZES],
+        )
+
+    def _decode_error(self, d: _Dir, item: DecodeError, ts: float) -> None:
+        self.emit(ProtocolErrorEvent(self.conn, ts, d.side, item.offset, item.error))
+
+    def _mask_error(self, d: _Dir, ts: float) -> None:
+        d.mask_reported = True
+        off = d.dec.mask_error
+        assert off is not None
+        what = (
+            "unmasked client frame (RFC 6455 5.1: the server must fail the connection)"
+            if d.side == CLIENT
+            else "masked server frame (RFC 6455 5.1: the client must fail the connection)"
+        )
+        self.emit(ProtocolErrorEvent(self.conn, ts, d.side, off, what))
+
+    def _kill(self, now: float, detail: str) -> None:
+        self.killing = True
+        self.state = ConnState.KILLED
+        self.emit(StateEvent(self.conn, now, ConnState.KILLED, detail))
+
+    # ------------------------------------------------------------------ the slow path
+
+    def _slow(self, d: _Dir) -> None:
+        """Leave the hot path: from here on units are cut out of the stream."""
+        if d.plain:
+            d.plain = False
+            d.msg = _STREAM if d.dec.in_message else _NONE
+            d.ctl_stream = d.dec.partial_control_start is not None
+
+    def _feed_slow(self, d: _Dir, data: bytes, ts: float) -> bytes:
+        self._now = ts
+        dec = d.dec
+        if dec.failed:
+            self._raw(d, data)
+        else:
+            base = dec.offset
+            items = dec.feed(data)
+            n = len(data)
+            p = 0
+            for item in items:
+                t = type(item)
+                if t is DataMessage:
+                    end = item.end  # type: ignore[union-attr]
+                    if end > p:
+                        self._data(d, data if (p == 0 and end == n) else data[p:end])
+                    p = end
+                    self._message_done(d, item, ts)  # type: ignore[arg-type]
+                elif t is Control:
+                    end = item.end  # type: ignore[union-attr]
+                    s = end - item.wire_size  # type: ignore[union-attr]
+                    if s > p:
+                        self._data(d, data[p:s])
+                    if d.ctl_stream:  # its start was forwarded from the hot path
+                        d.ctl_stream = False
+                        d.out.append(data[:end])
+                        self.emit(self._control_event(d, item, ts, False))  # type: ignore[arg-type]
+                    else:
+                        if s >= 0:
+                            raw = data[s:end]
+                        else:
+                            raw = b"".join(d.ctl) + data[:end]
+                            d.ctl = []
+                        self._control_done(d, item, raw, ts)  # type: ignore[arg-type]
+                    p = end
+                else:
+                    self._decode_error(d, item, ts)  # type: ignore[arg-type]
+                    self._failed(d, data[p:])
+                    p = n
+                    break
+            if p < n and not dec.failed:
+                cs = dec.partial_control_start
+                if cs is None:
+                    self._data(d, data if p == 0 else data[p:])
+                else:
+                    rel = cs - base
+                    if rel > p:
+                        self._data(d, data[p:rel])
+                        p = rel
+                    if d.ctl_stream:
+                        d.out.append(data[p:])
+                    else:
+                        d.ctl.append(data[p:])
+        if dec.mask_error is not None and not d.mask_reported:
+            self._mask_error(d, ts)
+        self._settle(d)
+        other = self.down if d is self.up else self.up
+        if other.out:
+            self._collect(other)
+        out = d.out
+        if not out:
+            return b""
+        d.out = []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _data(self, d: _Dir, b: bytes) -> None:
+        """Bytes of the data frames of the message being received."""
+        m = d.msg
+        if m == _NONE:
+            self._boundary(d)
+            if d.dropping:
+                m = _DISCARD
+            elif d.queue or d.recompress or self._bps:
+                m = _HOLDBACK
+            else:
+                m = _STREAM
+            d.msg = m
+        if m == _STREAM:
+            d.out.append(b)
+        elif m == _HOLDBACK:
+            d.parts.append(b)
+            d.nparts += len(b)
+
+    def _boundary(self, d: _Dir) -> None:
+        """The output toward ``d.to`` is at a message boundary: send what waits for one,
+        then switch half-open on or off."""
+        if d.pending:
+            for frame, ev in d.pending:
+                d.out.append(frame)
+                self._emit_injected(ev)
+            d.pending = []
+        if d.transition is not None:
+            d.dropping = d.transition
+            d.transition = None
+
+    def _at_boundary(self, d: _Dir) -> bool:
+        """Whether the output toward ``d.to`` is at a message boundary now."""
+        if d.dec.failed:
+            return True  # no boundaries are known any more: now is as good as ever
+        if d.plain:
+            return d.dec.at_message_boundary
+        return d.msg != _STREAM and not d.ctl_stream
+
+    def _send(self, d: _Dir, frame: bytes, ev: Item) -> None:
+        """Send a frame built by devconsole toward ``d.to`` at the next message boundary."""
+        if not d.pending and d.transition is None and self._at_boundary(d):
+            d.out.append(frame)
+            self._emit_injected(ev)
+        else:
+            d.pending.append((frame, ev))
+
+    def _emit_injected(self, ev: Item) -> None:
+        ev.seq = next(self._seq)
+        ev.ts = self._now
+        self.emit(ev)
+
+    def _message_done(self, d: _Dir, item: DataMessage, ts: float) -> None:
+        m = d.msg
+        d.msg = _NONE
+        if m == _STREAM:
+            self.emit(self._message_event(d, item, ts, False))
+            self._boundary(d)
+            return
+        if m == _DISCARD:
+            self.emit(self._message_event(d, item, ts, True))
+            if item.compressed and d.takeover:
+                self._start_recompress(d)
+            return
+        parts = d.parts
+        raw = parts[0] if len(parts) == 1 else b"".join(parts)
+        d.parts = []
+        d.nparts = 0
+        ev = self._message_event(d, item, ts, False)
+        keep = item.payload if item.compressed and d.takeover else None
+        unit = _Unit(ev, raw, keep, len(raw) + (len(keep) if keep else 0) + UNIT_OVERHEAD)
+        bp = self._match(ev, self._bps) if self._bps else None
+        if bp is not None:
+            self._hold(d, unit, bp, ts)
+            self.emit(ev)
+            self._enqueue(d, unit)
+        elif d.queue:
+            self.emit(ev)
+            self._enqueue(d, unit)
+        else:
+            self.emit(ev)
+            self._deliver(d, unit)
+
+    def _control_done(self, d: _Dir, item: Control, raw: bytes, ts: float) -> None:
+        if d.msg == _NONE:
+            self._boundary(d)
+        drop = d.dropping
+        if not drop and item.opcode == Opcode.PONG and item.payload in d.swallow:
+            # the peer answering a ping devconsole injected: not the other side's business
+            d.swallow.discard(item.payload)
+            drop = True
+        ev = self._control_event(d, item, ts, drop)
+        if drop:
+            self.emit(ev)
+            return
+        unit = _Unit(ev, raw, None, len(raw) + UNIT_OVERHEAD)
+        bp = self._match(ev, self._ctl_bps) if self._ctl_bps else None
+        if bp is not None:
+            self._hold(d, unit, bp, ts)
+            self.emit(ev)
+            self._enqueue(d, unit)
+        elif d.queue and d.hold_controls:
+            self.emit(ev)
+            self._enqueue(d, unit)
+        else:
+            self.emit(ev)
+            if item.opcode == Opcode.CLOSE and d.queue:
+                # a close still closes: what waits behind a hold can never follow it
+                self._drop_queue(d, ts)
+            d.out.append(raw)
+
+    def _failed(self, d: _Dir, rest: bytes) -> None:
+        """The parser gave up: what was withheld and everything after goes as it is."""
+        d.pending = []
+        d.transition = None
+        withheld = [*d.parts, *d.ctl, rest]
+        d.parts = []
+        d.nparts = 0
+        d.ctl = []
+        d.ctl_stream = False
+        d.msg = _NONE
+        self._raw(d, b"".join(withheld))
+
+    def _raw(self, d: _Dir, data: bytes) -> None:
+        if d.dropping or not data:
+            return
+        if d.queue:
+            self._enqueue(d, _Unit(None, data, None, len(data) + UNIT_OVERHEAD))
+        else:
+            d.out.append(data)
+
+    # ------------------------------------------------------------------ holding
+
+    def _breakpoints_changed(self) -> None:
+        self._bps = self.intercept.applicable(self.conn)
+        self._ctl_bps = [b for b in self._bps if b.spec.control]
+        for d in (self.up, self.down):
+            if self._bps:
+                self._slow(d)
+            elif not d.plain:
+                self._settle(d)
+                self._collect(d)  # a message no longer withheld goes now
+
+    @staticmethod
+    def _match(ev: Item, bps: list[_Bp]) -> _Bp | None:
+        for b in bps:
+            if b.filter(ev):
+                return b
+        return None
+
+    def _hold(self, d: _Dir, unit: _Unit, bp: _Bp, now: float) -> None:
+        ev = unit.event
+        assert ev is not None
+        hid = self.intercept._new_held(self)
+        spec = bp.spec
+        unit.hold = _Hold(hid, spec.id, now, now + spec.timeout, spec.on_timeout, spec.control)
+        ev.held = hid
+        ev.breakpoint = spec.id
+        self._held[hid] = (d, unit)
+        heapq.heappush(self._deadlines, (unit.hold.deadline, hid))
+        self._out.rearm = True
+        self.out = True
+        if spec.control:
+            d.hold_controls += 1
+
+    def _enqueue(self, d: _Dir, unit: _Unit) -> None:
+        d.queue.append(unit)
+        d.qbytes += unit.cost
+        if d.takeover and not d.recompress:
+            # a change behind this point would need the whole payloads to re-compress
+            d.dec.max_payload = max(self.max_payload, self.intercept.hold_bytes)
+
+    def _held_unit(self, held: int) -> tuple[_Dir, _Unit]:
+        found = self._held.get(held)
+        if found is None:
+            raise RelayError(f"message {held} is no longer held")
+        return found
+
+    def _resolve(
+        self,
+        d: _Dir,
+        unit: _Unit,
+        verdict: int,
+        now: float,
+        *,
+        timeout: bool = False,
+        payload: bytes | None = None,
+        opcode: int = 0,
+    ) -> None:
+        """Decide a held unit (already taken out of ``_held``); it leaves the queue when it
+        reaches its head."""
+        h = unit.hold
+        ev = unit.event
+        assert h is not None and ev is not None
+        h.verdict = verdict
+        if self.intercept.held.get(h.id) is self:
+            del self.intercept.held[h.id]
+        if h.control:
+            d.hold_controls -= 1
+        if verdict == _DROP:
+            outcome = Outcome.TIMEOUT_DROPPED if timeout else Outcome.DROPPED
+        elif payload is not None:
+            h.body = payload
+            h.opcode = opcode or ev.opcode
+            outcome = Outcome.EDITED
+        else:
+            outcome = Outcome.TIMEOUT_FORWARDED if timeout else Outcome.FORWARDED
+        edited = h.body
+        self.emit(
+            OutcomeEvent(
+                self.conn,
+                now,
+                ev.seq,
+                h.id,
+                outcome,
+                h.opcode if edited is not None else 0,
+                edited[: self.max_payload] if edited is not None else None,
+                len(edited) if edited is not None else 0,
+            )
+        )
+
+    def _drop_queue(self, d: _Dir, now: float) -> None:
+        """Everything queued in ``d`` is dropped (the connection closes or goes half-open);
+        held messages get the outcome "dropped"."""
+        if not d.queue:
+            return
+        for unit in d.queue:
+            h = unit.hold
+            if h is not None and h.verdict == 0:
+                self._held.pop(h.id, None)
+                self._resolve(d, unit, _DROP, now)
+        d.queue.clear()
+        d.qbytes = 0
+        d.hold_controls = 0
+
+    def _drain(self, d: _Dir) -> None:
+        q = d.queue
+        while q:
+            u = q[0]
+            h = u.hold
+            if h is not None and h.verdict == 0:
+                return
+            q.popleft()
+            d.qbytes -= u.cost
+            if h is not None and h.verdict == _DROP:
+                self._discarded(d, u)
+            else:
+                self._deliver(d, u)
+
+    # ------------------------------------------------------------------ output
+
+    def _deliver(self, d: _Dir, unit: _Unit) -> None:
+        """Write a unit toward ``d.to`` (in stream order)."""
+        ev = unit.event
+        if ev is None or type(ev) is ControlFrame:
+            h = unit.hold
+            if h is not None and h.body is not None and ev is not None:
+                d.out.append(build_frame(h.opcode, h.body, mask=d.to == SERVER))
+            else:
+                d.out.append(unit.raw)
+            return
+        assert type(ev) is Message
+        h = unit.hold
+        body = h.body if h is not None else None
+        if body is not None:
+            if ev.compressed and d.takeover and not d.recompress:
+                self._start_recompress(d)
+            assert h is not None
+            d.out.append(self._frame(d, h.opcode, body))
+        elif d.recompress and ev.compressed:
+            payload = unit.payload
+            if payload is None or len(payload) < ev.size:
+                self._cannot_recompress(d, ev.size)
+                return
+            d.out.append(self._frame(d, ev.opcode, payload))
+        else:
+            d.out.append(unit.raw)
+
+    def _discarded(self, d: _Dir, unit: _Unit) -> None:
+        ev = unit.event
+        if type(ev) is Message and ev.compressed and d.takeover and not d.recompress:
+            self._start_recompress(d)
+
+    def _frame(self, d: _Dir, opcode: int, payload: bytes) -> bytes:
+        mask = d.to == SERVER
+        c = d.compressor
+        if c is None:
+            return build_frame(opcode, payload, mask=mask)
+        data = c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH)
+        if data.endswith(b"\x00\x00\xff\xff"):
+            data = data[:-4]
+        return build_frame(opcode, data, rsv=4, mask=mask)
+
+    def _start_recompress(self, d: _Dir) -> None:
+        """From now on the receiver's inflate context is ours to keep right."""
+        d.recompress = True
+        if d.wbits >= 9:  # zlib cannot deflate with an 8-bit window: send uncompressed then
+            d.compressor = zlib.compressobj(6, zlib.DEFLATED, -d.wbits)
+        d.dec.max_payload = max(self.max_payload, self.intercept.hold_bytes)
+
+    def _cannot_recompress(self, d: _Dir, size: int) -> None:
+        """A message too large to keep whole cannot be re-compressed: close the connection
+        rather than corrupt the receiver's stream."""
+        self.emit(
+            ProtocolErrorEvent(
+                self.conn,
+                self._now,
+                d.side,
+                d.dec.offset,
+                f"message of {size} bytes is too large for devconsole to re-compress "
+                f"(limit {self.intercept.hold_bytes}); closing the connection",
+            )
+        )
+        if not self.killing:
+            self._out_merge(self.close(1009, "message too big to re-compress", "both", self._now))
+
+    def _out_merge(self, other: Output) -> None:
+        o = self._out
+        o.to_client.extend(other.to_client)
+        o.to_server.extend(other.to_server)
+        o.end = other.end or o.end
+        o.rearm = o.rearm or other.rearm
+        self.out = bool(o)
+        o.pause.extend(other.pause)
+        o.resume.extend(other.resume)
+
+    def _collect(self, d: _Dir) -> None:
+        if d.out:
+            (self._out.to_client if d.to == CLIENT else self._out.to_server).extend(d.out)
+            d.out = []
+            self.out = True
+
+    def _settle(self, d: _Dir) -> None:
+        """After every step: release what may go, apply backpressure, and return to the hot
+        path when nothing is left to do."""
+        if d.queue:
+            self._drain(d)
+        limit = self.intercept.hold_bytes
+        if (
+            d.msg == _HOLDBACK
+            and not d.queue
+            and not d.recompress
+            and (not self._bps or d.nparts > limit)
+        ):
+            # no reason (any more) to see the whole message first, or too large to hold
+            d.out.extend(d.parts)
+            d.parts = []
+            d.nparts = 0
+            d.msg = _STREAM
+        if d.msg == _HOLDBACK and d.recompress and not d.queue and d.nparts > limit:
+            size = d.nparts
+            d.parts = []
+            d.nparts = 0
+            d.msg = _DISCARD
+            self._cannot_recompress(d, size)
+        used = d.qbytes + d.nparts
+        if not d.paused:
+            if used > limit and d.queue:
+                d.paused = True
+                self._out.pause.append(d.side)
+                self.out = True
+        elif used <= limit // 2 or not d.queue:
+            d.paused = False
+            self._out.resume.append(d.side)
+            self.out = True
+        if (d.pending or d.transition is not None) and self._at_boundary(d):
+            self._boundary(d)
+        if not d.queue and d.takeover and not d.recompress:
+            d.dec.max_payload = self.max_payload
+        if (
+            not d.plain
+            and not d.queue
+            and not d.pending
+            and d.transition is None
+            and not d.dropping
+            and not d.swallow
+            and not d.recompress
+            and not self._bps
+            and not self.killing
+            and d.msg in (_NONE, _STREAM)
+            and not d.ctl
+        ):
+            d.plain = True
+            d.ctl_stream = False
