@@ -12,11 +12,12 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from devconsole.cli import build_parser, main
 from tests.conftest import ROOT, devconsole_cmd, run_cli, ws_server
@@ -385,6 +386,71 @@ async def test_report_measures_a_known_backoff_schedule(short_tmp: Path) -> None
     assert 1.8 < ep["backoff"]["factor"] < 2.2
     assert "checklist" in ep and "heartbeat" in ep
     assert rc2 == 0 and "/feed" in text
+
+
+def needs_session_cookie(connection, request):  # type: ignore[no-untyped-def]
+    """The chat app of issue 16 refuses an upgrade without a ``session`` cookie (403)."""
+    if "session=" not in (request.headers.get("Cookie") or ""):
+        return connection.respond(HTTPStatus.FORBIDDEN, "no session\n")
+    return None
+
+
+async def test_report_judges_each_client_of_an_endpoint_apart(short_tmp: Path) -> None:
+    """Issue 16.1, through the real proxy: a good client, a client without the cookie
+    refused and retrying every 0.3 s, and a client backing off 0.2/0.4/0.8/1.6 s on the
+    same endpoint. `report --json` judges the backoff client's delays exponential and
+    reports the refused retries apart, instead of one merged "fixed" series."""
+    schedule = [0.2, 0.4, 0.8, 1.6]
+    stop = asyncio.Event()
+
+    async with ws_server(process_request=needs_session_cookie) as (_, up):
+        with proxy_process(short_tmp, "--mode", f"reverse:http://127.0.0.1:{up}") as px:
+            url = f"ws://127.0.0.1:{px.port}/chat"
+
+            async def good() -> None:
+                async with connect(url, additional_headers={"Cookie": "session=good"}):
+                    await stop.wait()
+
+            async def no_cookie() -> None:
+                while not stop.is_set():
+                    with contextlib.suppress(InvalidStatus):
+                        async with connect(url):
+                            pass
+                    await asyncio.sleep(0.3)
+
+            async def backoff() -> None:
+                for delay in [*schedule, None]:
+                    async with connect(url, additional_headers={"Cookie": "session=bo"}):
+                        await asyncio.sleep(0.2)
+                    if delay is not None:
+                        await asyncio.sleep(delay)
+
+            tasks = [asyncio.ensure_future(f()) for f in (good, no_cookie)]
+            try:
+                await asyncio.wait_for(backoff(), 30)
+                stop.set()
+                await asyncio.wait_for(asyncio.gather(*tasks), 10)
+                rc, out, err = await cli("report", "--json", "--tap", px.tap)
+                assert rc == 0, err
+            finally:
+                stop.set()
+                for t in tasks:
+                    t.cancel()
+    [ep] = [e for e in json.loads(out)["endpoints"] if e["path"] == "/chat"]
+    assert ep["backoff"]["pattern"] == "exponential", ep
+    assert 1.7 < ep["backoff"]["factor"] < 2.3
+    assert ep["reconnect_delays"] == pytest.approx(schedule, abs=0.1)
+    clients = {c["client"]: c for c in ep["clients"]}
+    assert len(clients) == 3, clients
+    [refused] = [c for c in ep["clients"] if c["refused"] == c["connections"]]
+    assert "session" not in refused["client"]
+    rr = ep["refused_retries"]
+    assert rr["clients"] == 1 and rr["status"] == 403
+    assert rr["count"] == refused["connections"] >= 5
+    assert 0.25 < rr["interval"] < 0.6
+    item = ep["checklist"]["reconnect"]
+    assert item["ok"] is True and "exponential" in item["detail"], item
+    assert "fixed" not in item["detail"]
 
 
 async def test_record_then_export_redacted_and_not(short_tmp: Path) -> None:

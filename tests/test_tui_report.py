@@ -90,6 +90,21 @@ def test_timeline_wraps_and_drops_the_oldest() -> None:
     assert all(line.cell_len <= 80 for line in lines)
 
 
+def test_timeline_judges_each_client_and_shows_refused_retries_apart() -> None:
+    """Issue 16.1 on the screen: the endpoint is judged by its connected client with
+    backoff; the client refused every time is labelled as such, not as a backoff."""
+    from tests.test_analysis_backoff import Sim, chat_app
+
+    sim = Sim()
+    ids = chat_app(sim)
+    (ep,) = analyze_endpoints(sim.session.connections.values())
+    text = plain(timeline_lines(ep, sim.session.connections, 200.0, 160))
+    assert "judged: exponential ×1.99" in text
+    assert "client client/1  " in text or "client client/1 ·" in text
+    assert "never connected: refused ×12 (403), retries every ~5.01s" in text
+    assert f"#{ids['backoff'][-1]}" in text
+
+
 def test_pattern_words() -> None:
     assert pattern_text(Backoff()).plain == "no reconnect yet"
     b = Backoff("exponential", factor=2.0, jitter=True, cap=8.0, runs=2)

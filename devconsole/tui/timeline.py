@@ -93,6 +93,8 @@ def pattern_text(b: Backoff) -> Text:
             t.append(f" ({fmt_delay(b.min)} to {fmt_delay(b.max)})")
     elif b.pattern == "single":
         t.append("one reconnect: too few to judge", "dim")
+    elif b.pattern == "mixed":
+        t.append("several clients, each judged below", "bold")
     else:
         t.append("no reconnect yet", "dim")
     if b.runs > 1:
@@ -100,21 +102,26 @@ def pattern_text(b: Backoff) -> Text:
     return t
 
 
-def lineage_label(key: str) -> Text:
-    """``user-agent \\x1f cookies \\x1f ip`` (the default lineage key) as ``ip · agent``;
-    cookie values are never shown."""
-    parts = key.split("\x1f")
+def lineage_label(lin: LineageReport) -> Text:
+    """The client's short key (agent and cookie names, ``analysis.clients``) and its
+    address; cookie values are never shown."""
+    parts = lin.key.split("\x1f")
     t = Text()
-    if len(parts) == 3:
-        agent, cookies, ip = parts
-        t.append(safe_text(ip or "?"), "bold")
-        if agent:
-            t.append(" · ")
-            t.append(safe_text(agent[:48] + ("…" if len(agent) > 48 else "")), "dim")
-        if cookies:
-            t.append(" · with cookie", "dim")
-    else:
-        t.append(safe_text(key[:60]), "dim")
+    t.append(safe_text(lin.label or "?"), "bold")
+    if len(parts) == 3 and parts[2]:
+        t.append(" · ")
+        t.append(safe_text(parts[2]), "dim")
+    return t
+
+
+def refused_text(lin: LineageReport) -> Text:
+    """A client refused every time: its retries, not a backoff."""
+    t = Text()
+    statuses = ", ".join(f"{st}" for st in lin.statuses)
+    t.append(f"never connected: refused ×{lin.refused} ({statuses})", "bold red")
+    if lin.delays:
+        mid = sorted(lin.delays)[len(lin.delays) // 2]
+        t.append(f", retries every ~{fmt_delay(mid)}", "red")
     return t
 
 
@@ -261,9 +268,12 @@ def timeline_lines(
     )
     for lin in lineages[:max_lineages]:
         label = Text("client ", style="dim", no_wrap=True, end="")
-        label.append_text(lineage_label(lin.key))
+        label.append_text(lineage_label(lin))
         label.append(f"  {len(lin.conn_ids)} attempt(s)", "dim")
-        if len(ep.lineages) > 1:
+        if lin.never_connected and len(lin.conn_ids) > 1:
+            label.append("  ")
+            label.append_text(refused_text(lin))
+        elif len(ep.lineages) > 1:
             label.append("  ")
             label.append_text(pattern_text(lin.backoff))
         lines.append(label)
