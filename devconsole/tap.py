@@ -345,7 +345,7 @@ class TapServer:
             # Register for live events and take the backlog in the same loop step, so
             # nothing falls between the two.
             backlog: list[Event] = [self.session.snapshot(self.proxy_desc())]
-            backlog.extend(self.session.buffer)
+            backlog.extend(self.session.backlog())
             self._unauthenticated.pop(client, None)
             self.clients.add(client)
             self._spawn(self._sender(client, backlog))

@@ -453,6 +453,96 @@ async def test_report_judges_each_client_of_an_endpoint_apart(short_tmp: Path) -
     assert "fixed" not in item["detail"]
 
 
+async def chat_server(ws) -> None:  # type: ignore[no-untyped-def]
+    """Answers {"type":"ping"} with {"type":"pong"} and floods presence updates at 20/s."""
+
+    async def presence() -> None:
+        while True:
+            await ws.send('{"type":"presence","user":"bob","online":true}')
+            await asyncio.sleep(0.05)
+
+    flood = asyncio.ensure_future(presence())
+    try:
+        async for msg in ws:
+            if json.loads(msg).get("type") == "ping":
+                await ws.send('{"type":"pong"}')
+    except ConnectionClosed:
+        pass
+    finally:
+        flood.cancel()
+
+
+async def test_report_after_a_half_open_counts_only_real_answers(short_tmp: Path) -> None:
+    """Issue 16.2, through the real proxy: a client with an app heartbeat (every 0.6 s)
+    beside a presence flood and the server's protocol pings; devconsole half-opens the
+    connection; the client misses 3 pongs and closes with 4001. The report names the pong
+    (not a presence update) as the answer, invents no server heartbeat, counts the
+    dropped pings and says what happened in one sentence; the 4001 is the connection's."""
+    closed = asyncio.Event()
+    ready = asyncio.Event()
+
+    async with ws_server(chat_server, ping_interval=0.5, ping_timeout=None) as (_, up):
+        with proxy_process(short_tmp, "--mode", f"reverse:http://127.0.0.1:{up}") as px:
+
+            async def client() -> None:
+                async with connect(
+                    f"ws://127.0.0.1:{px.port}/chat", ping_interval=None, close_timeout=0.5
+                ) as ws:
+                    answered = asyncio.Event()
+
+                    async def read() -> None:
+                        with contextlib.suppress(ConnectionClosed):
+                            async for msg in ws:
+                                if json.loads(msg).get("type") == "pong":
+                                    answered.set()
+
+                    reader = asyncio.ensure_future(read())
+                    missed = sent = 0
+                    while missed < 3:
+                        answered.clear()
+                        await ws.send(json.dumps({"type": "ping", "ts": sent}))
+                        sent += 1
+                        if sent == 8:
+                            ready.set()
+                        await asyncio.sleep(0.6)
+                        missed = 0 if answered.is_set() else missed + 1
+                    await ws.close(4001, "heartbeat timeout")
+                    reader.cancel()
+                closed.set()
+
+            task = asyncio.ensure_future(client())
+            try:
+                await asyncio.wait_for(ready.wait(), 20)
+                rc, out, err = await cli("conns", "--json", "--tap", px.tap)
+                [conn] = [c["id"] for c in json.loads(out) if c["state"] == "open"]
+                rc, _, err = await cli("kill", conn, "--half-open", "--tap", px.tap)
+                assert rc == 0, err
+                await asyncio.wait_for(closed.wait(), 20)
+                await asyncio.wait_for(task, 5)
+                rc, out, err = await cli("report", "--json", "--tap", px.tap)
+                assert rc == 0, err
+                rc, conns_out, _ = await cli("conns", "--json", "--tap", px.tap)
+            finally:
+                task.cancel()
+    [ep] = json.loads(out)["endpoints"]
+    hb = ep["heartbeat"]
+    assert [(a["side"], a["signature"], a["reply"]) for a in hb["app"]] == [
+        ("client", '{"type":"ping"}', '{"type":"pong"}')
+    ]
+    [ho] = hb["half_open"]
+    assert ho["conn"] == conn
+    assert ho["app_unanswered"] >= 3
+    assert ho["pings_unanswered"].get("server", 0) >= 1  # dropped protocol pings count
+    assert (ho["closed_by"], ho["close_code"]) == ("client", 4001)
+    assert ho["summary"].startswith(f"{ho['app_unanswered']} app pings unanswered; ")
+    assert "client closed 4001 " in ho["summary"] and "after half-open" in ho["summary"]
+    assert "presence" not in ep["checklist"]["heartbeat"]["detail"]
+    assert f"#{conn} after half-open: " in ep["checklist"]["heartbeat"]["detail"]
+    assert hb["server_pings"]["unanswered"] >= 1
+    [c] = [c for c in json.loads(conns_out) if c["id"] == conn]
+    assert (c["close_code"], c["closed_by"]) == (4001, "client")
+
+
 async def test_record_then_export_redacted_and_not(short_tmp: Path) -> None:
     cap = short_tmp / "session.dcap"
     async with echo_upstream() as up:

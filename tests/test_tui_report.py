@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.console import Console
+
 from devconsole.analysis.backoff import Backoff, analyze_endpoints
 from devconsole.model import CLIENT, SERVER
 from devconsole.session import Session
@@ -103,6 +105,27 @@ def test_timeline_judges_each_client_and_shows_refused_retries_apart() -> None:
     assert "client client/1  " in text or "client client/1 ·" in text
     assert "never connected: refused ×12 (403), retries every ~5.01s" in text
     assert f"#{ids['backoff'][-1]}" in text
+
+
+def test_timeline_shows_the_close_code_captured_during_a_half_open() -> None:
+    """Issue 16.2: the client closed with 4001 while devconsole forwarded nothing; the
+    timeline ended the connection without its code."""
+    from devconsole.analysis.heartbeat import HeartbeatMonitor
+    from devconsole.tui.report import heartbeat_renderable
+    from tests.test_analysis_heartbeat import chat_with_half_open
+
+    s = Session()
+    mon = HeartbeatMonitor()
+    s.observers.append(mon.on_event)
+    s.apply_all(chat_with_half_open())
+    (ep,) = analyze_endpoints(s.connections.values())
+    text = plain(timeline_lines(ep, s.connections, 40.0, 120))
+    assert "#h ━" in text and "4001" in text
+    console = Console(width=160, record=True)
+    console.print(heartbeat_renderable(s.connections["h"], mon.report("h", 40.0)))
+    out = console.export_text()
+    assert "after half-open  3 app pings unanswered; 3 server pings without pong; client" in out
+    assert "3 unanswered" in out
 
 
 def test_pattern_words() -> None:

@@ -43,7 +43,7 @@ from devconsole.model import (
     Opcode,
     close_code_meaning,
 )
-from devconsole.text import fmt_bytes, fmt_duration
+from devconsole.text import conn_tag, fmt_bytes, fmt_duration
 
 if TYPE_CHECKING:  # the Session is these functions' input; analysis does not import it
     from devconsole.session import Session
@@ -226,6 +226,7 @@ def _heartbeat(
         app_list.append(e)
     seen = [r for r in reports if r.seen]
     unsolicited = sum(r.unsolicited_pongs_client + r.unsolicited_pongs_server for r in reports)
+    half_open = [(r.conn, r.half_open) for r in reports if r.half_open is not None]
     summary: dict[str, Any] = {
         "seen": bool(seen),
         "connections": len(reports),
@@ -235,6 +236,7 @@ def _heartbeat(
         "server_pings": server,
         "unsolicited_pongs": unsolicited,
         "app": app_list,
+        "half_open": [{"conn": cid, **ho.to_dict()} for cid, ho in half_open],
     }
 
     parts: list[str] = []
@@ -256,6 +258,8 @@ def _heartbeat(
         parts.append(s)
     if not parts and unsolicited >= 2:
         parts.append(f"{unsolicited} unsolicited pongs (one-way heartbeat)")
+    for cid, ho in half_open:
+        parts.append(f"{conn_tag(cid)} after half-open: {ho.summary}")
 
     if seen:
         hb = _item(True, "; ".join(parts))
@@ -277,12 +281,15 @@ def _heartbeat(
 
     pings = (client["pings"] if client else 0) + (server["pings"] if server else 0)
     unanswered = (client["unanswered"] if client else 0) + (server["unanswered"] if server else 0)
+    # Pings devconsole kept from the peer (half-open) say nothing about the peer.
+    faulted = min(unanswered, sum(sum(ho.pings_unanswered.values()) for _, ho in half_open))
+    note = f" ({faulted} more during a half-open)" if faulted else ""
     if not pings:
         pongs = _item(None, "no protocol pings")
-    elif unanswered:
-        pongs = _item(False, f"{unanswered} of {pings} pings got no pong")
+    elif unanswered - faulted:
+        pongs = _item(False, f"{unanswered - faulted} of {pings} pings got no pong{note}")
     else:
-        pongs = _item(True, f"all {pings} pings answered")
+        pongs = _item(True, f"all {pings - faulted} pings answered{note}")
     return summary, hb, pongs
 
 

@@ -161,11 +161,15 @@ def heartbeat_renderable(conn: Connection | None, rep: HeartbeatReport | None) -
                 line.append_text(_t(a.reply, "bold"))
                 if a.rtt_p50 is not None:
                     line.append(f" in {fmt_duration(a.rtt_p50)} (p50)")
+            if a.unanswered:
+                line.append(f", {a.unanswered} unanswered", "bold red")
             if a.last_ago is not None:
                 line.append(f", last {fmt_duration(a.last_ago)} ago", "dim")
             grid.add_row(Text("app heartbeat" if i == 0 else ""), line)
     else:
         grid.add_row(Text("app heartbeat"), Text("none recognised", style="dim"))
+    if rep.half_open is not None:
+        grid.add_row(Text("after half-open"), Text(rep.half_open.summary, style="bold"))
     # for an ended connection the monitor measures up to its end
     ago = " before it ended" if rep.ended else " ago"
 
