@@ -347,6 +347,17 @@ class Snapshot:
     evicted_messages: int  # how many the proxy's ring buffer evicted so far
 
 
+@dataclass(slots=True)
+class BacklogEnd:
+    """The backlog a tap client attached to is all sent (the Snapshot and the buffered
+    events): what follows is live. One-shot viewers (``conns``, ``report``) stop here
+    instead of waiting for a quiet moment, which a flood never has. Sent only to a viewer
+    that asks for it in its hello (``"backlog_end": true``); not written to capture
+    files."""
+
+    seq: int  # the Snapshot's seq: the newest item of the backlog
+
+
 Event = (
     HandshakeEvent
     | RefusedEvent
@@ -357,6 +368,7 @@ Event = (
     | StateEvent
     | GapEvent
     | Snapshot
+    | BacklogEnd
 )
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from devconsole import wire
 from devconsole.model import (
+    BacklogEnd,
     Command,
     CommandResult,
     ControlFrame,
@@ -345,7 +346,10 @@ class TapServer:
             # Register for live events and take the backlog in the same loop step, so
             # nothing falls between the two.
             backlog: list[Event] = [self.session.snapshot(self.proxy_desc())]
-            backlog.extend(self.session.backlog())
+            if body.get("items") is not False:  # a viewer may want the Snapshot alone
+                backlog.extend(self.session.backlog())
+            if body.get("backlog_end") is True:  # asked for: say where the backlog ends
+                backlog.append(BacklogEnd(backlog[0].seq))  # type: ignore[union-attr]
             self._unauthenticated.pop(client, None)
             self.clients.add(client)
             self._spawn(self._sender(client, backlog))
@@ -523,11 +527,18 @@ class TapClient:
     """A Source reading a live tap."""
 
     def __init__(
-        self, addr: TapAddress | str | None = None, token: str | None = None, timeout: float = 5
+        self,
+        addr: TapAddress | str | None = None,
+        token: str | None = None,
+        timeout: float = 5,
+        backlog_end: bool = False,
+        items: bool = True,
     ) -> None:
         self.addr = addr if isinstance(addr, TapAddress) else parse_tap(addr)
         self.token = token
         self.timeout = timeout
+        self.backlog_end = backlog_end  # ask for a BacklogEnd event after the backlog
+        self.items = items  # False: a backlog of the Snapshot alone (counters, no items)
         self.description = f"tap {self.addr}"
         self.proxy = ""
         self._frames: FrameReader | None = None
@@ -558,7 +569,12 @@ class TapClient:
         token = self.token
         if addr.is_tcp and token is None:
             token = read_token(addr)
-        w.write(wire.pack(wire.HELLO, {"version": wire.PROTOCOL_VERSION, "token": token}))
+        hello: dict[str, Any] = {"version": wire.PROTOCOL_VERSION, "token": token}
+        if self.backlog_end:
+            hello["backlog_end"] = True  # an older proxy ignores it (and never sends one)
+        if not self.items:
+            hello["items"] = False  # ... and sends the items all the same
+        w.write(wire.pack(wire.HELLO, hello))
         self._frames = FrameReader(r)
         try:
             try:
@@ -646,26 +662,38 @@ async def collect(
     idle: float = 0.3,
     timeout: float = 10,
     session: Session | None = None,
+    items: bool = True,
 ) -> Session:
     """Attach, apply the backlog to ``session`` (default: a new unbounded one, so the
-    whole backlog fits), and return it once the stream has been quiet for ``idle``
-    seconds, ``until(session)`` holds, or ``timeout`` seconds have passed."""
-    client = TapClient(addr, token)
+    whole backlog fits), and return it once the backlog is in (the proxy says so with a
+    ``BacklogEnd``), ``until(session)`` holds, or ``timeout`` seconds have passed. A proxy
+    too old to send the marker: once the stream has been quiet for ``idle`` seconds.
+    ``items=False``: the connections and their counters only (the Snapshot), not the
+    buffered messages: what ``devconsole conns`` needs, fast even with a full buffer."""
+    client = TapClient(addr, token, backlog_end=True, items=items)
     await client.connect()
     if session is None:
         session = Session(max_items=10_000_000, max_bytes=1 << 40)
     last = time.monotonic()
+    done = asyncio.Event()
 
     def on_events(evs: list[Event]) -> None:
         nonlocal last
-        session.apply_all(evs)
+        for ev in evs:
+            if type(ev) is BacklogEnd:
+                done.set()
+            else:
+                session.apply(ev)
         last = time.monotonic()
 
     task = asyncio.ensure_future(client.run(on_events))
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.02)
+            if until is None and done.is_set():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.02)
             if until is not None and until(session):
                 break
             if until is None and session.version > 0 and time.monotonic() - last > idle:

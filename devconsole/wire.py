@@ -4,7 +4,9 @@ Core module: no I/O. The byte stream in each direction is a sequence of msgpack 
 (msgpack frames itself; no length prefix). Each object is a ``[kind, body]`` pair:
 
 client -> server
-    ``[HELLO, {"version": 1, "token": str | None}]`` first, then
+    ``[HELLO, {"version": 1, "token": str | None}]`` first (``"backlog_end": true`` asks
+    for a ``BacklogEnd`` event after the backlog, ``"items": false`` for a backlog of the
+    Snapshot alone), then
     ``[COMMAND, <encoded command>]``
 server -> client
     ``[WELCOME, {"version": 1, "proxy": str}]`` or ``[ERROR, "message"]`` (then EOF),
@@ -27,6 +29,7 @@ import msgpack
 
 from devconsole.model import (
     AbortCommand,
+    BacklogEnd,
     CloseCommand,
     Command,
     CommandResult,
@@ -123,6 +126,7 @@ _CONNSNAP_TYPES = (
     _INT, _INT, _INT,
 )  # fmt: skip
 _SNAPSHOT_TYPES = (_INT, _LIST, _STR, _INT)
+_BACKLOG_END_TYPES = (_INT,)
 
 # The exact field types of the usual messages and control frames: decoding checks them
 # with one tuple comparison and falls back to the field-by-field check otherwise.
@@ -154,6 +158,7 @@ T_PERROR = 6
 T_STATE = 7
 T_GAP = 8
 T_SNAPSHOT = 9
+T_BACKLOG_END = 10
 
 C_CLOSE = 1
 C_ABORT = 2
@@ -254,6 +259,8 @@ def encode_event(ev: Event) -> list[Any]:
             for s in ev.connections
         ]  # fmt: skip
         return [T_SNAPSHOT, ev.seq, conns, ev.proxy, ev.evicted_messages]
+    if isinstance(ev, BacklogEnd):
+        return [T_BACKLOG_END, ev.seq]
     raise TypeError(f"not an Event: {ev!r}")
 
 
@@ -322,6 +329,9 @@ def decode_event(obj: Any) -> Event:
             c[11] = list(c[11])
             conns.append(ConnSnapshot(*c))
         return Snapshot(f[0], conns, f[2], f[3])
+    if tag == T_BACKLOG_END:
+        _check(f, _BACKLOG_END_TYPES, "backlog end")
+        return BacklogEnd(*f)
     raise WireError(f"unknown event tag {tag!r}")
 
 

@@ -18,6 +18,7 @@ import pytest
 from devconsole import wire
 from devconsole.model import (
     AbortCommand,
+    BacklogEnd,
     CloseCommand,
     Command,
     CommandResult,
@@ -716,6 +717,79 @@ async def test_collect_returns_a_session_with_everything(short_tmp: Path) -> Non
             collect(addr, until=lambda s: "c1" in s.connections, idle=5), 4
         )
         assert "c1" in s2.connections
+
+
+async def test_the_backlog_ends_with_a_marker_only_for_a_viewer_that_asks(short_tmp: Path) -> None:
+    addr = sock_path(short_tmp)
+    async with tap_server(addr) as p:
+        p.emit(HandshakeEvent(hs("c1")))
+        p.messages(30)
+        asks = RawClient(addr.path)  # type: ignore[arg-type]
+        old = RawClient(addr.path)  # type: ignore[arg-type]
+        try:
+            await asks.send(
+                wire.pack(wire.HELLO, {"version": 1, "token": None, "backlog_end": True})
+            )
+            await old.send(hello())
+            await asks.read_until(lambda c: any(isinstance(e, BacklogEnd) for e in c.events))
+            p.messages(5)  # live, after the marker
+            await asks.read_until(lambda c: sum(isinstance(e, Message) for e in c.events) == 35)
+            await old.read_until(lambda c: sum(isinstance(e, Message) for e in c.events) == 35)
+        finally:
+            asks.close()
+            old.close()
+    kinds = [type(e).__name__ for e in asks.events]
+    assert kinds[0] == "Snapshot" and kinds.count("BacklogEnd") == 1
+    end = kinds.index("BacklogEnd")
+    assert kinds[1:end] == ["Message"] * 30 and kinds[end + 1 :] == ["Message"] * 5
+    assert asks.events[end] == BacklogEnd(30)
+    assert not any(isinstance(e, BacklogEnd) for e in old.events)  # an older viewer
+
+
+async def test_collect_returns_when_the_backlog_is_in_even_under_a_flood(short_tmp: Path) -> None:
+    """Issue 16.4: `conns` and `report` waited for 0.3 s without events, which a flood
+    never has, until their 10 s timeout. With the marker they return at once."""
+    addr = sock_path(short_tmp)
+    async with tap_server(addr) as p:
+        p.emit(HandshakeEvent(hs("c1")))
+        p.messages(1000)
+        stop = asyncio.Event()
+
+        async def flood() -> None:
+            while not stop.is_set():  # an event every millisecond or so, never quiet
+                p.messages(5)
+                await asyncio.sleep(0.001)
+
+        task = asyncio.ensure_future(flood())
+        try:
+            s = await asyncio.wait_for(collect(addr, idle=30, timeout=60), 20)
+        finally:
+            stop.set()
+            await task
+        c1 = s.connections["c1"]
+        assert c1.msgs_in + c1.msgs_out >= 1000
+        assert [it.seq for it in s.items()][:1000] == list(range(1, 1001))
+
+
+async def test_collect_of_the_connections_alone_skips_the_buffer(short_tmp: Path) -> None:
+    """`devconsole conns` needs the Snapshot's counters, not 100,000 buffered messages."""
+    addr = sock_path(short_tmp)
+    async with tap_server(addr) as p:
+        p.emit(HandshakeEvent(hs("c1")))
+        p.messages(500)
+        client = TapClient(addr, backlog_end=True, items=False)
+        got: list[Event] = []
+        await client.connect()
+        task = asyncio.ensure_future(client.run(got.extend))
+        try:
+            await wait_until(lambda: any(isinstance(e, BacklogEnd) for e in got))
+        finally:
+            await client.close()
+            task.cancel()
+        assert [type(e) for e in got] == [Snapshot, BacklogEnd]
+        s = await collect(addr, items=False)
+        c1 = s.connections["c1"]
+        assert c1.msgs_in + c1.msgs_out == 500 and len(s.buffer) == 0
 
 
 async def test_collect_reports_an_unreachable_tap(short_tmp: Path) -> None:

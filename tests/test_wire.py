@@ -660,3 +660,13 @@ def test_golden_fixtures_give_neighbouring_fields_distinct_values() -> None:
         for r in records:
             values = [getattr(r, n) for n in ints if getattr(r, n) not in (0, 1)]
             assert len(values) == len(set(values)), (cls.__name__, ints, values)
+
+
+def test_golden_hello_asking_for_the_backlog_end() -> None:
+    """Optional keys appended to the hello (after version 1): an older proxy ignores them."""
+    body = {"version": 1, "token": None, "backlog_end": True, "items": False}
+    data = bytes.fromhex(golden.FRAME_HEX["hello-backlog-end"])
+    assert wire.pack(wire.HELLO, body) == data
+    d = wire.Decoder()
+    d.feed(data)
+    assert list(d.frames()) == [(wire.HELLO, body)]
