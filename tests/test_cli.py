@@ -590,6 +590,52 @@ async def drain(ws) -> None:  # type: ignore[no-untyped-def]
             pass
 
 
+async def test_the_cli_finds_the_tuis_proxy_without_tap(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16.3: with `devconsole` (proxy + TUI) running, `devconsole conns` in another
+    terminal failed with "no devconsole tap at .../tap.sock": the TUI's proxy listens on
+    tap-PID.sock, beside stale sockets of dead ones. Now the one live proxy is found, the
+    stale sockets are removed, and with two running they are listed to choose from."""
+    from devconsole.childproxy import ChildProxy
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_tmp))
+    runtime = short_tmp / "devconsole"
+    runtime.mkdir(mode=0o700)
+    stale = runtime / "tap-999999.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(stale))
+    sock.close()
+    async with echo_upstream() as up:
+        args = build_parser().parse_args(
+            ["--listen", "127.0.0.1:0", "--confdir", str(short_tmp / "conf"),
+             "--mode", f"reverse:http://127.0.0.1:{up}"]
+        )  # fmt: skip
+        child = ChildProxy(args)  # what `devconsole` starts before its TUI
+        try:
+            child.wait_ready()
+            assert Path(child.tap).parent == runtime and child.tap != str(stale)
+            async with connect(f"ws://{child.listen}/found") as ws:
+                await ws.send("x")
+                await ws.recv()
+                rc, out, err = await cli("conns", "--json")
+                assert rc == 0, err
+                assert [c["url"].rsplit("/", 1)[1] for c in json.loads(out)] == ["found"]
+                assert not stale.exists()
+                with proxy_process(short_tmp, "--tap", str(runtime / "tap.sock")) as other:
+                    rc, out, err = await cli("conns")
+                    assert rc == 1 and out == ""
+                    [line] = err.splitlines()
+                    assert "2 devconsole proxies are running, choose one with --tap: " in line
+                    assert child.tap in line and other.tap in line
+                    rc, out, err = await cli("conns", "--tap", child.tap)
+                    assert rc == 0, err
+        finally:
+            child.stop()
+    rc, out, err = await cli("conns")
+    assert rc == 1 and "no devconsole proxy is running" in err
+
+
 async def test_record_then_export_redacted_and_not(short_tmp: Path) -> None:
     cap = short_tmp / "session.dcap"
     async with echo_upstream() as up:

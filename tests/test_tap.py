@@ -39,6 +39,7 @@ from devconsole.model import (
 from devconsole.session import Session
 from devconsole.source import SourceError
 from devconsole.tap import (
+    FoundTap,
     FrameReader,
     TapAddress,
     TapClient,
@@ -46,6 +47,8 @@ from devconsole.tap import (
     TapServer,
     collect,
     default_tap,
+    discover_tap,
+    find_taps,
     parse_tap,
 )
 from tests.conftest import Viewer, wait_until
@@ -498,6 +501,60 @@ async def test_a_malformed_command_gets_an_error_result(short_tmp: Path) -> None
 def runtime(monkeypatch: pytest.MonkeyPatch, short_tmp: Path) -> Path:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_tmp))
     return short_tmp / "devconsole"
+
+
+def stale_socket(path: Path) -> None:
+    """A socket file nothing listens on: what a proxy killed with -9 leaves behind."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.close()
+
+
+async def test_a_viewer_without_an_address_finds_the_one_running_proxy(runtime: Path) -> None:
+    """Issue 16.3: the TUI's proxy listens on tap-PID.sock beside stale sockets of dead
+    ones; a viewer given no --tap must find it and clean the stale ones up."""
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stale = runtime / "tap-999999.sock"
+    stale_socket(stale)
+    stale_socket(runtime / "tap.sock")
+    (runtime / "tap-notes.sock").write_text("not a socket")  # left alone
+    live = TapAddress(path=str(runtime / f"tap-{os.getpid()}.sock"))
+    async with tap_server(live) as p:
+        p.emit(HandshakeEvent(hs("c1")))
+        found = await find_taps()
+        assert found == [FoundTap(live.path, "127.0.0.1:8080")]  # type: ignore[arg-type]
+        assert not stale.exists() and not (runtime / "tap.sock").exists()
+        assert (runtime / "tap-notes.sock").exists()
+        async with attached_found() as client:
+            assert client.addr == live
+            assert client.description == f"tap {live.path}"
+        s = await collect(None)
+        assert set(s.connections) == {"c1"}
+
+
+@contextlib.asynccontextmanager
+async def attached_found() -> AsyncIterator[TapClient]:
+    client = TapClient(None)
+    await client.connect()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_several_running_proxies_are_listed_to_choose_from(runtime: Path) -> None:
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    a = TapAddress(path=str(runtime / "tap-1.sock"))
+    b = TapAddress(path=str(runtime / "tap-2.sock"))
+    async with tap_server(a), tap_server(b):
+        with pytest.raises(SourceError) as ei:
+            await discover_tap()
+    msg = str(ei.value)
+    assert msg.startswith("2 devconsole proxies are running, choose one with --tap: ")
+    assert f"{a.path} (proxy 127.0.0.1:8080)" in msg and b.path in msg
+    assert "\n" not in msg
+    with pytest.raises(SourceError, match="no devconsole proxy is running"):
+        await TapClient(None).connect()
 
 
 async def test_tcp_tap_with_a_private_token_file(runtime: Path) -> None:

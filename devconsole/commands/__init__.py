@@ -58,8 +58,9 @@ def add_tap_args(p: argparse.ArgumentParser) -> None:
         "--tap",
         metavar="ADDR",
         default=None,
-        help="tap address: a Unix socket path or tcp://127.0.0.1:PORT "
-        "(default: $XDG_RUNTIME_DIR/devconsole/tap.sock)",
+        help="tap address: a Unix socket path or tcp://127.0.0.1:PORT (default: the tap "
+        "of the one devconsole proxy of this user that is running, found in "
+        "$XDG_RUNTIME_DIR/devconsole)",
     )
     p.add_argument("--token", default=None, help="token for a tcp:// tap (default: its file)")
 

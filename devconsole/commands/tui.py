@@ -41,8 +41,8 @@ def attach(args: argparse.Namespace) -> int:
         await client.connect()
 
     asyncio.run(check())
-    # The TUI runs its own loop: it reconnects with a fresh client.
-    return run_tui(TapClient(args.tap, args.token))
+    # The TUI runs its own loop: it reconnects with a fresh client, to the tap found.
+    return run_tui(TapClient(client.addr, args.token))
 
 
 def proxy_and_tui(args: argparse.Namespace) -> int:

@@ -314,7 +314,21 @@ class DevconsoleApp(App[None]):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(help_groups()))
+        self.push_screen(HelpScreen(help_groups(), self.about()))
+
+    def about(self) -> str:
+        """Where this screen reads from, and how to reach the same proxy from a shell."""
+        desc = self.state.source_description
+        proxy = self.session.proxy
+        if not desc.startswith("tap "):
+            return f"Reading {desc}." if desc else ""
+        tap = desc[4:]
+        where = f"the proxy on {proxy}" if proxy else "a devconsole proxy"
+        return (
+            f"Reading {where} through its tap {tap}\n"
+            "From another terminal, devconsole conns, tail, report, kill and inject find it\n"
+            f"while it is the only proxy running; with several: --tap {tap}"
+        )
 
 
 def help_groups() -> list[tuple[str, Iterable[BindingType]]]:
