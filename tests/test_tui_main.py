@@ -240,11 +240,11 @@ async def test_a_filter_chosen_while_paused_applies_to_what_was_there() -> None:
         assert screen.stream.row_count == 20  # what was there at the pause
         shown = screen_text(app)
         assert "PAUSED +73" in shown
-        assert "(on what was there at the pause)" in shown
+        assert "active: tick (until the pause)" in shown
         await pilot.press("space")
         await settle(pilot)
         assert screen.stream.row_count == 93
-        assert "at the pause" not in screen_text(app)
+        assert "until the pause" not in screen_text(app)
 
 
 async def test_q_in_a_dialog_closes_the_dialog() -> None:

@@ -60,7 +60,7 @@ class Columns:
     def for_width(
         cls, width: int, path_need: int = 30, number: int = 4, key_need: int = 22
     ) -> Columns:
-        key = 0 if width < 64 else max(8, min(key_need, 20 if width < 100 else 26))
+        key = 0 if width < 64 else max(8, min(key_need, 22 if width < 100 else 26))
         client = 21 if width >= 170 else 0
         msgs = 15 if width >= 110 else 9
         nbytes = 15 if width >= 130 else 0

@@ -496,7 +496,7 @@ class MainScreen(Screen[None]):
         return self._scan_worker is not None
 
     def _show_filter(self) -> None:
-        note = "on what was there at the pause" if self.paused and self.filter_expr else ""
+        note = "until the pause" if self.paused and self.filter_expr else ""
         self.filter_bar.show_active(self.filter_expr, note)
 
     def _drop_stale_detail(self) -> None:
