@@ -139,6 +139,15 @@ async def test_z_zooms_the_focused_pane_to_the_whole_screen() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         screen = app.main
+        pane = screen.query_one("#connections-pane")
+        height = pane.outer_size.height
+        await pilot.press("z")  # the connections list, where the screen starts
+        await pilot.pause()
+        assert screen.maximized is pane and pane.outer_size.width == SIZE[0]
+        assert pane.outer_size.height == SIZE[1] - 3  # all but the bars at the bottom
+        await pilot.press("z")
+        await pilot.pause()
+        assert pane.outer_size.height == height
         await focus_stream(pilot)
         await pilot.press("z")
         assert screen.maximized is screen.query_one("#stream-pane")

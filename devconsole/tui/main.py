@@ -304,6 +304,8 @@ class MainScreen(Screen[None]):
         most = max(5, int(height * share))
         want = self.connections.row_count + 3  # rows, the column header, the borders
         pane = self.query_one("#connections-pane")
+        if self.maximized is pane:
+            return  # zoomed: the whole screen (an inline height would beat the CSS)
         rows = max(5, min(most, want))
         if pane.styles.height is None or pane.styles.height.value != rows:
             pane.styles.height = rows
@@ -552,8 +554,10 @@ class MainScreen(Screen[None]):
         if not open_ and self.maximized is self.detail:
             self.minimize()
         self.detail_open = open_
-        if not open_ and self.detail in (self.focused.ancestors_with_self if self.focused else []):
+        focused = self.focused
+        if not open_ and focused is not None and self.detail in focused.ancestors_with_self:
             self.stream.focus()
+        self.refresh_bindings()  # "v View" with the pane open
         self._layout_panes()
 
     @on(FilterBar.Submitted)
@@ -735,14 +739,14 @@ class MainScreen(Screen[None]):
 
     def action_back(self) -> None:
         if self.maximized is not None:
-            self.minimize()
+            self._unzoom()
         elif self.focused is self.stream and self.detail_open:
             self.set_detail_open(False)
         self.stream.focus()
 
     def action_toggle_zoom(self) -> None:
         if self.maximized is not None:
-            self.minimize()
+            self._unzoom()
             return
         i = self._pane_index()
         panes = [
@@ -750,4 +754,11 @@ class MainScreen(Screen[None]):
             self.query_one("#stream-pane"),
             self.detail,
         ]
-        self.maximized = panes[1 if i is None else i]
+        pane = panes[1 if i is None else i]
+        if i == 0:
+            pane.styles.height = "1fr"
+        self.maximized = pane
+
+    def _unzoom(self) -> None:
+        self.minimize()
+        self._fit_connections()
