@@ -158,7 +158,8 @@ T_PERROR = 6
 T_STATE = 7
 T_GAP = 8
 T_SNAPSHOT = 9
-T_BACKLOG_END = 10
+# 20, not the next free number: other branches add tags 10 and 11 at the same time
+T_BACKLOG_END = 20
 
 C_CLOSE = 1
 C_ABORT = 2

@@ -329,7 +329,7 @@ EVENT_VALUES: list[tuple[str, Any]] = [
         ),
     ),
     ("snapshot-empty", Snapshot(seq=0, connections=[], proxy="", evicted_messages=0)),
-    # Added after version 1 as a new tag (10): the marker after the backlog, sent only to
+    # Added after version 1 as a new tag (20): the marker after the backlog, sent only to
     # a viewer whose hello asks for it, never in a capture file.
     ("backlog-end", BacklogEnd(seq=4242)),
 ]
@@ -460,7 +460,7 @@ EVENT_HEX: dict[str, str] = {
         95 09 00 90 a0 00
     """,
     "backlog-end": """
-        92 0a cd 10 92
+        92 14 cd 10 92
     """,
 }
 
