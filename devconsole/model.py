@@ -440,6 +440,17 @@ class InstanceEvent:
     detail: str = ""
 
 
+@dataclass(slots=True)
+class BacklogEnd:
+    """The backlog a tap client attached to is all sent (the Snapshot and the buffered
+    events): what follows is live. One-shot viewers (``conns``, ``report``) stop here
+    instead of waiting for a quiet moment, which a flood never has. Sent only to a viewer
+    that asks for it in its hello (``"backlog_end": true``); not written to capture
+    files."""
+
+    seq: int  # the Snapshot's seq: the newest item of the backlog
+
+
 Event = (
     HandshakeEvent
     | RefusedEvent
@@ -453,6 +464,7 @@ Event = (
     | InstanceEvent
     | OutcomeEvent
     | BreakpointsEvent
+    | BacklogEnd
 )
 
 

@@ -399,3 +399,35 @@ def refusal_traffic(no_cookies: bool = True) -> Traffic:
         **feed,
     )
     return t
+
+
+def retry_traffic() -> Traffic:
+    """Issue 16's chat app on one endpoint: a client with its session cookie, a client
+    without it refused (403) every 5 s, and a client with a 0.5/1/2/4 s backoff whose
+    connections the server drops; all ``websockets`` clients (one User-Agent)."""
+    t = Traffic()
+    agent = "Python/3.12 websockets/15.0.1"
+
+    def as_websockets(hs: Handshake) -> None:
+        hs.request_headers = [(k, agent if k == "User-Agent" else v) for k, v in hs.request_headers]
+
+    common: dict[str, Any] = dict(path="/chat", host="chat.example.com")
+    as_websockets(t.open("1", client="127.0.0.1:50001", cookies=(("session", "ada"),), **common))
+    t.json("1", SERVER, {"type": "welcome", "user": "ada"})
+    n = 2
+    delays = iter((0.5, 1.0, 2.0, 4.0))
+    for i in range(12):
+        t.ts += 5.0
+        as_websockets(
+            t.refused(str(n), status=403, client=f"127.0.0.1:{51000 + i}", cookies=(), **common)
+        )
+        n += 1
+        if i % 3 == 1:
+            t.ts += next(delays, 4.0)
+            hs = t.open(str(n), client=f"127.0.0.1:{52000 + i}", cookies=(("session", "bob"),),
+                        **common)  # fmt: skip
+            as_websockets(hs)
+            t.json(str(n), SERVER, {"type": "presence", "user": "bob", "online": True})
+            t.end(str(n), clean=False, closed_by=SERVER)
+            n += 1
+    return t

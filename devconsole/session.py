@@ -66,6 +66,9 @@ class Session:
         # now by held id, oldest first (kept here even when the buffer evicts them)
         self.breakpoints: list[Breakpoint] = []
         self.held: dict[int, Item] = {}
+        # The faults' state changes, for late viewers (``backlog``): when a half-open began
+        # is not in a Snapshot.
+        self.states: deque[StateEvent] = deque(maxlen=max_connections)
 
     # ----------------------------------------------------------------- applying events
 
@@ -105,9 +108,11 @@ class Session:
         elif isinstance(ev, EndEvent):
             self._apply_end(ev)
         elif isinstance(ev, StateEvent):
+            self.states.append(ev)
             c = self.connections.get(ev.conn)
             if c is not None:
-                c.half_open = ev.state == ConnState.HALF_OPEN
+                if c.ts_end is None:  # an old one replayed in a backlog changes nothing
+                    c.half_open = ev.state == ConnState.HALF_OPEN
                 if c.ts_end is None or ev.state == ConnState.KILLED:
                     c.state = ev.state
                 if ev.state == ConnState.KILLED:
@@ -182,9 +187,10 @@ class Session:
 
     def _apply_control(self, f: ControlFrame) -> None:
         c = self._apply_item(f)
-        if c is None or f.opcode != Opcode.CLOSE or f.dropped:
+        if c is None or f.opcode != Opcode.CLOSE:
             return
-        # A kill's StateEvent names the proxy before its close frames arrive. An invalid
+        # A kill's StateEvent names the proxy before its close frames arrive. A close frame
+        # devconsole did not forward (half-open) is still what that peer did. An invalid
         # close frame (or a second one) does not say how the connection closed: the peer
         # that answers it does (usually with 1002 or 1007).
         first = c.closed_by is None or (f.injected and c.closed_by == "proxy")
@@ -192,6 +198,8 @@ class Session:
             c.close_code = f.code
             c.close_reason = f.reason
             c.closed_by = "proxy" if f.injected else f.side
+        if f.dropped:
+            return
         if c.state in (ConnState.OPEN, ConnState.HALF_OPEN):
             c.state = ConnState.CLOSING
 
@@ -278,6 +286,23 @@ class Session:
         if conn is None:
             return len(self.held)
         return sum(1 for it in self.held.values() if it.conn == conn)
+
+    def backlog(self) -> list[Event]:
+        """What a late viewer gets after the Snapshot: the buffered items, with the
+        faults' state changes (half-open, release, kill) in their place in time, so an
+        analysis replaying them (heartbeat after a half-open) sees them in order."""
+        states = [ev for ev in self.states if ev.conn in self.connections]
+        if not states:
+            return list(self.buffer)
+        out: list[Event] = []
+        i = 0
+        for it in self.buffer:
+            while i < len(states) and states[i].ts <= it.ts:
+                out.append(states[i])
+                i += 1
+            out.append(it)
+        out.extend(states[i:])
+        return out
 
     def get(self, seq: int) -> Item | None:
         return self.buffer.get(seq)

@@ -3,7 +3,10 @@
 Addresses:
 
 - a filesystem path: a Unix socket, created 0600 inside a 0700 directory. The default is
-  ``$XDG_RUNTIME_DIR/devconsole/tap.sock`` (or ``/tmp/devconsole-UID/tap.sock``).
+  ``$XDG_RUNTIME_DIR/devconsole/tap.sock`` (or ``/tmp/devconsole-UID/tap.sock``); the
+  proxy that ``devconsole`` (no command) starts listens on ``tap-PID.sock`` there. A viewer
+  given no address (``TapClient(None)``) finds the one live tap of this user in that
+  directory (``find_taps``), removing the sockets of proxies that are gone.
 - ``tcp://127.0.0.1:PORT``: TCP, for a viewer that cannot reach the socket; requires a
   token. The proxy generates one and stores it 0600 in the runtime directory; the client
   takes ``--token`` or reads that file.
@@ -34,6 +37,7 @@ from typing import Any
 
 from devconsole import wire
 from devconsole.model import (
+    BacklogEnd,
     Command,
     CommandResult,
     ControlFrame,
@@ -155,6 +159,90 @@ def is_loopback_host(host: str) -> bool | None:
     except (OSError, UnicodeError):
         return None
     return all(ipaddress.ip_address(str(i[4][0]).partition("%")[0]).is_loopback for i in infos)
+
+
+@dataclass(frozen=True, slots=True)
+class FoundTap:
+    path: str
+    proxy: str  # the proxy's listen address(es), as its welcome says
+
+
+def _tap_sockets(d: Path) -> list[Path]:
+    try:
+        names = sorted(os.listdir(d))
+    except OSError:
+        return []
+    return [
+        d / n for n in names if n == "tap.sock" or (n.startswith("tap-") and n.endswith(".sock"))
+    ]
+
+
+async def _probe(path: str, timeout: float) -> str | None:
+    """The proxy description of a live tap socket; None when nothing listens on it (a
+    proxy that is gone left it). A socket that accepts but does not answer in time is
+    live all the same ("?")."""
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return None
+    except (TimeoutError, OSError):
+        return "?"
+    try:
+        # the Snapshot alone, and nothing else: this is a look, not a viewer
+        hello = {"version": wire.PROTOCOL_VERSION, "token": None, "items": False}
+        w.write(wire.pack(wire.HELLO, hello))
+        frame = await asyncio.wait_for(FrameReader(r).next(), timeout)
+    except (TimeoutError, OSError, wire.WireError):
+        return "?"
+    finally:
+        w.close()
+    if frame is not None and frame[0] == wire.WELCOME and isinstance(frame[1], dict):
+        proxy = frame[1].get("proxy")
+        return proxy if isinstance(proxy, str) else ""
+    return "?"
+
+
+async def find_taps(d: Path | None = None, timeout: float = 1.0) -> list[FoundTap]:
+    """The live taps of this user's proxies in the runtime directory (``tap.sock``,
+    ``tap-PID.sock``), oldest name first. The sockets of proxies that are gone (nothing
+    listens; a crash, a kill -9) are removed on the way."""
+    d = runtime_dir() if d is None else d
+    found: list[FoundTap] = []
+    for path in _tap_sockets(d):
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        proxy = await _probe(str(path), timeout)
+        if proxy is None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                logger.info("removed the stale tap socket %s", path)
+            continue
+        found.append(FoundTap(str(path), proxy))
+    return found
+
+
+async def discover_tap() -> TapAddress:
+    """The tap of the one running proxy of this user. None running, or several, is a
+    ``SourceError`` that says what to do (and lists them, to pick one with ``--tap``)."""
+    d = runtime_dir()
+    found = await find_taps(d)
+    if len(found) == 1:
+        return TapAddress(path=found[0].path)
+    if not found:
+        raise SourceError(
+            f"no devconsole proxy is running (no live tap in {d}): start `devconsole` or "
+            "`devconsole proxy`, or give the tap address with --tap"
+        )
+    listing = "; ".join(
+        f"{f.path}" + (f" (proxy {f.proxy})" if f.proxy and f.proxy != "?" else "") for f in found
+    )
+    raise SourceError(
+        f"{len(found)} devconsole proxies are running, choose one with --tap: {listing}"
+    )
 
 
 def read_token(addr: TapAddress) -> str | None:
@@ -348,7 +436,10 @@ class TapServer:
             # Register for live events and take the backlog in the same loop step, so
             # nothing falls between the two.
             backlog: list[Event] = [self.session.snapshot(self.proxy_desc())]
-            backlog.extend(self.session.buffer)
+            if body.get("items") is not False:  # a viewer may want the Snapshot alone
+                backlog.extend(self.session.backlog())
+            if body.get("backlog_end") is True:  # asked for: say where the backlog ends
+                backlog.append(BacklogEnd(backlog[0].seq))  # type: ignore[union-attr]
             self._unauthenticated.pop(client, None)
             self.clients.add(client)
             self._spawn(self._sender(client, backlog))
@@ -526,11 +617,20 @@ class TapClient:
     """A Source reading a live tap."""
 
     def __init__(
-        self, addr: TapAddress | str | None = None, token: str | None = None, timeout: float = 5
+        self,
+        addr: TapAddress | str | None = None,
+        token: str | None = None,
+        timeout: float = 5,
+        backlog_end: bool = False,
+        items: bool = True,
     ) -> None:
+        # No address: the one running proxy's tap, found when connecting.
+        self.discover = addr is None
         self.addr = addr if isinstance(addr, TapAddress) else parse_tap(addr)
         self.token = token
         self.timeout = timeout
+        self.backlog_end = backlog_end  # ask for a BacklogEnd event after the backlog
+        self.items = items  # False: a backlog of the Snapshot alone (counters, no items)
         self.description = f"tap {self.addr}"
         self.proxy = ""
         self.recording = ""  # the proxy's recording directory, where items evicted live
@@ -541,6 +641,10 @@ class TapClient:
         self._closed = False
 
     async def connect(self) -> None:
+        if self.discover:
+            self.addr = await discover_tap()
+            self.description = f"tap {self.addr}"
+            self.discover = False  # a reconnect goes back to the same proxy
         addr = self.addr
         try:
             if addr.path is not None:
@@ -562,7 +666,12 @@ class TapClient:
         token = self.token
         if addr.is_tcp and token is None:
             token = read_token(addr)
-        w.write(wire.pack(wire.HELLO, {"version": wire.PROTOCOL_VERSION, "token": token}))
+        hello: dict[str, Any] = {"version": wire.PROTOCOL_VERSION, "token": token}
+        if self.backlog_end:
+            hello["backlog_end"] = True  # an older proxy ignores it (and never sends one)
+        if not self.items:
+            hello["items"] = False  # ... and sends the items all the same
+        w.write(wire.pack(wire.HELLO, hello))
         self._frames = FrameReader(r)
         try:
             try:
@@ -652,28 +761,44 @@ async def collect(
     idle: float = 0.3,
     timeout: float = 10,
     session: Session | None = None,
+    items: bool = True,
 ) -> Session:
     """Attach, apply the backlog to ``session`` (default: a new unbounded one, so the
-    whole backlog fits), and return it once the stream has been quiet for ``idle``
-    seconds, ``until(session)`` holds, or ``timeout`` seconds have passed."""
-    from devconsole.sources import open_source
+    whole backlog fits), and return it once the backlog is in (the proxy says so with a
+    ``BacklogEnd``), ``until(session)`` holds, or ``timeout`` seconds have passed. A proxy
+    too old to send the marker, or a Redis stream: once the stream has been quiet for
+    ``idle`` seconds. ``items=False``: the connections and their counters only (the
+    Snapshot), not the buffered messages: what ``devconsole conns`` needs, fast even with
+    a full buffer."""
+    from devconsole.sources import is_redis, open_source
 
-    client = open_source(addr, token)  # a tap, or a Redis stream (redis://)
+    if is_redis(addr):
+        client: Any = open_source(addr, token)
+    else:
+        client = TapClient(addr, token, backlog_end=True, items=items)
     await client.connect()
     if session is None:
         session = Session(max_items=10_000_000, max_bytes=1 << 40)
     last = time.monotonic()
+    done = asyncio.Event()
 
     def on_events(evs: list[Event]) -> None:
         nonlocal last
-        session.apply_all(evs)
+        for ev in evs:
+            if type(ev) is BacklogEnd:
+                done.set()
+            else:
+                session.apply(ev)
         last = time.monotonic()
 
     task = asyncio.ensure_future(client.run(on_events))
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.02)
+            if until is None and done.is_set():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.02)
             if until is not None and until(session):
                 break
             if until is None and session.version > 0 and time.monotonic() - last > idle:
@@ -699,5 +824,7 @@ __all__ = [
     "TapServer",
     "collect",
     "default_tap",
+    "discover_tap",
+    "find_taps",
     "parse_tap",
 ]

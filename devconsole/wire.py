@@ -4,7 +4,9 @@ Core module: no I/O. The byte stream in each direction is a sequence of msgpack 
 (msgpack frames itself; no length prefix). Each object is a ``[kind, body]`` pair:
 
 client -> server
-    ``[HELLO, {"version": 1, "token": str | None}]`` first, then
+    ``[HELLO, {"version": 1, "token": str | None}]`` first (``"backlog_end": true`` asks
+    for a ``BacklogEnd`` event after the backlog, ``"items": false`` for a backlog of the
+    Snapshot alone), then
     ``[COMMAND, <encoded command>]``
 server -> client
     ``[WELCOME, {"version": 1, "proxy": str}]`` or ``[ERROR, "message"]`` (then EOF),
@@ -27,6 +29,7 @@ import msgpack
 
 from devconsole.model import (
     AbortCommand,
+    BacklogEnd,
     Breakpoint,
     BreakpointCommand,
     BreakpointsEvent,
@@ -148,6 +151,7 @@ _CONTROL_HELD_TYPES = (_INT, _INT, _STR)
 _SNAPSHOT_MORE_TYPES = (_LIST, _LIST)
 _OUTCOME_TYPES = (_STR, _NUM, _INT, _INT, _STR, _INT, (bytes, type(None)), _INT)
 _BREAKPOINT_TYPES = (_INT, _STR, _STR, _NUM, _STR, _BOOL, _BOOL)
+_BACKLOG_END_TYPES = (_INT,)
 
 # The exact field types of the usual messages and control frames: decoding checks them
 # with one tuple comparison and falls back to the field-by-field check otherwise.
@@ -188,6 +192,7 @@ T_PUBLICATION = 10  # a message's first 15 fields, then the channel
 T_INSTANCE = 11
 T_OUTCOME = 12
 T_BREAKPOINTS = 13
+T_BACKLOG_END = 20  # chosen while other branches were adding 10 and 11
 
 C_CLOSE = 1
 C_ABORT = 2
@@ -344,6 +349,8 @@ def encode_event(ev: Event) -> list[Any]:
                 [encode_event(i) for i in ev.held],
             ]
         return snap
+    if isinstance(ev, BacklogEnd):
+        return [T_BACKLOG_END, ev.seq]
     raise TypeError(f"not an Event: {ev!r}")
 
 
@@ -453,6 +460,9 @@ def decode_event(obj: Any) -> Event:
     if tag == T_BREAKPOINTS:
         _check(f, (_LIST,), "breakpoints")
         return BreakpointsEvent([_dec_breakpoint(b) for b in f[0]])
+    if tag == T_BACKLOG_END:
+        _check(f, _BACKLOG_END_TYPES, "backlog end")
+        return BacklogEnd(*f)
     raise WireError(f"unknown event tag {tag!r}")
 
 

@@ -23,6 +23,7 @@ from devconsole.samples import (  # noqa: E402
     demo_traffic,
     fault_traffic,
     refusal_traffic,
+    retry_traffic,
 )
 from devconsole.source import MemorySource  # noqa: E402
 from devconsole.tui import make_app  # noqa: E402
@@ -59,29 +60,50 @@ async def shot(
     print(OUT / f"{name}.svg")
 
 
+async def open_message(pilot: Any, seq: int) -> None:
+    """Select ``seq`` in the stream and open it in the detail pane, as Enter does."""
+    screen = pilot.app.main
+    screen.stream.focus()
+    screen.stream.select_seq(seq)
+    screen.set_detail_open(True)
+    await pilot.pause()
+
+
 async def main_screen(pilot: Any) -> None:
     pilot.app.main.stream.select_seq(2)
 
 
+async def at_80x24(pilot: Any) -> None:
+    await open_message(pilot, 1)
+
+
+async def at_200x50(pilot: Any) -> None:
+    await open_message(pilot, 1)
+
+
+async def retries(pilot: Any) -> None:
+    pilot.app.main.connections.select("1")
+
+
 async def json_tree(pilot: Any) -> None:
-    pilot.app.main.stream.select_seq(1)
-    await pilot.press("enter")
+    await open_message(pilot, 1)
+    pilot.app.main.detail.focus_target().focus()
 
 
 async def msgpack(pilot: Any) -> None:
-    pilot.app.main.stream.select_seq(3)
+    await open_message(pilot, 3)
 
 
 async def frames(pilot: Any) -> None:
-    pilot.app.main.stream.select_seq(9)
-    await pilot.pause()
+    await open_message(pilot, 9)
     while pilot.app.main.detail.view_name != "frames":
         await pilot.press("v")
 
 
 async def hex_zoomed(pilot: Any) -> None:
-    pilot.app.main.stream.select_seq(8)
-    await pilot.press("enter", "z")
+    await open_message(pilot, 8)
+    pilot.app.main.detail.focus_target().focus()
+    await pilot.press("z")
 
 
 async def handshake(pilot: Any) -> None:
@@ -151,6 +173,9 @@ async def report(pilot: Any) -> None:
 async def run() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     await shot("tui-main", main_screen)
+    await shot("tui-80x24", at_80x24, size=(80, 24))
+    await shot("tui-200x50", at_200x50, size=(200, 50))
+    await shot("tui-retries", retries, size=(120, 30), traffic=retry_traffic)
     await shot("tui-json-tree", json_tree)
     await shot("tui-msgpack", msgpack)
     await shot("tui-frames", frames)

@@ -177,8 +177,14 @@ def test_refused_401_means_auth_is_enforced() -> None:
     assert "401 x3" in ep["checklist"]["auth"]["detail"]
     assert ep["checklist"]["refused_upgrades"]["ok"] is None
     assert ep["checklist"]["refused_upgrades"]["statuses"] == {"401": 3}
-    assert ep["reconnect_delays"] == pytest.approx([20.0, 20.0], abs=0.01)
-    assert ep["backoff"]["pattern"] == "fixed"
+    # a client refused every time has retries, not a backoff
+    assert ep["reconnect_delays"] == []
+    assert ep["backoff"]["pattern"] == "none"
+    rr = ep["refused_retries"]
+    assert (rr["count"], rr["clients"], rr["status"]) == (3, 1, 401)
+    assert rr["interval"] == pytest.approx(20.0, abs=0.01)
+    assert ep["clients"][0]["reconnect_delays"] == pytest.approx([20.0, 20.0], abs=0.01)
+    assert "retried 3 times, every 20.00 s (401)" in ep["checklist"]["refused_upgrades"]["detail"]
 
 
 # --------------------------------------------------------------------------- full report
@@ -239,6 +245,8 @@ def test_report_shape_and_checklist() -> None:
             "connections",
             "reconnect_delays",
             "backoff",
+            "clients",
+            "refused_retries",
             "heartbeat",
             "backplane",
             "protocols",
@@ -465,3 +473,43 @@ def test_auth_names_the_connections_that_lacked_what_the_others_sent() -> None:
     assert "#20 lacked cookie session (sent by #1)" in same_origin["detail"]
     assert "s3cr3t" not in json.dumps(report)
     assert "lacked cookie session" in render_text(report)
+
+
+def test_reconnect_item_judges_the_connected_client_not_the_refused_one() -> None:
+    """Issue 16.1: the checklist said "fixed interval ~5.01 s" (the no-cookie client's
+    refused retries) for an endpoint whose connected client backs off exponentially."""
+    from tests.test_analysis_backoff import Sim, chat_app
+
+    sim = Sim()
+    chat_app(sim)
+    (ep,) = build_report(sim.session, None, now=200.0)["endpoints"]
+    item = ep["checklist"]["reconnect"]
+    assert item["ok"] is True
+    assert "exponential backoff x1.99" in item["detail"]
+    assert "client/1 session (2)" in item["detail"]  # which client
+    assert "fixed" not in item["detail"]
+    assert ep["backoff"]["pattern"] == "exponential"
+    assert ep["reconnect_delays"] == pytest.approx([0.51, 1.01, 2.01, 4.01], abs=0.001)
+    refused = ep["checklist"]["refused_upgrades"]["detail"]
+    assert "1 client never connected and retried 12 times, every 5.01 s (403)" in refused
+    text = render_text({"endpoints": [ep]})
+    assert "reconnect delays: 510 ms, 1.01 s, 2.01 s, 4.01 s" in text
+
+
+def test_mixed_clients_are_each_named_in_the_reconnect_item() -> None:
+    from tests.test_analysis_backoff import Sim, chat_app
+
+    sim = Sim()
+    chat_app(sim)
+    t = 100.0
+    for _ in range(5):
+        sim.connect(t, t + 1.0, cookie="session=other", client="10.0.0.6:1")
+        t += 4.0
+    (ep,) = build_report(sim.session, None, now=200.0)["endpoints"]
+    assert ep["reconnect_delays"] == "mixed"
+    detail = ep["checklist"]["reconnect"]["detail"]
+    assert detail.startswith("2 clients, each judged apart: ")
+    assert "client/1 session (2): exponential" in detail
+    assert "client/1 session (3): fixed interval ~3.00 s" in detail
+    text = render_text({"endpoints": [ep]})
+    assert "reconnect delays of client/1 session (3): 3.00 s" in text

@@ -13,11 +13,12 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from devconsole.cli import build_parser, main
 from tests.conftest import ROOT, devconsole_cmd, run_cli, ws_server
@@ -408,6 +409,254 @@ async def test_report_measures_a_known_backoff_schedule(short_tmp: Path) -> None
     assert 1.4 < ep["backoff"]["factor"] < 2.6, (delays, ep["backoff"])
     assert "checklist" in ep and "heartbeat" in ep
     assert rc2 == 0 and "/feed" in text
+
+
+def needs_session_cookie(connection, request):  # type: ignore[no-untyped-def]
+    """The chat app of issue 16 refuses an upgrade without a ``session`` cookie (403)."""
+    if "session=" not in (request.headers.get("Cookie") or ""):
+        return connection.respond(HTTPStatus.FORBIDDEN, "no session\n")
+    return None
+
+
+async def test_report_judges_each_client_of_an_endpoint_apart(short_tmp: Path) -> None:
+    """Issue 16.1, through the real proxy: a good client, a client without the cookie
+    refused and retrying every 0.3 s, and a client backing off 0.2/0.4/0.8/1.6 s on the
+    same endpoint. `report --json` judges the backoff client's delays exponential and
+    reports the refused retries apart, instead of one merged "fixed" series."""
+    schedule = [0.2, 0.4, 0.8, 1.6]
+    stop = asyncio.Event()
+
+    async with ws_server(process_request=needs_session_cookie) as (_, up):
+        with proxy_process(short_tmp, "--mode", f"reverse:http://127.0.0.1:{up}") as px:
+            url = f"ws://127.0.0.1:{px.port}/chat"
+
+            async def good() -> None:
+                async with connect(url, additional_headers={"Cookie": "session=good"}):
+                    await stop.wait()
+
+            async def no_cookie() -> None:
+                while not stop.is_set():
+                    with contextlib.suppress(InvalidStatus):
+                        async with connect(url):
+                            pass
+                    await asyncio.sleep(0.3)
+
+            async def backoff() -> None:
+                for delay in [*schedule, None]:
+                    async with connect(url, additional_headers={"Cookie": "session=bo"}):
+                        await asyncio.sleep(0.2)
+                    if delay is not None:
+                        await asyncio.sleep(delay)
+
+            tasks = [asyncio.ensure_future(f()) for f in (good, no_cookie)]
+            try:
+                await asyncio.wait_for(backoff(), 30)
+                stop.set()
+                await asyncio.wait_for(asyncio.gather(*tasks), 10)
+                rc, out, err = await cli("report", "--json", "--tap", px.tap)
+                assert rc == 0, err
+            finally:
+                stop.set()
+                for t in tasks:
+                    t.cancel()
+    [ep] = [e for e in json.loads(out)["endpoints"] if e["path"] == "/chat"]
+    assert ep["backoff"]["pattern"] == "exponential", ep
+    assert 1.7 < ep["backoff"]["factor"] < 2.3
+    assert ep["reconnect_delays"] == pytest.approx(schedule, abs=0.1)
+    clients = {c["client"]: c for c in ep["clients"]}
+    assert len(clients) == 3, clients
+    [refused] = [c for c in ep["clients"] if c["refused"] == c["connections"]]
+    assert "session" not in refused["client"]
+    rr = ep["refused_retries"]
+    assert rr["clients"] == 1 and rr["status"] == 403
+    assert rr["count"] == refused["connections"] >= 5
+    assert 0.25 < rr["interval"] < 0.6
+    item = ep["checklist"]["reconnect"]
+    assert item["ok"] is True and "exponential" in item["detail"], item
+    assert "fixed" not in item["detail"]
+
+
+async def chat_server(ws) -> None:  # type: ignore[no-untyped-def]
+    """Answers {"type":"ping"} with {"type":"pong"} and floods presence updates at 20/s."""
+
+    async def presence() -> None:
+        while True:
+            await ws.send('{"type":"presence","user":"bob","online":true}')
+            await asyncio.sleep(0.05)
+
+    flood = asyncio.ensure_future(presence())
+    try:
+        async for msg in ws:
+            if json.loads(msg).get("type") == "ping":
+                await ws.send('{"type":"pong"}')
+    except ConnectionClosed:
+        pass
+    finally:
+        flood.cancel()
+
+
+async def test_report_after_a_half_open_counts_only_real_answers(short_tmp: Path) -> None:
+    """Issue 16.2, through the real proxy: a client with an app heartbeat (every 0.6 s)
+    beside a presence flood and the server's protocol pings; devconsole half-opens the
+    connection; the client misses 3 pongs and closes with 4001. The report names the pong
+    (not a presence update) as the answer, invents no server heartbeat, counts the
+    dropped pings and says what happened in one sentence; the 4001 is the connection's."""
+    closed = asyncio.Event()
+    ready = asyncio.Event()
+
+    async with ws_server(chat_server, ping_interval=0.5, ping_timeout=None) as (_, up):
+        with proxy_process(short_tmp, "--mode", f"reverse:http://127.0.0.1:{up}") as px:
+
+            async def client() -> None:
+                async with connect(
+                    f"ws://127.0.0.1:{px.port}/chat", ping_interval=None, close_timeout=0.5
+                ) as ws:
+                    answered = asyncio.Event()
+
+                    async def read() -> None:
+                        with contextlib.suppress(ConnectionClosed):
+                            async for msg in ws:
+                                if json.loads(msg).get("type") == "pong":
+                                    answered.set()
+
+                    reader = asyncio.ensure_future(read())
+                    missed = sent = 0
+                    while missed < 3:
+                        answered.clear()
+                        await ws.send(json.dumps({"type": "ping", "ts": sent}))
+                        sent += 1
+                        if sent == 8:
+                            ready.set()
+                        await asyncio.sleep(0.6)
+                        missed = 0 if answered.is_set() else missed + 1
+                    await ws.close(4001, "heartbeat timeout")
+                    reader.cancel()
+                closed.set()
+
+            task = asyncio.ensure_future(client())
+            try:
+                await asyncio.wait_for(ready.wait(), 20)
+                rc, out, err = await cli("conns", "--json", "--tap", px.tap)
+                [conn] = [c["id"] for c in json.loads(out) if c["state"] == "open"]
+                rc, _, err = await cli("kill", conn, "--half-open", "--tap", px.tap)
+                assert rc == 0, err
+                await asyncio.wait_for(closed.wait(), 20)
+                await asyncio.wait_for(task, 5)
+                rc, out, err = await cli("report", "--json", "--tap", px.tap)
+                assert rc == 0, err
+                rc, conns_out, _ = await cli("conns", "--json", "--tap", px.tap)
+            finally:
+                task.cancel()
+    [ep] = json.loads(out)["endpoints"]
+    hb = ep["heartbeat"]
+    assert [(a["side"], a["signature"], a["reply"]) for a in hb["app"]] == [
+        ("client", '{"type":"ping"}', '{"type":"pong"}')
+    ]
+    [ho] = hb["half_open"]
+    assert ho["conn"] == conn
+    assert ho["app_unanswered"] >= 3
+    assert ho["pings_unanswered"].get("server", 0) >= 1  # dropped protocol pings count
+    assert (ho["closed_by"], ho["close_code"]) == ("client", 4001)
+    assert ho["summary"].startswith(f"{ho['app_unanswered']} app pings unanswered; ")
+    assert "client closed 4001 " in ho["summary"] and "after half-open" in ho["summary"]
+    assert "presence" not in ep["checklist"]["heartbeat"]["detail"]
+    assert f"#{conn} after half-open: " in ep["checklist"]["heartbeat"]["detail"]
+    assert hb["server_pings"]["unanswered"] >= 1
+    [c] = [c for c in json.loads(conns_out) if c["id"] == conn]
+    assert (c["close_code"], c["closed_by"]) == (4001, "client")
+
+
+async def flood_server(ws) -> None:  # type: ignore[no-untyped-def]
+    """Sends small messages at about 5,000/s until the client goes (at most 60 s)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    sent = 0
+    with contextlib.suppress(ConnectionClosed):
+        while loop.time() - start < 60:
+            for _ in range(50):
+                await ws.send(f'{{"type":"presence","n":{sent}}}')
+                sent += 1
+            ahead = sent / 5000 - (loop.time() - start)
+            await asyncio.sleep(max(ahead, 0))
+
+
+async def test_conns_and_report_answer_under_a_flood(short_tmp: Path) -> None:
+    """Issue 16.4: under traffic `conns` and `report` waited for a quiet 0.3 s that never
+    came, until their 10 s timeout. The backlog now ends with a marker: they answer as
+    soon as they have it (the time itself is measured by bench/oneshot.py)."""
+    async with ws_server(flood_server) as (_, up):
+        with proxy_process(short_tmp, "--mode", f"reverse:http://127.0.0.1:{up}") as px:
+            async with connect(f"ws://127.0.0.1:{px.port}/presence") as ws:
+                for _ in range(5000):  # a second of flood in the proxy's buffer
+                    await ws.recv()
+                reader = asyncio.ensure_future(drain(ws))
+                try:
+                    rc, out, err = await asyncio.wait_for(
+                        cli("conns", "--json", "--tap", px.tap), 8
+                    )
+                    assert rc == 0, err
+                    rc, rep, err = await asyncio.wait_for(
+                        cli("report", "--json", "--tap", px.tap), 8
+                    )
+                    assert rc == 0, err
+                finally:
+                    reader.cancel()
+    [conn] = json.loads(out)
+    assert conn["state"] == "open" and conn["msgs_in"] >= 5000
+    [ep] = json.loads(rep)["endpoints"]
+    assert ep["path"] == "/presence"
+
+
+async def drain(ws) -> None:  # type: ignore[no-untyped-def]
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in ws:
+            pass
+
+
+async def test_the_cli_finds_the_tuis_proxy_without_tap(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16.3: with `devconsole` (proxy + TUI) running, `devconsole conns` in another
+    terminal failed with "no devconsole tap at .../tap.sock": the TUI's proxy listens on
+    tap-PID.sock, beside stale sockets of dead ones. Now the one live proxy is found, the
+    stale sockets are removed, and with two running they are listed to choose from."""
+    from devconsole.childproxy import ChildProxy
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_tmp))
+    runtime = short_tmp / "devconsole"
+    runtime.mkdir(mode=0o700)
+    stale = runtime / "tap-999999.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(stale))
+    sock.close()
+    async with echo_upstream() as up:
+        args = build_parser().parse_args(
+            ["--listen", "127.0.0.1:0", "--confdir", str(short_tmp / "conf"),
+             "--mode", f"reverse:http://127.0.0.1:{up}"]
+        )  # fmt: skip
+        child = ChildProxy(args)  # what `devconsole` starts before its TUI
+        try:
+            child.wait_ready()
+            assert Path(child.tap).parent == runtime and child.tap != str(stale)
+            async with connect(f"ws://{child.listen}/found") as ws:
+                await ws.send("x")
+                await ws.recv()
+                rc, out, err = await cli("conns", "--json")
+                assert rc == 0, err
+                assert [c["url"].rsplit("/", 1)[1] for c in json.loads(out)] == ["found"]
+                assert not stale.exists()
+                with proxy_process(short_tmp, "--tap", str(runtime / "tap.sock")) as other:
+                    rc, out, err = await cli("conns")
+                    assert rc == 1 and out == ""
+                    [line] = err.splitlines()
+                    assert "2 devconsole proxies are running, choose one with --tap: " in line
+                    assert child.tap in line and other.tap in line
+                    rc, out, err = await cli("conns", "--tap", child.tap)
+                    assert rc == 0, err
+        finally:
+            child.stop()
+    rc, out, err = await cli("conns")
+    assert rc == 1 and "no devconsole proxy is running" in err
 
 
 async def test_record_then_export_redacted_and_not(short_tmp: Path) -> None:

@@ -173,17 +173,26 @@ def test_close_frame_without_status_code_still_records_who_closed() -> None:
     assert c.closed_by == "client"
 
 
-def test_injected_close_is_attributed_to_the_proxy_and_dropped_close_is_ignored() -> None:
-    s = opened("c1", "c2")
+def test_injected_close_is_attributed_to_the_proxy_and_a_dropped_close_is_recorded() -> None:
+    s = opened("c1", "c2", "c3")
     s.apply(close(1, conn="c1", side="server", code=4000, injected=True))
     c1 = s.connections["c1"]
     assert (c1.closed_by, c1.close_code, c1.injected) == ("proxy", 4000, 1)
 
-    s.apply(close(2, conn="c2", side="client", code=1001, dropped=True))  # not forwarded
+    # Half-open: the client closed with 1001; devconsole did not forward it. The code is
+    # what the client did (issue 16.2: the timeline left it out); the state stays.
+    s.apply(close(2, conn="c2", side="client", code=1001, dropped=True))
     c2 = s.connections["c2"]
-    assert c2.close_code is None and c2.closed_by is None
+    assert c2.close_code == 1001 and c2.closed_by == "client"
     assert c2.state == ConnState.OPEN
     assert c2.dropped == 1
+
+    # A kill: the peers' answering close frames are consumed (dropped), not the code.
+    s.apply(StateEvent("c3", 3.0, ConnState.KILLED))
+    s.apply(close(3, conn="c3", side="server", code=1012, injected=True))
+    s.apply(close(4, conn="c3", side="client", code=1000, dropped=True))
+    c3 = s.connections["c3"]
+    assert (c3.close_code, c3.closed_by) == (1012, "proxy")
 
 
 def test_injected_and_dropped_counters() -> None:
@@ -715,3 +724,25 @@ def test_held_messages_and_their_outcomes() -> None:
     s.apply(OutcomeEvent("c1", 32.0, 4, 7, "forwarded"))
     s.apply(OutcomeEvent("c1", 32.0, 4, 7, "forwarded"))  # replayed: no effect
     assert s.get(4).outcome == "forwarded"  # type: ignore[union-attr]
+
+
+def test_backlog_puts_fault_states_in_their_place_in_time() -> None:
+    """A late viewer (`devconsole report`) must learn when a half-open began: the Snapshot
+    only says that it is half-open. Replayed, an old state changes no ended connection."""
+    s = opened("c1", "c2")
+    s.apply(msg(1, conn="c1"))
+    s.apply(StateEvent("c1", 11.5, ConnState.HALF_OPEN))  # between the two messages
+    s.apply(msg(2, conn="c1"))
+    s.apply(StateEvent("c2", 99.0, ConnState.KILLED))
+    s.apply(EndEvent("c2", 99.0, clean=False, closed_by="proxy"))
+    backlog = s.backlog()
+    kinds = [type(e).__name__ for e in backlog]
+    assert kinds == ["Message", "StateEvent", "Message", "StateEvent"]
+    assert backlog[1].conn == "c1" and backlog[0].ts <= 11.5 <= backlog[2].ts
+
+    late = Session()
+    late.apply(s.snapshot())
+    late.apply_all(backlog)
+    assert late.connections["c1"].half_open and late.connections["c1"].state == "half-open"
+    assert not late.connections["c2"].half_open
+    assert late.connections["c2"].state == ConnState.KILLED

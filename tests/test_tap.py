@@ -18,6 +18,7 @@ import pytest
 from devconsole import wire
 from devconsole.model import (
     AbortCommand,
+    BacklogEnd,
     CloseCommand,
     Command,
     CommandResult,
@@ -38,6 +39,7 @@ from devconsole.model import (
 from devconsole.session import Session
 from devconsole.source import SourceError
 from devconsole.tap import (
+    FoundTap,
     FrameReader,
     TapAddress,
     TapClient,
@@ -45,6 +47,8 @@ from devconsole.tap import (
     TapServer,
     collect,
     default_tap,
+    discover_tap,
+    find_taps,
     parse_tap,
 )
 from tests.conftest import Viewer, wait_until
@@ -499,6 +503,60 @@ def runtime(monkeypatch: pytest.MonkeyPatch, short_tmp: Path) -> Path:
     return short_tmp / "devconsole"
 
 
+def stale_socket(path: Path) -> None:
+    """A socket file nothing listens on: what a proxy killed with -9 leaves behind."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.close()
+
+
+async def test_a_viewer_without_an_address_finds_the_one_running_proxy(runtime: Path) -> None:
+    """Issue 16.3: the TUI's proxy listens on tap-PID.sock beside stale sockets of dead
+    ones; a viewer given no --tap must find it and clean the stale ones up."""
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stale = runtime / "tap-999999.sock"
+    stale_socket(stale)
+    stale_socket(runtime / "tap.sock")
+    (runtime / "tap-notes.sock").write_text("not a socket")  # left alone
+    live = TapAddress(path=str(runtime / f"tap-{os.getpid()}.sock"))
+    async with tap_server(live) as p:
+        p.emit(HandshakeEvent(hs("c1")))
+        found = await find_taps()
+        assert found == [FoundTap(live.path, "127.0.0.1:8080")]  # type: ignore[arg-type]
+        assert not stale.exists() and not (runtime / "tap.sock").exists()
+        assert (runtime / "tap-notes.sock").exists()
+        async with attached_found() as client:
+            assert client.addr == live
+            assert client.description == f"tap {live.path}"
+        s = await collect(None)
+        assert set(s.connections) == {"c1"}
+
+
+@contextlib.asynccontextmanager
+async def attached_found() -> AsyncIterator[TapClient]:
+    client = TapClient(None)
+    await client.connect()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_several_running_proxies_are_listed_to_choose_from(runtime: Path) -> None:
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    a = TapAddress(path=str(runtime / "tap-1.sock"))
+    b = TapAddress(path=str(runtime / "tap-2.sock"))
+    async with tap_server(a), tap_server(b):
+        with pytest.raises(SourceError) as ei:
+            await discover_tap()
+    msg = str(ei.value)
+    assert msg.startswith("2 devconsole proxies are running, choose one with --tap: ")
+    assert f"{a.path} (proxy 127.0.0.1:8080)" in msg and b.path in msg
+    assert "\n" not in msg
+    with pytest.raises(SourceError, match="no devconsole proxy is running"):
+        await TapClient(None).connect()
+
+
 async def test_tcp_tap_with_a_private_token_file(runtime: Path) -> None:
     async with tap_server(TapAddress(host="127.0.0.1", port=0)) as p:
         addr = p.server.address
@@ -716,6 +774,79 @@ async def test_collect_returns_a_session_with_everything(short_tmp: Path) -> Non
             collect(addr, until=lambda s: "c1" in s.connections, idle=5), 4
         )
         assert "c1" in s2.connections
+
+
+async def test_the_backlog_ends_with_a_marker_only_for_a_viewer_that_asks(short_tmp: Path) -> None:
+    addr = sock_path(short_tmp)
+    async with tap_server(addr) as p:
+        p.emit(HandshakeEvent(hs("c1")))
+        p.messages(30)
+        asks = RawClient(addr.path)  # type: ignore[arg-type]
+        old = RawClient(addr.path)  # type: ignore[arg-type]
+        try:
+            await asks.send(
+                wire.pack(wire.HELLO, {"version": 1, "token": None, "backlog_end": True})
+            )
+            await old.send(hello())
+            await asks.read_until(lambda c: any(isinstance(e, BacklogEnd) for e in c.events))
+            p.messages(5)  # live, after the marker
+            await asks.read_until(lambda c: sum(isinstance(e, Message) for e in c.events) == 35)
+            await old.read_until(lambda c: sum(isinstance(e, Message) for e in c.events) == 35)
+        finally:
+            asks.close()
+            old.close()
+    kinds = [type(e).__name__ for e in asks.events]
+    assert kinds[0] == "Snapshot" and kinds.count("BacklogEnd") == 1
+    end = kinds.index("BacklogEnd")
+    assert kinds[1:end] == ["Message"] * 30 and kinds[end + 1 :] == ["Message"] * 5
+    assert asks.events[end] == BacklogEnd(30)
+    assert not any(isinstance(e, BacklogEnd) for e in old.events)  # an older viewer
+
+
+async def test_collect_returns_when_the_backlog_is_in_even_under_a_flood(short_tmp: Path) -> None:
+    """Issue 16.4: `conns` and `report` waited for 0.3 s without events, which a flood
+    never has, until their 10 s timeout. With the marker they return at once."""
+    addr = sock_path(short_tmp)
+    async with tap_server(addr) as p:
+        p.emit(HandshakeEvent(hs("c1")))
+        p.messages(1000)
+        stop = asyncio.Event()
+
+        async def flood() -> None:
+            while not stop.is_set():  # an event every millisecond or so, never quiet
+                p.messages(5)
+                await asyncio.sleep(0.001)
+
+        task = asyncio.ensure_future(flood())
+        try:
+            s = await asyncio.wait_for(collect(addr, idle=30, timeout=60), 20)
+        finally:
+            stop.set()
+            await task
+        c1 = s.connections["c1"]
+        assert c1.msgs_in + c1.msgs_out >= 1000
+        assert [it.seq for it in s.items()][:1000] == list(range(1, 1001))
+
+
+async def test_collect_of_the_connections_alone_skips_the_buffer(short_tmp: Path) -> None:
+    """`devconsole conns` needs the Snapshot's counters, not 100,000 buffered messages."""
+    addr = sock_path(short_tmp)
+    async with tap_server(addr) as p:
+        p.emit(HandshakeEvent(hs("c1")))
+        p.messages(500)
+        client = TapClient(addr, backlog_end=True, items=False)
+        got: list[Event] = []
+        await client.connect()
+        task = asyncio.ensure_future(client.run(got.extend))
+        try:
+            await wait_until(lambda: any(isinstance(e, BacklogEnd) for e in got))
+        finally:
+            await client.close()
+            task.cancel()
+        assert [type(e) for e in got] == [Snapshot, BacklogEnd]
+        s = await collect(addr, items=False)
+        c1 = s.connections["c1"]
+        assert c1.msgs_in + c1.msgs_out == 500 and len(s.buffer) == 0
 
 
 async def test_collect_reports_an_unreachable_tap(short_tmp: Path) -> None:

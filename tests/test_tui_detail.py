@@ -11,7 +11,16 @@ from devconsole.model import CLIENT, SERVER
 from devconsole.source import MemorySource
 from devconsole.tui import make_app
 from devconsole.tui.detail import DetailPane, DetailTree, fill_tree
-from tests.tui_fixtures import EVIL_TEXT, UTC, Traffic, frozen_clock, screen_text, settle
+from tests.tui_fixtures import (
+    EVIL_TEXT,
+    UTC,
+    Traffic,
+    focus_stream,
+    frozen_clock,
+    open_detail,
+    screen_text,
+    settle,
+)
 
 SIZE = (140, 40)
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -44,12 +53,7 @@ def make(t: Traffic | None = None):
 
 
 async def select(pilot, seq: int) -> DetailPane:
-    screen = pilot.app.main
-    if not screen.stream.row_count:
-        await settle(pilot)
-    assert screen.stream.select_seq(seq)
-    await pilot.pause()
-    return screen.detail
+    return await open_detail(pilot, seq)
 
 
 def tree_labels(tree: Tree) -> list[str]:
@@ -163,12 +167,20 @@ async def test_truncated_message_says_so() -> None:
         assert "payload truncated by capture: 100 of 5000 bytes" in shown
 
 
-async def test_enter_focuses_detail_and_tab_cycles_panes() -> None:
+async def test_enter_opens_the_detail_and_tab_cycles_panes() -> None:
     app = make()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         screen = app.main
+        assert app.focused is screen.connections  # where the screen starts
+        assert not screen.detail_open and not screen.detail.display
+        await pilot.press("tab")
+        assert app.focused is screen.stream
+        await pilot.press("tab")  # no detail pane yet: back to the connections
+        assert app.focused is screen.connections
+        await focus_stream(pilot)
         await pilot.press("home", "enter")
+        assert screen.detail_open and screen.detail.display
         assert app.focused is screen.detail.focus_target()
         await pilot.press("tab")
         assert app.focused is screen.connections
@@ -176,8 +188,15 @@ async def test_enter_focuses_detail_and_tab_cycles_panes() -> None:
         assert app.focused is screen.stream
         await pilot.press("shift+tab")
         assert app.focused is screen.connections
-        await pilot.press("escape")
-        assert app.focused is screen.stream
+        await pilot.press("tab", "tab")
+        assert app.focused is screen.detail.focus_target()
+        await pilot.press("escape")  # from the detail: back to the stream, detail open
+        assert app.focused is screen.stream and screen.detail_open
+        await pilot.press("escape")  # in the stream: the detail closes
+        assert not screen.detail_open and app.focused is screen.stream
+        await pilot.press("d")  # and d opens it again on the selected message
+        assert screen.detail_open and screen.detail.item is not None
+        assert screen.detail.item.seq == 1
 
 
 async def test_fill_tree_is_bounded() -> None:

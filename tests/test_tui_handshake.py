@@ -379,6 +379,9 @@ async def test_real_clients_through_the_proxy_diff_in_the_inspector(short_tmp) -
     app = make_app(MemorySource(events), clock=frozen_clock, tz=UTC)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
+        # the two refusals of one client share a row: open the run (Enter), then pick one
+        if other not in app.main.connections.ids:
+            assert app.main.connections.toggle_run(other)
         app.main.connections.select(other)
         await settle(pilot)
         await pilot.press("h")

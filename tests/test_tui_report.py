@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+from rich.console import Console
+
 from devconsole.analysis.backoff import Backoff, analyze_endpoints
 from devconsole.model import CLIENT, SERVER
 from devconsole.session import Session
@@ -85,9 +89,45 @@ def test_timeline_wraps_and_drops_the_oldest() -> None:
     lines = timeline_lines(ep, s.connections, T0 + 200, 80)
     text = plain(lines)
     assert "reconnect STORM" in text
-    assert "earlier attempt(s)" in text
+    assert re.search(r"… \d+ earlier ", text)  # the oldest left out, the newest kept
     assert "#61" in text and "#1 " not in text
     assert all(line.cell_len <= 80 for line in lines)
+
+
+def test_timeline_judges_each_client_and_shows_refused_retries_apart() -> None:
+    """Issue 16.1 on the screen: the endpoint is judged by its connected client with
+    backoff; the client refused every time is labelled as such, not as a backoff."""
+    from tests.test_analysis_backoff import Sim, chat_app
+
+    sim = Sim()
+    ids = chat_app(sim)
+    (ep,) = analyze_endpoints(sim.session.connections.values())
+    text = plain(timeline_lines(ep, sim.session.connections, 200.0, 160))
+    assert "judged: exponential ×1.99" in text
+    assert "client client/1  " in text or "client client/1 ·" in text
+    assert "never connected: refused ×12 (403), retries every ~5.01s" in text
+    assert f"#{ids['backoff'][-1]}" in text
+
+
+def test_timeline_shows_the_close_code_captured_during_a_half_open() -> None:
+    """Issue 16.2: the client closed with 4001 while devconsole forwarded nothing; the
+    timeline ended the connection without its code."""
+    from devconsole.analysis.heartbeat import HeartbeatMonitor
+    from devconsole.tui.report import heartbeat_renderable
+    from tests.test_analysis_heartbeat import chat_with_half_open
+
+    s = Session()
+    mon = HeartbeatMonitor()
+    s.observers.append(mon.on_event)
+    s.apply_all(chat_with_half_open())
+    (ep,) = analyze_endpoints(s.connections.values())
+    text = plain(timeline_lines(ep, s.connections, 40.0, 120))
+    assert "#h ━" in text and "4001" in text
+    console = Console(width=160, record=True)
+    console.print(heartbeat_renderable(s.connections["h"], mon.report("h", 40.0)))
+    out = console.export_text()
+    assert "after half-open  3 app pings unanswered; 3 server pings without pong; client" in out
+    assert "3 unanswered" in out
 
 
 def test_pattern_words() -> None:
@@ -229,3 +269,61 @@ def test_monitor_sees_client_and_server_sides() -> None:
     rep = app.heartbeat.report("5", FAULT_NOW)
     assert rep.pinger == "server"
     assert [a.side for a in rep.app_heartbeats][:1] == [CLIENT]
+
+
+async def test_the_timeline_at_80x24_keeps_the_newest_attempts() -> None:
+    """Issue 16.10: at 80 columns the report's timeline dropped the newest attempts (the
+    pane cut the bottom off); the oldest are the ones to leave out, with "…"."""
+    from tests.test_analysis_backoff import Sim, chat_app
+
+    sim = Sim()
+    ids = chat_app(sim)
+    source = live_source(
+        [e for c in sim.session.connections.values() for e in _events_of(c)], command_error=None
+    )
+    app = make_app(source, clock=frozen_clock, tz=UTC, wall_clock=lambda: 200.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("r")
+        await settle(pilot)
+        assert app.redraw_errors == 0
+        timeline = app.screen.timeline
+        shown = screen_text(app)
+        newest_backoff = f"#{ids['backoff'][-1]}"
+        newest_refused = f"#{ids['nocookie'][-1]}"
+        assert newest_backoff in shown and newest_refused in shown
+        assert all(line.plain in shown or line.plain[:60] in shown for line in timeline.lines)
+        assert re.search(r"… \d+ earlier", timeline.plain)
+        assert len(timeline.lines) <= 10  # half the screen at most
+
+
+def _events_of(conn):
+    from devconsole.model import EndEvent, HandshakeEvent, RefusedEvent
+
+    if conn.refused:
+        return [RefusedEvent(conn.handshake)]
+    out = [HandshakeEvent(conn.handshake)]
+    if conn.ts_end is not None:
+        out.append(EndEvent(conn.id, conn.ts_end, clean=True, closed_by="server"))
+    return out
+
+
+async def test_the_report_redraws_nothing_before_it_is_mounted_or_after_it_is_gone() -> None:
+    """Issue 16.10: the first r at 80x24 showed "Redraw failed NoMatches: No nodes match
+    '#report-content'": the redraw timer ticked the report while it was not there."""
+    _, app = app_with(fault_traffic().events)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        report = ReportScreen(app.state)
+        report.refresh_report(force=True)  # not mounted yet: nothing to draw into
+        app.push_screen(report)
+        app.tick()
+        await pilot.pause()
+        app.tick()
+        assert report.computations >= 1
+        report.dismiss(None)
+        app.tick()
+        report.refresh_report(force=True)  # gone: nothing happens
+        await pilot.pause()
+        app.tick()
+        assert app.redraw_errors == 0

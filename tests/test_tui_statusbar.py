@@ -88,3 +88,46 @@ async def test_status_bar_shows_live_totals_gaps_and_evictions() -> None:
         assert "buffer 100/100" in shown
         assert "evicted 50" in shown
         assert "missed 42" in shown
+
+
+def test_a_narrow_bar_drops_whole_fields_never_half_a_number() -> None:
+    """Issue 8.6: at 80 columns the status bar was cut off mid-number."""
+    info = replace(BASE, tap="/run/user/1000/devconsole/tap-4242.sock", evicted=1234567)
+    wide = status_text(info, 200).plain
+    assert "tap /run/user/1000/devconsole/tap-4242.sock" in wide
+    assert "buffer 45,000/100,000 12 MiB/256 MiB" in wide
+    for width in (80, 60, 40, 30):
+        t = status_text(info, width)
+        assert t.cell_len <= width, (width, t.plain)
+        plain = t.plain
+        assert "…" not in plain
+        assert plain.startswith(" ▶ LIVE ")
+        # whatever is shown is whole: the numbers appear as they are in the wide line
+        for field in plain.split(" │ ")[1:]:
+            assert field.strip() in wide, (width, field)
+    narrow = status_text(info, 80).plain
+    assert "127.0.0.1:8080" in narrow and "12,345 msgs" in narrow and "1.2k/s" in narrow
+    assert "evicted 1,234,567" in narrow  # a problem outranks the buffer's size
+    assert "tap tap-4242.sock" in status_text(info, 100).plain  # the file name, when short
+
+
+async def test_the_bar_and_help_show_the_tap_this_screen_reads() -> None:
+    """Issue 16.3: the TUI's status bar and ? show the tap address (to reach the same proxy
+    with devconsole conns --tap from another terminal)."""
+    t = Traffic()
+    t.open("1")
+    tap = "/run/user/1000/devconsole/tap-4242.sock"
+    source = live_source(
+        [Snapshot(seq=0, connections=[], proxy="127.0.0.1:8080", evicted_messages=0), *t.take()],
+        description=f"tap {tap}",
+    )
+    app = make_app(source, clock=frozen_clock, tz=UTC)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        shown = screen_text(app)
+        assert "127.0.0.1:8080 │ tap /run/user/1000/devconsole/tap-4242.sock │" in shown
+        await pilot.press("question_mark")
+        await pilot.pause()
+        shown = screen_text(app)
+        assert f"Reading the proxy on 127.0.0.1:8080 through its tap {tap}" in shown
+        assert f"with several: --tap {tap}" in shown

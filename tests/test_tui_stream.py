@@ -13,6 +13,7 @@ from tests.tui_fixtures import (
     UTC,
     Traffic,
     demo_traffic,
+    focus_stream,
     frozen_clock,
     live_source,
     screen_text,
@@ -115,6 +116,7 @@ async def test_follow_scroll_up_stops_end_resumes() -> None:
     source, app = live_app(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        await focus_stream(pilot)
         stream = stream_of(app)
         assert stream.following
         assert stream.scroll_offset.y == stream.max_scroll_y > 0
@@ -162,6 +164,7 @@ async def test_home_enter_click() -> None:
     _, app = live_app(demo_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        await focus_stream(pilot)
         stream = stream_of(app)
         await pilot.press("home")
         assert stream.cursor_seq == 1
@@ -203,6 +206,7 @@ async def test_paused_view_is_frozen_and_shows_evicted_rows() -> None:
     source, app = live_app(t.take(), max_items=100)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        await focus_stream(pilot)
         stream = stream_of(app)
         await pilot.press("home")
         await pilot.press("space")
@@ -245,3 +249,58 @@ async def test_flood_of_50k_messages_stays_responsive() -> None:
         await pilot.press("space")  # a keypress is still handled promptly
         assert app.main.paused
         assert "PAUSED" in screen_text(app)
+
+
+async def test_down_in_a_live_stream_stays_live() -> None:
+    """Issue 16.8: the first ↓ in the stream left live mode (there is nothing below the
+    newest message); scrolling up leaves it."""
+    t = Traffic()
+    t.open("1")
+    t.burst("1", 100)
+    source, app = live_app(t.take())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await focus_stream(pilot)
+        stream = stream_of(app)
+        await pilot.press("down")
+        assert stream.following and stream.cursor_seq == 100
+        source.push(t.burst("1", 20))
+        await settle(pilot)
+        assert stream.scroll_offset.y == stream.max_scroll_y
+        await pilot.press("pagedown", "j")
+        assert stream.following and stream.cursor_seq == 120
+        await pilot.press("up")
+        assert not stream.following and stream.cursor_seq == 119
+        await pilot.press("G")  # G, like End, goes back to the newest and follows
+        assert stream.following and stream.cursor_seq == 120
+
+
+def long_messages() -> Traffic:
+    t = Traffic()
+    t.open("1", path="/chat")
+    for i in range(30):
+        t.json("1", SERVER, {"type": "chat", "from": "user" + str(i), "text": "lorem ipsum " * 12})
+    return t
+
+
+async def preview_width(size: tuple[int, int]) -> tuple[int, str]:
+    app = make_app(MemorySource(long_messages().events), clock=frozen_clock, tz=UTC)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        lines = [ln for ln in screen_text(app).splitlines() if '{"type":"chat"' in ln]
+        line = lines[-1]
+        start = line.index('{"type":"chat"')
+        end = line.rstrip(" │▁▂▃▄▅▆▇█").rstrip("…").rstrip()
+        return len(end) - start, line
+
+
+async def test_the_preview_gets_the_width() -> None:
+    """Issue 16.5 / 8.6: about 20 characters of preview at 120 columns (and none at 80);
+    the detail pane took half the width even when empty."""
+    at80, line = await preview_width((80, 24))
+    assert at80 >= 40, line
+    assert re.search(r"^│ +\d+ 22:13:\d\d +#1 ← TXT ", line)  # time without milliseconds
+    at120, line = await preview_width((120, 40))
+    assert at120 >= 70, line
+    at200, line = await preview_width((200, 50))
+    assert at200 >= 150, line

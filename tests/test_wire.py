@@ -822,3 +822,13 @@ def test_handshake_decoder_is_an_optional_trailing_field() -> None:
     enc[1][-1] = 7
     with pytest.raises(wire.WireError, match="field 23"):
         wire.decode_event(enc)
+
+
+def test_golden_hello_asking_for_the_backlog_end() -> None:
+    """Optional keys appended to the hello (after version 1): an older proxy ignores them."""
+    body = {"version": 1, "token": None, "backlog_end": True, "items": False}
+    data = bytes.fromhex(golden.FRAME_HEX["hello-backlog-end"])
+    assert wire.pack(wire.HELLO, body) == data
+    d = wire.Decoder()
+    d.feed(data)
+    assert list(d.frames()) == [(wire.HELLO, body)]

@@ -35,10 +35,12 @@ __all__ = [
     "Traffic",
     "demo_traffic",
     "fault_traffic",
+    "focus_stream",
     "frozen_clock",
     "handshake",
     "live_source",
     "notifications",
+    "open_detail",
     "screen_text",
     "settle",
 ]
@@ -64,6 +66,23 @@ async def settle(pilot: Any) -> None:
     pilot.app.sync()
     await pilot.pause()
     assert pilot.app.redraw_errors == 0, "the redraw timer failed (see the app log)"
+
+
+async def focus_stream(pilot: Any) -> None:
+    """Focus the stream (the screen starts in the connections list)."""
+    pilot.app.main.stream.focus()
+    await pilot.pause()
+
+
+async def open_detail(pilot: Any, seq: int) -> Any:
+    """Select ``seq`` in the stream and open it in the detail pane (as Enter does)."""
+    screen = pilot.app.main
+    if not screen.stream.row_count:
+        await settle(pilot)
+    assert screen.stream.select_seq(seq)
+    screen.set_detail_open(True)
+    await pilot.pause()
+    return screen.detail
 
 
 _SVG_TEXT = re.compile(

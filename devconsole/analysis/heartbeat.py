@@ -26,12 +26,22 @@ What it finds, per connection:
   ``{"type":"ping"}``: numbers, id-like strings and keys named like timestamps or ids are
   volatile and dropped. A small message from the other side that regularly follows each
   occurrence (``{"type":"pong"}``) is reported as its reply, with the round-trip time.
+  Only a message that looks like the answer counts as one: the same message back (an
+  echo), the heartbeat with "ping" turned into "pong", or one that says pong or ack; a
+  presence update that happens to follow every ping is not its reply.
   At most ``app_max_rate`` small messages a second per direction are analysed, so a
   flood costs little; a heartbeat drowned in such a flood goes unrecognised.
+- what devconsole's own frames did not change: injected pings and messages are not the
+  peers' heartbeat, and a ping or heartbeat that devconsole did not forward (half-open)
+  reached nobody, so it is counted as sent and unanswered.
+- after a half-open (a ``StateEvent``): the heartbeats that went unanswered since, and who
+  closed with which code how long after, in one sentence (``HalfOpenReport.summary``):
+  "3 app pings unanswered; client closed 4001 5.50 s after half-open".
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -54,7 +64,9 @@ from devconsole.model import (
     RefusedEvent,
     Side,
     Snapshot,
+    StateEvent,
 )
+from devconsole.text import fmt_duration
 
 if TYPE_CHECKING:  # the Session is these functions' input; analysis does not import it
     from devconsole.session import Session
@@ -191,6 +203,34 @@ def signature(opcode: int, payload: bytes) -> str:
     return "bin:" + payload.hex()
 
 
+_PONG_WORD = re.compile(
+    r"(?<![a-z])(pong|ack|acked|acknowledged?|alive|keep[-_]?alive|heartbeat[-_]?ack|hb[-_]?ack)"
+    r"(?![a-z])",
+    re.IGNORECASE,
+)
+_PING_WORD = re.compile(r"ping", re.IGNORECASE)
+# Replies that say nothing in words: Engine.IO's ping "2" and pong "3" (Socket.IO).
+_KNOWN_REPLIES = frozenset({("2", "3"), ("2probe", "3probe")})
+
+
+def _ping_to_pong(m: re.Match[str]) -> str:
+    word = m.group(0)
+    return "".join(b.upper() if a.isupper() else b for a, b in zip(word, "pong", strict=True))
+
+
+@functools.lru_cache(maxsize=4096)
+def looks_like_reply(heartbeat: str, reply: str) -> bool:
+    """Whether a message (signature ``reply``) looks like the answer to a heartbeat
+    (signature ``heartbeat``): the same message back, the heartbeat with "ping" turned into
+    "pong", or a message that says pong/ack/alive. Anything else that follows a heartbeat
+    (a presence update in a flood) only happens to follow it."""
+    if reply == heartbeat or (heartbeat, reply) in _KNOWN_REPLIES:
+        return True
+    if _PING_WORD.search(heartbeat) and _PING_WORD.sub(_ping_to_pong, heartbeat) == reply:
+        return True
+    return bool(_PONG_WORD.search(reply))
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -280,13 +320,16 @@ class _Candidate:
     __slots__ = (
         "awaiting",
         "count",
+        "dropped",
         "first",
         "intervals",
         "last",
         "recent",
+        "replied",
         "replies",
         "side",
         "sig",
+        "unanswered",
     )
 
     def __init__(self, side: Side, sig: str, ts: float) -> None:
@@ -299,6 +342,16 @@ class _Candidate:
         self.recent: deque[float] = deque(maxlen=RECENT // 2)
         self.awaiting: float | None = ts  # the occurrence waiting for a reply
         self.replies: dict[str, _Reply] = {}
+        self.replied = False  # the occurrence ``awaiting`` got a reply
+        self.dropped = 0  # occurrences devconsole did not forward (half-open)
+        # when the recent occurrences that got no reply were sent
+        self.unanswered: deque[float] = deque(maxlen=RECENT)
+
+    def settle(self) -> None:
+        """The occurrence waiting for a reply waits no longer."""
+        if self.awaiting is not None and not self.replied:
+            self.unanswered.append(self.awaiting)
+        self.awaiting = None
 
 
 class _Conn:
@@ -306,8 +359,10 @@ class _Conn:
         "awaiting",
         "budget",
         "candidates",
+        "closed",
         "ended",
         "first_client",
+        "half_open",
         "last_client",
         "last_server",
         "negotiated",
@@ -336,6 +391,21 @@ class _Conn:
         self.first_client: tuple[int, bytes] | None = None  # opcode, payload prefix
         # per side: [start of the current one-second window, small messages analysed in it]
         self.budget: dict[str, list[float]] = {CLIENT: [-math.inf, 0.0], SERVER: [-math.inf, 0.0]}
+        # the first close frame: (who sent it, or "proxy"; its code; when)
+        self.closed: tuple[str, int | None, float] | None = None
+        self.half_open: _HalfOpen | None = None
+
+
+class _HalfOpen:
+    """What the protocol ping counters were when devconsole stopped forwarding."""
+
+    __slots__ = ("at", "pings", "released")
+
+    def __init__(self, at: float, pings: dict[str, _Pings]) -> None:
+        self.at = at
+        self.released: float | None = None
+        # per side: pings sent and pongs received so far
+        self.pings = {side: (p.count, p.rtts.n) for side, p in pings.items()}
 
 
 def _other(side: str) -> Side:
@@ -405,6 +475,7 @@ class AppHeartbeat:
     rtt_p50: float | None = None
     rtt_max: float | None = None
     last_ago: float | None = None
+    unanswered: int = 0  # occurrences that got no reply (or were never forwarded)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -420,6 +491,61 @@ class AppHeartbeat:
             "rtt_p50": _r(self.rtt_p50),
             "rtt_max": _r(self.rtt_max),
             "last_ago": _r(self.last_ago, 3),
+            "unanswered": self.unanswered,
+        }
+
+
+@dataclass(slots=True)
+class HalfOpenReport:
+    """What happened after devconsole half-opened a connection (forwarded nothing)."""
+
+    at: float  # when it stopped forwarding
+    app_unanswered: int = 0  # app heartbeats sent since that got no reply
+    app_side: str | None = None  # who sends the app heartbeat
+    pings_unanswered: dict[str, int] = field(default_factory=dict)  # protocol pings, by sender
+    closed_by: str | None = None  # who sent the first close frame since ("proxy": devconsole)
+    close_code: int | None = None
+    close_after: float | None = None  # seconds from the half-open to that close frame
+    ended_after: float | None = None  # ... to the end of the connection
+    released_after: float | None = None  # ... to devconsole forwarding again
+
+    @property
+    def summary(self) -> str:
+        """One plain sentence: "3 app pings unanswered; client closed 4001 5.50 s after
+        half-open"."""
+        parts: list[str] = []
+        n = self.app_unanswered
+        if n:
+            parts.append(f"{n} app ping{'' if n == 1 else 's'} unanswered")
+        for side, m in self.pings_unanswered.items():
+            if m:
+                parts.append(f"{m} {side} ping{'' if m == 1 else 's'} without pong")
+        if self.close_after is not None:
+            who = "devconsole" if self.closed_by == "proxy" else (self.closed_by or "?")
+            code = f" {self.close_code}" if self.close_code is not None else ""
+            parts.append(f"{who} closed{code} {fmt_duration(self.close_after)} after half-open")
+        elif self.ended_after is not None:
+            parts.append(
+                f"ended without a close frame {fmt_duration(self.ended_after)} after half-open"
+            )
+        elif self.released_after is not None:
+            parts.append(f"released {fmt_duration(self.released_after)} after half-open")
+        else:
+            parts.append("nobody closed it yet")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "app_unanswered": self.app_unanswered,
+            "app_side": self.app_side,
+            "pings_unanswered": dict(self.pings_unanswered),
+            "closed_by": self.closed_by,
+            "close_code": self.close_code,
+            "close_after": _r(self.close_after, 3),
+            "ended_after": _r(self.ended_after, 3),
+            "released_after": _r(self.released_after, 3),
+            "summary": self.summary,
         }
 
 
@@ -481,6 +607,7 @@ class HeartbeatReport:
     ended: bool = False
     known: bool = False  # the monitor has seen this connection
     protocol: list[ProtocolHeartbeat] = field(default_factory=list)
+    half_open: HalfOpenReport | None = None  # devconsole half-opened it
 
     @property
     def seen(self) -> bool:
@@ -509,6 +636,7 @@ class HeartbeatReport:
             "app_heartbeats": [a.to_dict() for a in self.app_heartbeats],
             "protocol": [p.to_dict() for p in self.protocol],
             "ended": self.ended,
+            "half_open": None if self.half_open is None else self.half_open.to_dict(),
         }
 
 
@@ -578,6 +706,8 @@ class HeartbeatMonitor:
             self._conn(ev.handshake.conn, ev.handshake.ts)
         elif isinstance(ev, RefusedEvent):
             pass  # a refused upgrade carries no frames
+        elif isinstance(ev, StateEvent):
+            self.state(ev.conn, ev.ts, ev.state)
         elif isinstance(ev, Snapshot):
             for cs in ev.connections:
                 c = self._conn(cs.handshake.conn, cs.handshake.ts)
@@ -595,15 +725,28 @@ class HeartbeatMonitor:
         else:
             c.last_server = ts
         if isinstance(item, ControlFrame):
-            if item.dropped:
-                return  # never reached the peer
+            if item.opcode == Opcode.CLOSE:
+                if c.closed is None and not (item.dropped and item.injected):
+                    c.closed = ("proxy" if item.injected else side, item.code, ts)
+                return
+            if item.injected:
+                return  # devconsole's ping (or its pong): not the peers' heartbeat
             if item.opcode == Opcode.PING:
-                c.pings[side].ping(item.payload, ts)
+                pings = c.pings[side]
+                pings.ping(item.payload, ts)
+                if item.dropped and pings.outstanding:
+                    # not forwarded (half-open): it reached nobody and cannot be answered
+                    pings.outstanding.pop()
+                    pings.unanswered += 1
+            elif item.dropped:
+                return  # a pong that never reached the pinger answers nothing
             elif item.opcode == Opcode.PONG and not c.pings[_other(side)].pong(
                 item.payload, ts, self.pong_timeout
             ):
                 c.unsolicited[side] += 1
             return
+        if item.injected:
+            return  # built by devconsole, not sent by the peer
         if side == CLIENT and c.first_client is None:
             c.first_client = (item.opcode, item.payload[:1024])
         if item.seq == c.proto_seq:
@@ -618,7 +761,7 @@ class HeartbeatMonitor:
                 budget[1] = 0.0
             if budget[1] < self.app_max_rate:
                 budget[1] += 1
-                self._small(c, side, ts, signature(item.opcode, item.payload))
+                self._small(c, side, ts, signature(item.opcode, item.payload), item.dropped)
 
     def on_decoded(self, item: Item, decoded: Decoded) -> None:
         """A ProtocolTracker listener: application-protocol heartbeats and the intervals
@@ -667,8 +810,20 @@ class HeartbeatMonitor:
             pp.end()
         for lst in c.awaiting.values():
             for cand in lst:
-                cand.awaiting = None
+                cand.settle()
             lst.clear()
+
+    def state(self, conn: str, ts: float, state: str) -> None:
+        """A fault changed the connection's state: remember when a half-open began and
+        ended, to say what the peers did meanwhile."""
+        c = self._conns.get(conn)
+        if c is None:
+            return
+        if state == "half-open":
+            if c.half_open is None or c.half_open.released is not None:
+                c.half_open = _HalfOpen(ts, c.pings)
+        elif c.half_open is not None and c.half_open.released is None:
+            c.half_open.released = ts
 
     def forget(self, conn: str) -> None:
         self._conns.pop(conn, None)
@@ -687,19 +842,21 @@ class HeartbeatMonitor:
             del self._conns[victim]
         return c
 
-    def _small(self, c: _Conn, side: Side, ts: float, sig: str) -> None:
-        # Is it the reply to a recent occurrence of a candidate of the other side?
+    def _small(self, c: _Conn, side: Side, ts: float, sig: str, dropped: bool = False) -> None:
+        # Is it the reply to a recent occurrence of a candidate of the other side? A message
+        # devconsole did not forward reached nobody: it answers nothing.
         waiting = c.awaiting[_other(side)]
-        if waiting:
+        if waiting and not dropped:
             keep: list[_Candidate] = []
             for w in waiting:
                 occ = w.awaiting
                 if occ is None or ts - occ > self.reply_window:
-                    w.awaiting = None
+                    w.settle()
                     continue
                 keep.append(w)
-                if ts < occ:
+                if ts < occ or not looks_like_reply(w.sig, sig):
                     continue
+                w.replied = True
                 replies = w.replies
                 rep = replies.get(sig)
                 if rep is None:
@@ -726,6 +883,7 @@ class HeartbeatMonitor:
                     if victim in lst:
                         lst.remove(victim)
             cand = c.candidates[key] = _Candidate(side, sig, ts)
+            was_waiting = False
         else:
             dt = ts - cand.last
             cand.intervals.add(dt)
@@ -733,10 +891,17 @@ class HeartbeatMonitor:
             cand.count += 1
             cand.last = ts
             was_waiting = cand.awaiting is not None
+            cand.settle()
             cand.awaiting = ts
-            if was_waiting:
-                return
-        c.awaiting[side].append(cand)
+        cand.replied = False
+        if dropped:
+            # Never forwarded (half-open): sent, and unanswered, for sure.
+            cand.dropped += 1
+            cand.awaiting = None
+            cand.unanswered.append(ts)
+            return  # still in the awaiting list if it was: pruned there
+        if not was_waiting:
+            c.awaiting[side].append(cand)
 
     # ----------------------------------------------------------------- reports
 
@@ -768,6 +933,8 @@ class HeartbeatMonitor:
             rep.since_last_server = max(ref - c.last_server, 0.0)
         rep.app_heartbeats = self._app(c, ref)
         rep.protocol = self._protocol(c, ref)
+        if c.half_open is not None:
+            rep.half_open = self._half_open(c, rep, ref)
         return rep
 
     def _protocol(self, c: _Conn, ref: float) -> list[ProtocolHeartbeat]:
@@ -799,6 +966,40 @@ class HeartbeatMonitor:
             out.append(hb)
         return out
 
+    def _half_open(self, c: _Conn, rep: HeartbeatReport, ref: float) -> HalfOpenReport:
+        ho = c.half_open
+        assert ho is not None
+        out = HalfOpenReport(at=ho.at)
+        for hb in rep.app_heartbeats:
+            cand = c.candidates.get((hb.side, hb.signature))
+            if cand is None:
+                continue
+            missed = sum(1 for t in cand.unanswered if t >= ho.at)
+            pending = cand.awaiting
+            if (
+                pending is not None
+                and pending >= ho.at
+                and not cand.replied
+                and ref - pending > self.reply_window
+            ):
+                missed += 1  # waited longer than any reply takes
+            if missed:
+                out.app_unanswered += missed
+                out.app_side = hb.side
+        for side, p in c.pings.items():
+            sent, answered = ho.pings[side]
+            missed = (p.count - sent) - (p.rtts.n - answered)
+            if missed > 0:
+                out.pings_unanswered[side] = missed
+        if c.closed is not None and c.closed[2] >= ho.at:
+            out.closed_by, out.close_code = c.closed[0], c.closed[1]
+            out.close_after = c.closed[2] - ho.at
+        if c.ended is not None:
+            out.ended_after = max(c.ended - ho.at, 0.0)
+        if ho.released is not None:
+            out.released_after = ho.released - ho.at
+        return out
+
     def reports(self, now: float) -> list[HeartbeatReport]:
         return [self.report(cid, now) for cid in self._conns]
 
@@ -828,9 +1029,11 @@ class HeartbeatMonitor:
             if mean < self.app_min_interval or sd / mean >= self.app_max_cv:
                 continue
             best: tuple[str, _Reply] | None = None
+            answerable = cand.count - cand.dropped
             for sig, r in cand.replies.items():
-                # A reply follows (nearly) every occurrence; noise follows a few.
-                if r.count < 2 or r.count < 0.6 * (cand.count - 1):
+                # A reply follows (nearly) every occurrence that reached the peer; noise
+                # follows a few.
+                if r.count < 2 or r.count < 0.6 * (answerable - 1):
                     continue
                 if (
                     best is None
@@ -854,10 +1057,14 @@ class HeartbeatMonitor:
                 interval_jitter=sd,
                 interval_cv=sd / mean if mean > 0 else 0.0,
                 last_ago=max(ref - cand.last, 0.0),
+                unanswered=len(cand.unanswered),
+            )
+            # Whatever answered it repeatedly is an answer, not a heartbeat of its own.
+            replies_taken.update(
+                (_other(cand.side), sig) for sig, r in cand.replies.items() if r.count >= 2
             )
             if best is not None:
                 sig, r = best
-                replies_taken.add((_other(cand.side), sig))
                 hb.reply = sig
                 hb.replies = r.count
                 hb.rtt_mean = r.rtts.mean

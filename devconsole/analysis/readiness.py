@@ -3,7 +3,14 @@
 Core module: no I/O. ``build_report(session, heartbeat, now)`` returns a JSON-ready dict::
 
     {"endpoints": [{"path", "origin", "connections", "reconnect_delays": [s, ...],
-                    "backoff": {...}, "heartbeat": {...}, "checklist": {...}}]}
+                    "backoff": {...}, "clients": [...], "refused_retries": {...},
+                    "heartbeat": {...}, "checklist": {...}}]}
+
+Backoff is judged per client (``clients``: ``{"client", "connections", "refused",
+"reconnect_delays", "backoff"}``); the endpoint's ``reconnect_delays`` and ``backoff``
+are its one connected client's, or ``"mixed"`` when several clients reconnected.
+Clients refused every time are ``refused_retries`` (``{"count", "clients", "interval",
+"status"}``), not a backoff.
 
 Each checklist item is ``{"ok": True | False | None, "detail": str}`` (``None``: cannot
 tell from what was observed, or informational), sometimes with extra data. Items:
@@ -29,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from devconsole.analysis.backoff import EndpointReport, analyze_endpoints
+from devconsole.analysis.backoff import Backoff, EndpointReport, analyze_endpoints
 from devconsole.analysis.fanout import SLOW_FANOUT, FanoutTracer, is_backplane
 from devconsole.analysis.handshake_diff import (
     ReferenceIndex,
@@ -57,7 +64,7 @@ from devconsole.model import (
     Opcode,
     close_code_meaning,
 )
-from devconsole.text import fmt_bytes, fmt_duration
+from devconsole.text import conn_tag, fmt_bytes, fmt_duration
 
 if TYPE_CHECKING:  # the Session is these functions' input; analysis does not import it
     from devconsole.session import Session
@@ -283,6 +290,7 @@ def _heartbeat(
         app_list.append(e)
     seen = [r for r in reports if r.seen]
     unsolicited = sum(r.unsolicited_pongs_client + r.unsolicited_pongs_server for r in reports)
+    half_open = [(r.conn, r.half_open) for r in reports if r.half_open is not None]
     summary: dict[str, Any] = {
         "seen": bool(seen),
         "connections": len(reports),
@@ -292,6 +300,7 @@ def _heartbeat(
         "server_pings": server,
         "unsolicited_pongs": unsolicited,
         "app": app_list,
+        "half_open": [{"conn": cid, **ho.to_dict()} for cid, ho in half_open],
     }
 
     parts: list[str] = []
@@ -330,6 +339,8 @@ def _heartbeat(
     summary["protocol"] = protocol
     if not parts and unsolicited >= 2:
         parts.append(f"{unsolicited} unsolicited pongs (one-way heartbeat)")
+    for cid, ho in half_open:
+        parts.append(f"{conn_tag(cid)} after half-open: {ho.summary}")
 
     if seen:
         hb = _item(True, "; ".join(parts))
@@ -354,12 +365,15 @@ def _heartbeat(
     # application-protocol pings answered by pongs (Engine.IO, GraphQL-WS, MQTT, Phoenix)
     pings += sum(e["count"] for e in protocol if e["kind"] == "ping")
     unanswered += sum(e["unanswered"] for e in protocol if e["kind"] == "ping")
+    # Pings devconsole kept from the peer (half-open) say nothing about the peer.
+    faulted = min(unanswered, sum(sum(ho.pings_unanswered.values()) for _, ho in half_open))
+    note = f" ({faulted} more during a half-open)" if faulted else ""
     if not pings:
         pongs = _item(None, "no protocol pings")
-    elif unanswered:
-        pongs = _item(False, f"{unanswered} of {pings} pings got no pong")
+    elif unanswered - faulted:
+        pongs = _item(False, f"{unanswered - faulted} of {pings} pings got no pong{note}")
     else:
-        pongs = _item(True, f"all {pings} pings answered")
+        pongs = _item(True, f"all {pings - faulted} pings answered{note}")
     return summary, hb, pongs
 
 
@@ -422,34 +436,49 @@ def _replies(latency: dict[str, Any]) -> dict[str, Any]:
     return _item(True, f"all {latency['requests']} requests answered", unanswered=0)
 
 
-def _reconnect(ep: EndpointReport) -> dict[str, Any]:
-    b = ep.backoff
-    n = len(ep.reconnect_delays)
+def _judged(b: Backoff, n: int) -> tuple[bool | None, str]:
+    """A judged backoff in words, and whether it is fine (None: cannot tell)."""
     if b.pattern == "none":
-        return _item(None, "no reconnect seen")
+        return None, "no reconnect seen"
     if b.pattern == "single":
-        return _item(None, f"1 reconnect after {fmt_duration(b.min)}: too few to judge")
+        return None, f"1 reconnect after {fmt_duration(b.min)}: too few to judge"
     jit = "with jitter" if b.jitter else "without jitter"
     if b.pattern == "exponential":
         s = f"exponential backoff x{b.factor:.2f} {jit}" if b.factor else "exponential backoff"
         if b.cap is not None:
             s += f", capped at {fmt_duration(b.cap)}"
-        return _item(True, f"{s}; {n} reconnects, {fmt_duration(b.min)} to {fmt_duration(b.max)}")
+        return True, f"{s}; {n} reconnects, {fmt_duration(b.min)} to {fmt_duration(b.max)}"
     if b.pattern == "linear":
-        return _item(
-            True, f"linear backoff +{fmt_duration(b.step)} per attempt {jit}; {n} reconnects"
-        )
+        return True, f"linear backoff +{fmt_duration(b.step)} per attempt {jit}; {n} reconnects"
     if b.pattern == "storm":
-        return _item(
-            False, f"reconnect storm: {n} retries, fastest {fmt_duration(b.min)}, no backoff"
-        )
+        return False, f"reconnect storm: {n} retries, fastest {fmt_duration(b.min)}, no backoff"
     if b.pattern == "fixed":
         mid = b.median if b.median is not None else 0.0
         detail = f"fixed interval ~{fmt_duration(mid)} {jit}, no growth; {n} reconnects"
-        return _item(False if mid < 1.0 else None, detail)
-    return _item(
-        None, f"irregular delays ({fmt_duration(b.min)} to {fmt_duration(b.max)}); {n} reconnects"
+        return (False if mid < 1.0 else None), detail
+    spread = f"{fmt_duration(b.min)} to {fmt_duration(b.max)}"
+    return None, f"irregular delays ({spread}); {n} reconnects"
+
+
+def _reconnect(ep: EndpointReport) -> dict[str, Any]:
+    """The connected clients' backoff, each judged on its own; clients refused every time
+    are the refused-upgrades item's business."""
+    if not ep.mixed:
+        ok, detail = _judged(ep.backoff, len(ep.reconnect_delays))
+        lins = ep.reconnecting
+        if lins and len([lin for lin in ep.lineages if not lin.never_connected]) > 1:
+            detail = f"{lins[0].label}: {detail}"
+        return _item(ok, detail)
+    parts: list[str] = []
+    oks: list[bool | None] = []
+    for lin in ep.reconnecting:
+        ok, detail = _judged(lin.backoff, len(lin.reconnects))
+        oks.append(ok)
+        parts.append(f"{lin.label}: {detail}")
+    verdict: bool | None = (
+        False if False in oks else True if oks and all(o is True for o in oks) else None
     )
+    return _item(verdict, f"{len(parts)} clients, each judged apart: " + "; ".join(parts))
 
 
 def _wss(conns: Sequence[Connection]) -> dict[str, Any]:
@@ -646,7 +675,7 @@ def _close_codes(accepted: Sequence[Connection]) -> dict[str, Any]:
     return _item(True, listing, **extra)
 
 
-def _refused(refused: Sequence[Connection]) -> dict[str, Any]:
+def _refused(refused: Sequence[Connection], ep: EndpointReport) -> dict[str, Any]:
     if not refused:
         return _item(True, "no refused upgrade", statuses={})
     statuses: Counter[str] = Counter()
@@ -657,7 +686,15 @@ def _refused(refused: Sequence[Connection]) -> dict[str, Any]:
     expected = all(
         c.handshake.status in _EXPECTED_REFUSALS for c in refused if c.handshake.status
     ) and all(c.handshake.status is not None for c in refused)
-    return _item(None if expected else False, f"refused: {listing}", statuses=dict(statuses))
+    detail = f"refused: {listing}"
+    rr = ep.refused_retries
+    if rr.count > 1 and rr.interval is not None:
+        who = "1 client" if rr.clients == 1 else f"{rr.clients} clients"
+        detail += (
+            f"; {who} never connected and retried {rr.count} times, every "
+            f"{fmt_duration(rr.interval)} ({rr.status})"
+        )
+    return _item(None if expected else False, detail, statuses=dict(statuses))
 
 
 # --------------------------------------------------------------------------- report
@@ -749,18 +786,21 @@ def build_report(
             "compression": _compression(accepted),
             "largest_message": _largest(accepted),
             "close_codes": _close_codes(accepted),
-            "refused_upgrades": _refused(refused),
+            "refused_upgrades": _refused(refused, ep),
             "backplane": bp_item,
         }
         if latency["requests"]:  # only where an application protocol pairs requests
             checklist["replies"] = _replies(latency)
+        backoff = ep.to_dict()
         out.append(
             {
                 "path": ep.path,
                 "origin": ep.origin,
                 "connections": ep.connections,
-                "reconnect_delays": [round(d, 6) for d in ep.reconnect_delays],
-                "backoff": ep.backoff.to_dict(),
+                "reconnect_delays": backoff["reconnect_delays"],
+                "backoff": backoff["backoff"],
+                "clients": backoff["clients"],
+                "refused_retries": backoff["refused_retries"],
                 "heartbeat": hb_summary,
                 "backplane": bp_summary,
                 "protocols": sorted({protos[c.id] for c in accepted if c.id in protos}),
@@ -786,7 +826,14 @@ def render_text(report: dict[str, Any]) -> str:
         head += f"  {ep['connections']} connection(s)"
         lines.append(head)
         delays = ep.get("reconnect_delays") or []
-        if delays:
+        if delays == "mixed":
+            for client in ep.get("clients", []):
+                cd = client.get("reconnect_delays") or []
+                if cd:
+                    shown = ", ".join(fmt_duration(d) for d in cd[-10:])
+                    more = f"{len(cd) - 10} earlier, " if len(cd) > 10 else ""
+                    lines.append(f"  reconnect delays of {client['client']}: {more}{shown}")
+        elif delays:
             shown = ", ".join(fmt_duration(d) for d in delays[-10:])
             more = f"{len(delays) - 10} earlier, " if len(delays) > 10 else ""
             lines.append(f"  reconnect delays: {more}{shown}")

@@ -89,7 +89,8 @@ def add_tap_args(p: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         default=None,
         help="tap address: a Unix socket path, tcp://127.0.0.1:PORT, or a Redis stream "
-        "redis://HOST:PORT/DB[?stream=NAME] (default: $XDG_RUNTIME_DIR/devconsole/tap.sock)",
+        "redis://HOST:PORT/DB[?stream=NAME] (default: the tap of the one devconsole proxy "
+        "of this user that is running, found in $XDG_RUNTIME_DIR/devconsole)",
     )
     p.add_argument("--token", default=None, help="token for a tcp:// tap (default: its file)")
 

@@ -72,7 +72,7 @@ def conns(args: argparse.Namespace) -> int:
     from devconsole.store.lines import conn_json, conns_table
     from devconsole.tap import collect
 
-    session = asyncio.run(collect(args.tap, args.token))
+    session = asyncio.run(collect(args.tap, args.token, items=False))
     found = sorted(session.connections.values(), key=lambda c: c.ts_start)
     if args.json:
         print(json.dumps([conn_json(c) for c in found], ensure_ascii=False))

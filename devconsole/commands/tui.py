@@ -34,7 +34,7 @@ def run_tui(source: Any, on_exit: Callable[[], None] | None = None) -> int:
 
 
 def attach(args: argparse.Namespace) -> int:
-    from devconsole.sources import open_source
+    from devconsole.sources import is_redis, open_source
 
     require_terminal()
     spec = args.addr or args.tap
@@ -45,8 +45,9 @@ def attach(args: argparse.Namespace) -> int:
         await client.close()
 
     asyncio.run(check())
-    # The TUI runs its own loop: it reconnects with a fresh client.
-    return run_tui(open_source(spec, args.token))
+    # The TUI runs its own loop: it reconnects with a fresh client (to the tap found, when
+    # none was named).
+    return run_tui(open_source(spec if is_redis(spec) else client.addr, args.token))
 
 
 def proxy_and_tui(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from devconsole.analysis.heartbeat import HeartbeatMonitor
 from devconsole.model import Command, CommandResult, Event
@@ -58,7 +58,12 @@ class DevconsoleCommands(Provider):
         seen: set[str] = set()
         for node, bindings in groups:
             for b in bindings:
-                if not isinstance(b, Binding) or not b.description or b.action in seen:
+                if (
+                    not isinstance(b, Binding)
+                    or not b.description
+                    or b.system  # the screen's copies of the app's help and quit
+                    or b.action in seen
+                ):
                     continue
                 seen.add(b.action)
                 key = app.get_key_display(b)
@@ -105,7 +110,8 @@ class DevconsoleApp(App[None]):
             "quit",
             "Quit",
             id="quit",
-            tooltip="Quit devconsole (a proxy started by devconsole stops with it)",
+            tooltip="Quit devconsole (a proxy started by devconsole stops with it); in a "
+            "dialog, close the dialog",
         ),
         Binding("question_mark", "help", "Help", id="help", tooltip="Keys and filter syntax"),
     ]
@@ -272,7 +278,22 @@ class DevconsoleApp(App[None]):
             if inspect.isawaitable(result):
                 await result
 
+    def key_q(self) -> None:
+        """``q`` that reached the app unhandled: in a dialog whose own keys do not use it
+        (a modal screen does not see the app's bindings), it closes the dialog. Handled
+        here, while the dialog is still the screen, not after it is gone (then the main
+        screen's q would quit)."""
+        screen = self.screen
+        if isinstance(screen, ModalScreen):
+            screen.dismiss(None)
+
     async def action_quit(self) -> None:
+        """``q``: inside a dialog (handshake, fault menu, report...) it closes the dialog,
+        like Esc; on the main screen it quits."""
+        screen = self.screen
+        if isinstance(screen, ModalScreen):
+            screen.dismiss(None)
+            return
         await self.close_source()
         self.exit()
 
@@ -315,7 +336,21 @@ class DevconsoleApp(App[None]):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(help_groups()))
+        self.push_screen(HelpScreen(help_groups(), self.about()))
+
+    def about(self) -> str:
+        """Where this screen reads from, and how to reach the same proxy from a shell."""
+        desc = self.state.source_description
+        proxy = self.session.proxy
+        if not desc.startswith("tap "):
+            return f"Reading {desc}." if desc else ""
+        tap = desc[4:]
+        where = f"the proxy on {proxy}" if proxy else "a devconsole proxy"
+        return (
+            f"Reading {where} through its tap {tap}\n"
+            "From another terminal, devconsole conns, tail, report, kill and inject find it\n"
+            f"while it is the only proxy running; with several: --tap {tap}"
+        )
 
 
 def help_groups() -> list[tuple[str, Iterable[BindingType]]]:

@@ -1,5 +1,12 @@
 """The main screen: connections, stream, detail, filter bar and status bar.
 
+Layout: the connections list on top (as tall as its rows, at most 40% of the screen), the
+stream below it with the whole width for its previews. The detail pane opens when a
+message is opened (Enter, a double click, ``d``) beside the stream on wide screens and
+below it on narrow ones (under ``STACK_BELOW`` columns), and closes with ``d`` or Esc.
+Focus starts in the connections list: ``↓`` picks a connection (a refused upgrade too)
+without leaving the stream's live mode.
+
 Data flow: the app applies event batches to its Session as they arrive and calls
 ``MainScreen.refresh_data()`` from a ~20 Hz timer. Each tick costs O(new items)
 (``FilteredView.catch_up``) plus the visible rows; nothing is done per message.
@@ -51,6 +58,12 @@ SYNC_SCAN_LIMIT = 2_000
 SYNC_SCAN_BYTES = 2 << 20
 # A rescan shows its progress only when it takes longer than this (seconds).
 PROGRESS_DELAY = 0.15
+# Below this many columns the detail pane opens under the stream, not beside it.
+STACK_BELOW = 160
+# The connections pane grows with its rows up to this fraction of the screen's height
+# (less while the detail pane is open below the stream).
+CONNECTIONS_MAX = 0.4
+CONNECTIONS_MAX_STACKED = 0.25
 
 
 class ScanDone(Message):
@@ -65,6 +78,10 @@ class ScanDone(Message):
 
 class MainScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
+        # The app's help and quit, first in the footer so a narrow one still shows them
+        # (system: listed once, with the app's keys, in the help screen).
+        Binding("question_mark", "app.help", "Help", id="help", tooltip="Keys", system=True),
+        Binding("q", "app.quit", "Quit", id="quit", tooltip="Quit devconsole", system=True),
         Binding(
             "slash",
             "filter",
@@ -74,10 +91,17 @@ class MainScreen(Screen[None]):
         ),
         Binding(
             "space",
-            "toggle_pause",
+            "pause",
             "Pause",
             id="pause",
             tooltip="Freeze the stream; capture continues and nothing is lost",
+        ),
+        Binding(
+            "space",
+            "resume",
+            "Resume",
+            id="pause",
+            tooltip="Show what arrived while paused, and follow again if you were at the end",
         ),
         Binding(
             "h",
@@ -110,6 +134,14 @@ class MainScreen(Screen[None]):
             tooltip="Readiness report: checklist per endpoint, backoff timeline, heartbeat",
         ),
         Binding(
+            "d",
+            "toggle_detail",
+            "Detail",
+            id="detail",
+            tooltip="Open or close the detail pane (beside the stream, or below it when "
+            "the screen is narrow)",
+        ),
+        Binding(
             "v",
             "cycle_view",
             "View",
@@ -128,15 +160,18 @@ class MainScreen(Screen[None]):
             "c",
             "clear",
             "Clear",
+            show=False,
             id="clear",
             tooltip="Clear the view (the buffer keeps every message)",
         ),
         Binding(
-            "end",
+            "end,G",
             "follow",
             "Follow",
+            key_display="end",
             id="follow",
-            tooltip="Jump to the newest message and follow the stream (tail -f)",
+            tooltip="Jump to the newest message and follow the stream (tail -f); in the "
+            "connections list, go to the last connection",
         ),
         Binding(
             "z",
@@ -144,7 +179,8 @@ class MainScreen(Screen[None]):
             "Zoom",
             show=False,
             id="zoom",
-            tooltip="Zoom the focused pane to the whole screen (again, or Esc, to restore)",
+            tooltip="Zoom the focused pane to the whole screen, width and height (again, or "
+            "Esc, to restore)",
         ),
         Binding(
             "tab",
@@ -168,7 +204,7 @@ class MainScreen(Screen[None]):
             "Back",
             show=False,
             id="back",
-            tooltip="Back to the stream",
+            tooltip="Back to the stream; in the stream, close the detail pane",
         ),
     ]
 
@@ -190,6 +226,10 @@ class MainScreen(Screen[None]):
         self._scan_started: float | None = None
         self._scan_progress = 0.0
         self._detail_seq: int | None = None
+        self.detail_open = False  # the detail pane is shown (closed: the stream is wide)
+        self._pause_seq = 0  # the newest item when the stream was paused
+        self._resume_follow = False  # following (or at the end) when paused
+        self._following_shown = True
         self._widgets: dict[str, Widget] = {}
         self._id_width = 2  # "#1"
         self._id_shape = (-1, -1)
@@ -240,16 +280,44 @@ class MainScreen(Screen[None]):
         self.query_one("#connections-pane").border_title = "Connections"
         self.query_one("#stream-pane").border_title = "Stream · all connections"
         self.query_one("#detail").border_title = "Detail"
-        self._update_headers()
-        self.stream.focus()
+        self._layout_panes()
+        # The connections first: ↓ picks one (a refused upgrade too) and the stream stays
+        # live; Tab or Enter goes to the stream.
+        self.connections.focus()
         self.refresh_data(force=True)
 
     def on_resize(self) -> None:
+        self._layout_panes()
+
+    def _layout_panes(self) -> None:
+        """The detail pane beside or below the stream, and the connections pane as tall as
+        its rows (up to a share of the screen): every live connection stays in reach."""
+        lower = self.query_one("#lower")
+        lower.set_class(self.detail_open, "-detail")
+        lower.set_class(self.size.width < STACK_BELOW, "-stacked")
+        self._fit_connections()
         self._update_headers()
 
+    def _fit_connections(self) -> None:
+        height = self.size.height
+        if not height:
+            return
+        share = CONNECTIONS_MAX_STACKED if self._stacked_detail else CONNECTIONS_MAX
+        most = max(5, int(height * share))
+        want = self.connections.row_count + 3  # rows, the column header, the borders
+        pane = self.query_one("#connections-pane")
+        if self.maximized is pane:
+            return  # zoomed: the whole screen (an inline height would beat the CSS)
+        rows = max(5, min(most, want))
+        if pane.styles.height is None or pane.styles.height.value != rows:
+            pane.styles.height = rows
+
+    @property
+    def _stacked_detail(self) -> bool:
+        return self.detail_open and self.size.width < STACK_BELOW
+
     def _update_headers(self) -> None:
-        width = self.connections.scrollable_content_region.width or self.size.width
-        self.query_one("#connections-header", Static).update(conn_widgets.header_text(width))
+        self.query_one("#connections-header", Static).update(self.connections.header())
         self.query_one("#stream-header", Static).update(self.stream.row_layout.header())
 
     # ------------------------------------------------------------------ labels
@@ -269,13 +337,19 @@ class MainScreen(Screen[None]):
             if self.stream.set_layout(len(str(s.last_seq)), self._conn_width()):
                 self._update_headers()
             self.stream.update_rows()
-            self.connections.update_rows()
+            if self.connections.update_rows():
+                self._fit_connections()
+                self._update_headers()
             self._update_placeholder()
         elif self.state.rates_changed:
             self.connections.refresh()
         started = self._scan_started
         if started is not None and self.state.clock() - started >= PROGRESS_DELAY:
             self.filter_bar.show_progress(self._scan_progress)
+        following = self.stream.following
+        if following != self._following_shown:
+            self._following_shown = following
+            self.refresh_bindings()  # "end Follow" only when not following
         self._widget("#status", StatusBar).show(
             StatusInfo.from_session(
                 s,
@@ -341,6 +415,11 @@ class MainScreen(Screen[None]):
         predicate = None if filt is MATCH_ALL else filt
         view = FilteredView(self.session, predicate, self.conn)
         source = view.snapshot_items(self.conn)
+        if self.paused:
+            # A filter (or connection) chosen while paused applies to what was there at
+            # the pause; what arrived since is matched on resume (catch_up from here).
+            upto = self._pause_seq
+            source = ([it for it in source[0] if it.seq <= upto], upto)
         items = source[0]
         small = len(items) <= SYNC_SCAN_LIMIT and (
             predicate is None or sum(len(it.payload) for it in items) <= SYNC_SCAN_BYTES
@@ -402,8 +481,11 @@ class MainScreen(Screen[None]):
     def _install(self, view: FilteredView, filt: Filter) -> None:
         view.predicate = None if filt is MATCH_ALL else filt  # never raises on catch_up
         self._scan_started = None
-        self.filter_bar.show_active(self.filter_expr)
+        self._show_filter()
         self.stream.set_view(view)
+        if self.paused:
+            self.stream.paused = True  # pin the rows of the new view
+        self._drop_stale_detail()
         pane = self.query_one("#stream-pane")
         if view.conn is None:
             pane.border_title = "Stream · all connections"
@@ -416,6 +498,18 @@ class MainScreen(Screen[None]):
     @property
     def scanning(self) -> bool:
         return self._scan_worker is not None
+
+    def _show_filter(self) -> None:
+        note = "until the pause" if self.paused and self.filter_expr else ""
+        self.filter_bar.show_active(self.filter_expr, note)
+
+    def _drop_stale_detail(self) -> None:
+        """The detail shows a message of the stream as it is now, or nothing: after a new
+        filter, connection or clear, a message no longer in the stream is not shown."""
+        seq = self._detail_seq
+        if seq is not None and self.stream.index_of(seq) is None:
+            self._detail_seq = None
+            self.detail.show(None)
 
     # ------------------------------------------------------------------ messages
 
@@ -432,6 +526,11 @@ class MainScreen(Screen[None]):
     def _connection_opened(self, message: ConnectionList.Opened) -> None:
         self.stream.focus()
 
+    @on(ConnectionList.RowsChanged)
+    def _connection_rows_changed(self) -> None:
+        self._fit_connections()
+        self._update_headers()
+
     @on(StreamView.CursorMoved)
     def _cursor_moved(self, message: StreamView.CursorMoved) -> None:
         if message.seq is None or message.seq == self._detail_seq:
@@ -447,7 +546,21 @@ class MainScreen(Screen[None]):
         if item is not None and message.seq != self._detail_seq:
             self._detail_seq = message.seq
             self.detail.show(item)
+        self.set_detail_open(True)
         self.detail.focus_target().focus()
+
+    def set_detail_open(self, open_: bool) -> None:
+        """Show or hide the detail pane (it keeps following the stream's cursor)."""
+        if open_ == self.detail_open:
+            return
+        if not open_ and self.maximized is self.detail:
+            self.minimize()
+        self.detail_open = open_
+        focused = self.focused
+        if not open_ and focused is not None and self.detail in focused.ancestors_with_self:
+            self.stream.focus()
+        self.refresh_bindings()  # "v View" with the pane open
+        self._layout_panes()
 
     @on(FilterBar.Submitted)
     def _filter_submitted(self, message: FilterBar.Submitted) -> None:
@@ -486,16 +599,44 @@ class MainScreen(Screen[None]):
     def set_paused(self, paused: bool) -> None:
         if paused == self.paused:
             return
+        stream = self.stream
+        if paused:
+            self._pause_seq = self.session.last_seq
+            # Following, or at the end: resuming follows again (it is what was on screen).
+            self._resume_follow = stream.following or stream.scroll_offset.y >= stream.max_scroll_y
         self.paused = paused
-        self.stream.paused = paused
+        stream.paused = paused
         # On the pane, not the screen: restyling the whole screen cost 11-20 ms a press.
         self.query_one("#stream-pane").set_class(paused, "-paused")
         if paused:
             self._pause_base = self._arrival_counter()
         else:
-            self.stream.update_rows()
+            stream.update_rows()
+            if self._resume_follow and not stream.moved_while_paused:
+                stream.follow()
+        self._show_filter()
+        self.refresh_bindings()  # "space Pause" / "space Resume"
         self._update_placeholder()
         self.refresh_data(force=True)
+
+    def action_pause(self) -> None:
+        self.set_paused(True)
+
+    def action_resume(self) -> None:
+        self.set_paused(False)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """What the footer shows (and what a key does) in the current state: space says
+        Pause or Resume; Follow only when not following; View with the detail open."""
+        if action == "pause":
+            return not self.paused
+        if action == "resume":
+            return self.paused
+        if action == "follow":
+            return not self.stream.following
+        if action == "cycle_view":
+            return self.detail_open
+        return True
 
     def selected_connection(self) -> Connection | None:
         """The highlighted connection; with "All", the connection of the selected
@@ -553,11 +694,19 @@ class MainScreen(Screen[None]):
     def action_cycle_view(self) -> None:
         self.detail.cycle_view()
 
+    def action_toggle_detail(self) -> None:
+        if not self.detail_open and self.detail.item is None:
+            self.stream.action_open()  # the message under the cursor (or the newest)
+            if self.detail.item is None:
+                return
+        self.set_detail_open(not self.detail_open)
+
     def action_toggle_tree(self) -> None:
         self.detail.toggle_tree()
 
     def action_clear(self) -> None:
         self.stream.clear()
+        self._drop_stale_detail()
         self._update_placeholder()
         self.refresh_data(force=True)
 
@@ -567,7 +716,10 @@ class MainScreen(Screen[None]):
         self.refresh_data(force=True)
 
     def _panes(self) -> list[Widget]:
-        return [self.connections, self.stream, self.detail.focus_target()]
+        panes: list[Widget] = [self.connections, self.stream]
+        if self.detail_open:
+            panes.append(self.detail.focus_target())
+        return panes
 
     def _pane_index(self) -> int | None:
         focused = self.focused
@@ -592,12 +744,14 @@ class MainScreen(Screen[None]):
 
     def action_back(self) -> None:
         if self.maximized is not None:
-            self.minimize()
+            self._unzoom()
+        elif self.focused is self.stream and self.detail_open:
+            self.set_detail_open(False)
         self.stream.focus()
 
     def action_toggle_zoom(self) -> None:
         if self.maximized is not None:
-            self.minimize()
+            self._unzoom()
             return
         i = self._pane_index()
         panes = [
@@ -605,4 +759,11 @@ class MainScreen(Screen[None]):
             self.query_one("#stream-pane"),
             self.detail,
         ]
-        self.maximized = panes[1 if i is None else i]
+        pane = panes[1 if i is None else i]
+        if i == 0:
+            pane.styles.height = "1fr"
+        self.maximized = pane
+
+    def _unzoom(self) -> None:
+        self.minimize()
+        self._fit_connections()

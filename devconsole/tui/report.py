@@ -161,11 +161,15 @@ def heartbeat_renderable(conn: Connection | None, rep: HeartbeatReport | None) -
                 line.append_text(_t(a.reply, "bold"))
                 if a.rtt_p50 is not None:
                     line.append(f" in {fmt_duration(a.rtt_p50)} (p50)")
+            if a.unanswered:
+                line.append(f", {a.unanswered} unanswered", "bold red")
             if a.last_ago is not None:
                 line.append(f", last {fmt_duration(a.last_ago)} ago", "dim")
             grid.add_row(Text("app heartbeat" if i == 0 else ""), line)
     else:
         grid.add_row(Text("app heartbeat"), Text("none recognised", style="dim"))
+    if rep.half_open is not None:
+        grid.add_row(Text("after half-open"), Text(rep.half_open.summary, style="bold"))
     # for an ended connection the monitor measures up to its end
     ago = " before it ended" if rep.ended else " ago"
 
@@ -235,21 +239,30 @@ class ReportScreen(ModalScreen[None]):
         self._interval = MIN_INTERVAL
         self._initial_conn = conn
         self._mounted = False
+        # Kept, not queried: the redraw timer may tick while the screen is being mounted
+        # or dismissed ("Redraw failed NoMatches: #report-content" on a first r at 80x24).
+        self._tabs = Static(id="report-endpoints")
+        self._timeline = BackoffTimeline(id="report-timeline")
+        self._body = VerticalScroll(id="report-body")
+        self._content = Static(id="report-content")
 
     def compose(self) -> ComposeResult:
         with Vertical(id="report-dialog"):
-            yield Static(id="report-endpoints")
-            yield BackoffTimeline(id="report-timeline")
-            with VerticalScroll(id="report-body"):
-                yield Static(id="report-content")
+            yield self._tabs
+            yield self._timeline
+            with self._body:
+                yield self._content
 
     def on_mount(self) -> None:
         dialog = self.query_one("#report-dialog")
         dialog.border_title = "Readiness report"
         dialog.border_subtitle = "tab/←→ endpoint · [ ] connection · ↑↓ scroll · esc close"
-        self.query_one("#report-body").focus()
+        self._body.focus()
         self._mounted = True
         self.refresh_report(force=True)
+
+    def on_unmount(self) -> None:
+        self._mounted = False
 
     # ---------------------------------------------------------------- data
 
@@ -269,7 +282,8 @@ class ReportScreen(ModalScreen[None]):
         self.refresh_report()
 
     def refresh_report(self, force: bool = False) -> None:
-        if not self._mounted:  # the timer can fire between the push and the mount
+        # the timer can fire between the push and the mount, and after the dismissal
+        if not self._mounted or not self._content.is_attached:
             return
         clock = self.state.clock
         started = clock()
@@ -331,8 +345,8 @@ class ReportScreen(ModalScreen[None]):
             if fails:
                 tabs.append(f"✗{fails}", "bold red")
             tabs.append(" ")
-        self.query_one("#report-endpoints", Static).update(tabs)
-        self.query_one("#report-timeline", BackoffTimeline).show(
+        self._tabs.update(tabs)
+        self._timeline.show(
             self.selected_endpoint,
             session.connections,
             now,
@@ -350,11 +364,11 @@ class ReportScreen(ModalScreen[None]):
                 parts.append(Text("\nOther endpoints", style="bold underline"))
                 for ep in others:
                     parts.append(checklist_renderable(ep))
-        self.query_one("#report-content", Static).update(Group(*parts))
+        self._content.update(Group(*parts))
 
     @property
     def timeline(self) -> BackoffTimeline:
-        return self.query_one("#report-timeline", BackoffTimeline)
+        return self._timeline
 
     # ---------------------------------------------------------------- actions
 
@@ -364,7 +378,7 @@ class ReportScreen(ModalScreen[None]):
         ep = self.endpoints[(self.selected_index + step) % len(self.endpoints)]
         self.endpoint = (ep.path, ep.origin)
         self.refresh_report(force=True)
-        self.query_one("#report-body", VerticalScroll).scroll_home(animate=False)
+        self._body.scroll_home(animate=False)
 
     def action_next_endpoint(self) -> None:
         self._step_endpoint(+1)
@@ -387,4 +401,5 @@ class ReportScreen(ModalScreen[None]):
         self._step_conn(-1)
 
     async def action_dismiss(self, result: None = None) -> None:
+        self._mounted = False
         self.dismiss(result)

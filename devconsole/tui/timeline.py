@@ -93,6 +93,8 @@ def pattern_text(b: Backoff) -> Text:
             t.append(f" ({fmt_delay(b.min)} to {fmt_delay(b.max)})")
     elif b.pattern == "single":
         t.append("one reconnect: too few to judge", "dim")
+    elif b.pattern == "mixed":
+        t.append("several clients, each judged below", "bold")
     else:
         t.append("no reconnect yet", "dim")
     if b.runs > 1:
@@ -100,21 +102,26 @@ def pattern_text(b: Backoff) -> Text:
     return t
 
 
-def lineage_label(key: str) -> Text:
-    """``user-agent \\x1f cookies \\x1f ip`` (the default lineage key) as ``ip · agent``;
-    cookie values are never shown."""
-    parts = key.split("\x1f")
+def lineage_label(lin: LineageReport) -> Text:
+    """The client's short key (agent and cookie names, ``analysis.clients``) and its
+    address; cookie values are never shown."""
+    parts = lin.key.split("\x1f")
     t = Text()
-    if len(parts) == 3:
-        agent, cookies, ip = parts
-        t.append(safe_text(ip or "?"), "bold")
-        if agent:
-            t.append(" · ")
-            t.append(safe_text(agent[:48] + ("…" if len(agent) > 48 else "")), "dim")
-        if cookies:
-            t.append(" · with cookie", "dim")
-    else:
-        t.append(safe_text(key[:60]), "dim")
+    t.append(safe_text(lin.label or "?"), "bold")
+    if len(parts) == 3 and parts[2]:
+        t.append(" · ")
+        t.append(safe_text(parts[2]), "dim")
+    return t
+
+
+def refused_text(lin: LineageReport) -> Text:
+    """A client refused every time: its retries, not a backoff."""
+    t = Text()
+    statuses = ", ".join(f"{st}" for st in lin.statuses)
+    t.append(f"never connected: refused ×{lin.refused} ({statuses})", "bold red")
+    if lin.delays:
+        mid = sorted(lin.delays)[len(lin.delays) // 2]
+        t.append(f", retries every ~{fmt_delay(mid)}", "red")
     return t
 
 
@@ -176,6 +183,19 @@ def gap_segment(delay: float | None) -> Text:
     return t
 
 
+def _wrap(segments: Sequence[Text], avail: int) -> list[list[Text]]:
+    rows: list[list[Text]] = [[]]
+    used = 0
+    for seg in segments:
+        n = seg.cell_len
+        if rows[-1] and used + n > avail:
+            rows.append([])
+            used = 0
+        rows[-1].append(seg)
+        used += n
+    return [r for r in rows if r]
+
+
 def lineage_rows(
     lin: LineageReport,
     conns: Mapping[str, Connection],
@@ -183,7 +203,8 @@ def lineage_rows(
     width: int,
     max_rows: int = MAX_ROWS,
 ) -> list[Text]:
-    """The attempts of one lineage, wrapped to ``width``; the oldest dropped first."""
+    """The attempts of one lineage, wrapped to ``width`` in at most ``max_rows`` rows: the
+    newest are kept, the oldest left out (``… 17 earlier``, at the start of the first row)."""
     by_conn = {r.conn: r.delay for r in lin.reconnects}
     ids = lin.conn_ids[-MAX_CONNS:]
     skipped = len(lin.conn_ids) - len(ids)
@@ -199,25 +220,18 @@ def lineage_rows(
         seg.append_text(conn_segment(c, now))
         segments.append(seg)
     avail = max(10, width - len(INDENT))
-    rows: list[list[Text]] = [[]]
-    used = 0
-    for seg in segments:
-        n = seg.cell_len
-        if rows[-1] and used + n > avail:
-            rows.append([])
-            used = 0
-        rows[-1].append(seg)
-        used += n
-    if len(rows) > max_rows:
-        dropped = rows[: len(rows) - max_rows + 1]
-        rows = rows[len(rows) - max_rows + 1 :]
-        skipped += sum(len(r) for r in dropped)
+    rows = _wrap(segments, avail)
+    if len(rows) > max_rows or skipped:
+        kept = segments[sum(len(r) for r in rows[: max(0, len(rows) - max_rows)]) :]
+        while True:
+            left_out = skipped + len(segments) - len(kept)
+            head = Text(f"… {left_out} earlier ", style="dim", no_wrap=True, end="")
+            rows = _wrap([head, *kept], avail)
+            if len(rows) <= max_rows or len(kept) <= 1:
+                break
+            kept = kept[1:]
     out: list[Text] = []
-    if skipped:
-        out.append(Text(f"{INDENT}… {skipped} earlier attempt(s)", style="dim", no_wrap=True))
-    for row in rows:
-        if not row:
-            continue
+    for row in rows[-max_rows:]:
         line = Text(INDENT, no_wrap=True, end="")
         for seg in row:
             line.append_text(seg)
@@ -234,8 +248,34 @@ def timeline_lines(
     *,
     max_lineages: int = MAX_LINEAGES,
     max_rows: int = MAX_ROWS,
+    max_lines: int | None = None,
 ) -> list[Text]:
-    """Every line of the timeline of ``ep`` for a widget ``width`` cells wide."""
+    """Every line of the timeline of ``ep`` for a widget ``width`` cells wide. With
+    ``max_lines``, fewer rows per client, then fewer clients, then no legend: the newest
+    attempts of the busiest clients are what stays."""
+    if max_lines is None:
+        return _timeline(ep, conns, now, width, max_lineages, max_rows, True)
+    # every client first (with the legend, then without it), then fewer clients
+    tries = [(max_lineages, rows, True) for rows in range(max_rows, 1, -1)]
+    tries += [(max_lineages, rows, False) for rows in range(max_rows, 0, -1)]
+    tries += [(n, rows, False) for n in range(max_lineages - 1, 0, -1) for rows in (2, 1)]
+    lines: list[Text] = []
+    for lineages, rows, legend in tries:
+        lines = _timeline(ep, conns, now, width, lineages, rows, legend)
+        if len(lines) <= max_lines:
+            return lines
+    return lines[:max_lines]
+
+
+def _timeline(
+    ep: EndpointReport | None,
+    conns: Mapping[str, Connection],
+    now: float,
+    width: int,
+    max_lineages: int,
+    max_rows: int,
+    legend: bool,
+) -> list[Text]:
     width = max(20, width)
     if ep is None:
         return [Text("No endpoint yet: nothing has connected.", style="dim")]
@@ -261,9 +301,12 @@ def timeline_lines(
     )
     for lin in lineages[:max_lineages]:
         label = Text("client ", style="dim", no_wrap=True, end="")
-        label.append_text(lineage_label(lin.key))
+        label.append_text(lineage_label(lin))
         label.append(f"  {len(lin.conn_ids)} attempt(s)", "dim")
-        if len(ep.lineages) > 1:
+        if lin.never_connected and len(lin.conn_ids) > 1:
+            label.append("  ")
+            label.append_text(refused_text(lin))
+        elif len(ep.lineages) > 1:
             label.append("  ")
             label.append_text(pattern_text(lin.backoff))
         lines.append(label)
@@ -271,11 +314,12 @@ def timeline_lines(
     if len(lineages) > max_lineages:
         more = len(lineages) - max_lineages
         lines.append(Text(f"+ {more} more client(s) with fewer reconnects", style="dim"))
-    legend = Text(no_wrap=True, end="")
-    for sym, style, words in LEGEND:
-        legend.append(sym, style)
-        legend.append(words, "dim")
-    lines.append(legend)
+    if legend:
+        key = Text(no_wrap=True, end="")
+        for sym, style, words in LEGEND:
+            key.append(sym, style)
+            key.append(words, "dim")
+        lines.append(key)
     for line in lines:
         line.no_wrap = True
         line.truncate(width, overflow="ellipsis")
@@ -303,6 +347,7 @@ class BackoffTimeline(Widget):
         ] = (None, {}, 0.0)
         self._lines: list[Text] = []
         self._width = -1
+        self._budget = 12
 
     def show(
         self,
@@ -319,12 +364,15 @@ class BackoffTimeline(Widget):
         else:
             self.refresh()
 
-    def _compute(self, width: int) -> None:
-        if width == self._width:
+    def _compute(self, width: int, height: int | None = None) -> None:
+        # half the screen, less the pane's top padding and its bottom rule
+        budget = self._budget if height is None else max(4, height // 2 - 2)
+        if width == self._width and budget == self._budget:
             return
         self._width = width
+        self._budget = budget
         ep, conns, now = self._args
-        self._lines = timeline_lines(ep, conns, now, width)
+        self._lines = timeline_lines(ep, conns, now, width, max_lines=budget)
 
     @property
     def lines(self) -> list[Text]:
@@ -335,7 +383,9 @@ class BackoffTimeline(Widget):
         return "\n".join(line.plain for line in self._lines)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        self._compute(width)
+        # At most half the screen: an 80x24 terminal keeps the newest attempts in sight
+        # (and room for the checklist) rather than the oldest.
+        self._compute(width, viewport.height)
         return max(1, len(self._lines))
 
     def render_line(self, y: int) -> Strip:

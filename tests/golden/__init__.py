@@ -36,6 +36,7 @@ from typing import Any
 
 from devconsole.model import (
     AbortCommand,
+    BacklogEnd,
     Breakpoint,
     BreakpointCommand,
     BreakpointsEvent,
@@ -337,6 +338,9 @@ EVENT_VALUES: list[tuple[str, Any]] = [
         ),
     ),
     ("snapshot-empty", Snapshot(seq=0, connections=[], proxy="", evicted_messages=0)),
+    # Added after version 1 as a new tag (20): the marker after the backlog, sent only to
+    # a viewer whose hello asks for it, never in a capture file.
+    ("backlog-end", BacklogEnd(seq=4242)),
 ]
 
 COMMAND_VALUES: list[tuple[str, Any]] = [
@@ -464,6 +468,9 @@ EVENT_HEX: dict[str, str] = {
     "snapshot-empty": """
         95 09 00 90 a0 00
     """,
+    "backlog-end": """
+        92 14 cd 10 92
+    """,
 }
 
 COMMAND_HEX: dict[str, str] = {
@@ -506,6 +513,12 @@ RESULT_HEX: dict[str, str] = {
 FRAME_HEX: dict[str, str] = {
     "hello": """
         92 00 82 a7 76 65 72 73 69 6f 6e 01 a5 74 6f 6b 65 6e a3 74 30 6b
+    """,
+    # added after version 1: optional keys (`devconsole conns` asks for the end-of-backlog
+    # marker and for the Snapshot alone), which an older proxy ignores
+    "hello-backlog-end": """
+        92 00 84 a7 76 65 72 73 69 6f 6e 01 a5 74 6f 6b 65 6e c0 ab 62 61 63 6b 6c 6f 67
+        5f 65 6e 64 c3 a5 69 74 65 6d 73 c2
     """,
     "welcome": """
         92 01 82 a7 76 65 72 73 69 6f 6e 01 a5 70 72 6f 78 79 ae 31 32 37 2e 30 2e 30 2e
