@@ -17,8 +17,9 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.message import Message as TMessage
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Input, RadioButton, RadioSet, Static
+from textual.widgets import Button, Input, Static
 
 from devconsole import filters
 from devconsole.decoders import safe_text
@@ -60,6 +61,60 @@ def build_breakpoint(
     return BreakpointCommand(expr.strip(), conn, parse_timeout(timeout), on_timeout, control)
 
 
+class Choice(Static):
+    """One of a few values, all shown, the chosen one marked ● and highlighted (readable
+    in any colour scheme and in ``tmux capture-pane``); a key or a click moves to the
+    next."""
+
+    class Changed(TMessage):
+        def __init__(self, choice: Choice) -> None:
+            super().__init__()
+            self.choice = choice
+
+    def __init__(
+        self, label: str, choices: list[tuple[str, str]], key: str, *, id: str | None = None
+    ) -> None:
+        super().__init__(id=id)
+        self.label = label
+        self.choices = choices  # (value, shown)
+        self.key = key
+        self.index = 0
+
+    @property
+    def value(self) -> str:
+        return self.choices[self.index][0]
+
+    @value.setter
+    def value(self, value: str) -> None:
+        for i, (v, _) in enumerate(self.choices):
+            if v == value:
+                self.index = i
+        self._show()
+
+    def on_mount(self) -> None:
+        self._show()
+
+    def _show(self) -> None:
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(f"{self.label:<9}", "bold")
+        for i, (_, shown) in enumerate(self.choices):
+            chosen = i == self.index
+            t.append(f" {'●' if chosen else '○'} {shown} ", "bold reverse" if chosen else "dim")
+            t.append(" ")
+        if len(self.choices) > 1:
+            t.append(f"  {self.key} to change", "dim")
+        self.update(t)
+
+    def cycle(self) -> None:
+        if len(self.choices) > 1:
+            self.index = (self.index + 1) % len(self.choices)
+            self._show()
+            self.post_message(self.Changed(self))
+
+    def on_click(self) -> None:
+        self.cycle()
+
+
 class BreakpointDialog(ModalScreen[BreakpointCommand | None]):
     """Add a breakpoint: filter, timeout, on-timeout, control frames, scope."""
 
@@ -72,11 +127,26 @@ class BreakpointDialog(ModalScreen[BreakpointCommand | None]):
             tooltip="Add the breakpoint (Enter in a field does the same)",
         ),
         Binding(
+            "ctrl+o",
+            "cycle('on-timeout')",
+            "Then",
+            id="breakpoint.on_timeout",
+            tooltip="When the timeout ends: forward the message or drop it",
+        ),
+        Binding(
             "ctrl+t",
-            "toggle_scope",
+            "cycle('scope')",
             "Scope",
             id="breakpoint.scope",
             tooltip="Hold on this connection only, or on every connection",
+        ),
+        Binding(
+            "ctrl+l",
+            "cycle('control')",
+            "Control frames",
+            id="breakpoint.control",
+            tooltip="Hold matching control frames too, and queue ping, pong and close "
+            "behind a held message",
         ),
         Binding(
             "escape",
@@ -118,25 +188,20 @@ class BreakpointDialog(ModalScreen[BreakpointCommand | None]):
                     restrict=r"[0-9.]*s?",
                     id="breakpoint-timeout",
                 )
-                yield Static("s, then", classes="breakpoint-then")
-                with RadioSet(id="breakpoint-on-timeout"):
-                    yield RadioButton("forward", value=True, id="breakpoint-forward")
-                    yield RadioButton("drop", id="breakpoint-drop")
-            with Horizontal(classes="breakpoint-row"):
-                yield Static("on", classes="breakpoint-label")
-                with RadioSet(id="breakpoint-scope"):
-                    if self.conn is not None:
-                        yield RadioButton(
-                            f"{conn_tag(self.conn.id)} {safe_text(self.conn.path or '/')}",
-                            value=True,
-                            id="breakpoint-this",
-                        )
-                    yield RadioButton(
-                        "every connection", value=self.conn is None, id="breakpoint-all"
-                    )
-            yield Checkbox(
-                "control frames too (ping, pong and close wait behind a held message)",
-                id="breakpoint-control",
+                yield Static("seconds", classes="breakpoint-then")
+            yield Choice(
+                "then", [("forward", "forward it"), ("drop", "drop it")], "^o", id="on-timeout"
+            )
+            scopes = [("all", "every connection")]
+            if self.conn is not None:
+                tag = f"{conn_tag(self.conn.id)} {safe_text(self.conn.path or '/')}"
+                scopes.insert(0, ("this", tag))
+            yield Choice("on", scopes, "^t", id="scope")
+            yield Choice(
+                "control",
+                [("no", "data messages only"), ("yes", "control frames too")],
+                "^l",
+                id="control",
             )
             with Horizontal(id="breakpoint-bottom"):
                 yield Static(id="breakpoint-info")
@@ -145,25 +210,27 @@ class BreakpointDialog(ModalScreen[BreakpointCommand | None]):
     def on_mount(self) -> None:
         dialog = self.query_one("#breakpoint-dialog")
         dialog.border_title = "New breakpoint"
-        dialog.border_subtitle = "enter add · ^t scope · tab field · esc cancel"
+        dialog.border_subtitle = "enter add · tab field · esc cancel"
         self.query_one("#breakpoint-filter", Input).focus()
         self.validate()
 
     # ---------------------------------------------------------------- state
 
+    def choice(self, name: str) -> Choice:
+        return self.query_one(f"#{name}", Choice)
+
     @property
     def scope_conn(self) -> str:
-        if self.conn is None:
+        if self.conn is None or self.choice("scope").value != "this":
             return ""
-        return self.conn.id if self.query_one("#breakpoint-this", RadioButton).value else ""
+        return self.conn.id
 
     def command(self) -> BreakpointCommand:
-        on_timeout = "drop" if self.query_one("#breakpoint-drop", RadioButton).value else "forward"
         return build_breakpoint(
             self.query_one("#breakpoint-filter", Input).value,
             self.query_one("#breakpoint-timeout", Input).value,
-            on_timeout,
-            self.query_one("#breakpoint-control", Checkbox).value,
+            self.choice("on-timeout").value,
+            self.choice("control").value == "yes",
             self.scope_conn,
         )
 
@@ -179,12 +246,13 @@ class BreakpointDialog(ModalScreen[BreakpointCommand | None]):
         t.append(safe_text(cmd.filter), "bold")
         t.append(f" on {conn_tag(cmd.conn) if cmd.conn else 'every connection'}", "dim")
         t.append(f", {cmd.timeout:g} s then {cmd.on_timeout}", "dim")
+        if cmd.control:
+            t.append(", control frames too", "dim")
         info.update(t)
         return cmd
 
     @on(Input.Changed)
-    @on(RadioSet.Changed)
-    @on(Checkbox.Changed)
+    @on(Choice.Changed)
     def _changed(self) -> None:
         self.validate()
 
@@ -203,15 +271,8 @@ class BreakpointDialog(ModalScreen[BreakpointCommand | None]):
             return
         self.dismiss(cmd)
 
-    def action_toggle_scope(self) -> None:
-        if self.conn is None:
-            self.app.bell()
-            return
-        this = self.query_one("#breakpoint-this", RadioButton)
-        if this.value:
-            self.query_one("#breakpoint-all", RadioButton).value = True
-        else:
-            this.value = True
+    def action_cycle(self, name: str) -> None:
+        self.choice(name).cycle()
 
     def action_cancel(self) -> None:
         self.dismiss(None)

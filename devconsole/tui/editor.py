@@ -2,8 +2,9 @@
 view of an edited message's original and sent bodies.
 
 The editor has three modes: **json** (the payload pretty-printed; it must be valid JSON
-to be sent, compact or as typed), **text** (UTF-8, sent as typed) and **hex** (bytes
-typed as hex digits, for binary payloads). Below the text it always says exactly what
+to be sent: compact, on one line with spaces, or as typed), **text** (UTF-8, sent as
+typed) and **hex** (bytes typed as hex digits, for binary payloads). A message left as
+it was is sent as the very bytes that came. Below the text it always says exactly what
 will be sent: the frame type, the size, the destination, and the bytes themselves (text
 escaped, binary as a hex dump). The checks are plain functions (``encode_body``,
 ``initial_body``), unit-tested without Textual. Like the other dialogs it only *builds*
@@ -30,7 +31,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Footer, Input, Static, TextArea
+from textual.widgets import Button, Footer, Input, Static, TextArea
 
 from devconsole.decoders import safe_text
 from devconsole.decoders.views import hexdump
@@ -79,26 +80,48 @@ def pretty_json(value: object) -> str:
     return out
 
 
-def compact_json(value: object) -> str:
-    out = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+JsonStyle = Literal["compact", "spaced", "typed"]
+JSON_STYLES: tuple[JsonStyle, ...] = ("compact", "spaced", "typed")
+JSON_STYLE_WORDS: dict[str, str] = {
+    "compact": 'compact {"a":1}',
+    "spaced": 'one line {"a": 1}',
+    "typed": "as typed",
+}
+
+
+def compact_json(value: object, spaced: bool = False) -> str:
+    """One line of JSON: ``{"a":1}``, or ``{"a": 1}`` (``spaced``, Python's and many
+    servers' default)."""
+    seps = (", ", ": ") if spaced else (",", ":")
+    out = json.dumps(value, separators=seps, ensure_ascii=False)
     if safe_text(out) != out:
-        out = json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+        out = json.dumps(value, separators=seps, ensure_ascii=True)
     return out
+
+
+def json_style(text: str, value: object) -> JsonStyle:
+    """How the original was written, so an unchanged message is sent as it came:
+    compact, one line with spaces, or (anything else) as typed when it spans lines."""
+    if text == compact_json(value, spaced=True) or text == json.dumps(value):
+        return "spaced"
+    if "\n" in text.strip():
+        return "typed"
+    return "compact"
 
 
 @dataclass(slots=True)
 class Body:
-    """What the editor starts with: the mode, the text, whether JSON is sent compact."""
+    """What the editor starts with: the mode, the text, how JSON is sent."""
 
     mode: Mode
     text: str
-    compact: bool = True
+    style: JsonStyle = "compact"  # how JSON is sent
     note: str = ""  # why this mode (control characters shown as hex...)
 
 
 def initial_body(payload: bytes, opcode: int, utf8_ok: bool = True) -> Body:
-    """JSON pretty-printed when the payload is JSON (sent compact again if it came
-    compact), text when it is safe text, hex otherwise."""
+    """JSON pretty-printed when the payload is JSON (sent in the style it came in), text
+    when it is safe text, hex otherwise."""
     if opcode == Opcode.TEXT and utf8_ok:
         try:
             text = payload.decode("utf-8")
@@ -110,7 +133,7 @@ def initial_body(payload: bytes, opcode: int, utf8_ok: bool = True) -> Body:
             value = None
         else:
             if text.strip().startswith(("{", "[")):
-                return Body("json", pretty_json(value), compact="\n" not in text.strip())
+                return Body("json", pretty_json(value), json_style(text, value))
         if safe_text(text, keep_newlines=True) != text:
             return Body("hex", hex_lines(payload), note="control characters: shown as hex")
         return Body("text", text)
@@ -119,11 +142,13 @@ def initial_body(payload: bytes, opcode: int, utf8_ok: bool = True) -> Body:
     return Body("hex", hex_lines(payload))
 
 
-def encode_body(mode: Mode, text: str, compact: bool = True) -> bytes:
+def encode_body(mode: Mode, text: str, style: JsonStyle = "compact") -> bytes:
     """The bytes the editor's content sends; ValueError with a message to show."""
     if mode == "json":
         value = parse_json(text)
-        return (compact_json(value) if compact else text).encode("utf-8", "surrogatepass")
+        if style != "typed":
+            text = compact_json(value, spaced=style == "spaced")
+        return text.encode("utf-8", "surrogatepass")
     if mode == "text":
         return text.encode("utf-8", "surrogatepass")
     return parse_hex(text)
@@ -275,6 +300,7 @@ class Edited:
     target: Target = "live"  # resend: on the live connection or a new one
     headers: list[tuple[str, str]] = field(default_factory=list)  # new: redacted values
     via_proxy: bool = False  # new: through the devconsole proxy
+    unchanged: bool = False  # the message as it came (forward it as is)
 
 
 def _title(item: Item, conn: Connection | None) -> Text:
@@ -317,9 +343,9 @@ class EditDialog(ModalScreen[Edited | None]):
         Binding(
             "ctrl+n",
             "toggle_compact",
-            "Compact",
+            "JSON style",
             id="editor.compact",
-            tooltip="JSON: send it compact (one line) or exactly as typed",
+            tooltip="JSON: send it compact, on one line with spaces, or exactly as typed",
         ),
         Binding(
             "ctrl+r",
@@ -366,14 +392,24 @@ class EditDialog(ModalScreen[Edited | None]):
         self.live = live
         # a new connection is the client side: only what the client sent can go there
         self.can_new = resend and item.side == CLIENT and conn is not None
-        self.target: Target = "live" if live or not self.can_new else "new"
-        self.redacted = list(redacted or [])
         self.proxy = proxy
+        # (target, through the proxy, label): where ^t can send it
+        self.targets: list[tuple[Target, bool, str]] = []
+        if resend and live:
+            self.targets.append(("live", False, f"the live connection {conn_tag(item.conn)}"))
+        if self.can_new and conn is not None:
+            if proxy:
+                self.targets.append(
+                    ("new", True, f"a new connection through the proxy {safe_text(proxy)}")
+                )
+            self.targets.append(("new", False, f"a new connection to {safe_text(conn.url)}"))
+        self.target_index = 0
+        self.redacted = list(redacted or [])
         self.wall_clock = wall_clock
         self.deadline = deadline  # "forwards in 1m47s" at a wall-clock time
         self.start = initial_body(item.payload, item.opcode, item.utf8_ok)
         self.mode: Mode = self.start.mode
-        self.compact = self.start.compact
+        self.style: JsonStyle = self.start.style
         self.error: str | None = None
         self.result: Edited | None = None
         self.gone: str | None = None  # the held message was decided elsewhere meanwhile
@@ -396,14 +432,8 @@ class EditDialog(ModalScreen[Edited | None]):
                                     password=True,
                                     id=f"editor-header-{i}",
                                 )
-                if self.proxy:
-                    yield Checkbox(
-                        f"through the proxy {safe_text(self.proxy)} (shows in the list)",
-                        value=True,
-                        id="editor-via-proxy",
-                    )
             yield Static(id="editor-modes")
-            yield TextArea(self.start.text, soft_wrap=True, tab_behavior="indent", id="editor-text")
+            yield TextArea(self.start.text, soft_wrap=True, tab_behavior="focus", id="editor-text")
             yield Static(id="editor-info")
             with VerticalScroll(id="editor-preview-scroll"):
                 yield Static(id="editor-preview")
@@ -454,12 +484,25 @@ class EditDialog(ModalScreen[Edited | None]):
             return "the server, on a new connection"
         return f"the {to}"
 
+    @property
+    def unchanged(self) -> bool:
+        """The editor holds the message as it came (and the capture kept all of it)."""
+        start = self.start
+        return (
+            self.text == start.text
+            and self.mode == start.mode
+            and self.style == start.style
+            and not self.item.truncated
+        )
+
     def validate(self) -> bytes | None:
         """Check what the editor holds; show what it sends or why it cannot."""
         info = self.query_one("#editor-info", Static)
         preview = self.query_one("#editor-preview", Static)
         try:
-            data = encode_body(self.mode, self.text, self.compact)
+            data = encode_body(self.mode, self.text, self.style)
+            if self.unchanged:
+                data = self.item.payload
         except ValueError as e:
             self.error = str(e)
             t = Text(f"✗ {e}", style="bold red")
@@ -474,13 +517,15 @@ class EditDialog(ModalScreen[Edited | None]):
         t.append("✓ ", "bold green")
         if self.mode == "json":
             t.append("valid JSON, ", "green")
-            t.append("compact" if self.compact else "as typed")
+            t.append(JSON_STYLE_WORDS[self.style])
             t.append(" (^n)  ", "dim")
         kind = "text" if op == Opcode.TEXT else "binary" if op == Opcode.BINARY else opcode_name(op)
         t.append(f"{kind} frame, {len(data):,} bytes", "bold")
         if len(data) != self.item.size:
             t.append(f" (was {self.item.size:,})", "dim")
         t.append(f" → {self._destination()}")
+        if self.unchanged:
+            t.append("  unchanged: the bytes as they came", "dim")
         problem = utf8_problem(data, op)
         if problem:
             t.append(f"\n⚠ {problem}", "bold yellow")
@@ -493,7 +538,8 @@ class EditDialog(ModalScreen[Edited | None]):
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append("edit as ", "dim")
         for mode in MODES:
-            t.append(f" {mode} ", "bold reverse" if mode == self.mode else "")
+            chosen = mode == self.mode
+            t.append(f" {'●' if chosen else '○'} {mode} ", "bold reverse" if chosen else "dim")
             t.append(" ")
         t.append(" ^o to change", "dim")
         if self.mode == self.start.mode and self.start.note:
@@ -504,38 +550,32 @@ class EditDialog(ModalScreen[Edited | None]):
             t.append(" · ^f format", "dim")
         self.query_one("#editor-modes", Static).update(t)
 
+    @property
+    def target(self) -> Target:
+        return self.targets[self.target_index][0] if self.targets else "live"
+
+    @property
+    def via_proxy(self) -> bool:
+        return bool(self.targets) and self.targets[self.target_index][1]
+
     def _show_target(self) -> None:
+        """Where a resend goes, every choice shown, the chosen one highlighted."""
         if not self.resend:
             return
-        t = Text()
-        t.append("on  ", "dim")
-        choices: list[tuple[Target, str, bool]] = [
-            ("live", f"the live connection {conn_tag(self.item.conn)}", self.live),
-            (
-                "new",
-                "a new connection to " + safe_text(self.conn.url if self.conn else "?"),
-                self.can_new,
-            ),
-        ]
-        for target, label, ok in choices:
-            if target == self.target:
-                t.append(f" {label} ", "bold reverse")
-            elif ok:
-                t.append(f" {label} ")
-            else:
-                t.append(f" {label} ", "dim strike")
-            t.append(" ")
-        if self.live and self.can_new:
-            t.append("  ^t to change", "dim")
-        elif not self.can_new and self.item.side != CLIENT:
-            t.append("  (a server message goes back on the live connection only)", "dim")
+        t = Text(no_wrap=True, overflow="ellipsis")
+        for i, (_, _, label) in enumerate(self.targets):
+            chosen = i == self.target_index
+            t.append("on " if i == 0 else "\n   ", "dim")
+            t.append(f" {'●' if chosen else '○'} {label} ", "bold reverse" if chosen else "dim")
+            if i == 0 and len(self.targets) > 1:
+                t.append("  ^t to change", "dim")
+        if self.item.side != CLIENT:
+            t.append("  (a server message goes back on its live connection only)", "dim")
         elif not self.live:
             t.append("  (the connection has ended)", "dim")
         self.query_one("#editor-target", Static).update(t)
         for w in self.query(".editor-header"):
             w.display = self.target == "new"
-        for cb in self.query("#editor-via-proxy"):
-            cb.display = self.target == "new"
 
     def tick(self) -> None:
         """A held message: how long it has been held, and whether it still is."""
@@ -558,10 +598,6 @@ class EditDialog(ModalScreen[Edited | None]):
 
     @on(TextArea.Changed, "#editor-text")
     def _changed(self) -> None:
-        self.validate()
-
-    @on(Checkbox.Changed, "#editor-via-proxy")
-    def _via_changed(self) -> None:
         self.validate()
 
     @on(Button.Pressed, "#editor-send")
@@ -588,7 +624,7 @@ class EditDialog(ModalScreen[Edited | None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """^t only when resending (and there is a choice), ^n and ^f in JSON mode."""
         if action == "toggle_target":
-            return self.resend and self.live and self.can_new
+            return len(self.targets) > 1
         if action in ("toggle_compact", "format"):
             return self.mode == "json"
         return True
@@ -605,15 +641,15 @@ class EditDialog(ModalScreen[Edited | None]):
             self.query_one("#editor-text", TextArea).focus()
             return
         headers: list[tuple[str, str]] = []
-        via = False
         if self.resend and self.target == "new":
             for i, name in enumerate(self.redacted):
                 value = self.query_one(f"#editor-header-{i}", Input).value
                 if value:
                     headers.append((name, value))
-            boxes = self.query("#editor-via-proxy")
-            via = bool(boxes) and bool(boxes.first(Checkbox).value)
-        self.result = Edited(data, self.opcode, self.target, headers, via)
+        unchanged = self.unchanged and self.opcode == self.item.opcode
+        self.result = Edited(
+            data, self.opcode, self.target, headers, self.via_proxy, unchanged=unchanged
+        )
         self.dismiss(self.result)
 
     def action_cycle_mode(self) -> None:
@@ -632,11 +668,11 @@ class EditDialog(ModalScreen[Edited | None]):
         self.set_text(pretty_json(value))
 
     def action_toggle_compact(self) -> None:
-        self.compact = not self.compact
+        self.style = JSON_STYLES[(JSON_STYLES.index(self.style) + 1) % len(JSON_STYLES)]
         self.validate()
 
     def action_reset(self) -> None:
-        self.compact = self.start.compact
+        self.style = self.start.style
         self.mode = self.start.mode
         self.set_text(self.start.text)
         self._show_note()
@@ -644,10 +680,10 @@ class EditDialog(ModalScreen[Edited | None]):
         self.refresh_bindings()
 
     def action_toggle_target(self) -> None:
-        if not (self.resend and self.live and self.can_new):
+        if len(self.targets) < 2:
             self.app.bell()
             return
-        self.target = "new" if self.target == "live" else "live"
+        self.target_index = (self.target_index + 1) % len(self.targets)
         self._show_target()
         self.validate()
 

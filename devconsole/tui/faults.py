@@ -139,7 +139,8 @@ def describe(cmd: Command) -> str:
         if not cmd.held:
             return f"{verb} all held" + ("" if cmd.conn else " everywhere")
         body = cmd.payload if isinstance(cmd, ForwardCommand) else None
-        return f"{verb} held #{cmd.held}" + (f" edited ({len(body)} B)" if body is not None else "")
+        edited = f" edited ({len(body)} B)" if body is not None else ""
+        return f"{verb} held message {cmd.held}{edited}"
     if isinstance(cmd, BreakpointCommand):
         scope = f"on #{cmd.conn}" if cmd.conn else "everywhere"
         return f"breakpoint {safe_text(cmd.filter)!r} {scope}"

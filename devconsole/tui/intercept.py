@@ -102,28 +102,35 @@ class Interceptor:
         """``item`` if it is held now; otherwise None and a notification saying why."""
         if item is None:
             self._notify(
-                "Select a held message (HOLD in the stream), or press I for the list of "
-                "held messages.",
+                "Select a held message (HOLD in the stream; n goes to the next one), or "
+                "press I for the list of held messages.",
                 title,
             )
             return None
         if not item.held:
-            self._notify(f"#{item.seq} is not held: no breakpoint stopped it.", title)
+            self._notify(
+                f"#{item.seq} is not held: no breakpoint stopped it (n goes to the next held "
+                "message).",
+                title,
+            )
             return None
         if item.outcome:
             self._notify(f"#{item.seq} is no longer held: {outcome_words(item)}.", title)
             return None
         return item
 
-    def forward(self, item: Item | None) -> None:
+    def forward(self, item: Item | None) -> bool:
+        """Forward ``item`` as it is; False (and a notification) if it is not held."""
         it = self.on_hold(item, "Forward")
         if it is not None:
             self.send(ForwardCommand(it.held), conn_tag(it.conn))
+        return it is not None
 
-    def drop(self, item: Item | None) -> None:
+    def drop(self, item: Item | None) -> bool:
         it = self.on_hold(item, "Drop")
         if it is not None:
             self.send(DropCommand(it.held), conn_tag(it.conn))
+        return it is not None
 
     def edit(self, item: Item | None) -> None:
         it = self.on_hold(item, "Edit")
@@ -139,10 +146,13 @@ class Interceptor:
         conn = self.session.connections.get(it.conn)
 
         def done(result: Edited | None) -> None:
-            if result is not None:
-                self.send(
-                    ForwardCommand(it.held, "", result.payload, result.opcode), conn_tag(it.conn)
-                )
+            if result is None:
+                return
+            if result.unchanged:  # as it came: the very bytes the sender sent
+                self.send(ForwardCommand(it.held), conn_tag(it.conn))
+            else:
+                cmd = ForwardCommand(it.held, "", result.payload, result.opcode)
+                self.send(cmd, conn_tag(it.conn))
 
         bp = self.tracker.breakpoint(it.breakpoint)
         dialog = EditDialog(
@@ -257,7 +267,7 @@ class Interceptor:
         except ValueError:
             return ""
         if any(_same_endpoint(a, parts.hostname or "", port) for a in addrs):
-            return ""
+            return ""  # the URL is the proxy's own address
         return addrs[0]
 
     async def _resend_new(self, conn: Connection, result: Edited, via: str | None) -> None:
@@ -275,7 +285,15 @@ class Interceptor:
                 wait=1.0,
             )
         except ReplayError as e:
-            app.notify(str(e), title="Resend failed", severity="error", markup=False, timeout=8)
+            hint = (
+                " (a reverse proxy does not take proxied connections: ^t in the resend "
+                "dialog sends directly)"
+                if via
+                else ""
+            )
+            app.notify(
+                f"{e}{hint}", title="Resend failed", severity="error", markup=False, timeout=10
+            )
             return
         except Exception as e:  # a network error must not take the screen down
             app.notify(
@@ -511,11 +529,11 @@ class MainIntercept:
         return item if item is not None and item.on_hold else None
 
     def check(self, action: str) -> bool:
-        """Which intercept keys apply now: f/e on a held message; d only with the stream
-        focused (elsewhere it opens and closes the detail pane); F/D when anything is
-        held."""
-        if action in ("forward", "edit"):
-            return self.selected_held() is not None
+        """Which intercept keys apply now: f, e, F, D and n while anything is held (on a
+        message that is not, f and e say how to pick one); d on a held message with the
+        stream focused (elsewhere it opens and closes the detail pane)."""
+        if action in ("forward", "edit"):  # shown while anything is held: they say how
+            return self.tracker.count() > 0
         if action == "drop":
             return self.main.focused is self.main.stream and self.selected_held() is not None
         if action in ("forward_all", "drop_all", "next_held"):
@@ -550,13 +568,28 @@ class MainIntercept:
     # ---------------------------------------------------------------- actions
 
     def forward(self) -> None:
-        self.actions.forward(self.selected())
+        if self.actions.forward(self.selected()):
+            self._advance()
 
     def edit(self) -> None:
         self.actions.edit(self.selected())
 
     def drop(self) -> None:
-        self.actions.drop(self.selected())
+        if self.actions.drop(self.selected()):
+            self._advance()
+
+    def _advance(self) -> None:
+        """After f or d, the next held message of the view below the cursor is selected
+        (as the intercept view's list moves on), so f f f goes through them in order."""
+        stream = self.main.stream
+        cur = stream.cursor_seq or 0
+        after = [
+            it.seq
+            for it in self.tracker.ordered()
+            if it.seq > cur and stream.index_of(it.seq) is not None
+        ]
+        if after:
+            stream.select_seq(min(after))
 
     def release_all(self, drop: bool) -> None:
         self.actions.release_all(drop, self.main.conn, self.selected())

@@ -156,7 +156,7 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         & > .stream--marker { color: $error; text-style: bold; }
         & > .stream--evicted { color: $text-disabled; text-style: italic; }
         & > .stream--placeholder { color: $text-muted; text-style: italic; }
-        & > .stream--held { background: $warning 35%; }
+        & > .stream--held { background: $warning; color: $background; text-style: bold; }
         & > .stream--rule { color: $warning; }
     }
     """
@@ -395,15 +395,19 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         t.append(f"{b:<{BADGE_WIDTH}}", BADGE_STYLES.get(b, "bold"))
         t.append(" ")
         marks = " ".join(markers(item))
+        # a message on hold: its marker stands out (HOLD, black on yellow)
+        mark_style = self._style("stream--held" if item.on_hold else "stream--marker")
         if layout.mark_width:
-            t.append(
-                f"{marks[: layout.mark_width]:<{layout.mark_width}}", self._style("stream--marker")
-            )
+            t.append(f"{marks[: layout.mark_width]:<{layout.mark_width}}", mark_style)
             t.append(" ")
         size = fmt_bytes_short(item.size)
         t.append(f"{size:>{layout.size_width}} ", self._style("stream--size"))
         if marks and not layout.mark_width:
-            t.append(marks + " ", self._style("stream--marker"))
+            if item.on_hold:
+                t.append(marks, mark_style)
+                t.append(" ")
+            else:
+                t.append(marks + " ", mark_style)
         if item.held:  # the breakpoint that held it; an edited one shows what was sent
             t.append(f"bp{item.breakpoint} ", self._style("stream--rule"))
             item = as_sent(item)
@@ -411,8 +415,6 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         if room:
             t.append(Text(preview(item, room), no_wrap=True))
         t.truncate(width)
-        if item.on_hold:
-            t.stylize(self._style("stream--held"))
         return t
 
     def _evicted_text(self, seq: int) -> Text:
