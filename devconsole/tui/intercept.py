@@ -415,8 +415,9 @@ class ScopeDialog(ModalScreen[str | None]):
 # --------------------------------------------------------------------------- main screen
 
 
-# The main screen's intercept keys. f, e and d come first: on a held message they lead the
-# footer, and d drops (it opens the detail pane on any other message: see check()).
+# The main screen's intercept keys. f and e come first: while anything is held they lead
+# the footer. d (drop) goes just before d (detail pane), which it wins over on a held
+# message in the stream (see MainIntercept.check), so the footer keeps d where it was.
 MAIN_BINDINGS: list[BindingType] = [
     Binding(
         "f",
@@ -432,20 +433,21 @@ MAIN_BINDINGS: list[BindingType] = [
         id="edit",
         tooltip="Edit the selected held message (JSON validated, hex for binary), then forward it",
     ),
-    Binding(
-        "d",
-        "drop",
-        "Drop",
-        id="drop",
-        tooltip="Drop the selected held message: its receiver never sees it (on other "
-        "messages d opens the detail pane)",
-    ),
 ]
+DROP_BINDING = Binding(
+    "d",
+    "drop",
+    "Drop",
+    id="drop",
+    tooltip="Drop the selected held message: its receiver never sees it (on other "
+    "messages d opens the detail pane)",
+)
 MAIN_BINDINGS_LATER: list[BindingType] = [
     Binding(
         "I",
         "intercept",
         "Intercept",
+        show=False,  # the status bar says "⏸ 3 HELD (I)" when it matters
         id="intercept",
         tooltip="The intercept view: breakpoints, and the held messages oldest first",
     ),
@@ -1262,6 +1264,7 @@ def held_body(item: Item) -> RenderableType:
 
 
 __all__ = [
+    "DROP_BINDING",
     "MAIN_ACTIONS",
     "MAIN_BINDINGS",
     "MAIN_BINDINGS_LATER",

@@ -45,7 +45,13 @@ from devconsole.tui.detail import DetailPane
 from devconsole.tui.faults import FaultMenu, InjectDialog
 from devconsole.tui.filterbar import FilterBar
 from devconsole.tui.handshake import HandshakeScreen
-from devconsole.tui.intercept import MAIN_ACTIONS, MAIN_BINDINGS, MAIN_BINDINGS_LATER, MainIntercept
+from devconsole.tui.intercept import (
+    DROP_BINDING,
+    MAIN_ACTIONS,
+    MAIN_BINDINGS,
+    MAIN_BINDINGS_LATER,
+    MainIntercept,
+)
 from devconsole.tui.report import ReportScreen
 from devconsole.tui.state import CommandRequested, ViewState
 from devconsole.tui.statusbar import StatusBar, StatusInfo
@@ -83,8 +89,7 @@ class MainScreen(Screen[None]):
         # (system: listed once, with the app's keys, in the help screen).
         Binding("question_mark", "app.help", "Help", id="help", tooltip="Keys", system=True),
         Binding("q", "app.quit", "Quit", id="quit", tooltip="Quit devconsole", system=True),
-        # intercept (tui/intercept.py): f, e, d on a held message, before d's detail below
-        *MAIN_BINDINGS,
+        *MAIN_BINDINGS,  # intercept (tui/intercept.py): f and e on a held message
         Binding(
             "slash",
             "filter",
@@ -136,6 +141,7 @@ class MainScreen(Screen[None]):
             id="report",
             tooltip="Readiness report: checklist per endpoint, backoff timeline, heartbeat",
         ),
+        DROP_BINDING,  # d on a held message in the stream; the detail pane elsewhere
         Binding(
             "d",
             "toggle_detail",
