@@ -75,9 +75,7 @@ def test_json_styles() -> None:
 
 
 def test_hex_mode() -> None:
-    assert hex_lines(bytes(range(18))) == (
-        "00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f\n10 11"
-    )
+    assert hex_lines(bytes(range(18))) == ("00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f\n10 11")
     assert encode_body("hex", "01 02\nff") == b"\x01\x02\xff"
     with pytest.raises(ValueError, match="not hexadecimal at character 4"):
         encode_body("hex", "01 g2")
@@ -121,9 +119,7 @@ def test_side_by_side_marks_what_changed() -> None:
 
 def app_with():
     source = live_source(intercept_traffic().events, command_error=None)
-    return source, make_app(
-        source, clock=frozen_clock, tz=UTC, wall_clock=lambda: INTERCEPT_NOW
-    )
+    return source, make_app(source, clock=frozen_clock, tz=UTC, wall_clock=lambda: INTERCEPT_NOW)
 
 
 async def open_editor(pilot, seq: int = 8) -> EditDialog:

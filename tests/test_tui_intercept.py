@@ -506,7 +506,7 @@ async def test_R_resends_on_the_live_connection_edited_first() -> None:
 
 
 async def test_R_on_a_control_frame_says_why_not() -> None:
-    source, app = app_with()
+    _, app = app_with()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await select(pilot, 11)
