@@ -178,6 +178,7 @@ class BreakpointDialog(ModalScreen[BreakpointCommand | None]):
                 yield Input(
                     self.expr,
                     placeholder="from:client json:type=subscribe",
+                    select_on_focus=False,  # typing adds to the stream's filter
                     id="breakpoint-filter",
                 )
             with Horizontal(classes="breakpoint-row"):

@@ -371,13 +371,15 @@ class ScopeDialog(ModalScreen[str | None]):
                 t.append(f" {verb.lower()} the {n} held on {conn_tag(conn)} ")
                 t.append(safe_text(self.path(conn) or "/"), "dim")
                 opts.append(Option(t, f"conn:{conn}"))
-            t = Text()
-            t.append(" a ", "bold reverse")
             n = self.connections
-            t.append(
-                f" {verb.lower()} all {self.total} held, on {n} connection{'s' if n != 1 else ''}"
-            )
-            opts.append(Option(t, "all"))
+            if not (self.counts and self.counts[0][1] == self.total):  # else the same
+                t = Text()
+                t.append(" a ", "bold reverse")
+                t.append(
+                    f" {verb.lower()} all {self.total} held, on {n} connection"
+                    + ("s" if n != 1 else "")
+                )
+                opts.append(Option(t, "all"))
             yield Static(
                 Text(
                     "Dropped messages never reach their receiver."
