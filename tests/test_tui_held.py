@@ -63,3 +63,22 @@ def test_words_times_and_the_body_as_sent() -> None:
     assert (sent.payload, sent.opcode, sent.size) == (b"\x01\x02", Opcode.BINARY, 2)
     assert m.payload == b'{"a":1}'  # the original is kept
     assert outcome_words(t.text("1", CLIENT, "plain")) == ""
+
+
+def test_a_flood_of_held_messages_is_counted_at_most_twice_a_second() -> None:
+    """With tens of thousands held, a redraw tick does not recount them every time."""
+    from devconsole.tui.held import MANY_HELD
+
+    now = [0.0]
+    s = Session()
+    tracker = HeldTracker(s, clock=lambda: now[0])
+    t = Traffic()
+    t.open("1")
+    for i in range(MANY_HELD + 10):
+        s.apply(t.text("1", CLIENT, "x", held=i + 1, breakpoint=1))
+    assert tracker.count("1") == MANY_HELD + 10
+    s.apply(t.text("1", CLIENT, "x", held=MANY_HELD + 11, breakpoint=1))
+    assert tracker.count("1") == MANY_HELD + 10  # within half a second: as it was
+    assert tracker.count() == MANY_HELD + 11  # the total is always exact
+    now[0] += 0.5
+    assert tracker.count("1") == MANY_HELD + 11

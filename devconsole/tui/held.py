@@ -12,13 +12,21 @@ pane asks and only when something is held: nothing is done per message.
 from __future__ import annotations
 
 import dataclasses
+import time
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from typing import ClassVar
 
 from devconsole.model import Breakpoint, Item, Message, Outcome, OutcomeEvent
 from devconsole.session import Session
 from devconsole.text import fmt_elapsed
+
+# Above this many held messages (a flood against a broad breakpoint holds tens of
+# thousands) the counts and the list are recomputed at most every RECOMPUTE_EVERY seconds,
+# not on every Session version: a redraw tick stays cheap.
+MANY_HELD = 2_000
+RECOMPUTE_EVERY = 0.5
 
 # What became of a held message, in words (the detail pane, the intercept view).
 OUTCOME_WORDS: dict[str, str] = {
@@ -38,8 +46,10 @@ class HeldTracker:
         weakref.WeakKeyDictionary()
     )
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, clock: Callable[[], float] = time.monotonic) -> None:
         self.session = session
+        self.clock = clock
+        self._at = 0.0
         self._changed: list[int] = []
         self._version = -1
         self._counts: Counter[str] = Counter()
@@ -70,8 +80,12 @@ class HeldTracker:
         s = self.session
         if s.version == self._version:
             return
-        self._version = s.version
         held = s.held
+        now = self.clock()
+        if len(held) > MANY_HELD and self._version >= 0 and now - self._at < RECOMPUTE_EVERY:
+            return
+        self._version = s.version
+        self._at = now
         if not held:
             self._counts = Counter()
             self._ordered = []
