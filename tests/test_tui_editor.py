@@ -226,3 +226,29 @@ def test_snapshot_edit_dialog_invalid_json_80x24(snap_compare) -> None:
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_a_message_the_capture_truncated_is_edited_knowingly() -> None:
+    """Only the start of a big message is in the capture: unchanged, it is forwarded
+    whole (the proxy has all of it); edited, the editor says what is sent replaces it."""
+    from devconsole.samples import Traffic
+
+    t = Traffic()
+    t.open("1")
+    t.text("1", CLIENT, "x" * 100, size=5000, held=1, breakpoint=1)
+    source = live_source(t.take(), command_error=None)
+    app = make_app(source, clock=frozen_clock, tz=UTC)
+    async with app.run_test(size=SIZE) as pilot:
+        editor = await open_editor(pilot, seq=1)
+        assert not editor.unchanged  # what the editor holds is not the whole message
+        assert "the capture kept 100 of 5,000 bytes" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("f")  # forwarding as is sends all of it
+        for _ in range(50):
+            if source.commands:
+                break
+            await pilot.pause()
+        from devconsole.model import ForwardCommand
+
+        assert source.commands == [ForwardCommand(1)]

@@ -788,3 +788,28 @@ async def test_resend_asks_for_headers_a_capture_redacted(short_tmp: Path) -> No
             await wait_until(lambda: rec.got == ["hello again"])
             assert headers == ["session=alice"]
             await wait_until(lambda: any(t == "Resent" for t, _, _ in shown))
+
+
+async def test_B_opens_the_view_on_the_breakpoints_and_help_and_palette_work_there() -> None:
+    source, app = app_with()
+    async with app.run_test(size=(140, 60)) as pilot:
+        await settle(pilot)
+        await pilot.press("B")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, InterceptScreen) and app.focused is screen.bp_list
+        await pilot.press("enter")  # on a breakpoint, Enter switches it too
+        await until_sent(pilot)
+        assert source.commands == [EnableBreakpointCommand(1, False)]
+        from devconsole.tui.app import DevconsoleCommands
+
+        titles = [title for title, _, _ in DevconsoleCommands(screen)._commands()]
+        for title in ("Forward", "Edit", "Drop", "On/off", "Remove", "New breakpoint"):
+            assert title in titles, title
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        assert "intercept view" in screen_text(app)
+        await pilot.press("escape", "q")
+        await pilot.pause()
+        assert app.screen is app.main

@@ -366,14 +366,14 @@ def help_groups() -> list[tuple[str, Iterable[BindingType]]]:
         ("connections", ConnectionList.BINDINGS),
         ("filter bar", FilterBar.BINDINGS),
         ("detail tree", DetailTree.BINDINGS),
-        ("fault menu", FaultMenu.BINDINGS),
-        ("inject", InjectDialog.BINDINGS),
-        ("handshake", HandshakeScreen.BINDINGS),
-        ("report", ReportScreen.BINDINGS),
         ("intercept view", InterceptScreen.BINDINGS),
         ("forward/drop all", ScopeDialog.BINDINGS),
         ("breakpoint", BreakpointDialog.BINDINGS),
         ("editor", EditDialog.BINDINGS),
+        ("fault menu", FaultMenu.BINDINGS),
+        ("inject", InjectDialog.BINDINGS),
+        ("handshake", HandshakeScreen.BINDINGS),
+        ("report", ReportScreen.BINDINGS),
     ]
 
 

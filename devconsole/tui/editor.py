@@ -529,6 +529,12 @@ class EditDialog(ModalScreen[Edited | None]):
         problem = utf8_problem(data, op)
         if problem:
             t.append(f"\n⚠ {problem}", "bold yellow")
+        if self.item.truncated and not self.unchanged:
+            t.append(
+                f"\n⚠ the capture kept {len(self.item.payload):,} of {self.item.size:,} bytes: "
+                "what is sent replaces the whole message",
+                "bold yellow",
+            )
         info.update(t)
         preview.update(bytes_preview(data, op))
         return data
