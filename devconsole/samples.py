@@ -18,6 +18,8 @@ from typing import Any
 from devconsole.model import (
     CLIENT,
     SERVER,
+    Breakpoint,
+    BreakpointsEvent,
     ControlFrame,
     EndEvent,
     Event,
@@ -25,6 +27,8 @@ from devconsole.model import (
     HandshakeEvent,
     Message,
     Opcode,
+    Outcome,
+    OutcomeEvent,
     RefusedEvent,
     Side,
     StateEvent,
@@ -430,4 +434,50 @@ def retry_traffic() -> Traffic:
             t.json(str(n), SERVER, {"type": "presence", "user": "bob", "online": True})
             t.end(str(n), clean=False, closed_by=SERVER)
             n += 1
+    return t
+
+
+INTERCEPT_NOW = T0 + 20.0  # a moment after the end of intercept_traffic()
+
+
+def intercept_traffic() -> Traffic:
+    """A chat (/chat, #1) and a price feed (/prices, #2) with breakpoints: on the chat the
+    client's ``subscribe`` was forwarded edited, a ``typing`` message dropped, and a
+    ``msg`` is held now; on the feed a binary order and a control ping are held. Two
+    breakpoints, one disabled. ``INTERCEPT_NOW`` is a good wall clock for it."""
+    t = Traffic()
+    t.events.append(
+        BreakpointsEvent(
+            [
+                Breakpoint(1, "from:client json:type=subscribe,msg,typing", timeout=120.0),
+                Breakpoint(2, "conn:2 type:binary,ping", conn="2", control=True, timeout=30.0),
+                Breakpoint(3, "from:server json:type=error", enabled=False),
+            ]
+        )
+    )
+    t.open("1", path="/chat", client="127.0.0.1:50001")
+    t.json("1", CLIENT, {"type": "hello", "user": "ada"})
+    t.json("1", SERVER, {"type": "welcome", "user": "ada", "online": 3})
+    sub = t.json(
+        "1", CLIENT, {"type": "subscribe", "room": "lobby", "history": 50}, held=1, breakpoint=1
+    )
+    edited = json.dumps({"type": "subscribe", "room": "ops", "history": 5}, separators=(",", ":"))
+    t.events.append(
+        OutcomeEvent(
+            "1", t.ts + 4.0, sub.seq, 1, Outcome.EDITED, Opcode.TEXT, edited.encode(), len(edited)
+        )
+    )
+    t.ts += 4.0
+    t.json("1", SERVER, {"type": "joined", "room": "ops", "members": ["ada", "bob"]})
+    typing = t.json("1", CLIENT, {"type": "typing", "room": "ops"}, held=2, breakpoint=1)
+    t.events.append(OutcomeEvent("1", t.ts + 1.0, typing.seq, 2, Outcome.DROPPED))
+    t.ts += 1.0
+    t.json("1", SERVER, {"type": "msg", "from": "bob", "text": "anyone on call?"})
+    t.open("2", path="/prices", host="stream.example.com", client="127.0.0.1:50002")
+    t.json("2", SERVER, {"sym": "BTC", "px": 37123.5})
+    t.json("1", CLIENT, {"type": "msg", "room": "ops", "text": "on it"}, held=3, breakpoint=1)
+    t.json("2", SERVER, {"sym": "ETH", "px": 2011.25})
+    t.binary("2", CLIENT, bytes.fromhex("01000000000003e8") + b"BTC-buy", held=4, breakpoint=2)
+    t.control("2", CLIENT, Opcode.PING, b"keepalive", held=5, breakpoint=2)
+    t.json("2", SERVER, {"sym": "BTC", "px": 37125.0})
     return t

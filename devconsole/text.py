@@ -92,6 +92,17 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def fmt_elapsed(seconds: float) -> str:
+    """A clock-like duration in whole seconds, for what ticks once a second (how long a
+    message has been held): ``0s``, ``12s``, ``1m05s``, ``2h03m``."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 def fmt_delay(seconds: float) -> str:
     """A duration as a short label (the backoff timeline's gaps): ``40ms``, ``0.3s``,
     ``1.25s``, ``12s``, ``2.5m``."""
@@ -173,7 +184,8 @@ def direction_words(side: str) -> str:
 
 def markers(item: Item) -> list[str]:
     """Extra markers of a stream row: INJ (sent by devconsole), DROP (not forwarded), ERR
-    (a close frame with an invalid code)."""
+    (a close frame with an invalid code), and for a message a breakpoint held: HOLD (on
+    hold now), FWD, EDIT, DROP, T/O (forwarded when its hold timed out)."""
     out: list[str] = []
     if item.injected:
         out.append("INJ")
@@ -181,7 +193,20 @@ def markers(item: Item) -> list[str]:
         out.append("DROP")
     if isinstance(item, ControlFrame) and item.error:
         out.append("ERR")
+    if item.held:  # held by a breakpoint (docs/intercept.md): on hold, or what became of it
+        out.append(HELD_MARKS.get(item.outcome, "HOLD"))
     return out
+
+
+# The marker of a message a breakpoint held, by its outcome ("" while on hold).
+HELD_MARKS: dict[str, str] = {
+    "": "HOLD",
+    "forwarded": "FWD",
+    "edited": "EDIT",
+    "dropped": "DROP",
+    "timeout-forwarded": "T/O",
+    "timeout-dropped": "DROP",
+}
 
 
 def rsv_names(rsv: int) -> str:

@@ -19,9 +19,11 @@ sys.path.insert(0, str(ROOT))
 
 from devconsole.samples import (  # noqa: E402
     FAULT_NOW,
+    INTERCEPT_NOW,
     UTC,
     demo_traffic,
     fault_traffic,
+    intercept_traffic,
     refusal_traffic,
     retry_traffic,
 )
@@ -44,12 +46,16 @@ async def settle(pilot: Any) -> None:
 
 
 async def shot(
-    name: str, steps: Callable[[Any], Awaitable[None]], size=SIZE, traffic=demo_traffic
+    name: str,
+    steps: Callable[[Any], Awaitable[None]],
+    size=SIZE,
+    traffic=demo_traffic,
+    now: float = FAULT_NOW,
 ) -> None:
     app = make_app(
         MemorySource(traffic().events),
         clock=frozen_clock,
-        wall_clock=lambda: FAULT_NOW,
+        wall_clock=lambda: now,
         tz=UTC,
     )
     async with app.run_test(size=size) as pilot:
@@ -170,6 +176,39 @@ async def report(pilot: Any) -> None:
     await settle(pilot)
 
 
+async def intercept_stream(pilot: Any) -> None:
+    screen = pilot.app.main
+    screen.stream.focus()
+    screen.stream.select_seq(8)
+
+
+async def intercept_view(pilot: Any) -> None:
+    await pilot.press("I")
+
+
+async def intercept_edit(pilot: Any) -> None:
+    await intercept_stream(pilot)
+    await settle(pilot)
+    await pilot.press("e")
+    await pilot.pause()
+    pilot.app.screen.set_text(
+        '{\n  "type": "msg",\n  "room": "ops",\n  "text": "on it, in 5 min"\n}'
+    )
+
+
+async def intercept_edited(pilot: Any) -> None:
+    await open_message(pilot, 3)
+
+
+async def breakpoint_dialog(pilot: Any) -> None:
+    screen = pilot.app.main
+    screen.connections.select("1")
+    await settle(pilot)
+    screen.apply_filter("from:client json:type=msg")
+    await settle(pilot)
+    await pilot.press("b")
+
+
 async def run() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     await shot("tui-main", main_screen)
@@ -191,6 +230,13 @@ async def run() -> None:
     await shot("tui-fault-custom", custom_close, traffic=fault_traffic)
     await shot("tui-inject", inject, traffic=fault_traffic)
     await shot("tui-report", report, size=(140, 48), traffic=fault_traffic)
+    held: dict[str, Any] = {"traffic": intercept_traffic, "now": INTERCEPT_NOW}
+    await shot("tui-intercept-stream", intercept_stream, size=(100, 26), **held)
+    await shot("tui-intercept", intercept_view, **held)
+    await shot("tui-intercept-80x24", intercept_view, size=(80, 24), **held)
+    await shot("tui-intercept-edit", intercept_edit, size=(100, 30), **held)
+    await shot("tui-intercept-edited", intercept_edited, size=(100, 34), **held)
+    await shot("tui-breakpoint", breakpoint_dialog, size=(100, 30), **held)
 
 
 if __name__ == "__main__":

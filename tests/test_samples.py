@@ -41,3 +41,14 @@ def test_traffic_events() -> None:
     kinds = [type(ev) for ev in t.take()]
     assert kinds == [HandshakeEvent, RefusedEvent, Message]
     assert t.take() == []
+
+
+def test_intercept_traffic_holds_three_messages_with_two_decided() -> None:
+    from devconsole.samples import intercept_traffic
+
+    s = Session()
+    s.apply_all(intercept_traffic().events)
+    assert sorted(s.held) == [3, 4, 5] and s.held_count("2") == 2
+    assert [bp.enabled for bp in s.breakpoints] == [True, True, False]
+    outcomes = {it.seq: it.outcome for it in s.buffer if it.held}
+    assert outcomes == {3: "edited", 5: "dropped", 8: "", 10: "", 11: ""}

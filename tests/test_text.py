@@ -15,6 +15,7 @@ from devconsole.text import (
     fmt_datetime,
     fmt_delay,
     fmt_duration,
+    fmt_elapsed,
     fmt_rate,
     fmt_time,
     markers,
@@ -116,3 +117,32 @@ def test_badges_arrows_markers() -> None:
     assert rsv_names(4) == "RSV1"
     assert rsv_names(0b101) == "RSV1+RSV3"
     assert rsv_names(0) == "-"
+
+
+def test_held_markers_and_elapsed_times() -> None:
+    """A message a breakpoint held: HOLD while it is, then what became of it."""
+    t = Traffic()
+    m = t.text("c1", CLIENT, "x", held=3, breakpoint=1)
+    assert markers(m) == ["HOLD"]
+    for outcome, mark in (
+        ("forwarded", "FWD"),
+        ("edited", "EDIT"),
+        ("dropped", "DROP"),
+        ("timeout-forwarded", "T/O"),
+        ("timeout-dropped", "DROP"),
+    ):
+        m.outcome = outcome
+        assert markers(m) == [mark]
+    held_ping = t.ping("c1")
+    held_ping.held = 4
+    assert markers(held_ping) == ["HOLD"]
+    assert [fmt_elapsed(s) for s in (0, 0.9, 12.7, 65, 3599, 3600, 7380, -1)] == [
+        "0s",
+        "0s",
+        "12s",
+        "1m05s",
+        "59m59s",
+        "1h00m",
+        "2h03m",
+        "0s",
+    ]

@@ -346,3 +346,16 @@ async def test_every_live_connection_is_in_reach_at_80x24() -> None:
         await pilot.press("end")
         await settle(pilot)
         assert "/live7" in screen_text(app)
+
+
+async def test_held_messages_are_counted_on_their_connection_and_on_all() -> None:
+    """Issue 9: the rows say how many messages a breakpoint holds on each connection."""
+    from devconsole.samples import intercept_traffic
+
+    _, app = app_with(intercept_traffic().events)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        lines = screen_text(app).splitlines()
+        row = {line.split()[1]: line for line in lines if " open " in line}
+        assert "⏸1 " in row["#1"] and "⏸2 " in row["#2"]
+        assert "⏸ 3 held" in next(line for line in lines if "All connections" in line)

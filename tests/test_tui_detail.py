@@ -259,3 +259,20 @@ def test_frames_view_of_a_huge_fragmented_message_is_bounded() -> None:
     single = t.text("1", SERVER, "hello")  # wire size 7: a 2-byte header
     console.print(frames_renderable(single))
     assert "(headers 2 B)" in console.export_text()
+
+
+async def test_an_edited_message_opens_on_original_and_sent_side_by_side() -> None:
+    """Issue 9: the detail of a held message says so, and an edited one opens on the
+    "edited" view: the original and what was sent, next to each other."""
+    from devconsole.samples import intercept_traffic
+
+    app = make(intercept_traffic())
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await select(pilot, 3)
+        assert detail.view_names[0] == "edited" and detail.view_name == "edited"
+        shown = screen_text(app)
+        assert "breakpoint 1: forwarded edited" in shown
+        assert '"history": 50' in shown and '"history": 5' in shown
+        detail = await select(pilot, 8)
+        assert "edited" not in detail.view_names
+        assert "⏸ HELD" in screen_text(app)

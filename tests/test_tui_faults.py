@@ -368,3 +368,22 @@ async def test_a_session_given_to_the_app_feeds_its_heartbeat_monitor() -> None:
     t.ping("5")
     session.apply_all(t.take())  # attached: sees what comes next too
     assert app.heartbeat.report("5", FAULT_NOW + 1).server_pings.count == 3
+
+
+def test_describe_intercept_commands() -> None:
+    from devconsole.model import (
+        BreakpointCommand,
+        DropCommand,
+        EnableBreakpointCommand,
+        ForwardCommand,
+        RemoveBreakpointCommand,
+    )
+    from devconsole.tui.faults import describe
+
+    assert describe(ForwardCommand(7)) == "forward held message 7"
+    assert describe(ForwardCommand(7, "", b"abc", 1)) == "forward held message 7 edited (3 B)"
+    assert describe(DropCommand(0)) == "drop all held everywhere"
+    assert describe(DropCommand(0, "3")) == "drop all held"
+    assert describe(BreakpointCommand("from:client", "3")) == "breakpoint 'from:client' on #3"
+    assert describe(RemoveBreakpointCommand(2)) == "remove breakpoint 2"
+    assert describe(EnableBreakpointCommand(2, False)) == "disable breakpoint 2"

@@ -131,3 +131,18 @@ async def test_the_bar_and_help_show_the_tap_this_screen_reads() -> None:
         shown = screen_text(app)
         assert f"Reading the proxy on 127.0.0.1:8080 through its tap {tap}" in shown
         assert f"with several: --tap {tap}" in shown
+
+
+def test_held_messages_are_never_left_out_of_the_bar() -> None:
+    """Issue 9: held messages wait for a decision, so their count stays on the narrowest
+    bar, and says which key lists them."""
+    from devconsole.samples import intercept_traffic
+
+    info = replace(BASE, held=1234, evicted=5, missed=2)
+    assert "⏸ 1,234 HELD (I)" in status_text(info).plain
+    assert "⏸ 1,234 HELD (I)" in status_text(info, 40).plain
+    assert "HELD" not in status_text(BASE).plain
+    s = Session()
+    s.apply_all(intercept_traffic().events)
+    kw = dict(source_state="live", rate=0.0, paused=False, paused_new=0, following=True)
+    assert StatusInfo.from_session(s, address="", filtered=False, **kw).held == 3

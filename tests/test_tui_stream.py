@@ -304,3 +304,34 @@ async def test_the_preview_gets_the_width() -> None:
     assert at120 >= 70, line
     at200, line = await preview_width((200, 50))
     assert at200 >= 150, line
+
+
+async def test_an_outcome_re_renders_only_the_row_of_its_message(monkeypatch) -> None:
+    """Issue 9: a held message's outcome changes the buffered item in place; the row,
+    cached by seq, is rendered again (HOLD becomes DROP), and no other row is."""
+    from devconsole.model import Outcome, OutcomeEvent
+
+    t = Traffic()
+    t.open("1")
+    t.burst("1", 5)
+    held = t.text("1", CLIENT, "hold me", held=1, breakpoint=2)
+    t.burst("1", 5)
+    source, app = live_app(t.take())
+    async with app.run_test(size=SIZE) as pilot:
+        stream = stream_of(app)
+        await settle(pilot)
+        row = next(line for line in screen_text(app).splitlines() if "hold me" in line)
+        assert "HOLD" in row and "bp2" in row
+        rendered: list[int] = []
+        original = stream.row_text
+
+        def spy(item, width):
+            rendered.append(item.seq)
+            return original(item, width)
+
+        monkeypatch.setattr(stream, "row_text", spy)
+        source.push([OutcomeEvent("1", t.ts, held.seq, 1, Outcome.DROPPED)])
+        await settle(pilot)
+        assert set(rendered) == {held.seq}
+        row = next(line for line in screen_text(app).splitlines() if "hold me" in line)
+        assert "DROP" in row and "HOLD" not in row

@@ -31,12 +31,15 @@ from devconsole.analysis.heartbeat import HeartbeatMonitor
 from devconsole.model import Command, CommandResult, Event
 from devconsole.session import Session
 from devconsole.source import Source, SourceError
+from devconsole.tui.breakpoints import BreakpointDialog
 from devconsole.tui.connections import ALL, ConnectionList
 from devconsole.tui.detail import DetailTree
+from devconsole.tui.editor import EditDialog
 from devconsole.tui.faults import FaultMenu, InjectDialog, describe
 from devconsole.tui.filterbar import FilterBar
 from devconsole.tui.handshake import HandshakeScreen
 from devconsole.tui.help import HelpScreen
+from devconsole.tui.intercept import InterceptScreen, ScopeDialog
 from devconsole.tui.main import MainScreen
 from devconsole.tui.report import ReportScreen
 from devconsole.tui.state import CommandRequested, ViewState
@@ -55,6 +58,8 @@ class DevconsoleCommands(Provider):
         groups: list[tuple[Any, Iterable[BindingType]]] = [(app, DevconsoleApp.BINDINGS)]
         if isinstance(screen, MainScreen):
             groups.insert(0, (screen, MainScreen.BINDINGS))
+        elif isinstance(screen, InterceptScreen):
+            groups.insert(0, (screen, InterceptScreen.BINDINGS))
         seen: set[str] = set()
         for node, bindings in groups:
             for b in bindings:
@@ -101,7 +106,7 @@ def tune_gc() -> None:
 class DevconsoleApp(App[None]):
     """WebSocket traffic inspector. Build it with ``make_app()``."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = ["app.tcss", "intercept.tcss"]  # intercept.tcss: tui/intercept.py and its dialogs
     TITLE = "devconsole"
     COMMANDS = App.COMMANDS | {DevconsoleCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -361,6 +366,10 @@ def help_groups() -> list[tuple[str, Iterable[BindingType]]]:
         ("connections", ConnectionList.BINDINGS),
         ("filter bar", FilterBar.BINDINGS),
         ("detail tree", DetailTree.BINDINGS),
+        ("intercept view", InterceptScreen.BINDINGS),
+        ("forward/drop all", ScopeDialog.BINDINGS),
+        ("breakpoint", BreakpointDialog.BINDINGS),
+        ("editor", EditDialog.BINDINGS),
         ("fault menu", FaultMenu.BINDINGS),
         ("inject", InjectDialog.BINDINGS),
         ("handshake", HandshakeScreen.BINDINGS),

@@ -33,6 +33,7 @@ from devconsole.model import Connection, close_code_meaning, conn_instance
 from devconsole.session import Session
 from devconsole.text import conn_tag, fmt_bytes_short, fmt_count, fmt_rate
 from devconsole.tui.fmt import STATE_STYLES
+from devconsole.tui.held import HeldTracker
 
 ALL = "*all*"  # the rate key of the merged row
 
@@ -289,6 +290,7 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
         self._columns: tuple[int, Columns] | None = None
         self._styles: dict[str, Style] = {}
         self._totals_cache: tuple[int, float, tuple[int, int, int, int, int]] | None = None
+        self._held = HeldTracker.of(session)
 
     @property
     def selected(self) -> str | None:
@@ -544,6 +546,11 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
                 label.append(
                     f" ({live}/{len(s.connections)} live)", self._style("connections--dim")
                 )
+            held = self._held.count()
+            if held:  # messages held by breakpoints: impossible to miss
+                label = Text(f" ⏸ {held} held ", style="bold black on yellow").append_text(
+                    Text(" ").append_text(label)
+                )
             # the label spans the path, client and address columns
             span = sum(w + 1 for w in (c.path, c.key, c.client) if w) - 1
             _cell(t, label, span)
@@ -576,6 +583,10 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
                 where.append(f"{safe_text(inst)} ", "bold")
         if r.group:
             where.append(f"{conn_tag(r.ids[0])}–{conn_tag(r.newest)} ×{len(r.ids)} ", "bold red")
+        held = self._held.count(conn.id)
+        if held:  # messages held by breakpoints on this connection
+            where.append(f" ⏸{held} ", "bold black on yellow")
+            where.append(" ")
         if inst and where.cell_len + len(host) + len(hs.path or "/") > c.path:
             host = ""  # the instance and the path tell connections apart, not the host
         if host and c.host:

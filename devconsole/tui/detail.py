@@ -44,9 +44,12 @@ from devconsole.text import (
     opcode_name,
     rsv_names,
 )
+from devconsole.tui.editor import side_by_side
 from devconsole.tui.fmt import BADGE_STYLES
+from devconsole.tui.held import outcome_words
 
 FRAMES_VIEW = "frames"
+EDITED_VIEW = "edited"  # a held message forwarded edited: original and sent side by side
 CLOSE_VIEW = "close"
 MAX_TEXT = 256 * 1024  # characters of a text view rendered at once
 MAX_TREE_NODES = 5000
@@ -267,6 +270,8 @@ class DetailPane(Vertical):
             names.insert(0, CLOSE_VIEW)
         if FRAMES_VIEW not in names:
             names.append(FRAMES_VIEW)
+        if isinstance(item, Message) and item.edited is not None:
+            names.insert(0, EDITED_VIEW)
         return names
 
     def show(self, item: Item | None) -> None:
@@ -292,6 +297,8 @@ class DetailPane(Vertical):
             name = getattr(best, "name", None)
             if isinstance(item, ControlFrame) and item.opcode == Opcode.CLOSE:
                 name = name if name == CLOSE_VIEW else CLOSE_VIEW
+            if EDITED_VIEW in self.view_names:
+                name = EDITED_VIEW
             self.view_name = name if name in self.view_names else self.view_names[0]
         self._render_current()
 
@@ -317,6 +324,8 @@ class DetailPane(Vertical):
             return cached
         if name == FRAMES_VIEW:
             shown = Shown(name, renderable=frames_renderable(item))
+        elif name == EDITED_VIEW and isinstance(item, Message):
+            shown = Shown(name, renderable=side_by_side(item))
         elif (
             name == CLOSE_VIEW
             and isinstance(item, ControlFrame)
@@ -436,4 +445,16 @@ class DetailPane(Vertical):
             t.append("  INJECTED", "bold magenta")
         if item.dropped:
             t.append("  DROPPED (not forwarded)", "bold red")
+        if item.held:  # a breakpoint held it (docs/intercept.md)
+            t.append("\n")
+            if item.on_hold:
+                t.append(" ⏸ HELD ", "bold black on yellow")
+                t.append(
+                    f" by breakpoint {item.breakpoint}: f forward · e edit · d drop (in the "
+                    "stream)",
+                    "yellow",
+                )
+            else:
+                edited = isinstance(item, Message) and item.edited is not None
+                t.append(outcome_words(item), "bold magenta" if edited else "bold")
         return t

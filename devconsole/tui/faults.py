@@ -24,14 +24,19 @@ from textual.widgets.option_list import Option
 from devconsole.decoders import safe_text
 from devconsole.model import (
     AbortCommand,
+    BreakpointCommand,
     CloseCommand,
     Command,
     Connection,
     ConnState,
+    DropCommand,
+    EnableBreakpointCommand,
+    ForwardCommand,
     HalfOpenCommand,
     InjectCommand,
     Opcode,
     ReleaseCommand,
+    RemoveBreakpointCommand,
     Side,
     close_code_meaning,
     valid_close_code,
@@ -129,6 +134,20 @@ def describe(cmd: Command) -> str:
         return "half-open"
     if isinstance(cmd, ReleaseCommand):
         return "release"
+    if isinstance(cmd, ForwardCommand | DropCommand):  # held messages (docs/intercept.md)
+        verb = "drop" if isinstance(cmd, DropCommand) else "forward"
+        if not cmd.held:
+            return f"{verb} all held" + ("" if cmd.conn else " everywhere")
+        body = cmd.payload if isinstance(cmd, ForwardCommand) else None
+        edited = f" edited ({len(body)} B)" if body is not None else ""
+        return f"{verb} held message {cmd.held}{edited}"
+    if isinstance(cmd, BreakpointCommand):
+        scope = f"on #{cmd.conn}" if cmd.conn else "everywhere"
+        return f"breakpoint {safe_text(cmd.filter)!r} {scope}"
+    if isinstance(cmd, RemoveBreakpointCommand):
+        return f"remove breakpoint {cmd.breakpoint}" if cmd.breakpoint else "remove breakpoints"
+    if isinstance(cmd, EnableBreakpointCommand):
+        return f"{'enable' if cmd.enabled else 'disable'} breakpoint {cmd.breakpoint}"
     if not isinstance(cmd, InjectCommand):
         return type(cmd).__name__.removesuffix("Command").lower()
     kinds: dict[int, str] = {Opcode.TEXT: "text", Opcode.BINARY: "binary", Opcode.PING: "ping"}

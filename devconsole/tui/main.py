@@ -45,6 +45,13 @@ from devconsole.tui.detail import DetailPane
 from devconsole.tui.faults import FaultMenu, InjectDialog
 from devconsole.tui.filterbar import FilterBar
 from devconsole.tui.handshake import HandshakeScreen
+from devconsole.tui.intercept import (
+    DROP_BINDING,
+    MAIN_ACTIONS,
+    MAIN_BINDINGS,
+    MAIN_BINDINGS_LATER,
+    MainIntercept,
+)
 from devconsole.tui.report import ReportScreen
 from devconsole.tui.state import CommandRequested, ViewState
 from devconsole.tui.statusbar import StatusBar, StatusInfo
@@ -82,6 +89,7 @@ class MainScreen(Screen[None]):
         # (system: listed once, with the app's keys, in the help screen).
         Binding("question_mark", "app.help", "Help", id="help", tooltip="Keys", system=True),
         Binding("q", "app.quit", "Quit", id="quit", tooltip="Quit devconsole", system=True),
+        *MAIN_BINDINGS,  # intercept (tui/intercept.py): f and e on a held message
         Binding(
             "slash",
             "filter",
@@ -133,6 +141,7 @@ class MainScreen(Screen[None]):
             id="report",
             tooltip="Readiness report: checklist per endpoint, backoff timeline, heartbeat",
         ),
+        DROP_BINDING,  # d on a held message in the stream; the detail pane elsewhere
         Binding(
             "d",
             "toggle_detail",
@@ -206,6 +215,7 @@ class MainScreen(Screen[None]):
             id="back",
             tooltip="Back to the stream; in the stream, close the detail pane",
         ),
+        *MAIN_BINDINGS_LATER,
     ]
 
     ALLOW_IN_MAXIMIZED_VIEW = "Footer, FilterBar, StatusBar"
@@ -233,6 +243,7 @@ class MainScreen(Screen[None]):
         self._widgets: dict[str, Widget] = {}
         self._id_width = 2  # "#1"
         self._id_shape = (-1, -1)
+        self.intercept = MainIntercept(self)
 
     # ------------------------------------------------------------------ layout
 
@@ -341,6 +352,7 @@ class MainScreen(Screen[None]):
                 self._fit_connections()
                 self._update_headers()
             self._update_placeholder()
+            self.intercept.tick()
         elif self.state.rates_changed:
             self.connections.refresh()
         started = self._scan_started
@@ -533,6 +545,7 @@ class MainScreen(Screen[None]):
 
     @on(StreamView.CursorMoved)
     def _cursor_moved(self, message: StreamView.CursorMoved) -> None:
+        self.intercept.sync_bindings()
         if message.seq is None or message.seq == self._detail_seq:
             return
         item = self.stream.item_for(message.seq)
@@ -636,6 +649,8 @@ class MainScreen(Screen[None]):
             return not self.stream.following
         if action == "cycle_view":
             return self.detail_open
+        if action in MAIN_ACTIONS:
+            return self.intercept.check(action)
         return True
 
     def selected_connection(self) -> Connection | None:
@@ -767,3 +782,35 @@ class MainScreen(Screen[None]):
     def _unzoom(self) -> None:
         self.minimize()
         self._fit_connections()
+
+    # ------------------------------------------------------------------ intercept
+
+    def action_forward(self) -> None:
+        self.intercept.forward()
+
+    def action_edit(self) -> None:
+        self.intercept.edit()
+
+    def action_drop(self) -> None:
+        self.intercept.drop()
+
+    def action_forward_all(self) -> None:
+        self.intercept.release_all(drop=False)
+
+    def action_drop_all(self) -> None:
+        self.intercept.release_all(drop=True)
+
+    def action_next_held(self) -> None:
+        self.intercept.next_held()
+
+    def action_resend(self) -> None:
+        self.intercept.resend()
+
+    def action_breakpoint(self) -> None:
+        self.intercept.breakpoint()
+
+    def action_intercept(self) -> None:
+        self.intercept.open_view()
+
+    def action_breakpoints(self) -> None:
+        self.intercept.open_view(focus="breakpoints")

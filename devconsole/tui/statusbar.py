@@ -36,6 +36,7 @@ class StatusInfo:
     filtered: bool
     instances: tuple[tuple[str, str], ...] = ()  # a Redis source: (name, state)
     tap: str = ""  # the tap this screen reads (for `devconsole conns --tap ...`)
+    held: int = 0  # messages held by breakpoints now (docs/intercept.md)
 
     @classmethod
     def from_session(
@@ -72,6 +73,7 @@ class StatusInfo:
             filtered=filtered,
             instances=tuple((n, e.state) for n, e in session.instances.items()),
             tap=tap,
+            held=len(session.held),
         )
 
 
@@ -95,6 +97,9 @@ def _segments(info: StatusInfo) -> list[Segment]:
     else:
         label = " ▶ LIVE " if info.following else " ▷ SCROLLED "
         out.append((0, [_t((label, "bold reverse"))]))
+    if info.held:  # held messages wait for a decision: never left out
+        held = f" ⏸ {fmt_count(info.held)} HELD (I) "  # I: the intercept view
+        out.append((0, [_t((held, "bold black on yellow"))]))
     if info.source_state != "live":
         out.append((0, [_t((f" {safe_text(info.source_state)} ", "bold white on red3"))]))
     out.append((1, [_t((safe_text(info.address), "bold"))]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -31,6 +31,7 @@ from devconsole.model import CLIENT, Item
 from devconsole.session import FilteredView
 from devconsole.text import arrow, badge, fmt_bytes_short, fmt_time, markers
 from devconsole.tui.fmt import BADGE_STYLES
+from devconsole.tui.held import as_sent
 
 TIME_WIDTH = 12
 BADGE_WIDTH = 5
@@ -136,6 +137,8 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         "stream--marker",
         "stream--evicted",
         "stream--placeholder",
+        "stream--held",
+        "stream--rule",
     }
 
     DEFAULT_CSS = """
@@ -153,6 +156,8 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         & > .stream--marker { color: $error; text-style: bold; }
         & > .stream--evicted { color: $text-disabled; text-style: italic; }
         & > .stream--placeholder { color: $text-muted; text-style: italic; }
+        & > .stream--held { background: $warning; color: $background; text-style: bold; }
+        & > .stream--rule { color: $warning; }
     }
     """
 
@@ -276,6 +281,14 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
             self._center(idx)
         self.refresh()
 
+    def invalidate(self, seqs: Iterable[int]) -> None:
+        """Render these rows again: their items changed in place (a held message's
+        outcome arrived). Only their cache entries go."""
+        width = self.scrollable_content_region.width
+        for seq in seqs:
+            self._cache.discard((seq, width))
+        self.refresh()
+
     def clear(self) -> None:
         """Hide the rows shown so far (the buffer keeps them)."""
         self.view.clear()
@@ -382,15 +395,22 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         t.append(f"{b:<{BADGE_WIDTH}}", BADGE_STYLES.get(b, "bold"))
         t.append(" ")
         marks = " ".join(markers(item))
+        # a message on hold: its marker stands out (HOLD, black on yellow)
+        mark_style = self._style("stream--held" if item.on_hold else "stream--marker")
         if layout.mark_width:
-            t.append(
-                f"{marks[: layout.mark_width]:<{layout.mark_width}}", self._style("stream--marker")
-            )
+            t.append(f"{marks[: layout.mark_width]:<{layout.mark_width}}", mark_style)
             t.append(" ")
         size = fmt_bytes_short(item.size)
         t.append(f"{size:>{layout.size_width}} ", self._style("stream--size"))
         if marks and not layout.mark_width:
-            t.append(marks + " ", self._style("stream--marker"))
+            if item.on_hold:
+                t.append(marks, mark_style)
+                t.append(" ")
+            else:
+                t.append(marks + " ", mark_style)
+        if item.held:  # the breakpoint that held it; an edited one shows what was sent
+            t.append(f"bp{item.breakpoint} ", self._style("stream--rule"))
+            item = as_sent(item)
         room = max(0, width - t.cell_len)
         if room:
             t.append(Text(preview(item, room), no_wrap=True))
