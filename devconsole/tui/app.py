@@ -17,7 +17,7 @@ import gc
 import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
@@ -28,6 +28,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen, Screen
 
 from devconsole.analysis.heartbeat import HeartbeatMonitor
+from devconsole.decoders.protocols import DecoderRule
 from devconsole.model import Command, CommandResult, Event
 from devconsole.session import Session
 from devconsole.source import Source, SourceError
@@ -381,6 +382,7 @@ def make_app(
     tz: _dt.tzinfo | None = None,
     refresh_hz: float = REFRESH_HZ,
     keymap: Mapping[str, str] | None = None,
+    decoder_rules: Sequence[DecoderRule] = (),
 ) -> DevconsoleApp:
     """The TUI over ``source``.
 
@@ -389,7 +391,8 @@ def make_app(
     called (and awaited if it returns an awaitable) after the source is closed on quit.
     ``clock`` (monotonic, for rates), ``wall_clock`` (Unix time, the timebase of event
     timestamps: "seconds since" in the report) and ``tz`` make the screen deterministic
-    in tests; ``keymap`` rebinds keys by binding id (``{"pause": "p"}``).
+    in tests; ``keymap`` rebinds keys by binding id (``{"pause": "p"}``);
+    ``decoder_rules`` are the viewer's ``--decoder`` rules (``commands.protocols``).
     """
     if session is None:
         session = Session(max_items=max_items, max_bytes=max_bytes)
@@ -399,6 +402,7 @@ def make_app(
         wall_clock=wall_clock,
         tz=tz,
         source_description=str(getattr(source, "description", "") or ""),
+        rules=decoder_rules,
     )
     return DevconsoleApp(
         source,
