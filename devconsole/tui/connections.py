@@ -28,6 +28,7 @@ from textual.strip import Strip
 
 from devconsole.analysis.backoff import default_lineage_key
 from devconsole.analysis.clients import ClientLabels
+from devconsole.analysis.fanout import is_backplane
 from devconsole.decoders import safe_text
 from devconsole.model import Connection, close_code_meaning, conn_instance
 from devconsole.session import Session
@@ -35,6 +36,7 @@ from devconsole.text import conn_tag, fmt_bytes_short, fmt_count, fmt_rate
 from devconsole.tui.fmt import STATE_STYLES
 
 ALL = "*all*"  # the rate key of the merged row
+BACKPLANE_LABEL = "backplane "  # before a backplane pseudo-connection's Redis and pattern
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +411,9 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
             return 0
         hs = c.handshake
         n = len(hs.path or "/")
-        if host and hs.server:
+        if is_backplane(hs):  # "backplane 127.0.0.1:6379 chat:*"
+            n += len(BACKPLANE_LABEL) + len(hs.server) + 1
+        elif host and hs.server:
             n += len(hs.server.rsplit(":", 1)[0])
         if row.group:
             n += len(conn_tag(row.ids[0])) + len(conn_tag(row.newest)) + 8
@@ -578,7 +582,11 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
             where.append(f"{conn_tag(r.ids[0])}–{conn_tag(r.newest)} ×{len(r.ids)} ", "bold red")
         if inst and where.cell_len + len(host) + len(hs.path or "/") > c.path:
             host = ""  # the instance and the path tell connections apart, not the host
-        if host and c.host:
+        if is_backplane(hs):
+            # the app's Redis pub/sub, recorded by the proxy: the server and the pattern
+            where.append(BACKPLANE_LABEL, "bold magenta")
+            where.append(safe_text(hs.server) + " ", self._style("connections--dim"))
+        elif host and c.host:
             where.append(safe_text(host), self._style("connections--dim"))
         where.append(safe_text(hs.path or "/"))
         _cell(t, where, c.path)

@@ -37,7 +37,7 @@ from devconsole import filters
 from devconsole.analysis.handshake_diff import newest_connection
 from devconsole.decoders import safe_text
 from devconsole.filters import MATCH_ALL, Filter, FilterError
-from devconsole.model import Command, Connection, Item
+from devconsole.model import Command, Connection, InjectCommand, Item
 from devconsole.session import FilteredView
 from devconsole.text import conn_tag
 from devconsole.tui import connections as conn_widgets
@@ -47,10 +47,10 @@ from devconsole.tui.fanout import FanoutScreen
 from devconsole.tui.faults import FaultMenu, InjectDialog
 from devconsole.tui.filterbar import FilterBar
 from devconsole.tui.handshake import HandshakeScreen
-from devconsole.tui.protocol import AUTO, ProtocolMenu, annotation
+from devconsole.tui.protocol import AUTO, ProtocolMenu, annotation, decoded_inject
 from devconsole.tui.report import ReportScreen
 from devconsole.tui.scrollback import ScrollbackStream, ScrollbackView
-from devconsole.tui.state import CommandRequested, ViewState
+from devconsole.tui.state import CommandRequested, FramesRequested, ViewState
 from devconsole.tui.statusbar import StatusBar, StatusInfo
 from devconsole.tui.stream import StreamView
 
@@ -723,10 +723,17 @@ class MainScreen(Screen[None]):
     def action_inject(self) -> None:
         conn = self._connection_for("Inject")
         if conn is not None:
-            self.app.push_screen(InjectDialog(conn), partial(self._send, conn_tag(conn.id)))
+            live = self.state.live
+            protocol = live.protocol_of(conn.id)
+            dialog = InjectDialog(
+                conn, protocol, partial(decoded_inject, live, conn.id) if protocol else None
+            )
+            self.app.push_screen(dialog, partial(self._send, conn_tag(conn.id)))
 
-    def _send(self, label: str, cmd: Command | None) -> None:
-        if cmd is not None:
+    def _send(self, label: str, cmd: Command | list[InjectCommand] | None) -> None:
+        if isinstance(cmd, list):  # the frames of one protocol message, in order
+            self.post_message(FramesRequested(cmd, label))
+        elif cmd is not None:
             self.post_message(CommandRequested(cmd, label))
 
     def action_report(self) -> None:

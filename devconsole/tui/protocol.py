@@ -11,7 +11,8 @@ It only returns the choice: the main screen applies it to the tracker and redraw
 
 from __future__ import annotations
 
-from typing import ClassVar
+import json
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on
@@ -23,8 +24,18 @@ from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from devconsole.decoders import safe_text
+from devconsole.decoders.base import from_jsonable
 from devconsole.decoders.protocols import NONE, get_protocol, protocol_names
-from devconsole.model import Connection, ControlFrame, Item, Message, Opcode, Publication
+from devconsole.model import (
+    Connection,
+    ControlFrame,
+    InjectCommand,
+    Item,
+    Message,
+    Opcode,
+    Publication,
+    Side,
+)
 from devconsole.text import conn_tag, fmt_duration
 from devconsole.tui.decoding import LiveAnalysis, is_backplane_conn
 
@@ -252,6 +263,55 @@ class ProtocolMenu(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+# --------------------------------------------------------------------------- inject
+
+
+def decoded_placeholder(protocol: str) -> str:
+    if protocol == "socket.io":
+        return '["chat", {"text": "hi"}]: an event and its arguments (or the fields)'
+    return '{"...": ...}: the packet\'s fields, as tail --json shows them under "decoded"'
+
+
+def decoded_inject(
+    live: LiveAnalysis, conn: str, to: Side, text: str
+) -> tuple[list[InjectCommand], str]:
+    """The frames that carry ``text`` (the decoded form) on ``conn`` with its protocol, as
+    InjectCommands, and what they are (``socket.io event chat, 1 frame``). ValueError with
+    a message to show."""
+    name = live.tracker.protocol_of(conn)
+    if name is None:
+        raise ValueError("the connection has no protocol: choose one first (P)")
+    try:
+        value = from_jsonable(json.loads(text))
+    except ValueError as e:
+        raise ValueError(f"not JSON: {e}") from None
+    if name == "socket.io" and isinstance(value, list):
+        if not value or not isinstance(value[0], str):
+            raise ValueError('an event is ["name", arg, ...]: the name first')
+        fields: dict[str, Any] = {
+            "type": "event",
+            "namespace": "/",
+            "event": value[0],
+            "args": value[1:],
+        }
+    elif isinstance(value, dict):
+        fields = value
+    else:
+        raise ValueError("a JSON object of the packet's fields")
+    frames = live.tracker.encode(conn, fields)
+    cmds = [InjectCommand(conn, to, op, data) for op, data in frames]
+    what = name
+    if "event" in fields:
+        what += f" event {fields['event']}"
+    elif "method" in fields:
+        what += f" {fields['method']}"
+    elif "type" in fields or "packet" in fields or "command" in fields:
+        what += f" {fields.get('type') or fields.get('packet') or fields.get('command')}"
+    size = sum(len(c.payload) for c in cmds)
+    what += f", {len(cmds)} frame{'s' if len(cmds) != 1 else ''}, {size:,} bytes"
+    return cmds, safe_text(what)
 
 
 def backplane_title(conn: Connection) -> str:

@@ -83,3 +83,14 @@ class CommandRequested(Message):
         super().__init__()
         self.command = command
         self.label = label
+
+
+class FramesRequested(Message):
+    """A screen asks the app to send several Commands that belong together (the frames
+    of one protocol message: a Socket.IO packet and its binary attachments), in order."""
+
+    def __init__(self, commands: Sequence[Command], label: str = "", what: str = "") -> None:
+        super().__init__()
+        self.commands = list(commands)
+        self.label = label
+        self.what = what
