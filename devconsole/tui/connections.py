@@ -37,6 +37,7 @@ from devconsole.tui.fmt import STATE_STYLES
 
 ALL = "*all*"  # the rate key of the merged row
 BACKPLANE_LABEL = "backplane "  # before a backplane pseudo-connection's Redis and pattern
+BACKPLANE_CLIENT = "redis pub/sub"
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +309,8 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
         return len(self.rows) + 1
 
     def client_key(self, conn: Connection) -> str:
+        if is_backplane(conn.handshake):
+            return BACKPLANE_CLIENT  # devconsole's own subscriber, not a client
         return self._labels.label(conn)
 
     # ------------------------------------------------------------------ rows
@@ -411,8 +414,8 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
             return 0
         hs = c.handshake
         n = len(hs.path or "/")
-        if is_backplane(hs):  # "backplane 127.0.0.1:6379 chat:*"
-            n += len(BACKPLANE_LABEL) + len(hs.server) + 1
+        if is_backplane(hs):  # "backplane 127.0.0.1:6379 chat:*", narrow "⇄ chat:*"
+            n += len(BACKPLANE_LABEL) + len(hs.server) + 1 if host else 2
         elif host and hs.server:
             n += len(hs.server.rsplit(":", 1)[0])
         if row.group:
@@ -584,8 +587,11 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
             host = ""  # the instance and the path tell connections apart, not the host
         if is_backplane(hs):
             # the app's Redis pub/sub, recorded by the proxy: the server and the pattern
-            where.append(BACKPLANE_LABEL, "bold magenta")
-            where.append(safe_text(hs.server) + " ", self._style("connections--dim"))
+            if c.host:
+                where.append(BACKPLANE_LABEL, "bold magenta")
+                where.append(safe_text(hs.server) + " ", self._style("connections--dim"))
+            else:
+                where.append("⇄ ", "bold magenta")
         elif host and c.host:
             where.append(safe_text(host), self._style("connections--dim"))
         where.append(safe_text(hs.path or "/"))

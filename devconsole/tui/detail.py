@@ -52,6 +52,7 @@ MAX_TEXT = 256 * 1024  # characters of a text view rendered at once
 MAX_TREE_NODES = 5000
 NO_WRAP_VIEWS = frozenset({"hex", "hexdump", "hex dump"})
 RAW_CHARS = 400  # of the raw form shown under a protocol's tree
+RAW_MIN_HEIGHT = 16  # rows the pane needs to show it
 
 
 @dataclass(slots=True)
@@ -254,6 +255,10 @@ class DetailPane(Vertical):
     def on_mount(self) -> None:
         self.show(None)
 
+    def on_resize(self) -> None:
+        if self.item is not None:
+            self._show_raw(self.item)
+
     # ------------------------------------------------------------------ public API
 
     def focus_target(self) -> Widget:
@@ -388,7 +393,8 @@ class DetailPane(Vertical):
         it in the raw views)."""
         raw = self.query_one("#detail-raw", Static)
         d = self.decode(item)
-        if d is None or self.view_name != d.protocol:
+        # a short pane keeps its rows for the tree (z zooms; v shows the raw views)
+        if d is None or self.view_name != d.protocol or self.size.height < RAW_MIN_HEIGHT:
             raw.display = False
             return
         raw.display = True

@@ -264,6 +264,7 @@ class MainScreen(Screen[None]):
         self._id_width = 2  # "#1"
         self._id_shape = (-1, -1)
         self._live_version = state.live.version
+        self._pending_select: int | None = None  # select once the new view is in
         self._recording = state.recording
 
     # ------------------------------------------------------------------ layout
@@ -527,6 +528,9 @@ class MainScreen(Screen[None]):
         self.stream.set_view(view)
         if self.paused:
             self.stream.paused = True  # pin the rows of the new view
+        pending, self._pending_select = self._pending_select, None
+        if pending is not None:
+            self.stream.select_seq(pending)  # a frame another connection's view holds
         self._drop_stale_detail()
         pane = self.query_one("#stream-pane")
         if view.conn is None:
@@ -806,7 +810,12 @@ class MainScreen(Screen[None]):
         if self.stream.select_seq(seq):
             self.stream.focus() if not self.detail_open else None
             return True
-        other = self.stream.item_for(seq)
+        other = self.stream.item_for(seq) or self.session.get(seq)
+        if other is not None and self.conn is not None and other.conn != self.conn:
+            # a message of another connection: go to that connection's stream
+            self._pending_select = seq
+            self.connections.select(other.conn)
+            return True
         if other is None:
             self.notify(
                 f"#{seq} was evicted from the buffer.",

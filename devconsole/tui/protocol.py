@@ -58,10 +58,10 @@ def pair_text(live: LiveAnalysis, item: Item) -> Text | None:
         if delay:
             t.append(f" after {delay}")
     else:
-        t.append("answers ", "bold")
+        t.append("reply to ", "bold")
         t.append(f"#{partner}", "bold cyan")
         if delay:
-            t.append(f" ({delay} later)")
+            t.append(f", {delay} after it")
     t.append("  p jumps", "dim italic")
     return t
 
