@@ -25,6 +25,7 @@ from devconsole.model import (
     HandshakeEvent,
     Message,
     Opcode,
+    Publication,
     RefusedEvent,
     Side,
     StateEvent,
@@ -245,6 +246,49 @@ class Traffic:
         self.events.append(ev)
         return ev
 
+    def publication(self, conn: str, channel: str, payload: str, **kw: Any) -> Publication:
+        """A publication on the app's Redis backplane, recorded on the pseudo-connection
+        ``conn`` (see ``backplane``)."""
+        seq, ts = self._next(kw.pop("dt_", 0.25))
+        data = payload.encode()
+        p = Publication(
+            seq=seq,
+            conn=conn,
+            ts=ts,
+            side=SERVER,
+            opcode=Opcode.TEXT,
+            payload=data,
+            size=len(data),
+            wire_size=len(data),
+            channel=channel,
+        )
+        self.events.append(p)
+        return p
+
+    def backplane(self, conn: str, pattern: str = "chat:*", **kw: Any) -> Handshake:
+        """The pseudo-connection of a proxy recording the backplane (``--backplane``)."""
+        kw.setdefault("ts", self.ts)
+        hs = handshake(
+            conn,
+            path=pattern,
+            host="127.0.0.1",
+            scheme="redis",
+            client="devconsole",
+            cookies=(),
+            origin=None,
+            query=[("pattern", pattern)],
+            method="PSUBSCRIBE",
+            server="127.0.0.1:6379",
+            url=f"redis://127.0.0.1:6379/0 PSUBSCRIBE {pattern}",
+            http_version="RESP",
+            request_headers=[],
+            response_headers=[],
+            reason="subscribed",
+            **kw,
+        )
+        self.events.append(HandshakeEvent(hs))
+        return hs
+
     def burst(self, conn: str, n: int, side: Side = SERVER, size: int = 40) -> list[Event]:
         """``n`` small text messages, 1 ms apart (a flood); returned and kept."""
         out: list[Event] = []
@@ -430,4 +474,50 @@ def retry_traffic() -> Traffic:
             t.json(str(n), SERVER, {"type": "presence", "user": "bob", "online": True})
             t.end(str(n), clean=False, closed_by=SERVER)
             n += 1
+    return t
+
+
+SIO_QUERY = (("EIO", "4"), ("transport", "websocket"))
+
+
+def protocol_traffic() -> Traffic:
+    """Application protocols: a Socket.IO chat (Engine.IO open, connect, events with an
+    ack and its answer, Engine.IO heartbeats) and a JSON-RPC subscription (a request, its
+    result, notifications), as the real libraries send them."""
+    t = Traffic()
+    sio = dict(path="/socket.io/", host="chat.example.com", query=SIO_QUERY)
+    t.open("1", **sio)
+    t.text(  # 1
+        "1",
+        SERVER,
+        '0{"sid":"lGk3RfVw2P8t","upgrades":[],"pingInterval":25000,"pingTimeout":20000,'
+        '"maxPayload":1000000}',
+    )
+    t.text("1", CLIENT, "40")  # 2
+    t.text("1", SERVER, '40{"sid":"Xq2pTnE0cYRmAAAB"}')  # 3
+    t.text("1", CLIENT, '421["chat",{"text":"hi all","room":"lobby"}]')  # 4: ack 1
+    t.text("1", SERVER, '42["chat",{"user":"bob","text":"hey ada","room":"lobby"}]')  # 5
+    t.text("1", SERVER, '431[{"ok":true,"id":7}]', dt_=0.012)  # 6: answers 4
+    t.open("2", path="/rpc", host="node.example.com", cookies=())
+    t.json(  # 7
+        "2",
+        CLIENT,
+        {"jsonrpc": "2.0", "method": "eth_subscribe", "params": ["newHeads"], "id": 7},
+    )
+    t.json("2", SERVER, {"jsonrpc": "2.0", "result": "0x9cef478923ff08bf", "id": 7}, dt_=0.031)
+    t.text("1", SERVER, "2")  # 9: Engine.IO ping
+    t.text("1", CLIENT, "3", dt_=0.002)  # 10: pong
+    for n in range(2):  # 11, 12
+        t.json(
+            "2",
+            SERVER,
+            {
+                "jsonrpc": "2.0",
+                "method": "eth_subscription",
+                "params": {"subscription": "0x9cef478923ff08bf", "result": {"number": 436 + n}},
+            },
+        )
+    t.text("1", CLIENT, '422["typing",{"room":"lobby"}]')  # 13: ack 2, never answered
+    t.json("2", CLIENT, {"jsonrpc": "2.0", "method": "eth_blockNumber", "id": 8})  # 14
+    t.json("2", SERVER, {"jsonrpc": "2.0", "result": "0x1b5", "id": 8}, dt_=0.018)  # 15
     return t

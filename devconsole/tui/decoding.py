@@ -71,7 +71,7 @@ class LiveAnalysis:
         self.skipped = 0  # messages of decoded connections not decoded as they arrived
         self.fed = 0  # ... and those that were
         self._left = budget
-        self._window_end = 0.0
+        self._window_end = clock() + 1.0
         self._thread = threading.get_ident()
         self.version = 0  # bumped when an override changes how messages read
 
@@ -164,9 +164,22 @@ class LiveAnalysis:
         return self.tracker.protocol_of(conn)
 
     def set_override(self, conn: str, name: str | None) -> None:
-        """The user's choice for ``conn`` (``"none"``: raw; None: automatic again)."""
-        self.tracker.set_override(conn, name)
+        """The user's choice for ``conn`` (``"none"``: raw; None: automatic again: the
+        connection's buffered messages are sniffed again, as when they arrived, without
+        counting their pairs and heartbeats twice)."""
+        tracker = self.tracker
+        tracker.set_override(conn, name)
         self.version += 1
+        if name is not None or tracker.protocol_of(conn) is not None:
+            return
+        listeners, tracker.listeners = tracker.listeners, []
+        try:
+            for n, item in enumerate(self.session.buffer.conn_items(conn)):
+                if n >= tracker.sniff_messages or tracker.protocol_of(conn) is not None:
+                    break
+                tracker.feed(item)
+        finally:
+            tracker.listeners = listeners
 
     # ---------------------------------------------------------------- fan-out
 

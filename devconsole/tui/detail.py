@@ -439,6 +439,9 @@ class DetailPane(Vertical):
         if self.item is not None and self.annotate is not None:
             line = self.annotate(self.item)
             if line is not None:
+                width = self.content_size.width
+                if width > 0:  # one line: the tree needs the rows
+                    line.truncate(width, overflow="ellipsis")
                 meta.append("\n")
                 meta.append_text(line)
         if shown is not None and (shown.error or shown.note):

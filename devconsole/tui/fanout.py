@@ -131,6 +131,9 @@ class FanoutScreen(ModalScreen[tuple[str, int] | None]):
             line.append("missed: cannot tell (first publication on this channel)", "dim")
         else:
             line.append("none missed", "green")
+        width = max(20, self.size.width - 4)  # one line each (the dialog's padding)
+        head.truncate(width, overflow="ellipsis")
+        body.truncate(width, overflow="ellipsis")
         parts: list[RenderableType] = [head, body, line]
         per = self._per_instance()
         if len(per) > 1:

@@ -570,10 +570,7 @@ class InjectDialog(ModalScreen[InjectCommand | list[InjectCommand] | None]):
             info.update(Text(f"✗ {e}", style="bold red"))
             return None
         if isinstance(cmd, list):
-            sender = "server" if self.to == "client" else "client"
-            info.update(
-                Text(f"{self._what} → {self.to} (shown as sent by the {sender})", style="dim")
-            )
+            info.update(Text(f"{self._what} → {self.to}", style="dim"))
             return cmd
         what = {"text": "text", "binary": "binary", "ping": "ping"}[self.kind]
         sender = "server" if cmd.to == "client" else "client"

@@ -146,6 +146,8 @@ def choice_preview(live: LiveAnalysis, item: Item | None, name: str) -> Text:
         return t
     if d.error is not None and not d.packets:
         t.append("✗ " + safe_text(d.error), "red")
+    elif d.pending or not d.packets:  # the start of something that would continue
+        t.append("? " + safe_text(d.note or "nothing decoded"), "yellow")
     else:
         t.append("✓ ", "green")
         t.append(safe_text(d.summary))
@@ -191,6 +193,10 @@ class ProtocolMenu(ModalScreen[str | None]):
         if self.item is not None:
             now.append(f"   previews: #{self.item.seq}", "dim")
         options: list[Option] = []
+        # nothing wraps: a long reason is cut (the dialog is at most 96 wide)
+        width = max(20, min(96, int(self.app.size.width * 0.96)) - 6)
+        head.truncate(width, overflow="ellipsis")
+        now.truncate(width, overflow="ellipsis")
         for name in self.names:
             label = Text(no_wrap=True, overflow="ellipsis")
             chosen = override is None if name == AUTO else (override == name)
@@ -210,6 +216,7 @@ class ProtocolMenu(ModalScreen[str | None]):
                     label.append_text(prev)
                 elif title:
                     label.append(safe_text(title), "dim")
+            label.truncate(width, overflow="ellipsis")
             options.append(Option(label, id=name))
         with Vertical(id="protocol-dialog"):
             yield Static(head, id="protocol-conn")
