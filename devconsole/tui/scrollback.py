@@ -438,6 +438,7 @@ class ScrollbackStream(StreamView):
     def __init__(self, view: FilteredView, **kw: Any) -> None:
         super().__init__(view, **kw)
         self._last_row: int | None = None
+        self._to_top = False  # Home loaded the page: stay at the top once it is in
 
     @property
     def scrollback(self) -> ScrollbackView | None:
@@ -502,6 +503,29 @@ class ScrollbackStream(StreamView):
         if sb is None or seq is None or sb.marker(seq) is None:
             return
         self.load_at(seq, from_below=before is not None and row is not None and before > row)
+
+    def _move(self, delta: int) -> None:
+        """A move stops at a marker row it would cross (PgDn into the gap loads it)."""
+        sb = self.scrollback
+        row = self.index_of(self.cursor_seq) if self.cursor_seq is not None else None
+        if sb is not None and row is not None and not (delta > 0 and self.following):
+            target = max(0, min(self.row_count - 1, row + delta))
+            for mrow in self._marker_rows(sb):
+                if row < mrow < target or target < mrow < row:
+                    delta = mrow - row
+                    break
+        super()._move(delta)
+
+    def _marker_rows(self, sb: ScrollbackView) -> list[int]:
+        rows = []
+        if self.row_count and self.seq_at(0) == TOP:
+            rows.append(0)
+        mid = sb.mid_seq()
+        if mid is not None:
+            idx = self.index_of(mid)
+            if idx is not None:
+                rows.append(idx)
+        return rows
 
     def load_at(self, seq: int, from_below: bool = False) -> bool:
         """Load what the marker row ``seq`` stands for; False if there is nothing."""
@@ -570,6 +594,8 @@ class ScrollbackStream(StreamView):
         if message.direction == "older":
             sb.add_older(message.items, message.bound)
             target = message.items[-1].seq if message.items else None
+            if self._to_top:  # Home: the top row (the marker, if more is older)
+                target = self.seq_at(0) if self.row_count else None
         else:
             sb.add_newer(message.items, message.bound)
             target = message.items[0].seq if message.items else None
@@ -579,6 +605,7 @@ class ScrollbackStream(StreamView):
             target = anchor if anchor is not None and self.index_of(anchor) is not None else None
         if target is None:
             target = self.seq_at(0)
+        self._to_top = False
         if target is not None:
             idx = self.index_of(target)
             if idx is not None:
@@ -607,7 +634,10 @@ class ScrollbackStream(StreamView):
             if mid is not None:
                 self.load_at(mid)
             return
+        self._to_top = True
         super().action_first()
+        if self.scrollback is None or not self.scrollback.loading:
+            self._to_top = False
 
     def action_open(self) -> None:
         sb = self.scrollback
