@@ -23,6 +23,7 @@ from devconsole.model import (
     Event,
     Handshake,
     HandshakeEvent,
+    InstanceEvent,
     Message,
     Opcode,
     Publication,
@@ -520,4 +521,35 @@ def protocol_traffic() -> Traffic:
     t.text("1", CLIENT, '422["typing",{"room":"lobby"}]')  # 13: ack 2, never answered
     t.json("2", CLIENT, {"jsonrpc": "2.0", "method": "eth_blockNumber", "id": 8})  # 14
     t.json("2", SERVER, {"jsonrpc": "2.0", "result": "0x1b5", "id": 8}, dt_=0.018)  # 15
+    return t
+
+
+def fanout_traffic() -> Traffic:
+    """Two app instances joined by a Redis backplane (a Redis source: connection ids
+    ``INSTANCE/ID``), app-1's proxy recording the backplane: three publications on
+    ``chat:lobby``, each delivered to the clients of both instances, app-2's later (it
+    lags), and app-2's second client missing the third publication."""
+    t = Traffic()
+    t.events.append(InstanceEvent("app-1", t.ts, "up"))
+    t.events.append(InstanceEvent("app-2", t.ts, "up"))
+    t.backplane("app-1/1", "chat:*")
+    clients = {
+        "app-1/2": "127.0.0.1:50011",
+        "app-1/3": "127.0.0.1:50012",
+        "app-2/1": "127.0.0.1:50021",
+        "app-2/2": "127.0.0.1:50022",
+    }
+    for conn, client in clients.items():
+        t.open(conn, path="/chat", host="chat.example.com", client=client)
+    lag = {"app-1/2": 0.002, "app-1/3": 0.003, "app-2/1": 0.21, "app-2/2": 0.34}
+    texts = ("deploying now", "lgtm", "rolled back")
+    for n, text in enumerate(texts, 1):
+        body = f'{{"id":"m{n}","user":"ada","text":"{text}"}}'
+        pub = t.publication("app-1/1", "chat:lobby", body, dt_=0.8)
+        for conn, delay in sorted(lag.items(), key=lambda kv: kv[1]):
+            if n == 3 and conn == "app-2/2":
+                continue  # it missed this one
+            t.ts = pub.ts + delay - 0.001  # _next adds 0.001
+            t.text(conn, SERVER, body, dt_=0.001)
+        t.ts = pub.ts + 0.5
     return t

@@ -124,17 +124,18 @@ class FanoutScreen(ModalScreen[tuple[str, int] | None]):
                 f" · delay p50 {fmt_duration(tr.delay_p50)}  p95 {fmt_duration(tr.delay_p95)}"
                 f"  max {fmt_duration(tr.delay_max)}"
             )
-        line.append(" · ")
+        gone = Text()
         if missed:
-            line.append(f"{len(missed)} missed", "bold red")
+            gone.append(f"{len(missed)} missed", "bold red")
+            gone.append(": they received the previous publication on this channel", "dim")
         elif tr.prev is None:
-            line.append("missed: cannot tell (first publication on this channel)", "dim")
+            gone.append("missed: cannot tell (the first publication on this channel)", "dim")
         else:
-            line.append("none missed", "green")
+            gone.append("none missed", "green")
         width = max(20, self.size.width - 4)  # one line each (the dialog's padding)
         head.truncate(width, overflow="ellipsis")
         body.truncate(width, overflow="ellipsis")
-        parts: list[RenderableType] = [head, body, line]
+        parts: list[RenderableType] = [head, body, line, gone]
         per = self._per_instance()
         if len(per) > 1:
             table = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 2))
