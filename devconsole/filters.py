@@ -15,6 +15,8 @@ Terms (matched against a ``Message`` or a ``ControlFrame``)::
     type:text       opcode: text, binary, ping, pong, close; data (text or binary),
                     control (ping, pong or close); several with commas: type:ping,pong
     conn:ID         connection id, or a prefix of it
+    instance:NAME   from the proxy instance NAME (a Redis source: ids are NAME/ID; a
+                    restarted instance's later runs, NAME~2, count too)
     size>1k         payload size (the true size of a truncated message) compared with
                     >, <, >=, <=, = (or size:N); suffixes b, k/kb/kib, m/mb/mib, g/gb/gib
                     are powers of 1024: 1k = 1024, 1.5m = 1572864
@@ -76,6 +78,7 @@ __all__ = [
     "Filter",
     "FilterError",
     "From",
+    "Instance",
     "JsonPath",
     "MatchAll",
     "Not",
@@ -91,11 +94,11 @@ __all__ = [
 
 HELP = (
     'word  "a phrase"  /regex/i  from:client|server  type:text|binary|ping|pong|close  '
-    "conn:ID  size>1k  json:a.b=value  json:a.b  proto:NAME  d:a.b=value  -term  a b (and)  "
-    "a or b  ( )"
+    "conn:ID  instance:NAME  size>1k  json:a.b=value  json:a.b  proto:NAME  d:a.b=value  "
+    "-term  a b (and)  a or b  ( )"
 )
 
-KEYS = ("from", "type", "conn", "size", "json", "proto", "d")
+KEYS = ("from", "type", "conn", "instance", "size", "json", "proto", "d")
 _KEYWORDS = ("and", "or", "not")
 # Parenthesis depth; keeps the recursive parser, compiler and __str__ far from the
 # interpreter's recursion limit whatever the input.
@@ -310,6 +313,28 @@ class Conn(Filter):
 
     def __str__(self) -> str:
         return "conn:" + _value_repr(self.prefix)
+
+
+class Instance(Filter):
+    """``instance:NAME``: a connection of that proxy instance (``NAME/ID``, or a later
+    run of it, ``NAME~2/ID``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__()
+
+    def _compile(self) -> Predicate:
+        exact = self.name + "/"
+        runs = self.name + "~"
+
+        def pred(m: Item) -> bool:
+            c = m.conn
+            return c.startswith(exact) or (c.startswith(runs) and "/" in c)
+
+        return pred
+
+    def __str__(self) -> str:
+        return "instance:" + _value_repr(self.name)
 
 
 class Size(Filter):
@@ -897,6 +922,8 @@ def _key_term(key: str, value: str, vcol: int) -> Filter:
         return Type(names)
     if key == "conn":
         return Conn(value)
+    if key == "instance":
+        return Instance(value)
     if key == "proto":
         from devconsole.decoders.protocols import NONE, factory_prefixes, protocol_names
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -222,7 +223,7 @@ class DevconsoleProxy:
         # A Session observer is a list append on the forwarding path; the writing happens
         # in the recorder's thread.
         cap.session.observers.append(self.recorder.on_event)
-        cap.tap.recording = writer.path
+        cap.tap.recording = os.path.abspath(writer.path)  # a viewer elsewhere reads it
         self._recorder_task = asyncio.ensure_future(self.recorder.run())
 
     async def _stop_recording(self) -> None:

@@ -25,10 +25,12 @@ from devconsole.model import (
     Event,
     Handshake,
     HandshakeEvent,
+    InstanceEvent,
     Message,
     Opcode,
     Outcome,
     OutcomeEvent,
+    Publication,
     RefusedEvent,
     Side,
     StateEvent,
@@ -248,6 +250,49 @@ class Traffic:
         ev = StateEvent(conn=conn, ts=self.ts, state=state)
         self.events.append(ev)
         return ev
+
+    def publication(self, conn: str, channel: str, payload: str, **kw: Any) -> Publication:
+        """A publication on the app's Redis backplane, recorded on the pseudo-connection
+        ``conn`` (see ``backplane``)."""
+        seq, ts = self._next(kw.pop("dt_", 0.25))
+        data = payload.encode()
+        p = Publication(
+            seq=seq,
+            conn=conn,
+            ts=ts,
+            side=SERVER,
+            opcode=Opcode.TEXT,
+            payload=data,
+            size=len(data),
+            wire_size=len(data),
+            channel=channel,
+        )
+        self.events.append(p)
+        return p
+
+    def backplane(self, conn: str, pattern: str = "chat:*", **kw: Any) -> Handshake:
+        """The pseudo-connection of a proxy recording the backplane (``--backplane``)."""
+        kw.setdefault("ts", self.ts)
+        hs = handshake(
+            conn,
+            path=pattern,
+            host="127.0.0.1",
+            scheme="redis",
+            client="devconsole",
+            cookies=(),
+            origin=None,
+            query=[("pattern", pattern)],
+            method="PSUBSCRIBE",
+            server="127.0.0.1:6379",
+            url=f"redis://127.0.0.1:6379/0 PSUBSCRIBE {pattern}",
+            http_version="RESP",
+            request_headers=[],
+            response_headers=[],
+            reason="subscribed",
+            **kw,
+        )
+        self.events.append(HandshakeEvent(hs))
+        return hs
 
     def burst(self, conn: str, n: int, side: Side = SERVER, size: int = 40) -> list[Event]:
         """``n`` small text messages, 1 ms apart (a flood); returned and kept."""
@@ -480,4 +525,81 @@ def intercept_traffic() -> Traffic:
     t.binary("2", CLIENT, bytes.fromhex("01000000000003e8") + b"BTC-buy", held=4, breakpoint=2)
     t.control("2", CLIENT, Opcode.PING, b"keepalive", held=5, breakpoint=2)
     t.json("2", SERVER, {"sym": "BTC", "px": 37125.0})
+    return t
+
+
+SIO_QUERY = (("EIO", "4"), ("transport", "websocket"))
+
+
+def protocol_traffic() -> Traffic:
+    """Application protocols: a Socket.IO chat (Engine.IO open, connect, events with an
+    ack and its answer, Engine.IO heartbeats) and a JSON-RPC subscription (a request, its
+    result, notifications), as the real libraries send them."""
+    t = Traffic()
+    sio = dict(path="/socket.io/", host="chat.example.com", query=SIO_QUERY)
+    t.open("1", **sio)
+    t.text(  # 1
+        "1",
+        SERVER,
+        '0{"sid":"lGk3RfVw2P8t","upgrades":[],"pingInterval":25000,"pingTimeout":20000,'
+        '"maxPayload":1000000}',
+    )
+    t.text("1", CLIENT, "40")  # 2
+    t.text("1", SERVER, '40{"sid":"Xq2pTnE0cYRmAAAB"}')  # 3
+    t.text("1", CLIENT, '421["chat",{"text":"hi all","room":"lobby"}]')  # 4: ack 1
+    t.text("1", SERVER, '42["chat",{"user":"bob","text":"hey ada","room":"lobby"}]')  # 5
+    t.text("1", SERVER, '431[{"ok":true,"id":7}]', dt_=0.012)  # 6: answers 4
+    t.open("2", path="/rpc", host="node.example.com", cookies=())
+    t.json(  # 7
+        "2",
+        CLIENT,
+        {"jsonrpc": "2.0", "method": "eth_subscribe", "params": ["newHeads"], "id": 7},
+    )
+    t.json("2", SERVER, {"jsonrpc": "2.0", "result": "0x9cef478923ff08bf", "id": 7}, dt_=0.031)
+    t.text("1", SERVER, "2")  # 9: Engine.IO ping
+    t.text("1", CLIENT, "3", dt_=0.002)  # 10: pong
+    for n in range(2):  # 11, 12
+        t.json(
+            "2",
+            SERVER,
+            {
+                "jsonrpc": "2.0",
+                "method": "eth_subscription",
+                "params": {"subscription": "0x9cef478923ff08bf", "result": {"number": 436 + n}},
+            },
+        )
+    t.text("1", CLIENT, '422["typing",{"room":"lobby"}]')  # 13: ack 2, never answered
+    t.json("2", CLIENT, {"jsonrpc": "2.0", "method": "eth_blockNumber", "id": 8})  # 14
+    t.json("2", SERVER, {"jsonrpc": "2.0", "result": "0x1b5", "id": 8}, dt_=0.018)  # 15
+    return t
+
+
+def fanout_traffic() -> Traffic:
+    """Two app instances joined by a Redis backplane (a Redis source: connection ids
+    ``INSTANCE/ID``), app-1's proxy recording the backplane: three publications on
+    ``chat:lobby``, each delivered to the clients of both instances, app-2's later (it
+    lags), and app-2's second client missing the third publication."""
+    t = Traffic()
+    t.events.append(InstanceEvent("app-1", t.ts, "up"))
+    t.events.append(InstanceEvent("app-2", t.ts, "up"))
+    t.backplane("app-1/1", "chat:*")
+    clients = {
+        "app-1/2": "127.0.0.1:50011",
+        "app-1/3": "127.0.0.1:50012",
+        "app-2/1": "127.0.0.1:50021",
+        "app-2/2": "127.0.0.1:50022",
+    }
+    for conn, client in clients.items():
+        t.open(conn, path="/chat", host="chat.example.com", client=client)
+    lag = {"app-1/2": 0.002, "app-1/3": 0.003, "app-2/1": 0.21, "app-2/2": 0.34}
+    texts = ("deploying now", "lgtm", "rolled back")
+    for n, text in enumerate(texts, 1):
+        body = f'{{"id":"m{n}","user":"ada","text":"{text}"}}'
+        pub = t.publication("app-1/1", "chat:lobby", body, dt_=0.8)
+        for conn, delay in sorted(lag.items(), key=lambda kv: kv[1]):
+            if n == 3 and conn == "app-2/2":
+                continue  # it missed this one
+            t.ts = pub.ts + delay - 0.001  # _next adds 0.001
+            t.text(conn, SERVER, body, dt_=0.001)
+        t.ts = pub.ts + 0.5
     return t

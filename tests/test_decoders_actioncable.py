@@ -88,3 +88,18 @@ def test_decode_encode_roundtrip(fields: dict[str, Any]) -> None:
 @given(st.binary(max_size=64))
 def test_fuzzed_input_never_raises(data: bytes) -> None:
     assert decode_message(CABLE, data, Opcode.TEXT, "client", None).protocol == "actioncable"
+
+
+def test_only_action_cables_own_welcome_and_ping_are_sniffed() -> None:
+    d = CABLE
+    assert d.sniff(b'{"type":"welcome"}', Opcode.TEXT, "server") > 0.5
+    assert d.sniff(b'{"type":"welcome","sid":"abc"}', Opcode.TEXT, "server") > 0.5
+    assert d.sniff(b'{"type":"ping","message":1700000000}', Opcode.TEXT, "server") > 0.5
+    # a chat app's own messages of those types are not Action Cable
+    for payload in (
+        b'{"type":"welcome","id":42,"motd":"hi ada","online":3}',
+        b'{"type":"ping","message":"hello"}',
+        b'{"type":"ping","message":1,"from":"bob"}',
+        b'{"type":"welcome"',
+    ):
+        assert d.sniff(payload, Opcode.TEXT, "server") == 0.0, payload

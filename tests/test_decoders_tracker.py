@@ -136,3 +136,29 @@ def test_unknown_proxy_choice_is_explained() -> None:
     t = ProtocolTracker()
     t.on_event(HandshakeEvent(make_handshake("x", decoder="protobuf:zz.Top")))
     assert t.protocol_of("x") is None and "zz.Top" in t.reason_of("x")
+
+
+def test_a_protocol_sniffed_from_one_message_that_fails_the_next_ones_is_dropped() -> None:
+    """A chat app's {"type":"ping","message":1} looks like Action Cable; the messages
+    that follow do not decode as Action Cable, so the connection is not read as it."""
+    t = ProtocolTracker()
+    t.on_event(HandshakeEvent(make_handshake("c1", path="/chat")))
+    t.on_event(msg("c1", '{"type":"ping","message":1}'))
+    assert t.protocol_of("c1") == "actioncable"
+    t.on_event(msg("c1", '{"type":"chat","text":"hi"}'))
+    t.on_event(msg("c1", '{"type":"chat","text":"ho"}'))
+    assert t.protocol_of("c1") is None
+    assert "not actioncable" in t.reason_of("c1")
+    # it is not sniffed again from the same shape
+    t.on_event(msg("c1", '{"type":"ping","message":2}'))
+    assert t.protocol_of("c1") is None
+
+
+def test_a_sniffed_protocol_that_keeps_decoding_stays() -> None:
+    t = ProtocolTracker()
+    t.on_event(HandshakeEvent(make_handshake("c1")))
+    for i in range(8):
+        t.on_event(msg("c1", f'{{"jsonrpc":"2.0","method":"a","id":{i}}}'))
+    t.on_event(msg("c1", "garbage"))
+    t.on_event(msg("c1", "garbage"))
+    assert t.protocol_of("c1") == "jsonrpc"  # past its probation: errors are shown raw

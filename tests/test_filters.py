@@ -744,3 +744,17 @@ def test_unknown_protocol_is_an_error() -> None:
     with pytest.raises(filters.FilterError, match="d: expects a path"):
         filters.parse("d:=x")
     assert filters.parse("proto:protobuf")  # every protobuf:pkg.Message
+
+
+def test_instance_matches_the_connections_of_one_proxy_instance() -> None:
+    f = parse("instance:app-1")
+    assert str(f) == "instance:app-1"
+
+    def on(conn: str) -> bool:
+        return f(Message(1, conn, 0.0, "server", Opcode.TEXT, b"x", 1, 3))
+
+    assert on("app-1/3") and on("app-1~2/3")  # a later run of the same instance
+    assert not on("app-10/3") and not on("app-2/1") and not on("3") and not on("app-1~2")
+    assert parse("instance:app-1~2")(Message(1, "app-1~2/3", 0.0, "server", 1, b"", 0, 2))
+    with pytest.raises(FilterError, match="missing value after 'instance:'"):
+        parse("instance:")

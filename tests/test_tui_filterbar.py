@@ -171,7 +171,7 @@ async def test_big_rescan_runs_in_a_thread_with_progress_and_cancels_superseded(
     release_second = threading.Event()
     gates = {"first": Gate(SERVER, release_first), "second": Gate(CLIENT, release_second)}
     real_parse = filters.parse
-    monkeypatch.setattr(filters, "parse", lambda e: gates.get(e) or real_parse(e))
+    monkeypatch.setattr(filters, "parse", lambda e, **kw: gates.get(e) or real_parse(e, **kw))
     _, app = app_with(t.take(), clock=lambda: now[0])
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)

@@ -20,6 +20,7 @@ from devconsole.commands import (
     require_terminal,
     warn_exposure,
 )
+from devconsole.commands.protocols import decoder_rules
 
 
 def register(sub: Any) -> None:
@@ -61,7 +62,7 @@ def demo(args: argparse.Namespace) -> int:
                 while child.proc.poll() is None:
                     time.sleep(0.5)
             return 0
-        return run_tui(TapClient(child.tap))
+        return run_tui(TapClient(child.tap), rules=decoder_rules(args))
     finally:
         if stop_demo is not None:
             stop_demo()
@@ -121,7 +122,7 @@ def scaled_demo(args: argparse.Namespace) -> int:
                     while all(c.proc.poll() is None for c in children):
                         time.sleep(0.5)
                 return 0
-            return run_tui(RedisSource(rs.url))
+            return run_tui(RedisSource(rs.url), rules=decoder_rules(args))
         finally:
             if stop_traffic is not None:
                 stop_traffic()

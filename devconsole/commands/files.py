@@ -24,6 +24,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("open", help="view a capture file in the TUI")
     p.add_argument("file")
+    add_decoder_args(p)
     p.set_defaults(handler=open_capture)
 
     p = sub.add_parser("export", help="export a capture file as JSON lines or HAR")
@@ -92,5 +93,6 @@ def open_capture(args: argparse.Namespace) -> int:
     from devconsole.store.capture import FileSource, probe
 
     require_terminal()
+    rules = decoder_rules(args)  # checks --decoder, loads --proto-desc
     probe(args.file)
-    return run_tui(FileSource(args.file))
+    return run_tui(FileSource(args.file), rules=rules)

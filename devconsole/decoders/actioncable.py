@@ -67,8 +67,21 @@ class ActionCableDecoder(ProtocolDecoder):
         if opcode != Opcode.TEXT:
             return 0.0
         head = payload[:200]
-        if head.startswith(b'{"type":"welcome"') or head.startswith(b'{"type":"ping","message":'):
-            return 0.9
+        if head.startswith((b'{"type":"welcome"', b'{"type":"ping","message":')):
+            # only Action Cable's own shapes: a chat app's {"type":"welcome","motd":...}
+            # or {"type":"ping","message":"hi"} is not Action Cable
+            try:
+                v = json.loads(payload)
+            except ValueError:
+                return 0.0
+            if not isinstance(v, dict):
+                return 0.0
+            if v.get("type") == "welcome" and set(v) <= {"type", "sid"}:
+                return 0.9
+            msg = v.get("message")
+            if set(v) == {"type", "message"} and isinstance(msg, int) and not isinstance(msg, bool):
+                return 0.9
+            return 0.0
         if b'"command"' in head and b'"identifier"' in payload[:2048]:
             return 0.8
         return 0.0

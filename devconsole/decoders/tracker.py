@@ -50,8 +50,27 @@ Listener = Callable[[Item, Decoded], None]
 __all__ = ["Listener", "ProtocolTracker"]
 
 
+# A protocol chosen from one message's content alone is on probation: if it fails to
+# decode PROBATION_FAILS of the connection's next PROBATION messages, it was a false
+# positive (a chat app's {"type":"welcome",...} is not Action Cable) and is dropped.
+PROBATION = 5
+PROBATION_FAILS = 2
+
+
 class _Conn:
-    __slots__ = ("decoder", "gen", "hs", "name", "override", "reason", "sniff_left", "state")
+    __slots__ = (
+        "decoder",
+        "fails",
+        "gen",
+        "hs",
+        "name",
+        "override",
+        "probation",
+        "reason",
+        "rejected",
+        "sniff_left",
+        "state",
+    )
 
     def __init__(self, hs: Handshake | None, sniff_left: int) -> None:
         self.hs = hs
@@ -62,6 +81,9 @@ class _Conn:
         self.override: str | None = None
         self.sniff_left = sniff_left
         self.gen = 0  # bumped when the protocol changes: older cached results are stale
+        self.probation = 0  # messages left to confirm a protocol sniffed from content
+        self.fails = 0
+        self.rejected: tuple[str, ...] = ()  # sniffed and then failed: not sniffed again
 
 
 class ProtocolTracker:
@@ -195,14 +217,24 @@ class ProtocolTracker:
                     self._set(c, name, f"{why}, confirmed by content")
             if c.decoder is None:
                 name, _ = sniff(item.payload, item.opcode, item.side)
-                if name is None:
+                if name is None or name in c.rejected:
                     return None
                 self._set(c, name, "content")
+                c.probation, c.fails = PROBATION + 1, 0
             if c.decoder is None:
                 return None
         if not self.eager:
             return None
         d = decode_message(c.decoder, item.payload, item.opcode, item.side, c.state, item.seq)
+        if c.probation:
+            c.probation -= 1
+            if d.error is not None and not d.packets:
+                c.fails += 1
+                if c.fails >= PROBATION_FAILS and c.name is not None:
+                    c.rejected += (c.name,)
+                    c.probation = 0
+                    self._set(c, None, f"not {c.name}: it did not decode the next messages")
+                    return None
         self._store(item.seq, item.conn, c.gen, d)
         if d.joined_to is not None and d.packets:
             # the whole packet now shows on its first message too
@@ -224,10 +256,11 @@ class ProtocolTracker:
 
     # ----------------------------------------------------------------- queries
 
-    def decoded(self, item: Item) -> Decoded | None:
+    def decoded(self, item: Item, *, store: bool = True) -> Decoded | None:
         """``item`` decoded by its connection's protocol, or None (a control frame, or a
         connection without one). Never raises; a message that does not decode gives a
-        Decoded with ``error``."""
+        Decoded with ``error``. ``store=False`` leaves the cache of results alone: what a
+        thread other than the one feeding the tracker calls (a viewer's filter rescan)."""
         if isinstance(item, ControlFrame) or item.opcode not in (Opcode.TEXT, Opcode.BINARY):
             return None
         c = self._conns.get(item.conn)
@@ -238,7 +271,8 @@ class ProtocolTracker:
             return hit[2]
         dec = c.decoder
         d = decode_message(dec, item.payload, item.opcode, item.side, dec.new_state(c.hs), item.seq)
-        self._store(item.seq, item.conn, c.gen, d)
+        if store:
+            self._store(item.seq, item.conn, c.gen, d)
         return d
 
     def decode_with(self, item: Item, name: str) -> Decoded | None:

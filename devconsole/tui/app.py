@@ -17,7 +17,7 @@ import gc
 import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
@@ -28,6 +28,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen, Screen
 
 from devconsole.analysis.heartbeat import HeartbeatMonitor
+from devconsole.decoders.protocols import DecoderRule
 from devconsole.model import Command, CommandResult, Event
 from devconsole.session import Session
 from devconsole.source import Source, SourceError
@@ -35,17 +36,22 @@ from devconsole.tui.breakpoints import BreakpointDialog
 from devconsole.tui.connections import ALL, ConnectionList
 from devconsole.tui.detail import DetailTree
 from devconsole.tui.editor import EditDialog
+from devconsole.tui.fanout import FanoutScreen
 from devconsole.tui.faults import FaultMenu, InjectDialog, describe
 from devconsole.tui.filterbar import FilterBar
 from devconsole.tui.handshake import HandshakeScreen
 from devconsole.tui.help import HelpScreen
 from devconsole.tui.intercept import InterceptScreen, ScopeDialog
 from devconsole.tui.main import MainScreen
+from devconsole.tui.protocol import ProtocolMenu
 from devconsole.tui.report import ReportScreen
-from devconsole.tui.state import CommandRequested, ViewState
+from devconsole.tui.scrollback import open_index, recording_of
+from devconsole.tui.state import CommandRequested, FramesRequested, ViewState
 from devconsole.tui.stream import StreamView
 
 REFRESH_HZ = 20.0
+# the state a Redis source is in while it cannot reach Redis (it retries with backoff)
+REDIS_LOST = "redis unreachable: retrying"
 
 
 class DevconsoleCommands(Provider):
@@ -141,6 +147,8 @@ class DevconsoleApp(App[None]):
         self.redraw_errors = 0
         self._source_closed = False
         self._loop_thread: int | None = None
+        self._recording_checked = -1e9  # when the source was last asked for a recording
+        self._source_connected = False  # a Redis source connected once
         self.command_results: list[tuple[Command, CommandResult]] = []
         if keymap:
             self.set_keymap(dict(keymap))
@@ -216,6 +224,7 @@ class DevconsoleApp(App[None]):
         state = self.state
         state.rates_changed = state.rates.sample(self._counters)
         self._check_proxy()
+        self._check_source()
         try:
             main = self.main
         except Exception:
@@ -225,7 +234,7 @@ class DevconsoleApp(App[None]):
         try:
             main.refresh_data()
             screen = self.screen
-            if isinstance(screen, ReportScreen) and screen.is_attached:
+            if isinstance(screen, ReportScreen | FanoutScreen) and screen.is_attached:
                 screen.tick()
         except Exception as e:  # a redraw bug must not take the capture view down
             self.redraw_errors += 1
@@ -268,6 +277,27 @@ class DevconsoleApp(App[None]):
                 timeout=10,
             )
 
+    def _check_source(self) -> None:
+        """What the source says about itself: a Redis source that lost Redis (the
+        instances it shows go gone meanwhile), and where the proxy records (scrollback)."""
+        state = self.state
+        connected = getattr(self.source, "connected", None)
+        if connected is True:
+            self._source_connected = True
+        if (
+            isinstance(connected, bool)
+            and self._source_connected  # not before the first connection
+            and state.source_state in ("live", REDIS_LOST)
+        ):
+            state.source_state = "live" if connected else REDIS_LOST
+        if state.recording is None:
+            now = time.monotonic()
+            if now - self._recording_checked >= 1.0:
+                self._recording_checked = now
+                path = recording_of(self.source)
+                if path is not None:
+                    state.recording = open_index(path)
+
     async def close_source(self) -> None:
         """Close the source (once) and call the on_exit hook."""
         if self._source_closed:
@@ -309,6 +339,51 @@ class DevconsoleApp(App[None]):
 
     def on_command_requested(self, message: CommandRequested) -> None:
         self.run_command(message.command, message.label)
+
+    def on_frames_requested(self, message: FramesRequested) -> None:
+        self.run_worker(
+            self.send_frames(message.commands, message.label),
+            group="commands",
+            exit_on_error=False,
+        )
+
+    async def send_frames(self, cmds: Sequence[Command], label: str = "") -> bool:
+        """Send the frames of one protocol message in order, together: on a tap written at
+        once on its connection (the proxy runs them back to back), otherwise one after
+        another; one notification for all."""
+        what = f"{label} {len(cmds)} frame{'s' if len(cmds) != 1 else ''}"
+        if cmds:
+            what = f"{label} {describe(cmds[0])}" + (
+                f" (+{len(cmds) - 1} frames)" if len(cmds) > 1 else ""
+            )
+
+        async def one(cmd: Command) -> CommandResult:
+            try:
+                return await self.source.command(cmd)
+            except SourceError as e:
+                return CommandResult(cmd.id, False, str(e))
+            except Exception as e:  # a source bug must not take the screen down
+                return CommandResult(cmd.id, False, f"{type(e).__name__}: {e}")
+
+        if self.state.source_description.startswith("tap "):
+            results = list(await asyncio.gather(*(one(c) for c in cmds)))
+        else:
+            results = [await one(c) for c in cmds]
+        for cmd, result in zip(cmds, results, strict=True):
+            self.command_results.append((cmd, result))
+        del self.command_results[:-50]
+        failed = [r for r in results if not r.ok]
+        if failed:
+            self.notify(
+                failed[0].error or "the command failed",
+                title=f"Failed: {what.strip()}",
+                severity="error",
+                markup=False,
+                timeout=8,
+            )
+            return False
+        self.notify(what.strip(), title="Sent", markup=False, timeout=3)
+        return True
 
     def run_command(self, cmd: Command, label: str = "") -> None:
         """Send ``cmd`` to the source in a worker; the result is shown as a notification."""
@@ -374,6 +449,8 @@ def help_groups() -> list[tuple[str, Iterable[BindingType]]]:
         ("inject", InjectDialog.BINDINGS),
         ("handshake", HandshakeScreen.BINDINGS),
         ("report", ReportScreen.BINDINGS),
+        ("protocol menu", ProtocolMenu.BINDINGS),
+        ("fan-out", FanoutScreen.BINDINGS),
     ]
 
 
@@ -390,6 +467,7 @@ def make_app(
     tz: _dt.tzinfo | None = None,
     refresh_hz: float = REFRESH_HZ,
     keymap: Mapping[str, str] | None = None,
+    decoder_rules: Sequence[DecoderRule] = (),
 ) -> DevconsoleApp:
     """The TUI over ``source``.
 
@@ -398,7 +476,8 @@ def make_app(
     called (and awaited if it returns an awaitable) after the source is closed on quit.
     ``clock`` (monotonic, for rates), ``wall_clock`` (Unix time, the timebase of event
     timestamps: "seconds since" in the report) and ``tz`` make the screen deterministic
-    in tests; ``keymap`` rebinds keys by binding id (``{"pause": "p"}``).
+    in tests; ``keymap`` rebinds keys by binding id (``{"pause": "p"}``);
+    ``decoder_rules`` are the viewer's ``--decoder`` rules (``commands.protocols``).
     """
     if session is None:
         session = Session(max_items=max_items, max_bytes=max_bytes)
@@ -408,6 +487,7 @@ def make_app(
         wall_clock=wall_clock,
         tz=tz,
         source_description=str(getattr(source, "description", "") or ""),
+        rules=decoder_rules,
     )
     return DevconsoleApp(
         source,

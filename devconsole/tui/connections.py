@@ -28,6 +28,7 @@ from textual.strip import Strip
 
 from devconsole.analysis.backoff import default_lineage_key
 from devconsole.analysis.clients import ClientLabels
+from devconsole.analysis.fanout import is_backplane
 from devconsole.decoders import safe_text
 from devconsole.model import Connection, close_code_meaning, conn_instance
 from devconsole.session import Session
@@ -36,6 +37,8 @@ from devconsole.tui.fmt import STATE_STYLES
 from devconsole.tui.held import HeldTracker
 
 ALL = "*all*"  # the rate key of the merged row
+BACKPLANE_LABEL = "backplane "  # before a backplane pseudo-connection's Redis and pattern
+BACKPLANE_CLIENT = "redis pub/sub"
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +311,8 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
         return len(self.rows) + 1
 
     def client_key(self, conn: Connection) -> str:
+        if is_backplane(conn.handshake):
+            return BACKPLANE_CLIENT  # devconsole's own subscriber, not a client
         return self._labels.label(conn)
 
     # ------------------------------------------------------------------ rows
@@ -411,7 +416,9 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
             return 0
         hs = c.handshake
         n = len(hs.path or "/")
-        if host and hs.server:
+        if is_backplane(hs):  # "backplane 127.0.0.1:6379 chat:*", narrow "⇄ chat:*"
+            n += len(BACKPLANE_LABEL) + len(hs.server) + 1 if host else 2
+        elif host and hs.server:
             n += len(hs.server.rsplit(":", 1)[0])
         if row.group:
             n += len(conn_tag(row.ids[0])) + len(conn_tag(row.newest)) + 8
@@ -589,7 +596,14 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
             where.append(" ")
         if inst and where.cell_len + len(host) + len(hs.path or "/") > c.path:
             host = ""  # the instance and the path tell connections apart, not the host
-        if host and c.host:
+        if is_backplane(hs):
+            # the app's Redis pub/sub, recorded by the proxy: the server and the pattern
+            if c.host:
+                where.append(BACKPLANE_LABEL, "bold magenta")
+                where.append(safe_text(hs.server) + " ", self._style("connections--dim"))
+            else:
+                where.append("⇄ ", "bold magenta")
+        elif host and c.host:
             where.append(safe_text(host), self._style("connections--dim"))
         where.append(safe_text(hs.path or "/"))
         _cell(t, where, c.path)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from functools import partial
 from typing import ClassVar, TypeVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -36,12 +37,13 @@ from devconsole import filters
 from devconsole.analysis.handshake_diff import newest_connection
 from devconsole.decoders import safe_text
 from devconsole.filters import MATCH_ALL, Filter, FilterError
-from devconsole.model import Command, Connection, Item
+from devconsole.model import Command, Connection, InjectCommand, Item
 from devconsole.session import FilteredView
 from devconsole.text import conn_tag
 from devconsole.tui import connections as conn_widgets
 from devconsole.tui.connections import ConnectionList
 from devconsole.tui.detail import DetailPane
+from devconsole.tui.fanout import FanoutScreen
 from devconsole.tui.faults import FaultMenu, InjectDialog
 from devconsole.tui.filterbar import FilterBar
 from devconsole.tui.handshake import HandshakeScreen
@@ -52,8 +54,10 @@ from devconsole.tui.intercept import (
     MAIN_BINDINGS_LATER,
     MainIntercept,
 )
+from devconsole.tui.protocol import AUTO, ProtocolMenu, annotation, decoded_inject
 from devconsole.tui.report import ReportScreen
-from devconsole.tui.state import CommandRequested, ViewState
+from devconsole.tui.scrollback import ScrollbackStream, ScrollbackView
+from devconsole.tui.state import CommandRequested, FramesRequested, ViewState
 from devconsole.tui.statusbar import StatusBar, StatusInfo
 from devconsole.tui.stream import StreamView
 
@@ -216,6 +220,32 @@ class MainScreen(Screen[None]):
             tooltip="Back to the stream; in the stream, close the detail pane",
         ),
         *MAIN_BINDINGS_LATER,
+        Binding(
+            "p",
+            "pair",
+            "Pair",
+            show=False,
+            id="pair",
+            tooltip="Jump between a request and its reply (JSON-RPC id, Socket.IO ack, "
+            "GraphQL operation, ...)",
+        ),
+        Binding(
+            "P",
+            "protocol",
+            "Protocol",
+            show=False,
+            id="protocol",
+            tooltip="Decode the selected connection as another protocol, or automatically",
+        ),
+        Binding(
+            "o",
+            "fanout",
+            "Fan-out",
+            show=False,
+            id="fanout",
+            tooltip="Where the selected backplane publication went: receivers, instances, "
+            "delays, missed connections",
+        ),
     ]
 
     ALLOW_IN_MAXIMIZED_VIEW = "Footer, FilterBar, StatusBar"
@@ -244,19 +274,31 @@ class MainScreen(Screen[None]):
         self._id_width = 2  # "#1"
         self._id_shape = (-1, -1)
         self.intercept = MainIntercept(self)
+        self._live_version = state.live.version
+        self._pending_select: int | None = None  # select once the new view is in
+        self._recording = state.recording
 
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
-        view = FilteredView(self.session)
+        view = self._new_view(None, None)
+        live = self.state.live
         with Vertical(id="connections-pane", classes="pane"):
             yield Static(id="connections-header", classes="column-header")
             yield ConnectionList(self.session, rate=self.state.rates.get, id="connections")
         with Horizontal(id="lower"):
             with Vertical(id="stream-pane", classes="pane"):
                 yield Static(id="stream-header", classes="column-header")
-                yield StreamView(view, tz=self.tz, conn_label=conn_tag, id="stream")
-            yield DetailPane(tz=self.tz, conn_label=self.conn_title, id="detail")
+                yield ScrollbackStream(
+                    view, tz=self.tz, conn_label=conn_tag, id="stream", preview=live.preview
+                )
+            yield DetailPane(
+                tz=self.tz,
+                conn_label=self.conn_title,
+                id="detail",
+                decode=live.decoded,
+                annotate=self._annotate,
+            )
         yield FilterBar(id="filter-bar")
         yield StatusBar(id="status")
         yield Footer()
@@ -343,6 +385,7 @@ class MainScreen(Screen[None]):
     def refresh_data(self, force: bool = False) -> None:
         """Called by the app's redraw timer (and after user actions)."""
         s = self.session
+        self._check_live()
         if s.version != self._version or force:
             self._version = s.version
             if self.stream.set_layout(len(str(s.last_seq)), self._conn_width()):
@@ -425,7 +468,7 @@ class MainScreen(Screen[None]):
             self._scan_worker = None
         filt = self.filter
         predicate = None if filt is MATCH_ALL else filt
-        view = FilteredView(self.session, predicate, self.conn)
+        view = self._new_view(predicate, self.conn)
         source = view.snapshot_items(self.conn)
         if self.paused:
             # A filter (or connection) chosen while paused applies to what was there at
@@ -497,6 +540,9 @@ class MainScreen(Screen[None]):
         self.stream.set_view(view)
         if self.paused:
             self.stream.paused = True  # pin the rows of the new view
+        pending, self._pending_select = self._pending_select, None
+        if pending is not None:
+            self.stream.select_seq(pending)  # a frame another connection's view holds
         self._drop_stale_detail()
         pane = self.query_one("#stream-pane")
         if view.conn is None:
@@ -587,7 +633,7 @@ class MainScreen(Screen[None]):
         """Parse and apply; an invalid expression shows the error and keeps the last
         valid filter. Returns True when applied."""
         try:
-            filt = filters.parse(expr)
+            filt = filters.parse(expr, decode=self.state.live.decoded)
         except FilterError as e:
             self.filter_bar.show_error(e, expr)
             return False
@@ -696,10 +742,17 @@ class MainScreen(Screen[None]):
     def action_inject(self) -> None:
         conn = self._connection_for("Inject")
         if conn is not None:
-            self.app.push_screen(InjectDialog(conn), partial(self._send, conn_tag(conn.id)))
+            live = self.state.live
+            protocol = live.protocol_of(conn.id)
+            dialog = InjectDialog(
+                conn, protocol, partial(decoded_inject, live, conn.id) if protocol else None
+            )
+            self.app.push_screen(dialog, partial(self._send, conn_tag(conn.id)))
 
-    def _send(self, label: str, cmd: Command | None) -> None:
-        if cmd is not None:
+    def _send(self, label: str, cmd: Command | list[InjectCommand] | None) -> None:
+        if isinstance(cmd, list):  # the frames of one protocol message, in order
+            self.post_message(FramesRequested(cmd, label))
+        elif cmd is not None:
             self.post_message(CommandRequested(cmd, label))
 
     def action_report(self) -> None:
@@ -718,6 +771,136 @@ class MainScreen(Screen[None]):
 
     def action_toggle_tree(self) -> None:
         self.detail.toggle_tree()
+
+    # ------------------------------------------------------------------ protocols,
+    # fan-out and scrollback (docs/protocols.md, docs/scale.md, docs/store.md)
+
+    def _new_view(self, predicate: Filter | None, conn: str | None) -> FilteredView:
+        """A view of the buffer that goes on into the recording, when there is one."""
+        return ScrollbackView(self.session, predicate, conn, index=self.state.recording)
+
+    def _check_live(self) -> None:
+        """A protocol chosen for a connection redraws what was read with the old one; a
+        recording found since attaches to the stream."""
+        live = self.state.live
+        if live.version != self._live_version:
+            self._live_version = live.version
+            self.stream.forget_rows()
+            self.detail.forget()
+            if self.filter_expr:
+                self._rebuild_view()  # proto: and d: read messages anew
+        if self.state.recording is not self._recording:
+            self._recording = self.state.recording
+            view = self.stream.view
+            if isinstance(view, ScrollbackView) and view.index is None:
+                view.index = self._recording
+                self.stream.forget_rows()
+                self.stream.update_rows()
+
+    def _annotate(self, item: Item) -> Text | None:
+        return annotation(self.state.live, item, self.state.wall_clock())
+
+    def action_pair(self) -> None:
+        """``p``: the other half of the selected message's request/reply pair."""
+        item = self.detail.item if self.detail_open else None
+        if item is None:
+            seq = self.stream.cursor_seq
+            item = self.stream.item_for(seq) if seq is not None else None
+        if item is None:
+            self.notify("Select a message first.", title="Pair", severity="warning", markup=False)
+            return
+        partner = self.state.live.pairs.partner(item.seq)
+        if partner is None:
+            self.notify(
+                f"#{item.seq} is neither a request with a reply nor a reply seen by this screen.",
+                title="Pair",
+                markup=False,
+            )
+            return
+        self.show_seq(partner, "Pair")
+
+    def show_seq(self, seq: int, title: str) -> bool:
+        """Select ``seq`` in the stream (the detail follows), or show it in the detail when
+        the filter or the connection hides it."""
+        if self.stream.select_seq(seq):
+            self.stream.focus() if not self.detail_open else None
+            return True
+        other = self.stream.item_for(seq) or self.session.get(seq)
+        if other is not None and self.conn is not None and other.conn != self.conn:
+            # a message of another connection: go to that connection's stream
+            self._pending_select = seq
+            self.connections.select(other.conn)
+            return True
+        if other is None:
+            self.notify(
+                f"#{seq} was evicted from the buffer.",
+                title=title,
+                severity="warning",
+                markup=False,
+            )
+            return False
+        self._detail_seq = seq
+        self.detail.show(other)
+        self.set_detail_open(True)
+        self.notify(
+            f"#{seq} is not in the stream as filtered: shown in the detail.",
+            title=title,
+            markup=False,
+        )
+        return True
+
+    def action_protocol(self) -> None:
+        """``P``: decode the selected connection as another protocol."""
+        conn = self._connection_for("Protocol")
+        if conn is None:
+            return
+        seq = self.stream.cursor_seq
+        item = self.detail.item or (self.stream.item_for(seq) if seq is not None else None)
+        self.app.push_screen(
+            ProtocolMenu(self.state.live, conn, item), partial(self._set_protocol, conn.id)
+        )
+
+    def _set_protocol(self, conn: str, choice: str | None) -> None:
+        if choice is None:
+            return
+        try:
+            self.state.live.set_override(conn, None if choice == AUTO else choice)
+        except ValueError as e:
+            self.notify(str(e), title="Protocol", severity="error", markup=False)
+            return
+        name = self.state.live.protocol_of(conn)
+        what = "automatic: " + (name or "not decoded") if choice == AUTO else (name or "none")
+        self.notify(f"{conn_tag(conn)} decoded as {what}", title="Protocol", markup=False)
+        self.refresh_data(force=True)
+
+    def action_fanout(self) -> None:
+        """``o``: the fan-out of the selected publication (or of the one a frame carried)."""
+        seq = self.stream.cursor_seq
+        item = self.detail.item if self.detail_open else None
+        if item is None and seq is not None:
+            item = self.stream.item_for(seq)
+        live = self.state.live
+        trace = live.trace_of(item) if item is not None else None
+        if trace is None:
+            if not live.fanout.active:
+                msg = (
+                    "No backplane is recorded: run a proxy with --backplane redis://... "
+                    "--channels PATTERN."
+                )
+            else:
+                msg = "Select a backplane publication (or a frame that carried one)."
+            self.notify(msg, title="Fan-out", severity="warning", markup=False)
+            return
+        self.app.push_screen(FanoutScreen(self.state, trace), self._fanout_chosen)
+
+    def _fanout_chosen(self, choice: tuple[str, int | str] | None) -> None:
+        if choice is None:
+            return
+        kind, value = choice
+        if kind == "seq" and isinstance(value, int):
+            self.show_seq(value, "Fan-out")
+        elif kind == "conn" and isinstance(value, str):
+            self.connections.select(value)
 
     def action_clear(self) -> None:
         self.stream.clear()

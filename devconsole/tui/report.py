@@ -24,16 +24,19 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from devconsole.analysis.backoff import EndpointReport, analyze_endpoints, default_endpoint_key
-from devconsole.analysis.heartbeat import HeartbeatReport, PingStats
+from devconsole.analysis.fanout import is_backplane
+from devconsole.analysis.heartbeat import HeartbeatReport, PingStats, ProtocolHeartbeat
 from devconsole.analysis.readiness import build_report
 from devconsole.decoders import safe_text
 from devconsole.model import Connection, ConnState
 from devconsole.text import conn_tag, fmt_duration
+from devconsole.tui.decoding import DECODE_BUDGET
 from devconsole.tui.fmt import STATE_STYLES
 from devconsole.tui.state import ViewState
 from devconsole.tui.timeline import BackoffTimeline
 
 MIN_INTERVAL = 0.5  # seconds between two recomputations
+MAX_METHODS = 30  # rows of the latency table
 SLOW_FACTOR = 10  # ... or this many times what the last one took
 
 CHECK_NAMES = {
@@ -46,6 +49,8 @@ CHECK_NAMES = {
     "largest_message": "largest message",
     "close_codes": "close codes",
     "refused_upgrades": "refused upgrades",
+    "backplane": "backplane",
+    "replies": "replies",
 }
 BADGES: dict[bool | None, tuple[str, str]] = {
     True: (" ✓ ok ", "bold black on green"),
@@ -117,6 +122,72 @@ def _ping_line(p: PingStats, who: str) -> Text:
     return t
 
 
+def _protocol_beat_line(p: ProtocolHeartbeat) -> Text:
+    """``socket.io ping from server 12× every 25.00 s (negotiated 25.00 s, timeout
+    20.00 s), pong RTT p50 2 ms``."""
+    t = Text()
+    t.append(f"{safe_text(p.protocol)} {p.kind} ", "bold")
+    t.append(f"from {p.side} {p.count}×")
+    if p.interval_p50 is not None:
+        t.append(f" every {fmt_duration(p.interval_p50)}")
+        if p.interval_jitter is not None:
+            t.append(f" ± {fmt_duration(p.interval_jitter)}")
+    if p.negotiated_interval is not None:
+        nego = f" (negotiated {fmt_duration(p.negotiated_interval)}"
+        if p.negotiated_timeout is not None:
+            nego += f", timeout {fmt_duration(p.negotiated_timeout)}"
+        t.append(nego + ")", "dim")
+    if p.rtt_count:
+        t.append(f", answered in {fmt_duration(p.rtt_p50)} (p50)")
+    if p.kind == "ping":
+        t.append(", ")
+        t.append(f"{p.unanswered} unanswered", "bold red" if p.unanswered else "green")
+    if p.late:
+        t.append(f", {p.late} late", "bold red")
+    if p.last_ago is not None:
+        t.append(f", last {fmt_duration(p.last_ago)} ago", "dim")
+    return t
+
+
+def latency_renderable(ep: Mapping[str, Any], skipped: int = 0) -> RenderableType | None:
+    """Request -> first answer per method or event (count, p50, p95, max), as ``devconsole
+    report`` has it; None where no protocol pairs requests."""
+    lat = ep.get("latency") or {}
+    methods = lat.get("methods") or []
+    if not methods:
+        return None
+    title = Text("Latency", style="bold")
+    title.append("  request → first answer, per method or event", "dim")
+    protos = ep.get("protocols") or []
+    if protos:
+        title.append("  (" + safe_text(", ".join(protos)) + ")", "dim")
+    table = Table(box=None, pad_edge=True, show_edge=False, padding=(0, 1))
+    table.add_column("method", no_wrap=True, overflow="ellipsis", max_width=40)
+    for col in ("count", "p50", "p95", "max"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for m in methods[:MAX_METHODS]:
+        table.add_row(
+            _t(m.get("method", "")),
+            f"{m.get('count', 0):,}",
+            fmt_duration(m.get("p50")),
+            fmt_duration(m.get("p95")),
+            fmt_duration(m.get("max")),
+        )
+    parts: list[RenderableType] = [title, table]
+    if len(methods) > MAX_METHODS:
+        parts.append(Text(f"  … {len(methods) - MAX_METHODS} more", style="dim"))
+    if skipped:
+        parts.append(
+            Text(
+                f"  sampled: {skipped:,} messages of a flood were not decoded as they "
+                f"arrived (this screen decodes {DECODE_BUDGET:,} a second); devconsole "
+                "report decodes them all",
+                style="yellow",
+            )
+        )
+    return Group(*parts)
+
+
 def heartbeat_renderable(conn: Connection | None, rep: HeartbeatReport | None) -> RenderableType:
     """The heartbeat of one connection, as seen by the app's monitor."""
     title = Text("Heartbeat", style="bold")
@@ -168,6 +239,8 @@ def heartbeat_renderable(conn: Connection | None, rep: HeartbeatReport | None) -
             grid.add_row(Text("app heartbeat" if i == 0 else ""), line)
     else:
         grid.add_row(Text("app heartbeat"), Text("none recognised", style="dim"))
+    for i, p in enumerate(b for b in rep.protocol if b.count):
+        grid.add_row(Text("protocol heartbeat" if i == 0 else ""), _protocol_beat_line(p))
     if rep.half_open is not None:
         grid.add_row(Text("after half-open"), Text(rep.half_open.summary, style="bold"))
     # for an ended connection the monitor measures up to its end
@@ -291,8 +364,19 @@ class ReportScreen(ModalScreen[None]):
             return
         session = self.state.session
         now = self.state.wall_clock()
-        self.endpoints = analyze_endpoints(session.connections.values())
-        self.report = build_report(session, self.state.heartbeat, now, endpoints=self.endpoints)
+        live = self.state.live
+        # the backplane's pseudo-connections are not an endpoint of the app
+        self.endpoints = analyze_endpoints(
+            c for c in session.connections.values() if not is_backplane(c.handshake)
+        )
+        self.report = build_report(
+            session,
+            self.state.heartbeat,
+            now,
+            endpoints=self.endpoints,
+            fanout=live.fanout,
+            analysis=live.analysis,
+        )
         if self.endpoint is None and self.endpoints:
             self.endpoint = self._initial_endpoint()
         if self.endpoint not in {(e.path, e.origin) for e in self.endpoints}:
@@ -356,6 +440,10 @@ class ReportScreen(ModalScreen[None]):
             parts.append(Text("Checklist", style="bold underline"))
             parts.append(checklist_renderable(eps[sel], selected=True))
             parts.append(Text(""))
+            latency = latency_renderable(eps[sel], self.state.live.skipped)
+            if latency is not None:
+                parts.append(latency)
+                parts.append(Text(""))
             conn = session.connections.get(self.conn_id or "")
             rep = self.state.heartbeat.report(conn.id, now) if conn is not None else None
             parts.append(heartbeat_renderable(conn, rep))

@@ -184,11 +184,15 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         tz: _dt.tzinfo | None = None,
         conn_label: Callable[[str], str] | None = None,
         id: str | None = None,
+        preview: Callable[[Item, int], str] = preview,
     ) -> None:
         super().__init__(id=id)
         self.view = view
         self.tz = tz
         self.conn_label = conn_label or (lambda c: c)
+        # the preview of a row: its application protocol's summary when decoded
+        # (devconsole.tui.decoding), computed when the row is drawn, cached with it
+        self.preview_of = preview
         self.row_layout = RowLayout(show_conn=view.conn is None)
         self.cursor_seq: int | None = None
         self._paused = False
@@ -359,6 +363,11 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
             if idx is not None:
                 self.call_after_refresh(self._scroll_into_view, idx)
 
+    def forget_rows(self) -> None:
+        """Draw every row again (a connection's protocol was changed)."""
+        self._cache.clear()
+        self.refresh()
+
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._styles.clear()
@@ -413,7 +422,7 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
             item = as_sent(item)
         room = max(0, width - t.cell_len)
         if room:
-            t.append(Text(preview(item, room), no_wrap=True))
+            t.append(Text(self.preview_of(item, room), no_wrap=True))
         t.truncate(width)
         return t
 
