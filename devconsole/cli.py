@@ -44,7 +44,7 @@ from devconsole.model import (
 )
 from devconsole.session import Connection, Session
 from devconsole.source import SourceError
-from devconsole.store.export import SnapshotExpander, event_dict
+from devconsole.store.export import SnapshotExpander, event_dict, shape_json
 
 EXIT_USAGE = 2
 
@@ -95,6 +95,10 @@ def event_line(ev: Event) -> str | None:
             flags += " [dropped]"
         if ev.held:
             flags += f" [held #{ev.held}{' ' + ev.outcome if ev.outcome else ''}]"
+        if ev.rule:
+            flags += _safe(f" [rule {ev.rule}: {ev.action}]")
+        elif ev.action:
+            flags += _safe(f" [{ev.action}]")
         return (
             f"{_clock(ev.ts)} #{ev.conn:<4} {ev.seq:>7} {arrow} {kind:<6} {ev.size:>7}B"
             f"{flags}  {_preview(ev)}"
@@ -128,6 +132,21 @@ def event_line(ev: Event) -> str | None:
     if isinstance(ev, OutcomeEvent):
         body = f" ({ev.size}B sent instead)" if ev.body is not None else ""
         return f"{_clock(ev.ts)} #{ev.conn:<4} {ev.seq:>7}   held #{ev.held} {ev.outcome}{body}"
+    return _rules_line(ev)
+
+
+def _rules_line(ev: Event) -> str | None:
+    from devconsole.model import RuleEvent, ShapeEvent
+
+    if isinstance(ev, RuleEvent):
+        who = f"#{ev.conn:<4}" if ev.conn else "rules"
+        what = f"rule {ev.rule}: " if ev.rule else ""
+        return _safe(f"{_clock(ev.ts)} {who} {what}{ev.action} {ev.detail}".rstrip())
+    if isinstance(ev, ShapeEvent):
+        from devconsole.shaping import describe
+
+        parts = [f"to {to}: {describe(s)}" for to, s in sorted(ev.shape.items())] or ["none"]
+        return _safe(f"{_clock(ev.ts)} #{ev.conn:<4} shape   {'; '.join(parts)} ({ev.source})")
     return None
 
 
@@ -235,6 +254,7 @@ def conn_json(c: Connection) -> dict[str, Any]:
         "ts_start": c.ts_start,
         "ts_end": c.ts_end,
         "errors": c.errors,
+        "shape": shape_json(c.shape),
     }
 
 

@@ -30,6 +30,8 @@ from devconsole.model import (
     OutcomeEvent,
     ProtocolErrorEvent,
     RefusedEvent,
+    Shape,
+    ShapeEvent,
     Snapshot,
     StateEvent,
 )
@@ -62,6 +64,8 @@ class Connection:
     dropped: int = 0
     errors: list[str] = field(default_factory=list)  # protocol errors, one per direction
     half_open: bool = False
+    # network conditions in effect (docs/shaping.md), by the peer the bytes go to
+    shape: dict[str, Shape] = field(default_factory=dict)
 
     @property
     def ts_start(self) -> float:
@@ -105,6 +109,7 @@ class Connection:
             largest_message=self.largest_message,
             injected=self.injected,
             dropped=self.dropped,
+            shape=dict(self.shape),
         )
 
     @classmethod
@@ -127,6 +132,7 @@ class Connection:
             largest_message=s.largest_message,
             injected=s.injected,
             dropped=s.dropped,
+            shape=dict(s.shape),
         )
 
 
@@ -217,6 +223,10 @@ class Session:
             self._apply_outcome(ev)
         elif isinstance(ev, BreakpointsEvent):
             self.breakpoints = list(ev.breakpoints)
+        elif isinstance(ev, ShapeEvent):
+            c = self.connections.get(ev.conn)
+            if c is not None:
+                c.shape = dict(ev.shape)
         for obs in self.observers:
             obs(ev)
 
