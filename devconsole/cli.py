@@ -96,7 +96,7 @@ def event_line(ev: Event) -> str | None:
         if ev.held:
             flags += f" [held #{ev.held}{' ' + ev.outcome if ev.outcome else ''}]"
         if ev.rule:
-            flags += _safe(f" [rule {ev.rule}: {ev.action}]")
+            flags += _safe(f" [{ev.rule}: {ev.action}]")
         elif ev.action:
             flags += _safe(f" [{ev.action}]")
         return (
@@ -139,9 +139,9 @@ def _rules_line(ev: Event) -> str | None:
     from devconsole.model import RuleEvent, ShapeEvent
 
     if isinstance(ev, RuleEvent):
-        who = f"#{ev.conn:<4}" if ev.conn else "rules"
-        what = f"rule {ev.rule}: " if ev.rule else ""
-        return _safe(f"{_clock(ev.ts)} {who} {what}{ev.action} {ev.detail}".rstrip())
+        who = f"#{ev.conn:<4}" if ev.conn else "     "
+        what = f"{ev.rule}: " if ev.rule else ""
+        return _safe(f"{_clock(ev.ts)} {who} rule    {what}{ev.action} {ev.detail}".rstrip())
     if isinstance(ev, ShapeEvent):
         from devconsole.shaping import describe
 
@@ -425,6 +425,7 @@ def _proxy_config(args: argparse.Namespace) -> Any:
         buffer_bytes=args.buffer_bytes,
         max_payload=args.max_payload,
         hold_bytes=args.hold_bytes,
+        rules=args.rules or "",
         sets=args.set or [],
     )
 
@@ -509,6 +510,8 @@ class ChildProxy:
             args.hold_bytes,
             *extra,
         ]
+        if args.rules:
+            cmd += ["--rules", args.rules]
         if args.confdir:
             cmd += ["--confdir", args.confdir]
         for s in args.set or []:
@@ -645,6 +648,12 @@ def _add_proxy_args(p: argparse.ArgumentParser, tap: bool = True) -> None:
         default="16m",
         metavar="SIZE",
         help="bytes held per direction behind a breakpoint before backpressure",
+    )
+    p.add_argument(
+        "--rules",
+        metavar="FILE",
+        default=None,
+        help="rules file (docs/rules.md), reloaded when it changes",
     )
     p.add_argument(
         "--set",

@@ -48,6 +48,7 @@ class ProxyConfig:
     buffer_bytes: str = "256m"
     max_payload: str = "1m"
     hold_bytes: str = "16m"
+    rules: str = ""  # a rules file (docs/rules.md)
     sets: Sequence[str] = field(default_factory=list)  # NAME=VALUE, like mitmproxy's --set
 
 
@@ -130,6 +131,8 @@ class DevconsoleProxy:
             "devconsole_max_payload": cfg.max_payload,
             "devconsole_hold_bytes": cfg.hold_bytes,
         }
+        if cfg.rules:
+            updates["devconsole_rules"] = cfg.rules
         if cfg.confdir:
             updates["confdir"] = cfg.confdir
         try:

@@ -93,7 +93,9 @@ from devconsole.rules import Decision, MessageRule, RuleSet, decide
 from devconsole.shaping import (
     SHAPE_BUFFER,
     Chain,
+    ShapeError,
     chain_for,
+    check_shape,
     describe,
     format_duration,
     fragment,
@@ -1167,6 +1169,9 @@ class Relay:
     def _enqueue(self, d: _Dir, unit: _Unit) -> None:
         d.queue.append(unit)
         d.qbytes += unit.cost
+        if unit.due:
+            self._out.rearm = True  # the driver's clock must come back for it
+            self.out = True
         if d.takeover and not d.recompress:
             # a change behind this point would need the whole payloads to re-compress
             d.dec.max_payload = self._whole_limit()
@@ -1422,6 +1427,11 @@ class Relay:
             raise RelayError(f"shape to client, server or both, not {to!r}")
         if self.killing or self.ended:
             raise RelayError(f"connection {self.conn} is being closed")
+        if shape is not None:
+            try:
+                check_shape(shape)
+            except ShapeError as e:
+                raise RelayError(str(e)) from None
         for t in (CLIENT, SERVER) if to == "both" else (to,):
             if shape is None:
                 self._shapes.pop(t, None)

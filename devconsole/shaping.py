@@ -60,7 +60,7 @@ class ShapeError(ValueError):
 
 _DUR = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(us|µs|ms|s|m|min|h)?\s*$", re.IGNORECASE)
 _DUR_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmg]?)(bit|bps|b|B)?(?:/s|ps)?\s*$")
+_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)(bit|bps|Bps|b|B)?(?:/s)?\s*$")
 _SIZE = re.compile(r"^\s*([0-9]+)\s*(b|k|kb|kib|m|mb|mib)?\s*$", re.IGNORECASE)
 _PREFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1 << 20, "mb": 10**6}
@@ -85,7 +85,7 @@ def parse_duration(value: str | float | int, what: str = "duration") -> float:
 
 def parse_rate(value: str | float | int, what: str = "rate") -> float:
     """Bytes per second from ``64kbit``, ``1mbit``, ``100kB``, ``1.5MB`` (decimal prefixes;
-    ``bit``/``bps`` are bits, ``B`` bytes) or a number of bytes per second."""
+    ``bit``/``bps``/``b`` are bits, ``B``/``Bps`` bytes) or a number of bytes per second."""
     if isinstance(value, bool):
         raise ShapeError(f"{what}: expected a rate like 64kbit or 100kB, not {value!r}")
     if isinstance(value, int | float):
@@ -99,7 +99,7 @@ def parse_rate(value: str | float | int, what: str = "rate") -> float:
             )
         n = float(m.group(1)) * _PREFIX[m.group(2).lower()]
         unit = m.group(3) or "B"
-        rate = n if unit == "B" else n / 8
+        rate = n if unit in ("B", "Bps") else n / 8  # b, bit, bps: bits
     if not rate > 0 or rate > 1e12:
         raise ShapeError(f"{what}: {value!r} must be a positive rate")
     return rate
@@ -199,6 +199,12 @@ def parse_shape(conditions: dict[str, object], what: str = "shape") -> Shape:
 
 
 def check_shape(s: Shape, what: str = "shape") -> None:
+    for name in ("latency", "jitter", "rate", "slice", "slice_delay", "fragment", "pong_delay"):
+        v = getattr(s, name)
+        if not 0 <= v < float("inf"):
+            raise ShapeError(f"{what}: {name} must be a positive number, not {v!r}")
+    if s.latency > MAX_DURATION or s.pong_delay > MAX_DURATION:
+        raise ShapeError(f"{what}: durations are at most 24h")
     if s.jitter > s.latency:
         raise ShapeError(f"{what}: jitter ({format_duration(s.jitter)}) exceeds the latency")
     if s.pongs not in ("", "drop", "delay"):
