@@ -22,6 +22,8 @@ from typing import Any, TextIO
 
 from devconsole import __version__
 from devconsole.commands import intercept
+from devconsole.commands import rules as rules_commands
+from devconsole.commands import shape as shape_commands
 from devconsole.model import (
     AbortCommand,
     CloseCommand,
@@ -749,6 +751,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-redact", action="store_true", help="keep cookies, tokens and passwords")
 
     intercept.register(sub)
+    rules_commands.register(sub)
+    shape_commands.register(sub)
 
     p = sub.add_parser("demo", help="the proxy, the TUI and simulated traffic")
     _add_proxy_args(p, tap=False)
