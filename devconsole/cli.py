@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from devconsole import __version__
+from devconsole.commands import chaos as chaos_commands
 from devconsole.commands import intercept
 from devconsole.commands import rules as rules_commands
 from devconsole.commands import shape as shape_commands
@@ -753,6 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     intercept.register(sub)
     rules_commands.register(sub)
     shape_commands.register(sub)
+    chaos_commands.register(sub)
 
     p = sub.add_parser("demo", help="the proxy, the TUI and simulated traffic")
     _add_proxy_args(p, tap=False)
@@ -763,7 +765,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tail: list[str] | None = None
+    if "--" in argv:  # a command line for a child (chaos -- CMD ARGS)
+        i = argv.index("--")
+        argv, tail = argv[:i], argv[i + 1 :]
     args = parser.parse_args(argv)
+    if tail is not None:
+        if not hasattr(args, "client"):
+            parser.error("unrecognized arguments: -- " + " ".join(tail))
+        args.client = tail
     try:
         if getattr(args, "handler", None):
             return int(args.handler(args))
