@@ -71,6 +71,7 @@ logger = logging.getLogger("devconsole.capture")
 
 REFUSED_BODY_KEEP = 4096
 RULES_POLL = 0.5  # seconds between checks of the rules file for changes
+CLOSE_HOLD_LIMIT = 30.0  # at most this long a peer's FIN waits for delayed bytes to go out
 SHUTDOWN_CLOSE_TIMEOUT = 3.0  # seconds the peers get to answer the 1001 close at shutdown
 END_AFTER_INJECT = 0.5  # at most this long an end waits for injected bytes to go out
 
@@ -115,6 +116,8 @@ class _Stream:
     end_after: str | None = None  # end both connections once the outboxes are written
     paused: set[str] = field(default_factory=set)  # peers we stopped reading
     ended: bool = False
+    # a peer's FIN waiting for the bytes still delayed toward the other peer, by that peer
+    drained: dict[str, asyncio.Event] = field(default_factory=dict)
 
 
 class Capture:
@@ -462,6 +465,9 @@ class Capture:
         s = _Stream(hs.conn, flow, hs, relay)
         self._streams[flow.id] = s
         self._by_conn[hs.conn] = s
+        mitm_compat.hold_close(
+            flow, lambda from_client: self._close_wait(s, from_client), CLOSE_HOLD_LIMIT
+        )
         if relay.out:  # breakpoints hold from the first message on
             self._apply(s, relay.take())
 
@@ -538,6 +544,24 @@ class Capture:
                 self._end_soon(s)
         if out.rearm:
             self._arm(s.relay.next_deadline())
+        if s.drained:
+            self._check_drained(s)
+
+    def _close_wait(self, s: _Stream, from_client: bool) -> Any:
+        """What a peer's FIN waits for: the bytes still delayed toward the other peer."""
+        to: Side = SERVER if from_client else CLIENT
+        if s.ended or not s.relay.pending_to(to):
+            return None
+        ev = s.drained.get(to)
+        if ev is None:
+            ev = s.drained[to] = asyncio.Event()
+        return ev.wait()
+
+    def _check_drained(self, s: _Stream) -> None:
+        for to, ev in list(s.drained.items()):
+            if s.ended or not s.relay.pending_to(to):  # type: ignore[arg-type]
+                ev.set()
+                del s.drained[to]
 
     def _end_late(self, s: _Stream) -> None:
         if s.end_after is not None and not s.ended:
@@ -568,6 +592,7 @@ class Capture:
         s.ended = True
         self._by_conn.pop(s.conn, None)
         s.relay.end(time.time(), error)
+        self._check_drained(s)
 
     # ------------------------------------------------------------------ time
 

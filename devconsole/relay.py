@@ -482,6 +482,17 @@ class Relay:
                 out.rearm = True
         return out
 
+    def pending_to(self, to: Side) -> int:
+        """How much the time-based stages still hold toward ``to`` (bytes the conditions
+        delay, and messages a rule delays): a driver lets a TCP close from the other peer
+        wait for it, as a slow link would deliver the data before the FIN."""
+        d = self.down if to == CLIENT else self.up
+        n = d.chain.pending if d.chain is not None else 0
+        n += len(d.timed)
+        if d.queue:
+            n += sum(1 for u in d.queue if u.due and u.hold is None)
+        return n
+
     def _shaping_busy(self) -> bool:
         return any(d.chain is not None and d.chain.pending for d in (self.up, self.down))
 

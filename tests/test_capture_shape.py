@@ -322,3 +322,25 @@ async def test_delayed_pongs_arrive_late(short_tmp: Path) -> None:
                     await ws.send("data is not held up")
                     await asyncio.wait_for(ws.recv(), 5)
                     assert time.monotonic() - t0 < 0.2
+
+
+async def test_a_server_that_sends_then_closes_under_latency(short_tmp: Path) -> None:
+    """The server's FIN waits for the bytes still delayed toward the client (mitmproxy
+    would pass it on at once and cut them off)."""
+
+    async def last_words(ws: ServerConnection) -> None:
+        await ws.recv()
+        await ws.send("last words")
+        await ws.close(4002, "done")
+
+    async with ws_server(last_words) as (_, port):
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            async with viewer(rp.tap) as v:
+                async with connect(f"ws://127.0.0.1:{rp.port}/bye", ping_interval=None) as ws:
+                    conn = await only_conn(v)
+                    await shape(v, conn, "client", latency=0.3)
+                    await ws.send("go")
+                    assert await asyncio.wait_for(ws.recv(), 5) == "last words"
+                    with pytest.raises(ConnectionClosed) as exc:
+                        await asyncio.wait_for(ws.recv(), 5)
+                    assert exc.value.rcvd is not None and exc.value.rcvd.code == 4002
