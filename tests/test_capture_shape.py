@@ -331,7 +331,7 @@ async def test_a_server_that_sends_then_closes_under_latency(short_tmp: Path) ->
     async def last_words(ws: ServerConnection) -> None:
         await ws.recv()
         await ws.send("last words")
-        await ws.close(4002, "done")
+        ws.transport.close()  # FIN right after them, no closing handshake
 
     async with ws_server(last_words) as (_, port):
         async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
@@ -341,6 +341,5 @@ async def test_a_server_that_sends_then_closes_under_latency(short_tmp: Path) ->
                     await shape(v, conn, "client", latency=0.3)
                     await ws.send("go")
                     assert await asyncio.wait_for(ws.recv(), 5) == "last words"
-                    with pytest.raises(ConnectionClosed) as exc:
+                    with pytest.raises(ConnectionClosed):
                         await asyncio.wait_for(ws.recv(), 5)
-                    assert exc.value.rcvd is not None and exc.value.rcvd.code == 4002
