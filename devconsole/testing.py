@@ -243,6 +243,10 @@ class Proxy:
                 lines = [x for x in fh.read().strip().splitlines() if x.strip()]
         except OSError:
             lines = []
+        errs = [x for x in lines if x.startswith("devconsole:")]
+        if errs:  # the proxy's own one-line error (it may wrap)
+            i = lines.index(errs[-1])
+            return " ".join(x.strip() for x in lines[i:])
         return lines[-1] if lines else (line.strip() or "the proxy exited")
 
     async def _connect(self) -> None:
