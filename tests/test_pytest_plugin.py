@@ -109,3 +109,14 @@ def test_a_project_that_does_not_use_it_imports_nothing_of_it(pytester: pytest.P
     result.assert_outcomes(passed=1)
     result = pytester.runpytest_subprocess("--fixtures", "-q", timeout=60)
     assert "devconsole_proxy" in result.stdout.str()
+
+
+def test_the_example_in_docs_testing_md_passes(pytester: pytest.Pytester) -> None:
+    """The complete test of a client's backoff and heartbeat that docs/testing.md gives
+    users to copy, run as they would run it."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "testing.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in doc.split("```python\n")[1:]]
+    [example] = [b for b in blocks if "def test_backs_off_exponentially" in b]
+    pytester.makepyfile(test_client_resilience=example)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=180)
+    result.assert_outcomes(passed=3)
