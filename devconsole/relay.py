@@ -14,12 +14,15 @@ bytes it reads from each peer with the time it read them, and writes what comes 
 
 A command that cannot run raises ``RelayError`` with a message for the user.
 
-Each direction is a pipeline (docs/intercept.md)::
+Each direction is a pipeline (docs/intercept.md, docs/rules.md, docs/shaping.md)::
 
     bytes from one peer -> frame parser -> units (a data message, or a control frame)
         -> capture (an event, always) -> faults (half-open, closing, swallowed pongs)
-        -> hold (breakpoints; the queue behind a held message) -> output
-        -> bytes to the other peer (as received, or re-framed)
+        -> rules (rewrite, drop, delay, duplicate, respond, close, hold: ``_act``)
+        -> hold (breakpoints; the queue behind a held or delayed message) -> output
+        -> re-framing (edits, re-compression, fragmenting: ``_unit_bytes``)
+        -> network conditions (latency, rate, slicing: ``devconsole.shaping``, ``_pull``)
+        -> bytes to the other peer
 
 While no stage has anything to do in a direction it is *plain*: each chunk is parsed for
 its events and forwarded as the very same bytes object (the hot path). Otherwise units are
@@ -37,11 +40,15 @@ inflates what the sender sends (the parser does it anyway) and compresses every 
 message of that direction itself, with its own context, toward the receiver.
 
 Where the stages are: a unit is decided in ``_message_done`` / ``_control_done`` (capture,
-then faults, then hold), waits in its direction's ``queue`` while something ahead of it is
-held, and is written by ``_deliver`` (as received, or re-framed by ``_frame``). A new
-stage (rules, shaping) decides there too, keeps its direction off the hot path while it
-has work (the conditions at the end of ``_settle``), and uses the driver's clock through
-``tick``/``next_deadline`` as holds do.
+then faults, then rules, then hold), waits in its direction's ``queue`` while something
+ahead of it is held or delayed (or in ``timed`` when it goes out of line: a delayed pong, a
+delayed message others may overtake), and is written by ``_deliver`` (as received, or
+re-framed by ``_frame``). What is written toward a peer with network conditions goes
+through that direction's ``chain`` of stages. A stage keeps its direction off the hot path
+while it has work (the conditions at the end of ``_settle``), and uses the driver's clock
+through ``tick``/``next_deadline``. Stall and full buffers stop reading the sending peer
+(``_pressure``: ``Output.pause``/``resume``); a driver lets a peer's TCP close wait for
+what the stages still hold toward the other one (``pending_to``).
 """
 
 from __future__ import annotations
