@@ -167,7 +167,10 @@ async def measure(proxy: Proxy, quick: bool) -> dict[str, Any]:
             await ws.send("slow")
             await asyncio.wait_for(ws.recv(), 10)
             errs.append((time.monotonic() - t0 - 0.3) * 1000)
-        out["rule_delay_300ms"] = {"median_err_ms": statistics.median(errs), "max_err_ms": max(errs)}
+        out["rule_delay_300ms"] = {
+            "median_err_ms": statistics.median(errs),
+            "max_err_ms": max(errs),
+        }
     proxy.load_rules("")
     # slicing and fragments at a raw client
     async with Raw(url + "/s") as c:
@@ -190,7 +193,10 @@ async def measure(proxy: Proxy, quick: bool) -> dict[str, Any]:
         c.frames.clear()
         c.send("push 1 10500")
         deadline = time.monotonic() + 30
-        while not any(f.fin and f.opcode == Opcode.CONT for f in c.frames) and time.monotonic() < deadline:
+        while (
+            not any(f.fin and f.opcode == Opcode.CONT for f in c.frames)
+            and time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.01)
         sizes = [len(f.data) for f in c.frames]
         out["fragment_1000B"] = {"frames": len(sizes), "sizes": sorted(set(sizes))}
@@ -276,29 +282,46 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for key in ("latency_20ms", "latency_100ms", "latency_500ms"):
         v = r[key]
-        rows.append((key, f"median {v['median_err_ms']:+.1f} ms", f"p95 |err| {v['p95_abs_err_ms']:.1f} ms",
-                     f"max |err| {v['max_abs_err_ms']:.1f} ms"))  # fmt: skip
+        med = f"median {v['median_err_ms']:+.1f} ms"
+        p95 = f"p95 |err| {v['p95_abs_err_ms']:.1f} ms"
+        rows.append((key, med, p95, f"max |err| {v['max_abs_err_ms']:.1f} ms"))
     j = r["jitter_100ms_30ms"]
-    rows.append(("jitter 100+-30ms", f"{j['min_ms']:.0f}..{j['max_ms']:.0f} ms",
-                 f"stdev {j['stdev_ms']:.1f} ms", f"(uniform: {j['uniform_stdev_ms']:.1f})"))  # fmt: skip
+    span = f"{j['min_ms']:.0f}..{j['max_ms']:.0f} ms"
+    uni = f"(uniform: {j['uniform_stdev_ms']:.1f})"
+    rows.append(("jitter 100+-30ms", span, f"stdev {j['stdev_ms']:.1f} ms", uni))
     for label in ("64kbit", "1mbit", "10mbit"):
         v = r[f"rate_{label}"]
-        rows.append((f"rate {label}", f"{v['measured_Bps']:.0f} B/s", f"err {v['err_pct']:+.1f} %", ""))
+        rows.append(
+            (f"rate {label}", f"{v['measured_Bps']:.0f} B/s", f"err {v['err_pct']:+.1f} %", "")
+        )
     for key in ("pong_delay_300ms", "rule_delay_300ms"):
         v = r[key]
-        rows.append((key, f"median {v['median_err_ms']:+.1f} ms", f"max {v['max_err_ms']:+.1f} ms", ""))
+        rows.append(
+            (key, f"median {v['median_err_ms']:+.1f} ms", f"max {v['max_err_ms']:+.1f} ms", "")
+        )
     for key in ("slice_100B_0ms", "slice_100B_5ms"):
         v = r[key]
-        rows.append((key, f"{v['reads']} reads (ideal {v['ideal_reads']})", f"max read {v['max_read']} B",
-                     f"{v['reads_over_100B']} over 100 B"))  # fmt: skip
+        reads = f"{v['reads']} reads (ideal {v['ideal_reads']})"
+        over = f"{v['reads_over_100B']} over 100 B"
+        rows.append((key, reads, f"max read {v['max_read']} B", over))
     f = r["fragment_1000B"]
     rows.append(("fragment 1000B", f"{f['frames']} frames", f"sizes {f['sizes']}", ""))
     p = r["pongs_drop_heartbeat"]
-    rows.append(("pongs drop", f"1011 after {p['fired_after_s']:.2f} s", f"(<= {p['expected_within_s']} s)",
-                 f"code {p['code']}"))  # fmt: skip
+    fired = f"1011 after {p['fired_after_s']:.2f} s"
+    expect = f"(<= {p['expected_within_s']} s)"
+    rows.append(("pongs drop", fired, expect, f"code {p['code']}"))
     s = r["stall_30MB_flood"]
-    rows.append(("stall, 30 MB flood", f"proxy RSS +{s['proxy_rss_growth_kib']} KiB", f"then {s['delivered_after']} delivered", ""))
-    print(f"# shaping accuracy ({machine()}, load {args.load}, {'quick' if args.quick else 'full'})")
+    rows.append(
+        (
+            "stall, 30 MB flood",
+            f"proxy RSS +{s['proxy_rss_growth_kib']} KiB",
+            f"then {s['delivered_after']} delivered",
+            "",
+        )
+    )
+    print(
+        f"# shaping accuracy ({machine()}, load {args.load}, {'quick' if args.quick else 'full'})"
+    )
     print(table(["condition", "measured", "", ""], rows))
     save_json(f"shaping-load{args.load}", {"load": args.load, "runs": results})
     print(json.dumps(r["base_one_way_ms"]), "ms one way without conditions")

@@ -62,7 +62,7 @@ from devconsole.model import (
     Side,
 )
 from devconsole.relay import DEFAULT_HOLD_BYTES, Intercept, Output, Relay, RelayError
-from devconsole.rules import HandshakeRule, RuleSet, RulesError
+from devconsole.rules import HandshakeRule, RulesError, RuleSet
 from devconsole.rules import load as load_rules
 from devconsole.session import Session
 from devconsole.tap import TapError, TapServer, parse_tap
@@ -690,7 +690,11 @@ class Capture:
                 s = self._by_conn.get(relay.conn)
                 if s is not None and out:
                     self._apply(s, out)
-        n = sum(1 for s in self._streams.values() if fnmatch.fnmatchcase(s.handshake.path or "/", cmd.path))
+        n = sum(
+            1
+            for s in self._streams.values()
+            if fnmatch.fnmatchcase(s.handshake.path or "/", cmd.path)
+        )
         return CommandResult(cmd.id, True, info=str(n))
 
     def _breakpoint_command(

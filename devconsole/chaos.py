@@ -78,9 +78,7 @@ def reverse_mode(mode: str) -> str:
 
 
 class _Run:
-    def __init__(
-        self, sc: Scenario, progress: Callable[[str], None]
-    ) -> None:
+    def __init__(self, sc: Scenario, progress: Callable[[str], None]) -> None:
         self.sc = sc
         self.progress = progress
         self.result = ChaosResult(sc)
@@ -141,9 +139,7 @@ class _Run:
             self.capture.set_rules(step.rules)
             self.line(rec.ts, f"step {step.index}: {step.describe()}")
             if step.duration:
-                asyncio.get_running_loop().call_later(
-                    step.duration, self._undo_rules, rec, before
-                )
+                asyncio.get_running_loop().call_later(step.duration, self._undo_rules, rec, before)
             return rec
         conns = self.targets(step)
         deadline = time.monotonic() + STEP_WAIT
@@ -272,8 +268,10 @@ async def run(
             except TimeoutError:
                 pass
             if not r.first_open.is_set():
-                why = "the client exited" if proc and proc.returncode is not None else (
-                    f"none within {sc.wait:g} s"
+                why = (
+                    "the client exited"
+                    if proc and proc.returncode is not None
+                    else (f"none within {sc.wait:g} s")
                 )
                 res.error = f"no connection on {sc.path or 'any path'}: {why}"
                 return res
@@ -303,8 +301,11 @@ async def run(
             t.cancel()
         if proc is not None:
             code = await _stop(proc)
-            if res.client_exit is None and proc.returncode is not None and res.end and (
-                code is not None and code >= 0
+            if (
+                res.client_exit is None
+                and proc.returncode is not None
+                and res.end
+                and (code is not None and code >= 0)
             ):
                 res.client_exit = code
         with contextlib.suppress(Exception):
@@ -367,7 +368,10 @@ def report_text(res: ChaosResult) -> str:
     sc = res.scenario
     out = [f"chaos: {safe_text(sc.name)}" + (f" ({safe_text(sc.file)})" if sc.file else "")]
     if res.url:
-        out.append(f"proxy {res.url}" + (f"; client {safe_text(' '.join(res.command))}" if res.command else ""))
+        out.append(
+            f"proxy {res.url}"
+            + (f"; client {safe_text(' '.join(res.command))}" if res.command else "")
+        )
     if res.timeline:
         out.append("")
         t0 = res.start or res.timeline[0][0]
@@ -430,7 +434,9 @@ def junit_xml(res: ChaosResult) -> str:
         err = ET.SubElement(suite, "system-err")
         err.text = res.client_log
     ET.indent(suite)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+    )
 
 
 def main_progress(line: str) -> None:

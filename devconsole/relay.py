@@ -103,7 +103,6 @@ from devconsole.shaping import (
     ShapeError,
     chain_for,
     check_shape,
-    describe,
     format_duration,
     fragment,
     wire_payload,
@@ -1295,7 +1294,9 @@ class Relay:
         assert type(ev) is Message
         h = unit.hold
         body = h.body if h is not None and h.body is not None else unit.edit
-        opcode = (h.opcode if h is not None and h.body is not None else unit.edit_opcode) or ev.opcode
+        opcode = (
+            h.opcode if h is not None and h.body is not None else unit.edit_opcode
+        ) or ev.opcode
         out: list[bytes] = []
         if body is not None:
             if ev.compressed and d.takeover and not d.recompress:
@@ -1322,10 +1323,18 @@ class Relay:
                     out.append(frame)
                     self._emit_injected(
                         Message(
-                            0, self.conn, 0.0, d.side, opcode, copy[: self.max_payload],
-                            len(copy), len(frame), injected=True, rule=unit.rule,
+                            0,
+                            self.conn,
+                            0.0,
+                            d.side,
+                            opcode,
+                            copy[: self.max_payload],
+                            len(copy),
+                            len(frame),
+                            injected=True,
+                            rule=unit.rule,
                             action="duplicate",
-                        )  # fmt: skip
+                        )
                     )
         return out
 
@@ -1601,11 +1610,7 @@ class Relay:
                 d.paused = True
                 self._out.pause.append(d.side)
                 self.out = True
-        elif (
-            (used <= limit // 2 or not d.queue)
-            and shaped <= SHAPE_BUFFER // 2
-            and not stalled
-        ):
+        elif (used <= limit // 2 or not d.queue) and shaped <= SHAPE_BUFFER // 2 and not stalled:
             d.paused = False
             self._out.resume.append(d.side)
             self.out = True

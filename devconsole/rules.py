@@ -210,7 +210,9 @@ class HandshakeRule:
             return False
         return _endpoint_match(self.path, self.url, url, path)
 
-    def edit_request(self, headers: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+    def edit_request(
+        self, headers: list[tuple[str, str]]
+    ) -> tuple[list[tuple[str, str]], list[str]]:
         """The request headers with this rule's edits and strips."""
         done: list[str] = []
         if self.strip_extensions:
@@ -270,7 +272,11 @@ class RuleSet:
 
     @property
     def names(self) -> list[str]:
-        return [r.name for r in (*self.messages, *self.handshakes, *self.shapes)]
+        return (
+            [r.name for r in self.messages]
+            + [h.name for h in self.handshakes]
+            + [s.name for s in self.shapes]
+        )
 
     def __bool__(self) -> bool:
         return bool(self.messages or self.handshakes or self.shapes)
@@ -568,11 +574,10 @@ class _Locator:
         current: tuple[str, int] | None = None
         for n, line in enumerate(self.lines):
             m = _TABLE.match(line)
-            if m is not None or (_HEADER.match(line) and current is not None):
-                if current is not None:
-                    start, _ = self.tables[current]
-                    self.tables[current] = (start, n)
-                    current = None
+            if (m is not None or _HEADER.match(line)) and current is not None:
+                start, _ = self.tables[current]
+                self.tables[current] = (start, n)
+                current = None
             if m is not None:
                 kind = m.group(1)
                 i = counts.get(kind, 0)
@@ -691,9 +696,7 @@ class _Loader:
     def _unknown(self, t: dict[str, Any], known: set[str], kind: str, i: int) -> None:
         for k in t:
             if k not in known:
-                raise self.error(
-                    f"unknown key {k!r} in [[{kind}]] (docs/rules.md)", kind, i, k
-                )
+                raise self.error(f"unknown key {k!r} in [[{kind}]] (docs/rules.md)", kind, i, k)
 
     # -- [[rule]]
 
@@ -735,9 +738,7 @@ class _Loader:
         actions = ("rewrite", "set", "delete", "drop", "delay", "duplicate", "respond", "close",
                    "hold", "shape")  # fmt: skip
         if not any(a in t for a in actions):
-            raise self.error(
-                f"rule {name!r} has no action (one of: {', '.join(actions)})", k, i
-            )
+            raise self.error(f"rule {name!r} has no action (one of: {', '.join(actions)})", k, i)
         if r.control:
             for a in ("rewrite", "set", "delete", "duplicate", "respond"):
                 if a in t:
@@ -767,11 +768,15 @@ class _Loader:
                     raise self.error(f"rewrite: unknown key {sorted(extra)[0]!r}", k, i, "rewrite")
                 pattern, repl, flags = item["regex"], item.get("replace", ""), item.get("flags", "")
                 if not all(isinstance(x, str) for x in (pattern, repl, flags)):
-                    raise self.error("rewrite: regex, replace and flags are strings", k, i, "rewrite")
+                    raise self.error(
+                        "rewrite: regex, replace and flags are strings", k, i, "rewrite"
+                    )
                 f = 0
                 for c in flags:
                     if c not in "ims":
-                        raise self.error(f"rewrite: unknown flag {c!r} (i, m, s)", k, i, "rewrite", "flags")
+                        raise self.error(
+                            f"rewrite: unknown flag {c!r} (i, m, s)", k, i, "rewrite", "flags"
+                        )
                     f |= {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}[c]
                 try:
                     rx = re.compile(pattern, f)
@@ -789,7 +794,9 @@ class _Loader:
             v = t["delete"]
             items = v if isinstance(v, list) else [v]
             if not items or not all(isinstance(x, str) for x in items):
-                raise self.error('delete must be a JSON path or a list of them: ["a.b"]', k, i, "delete")
+                raise self.error(
+                    'delete must be a JSON path or a list of them: ["a.b"]', k, i, "delete"
+                )
             r.delete = [self._json_path(p, k, i, "delete") for p in items]
         if "drop" in t:
             if not isinstance(t["drop"], bool):
@@ -838,7 +845,9 @@ class _Loader:
             if isinstance(v, int) and not isinstance(v, bool):
                 v = {"code": v}
             if not isinstance(v, dict) or "code" not in v:
-                raise self.error('close must be a code or { code = 4000, reason = "..." }', k, i, "close")
+                raise self.error(
+                    'close must be a code or { code = 4000, reason = "..." }', k, i, "close"
+                )
             extra = set(v) - {"code", "reason", "to"}
             if extra:
                 raise self.error(f"close: unknown key {sorted(extra)[0]!r}", k, i, "close")
@@ -852,7 +861,9 @@ class _Loader:
                     "close",
                 )
             if not isinstance(reason, str) or len(reason.encode()) > 123:
-                raise self.error("close: reason must be a string of at most 123 bytes", k, i, "close")
+                raise self.error(
+                    "close: reason must be a string of at most 123 bytes", k, i, "close"
+                )
             if to not in ("client", "server", "both"):
                 raise self.error("close: to must be client, server or both", k, i, "close")
             r.close = CloseAction(code, reason, to)
@@ -881,13 +892,13 @@ class _Loader:
         if isinstance(item, str):
             item = {"text": item}
         if not isinstance(item, dict):
-            raise self.error('respond must be a text, or { text | json | hex = ... }', k, i, "respond")
+            raise self.error(
+                "respond must be a text, or { text | json | hex = ... }", k, i, "respond"
+            )
         extra = set(item) - {"text", "json", "hex"}
         forms = [f for f in ("text", "json", "hex") if f in item]
         if extra or len(forms) != 1:
-            raise self.error(
-                "respond needs exactly one of text, json, hex", k, i, "respond"
-            )
+            raise self.error("respond needs exactly one of text, json, hex", k, i, "respond")
         form = forms[0]
         v = item[form]
         if form == "text":
@@ -919,7 +930,9 @@ class _Loader:
 
     def _shapes(self, v: Any, kind: str, i: int, key: str) -> list[tuple[str, Shape]]:
         if not isinstance(v, dict):
-            raise self.error(f'{key} must be a table: {{ to = "client", latency = "100ms" }}', kind, i, key)
+            raise self.error(
+                f'{key} must be a table: {{ to = "client", latency = "100ms" }}', kind, i, key
+            )
         conds = dict(v)
         to = conds.pop("to", "both")
         if to not in ("client", "server", "both"):
@@ -952,19 +965,26 @@ class _Loader:
             if isinstance(v, int) and not isinstance(v, bool):
                 v = {"status": v}
             if not isinstance(v, dict) or "status" not in v:
-                raise self.error('refuse must be a status or { status = 503, body = "..." }', k, i, "refuse")
+                raise self.error(
+                    'refuse must be a status or { status = 503, body = "..." }', k, i, "refuse"
+                )
             extra = set(v) - {"status", "body", "headers"}
             if extra:
                 raise self.error(f"refuse: unknown key {sorted(extra)[0]!r}", k, i, "refuse")
             st, body, hdrs = v["status"], v.get("body", ""), v.get("headers", {})
             if isinstance(st, bool) or not isinstance(st, int) or not 200 <= st <= 599 or st == 101:
-                raise self.error("refuse: status must be an HTTP status 200-599 (not 101)", k, i, "refuse")
+                raise self.error(
+                    "refuse: status must be an HTTP status 200-599 (not 101)", k, i, "refuse"
+                )
             if not isinstance(body, str):
                 raise self.error("refuse: body must be a string", k, i, "refuse")
             if not isinstance(hdrs, dict) or not all(isinstance(x, str) for x in hdrs.values()):
                 raise self.error("refuse: headers must be a table of strings", k, i, "refuse")
             h.refuse = Refusal(st, body.encode(), [(a, b) for a, b in hdrs.items()])
-        for key, attr in (("strip_extension", "strip_extensions"), ("strip_subprotocol", "strip_subprotocols")):
+        for key, attr in (
+            ("strip_extension", "strip_extensions"),
+            ("strip_subprotocol", "strip_subprotocols"),
+        ):
             if key in t:
                 v = t[key]
                 items = v if isinstance(v, list) else [v]
@@ -986,13 +1006,17 @@ class _Loader:
             raise self.error(f"{key} must be a table with add, remove, replace", kind, i, key)
         extra = set(v) - {"add", "remove", "replace"}
         if extra:
-            raise self.error(f"{key}: unknown key {sorted(extra)[0]!r} (add, remove, replace)", kind, i, key)
+            raise self.error(
+                f"{key}: unknown key {sorted(extra)[0]!r} (add, remove, replace)", kind, i, key
+            )
         e = HeaderEdit()
         for op in ("add", "replace"):
             if op in v:
                 tbl = v[op]
                 if not isinstance(tbl, dict) or not all(isinstance(x, str) for x in tbl.values()):
-                    raise self.error(f"{key}.{op} must be a table of header = \"value\"", kind, i, key, op)
+                    raise self.error(
+                        f'{key}.{op} must be a table of header = "value"', kind, i, key, op
+                    )
                 pairs = [(a, b) for a, b in tbl.items()]
                 for a, b in pairs:
                     if not _HEADER_NAME.fullmatch(a) or "\n" in b or "\r" in b:

@@ -32,7 +32,7 @@ from devconsole.model import (
     Shape,
     valid_close_code,
 )
-from devconsole.rules import RuleSet, RulesError
+from devconsole.rules import RulesError, RuleSet
 from devconsole.rules import load as load_rules
 from devconsole.session import Connection, Session
 from devconsole.shaping import ShapeError, format_duration, parse_duration, parse_shape
@@ -108,7 +108,11 @@ class Step:
             assert self.shape is not None
             s = f"shape to {self.to}: {describe(self.shape)}"
         elif self.kind == "inject":
-            what = {Opcode.TEXT: "text", Opcode.BINARY: "binary", Opcode.PING: "ping"}
+            what: dict[int, str] = {
+                Opcode.TEXT: "text",
+                Opcode.BINARY: "binary",
+                Opcode.PING: "ping",
+            }
             s = f"inject {what.get(self.opcode, '?')} to {self.to} ({len(self.payload)} bytes)"
         else:
             assert self.rules is not None
@@ -217,9 +221,9 @@ class _Where:
         if key:
             pat = re.compile(r"^\s*" + re.escape(key) + r"\s*=\s*")
             for n in range(start + 1, len(self.lines)):
-                if _ARRAY.match(self.lines[n]) or self.lines[n].lstrip().startswith("["):
-                    if not self.lines[n].lstrip().startswith(f"[[{kind}."):
-                        break
+                line = self.lines[n].lstrip()
+                if line.startswith("[") and not line.startswith(f"[[{kind}."):
+                    break
                 m = pat.match(self.lines[n])
                 if m is not None:
                     return (n + 1, m.end() + 1)
@@ -244,7 +248,9 @@ def load(text: str, path: str = "", read_file: Any = None) -> Scenario:
 
     for key in doc:
         if key not in ("scenario", "step", "expect"):
-            raise err(f"unknown table or key {key!r}: a scenario has [scenario], [[step]], [[expect]]")
+            raise err(
+                f"unknown table or key {key!r}: a scenario has [scenario], [[step]], [[expect]]"
+            )
     head = doc.get("scenario", {})
     if not isinstance(head, dict):
         raise err("[scenario] must be a table")
@@ -341,11 +347,11 @@ def _step(i: int, t: Any, where: _Where, path: str, read_file: Any) -> Step:
         if dur:
             raise err('"for" goes with half_open, shape and rules', "for")
     elif kind == "half_open":
-        if v is True:
-            pass
-        else:
+        if v is not True:
             try:
-                s.duration = parse_duration(v, "half_open")
+                s.duration = parse_duration(
+                    v if isinstance(v, str | int | float) else "", "half_open"
+                )
             except ShapeError as e:
                 raise err(f"{e} (half_open = true or a duration)", "half_open") from None
     elif kind == "shape":
@@ -391,7 +397,9 @@ def _step(i: int, t: Any, where: _Where, path: str, read_file: Any) -> Step:
             else:
                 parts = {k: t[k] for k in ("rule", "handshake") if k in t}
                 if v is not None:
-                    raise err('rules = "FILE", or [[step.rule]] / [[step.handshake]] tables', "rules")
+                    raise err(
+                        'rules = "FILE", or [[step.rule]] / [[step.handshake]] tables', "rules"
+                    )
                 s.rules = _inline_rules(parts, f"{path}: step {i + 1}")
         except RulesError as e:
             if isinstance(v, str):
@@ -464,7 +472,9 @@ def _expectation(i: int, t: Any, where: _Where, path: str, nsteps: int) -> Expec
             "first_message_within",
             "no_missing",
         ):
-            raise err('from = "client", "server" or "any" (first_message_within, no_missing)', "from")
+            raise err(
+                'from = "client", "server" or "any" (first_message_within, no_missing)', "from"
+            )
         e.side = "" if t["from"] == "any" else t["from"]
     if "after" in t:
         a = t["after"]
@@ -606,7 +616,7 @@ class _Grader:
         b = ep.backoff
         delays = ep.reconnect_delays
         shown = ", ".join(f"{d:.2f}" for d in delays[-12:])
-        measured = b.pattern
+        measured: str = b.pattern
         if b.factor:
             measured += f" x{b.factor:.2f}"
         detail = f"{len(delays)} reconnect(s) on {ep.path}: {shown} s"
@@ -665,7 +675,9 @@ class _Grader:
                 (
                     it.ts
                     for it in self.session.items(c.id)
-                    if isinstance(it, Message) and not it.injected and (not e.side or it.side == e.side)
+                    if isinstance(it, Message)
+                    and not it.injected
+                    and (not e.side or it.side == e.side)
                 ),
                 None,
             )

@@ -94,8 +94,7 @@ def parse_rate(value: str | float | int, what: str = "rate") -> float:
         m = _RATE.match(value)
         if m is None or (m.group(3) is None and m.group(2)):
             raise ShapeError(
-                f"{what}: expected a rate like 64kbit, 1mbit or 100kB (per second), "
-                f"not {value!r}"
+                f"{what}: expected a rate like 64kbit, 1mbit or 100kB (per second), not {value!r}"
             )
         n = float(m.group(1)) * _PREFIX[m.group(2).lower()]
         unit = m.group(3) or "B"
@@ -169,7 +168,9 @@ def parse_shape(conditions: dict[str, object], what: str = "shape") -> Shape:
     for key, value in conditions.items():
         k = key.replace("-", "_")
         if k not in known:
-            raise ShapeError(f"{what}: unknown condition {key!r} (known: {', '.join(sorted(known))})")
+            raise ShapeError(
+                f"{what}: unknown condition {key!r} (known: {', '.join(sorted(known))})"
+            )
         where = f"{what}.{key}"
         if k in ("latency", "jitter", "slice_delay", "pong_delay"):
             setattr(s, k, parse_duration(value, where))  # type: ignore[arg-type]

@@ -190,8 +190,11 @@ HANDSHAKE_RULES = """
 [[handshake]]
 name = "headers"
 path = "/echo-h"
-request_headers = { add = { "X-Debug" = "1" }, remove = ["X-Secret"], replace = { "Origin" = "https://x.test" } }
 response_headers = { add = { "X-Devconsole" = "yes" } }
+[handshake.request_headers]
+add = { "X-Debug" = "1" }
+remove = ["X-Secret"]
+replace = { "Origin" = "https://x.test" }
 
 [[handshake]]
 name = "maintenance"
@@ -213,6 +216,7 @@ strip_subprotocol = "v2"
 async def test_handshake_actions(short_tmp: Path) -> None:
     srv = Server()
     rules = write_rules(short_tmp, HANDSHAKE_RULES)
+
     def pick(conn: ServerConnection, offered: list[str]) -> str | None:
         return next((p for p in ("v2", "v1") if p in offered), None)
 
@@ -247,8 +251,10 @@ async def test_handshake_actions(short_tmp: Path) -> None:
                     assert ws.subprotocol == "v1"
                 assert srv.subprotocols["/proto"] == "v1"
                 await v.wait_for(
-                    lambda v: {e.rule for e in v.events if isinstance(e, RuleEvent)}
-                    >= {"headers", "maintenance", "no deflate", "old protocol"}
+                    lambda v: (
+                        {e.rule for e in v.events if isinstance(e, RuleEvent)}
+                        >= {"headers", "maintenance", "no deflate", "old protocol"}
+                    )
                 )
                 refused = [c for c in v.session.connections.values() if c.path == "/down"]
                 assert refused and refused[0].handshake.status == 503
@@ -292,7 +298,9 @@ async def test_rules_file_reloads_and_a_broken_edit_keeps_the_rules(short_tmp: P
                         ),
                         timeout=10,
                     )
-                    [err] = [e for e in v.events if isinstance(e, RuleEvent) and e.action == "error"]
+                    [err] = [
+                        e for e in v.events if isinstance(e, RuleEvent) and e.action == "error"
+                    ]
                     assert f"{rules}:3:8:" in err.detail and "keeping" in err.detail
                     assert await reloaded()  # still the previous rules
 

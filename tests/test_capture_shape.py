@@ -78,9 +78,7 @@ class RawClient:
 async def shape(v: Any, conn: str, to: str = "both", **conditions: Any) -> None:
     res = await v.client.command(ShapeCommand(conn, to, Shape(**conditions)))  # type: ignore[arg-type]
     assert res.ok, res.error
-    await v.wait_for(
-        lambda v: any(isinstance(e, ShapeEvent) and e.conn == conn for e in v.events)
-    )
+    await v.wait_for(lambda v: any(isinstance(e, ShapeEvent) and e.conn == conn for e in v.events))
 
 
 async def clear(v: Any, conn: str, to: str = "both") -> None:

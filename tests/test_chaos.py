@@ -95,10 +95,23 @@ async def run_chaos(tmp: Path, scenario: str, *extra: str) -> tuple[int, str, st
     try:
         proc = await asyncio.create_subprocess_exec(
             *devconsole_cmd(
-                "chaos", str(path), "--mode", f"reverse:http://127.0.0.1:{port}", *extra,
-                "--", sys.executable, "-m", "devconsole.demo_feed", "client", "{url}", "--fast",
-                "--ping-interval", "0.3", "--ping-timeout", "0.5",
-            ),  # fmt: skip
+                "chaos",
+                str(path),
+                "--mode",
+                f"reverse:http://127.0.0.1:{port}",
+                *extra,
+                "--",
+                sys.executable,
+                "-m",
+                "devconsole.demo_feed",
+                "client",
+                "{url}",
+                "--fast",
+                "--ping-interval",
+                "0.3",
+                "--ping-timeout",
+                "0.5",
+            ),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
@@ -184,9 +197,17 @@ def test_no_connection_is_a_failure_not_a_hang(short_tmp: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p = subprocess.run(
         devconsole_cmd(
-            "chaos", str(path), "--mode", "reverse:http://127.0.0.1:9", "--junit", str(junit),
-            "--", sys.executable, "-c", "import time; time.sleep(30)",
-        ),  # fmt: skip
+            "chaos",
+            str(path),
+            "--mode",
+            "reverse:http://127.0.0.1:9",
+            "--junit",
+            str(junit),
+            "--",
+            sys.executable,
+            "-c",
+            "import time; time.sleep(30)",
+        ),
         capture_output=True,
         text=True,
         env=env,

@@ -241,7 +241,9 @@ def test_compressed_direction_with_context_takeover_stays_decodable(rule: str) -
     got = p.messages(SERVER)
     assert p.healthy(SERVER), p.server.close_rcvd
     assert [g.split()[0] for g in got if isinstance(g, str)] == _expected(rule)
-    assert all(isinstance(g, str) and g.endswith(compressible(int(g[1]))) for g in got if g[0] == "m")
+    assert all(
+        isinstance(g, str) and g.endswith(compressible(int(g[1]))) for g in got if g[0] == "m"
+    )
 
 
 def _expected(rule: str) -> list[str]:

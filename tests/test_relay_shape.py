@@ -3,6 +3,7 @@ sans-I/O peers (``tests.test_relay.Pipe``). When each byte reaches a peer is rec
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
 
@@ -10,8 +11,7 @@ import pytest
 from websockets.frames import Opcode as WsOp
 
 from devconsole.model import CLIENT, SERVER, ControlFrame, Shape, ShapeEvent
-from devconsole.relay import Output
-from devconsole.relay import Relay, RelayError
+from devconsole.relay import Output, Relay, RelayError
 from devconsole.shaping import SHAPE_BUFFER
 from tests.test_relay import Deflate, Pipe, compressible
 
@@ -155,7 +155,7 @@ def test_slice_cuts_tcp_writes_one_per_tick() -> None:
     sizes = [len(b) for _, b in p.writes[CLIENT]]
     assert all(s <= 16 for s in sizes) and sum(sizes) == 2 + 48
     times = [t for t, _ in p.writes[CLIENT]]
-    assert all(b - a >= 0.002 - 1e-9 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 0.002 - 1e-9 for a, b in itertools.pairwise(times))
 
 
 # --------------------------------------------------------------------------- fragments

@@ -36,8 +36,18 @@ def test_the_example_rules_file_loads() -> None:
     for r in rs.messages:
         actions |= {
             a
-            for a in ("rewrite", "set", "delete", "drop", "delay", "duplicate", "respond",
-                      "close", "hold", "shape")  # fmt: skip
+            for a in (
+                "rewrite",
+                "set",
+                "delete",
+                "drop",
+                "delay",
+                "duplicate",
+                "respond",
+                "close",
+                "hold",
+                "shape",
+            )
             if getattr(r, a)
         }
     assert actions == {
@@ -56,12 +66,17 @@ def test_the_example_rules_file_loads() -> None:
         ('[[rule]]\nmatch = "a"\ndorp = true\n', 3, 8, "unknown key 'dorp'"),
         ('[[rule]]\nmatch = "a"\nclose = 1005\n', 3, 9, "not a close code"),
         ('[[rule]]\nmatch = "a"\nrewrite = { regex = "(", replace = "" }\n', 3, 21, "bad regex"),
-        ('[[rule]]\nmatch = "a"\ndrop = true\n[[rule]]\nmatch = "b"\nnth = 0\ndrop = true\n', 6, 7, "nth"),
+        (
+            '[[rule]]\nmatch = "a"\ndrop = true\n[[rule]]\nmatch = "b"\nnth = 0\ndrop = true\n',
+            6,
+            7,
+            "nth",
+        ),
         ('[[handshake]]\npath = "feed"\nrefuse = 503\n', 2, 8, "must start with /"),
-        ('[[handshake]]\nrefuse = { status = 101 }\n', 2, 10, "not 101"),
+        ("[[handshake]]\nrefuse = { status = 101 }\n", 2, 10, "not 101"),
         ('[[shape]]\npath = "/x"\nlatency = "fast"\n', 3, 11, "expected a duration"),
         ('[[rule]]\nmatch = "a"\ndrop = true\nnonsense\n', 4, 9, "Expected"),
-        ('[rules]\nx = 1\n', 1, 1, "unknown table"),
+        ("[rules]\nx = 1\n", 1, 1, "unknown table"),
         ('[[rule]]\nmatch = "a"\ncontrol = true\nrespond = "x"\n', 4, 11, "control frames"),
     ],
 )
@@ -122,10 +137,15 @@ def test_respond_templates() -> None:
         """
         [[rule]]
         match = "json:op=get"
-        respond = ['{"re": ${json.id}, "who": "${json.user.name}"}', { json = { re = "${json.id}", missing = "${json.nope}" } }]
+        respond = [
+            '{"re": ${json.id}, "who": "${json.user.name}"}',
+            { json = { re = "${json.id}", missing = "${json.nope}" } },
+        ]
         """
     )
-    d = decide(rs.messages, msg('{"op": "get", "id": 7, "user": {"name": "al"}}'), {}, random.Random())
+    d = decide(
+        rs.messages, msg('{"op": "get", "id": 7, "user": {"name": "al"}}'), {}, random.Random()
+    )
     assert d is not None and d.drop
     assert [b for _, b in d.respond] == [b'{"re": 7, "who": "al"}', b'{"re":7,"missing":null}']
 
@@ -172,7 +192,9 @@ def test_custom_filter_parser_for_decoded_fields() -> None:
 
 def test_header_edits() -> None:
     e = HeaderEdit(add=[("X-A", "1")], remove=["cookie"], replace=[("Origin", "https://x")])
-    headers, done = e.apply([("Host", "h"), ("Cookie", "a=1"), ("Origin", "http://o"), ("Cookie", "b")])
+    headers, done = e.apply(
+        [("Host", "h"), ("Cookie", "a=1"), ("Origin", "http://o"), ("Cookie", "b")]
+    )
     assert headers == [("Host", "h"), ("Origin", "https://x"), ("X-A", "1")]
     assert done == [
         "removed cookie: a=1, b",

@@ -44,12 +44,28 @@ def test_the_example_scenario_loads() -> None:
     [
         ('[[step]]\nat = "1s"\nclose = 1005\n[[expect]]\nbackoff = "fixed"\n', 3, 9, "close code"),
         ('[[step]]\nat = "soon"\nabort = true\n[[expect]]\nbackoff = "fixed"\n', 2, 6, "duration"),
-        ('[[step]]\nat = "1s"\nabort = true\nclose = 1000\n[[expect]]\nbackoff = "fixed"\n', 1, 1, "exactly one"),
-        ('[[step]]\nat = "1s"\nhalf_open = "forever"\n[[expect]]\nbackoff = "fixed"\n', 3, 13, "duration"),
+        (
+            '[[step]]\nat = "1s"\nabort = true\nclose = 1000\n[[expect]]\nbackoff = "fixed"\n',
+            1,
+            1,
+            "exactly one",
+        ),
+        (
+            '[[step]]\nat = "1s"\nhalf_open = "forever"\n[[expect]]\nbackoff = "fixed"\n',
+            3,
+            13,
+            "duration",
+        ),
         ('[[expect]]\nbackoff = "fast"\n', 2, 11, "one of"),
         ('[[expect]]\nreconnect_within = "3s"\nafter = 4\n', 3, 9, "after names a step"),
         ("[scenario]\nname = 'x'\n", 0, 0, "at least one"),
-        ('[[step]]\nat = "1s"\n[[step.rule]]\nmatch = "(x"\ndrop = true\n[[expect]]\nbackoff = "fixed"\n', 1, 1, "unclosed"),
+        (
+            '[[step]]\nat = "1s"\n[[step.rule]]\nmatch = "(x"\ndrop = true\n'
+            '[[expect]]\nbackoff = "fixed"\n',
+            1,
+            1,
+            "unclosed",
+        ),
         ("[[expect]]\nbackoff = \n", 2, 11, "Invalid value"),
     ],
 )
@@ -67,7 +83,11 @@ def test_rules_file_named_by_a_step_is_read_through_the_caller() -> None:
         read.append(name)
         return '[[handshake]]\npath = "/feed"\nrefuse = 503\n'
 
-    sc = load('[[step]]\nat = "1s"\nrules = "r.toml"\nfor = "2s"\n[[expect]]\nbackoff = "not-storm"\n', "s", read_file)
+    sc = load(
+        '[[step]]\nat = "1s"\nrules = "r.toml"\nfor = "2s"\n[[expect]]\nbackoff = "not-storm"\n',
+        "s",
+        read_file,
+    )
     assert read == ["r.toml"] and sc.steps[0].duration == 2.0
 
 
@@ -97,7 +117,9 @@ class Recorder:
         self.seq += 1
 
     def close(self, conn: str, ts: float, side: str) -> None:
-        self.session.apply(ControlFrame(self.seq, conn, ts, side, Opcode.CLOSE, b"\x03\xe8", 4, 1000))  # type: ignore[arg-type]
+        self.session.apply(
+            ControlFrame(self.seq, conn, ts, side, Opcode.CLOSE, b"\x03\xe8", 4, 1000)
+        )  # type: ignore[arg-type]
         self.seq += 1
 
     def end(self, conn: str, ts: float) -> None:
@@ -130,7 +152,9 @@ no_missing = "id"
 
 def run_grade(rec: Recorder, sc_text: str, records: list[tuple[int, float, list[str]]]):  # type: ignore[no-untyped-def]
     sc = load(sc_text, "s")
-    steps = [StepRecord(next(s for s in sc.steps if s.index == i), ts, conns) for i, ts, conns in records]
+    steps = [
+        StepRecord(next(s for s in sc.steps if s.index == i), ts, conns) for i, ts, conns in records
+    ]
     for r in steps:
         if r.step.duration:
             r.undone = r.ts + r.step.duration

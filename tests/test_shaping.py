@@ -58,7 +58,9 @@ def test_rates(text: str, bps: float) -> None:
     assert parse_rate(text) == pytest.approx(bps)
 
 
-@pytest.mark.parametrize(("text", "n"), [("1400", 1400), ("4k", 4096), ("4kB", 4000), ("1KiB", 1024)])
+@pytest.mark.parametrize(
+    ("text", "n"), [("1400", 1400), ("4k", 4096), ("4kB", 4000), ("1KiB", 1024)]
+)
 def test_sizes(text: str, n: int) -> None:
     assert parse_size(text) == n
 
@@ -77,7 +79,7 @@ def test_sizes(text: str, n: int) -> None:
     ],
 )
 def test_bad_units_say_what_is_expected(fn, bad: str) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ShapeError, match="expected|range|positive|between"):
+    with pytest.raises(ShapeError, match=r"expected|range|positive|between"):
         fn(bad)
 
 
@@ -117,7 +119,9 @@ def run(stage: Chain, pushes: list[tuple[float, bytes]], until: float) -> list[t
             t, data = pending.pop(0)
             stage.push(data, t)
         out.extend((now, b) for b in stage.pop(now))
-        nexts = [t for t in (stage.next_time(), pending[0][0] if pending else None) if t is not None]
+        nexts = [
+            t for t in (stage.next_time(), pending[0][0] if pending else None) if t is not None
+        ]
         if not nexts:
             return out
         now = max(now, min(nexts))

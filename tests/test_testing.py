@@ -106,7 +106,9 @@ def test_half_open_release_and_abort(echo_server: str) -> None:
 
 def test_rules(echo_server: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     rules = tmp_path / "r.toml"
-    rules.write_text('[[rule]]\nmatch = "from:server secret"\nrewrite = { regex = "secret", replace = "***" }\n')
+    rules.write_text(
+        '[[rule]]\nmatch = "from:server secret"\nrewrite = { regex = "secret", replace = "***" }\n'
+    )
     with Proxy(echo_server, rules=rules) as proxy, connect(proxy.url + "/r") as ws:
         ws.send("my secret")
         assert ws.recv(timeout=5) == "my ***"
@@ -131,7 +133,7 @@ async def test_proxy_from_an_async_test(echo_server: str) -> None:
 
 
 def test_a_proxy_that_cannot_start_says_why() -> None:
-    with pytest.raises(ProxyStartError, match="address already in use|cannot listen"):
+    with pytest.raises(ProxyStartError, match=r"address already in use|cannot listen"):
         import socket
 
         s = socket.socket()

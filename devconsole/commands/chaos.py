@@ -41,8 +41,7 @@ def register(sub: Any) -> None:
         "client",
         nargs="*",
         metavar="-- CMD ARGS",
-        help="the client to start; {url} becomes the proxy's ws:// URL "
-        "(also in $DEVCONSOLE_URL)",
+        help="the client to start; {url} becomes the proxy's ws:// URL (also in $DEVCONSOLE_URL)",
     )
     p.set_defaults(handler=_run)
 
