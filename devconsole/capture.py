@@ -137,6 +137,7 @@ class Capture:
         self.started = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._timed: set[_Stream] = set()  # streams whose relay has a deadline
         self._no_backpressure_logged = False
         self.shutting_down = False
         # rules (docs/rules.md): the file, what it looked like when last read, and the
@@ -543,6 +544,7 @@ class Capture:
             else:
                 self._end_soon(s)
         if out.rearm:
+            self._timed.add(s)
             self._arm(s.relay.next_deadline())
         if s.drained:
             self._check_drained(s)
@@ -591,6 +593,7 @@ class Capture:
             return
         s.ended = True
         self._by_conn.pop(s.conn, None)
+        self._timed.discard(s)
         s.relay.end(time.time(), error)
         self._check_drained(s)
 
@@ -612,12 +615,16 @@ class Capture:
         self._timer = None
         now = time.time()
         first: float | None = None
-        for s in list(self._streams.values()):
-            t = s.relay.next_deadline()
+        # only the streams that asked for the clock: a shaped connection ticking every few
+        # milliseconds must not cost a pass over every connection
+        for s in list(self._timed):
+            t = s.relay.next_deadline() if not s.ended else None
             if t is not None and t <= now:
                 self._apply(s, s.relay.tick(now))
                 t = s.relay.next_deadline()
-            if t is not None and (first is None or t < first):
+            if t is None:
+                self._timed.discard(s)
+            elif first is None or t < first:
                 first = t
         self._arm(first)
 
