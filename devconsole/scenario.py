@@ -25,6 +25,7 @@ from devconsole.analysis.heartbeat import HeartbeatMonitor
 from devconsole.model import (
     CLIENT,
     SERVER,
+    Connection,
     ConnState,
     ControlFrame,
     Message,
@@ -34,7 +35,7 @@ from devconsole.model import (
 )
 from devconsole.rules import RulesError, RuleSet
 from devconsole.rules import load as load_rules
-from devconsole.session import Connection, Session
+from devconsole.session import Session
 from devconsole.shaping import ShapeError, format_duration, parse_duration, parse_shape
 
 __all__ = [

@@ -14,7 +14,8 @@ import json
 import sys
 from typing import Any
 
-from devconsole.model import Message, Opcode, RulesCommand, opcode_name
+from devconsole.model import Message, Opcode, RulesCommand
+from devconsole.text import opcode_name
 
 __all__ = ["register"]
 
