@@ -166,3 +166,147 @@ def test_bad_usage_is_one_line(args: tuple[str, ...], short_tmp: Path) -> None:
 def test_no_proxy_is_one_line(short_tmp: Path) -> None:
     r = run_cli("held", "--tap", str(short_tmp / "none.sock"))
     assert r.returncode == 1 and r.stderr.startswith("devconsole: no devconsole tap at")
+
+
+async def test_every_option_and_outcome_from_the_command_line(short_tmp: Path) -> None:
+    """``forward --text/--file``, ``forward|drop --all [--conn]``, ``break add --conn``
+    (a valid id) and ``--on-timeout``, ``break rm ID``; and ``tail --json`` showing each
+    outcome: forwarded, edited, dropped, timeout-forwarded, timeout-dropped."""
+    received: list[tuple[str, str | bytes]] = []
+
+    async def sink(ws) -> None:  # type: ignore[no-untyped-def]
+        path = ws.request.path
+        async for m in ws:
+            received.append((path, m))
+
+    def arrived(path: str) -> list[str | bytes]:
+        return [m for p, m in received if p == path]
+
+    async with ws_server(sink) as (_, port):
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            tap = ("--tap", rp.tap)
+            tail = subprocess.Popen(
+                devconsole_cmd("tail", "--json", *tap),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=str(ROOT),
+            )
+            try:
+                # tail is attached before the first message is held
+                await wait_until(lambda: len(rp.capture.tap.clients) == 1, 20)
+                async with (
+                    connect(f"ws://127.0.0.1:{rp.port}/a") as a,
+                    connect(f"ws://127.0.0.1:{rp.port}/b") as b,
+                ):
+                    await wait_until(lambda: len(rp.session.connections) == 2)
+                    ids = {c.handshake.path: cid for cid, c in rp.session.connections.items()}
+                    ca, cb = ids["/a"], ids["/b"]
+
+                    # --conn with a valid id: only that connection's messages are held
+                    r = await cli("break", "add", "from:client", "--conn", ca, *tap)
+                    assert r.returncode == 0, r.stderr
+                    bp = r.stdout.strip()
+                    await b.send("b passes")
+                    await wait_until(lambda: arrived("/b") == ["b passes"])
+                    await a.send("a text")
+                    await a.send(b"a binary")
+                    await wait_until(lambda: len(rp.session.held) == 2)
+                    assert all(it.conn == ca for it in rp.session.held.values())
+                    h_text, h_bin = sorted(rp.session.held)
+
+                    # --text replaces the body (and sends text)
+                    r = await cli("forward", str(h_text), "--text", "édité", *tap)
+                    assert r.returncode == 0, r.stderr
+                    # --file: the file's bytes; the message stays binary
+                    body = short_tmp / "body.bin"
+                    body.write_bytes(b"\x00from a file\xff")
+                    r = await cli("forward", str(h_bin), "--file", str(body), *tap)
+                    assert r.returncode == 0, r.stderr
+                    await wait_until(lambda: len(arrived("/a")) == 2)
+                    assert arrived("/a") == ["édité", b"\x00from a file\xff"]
+                    r = await cli("forward", "1", "--file", str(short_tmp / "nope"), *tap)
+                    assert r.returncode == 1 and "nope" in r.stderr
+
+                    # break rm ID: the breakpoint is gone, messages flow again
+                    r = await cli("break", "rm", bp, *tap)
+                    assert r.returncode == 0, r.stderr
+                    r = await cli("break", "list", "--json", *tap)
+                    assert r.returncode == 0 and r.stdout == ""
+                    await a.send("a free")
+                    await wait_until(lambda: len(arrived("/a")) == 3)
+                    r = await cli("break", "rm", bp, *tap)
+                    assert r.returncode == 1 and "\n" not in r.stderr.strip()
+
+                    # forward|drop --all --conn: one connection's held messages only
+                    r = await cli("break", "add", "hold", *tap)
+                    assert r.returncode == 0, r.stderr
+                    await a.send("hold a1")
+                    await b.send("hold b1")
+                    await wait_until(lambda: len(rp.session.held) == 2)
+                    r = await cli("drop", "--all", "--conn", ca, *tap)
+                    assert r.returncode == 0 and r.stdout.strip() == "1 held message(s) dropped"
+                    assert [it.conn for it in rp.session.held.values()] == [cb]
+                    r = await cli("forward", "--all", "--conn", cb, *tap)
+                    assert r.returncode == 0
+                    assert r.stdout.strip() == "1 held message(s) forwarded"
+                    await wait_until(lambda: arrived("/b")[-1:] == ["hold b1"])
+
+                    # drop --all: every connection's; what follows still arrives, in order
+                    await a.send("hold a2")
+                    await b.send("hold b2")
+                    await wait_until(lambda: len(rp.session.held) == 2)
+                    await a.send("after a2")  # queued behind the held one
+                    r = await cli("drop", "--all", *tap)
+                    assert r.returncode == 0 and r.stdout.strip() == "2 held message(s) dropped"
+                    await wait_until(lambda: arrived("/a")[-1:] == ["after a2"])
+                    assert "hold a1" not in arrived("/a") and "hold a2" not in arrived("/a")
+                    assert "hold b2" not in arrived("/b")
+                    r = await cli("break", "rm", "--all", *tap)
+                    assert r.returncode == 0, r.stderr
+
+                    # --on-timeout drop, and the default (forward)
+                    r = await cli(
+                        "break", "add", "expire", "--timeout", "0.5", "--on-timeout", "drop", *tap
+                    )
+                    assert r.returncode == 0, r.stderr
+                    r = await cli("break", "add", "linger", "--timeout", "0.5", *tap)
+                    assert r.returncode == 0, r.stderr
+                    await b.send("expire me")
+                    await b.send("linger me")
+                    await b.send("last")
+                    await wait_until(lambda: arrived("/b")[-1:] == ["last"], 20)
+                    assert arrived("/b")[-2:] == ["linger me", "last"]
+                    assert "expire me" not in arrived("/b")
+
+                want = {"forwarded", "edited", "dropped", "timeout-forwarded", "timeout-dropped"}
+                lines: list[dict] = []  # type: ignore[type-arg]
+
+                def read_outcomes() -> None:
+                    assert tail.stdout is not None
+                    seen: set[str] = set()
+                    for line in tail.stdout:
+                        lines.append(json.loads(line))
+                        if lines[-1]["event"] == "outcome":
+                            seen.add(lines[-1]["outcome"])
+                            if seen >= want and lines[-1]["outcome"] == "timeout-forwarded":
+                                return
+
+                await asyncio.wait_for(asyncio.to_thread(read_outcomes), 20)
+            finally:
+                tail.terminate()
+                tail.wait(10)
+    held = {o["held_id"]: o for o in lines if o["event"] == "message" and o.get("held")}
+    outcomes = [o for o in lines if o["event"] == "outcome"]
+    by_text = {held[o["held_id"]].get("text"): o for o in outcomes}
+    assert by_text["a text"]["outcome"] == "edited" and by_text["a text"]["text"] == "édité"
+    assert by_text["hold a1"]["outcome"] == "dropped"
+    assert by_text["hold b1"]["outcome"] == "forwarded"
+    assert by_text["hold a2"]["outcome"] == "dropped"
+    assert by_text["expire me"]["outcome"] == "timeout-dropped"
+    assert by_text["linger me"]["outcome"] == "timeout-forwarded"
+    edited_file = next(o for o in outcomes if o["held_id"] == h_bin)
+    assert edited_file["outcome"] == "edited"
+    assert base64.b64decode(edited_file["b64"]) == b"\x00from a file\xff"
+    for o in outcomes:  # every outcome names the message it ends
+        assert o["seq"] == held[o["held_id"]]["seq"]

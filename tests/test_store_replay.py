@@ -195,3 +195,117 @@ async def test_cli_replay_exit_codes_and_record(tmp_path: Path, capsys) -> None:
         assert code == 1 and "$.n: 2 -> 3" in capsys.readouterr().out
     code = await asyncio.to_thread(main, ["replay", str(cap), "--to", "ws://127.0.0.1:1/"])
     assert code == 2
+
+
+# ------------------------------------------------------------------ timing
+
+
+def timed_recording(port: int, script: list[tuple[float, str, str]]) -> list:
+    """A recorded connection to ``/t`` on ``port``: ``(seconds after the upgrade, side,
+    text)`` per message."""
+    hs = make_handshake("9", ts=200.0, url=f"ws://127.0.0.1:{port}/t", path="/t")
+    msgs = [
+        Message(i, "9", 200.0 + at, side, Opcode.TEXT, text.encode(), len(text), 0)
+        for i, (at, side, text) in enumerate(script, 1)
+    ]
+    return [HandshakeEvent(hs), *msgs, EndEvent("9", 200.0 + script[-1][0] + 0.1, True, "client")]
+
+
+async def test_cli_replay_timing_original_keeps_the_recorded_gaps(tmp_path: Path) -> None:
+    """``--timing original``: each client message leaves no earlier than its recorded
+    offset from the first (lower bounds only: a loaded machine may be late, never early);
+    ``--timing fast`` on the same recording does not wait for them."""
+    import asyncio
+    import time
+
+    arrivals: list[tuple[str, float]] = []
+
+    async def log(ws: ServerConnection) -> None:
+        with contextlib.suppress(Exception):
+            async for msg in ws:
+                arrivals.append((str(msg), time.monotonic()))
+                await ws.send(f"ok {msg}")
+
+    script = [(0.0, "client", "a"), (0.6, "client", "b"), (1.5, "client", "c")]
+    async with ws_server(log) as (_, port):
+        cap = tmp_path / "timed.dcap"
+        answers = [(at + 0.01, "server", f"ok {text}") for at, _, text in script]
+        save_capture(cap, timed_recording(port, sorted(script + answers)))
+        spans = {}
+        for timing in ("original", "fast"):
+            arrivals.clear()
+            code = await asyncio.to_thread(
+                main, ["replay", str(cap), "--timing", timing, "--wait", "0.5"]
+            )
+            assert code == 0  # the same answers: no differences
+            assert [m for m, _ in arrivals] == ["a", "b", "c"]
+            t = [at - arrivals[0][1] for _, at in arrivals]
+            spans[timing] = t[-1]
+            if timing == "original":
+                assert t[1] >= 0.6 - 0.05 and t[2] >= 1.5 - 0.05, t
+                assert t[2] - t[1] >= 0.9 - 0.1, t
+    assert spans["fast"] < spans["original"]
+
+
+async def test_replay_timing_reply_waits_for_the_recorded_answers() -> None:
+    """``reply``: the next client message leaves only once as many server messages as
+    the recording had before it arrived: here two answers per message, the second 0.2 s
+    after the first. The server's own log proves the order (no timing assert). ``fast``
+    against a server that holds its second answer until the next message arrives shows
+    what the log looks like when the client does not wait."""
+    import asyncio
+
+    log: list[str] = []
+
+    def answering(hold_until_next: bool):
+        async def handler(ws: ServerConnection) -> None:
+            with contextlib.suppress(Exception):
+                pending: str | None = None
+                async for msg in ws:
+                    log.append(f"recv {msg}")
+                    if pending is not None:  # fast: the held answer, after the next message
+                        await ws.send(pending)
+                        log.append(f"sent {pending}")
+                    await ws.send(f"{msg}-1")
+                    log.append(f"sent {msg}-1")
+                    if hold_until_next:
+                        pending = f"{msg}-2"
+                        continue
+                    await asyncio.sleep(0.2)
+                    await ws.send(f"{msg}-2")
+                    log.append(f"sent {msg}-2")
+
+        return handler
+
+    script: list[tuple[float, str, str]] = []
+    for k, name in enumerate(("a", "b", "c")):
+        script += [
+            (k * 1.0, "client", name),
+            (k * 1.0 + 0.01, "server", f"{name}-1"),
+            (k * 1.0 + 0.2, "server", f"{name}-2"),
+        ]
+    async with ws_server(answering(False)) as (_, port):
+        res = await replay(
+            conv_of(timed_recording(port, script)),
+            f"ws://127.0.0.1:{port}/t",
+            timing="reply",
+            idle_timeout=1.0,
+        )
+    assert not res.differs, res.report()
+    assert log == [
+        "recv a", "sent a-1", "sent a-2",
+        "recv b", "sent b-1", "sent b-2",
+        "recv c", "sent c-1", "sent c-2",
+    ]  # fmt: skip
+    log.clear()
+    async with ws_server(answering(True)) as (_, port):
+        res = await replay(
+            conv_of(timed_recording(port, script)),
+            f"ws://127.0.0.1:{port}/t",
+            timing="fast",
+            idle_timeout=0.3,
+        )
+    # the client did not wait for a-2: b arrived before it was sent
+    assert log.index("recv b") < log.index("sent a-2")
+    assert "c-2" not in [m.payload.decode() for m in res.messages]  # held, never sent
+    assert res.differs

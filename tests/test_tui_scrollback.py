@@ -5,13 +5,21 @@ recordings (written by the recorder's ``SegmentWriter``, opened with ``devconsol
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import os
+import socket
+import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devconsole.filters import parse
-from devconsole.model import CLIENT, SERVER
+from devconsole.model import CLIENT, SERVER, Message
 from devconsole.session import Session
 from devconsole.store.capture import FileSource
 from devconsole.store.segments import SegmentIndex, SegmentWriter
@@ -336,3 +344,196 @@ async def test_a_screen_on_a_recording_proxy_scrolls_back_into_the_recording(
             above = stream.item_for(stream.cursor_seq)
             assert stream.cursor_seq == oldest - 1 and above is not None
             assert above.payload in {f"m{i}".encode() for i in range(300)}
+
+
+# --------------------------------------------------------------------------- 1,000,000
+
+
+MILLION = 1_000_000
+FRAME = 10  # a text frame of 8 bytes: b"%08d" % i, unmasked (server to client)
+RSS_GROWTH_MAX = 64 << 20  # bytes, from 100,000 messages to the end: flat, not a timing
+
+
+def _server_frames(lo: int, hi: int) -> bytes:
+    return b"".join(b"\x81\x08%08d" % i for i in range(lo, hi))
+
+
+def _flood_server(listener: socket.socket, n: int, stop: threading.Event) -> None:
+    """A raw WebSocket server: accepts one connection, answers the upgrade, writes ``n``
+    text frames in batches (TCP backpressure paces it to the proxy), then waits."""
+    listener.settimeout(60)
+    conn, _ = listener.accept()
+    with conn:
+        conn.settimeout(120)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            buf += chunk
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in buf.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        )
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        for lo in range(0, n, 10_000):
+            if stop.is_set():
+                return
+            conn.sendall(_server_frames(lo, min(n, lo + 10_000)))
+        stop.wait(120)
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def _record_flood(rec: Path, tmp: Path, n: int) -> list[tuple[int, int]]:
+    """``devconsole proxy --record rec`` (a process of its own) relays ``n`` messages
+    from the flooding server to a raw client, which counts the bytes; the proxy's RSS is
+    read every 100,000 messages. Returns ``[(messages, rss bytes)]``."""
+    from tests.conftest import ROOT, devconsole_cmd
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    sport = listener.getsockname()[1]
+    stop = threading.Event()
+    server = threading.Thread(target=_flood_server, args=(listener, n, stop), daemon=True)
+    server.start()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        devconsole_cmd(
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--mode",
+            f"reverse:http://127.0.0.1:{sport}",
+            "--tap",
+            str(tmp / "t.sock"),
+            "--confdir",
+            str(tmp / "conf"),
+            "--log",
+            "quiet",
+            "--record",
+            str(rec),
+        ),
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    samples: list[tuple[int, int]] = []
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        port = int(line.split("listening on ")[1].split(";")[0].split(",")[0].rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as c:
+            key = base64.b64encode(os.urandom(16))
+            c.sendall(
+                b"GET /flood HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = c.recv(65536)
+                assert chunk, f"the upgrade failed: {buf!r}"
+                buf += chunk
+            head, _, rest = buf.partition(b"\r\n\r\n")
+            assert b" 101 " in head.split(b"\r\n", 1)[0]
+            got = len(rest)
+            every = 100_000
+            deadline = time.monotonic() + 150
+            while got < n * FRAME:
+                assert time.monotonic() < deadline, f"only {got // FRAME:,} messages in 150 s"
+                chunk = c.recv(1 << 20)
+                assert chunk, f"the proxy closed after {got // FRAME:,} messages"
+                got += len(chunk)
+                while got // FRAME >= every and every <= n:
+                    samples.append((every, _rss(proc.pid)))
+                    every += 100_000
+            assert got == n * FRAME  # every frame arrived, nothing more
+        # the recorder writes every 0.2 s; SIGTERM closes the recording
+        stop.set()
+        proc.terminate()
+        assert proc.wait(60) == 0
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        listener.close()
+        server.join(10)
+    return samples
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+async def test_a_million_messages_recorded_flat_on_disk_and_scrolled_back_to_the_first(
+    short_tmp: Path,
+) -> None:
+    """Recording 1,000,000 messages through the real proxy with ``--record``: the proxy's
+    RSS stays flat (the ring buffer is bounded, the rest goes to disk), the recording
+    holds every message, and the TUI opened on it (``devconsole open``'s FileSource)
+    counts them all and scrolls back to the first. bench/recording.py measures the same
+    with timings (docs/performance.md)."""
+    rec = short_tmp / "rec"
+    t0 = time.monotonic()
+    samples = await asyncio.to_thread(_record_flood, rec, short_tmp, MILLION)
+    recorded = time.monotonic() - t0
+    disk = sum(f.stat().st_size for f in rec.iterdir())
+    print(  # with -s: the numbers docs/performance.md quotes
+        f"\nrecorded {MILLION:,} messages in {recorded:.1f} s, {disk / 1e6:.1f} MB on disk; "
+        "proxy RSS (MiB) every 100,000: " + " ".join(str(rss >> 20) for _, rss in samples)
+    )
+    assert [m for m, _ in samples] == list(range(100_000, MILLION + 1, 100_000))
+    base = samples[0][1]
+    growth = max(rss for _, rss in samples) - base
+    assert growth < RSS_GROWTH_MAX, [(m, rss >> 20) for m, rss in samples]
+
+    index = SegmentIndex(rec)
+    first = index.items(1, 3)
+    assert [(it.seq, it.side, it.payload) for it in first] == [
+        (1, SERVER, b"00000000"),
+        (2, SERVER, b"00000001"),
+        (3, SERVER, b"00000002"),
+    ]
+    last, *after = index.items(MILLION, MILLION + 10)
+    assert (last.seq, last.payload) == (MILLION, b"%08d" % (MILLION - 1))
+    # after the last message, only how the connection ended (the client left without a
+    # close frame: the proxy closes the server side)
+    assert not [it for it in after if isinstance(it, Message)], after
+
+    source = FileSource(str(rec), batch_size=50_000, description="recording rec")
+    app = make_app(source, max_items=BUFFER, clock=frozen_clock, tz=UTC)
+    async with app.run_test(size=(100, 30)) as pilot:
+        deadline = time.monotonic() + 150
+        while not source.done:
+            assert time.monotonic() < deadline, f"{source.events_read:,} events read in 150 s"
+            await pilot.pause(0.1)
+        await loaded(pilot)
+        assert source.error is None
+        assert app.session.total_messages == MILLION  # every message is in the file
+        print(f"opened in the TUI in {time.monotonic() - t0 - recorded:.1f} s")
+        assert app.session.missed == 0
+        stream = app.main.stream
+        assert len(app.session.items()) == BUFFER  # the rest is on disk only
+        await focus_stream(pilot)
+        await pilot.press("home")
+        await until_loaded(pilot)
+        older = app.session.last_seq - BUFFER - PAGE  # a page loaded above the buffer
+        assert f"▲ {older:,} older messages in the recording" in screen_text(app)
+        await pilot.press("home")
+        await until_loaded(pilot)
+        assert stream.cursor_seq == 1
+        assert stream.item_for(1).payload == b"00000000"
+        assert "00000000" in screen_text(app)

@@ -342,10 +342,13 @@ def _heartbeat(
     for cid, ho in half_open:
         parts.append(f"{conn_tag(cid)} after half-open: {ho.summary}")
 
+    no_frames = bool(conns) and all(_unrecorded(c, "control frames") for c in conns)
     if seen:
         hb = _item(True, "; ".join(parts))
     elif not conns:
         hb = _item(None, "no accepted connection")
+    elif no_frames:
+        hb = _item(None, "no app heartbeat seen; protocol pings are not recorded in the file")
     else:
         longest = max((c.ts_end if c.ts_end is not None else now) - c.ts_start for c in conns)
         if longest < MIN_OBSERVE:
@@ -368,7 +371,9 @@ def _heartbeat(
     # Pings devconsole kept from the peer (half-open) say nothing about the peer.
     faulted = min(unanswered, sum(sum(ho.pings_unanswered.values()) for _, ho in half_open))
     note = f" ({faulted} more during a half-open)" if faulted else ""
-    if not pings:
+    if not pings and no_frames:
+        pongs = _item(None, "protocol pings and pongs are not recorded in the file")
+    elif not pings:
         pongs = _item(None, "no protocol pings")
     elif unanswered - faulted:
         pongs = _item(False, f"{unanswered - faulted} of {pings} pings got no pong{note}")
@@ -631,17 +636,27 @@ def _largest(accepted: Sequence[Connection]) -> dict[str, Any]:
     return _item(True, f"largest {fmt_bytes(largest)} over {msgs} messages", bytes=largest)
 
 
+def _unrecorded(c: Connection, what: str) -> bool:
+    """The connection comes from a file whose format does not carry ``what`` (a HAR's
+    ``control frames``, ``close code``): its absence says nothing."""
+    return what in c.handshake.unknown
+
+
 def _close_codes(accepted: Sequence[Connection]) -> dict[str, Any]:
     codes: dict[str, dict[str, Any]] = {}
     unclean = 0
     bad = 0
     ended = 0
+    unrecorded = 0
     for c in accepted:
         if c.ts_end is None and c.close_code is None and c.state != ConnState.KILLED:
             continue
         ended += 1
         by = c.closed_by or "?"
-        if c.close_code is None:
+        if c.close_code is None and _unrecorded(c, "close code"):
+            unrecorded += 1  # an imported HAR: unknown, neither clean nor unclean
+            name, meaning = "unknown", "not recorded in the file"
+        elif c.close_code is None:
             name = "none"
             meaning = "killed by devconsole" if by == "proxy" else "no close frame"
             if by != "proxy" and not c.clean:
@@ -665,6 +680,8 @@ def _close_codes(accepted: Sequence[Connection]) -> dict[str, Any]:
         return _item(None, "no accepted connection", **extra)
     if not ended:
         return _item(None, "no connection ended yet", **extra)
+    if unrecorded == ended:
+        return _item(None, f"close codes not recorded in the file: {listing}", **extra)
     problems = []
     if bad:
         problems.append(f"{bad} error close code(s)")

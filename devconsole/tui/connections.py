@@ -151,6 +151,8 @@ def _close_text(conn: Connection, meaning: bool) -> Text:
             t.append(" " + close_code_meaning(code), "dim")
     elif conn.killed:
         t.append("aborted", "magenta")
+    elif conn.ts_end is not None and conn.clean is None and "close code" in hs.unknown:
+        t.append("close unknown", "dim")  # an imported HAR does not record it
     elif conn.ts_end is not None:
         t.append("no close frame" if not conn.clean else "closed", "dim")
     if conn.closed_by:

@@ -208,9 +208,13 @@ def heartbeat_renderable(conn: Connection | None, rep: HeartbeatReport | None) -
         "client": "the client pings",
         "server": "the server pings",
     }[rep.pinger]
-    grid.add_row(Text("who pings"), Text(pinger, style="dim" if rep.pinger == "none" else ""))
-    grid.add_row(Text("protocol pings"), _ping_line(rep.server_pings, "server"))
-    grid.add_row(Text(""), _ping_line(rep.client_pings, "client"))
+    if rep.pinger == "none" and "control frames" in conn.handshake.unknown:
+        # an imported HAR: no control frames in it, so nothing to say about pings
+        grid.add_row(Text("protocol pings"), Text("not recorded in the file", style="dim"))
+    else:
+        grid.add_row(Text("who pings"), Text(pinger, style="dim" if rep.pinger == "none" else ""))
+        grid.add_row(Text("protocol pings"), _ping_line(rep.server_pings, "server"))
+        grid.add_row(Text(""), _ping_line(rep.client_pings, "client"))
     unsolicited = rep.unsolicited_pongs_client + rep.unsolicited_pongs_server
     if unsolicited:
         grid.add_row(

@@ -10,6 +10,7 @@ Per lineage (one browser tab, one app instance) the attempts are drawn in order:
 
 A connection is a bar whose length grows with the logarithm of its lifetime, ended by
 how it ended (``✕`` killed by devconsole, ``┤`` closing handshake, ``!`` no close frame,
+``?`` not recorded by the imported HAR,
 ``▶`` still open) and its close code; a refused upgrade is ``✗`` and its HTTP status.
 Between them the reconnect delay is labelled in seconds; the dashes around the label
 grow with the logarithm of the delay, so an exponential backoff reads as gaps growing
@@ -160,6 +161,8 @@ def conn_segment(c: Connection, now: float) -> Text:
         t.append("▶", STYLE_BAR_LIVE)
     elif c.close_code is not None or c.clean:
         t.append("┤", "bold")
+    elif c.clean is None and "close code" in c.handshake.unknown:
+        t.append("?", "dim")  # imported from a HAR: how it ended is not recorded
     else:
         t.append("!", "bold red")
     if c.close_code is not None:
@@ -319,6 +322,15 @@ def _timeline(
         for sym, style, words in LEGEND:
             key.append(sym, style)
             key.append(words, "dim")
+        if any(
+            "close code" in c.handshake.unknown
+            for lin in lineages[:max_lineages]
+            for cid in lin.conn_ids
+            if (c := conns.get(cid)) is not None
+        ):
+            lines.append(key)
+            key = Text("?", style="dim", no_wrap=True, end="")
+            key.append(" how it ended is not recorded in the imported file", "dim")
         lines.append(key)
     for line in lines:
         line.no_wrap = True
