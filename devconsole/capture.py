@@ -586,13 +586,13 @@ class Capture:
                 raise RelayError(f"message {cmd.held} is not held on connection {cmd.conn}")
             s = self._by_conn.get(relay.conn)
             if isinstance(cmd, ForwardCommand):
-                out = relay.forward(cmd.held, now, cmd.payload, cmd.opcode)
+                out = relay.forward(cmd.held, now, cmd.payload, cmd.opcode, cmd.more)
             else:
                 out = relay.drop(cmd.held, now)
             if s is not None:
                 self._apply(s, out)
             return CommandResult(cmd.id, True, info="1")
-        if isinstance(cmd, ForwardCommand) and cmd.payload is not None:
+        if isinstance(cmd, ForwardCommand) and (cmd.payload is not None or cmd.more):
             raise RelayError("an edited body goes to one held message, not to all")
         if cmd.conn and cmd.conn not in self._by_conn:
             known = any(c.id == cmd.conn for c in self.session.connections.values())

@@ -548,13 +548,16 @@ class EnableBreakpointCommand:
 @dataclass(slots=True)
 class ForwardCommand:
     """Forward held message ``held`` (0: every held message, of ``conn`` if set), as it is
-    or with ``payload`` instead (``opcode`` 0 keeps the original's)."""
+    or with ``payload`` instead (``opcode`` 0 keeps the original's). ``more``: messages
+    (opcode, payload) sent right after the edited one, before anything queued behind it
+    (a Socket.IO event edited in its decoded form: its binary attachments)."""
 
     held: int
     conn: str = ""
     payload: bytes | None = None
     opcode: int = 0
     id: int = 0
+    more: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

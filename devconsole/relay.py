@@ -246,6 +246,7 @@ class _Hold:
     verdict: int = 0  # 0 while held, then _FORWARD / _DROP
     body: bytes | None = None  # edited body
     opcode: int = 0
+    more: list[tuple[int, bytes]] | None = None  # messages sent right after the edited body
 
 
 @dataclass(slots=True, eq=False)
@@ -613,38 +614,32 @@ class Relay:
             self._slow(back)
             ev = ControlFrame(0, self.conn, 0.0, d.side, opcode, payload, len(frame), injected=True)
         else:
-            utf8_ok = True
-            if opcode == Opcode.TEXT:
-                try:
-                    payload.decode()
-                except UnicodeDecodeError:
-                    utf8_ok = False
-            ev = Message(
-                seq=0,
-                conn=self.conn,
-                ts=0.0,
-                side=d.side,
-                opcode=opcode,
-                payload=payload[: self.max_payload],
-                size=len(payload),
-                wire_size=len(frame),
-                utf8_ok=utf8_ok,
-                injected=True,
-            )
+            ev = self._injected_message(d, opcode, payload, len(frame))
         self._slow(d)
         self._send(d, frame, ev)
         self._settle(d)
         return self.take()
 
     def forward(
-        self, held: int, now: float, payload: bytes | None = None, opcode: int = 0
+        self,
+        held: int,
+        now: float,
+        payload: bytes | None = None,
+        opcode: int = 0,
+        more: list[tuple[int, bytes]] | None = None,
     ) -> Output:
         """Forward a held message, as it is or with ``payload`` (and ``opcode``; 0 keeps the
-        original's) instead."""
+        original's) instead, followed by the messages ``more`` (sent by devconsole, before
+        anything queued behind the held one)."""
         self._now = now
         d, unit = self._held_unit(held)
         ev = unit.event
         assert ev is not None
+        if more:
+            if payload is None or ev.opcode >= 8:
+                raise RelayError("messages after a held one go with an edited data message")
+            if any(op not in (Opcode.TEXT, Opcode.BINARY) for op, _ in more):
+                raise RelayError("the messages after an edited one are text or binary")
         if payload is not None:
             op = opcode or ev.opcode
             if ev.opcode >= 8 and op != ev.opcode:
@@ -655,6 +650,9 @@ class Relay:
                 raise RelayError(f"control frame payload of {len(payload)} bytes (max 125)")
             opcode = op
         del self._held[held]
+        if more:
+            assert unit.hold is not None
+            unit.hold.more = list(more)
         self._resolve(d, unit, _FORWARD, now, payload=payload, opcode=opcode)
         self._settle(d)
         return self.take()
@@ -686,6 +684,26 @@ class Relay:
         return sorted(self._held)
 
     # ------------------------------------------------------------------ events
+
+    def _injected_message(self, d: _Dir, opcode: int, payload: bytes, wire_size: int) -> Message:
+        utf8_ok = True
+        if opcode == Opcode.TEXT:
+            try:
+                payload.decode()
+            except UnicodeDecodeError:
+                utf8_ok = False
+        return Message(
+            seq=0,
+            conn=self.conn,
+            ts=0.0,
+            side=d.side,
+            opcode=opcode,
+            payload=payload[: self.max_payload],
+            size=len(payload),
+            wire_size=wire_size,
+            utf8_ok=utf8_ok,
+            injected=True,
+        )
 
     def _control_event(self, d: _Dir, item: Control, ts: float, dropped: bool) -> ControlFrame:
         error = item.error
@@ -1101,6 +1119,10 @@ class Relay:
                 self._start_recompress(d)
             assert h is not None
             d.out.append(self._frame(d, h.opcode, body))
+            for op, data in h.more or ():
+                frame = self._frame(d, op, data)
+                d.out.append(frame)
+                self._emit_injected(self._injected_message(d, op, data, len(frame)))
         elif d.recompress and ev.compressed:
             payload = unit.payload
             if payload is None or len(payload) < ev.size:

@@ -487,7 +487,10 @@ def encode_command(cmd: Command) -> list[Any]:
     if isinstance(cmd, EnableBreakpointCommand):
         return [C_ENABLE_BREAK, cmd.breakpoint, cmd.enabled, cmd.id]
     if isinstance(cmd, ForwardCommand):
-        return [C_FORWARD, cmd.held, cmd.conn, cmd.payload, cmd.opcode, cmd.id]
+        out = [C_FORWARD, cmd.held, cmd.conn, cmd.payload, cmd.opcode, cmd.id]
+        if cmd.more:  # an optional trailing field: older proxies never see it
+            out.append([[op, data] for op, data in cmd.more])
+        return out
     if isinstance(cmd, DropCommand):
         return [C_DROP, cmd.held, cmd.conn, cmd.id]
     raise TypeError(f"not a Command: {cmd!r}")
@@ -527,8 +530,19 @@ def decode_command(obj: Any) -> Command:
         _check(f, _ENABLE_CMD_TYPES, "enable-breakpoint command")
         return EnableBreakpointCommand(*f)
     if tag == C_FORWARD:
-        _check(f, _FORWARD_CMD_TYPES, "forward command")
-        return ForwardCommand(*f)
+        _check_opt(f, _FORWARD_CMD_TYPES, (_LIST,), "forward command")
+        fwd = ForwardCommand(*f[:5])
+        if len(f) > 5:
+            for frame in f[5]:
+                if (
+                    not isinstance(frame, (list, tuple))
+                    or len(frame) != 2
+                    or type(frame[0]) is not int
+                    or not isinstance(frame[1], bytes)
+                ):
+                    raise WireError("forward command: bad message after the edited one")
+                fwd.more.append((frame[0], frame[1]))
+        return fwd
     if tag == C_DROP:
         _check(f, _DROP_CMD_TYPES, "drop command")
         return DropCommand(*f)

@@ -308,6 +308,36 @@ def test_forward_edited(body: bytes, opcode: int, expect: str | bytes) -> None:
     assert oc.opcode == (opcode or Opcode.TEXT)
 
 
+def test_forward_edited_with_messages_after_it_before_what_queued_behind() -> None:
+    """An edit that becomes several messages (a Socket.IO event with a binary attachment):
+    they go together, before what arrived while it was held; the extra ones are shown as
+    sent by devconsole."""
+    p = Pipe()
+    p.intercept.add("json:n=2")
+    p.send(CLIENT, '{"n": 1}', '{"n": 2}', '{"n": 3}')
+    [held] = p.held()
+    more = [(Opcode.BINARY, b"\x00\x01"), (Opcode.TEXT, b"tail")]
+    p.apply(p.relay.forward(held.held, p.now, b"head", Opcode.TEXT, more))
+    p.deliver()
+    assert p.messages(SERVER) == ['{"n": 1}', "head", b"\x00\x01", "tail", '{"n": 3}']
+    injected = [e for e in p.events if isinstance(e, Message) and e.injected]
+    assert [(m.opcode, m.payload) for m in injected] == more
+    assert all(m.side == CLIENT for m in injected)
+    assert p.healthy(SERVER)
+
+
+def test_messages_after_a_held_one_need_an_edit() -> None:
+    p = Pipe()
+    p.intercept.add("json:n=2")
+    p.send(CLIENT, '{"n": 2}')
+    [held] = p.held()
+    with pytest.raises(RelayError, match="edited data message"):
+        p.relay.forward(held.held, p.now, None, 0, [(Opcode.BINARY, b"x")])
+    with pytest.raises(RelayError, match="text or binary"):
+        p.relay.forward(held.held, p.now, b"x", 0, [(Opcode.PING, b"x")])
+    assert p.relay.held_ids == [held.held]  # still held after a refused command
+
+
 def test_dropped_message_never_arrives() -> None:
     p = Pipe()
     p.intercept.add("from:server drop-me")

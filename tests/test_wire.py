@@ -207,6 +207,7 @@ COMMANDS: list[Command] = [
     ForwardCommand(5, "c8", b"\x00edited", Opcode.BINARY, 15),
     ForwardCommand(0, "", None, 0, 16),
     DropCommand(6, "c9", 17),
+    ForwardCommand(7, "c8", b"451-", Opcode.TEXT, 18, [(Opcode.BINARY, b"\x00"), (1, b"x")]),
 ]
 
 BP1 = Breakpoint(1, "from:client json:a.b=1", "c3", 30.5, "drop", True, False)
@@ -299,9 +300,11 @@ def test_intercept_encodings_are_these_bytes() -> None:
     assert snap[5] == [wire.encode_event(INTERCEPT_EVENTS[4])[1][0]]
     # a message that was never held keeps the old encoding, byte for byte
     assert len(wire.encode_event(EVENTS[2])) == 16
-    assert wire.encode_command(COMMANDS[-7]) == [6, "json:op=buy", "c7", 2.5, "drop", True, 12]
-    assert wire.encode_command(COMMANDS[-3]) == [9, 5, "c8", b"\x00edited", 2, 15]
-    assert wire.encode_command(COMMANDS[-1]) == [10, 6, "c9", 17]
+    assert wire.encode_command(COMMANDS[-8]) == [6, "json:op=buy", "c7", 2.5, "drop", True, 12]
+    assert wire.encode_command(COMMANDS[-4]) == [9, 5, "c8", b"\x00edited", 2, 15]
+    assert wire.encode_command(COMMANDS[-2]) == [10, 6, "c9", 17]
+    # the messages after an edit: an optional trailing field
+    assert wire.encode_command(COMMANDS[-1]) == [9, 7, "c8", b"451-", 1, 18, [[2, b"\x00"], [1, b"x"]]]
     assert wire.encode_result(CommandResult(3, True, "", "12")) == [3, True, "", "12"]
     assert wire.encode_result(CommandResult(3, True)) == [3, True, ""]
 
@@ -498,6 +501,10 @@ def test_handshake_with_bad_header_pairs_is_rejected() -> None:
         [wire.C_RELEASE, "c1", True],  # id as bool
         [wire.C_INJECT, "c1", "both", 1, b"", 1],
         [wire.C_INJECT, "c1", "server", 1, "text", 1],
+        [wire.C_FORWARD, 5, "c1", b"x", 1, 2, [[2, "not bytes"]]],
+        [wire.C_FORWARD, 5, "c1", b"x", 1, 2, [[True, b"x"]]],
+        [wire.C_FORWARD, 5, "c1", b"x", 1, 2, [[2]]],
+        [wire.C_FORWARD, 5, "c1", b"x", 1, 2, "frames"],
         [99, "c1", 1],
         [True, "c1", 1],
         "close",

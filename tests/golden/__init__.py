@@ -670,6 +670,13 @@ COMMAND_VALUES += [
     ("enable-breakpoint", EnableBreakpointCommand(breakpoint=4, enabled=False, id=40)),
     ("forward-edited", ForwardCommand(held=5, conn="7", payload=b"\x00edited", opcode=2, id=42)),
     ("forward-all", ForwardCommand(held=0, conn="", payload=None, opcode=0, id=43)),
+    # a trailing field since the decoded editor: the messages sent right after the edit
+    (
+        "forward-more",
+        ForwardCommand(
+            held=5, conn="7", payload=b"451-", opcode=1, id=46, more=[(2, b"\x00\x01")]
+        ),
+    ),
     ("drop", DropCommand(held=6, conn="9", id=44)),
 ]
 
@@ -740,6 +747,9 @@ COMMAND_HEX.update(
     """,
         "forward-all": """
         96 09 00 a0 c0 00 2b
+    """,
+        "forward-more": """
+        97 09 05 a1 37 c4 04 34 35 31 2d 01 2e 91 92 02 c4 02 00 01
     """,
         "drop": """
         94 0a 06 a1 39 2c
