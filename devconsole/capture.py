@@ -382,6 +382,7 @@ class Capture:
             seq=self._seq,
             max_payload=self.max_payload,
             intercept=self.intercept,
+            handshake=hs,
         )
         s = _Stream(hs.conn, flow, hs, relay)
         self._streams[flow.id] = s

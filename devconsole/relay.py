@@ -52,7 +52,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from devconsole.filters import Filter, FilterError, parse
 from devconsole.frames import (
@@ -73,6 +73,7 @@ from devconsole.model import (
     ControlFrame,
     EndEvent,
     Event,
+    Handshake,
     Item,
     Message,
     Opcode,
@@ -83,6 +84,9 @@ from devconsole.model import (
     StateEvent,
     valid_close_code,
 )
+
+if TYPE_CHECKING:
+    from devconsole.decoders.base import Decoded, ProtocolDecoder
 
 __all__ = [
     "CLOSE_REPLY_TIMEOUT",
@@ -173,7 +177,7 @@ class Intercept:
         control: bool = False,
     ) -> Breakpoint:
         try:
-            flt = parse(expr)
+            flt = parse(expr, self.decoded)
         except FilterError as e:
             raise RelayError(f"bad filter: {e}") from None
         if not expr.strip():
@@ -214,6 +218,39 @@ class Intercept:
     def _changed(self) -> None:
         for r in self.relays.values():
             r._breakpoints_changed()
+
+    # -- proto: and d: in breakpoints
+
+    def decoded(self, item: Item) -> Decoded | None:
+        """What ``proto:`` and ``d:`` see on the proxy: ``item`` decoded on its own by the
+        protocol its connection's handshake names (the proxy's ``--decoder``, the
+        subprotocol, the URL), else by the protocol its content alone is recognised as.
+        Nothing is carried from one message to the next (see docs/intercept.md)."""
+        from devconsole.decoders.base import decode_message
+        from devconsole.filters import standalone_decode
+
+        relay = self.relays.get(item.conn)
+        if relay is None or relay.handshake is None:
+            return standalone_decode(item)
+        if relay._decoder is None:
+            from devconsole.decoders.protocols import NONE, choose, get_protocol
+
+            name, _ = choose(relay.handshake)
+            dec = None
+            if name is not None and name != NONE:
+                try:
+                    dec = get_protocol(name)
+                except ValueError:
+                    dec = None
+            relay._decoder = dec if dec is not None else False
+        dec = relay._decoder
+        if dec is False:
+            return standalone_decode(item)
+        if item.opcode not in (Opcode.TEXT, Opcode.BINARY):
+            return None
+        return decode_message(
+            dec, item.payload, item.opcode, item.side, dec.new_state(relay.handshake), item.seq
+        )
 
     # -- held messages
 
@@ -347,8 +384,11 @@ class Relay:
         max_payload: int = 1 << 20,
         intercept: Intercept | None = None,
         close_timeout: float = CLOSE_REPLY_TIMEOUT,
+        handshake: Handshake | None = None,
     ) -> None:
         self.conn = conn
+        self.handshake = handshake  # what decides the protocol proto:/d: breakpoints see
+        self._decoder: ProtocolDecoder | Literal[False] | None = None  # None: not chosen yet
         self.emit = emit
         self._seq = seq if seq is not None else itertools.count(1)
         self.max_payload = max(0, max_payload)
