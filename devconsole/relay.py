@@ -236,16 +236,18 @@ class Intercept:
             from devconsole.decoders.protocols import NONE, choose, get_protocol
 
             name, _ = choose(relay.handshake)
-            dec = None
-            if name is not None and name != NONE:
+            chosen: ProtocolDecoder | str = "sniff"
+            if name == NONE:
+                chosen = NONE  # the proxy's --decoder PATH=none: nothing decodes
+            elif name is not None:
                 try:
-                    dec = get_protocol(name)
+                    chosen = get_protocol(name) or "sniff"
                 except ValueError:
-                    dec = None
-            relay._decoder = dec if dec is not None else False
+                    chosen = "sniff"
+            relay._decoder = chosen
         dec = relay._decoder
-        if dec is False:
-            return standalone_decode(item)
+        if isinstance(dec, str):
+            return standalone_decode(item) if dec == "sniff" else None
         if item.opcode not in (Opcode.TEXT, Opcode.BINARY):
             return None
         return decode_message(
@@ -388,7 +390,8 @@ class Relay:
     ) -> None:
         self.conn = conn
         self.handshake = handshake  # what decides the protocol proto:/d: breakpoints see
-        self._decoder: ProtocolDecoder | Literal[False] | None = None  # None: not chosen yet
+        # proto:/d: breakpoints' decoder: "sniff" (by content), "none", None (not chosen yet)
+        self._decoder: ProtocolDecoder | str | None = None
         self.emit = emit
         self._seq = seq if seq is not None else itertools.count(1)
         self.max_payload = max(0, max_payload)

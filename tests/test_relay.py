@@ -25,10 +25,10 @@ from devconsole.model import (
     CLIENT,
     SERVER,
     ConnState,
-    Handshake,
     ControlFrame,
     EndEvent,
     Event,
+    Handshake,
     Message,
     Opcode,
     OutcomeEvent,
@@ -358,6 +358,11 @@ def test_decoded_breakpoints_use_the_protocol_the_handshake_names() -> None:
     p.intercept.add("proto:jsonrpc d:method=sub", timeout=60)
     p.send(CLIENT, '{"jsonrpc":"2.0","id":1,"method":"sub"}', '{"method":"sub"}')
     assert [m.payload for m in p.held()] == [b'{"jsonrpc":"2.0","id":1,"method":"sub"}']
+    # ... and --decoder PATH=none turns decoding off, content sniffing included
+    p = Pipe(handshake=make_handshake("1", path="/rpc", decoder="none"))
+    p.intercept.add("d:method=sub", timeout=60)
+    p.send(CLIENT, '{"jsonrpc":"2.0","id":1,"method":"sub"}')
+    assert p.held() == []
 
 
 def test_dropped_message_never_arrives() -> None:

@@ -304,7 +304,15 @@ def test_intercept_encodings_are_these_bytes() -> None:
     assert wire.encode_command(COMMANDS[-4]) == [9, 5, "c8", b"\x00edited", 2, 15]
     assert wire.encode_command(COMMANDS[-2]) == [10, 6, "c9", 17]
     # the messages after an edit: an optional trailing field
-    assert wire.encode_command(COMMANDS[-1]) == [9, 7, "c8", b"451-", 1, 18, [[2, b"\x00"], [1, b"x"]]]
+    assert wire.encode_command(COMMANDS[-1]) == [
+        9,
+        7,
+        "c8",
+        b"451-",
+        1,
+        18,
+        [[2, b"\x00"], [1, b"x"]],
+    ]
     assert wire.encode_result(CommandResult(3, True, "", "12")) == [3, True, "", "12"]
     assert wire.encode_result(CommandResult(3, True)) == [3, True, ""]
 

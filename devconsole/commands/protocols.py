@@ -21,8 +21,8 @@ from devconsole.commands import CliError
 
 if TYPE_CHECKING:
     from devconsole.decoders.base import Frame
-    from devconsole.model import ForwardCommand
     from devconsole.decoders.protocols import DecoderRule
+    from devconsole.model import ForwardCommand
 
 
 def add_decoder_args(p: argparse.ArgumentParser) -> None:
@@ -172,9 +172,7 @@ async def forward_decoded(args: argparse.Namespace, held: int) -> ForwardCommand
         raise CliError(f"held message {held} is a control frame: it has no decoded form")
     name = args.proto or tracker.protocol_of(item.conn)
     if not name or name == NONE:
-        raise CliError(
-            f"connection {item.conn} has no known protocol: name one with --proto NAME"
-        )
+        raise CliError(f"connection {item.conn} has no known protocol: name one with --proto NAME")
     try:
         dec = get_protocol(name)
     except ValueError as e:

@@ -673,9 +673,7 @@ COMMAND_VALUES += [
     # a trailing field since the decoded editor: the messages sent right after the edit
     (
         "forward-more",
-        ForwardCommand(
-            held=5, conn="7", payload=b"451-", opcode=1, id=46, more=[(2, b"\x00\x01")]
-        ),
+        ForwardCommand(held=5, conn="7", payload=b"451-", opcode=1, id=46, more=[(2, b"\x00\x01")]),
     ),
     ("drop", DropCommand(held=6, conn="9", id=44)),
 ]
