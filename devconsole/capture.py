@@ -24,8 +24,9 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,7 @@ from devconsole.model import (
     HalfOpenCommand,
     Handshake,
     HandshakeEvent,
+    HttpExchange,
     InjectCommand,
     Message,
     RefusedEvent,
@@ -67,6 +69,12 @@ from devconsole.text import fmt_addr
 logger = logging.getLogger("devconsole.capture")
 
 REFUSED_BODY_KEEP = 4096
+# Engine.IO long-polling before an upgrade: requests kept per session id, bytes of each
+# body, session ids remembered (an upgrade takes its requests; the oldest others go)
+POLLING_KEEP = 8
+POLLING_BODY_KEEP = 512
+POLLING_SESSIONS = 256
+_EIO_OPEN_SID = re.compile(rb'0\{"sid":"([^"]{1,128})"')
 SHUTDOWN_CLOSE_TIMEOUT = 3.0  # seconds the peers get to answer the 1001 close at shutdown
 END_AFTER_INJECT = 0.5  # at most this long an end waits for injected bytes to go out
 
@@ -127,6 +135,8 @@ class Capture:
         self._no_backpressure_logged = False
         self.shutting_down = False
         self.decoder_rules: list[Any] = []  # devconsole_decoders, parsed
+        # Engine.IO long-polling requests by sid, until the upgrade that takes them
+        self._polling: OrderedDict[str, list[HttpExchange]] = OrderedDict()
 
     # ------------------------------------------------------------------ options
 
@@ -316,12 +326,18 @@ class Capture:
             if rule.matches(hs):
                 hs.decoder = rule.name
                 break
+        sid = next((v for k, v in hs.query if k == "sid"), "")
+        if sid and any(k == "EIO" for k, _ in hs.query):
+            # the Engine.IO long-polling handshake this upgrade continues
+            hs.preceding = sorted(self._polling.pop(sid, []), key=lambda x: x.ts)
         self._upgrades[flow.id] = hs
         # Shown as "connecting" until the server answers (a copy: the response fills hs).
         self._emit(HandshakeEvent(dataclasses.replace(hs)))
 
     def response(self, flow: http.HTTPFlow) -> None:
         hs = self._upgrades.pop(flow.id, None)
+        if hs is None and flow.response is not None:
+            self._polling_response(flow)
         if hs is None or flow.response is None:
             return
         resp = flow.response
@@ -349,6 +365,47 @@ class Capture:
             hs.body = body[:REFUSED_BODY_KEEP]
             hs.body_size = len(body)
             self._emit(RefusedEvent(hs))
+
+    def _polling_response(self, flow: http.HTTPFlow) -> None:
+        """An Engine.IO long-polling request (``?EIO=4&transport=polling``): kept by its
+        session id (the query's ``sid``, or the open packet's in the answer) for the
+        WebSocket upgrade that may follow, shown in the handshake inspector."""
+        req = flow.request
+        resp = flow.response
+        if resp is None or "EIO" not in req.query or req.query.get("transport") != "polling":
+            return
+        try:
+            body = resp.get_content(strict=False) or b""
+        except ValueError:
+            body = resp.raw_content or b""
+        sid = req.query.get("sid", "")
+        if not sid:
+            m = _EIO_OPEN_SID.search(body[:2048])
+            sid = m.group(1).decode("ascii", "replace") if m else ""
+        if not sid:
+            return
+        try:
+            sent = req.get_content(strict=False) or b""
+        except ValueError:
+            sent = req.raw_content or b""
+        kept = self._polling.setdefault(sid, [])
+        self._polling.move_to_end(sid)
+        if len(kept) < POLLING_KEEP:
+            kept.append(
+                HttpExchange(
+                    req.timestamp_start,
+                    req.method,
+                    req.path,
+                    resp.status_code,
+                    sent[:POLLING_BODY_KEEP],
+                    body[:POLLING_BODY_KEEP],
+                    len(sent),
+                    len(body),
+                    resp.timestamp_end,
+                )
+            )
+        while len(self._polling) > POLLING_SESSIONS:
+            self._polling.popitem(last=False)
 
     def error(self, flow: http.HTTPFlow) -> None:
         hs = self._upgrades.pop(flow.id, None)

@@ -546,8 +546,9 @@ def test_fields_of_lists_dataclass_fields_in_wire_order() -> None:
     assert len(wire.fields_of(ControlFrame)) == len(wire.encode_event(held_ctl)) - 1
     assert len(wire.encode_event(EVENTS[2])) == len(wire.fields_of(Message)) - 6 + 1
     assert len(wire.encode_event(EVENTS[5])) == len(wire.fields_of(ControlFrame)) - 3 + 1
-    # source and unknown are written only for imported connections, decoder only when set
-    assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1]) + 3
+    # source and unknown are written only for imported connections, decoder only when
+    # set, preceding (Engine.IO long-polling) only when there is one
+    assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1]) + 4
 
 
 def test_an_imported_handshake_keeps_its_source_and_unknowns() -> None:
@@ -557,7 +558,8 @@ def test_an_imported_handshake_keeps_its_source_and_unknowns() -> None:
         unknown=["control frames", "close code"],
     )
     enc = wire.encode_event(HandshakeEvent(hs))
-    assert len(enc[1]) == len(wire.fields_of(Handshake)) - 1  # no decoder: not written
+    # no decoder, no preceding requests: not written
+    assert len(enc[1]) == len(wire.fields_of(Handshake)) - 2
     back = wire.decode_event(msgpack.unpackb(msgpack.packb(enc), raw=False))
     assert back == HandshakeEvent(hs)
     # a live handshake keeps the 21 fields older devconsoles read, and decodes with defaults
@@ -569,6 +571,11 @@ def test_an_imported_handshake_keeps_its_source_and_unknowns() -> None:
         wire.decode_event([live[0], [*live[1], "har:x", ["a"], "socket.io", "extra"]])
     with pytest.raises(wire.WireError):
         wire.decode_event([live[0], [*live[1], "har:x", [1]]])
+    for bad in ([["GET"]], ["x"], [[1.0, "GET", "/", 200, "not bytes", b"", 0, 0, None]]):
+        with pytest.raises(wire.WireError):
+            wire.decode_event([live[0], [*live[1], "", [], None, bad]])
+    with pytest.raises(wire.WireError):  # nothing after the preceding requests
+        wire.decode_event([live[0], [*live[1], "", [], None, [], "extra"]])
 
 
 # ------------------------------------------------------------------ property tests
