@@ -26,8 +26,9 @@ import fnmatch
 import itertools
 import logging
 import os
+import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,7 @@ from devconsole.model import (
     HalfOpenCommand,
     Handshake,
     HandshakeEvent,
+    HttpExchange,
     InjectCommand,
     Message,
     RefusedEvent,
@@ -76,6 +78,12 @@ logger = logging.getLogger("devconsole.capture")
 REFUSED_BODY_KEEP = 4096
 RULES_POLL = 0.5  # seconds between checks of the rules file for changes
 CLOSE_HOLD_LIMIT = 30.0  # at most this long a peer's FIN waits for delayed bytes to go out
+# Engine.IO long-polling before an upgrade: requests kept per session id, bytes of each
+# body, session ids remembered (an upgrade takes its requests; the oldest others go)
+POLLING_KEEP = 8
+POLLING_BODY_KEEP = 512
+POLLING_SESSIONS = 256
+_EIO_OPEN_SID = re.compile(rb'0\{"sid":"([^"]{1,128})"')
 SHUTDOWN_CLOSE_TIMEOUT = 3.0  # seconds the peers get to answer the 1001 close at shutdown
 END_AFTER_INJECT = 0.5  # at most this long an end waits for injected bytes to go out
 
@@ -144,6 +152,8 @@ class Capture:
         self._rules_stat: tuple[int, int, int] | None = None
         self._hs_rules: dict[str, list[HandshakeRule]] = {}
         self.decoder_rules: list[Any] = []  # devconsole_decoders, parsed
+        # Engine.IO long-polling requests by sid, until the upgrade that takes them
+        self._polling: OrderedDict[str, list[HttpExchange]] = OrderedDict()
 
     # ------------------------------------------------------------------ options
 
@@ -359,6 +369,10 @@ class Capture:
             if rule.matches(hs):
                 hs.decoder = rule.name
                 break
+        sid = next((v for k, v in hs.query if k == "sid"), "")
+        if sid and any(k == "EIO" for k, _ in hs.query):
+            # the Engine.IO long-polling handshake this upgrade continues
+            hs.preceding = sorted(self._polling.pop(sid, []), key=lambda x: x.ts)
         self._upgrades[flow.id] = hs
         # Shown as "connecting" until the server answers (a copy: the response fills hs).
         self._emit(HandshakeEvent(dataclasses.replace(hs)))
@@ -368,6 +382,8 @@ class Capture:
     def response(self, flow: http.HTTPFlow) -> None:
         hs = self._upgrades.pop(flow.id, None)
         hs_rules = self._hs_rules.pop(flow.id, None)
+        if hs is None and flow.response is not None:
+            self._polling_response(flow)
         if hs is None or flow.response is None:
             return
         resp = flow.response
@@ -470,6 +486,47 @@ class Capture:
             logger.error("%s", err)
             self._emit(RuleEvent("", time.time(), "", "error", err))
 
+    def _polling_response(self, flow: http.HTTPFlow) -> None:
+        """An Engine.IO long-polling request (``?EIO=4&transport=polling``): kept by its
+        session id (the query's ``sid``, or the open packet's in the answer) for the
+        WebSocket upgrade that may follow, shown in the handshake inspector."""
+        req = flow.request
+        resp = flow.response
+        if resp is None or "EIO" not in req.query or req.query.get("transport") != "polling":
+            return
+        try:
+            body = resp.get_content(strict=False) or b""
+        except ValueError:
+            body = resp.raw_content or b""
+        sid = req.query.get("sid", "")
+        if not sid:
+            m = _EIO_OPEN_SID.search(body[:2048])
+            sid = m.group(1).decode("ascii", "replace") if m else ""
+        if not sid:
+            return
+        try:
+            sent = req.get_content(strict=False) or b""
+        except ValueError:
+            sent = req.raw_content or b""
+        kept = self._polling.setdefault(sid, [])
+        self._polling.move_to_end(sid)
+        if len(kept) < POLLING_KEEP:
+            kept.append(
+                HttpExchange(
+                    req.timestamp_start,
+                    req.method,
+                    req.path,
+                    resp.status_code,
+                    sent[:POLLING_BODY_KEEP],
+                    body[:POLLING_BODY_KEEP],
+                    len(sent),
+                    len(body),
+                    resp.timestamp_end,
+                )
+            )
+        while len(self._polling) > POLLING_SESSIONS:
+            self._polling.popitem(last=False)
+
     def error(self, flow: http.HTTPFlow) -> None:
         self._hs_rules.pop(flow.id, None)
         hs = self._upgrades.pop(flow.id, None)
@@ -506,6 +563,7 @@ class Capture:
             url=hs.url,
             path=hs.path,
             now=time.time(),
+            handshake=hs,
         )
         s = _Stream(hs.conn, flow, hs, relay)
         self._streams[flow.id] = s
@@ -777,13 +835,13 @@ class Capture:
                 raise RelayError(f"message {cmd.held} is not held on connection {cmd.conn}")
             s = self._by_conn.get(relay.conn)
             if isinstance(cmd, ForwardCommand):
-                out = relay.forward(cmd.held, now, cmd.payload, cmd.opcode)
+                out = relay.forward(cmd.held, now, cmd.payload, cmd.opcode, cmd.more)
             else:
                 out = relay.drop(cmd.held, now)
             if s is not None:
                 self._apply(s, out)
             return CommandResult(cmd.id, True, info="1")
-        if isinstance(cmd, ForwardCommand) and cmd.payload is not None:
+        if isinstance(cmd, ForwardCommand) and (cmd.payload is not None or cmd.more):
             raise RelayError("an edited body goes to one held message, not to all")
         if cmd.conn and cmd.conn not in self._by_conn:
             known = any(c.id == cmd.conn for c in self.session.connections.values())

@@ -90,6 +90,7 @@ __all__ = [
     "Type",
     "Word",
     "parse",
+    "standalone_decode",
 ]
 
 HELP = (
@@ -494,7 +495,7 @@ def _scalar_equals(found: object, value: str, number: float | None) -> bool:
     return False  # objects and arrays never equal a value
 
 
-def _standalone_decode(item: Item) -> Decoded | None:
+def standalone_decode(item: Item) -> Decoded | None:
     """Without a tracker: the protocol that recognises the message's content, alone."""
     from devconsole.decoders.base import decode_message
     from devconsole.decoders.protocols import get_protocol, sniff
@@ -512,7 +513,7 @@ class _Decoding(Filter):
     cost = 5
 
     def __init__(self, decode: DecodeFn | None) -> None:
-        self.decode: DecodeFn = decode if decode is not None else _standalone_decode
+        self.decode: DecodeFn = decode if decode is not None else standalone_decode
         super().__init__()
 
 

@@ -77,6 +77,9 @@ class Handshake:
     source: str = ""
     unknown: list[str] = field(default_factory=list)
     decoder: str | None = None  # the proxy's --decoder choice for this path (docs/protocols.md)
+    # HTTP requests that belong with this upgrade and came before it: the Engine.IO
+    # long-polling handshake of a Socket.IO connection that then upgraded (same sid)
+    preceding: list[HttpExchange] = field(default_factory=list)
 
     def request_header(self, name: str) -> str | None:
         lname = name.lower()
@@ -99,6 +102,22 @@ class Handshake:
     @property
     def requested_extensions(self) -> list[str]:
         return _split_header_values(self.request_headers, "sec-websocket-extensions")
+
+
+@dataclass(slots=True)
+class HttpExchange:
+    """One plain HTTP request and its response, kept beside an upgrade it belongs with
+    (``Handshake.preceding``). Bodies are the first few hundred bytes."""
+
+    ts: float
+    method: str
+    target: str  # path?query
+    status: int | None
+    request_body: bytes = b""
+    response_body: bytes = b""
+    request_size: int = 0  # true sizes
+    response_size: int = 0
+    ts_response: float | None = None
 
 
 def _split_header_values(headers: list[tuple[str, str]], name: str) -> list[str]:
@@ -626,13 +645,16 @@ class EnableBreakpointCommand:
 @dataclass(slots=True)
 class ForwardCommand:
     """Forward held message ``held`` (0: every held message, of ``conn`` if set), as it is
-    or with ``payload`` instead (``opcode`` 0 keeps the original's)."""
+    or with ``payload`` instead (``opcode`` 0 keeps the original's). ``more``: messages
+    (opcode, payload) sent right after the edited one, before anything queued behind it
+    (a Socket.IO event edited in its decoded form: its binary attachments)."""
 
     held: int
     conn: str = ""
     payload: bytes | None = None
     opcode: int = 0
     id: int = 0
+    more: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -62,7 +62,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from devconsole.filters import MATCH_ALL, Filter, FilterError, parse
 from devconsole.frames import (
@@ -83,6 +83,7 @@ from devconsole.model import (
     ControlFrame,
     EndEvent,
     Event,
+    Handshake,
     Item,
     Message,
     Opcode,
@@ -107,6 +108,9 @@ from devconsole.shaping import (
     fragment,
     wire_payload,
 )
+
+if TYPE_CHECKING:
+    from devconsole.decoders.base import Decoded, ProtocolDecoder
 
 __all__ = [
     "CLOSE_REPLY_TIMEOUT",
@@ -229,7 +233,7 @@ class Intercept:
         control: bool = False,
     ) -> Breakpoint:
         try:
-            flt = parse(expr)
+            flt = parse(expr, self.decoded)
         except FilterError as e:
             raise RelayError(f"bad filter: {e}") from None
         if not expr.strip():
@@ -271,6 +275,41 @@ class Intercept:
         for r in self.relays.values():
             r._breakpoints_changed()
 
+    # -- proto: and d: in breakpoints
+
+    def decoded(self, item: Item) -> Decoded | None:
+        """What ``proto:`` and ``d:`` see on the proxy: ``item`` decoded on its own by the
+        protocol its connection's handshake names (the proxy's ``--decoder``, the
+        subprotocol, the URL), else by the protocol its content alone is recognised as.
+        Nothing is carried from one message to the next (see docs/intercept.md)."""
+        from devconsole.decoders.base import decode_message
+        from devconsole.filters import standalone_decode
+
+        relay = self.relays.get(item.conn)
+        if relay is None or relay.handshake is None:
+            return standalone_decode(item)
+        if relay._decoder is None:
+            from devconsole.decoders.protocols import NONE, choose, get_protocol
+
+            name, _ = choose(relay.handshake)
+            chosen: ProtocolDecoder | str = "sniff"
+            if name == NONE:
+                chosen = NONE  # the proxy's --decoder PATH=none: nothing decodes
+            elif name is not None:
+                try:
+                    chosen = get_protocol(name) or "sniff"
+                except ValueError:
+                    chosen = "sniff"
+            relay._decoder = chosen
+        dec = relay._decoder
+        if isinstance(dec, str):
+            return standalone_decode(item) if dec == "sniff" else None
+        if item.opcode not in (Opcode.TEXT, Opcode.BINARY):
+            return None
+        return decode_message(
+            dec, item.payload, item.opcode, item.side, dec.new_state(relay.handshake), item.seq
+        )
+
     # -- held messages
 
     def _new_held(self, relay: Relay) -> int:
@@ -302,6 +341,7 @@ class _Hold:
     verdict: int = 0  # 0 while held, then _FORWARD / _DROP
     body: bytes | None = None  # edited body
     opcode: int = 0
+    more: list[tuple[int, bytes]] | None = None  # messages sent right after the edited body
 
 
 @dataclass(slots=True, eq=False)
@@ -430,10 +470,14 @@ class Relay:
         path: str = "",
         rng: random.Random | None = None,
         now: float = 0.0,
+        handshake: Handshake | None = None,
     ) -> None:
         self.conn = conn
         self.url = url  # the connection's URL and path: what rules and endpoints match
         self.path = path
+        self.handshake = handshake  # what decides the protocol proto:/d: breakpoints see
+        # proto:/d: breakpoints' decoder: "sniff" (by content), "none", None (not chosen yet)
+        self._decoder: ProtocolDecoder | str | None = None
         self.emit = emit
         self._seq = seq if seq is not None else itertools.count(1)
         self.max_payload = max(0, max_payload)
@@ -754,38 +798,32 @@ class Relay:
             self._slow(back)
             ev = ControlFrame(0, self.conn, 0.0, d.side, opcode, payload, len(frame), injected=True)
         else:
-            utf8_ok = True
-            if opcode == Opcode.TEXT:
-                try:
-                    payload.decode()
-                except UnicodeDecodeError:
-                    utf8_ok = False
-            ev = Message(
-                seq=0,
-                conn=self.conn,
-                ts=0.0,
-                side=d.side,
-                opcode=opcode,
-                payload=payload[: self.max_payload],
-                size=len(payload),
-                wire_size=len(frame),
-                utf8_ok=utf8_ok,
-                injected=True,
-            )
+            ev = self._injected_message(d, opcode, payload, len(frame))
         self._slow(d)
         self._send(d, frame, ev)
         self._settle(d)
         return self.take()
 
     def forward(
-        self, held: int, now: float, payload: bytes | None = None, opcode: int = 0
+        self,
+        held: int,
+        now: float,
+        payload: bytes | None = None,
+        opcode: int = 0,
+        more: list[tuple[int, bytes]] | None = None,
     ) -> Output:
         """Forward a held message, as it is or with ``payload`` (and ``opcode``; 0 keeps the
-        original's) instead."""
+        original's) instead, followed by the messages ``more`` (sent by devconsole, before
+        anything queued behind the held one)."""
         self._now = now
         d, unit = self._held_unit(held)
         ev = unit.event
         assert ev is not None
+        if more:
+            if payload is None or ev.opcode >= 8:
+                raise RelayError("messages after a held one go with an edited data message")
+            if any(op not in (Opcode.TEXT, Opcode.BINARY) for op, _ in more):
+                raise RelayError("the messages after an edited one are text or binary")
         if payload is not None:
             op = opcode or ev.opcode
             if ev.opcode >= 8 and op != ev.opcode:
@@ -796,6 +834,9 @@ class Relay:
                 raise RelayError(f"control frame payload of {len(payload)} bytes (max 125)")
             opcode = op
         del self._held[held]
+        if more:
+            assert unit.hold is not None
+            unit.hold.more = list(more)
         self._resolve(d, unit, _FORWARD, now, payload=payload, opcode=opcode)
         self._settle(d)
         return self.take()
@@ -827,6 +868,26 @@ class Relay:
         return sorted(self._held)
 
     # ------------------------------------------------------------------ events
+
+    def _injected_message(self, d: _Dir, opcode: int, payload: bytes, wire_size: int) -> Message:
+        utf8_ok = True
+        if opcode == Opcode.TEXT:
+            try:
+                payload.decode()
+            except UnicodeDecodeError:
+                utf8_ok = False
+        return Message(
+            seq=0,
+            conn=self.conn,
+            ts=0.0,
+            side=d.side,
+            opcode=opcode,
+            payload=payload[: self.max_payload],
+            size=len(payload),
+            wire_size=wire_size,
+            utf8_ok=utf8_ok,
+            injected=True,
+        )
 
     def _control_event(self, d: _Dir, item: Control, ts: float, dropped: bool) -> ControlFrame:
         error = item.error
@@ -1302,6 +1363,11 @@ class Relay:
             if ev.compressed and d.takeover and not d.recompress:
                 self._start_recompress(d)
             out.append(self._frame(d, opcode, body))
+            if h is not None and h.body is not None:
+                for op, data in h.more or ():  # a decoded edit's further frames
+                    frame = self._frame(d, op, data)
+                    out.append(frame)
+                    self._emit_injected(self._injected_message(d, op, data, len(frame)))
         elif d.recompress and ev.compressed:
             payload = unit.payload
             if payload is None or len(payload) < ev.size:

@@ -47,6 +47,7 @@ from devconsole.model import (
     HalfOpenCommand,
     Handshake,
     HandshakeEvent,
+    HttpExchange,
     InjectCommand,
     InstanceEvent,
     Message,
@@ -128,7 +129,9 @@ _HANDSHAKE_OPTIONAL: tuple[tuple[type, ...], ...] = (
     _STR,  # source
     _LIST,  # unknown
     _OSTR,  # decoder: the proxy's --decoder choice
+    _LIST,  # preceding: the Engine.IO long-polling requests before the upgrade
 )
+_EXCHANGE_TYPES = (_NUM, _STR, _STR, (int, type(None)), (bytes,), (bytes,), _INT, _INT, _ONUM)
 _HANDSHAKE_PAIRS = {8, 10, 11, 14}  # list-of-pairs fields
 _HANDSHAKE_STRS = {16, 22}  # list-of-str fields
 
@@ -277,11 +280,20 @@ def _enc_handshake(h: Handshake) -> list[Any]:
     ]  # fmt: skip
     # Live captures without a --decoder choice keep 21 fields; imported connections add
     # source and unknown; a proxy-side decoder choice comes after them.
-    if h.source or h.unknown or h.decoder is not None:
+    if h.source or h.unknown or h.decoder is not None or h.preceding:
         out += [h.source, h.unknown]
-    if h.decoder is not None:
+    if h.decoder is not None or h.preceding:
         out.append(h.decoder)
+    if h.preceding:
+        out.append([_enc_exchange(x) for x in h.preceding])
     return out
+
+
+def _enc_exchange(x: HttpExchange) -> list[Any]:
+    return [
+        x.ts, x.method, x.target, x.status, x.request_body, x.response_body,
+        x.request_size, x.response_size, x.ts_response,
+    ]  # fmt: skip
 
 
 def _dec_handshake(f: Any) -> Handshake:
@@ -301,6 +313,15 @@ def _dec_handshake(f: Any) -> Handshake:
         if not all(isinstance(x, str) for x in f[i]):
             raise WireError("handshake: expected a list of strings")
         f[i] = list(f[i])
+    if len(f) > n + 3:
+        preceding = []
+        for x in f[n + 3]:
+            if not isinstance(x, (list, tuple)):
+                raise WireError("handshake: a preceding request is not a list")
+            x = list(x)
+            _check(x, _EXCHANGE_TYPES, "handshake preceding request")
+            preceding.append(HttpExchange(*x))
+        f[n + 3] = preceding
     return Handshake(*f)
 
 
@@ -556,7 +577,10 @@ def encode_command(cmd: Command) -> list[Any]:
     if isinstance(cmd, EnableBreakpointCommand):
         return [C_ENABLE_BREAK, cmd.breakpoint, cmd.enabled, cmd.id]
     if isinstance(cmd, ForwardCommand):
-        return [C_FORWARD, cmd.held, cmd.conn, cmd.payload, cmd.opcode, cmd.id]
+        out = [C_FORWARD, cmd.held, cmd.conn, cmd.payload, cmd.opcode, cmd.id]
+        if cmd.more:  # an optional trailing field: older proxies never see it
+            out.append([[op, data] for op, data in cmd.more])
+        return out
     if isinstance(cmd, DropCommand):
         return [C_DROP, cmd.held, cmd.conn, cmd.id]
     if isinstance(cmd, ShapeCommand):
@@ -600,8 +624,19 @@ def decode_command(obj: Any) -> Command:
         _check(f, _ENABLE_CMD_TYPES, "enable-breakpoint command")
         return EnableBreakpointCommand(*f)
     if tag == C_FORWARD:
-        _check(f, _FORWARD_CMD_TYPES, "forward command")
-        return ForwardCommand(*f)
+        _check_opt(f, _FORWARD_CMD_TYPES, (_LIST,), "forward command")
+        fwd = ForwardCommand(*f[:5])
+        if len(f) > 5:
+            for frame in f[5]:
+                if (
+                    not isinstance(frame, (list, tuple))
+                    or len(frame) != 2
+                    or type(frame[0]) is not int
+                    or not isinstance(frame[1], bytes)
+                ):
+                    raise WireError("forward command: bad message after the edited one")
+                fwd.more.append((frame[0], frame[1]))
+        return fwd
     if tag == C_DROP:
         _check(f, _DROP_CMD_TYPES, "drop command")
         return DropCommand(*f)

@@ -22,8 +22,10 @@ from devconsole.samples import (  # noqa: E402
     INTERCEPT_NOW,
     UTC,
     demo_traffic,
+    fanout_traffic,
     fault_traffic,
     intercept_traffic,
+    protocol_traffic,
     refusal_traffic,
     retry_traffic,
 )
@@ -209,6 +211,44 @@ async def breakpoint_dialog(pilot: Any) -> None:
     await pilot.press("b")
 
 
+async def protocols(pilot: Any) -> None:
+    await open_message(pilot, 4)
+
+
+async def protocol_menu(pilot: Any) -> None:
+    await open_message(pilot, 7)
+    pilot.app.main.stream.focus()
+    await pilot.press("P")
+    await pilot.pause()
+
+
+async def fanout(pilot: Any) -> None:
+    await open_message(pilot, 11)
+    pilot.app.main.stream.focus()
+    await pilot.press("o")
+    await settle(pilot)
+
+
+async def edit_decoded(pilot: Any) -> None:
+    pilot.app.main.stream.focus()
+    pilot.app.main.stream.select_seq(3)
+    await settle(pilot)
+    await pilot.press("e")
+    await pilot.pause()
+
+
+def held_socketio() -> Any:
+    """A Socket.IO event that asks for an ack, held by a d:event=chat breakpoint."""
+    from devconsole.samples import SIO_QUERY, Traffic
+
+    t = Traffic()
+    t.open("1", path="/socket.io/", host="chat.example.com", query=list(SIO_QUERY))
+    t.text("1", "server", '0{"sid":"a","upgrades":[],"pingInterval":25000,"pingTimeout":20000}')
+    t.text("1", "server", '40{"sid":"b"}')
+    t.text("1", "client", '421["chat",{"text":"hi all","room":"lobby"}]', held=1, breakpoint=1)
+    return t
+
+
 async def run() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     await shot("tui-main", main_screen)
@@ -237,6 +277,16 @@ async def run() -> None:
     await shot("tui-intercept-edit", intercept_edit, size=(100, 30), **held)
     await shot("tui-intercept-edited", intercept_edited, size=(100, 34), **held)
     await shot("tui-breakpoint", breakpoint_dialog, size=(100, 30), **held)
+    await protocol_shots()
+
+
+async def protocol_shots() -> None:
+    await shot("tui-protocols", protocols, size=(200, 50), traffic=protocol_traffic)
+    await shot("tui-protocol-menu", protocol_menu, traffic=protocol_traffic)
+    await shot("tui-fanout", fanout, traffic=fanout_traffic)
+    await shot(
+        "tui-edit-decoded", edit_decoded, size=(100, 30), traffic=held_socketio, now=INTERCEPT_NOW
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -310,3 +311,84 @@ async def test_every_option_and_outcome_from_the_command_line(short_tmp: Path) -
     assert base64.b64decode(edited_file["b64"]) == b"\x00from a file\xff"
     for o in outcomes:  # every outcome names the message it ends
         assert o["seq"] == held[o["held_id"]]["seq"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_decoded_breakpoint_and_forward_decoded_with_python_socketio(
+    short_tmp: Path,
+) -> None:
+    """``break add d:event=chat`` holds a Socket.IO event that asks for an ack (the
+    proxy knows the protocol from the URL; the content alone would not say), and
+    ``forward ID --decoded`` replaces it with an edited event whose arguments hold bytes:
+    the placeholder and its binary attachment reach python-socketio's server, before the
+    event that was queued behind the held one, and the client gets its ack."""
+    import socketio
+    from aiohttp import web
+
+    from tests.protocol_servers import aiohttp_server
+
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    web_app = web.Application()
+    sio.attach(web_app)
+    got: list[tuple[str, list[object]]] = []
+
+    @sio.on("chat")  # type: ignore[misc]
+    async def chat(sid: str, *args: object) -> object:
+        got.append(("chat", list(args)))
+        return {"ok": True, "n": len(args)}
+
+    @sio.on("note")  # type: ignore[misc]
+    async def note(sid: str, *args: object) -> None:
+        got.append(("note", list(args)))
+
+    async with (
+        aiohttp_server(web_app) as port,
+        running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp,
+    ):
+        tap = ("--tap", rp.tap)
+        r = await cli("break", "add", "d:event=chat", "--timeout", "60", *tap)
+        assert r.returncode == 0, r.stderr
+        client = socketio.AsyncClient()
+        await client.connect(
+            f"http://127.0.0.1:{rp.port}", transports=["websocket"], wait_timeout=10
+        )
+        try:
+            call = asyncio.ensure_future(client.call("chat", {"text": "hi"}, timeout=60))
+            await wait_until(lambda: len(rp.session.held) == 1)
+            await client.emit("note", "after")
+            [hid] = rp.session.held
+            held = rp.session.held[hid]
+            assert re.match(rb"42\d+\[", held.payload)  # an ack id: not sniffable alone
+            ack = int(held.payload[2 : held.payload.index(b"[")])
+            await asyncio.sleep(0.2)
+            assert got == []  # held, and the note waits behind it
+
+            # a packet the protocol cannot encode: one line, and it stays held
+            r = await cli("forward", str(hid), "--decoded", '{"type": "nope"}', *tap)
+            assert r.returncode == 1 and r.stderr.startswith("devconsole: socket.io: unknown")
+            assert r.stderr.strip().count("\n") == 0
+            r = await cli("forward", str(hid), "--decoded", "[1, 2", *tap)
+            assert r.returncode == 1 and "--decoded: not JSON" in r.stderr
+            r = await cli("forward", str(hid), "--proto", "stomp", *tap)
+            assert r.returncode == 1 and "--proto goes with --decoded" in r.stderr
+            assert hid in rp.session.held
+
+            fields = {
+                "type": "event",
+                "namespace": "/",
+                "event": "chat",
+                "args": [{"text": "edited"}, {"$b64": "AAEC"}],
+                "ack": ack,
+            }
+            r = await cli("forward", str(hid), "--decoded", json.dumps(fields), *tap)
+            assert r.returncode == 0, r.stderr
+            assert await asyncio.wait_for(call, 20) == {"ok": True, "n": 2}
+            await wait_until(lambda: len(got) == 2)
+            assert got == [("chat", [{"text": "edited"}, b"\x00\x01\x02"]), ("note", ["after"])]
+            # the outcome is "edited"; the attachment shows as sent by devconsole
+            await wait_until(lambda: rp.session.get(held.seq).outcome == "edited")
+            injected = [m for m in rp.session.items() if getattr(m, "injected", False)]
+            assert [m.payload for m in injected] == [b"\x00\x01\x02"]
+        finally:
+            await client.disconnect()

@@ -28,6 +28,7 @@ from devconsole.model import (
     ControlFrame,
     EndEvent,
     Event,
+    Handshake,
     Message,
     Opcode,
     OutcomeEvent,
@@ -35,6 +36,7 @@ from devconsole.model import (
     StateEvent,
 )
 from devconsole.relay import Intercept, Output, Relay, RelayError
+from tests.factories import make_handshake
 from tests.test_frames import Ctl, Msg, chunk_sizes, streams, ws_frames
 
 SETTINGS = settings(
@@ -93,6 +95,7 @@ class Pipe:
     seed: int = 0
     intercept: Intercept | None = None
     events: list[Event] = field(default_factory=list)
+    handshake: Handshake | None = None
 
     def __post_init__(self) -> None:
         params = DeflateParams.from_extensions([self.deflate.header()]) if self.deflate else None
@@ -104,6 +107,7 @@ class Pipe:
             emit=self.events.append,
             max_payload=self.max_payload,
             intercept=self.intercept,
+            handshake=self.handshake,
         )
         self.client = peer(Side.CLIENT, self.deflate)
         self.server = peer(Side.SERVER, self.deflate)
@@ -306,6 +310,59 @@ def test_forward_edited(body: bytes, opcode: int, expect: str | bytes) -> None:
     [oc] = p.outcomes()
     assert oc.outcome == "edited" and oc.body == body and oc.size == len(body)
     assert oc.opcode == (opcode or Opcode.TEXT)
+
+
+def test_forward_edited_with_messages_after_it_before_what_queued_behind() -> None:
+    """An edit that becomes several messages (a Socket.IO event with a binary attachment):
+    they go together, before what arrived while it was held; the extra ones are shown as
+    sent by devconsole."""
+    p = Pipe()
+    p.intercept.add("json:n=2")
+    p.send(CLIENT, '{"n": 1}', '{"n": 2}', '{"n": 3}')
+    [held] = p.held()
+    more = [(Opcode.BINARY, b"\x00\x01"), (Opcode.TEXT, b"tail")]
+    p.apply(p.relay.forward(held.held, p.now, b"head", Opcode.TEXT, more))
+    p.deliver()
+    assert p.messages(SERVER) == ['{"n": 1}', "head", b"\x00\x01", "tail", '{"n": 3}']
+    injected = [e for e in p.events if isinstance(e, Message) and e.injected]
+    assert [(m.opcode, m.payload) for m in injected] == more
+    assert all(m.side == CLIENT for m in injected)
+    assert p.healthy(SERVER)
+
+
+def test_messages_after_a_held_one_need_an_edit() -> None:
+    p = Pipe()
+    p.intercept.add("json:n=2")
+    p.send(CLIENT, '{"n": 2}')
+    [held] = p.held()
+    with pytest.raises(RelayError, match="edited data message"):
+        p.relay.forward(held.held, p.now, None, 0, [(Opcode.BINARY, b"x")])
+    with pytest.raises(RelayError, match="text or binary"):
+        p.relay.forward(held.held, p.now, b"x", 0, [(Opcode.PING, b"x")])
+    assert p.relay.held_ids == [held.held]  # still held after a refused command
+
+
+def test_decoded_breakpoints_use_the_protocol_the_handshake_names() -> None:
+    """On the proxy, d: and proto: decode each message on its own: by the protocol of the
+    connection's handshake (here the Socket.IO URL), else by what its content alone is
+    recognised as. An event that asks for an ack (420[...]) is not recognisable by
+    content alone; the URL settles it."""
+    sio = make_handshake("1", path="/socket.io/", query=[("EIO", "4"), ("transport", "websocket")])
+    for hs, held in ((sio, ['420["chat",1]', '42["chat",2]']), (None, ['42["chat",2]'])):
+        p = Pipe(handshake=hs)
+        p.intercept.add("d:event=chat", timeout=60)
+        p.send(CLIENT, '420["chat",1]', '42["chat",2]', '42["news",3]', "plain")
+        assert [m.payload.decode() for m in p.held()] == held, hs
+    # a protocol the proxy's --decoder chose travels in the handshake
+    p = Pipe(handshake=make_handshake("1", path="/rpc", decoder="jsonrpc"))
+    p.intercept.add("proto:jsonrpc d:method=sub", timeout=60)
+    p.send(CLIENT, '{"jsonrpc":"2.0","id":1,"method":"sub"}', '{"method":"sub"}')
+    assert [m.payload for m in p.held()] == [b'{"jsonrpc":"2.0","id":1,"method":"sub"}']
+    # ... and --decoder PATH=none turns decoding off, content sniffing included
+    p = Pipe(handshake=make_handshake("1", path="/rpc", decoder="none"))
+    p.intercept.add("d:method=sub", timeout=60)
+    p.send(CLIENT, '{"jsonrpc":"2.0","id":1,"method":"sub"}')
+    assert p.held() == []
 
 
 def test_dropped_message_never_arrives() -> None:

@@ -579,3 +579,122 @@ def test_held_messages_and_outcomes_as_json() -> None:
     assert d is not None and d["outcome"] == "edited"
     assert d["edited"] == {"type": "text", "size": 1, "text": "x"}
     assert event_json(edited) == event_dict(edited, redact=False)
+
+
+# --------------------------------------------------------------------------- decoded
+
+
+MQTT_CONNECT = b"\x10\x22\x00\x04MQTT\x04\xc2\x00<\x00\x02c1\x00\x03ann\x00\x0dmqtt-pa55word"
+PROTOCOL_SECRETS = ["hunter2", "st0mp-pass", "mqtt-pa55word", JWT, "gql-t0ken"]
+
+
+def protocol_events() -> list[Event]:
+    """Four connections whose protocol the handshake names, each with a secret inside
+    a decoded field: Socket.IO event args, a STOMP header, an MQTT CONNECT password
+    (binary: no text pattern finds it in the raw bytes), a GraphQL-WS init payload."""
+    from devconsole.samples import SIO_QUERY, Traffic
+
+    t = Traffic()
+    t.open("1", path="/socket.io/", query=list(SIO_QUERY))
+    t.text("1", "client", '42["login",{"user":"ann","password":"hunter2"}]')
+    t.text("1", "server", f'42["welcome","{JWT}"]')
+    t.open("2", path="/stomp", subprotocol="v12.stomp")
+    t.text("2", "client", "CONNECT\naccept-version:1.2\nlogin:ann\npasscode:st0mp-pass\n\n\x00")
+    t.open("3", path="/mqtt", subprotocol="mqtt")
+    t.binary("3", "client", MQTT_CONNECT)
+    t.open("4", path="/graphql", subprotocol="graphql-transport-ws")
+    t.text("4", "client", '{"type":"connection_init","payload":{"authToken":"gql-t0ken"}}')
+    return t.take()
+
+
+def _expected_decoded(redact: bool) -> list[tuple[str, dict[str, Any]]]:
+    R = "[REDACTED]"
+    return [
+        (
+            "socket.io",
+            {
+                "type": "event",
+                "namespace": "/",
+                "event": "login",
+                "args": [{"user": "ann", "password": R if redact else "hunter2"}],
+            },
+        ),
+        (
+            "socket.io",
+            {"type": "event", "namespace": "/", "event": "welcome", "args": [R if redact else JWT]},
+        ),
+        (
+            "stomp",
+            {
+                "command": "CONNECT",
+                "headers": {
+                    "accept-version": "1.2",
+                    "login": "ann",
+                    "passcode": R if redact else "st0mp-pass",
+                },
+                "body": "",
+            },
+        ),
+        (
+            "mqtt",
+            {
+                "packet": "CONNECT",
+                "protocol": "MQTT",
+                "version": 4,
+                "clean_start": True,
+                "keepalive": 60,
+                "client_id": "c1",
+                "username": "ann",
+                "password": R if redact else "mqtt-pa55word",
+            },
+        ),
+        (
+            "graphql-ws",
+            {
+                "type": "connection_init",
+                "payload": {"authToken": R if redact else "gql-t0ken"},
+            },
+        ),
+    ]
+
+
+def _raw_texts(objs: list[dict[str, Any]], key_text: str, key_b64: str) -> str:
+    """Every raw payload of ``objs``, base64 decoded, as one text."""
+    parts = []
+    for o in objs:
+        if key_text in o:
+            parts.append(o[key_text])
+        if key_b64 in o:
+            parts.append(base64.b64decode(o[key_b64]).decode("latin-1"))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("redact", [True, False])
+def test_jsonl_carries_the_decoded_form_redacted_like_the_payload(redact: bool) -> None:
+    out = io.StringIO()
+    export_jsonl(protocol_events(), out, redact=redact)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    msgs = [o for o in lines if o["event"] == "message"]
+    assert [(m["protocol"], m["decoded"]) for m in msgs] == _expected_decoded(redact)
+    assert not any("decode_error" in m for m in msgs)
+    raw = _raw_texts(msgs, "text", "b64")
+    for s in PROTOCOL_SECRETS:
+        # redacted: in neither the decoded form nor the raw payload (the binary MQTT
+        # password too, found through its decoded field); else both keep it
+        assert (s in out.getvalue()) is not redact, s
+        assert (s in raw) is not redact, s
+
+
+@pytest.mark.parametrize("redact", [True, False])
+def test_har_carries_the_decoded_form_redacted_like_the_payload(redact: bool) -> None:
+    doc = har_log(protocol_events(), redact=redact)
+    text = json.dumps(doc)
+    msgs = [m for e in doc["log"]["entries"] for m in e["_webSocketMessages"]]
+    assert [(m["_protocol"], m["_decoded"]) for m in msgs] == _expected_decoded(redact)
+    raw = "\n".join(
+        m["data"] if m["opcode"] == 1 else base64.b64decode(m["data"]).decode("latin-1")
+        for m in msgs
+    )
+    for s in PROTOCOL_SECRETS:
+        assert (s in text) is not redact, s
+        assert (s in raw) is not redact, s

@@ -83,3 +83,39 @@ def test_diff_text() -> None:
     assert lines[2].startswith("likely cause: ")
     assert "#2 compared with #1: 3 missing, 0 different, 1 extra" in text
     assert "\x1b" not in text
+
+
+def test_the_engineio_long_polling_before_the_upgrade() -> None:
+    """An upgrade that continues a long-polling session lists its polling requests, as
+    HTTP, secrets redacted (the session id, a token in the query) unless shown."""
+    from devconsole.model import HttpExchange
+
+    hs = handshake("1", path="/socket.io/", query=[("EIO", "4"), ("sid", "S1d-abc")])
+    hs.preceding = [
+        HttpExchange(
+            T0 - 0.2,
+            "GET",
+            "/socket.io/?EIO=4&transport=polling&token=t0k3n-xyz",
+            200,
+            b"",
+            b'0{"sid":"S1d-abc","pingInterval":25000}',
+            0,
+            39,
+            T0 - 0.19,
+        ),
+        HttpExchange(T0 - 0.1, "POST", "/socket.io/?EIO=4&sid=S1d-abc", 200, b"40", b"ok", 2, 2),
+    ]
+    conn = Connection("1", hs)
+    text = handshake_text(conn, UTC)
+    assert "Engine.IO long-polling before the upgrade (2):" in text
+    assert "GET /socket.io/?EIO=4&transport=polling&token=[REDACTED]  200" in text
+    assert "sent '40'" in text and "S1d-abc" not in text and "t0k3n-xyz" not in text
+    shown = handshake_text(conn, UTC, show_secrets=True)
+    assert '0{"sid":"S1d-abc","pingInterval":25000}' in shown and "token=t0k3n-xyz" in shown
+    obj = handshake_json(conn)
+    assert [(p["method"], p["status"], p["request_body"]) for p in obj["preceding"]] == [
+        ("GET", 200, ""),
+        ("POST", 200, "40"),
+    ]
+    assert obj["preceding"][0]["response_body"] == '0{"sid":"[REDACTED]","pingInterval":25000}'
+    json.dumps(obj)

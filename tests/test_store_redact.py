@@ -19,10 +19,13 @@ from devconsole.store.redact import (
     REDACTED,
     redact_bytes,
     redact_header,
+    redact_known,
+    redact_known_text,
     redact_pairs,
     redact_text,
     redact_tokens,
     redact_url,
+    secret_values,
 )
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
@@ -275,3 +278,21 @@ def test_redact_text_never_fails(text: str) -> None:
     assert isinstance(out_bytes, bytes)
     if text.isascii():  # then bytes and text are redacted alike
         assert out_bytes == out.encode()
+
+
+def test_secret_fields_of_a_decoded_value_are_found_in_the_raw_bytes() -> None:
+    value = {
+        "packet": "CONNECT",
+        "username": "ann",
+        "password": b"pa55word",
+        "will": {"payload": "x", "token": "t0k3n-abc"},
+        "args": [{"passcode": "abc"}],  # too short to search for
+        "secret": None,
+    }
+    assert secret_values(value) == [b"pa55word", b"t0k3n-abc"]
+    raw = b"\x10\x1c\x00\x03ann\x00\x08pa55word t0k3n-abc"
+    assert redact_known(raw, secret_values(value)) == (
+        b"\x10\x1c\x00\x03ann\x00\x08" + REDACTED.encode() + b" " + REDACTED.encode()
+    )
+    assert redact_known_text("pw=pa55word", [b"pa55word"]) == f"pw={REDACTED}"
+    assert redact_known_text("nothing", []) == "nothing"

@@ -252,3 +252,205 @@ async def test_a_message_the_capture_truncated_is_edited_knowingly() -> None:
         from devconsole.model import ForwardCommand
 
         assert source.commands == [ForwardCommand(1)]
+
+
+# --------------------------------------------------------------------------- decoded
+
+
+def sio_app(*payloads: str):
+    """A Socket.IO connection (known by its URL) whose client messages are held."""
+    from devconsole.samples import SIO_QUERY, Traffic
+
+    t = Traffic()
+    t.open("1", path="/socket.io/", query=list(SIO_QUERY))
+    t.text("1", "server", '0{"sid":"a","upgrades":[],"pingInterval":25000,"pingTimeout":5000}')
+    t.text("1", "server", '40{"sid":"b"}')
+    for i, p in enumerate(payloads, 1):
+        t.text("1", CLIENT, p, held=i, breakpoint=1)
+    source = live_source(t.take(), command_error=None)
+    return source, make_app(source, clock=frozen_clock, tz=UTC, wall_clock=lambda: INTERCEPT_NOW)
+
+
+async def sent(pilot, source) -> list:
+    for _ in range(100):
+        if source.commands:
+            break
+        await pilot.pause()
+    return source.commands
+
+
+async def test_a_held_socketio_event_is_edited_as_its_event_and_args() -> None:
+    """The editor opens in the connection's protocol: the event's fields as JSON; bytes
+    in the arguments make it a binary event, sent as its placeholder message and the
+    attachment, together; other modes convert while the packet is one message."""
+    from devconsole.model import ForwardCommand
+
+    source, app = sio_app('421["chat",{"text":"hi"}]')
+    async with app.run_test(size=SIZE) as pilot:
+        editor = await open_editor(pilot, seq=3)
+        assert editor.mode == "decoded" and editor.modes[0] == "decoded"
+        assert json.loads(editor.text) == {
+            "type": "event",
+            "namespace": "/",
+            "ack": 1,
+            "event": "chat",
+            "args": [{"text": "hi"}],
+        }
+        shown = screen_text(app)
+        assert "● socket.io" in shown and "○ json" in shown
+        assert "unchanged: the bytes as they came" in shown
+        # to the raw bytes and back
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert editor.mode == "json" and editor.text == '421["chat",{"text":"hi"}]'
+        editor.set_text('421["chat",{"text":"typed raw"}]')
+        await pilot.press("ctrl+o", "ctrl+o", "ctrl+o")  # text, hex, decoded
+        await pilot.pause()
+        assert editor.mode == "decoded"
+        assert json.loads(editor.text)["args"] == [{"text": "typed raw"}]
+        # an invalid packet is refused with the protocol's reason
+        editor.set_text('{"type": "event", "event": 7}')
+        await pilot.pause()
+        assert "✗ socket.io: an event needs a string 'event' name" in screen_text(app)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is editor and source.commands == []
+        # bytes: a placeholder and its attachment
+        fields = {"type": "event", "event": "chat", "args": ["up", {"$b64": "AAEC"}], "ack": 1}
+        editor.set_text(json.dumps(fields))
+        await pilot.pause()
+        shown = screen_text(app)
+        assert "valid socket.io, 2 messages (binary attachments follow it)" in shown
+        assert "then message 2: binary 3 bytes" in shown
+        await pilot.press("ctrl+o")  # two messages do not fit the raw modes
+        await pilot.pause()
+        assert editor.mode == "decoded"
+        assert "only the socket.io form holds them all" in screen_text(app)
+        await pilot.press("ctrl+s")
+        [cmd] = await sent(pilot, source)
+        assert cmd == ForwardCommand(
+            1,
+            "",
+            b'451-1["chat","up",{"_placeholder":true,"num":0}]',
+            Opcode.TEXT,
+            more=[(Opcode.BINARY, b"\x00\x01\x02")],
+        )
+
+
+async def test_the_shorthand_and_an_unchanged_event() -> None:
+    from devconsole.model import ForwardCommand
+
+    source, app = sio_app('42["chat","a"]', '42["chat","b"]')
+    async with app.run_test(size=SIZE) as pilot:
+        editor = await open_editor(pilot, seq=3)
+        editor.set_text('["news", 1, 2]')  # Socket.IO's shorthand: an event on "/"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        [cmd] = await sent(pilot, source)
+        assert cmd == ForwardCommand(1, "", b'42["news",1,2]', Opcode.TEXT)
+        editor = await open_editor(pilot, seq=4)
+        await pilot.press("ctrl+s")  # unchanged: the very bytes that came
+        await settle(pilot)
+        assert source.commands[1] == ForwardCommand(2)
+
+
+async def test_a_binary_placeholder_is_not_edited_decoded() -> None:
+    """A held placeholder's attachments are separate messages, queued behind it and not
+    held: the decoded form cannot replace them, and says so."""
+    source, app = sio_app('451-["up",{"_placeholder":true,"num":0}]')
+    async with app.run_test(size=SIZE) as pilot:
+        editor = await open_editor(pilot, seq=3)
+        assert editor.mode == "text" and "decoded" in editor.modes
+        assert "not as socket.io: this message is incomplete" in screen_text(app)
+        editor.set_mode("decoded")
+        await pilot.pause()
+        assert editor.mode == "text"
+        assert "incomplete: waiting for 1 binary attachment" in screen_text(app)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert source.commands == []
+
+
+def test_snapshot_edit_dialog_decoded_80x24(snap_compare) -> None:
+    _, app = sio_app('421["chat",{"text":"hi","room":"lobby"}]')
+
+    async def run_before(pilot) -> None:
+        await open_editor(pilot, seq=3)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_editing_a_held_socketio_event_decoded_through_the_proxy(short_tmp) -> None:
+    """python-socketio through the real proxy, the screen on its tap: a d:event=chat
+    breakpoint made with b holds an event that wants an ack; e opens it decoded; its
+    arguments edited to hold bytes, ^s sends the placeholder and the attachment before
+    the event queued behind it, and the client gets the ack."""
+    import asyncio
+    import re
+    from typing import Any
+
+    import socketio
+    from aiohttp import web
+
+    from devconsole.tap import TapClient
+    from tests.conftest import running_proxy, wait_until
+    from tests.protocol_servers import aiohttp_server
+
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    web_app = web.Application()
+    sio.attach(web_app)
+    got: list[tuple[str, list[Any]]] = []
+
+    @sio.on("chat")  # type: ignore[misc]
+    async def chat(sid: str, *args: Any) -> Any:
+        got.append(("chat", list(args)))
+        return "thanks"
+
+    @sio.on("note")  # type: ignore[misc]
+    async def note(sid: str, *args: Any) -> None:
+        got.append(("note", list(args)))
+
+    async with (
+        aiohttp_server(web_app) as port,
+        running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as px,
+    ):
+        app = make_app(TapClient(px.tap), tz=UTC)
+        client = socketio.AsyncClient()
+        async with app.run_test(size=(160, 45)) as pilot:
+            await client.connect(
+                f"http://127.0.0.1:{px.port}", transports=["websocket"], wait_timeout=10
+            )
+            try:
+                await wait_until(lambda: app.session.connections)
+                await settle(pilot)
+                assert app.main.apply_filter("d:event=chat")
+                await settle(pilot)
+                await pilot.press("b", "enter")
+                await wait_until(lambda: len(app.session.breakpoints) == 1)
+                call = asyncio.ensure_future(client.call("chat", {"text": "hi"}, timeout=60))
+                await wait_until(lambda: len(app.session.held) == 1)
+                await client.emit("note", "after")
+                [held] = app.session.held.values()
+                assert re.match(rb"42\d+\[", held.payload)
+                assert app.main.apply_filter("")
+                await settle(pilot)
+                editor = await open_editor(pilot, seq=held.seq)
+                assert editor.mode == "decoded"
+                fields = json.loads(editor.text)
+                assert fields["event"] == "chat" and fields["args"] == [{"text": "hi"}]
+                fields["args"] = [{"text": "edited"}, {"$b64": "AAEC"}]
+                editor.set_text(json.dumps(fields, indent=2))
+                await pilot.pause()
+                assert "2 messages" in screen_text(app)
+                await pilot.press("ctrl+s")
+                assert await asyncio.wait_for(call, 20) == "thanks"
+                await wait_until(lambda: len(got) == 2)
+                assert got == [
+                    ("chat", [{"text": "edited"}, b"\x00\x01\x02"]),
+                    ("note", ["after"]),
+                ]
+                await wait_until(lambda: app.session.get(held.seq).outcome == "edited")
+            finally:
+                await client.disconnect()

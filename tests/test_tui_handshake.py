@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from rich.console import Console
 
 from devconsole.model import SERVER, Connection
@@ -415,3 +416,65 @@ async def test_real_clients_through_the_proxy_diff_in_the_inspector(short_tmp) -
         assert isinstance(screen, HandshakeScreen) and screen.conn.id == same
         assert screen.diff is not None
         assert [(c.change, c.label) for c in screen.diff.changes] == [("missing", "cookie session")]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_the_engineio_long_polling_before_the_upgrade_is_shown_as_http(
+    short_tmp,
+) -> None:
+    """python-socketio's client starts with HTTP long-polling and then upgrades, through
+    the real proxy: the upgrade's handshake keeps the polling requests of the same sid
+    (the open packet with the sid), shown in the inspector as HTTP, secrets redacted
+    until s shows them."""
+    import socketio
+    from aiohttp import web
+
+    from devconsole.tap import TapClient
+    from tests.conftest import wait_until
+    from tests.protocol_servers import aiohttp_server
+
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    web_app = web.Application()
+    sio.attach(web_app)
+
+    async with (
+        aiohttp_server(web_app) as port,
+        running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as px,
+    ):
+        app = make_app(TapClient(px.tap), tz=UTC)
+        client = socketio.AsyncClient()
+        async with app.run_test(size=(160, 60)) as pilot:
+            await client.connect(
+                f"http://127.0.0.1:{px.port}?token=s3cret-t0ken",
+                transports=["polling", "websocket"],
+                wait_timeout=10,
+            )
+            try:
+                await wait_until(lambda: client.transport() == "websocket")
+                await wait_until(lambda: app.session.connections)
+                [conn] = app.session.connections.values()
+                hs = conn.handshake
+                sid = dict(hs.query)["sid"]
+                assert hs.preceding, "no polling requests kept"
+                first = hs.preceding[0]
+                assert first.method == "GET" and "transport=polling" in first.target
+                assert first.status == 200 and f'"sid":"{sid}"'.encode() in first.response_body
+                assert all(x.ts <= hs.ts for x in hs.preceding)
+                assert "token=s3cret-t0ken" in first.target
+                await settle(pilot)
+                app.main.connections.select(conn.id)
+                await settle(pilot)
+                await pilot.press("h")
+                await settle(pilot)
+                text = screen_text(app)
+                assert "Before the upgrade: Engine.IO long-polling" in text
+                # the session id and the token are secrets, as in payloads
+                assert '0{"sid":"[REDACTED]"' in text and "token=[REDACTED]" in text
+                assert "s3cret-t0ken" not in text and sid not in text
+                await pilot.press("s")
+                await settle(pilot)
+                text = screen_text(app)
+                assert f'0{{"sid":"{sid}"' in text and "token=s3cret-t0ken" in text
+            finally:
+                await client.disconnect()

@@ -207,6 +207,7 @@ COMMANDS: list[Command] = [
     ForwardCommand(5, "c8", b"\x00edited", Opcode.BINARY, 15),
     ForwardCommand(0, "", None, 0, 16),
     DropCommand(6, "c9", 17),
+    ForwardCommand(7, "c8", b"451-", Opcode.TEXT, 18, [(Opcode.BINARY, b"\x00"), (1, b"x")]),
 ]
 
 BP1 = Breakpoint(1, "from:client json:a.b=1", "c3", 30.5, "drop", True, False)
@@ -299,9 +300,19 @@ def test_intercept_encodings_are_these_bytes() -> None:
     assert snap[5] == [wire.encode_event(INTERCEPT_EVENTS[4])[1][0]]
     # a message that was never held keeps the old encoding, byte for byte
     assert len(wire.encode_event(EVENTS[2])) == 16
-    assert wire.encode_command(COMMANDS[-7]) == [6, "json:op=buy", "c7", 2.5, "drop", True, 12]
-    assert wire.encode_command(COMMANDS[-3]) == [9, 5, "c8", b"\x00edited", 2, 15]
-    assert wire.encode_command(COMMANDS[-1]) == [10, 6, "c9", 17]
+    assert wire.encode_command(COMMANDS[-8]) == [6, "json:op=buy", "c7", 2.5, "drop", True, 12]
+    assert wire.encode_command(COMMANDS[-4]) == [9, 5, "c8", b"\x00edited", 2, 15]
+    assert wire.encode_command(COMMANDS[-2]) == [10, 6, "c9", 17]
+    # the messages after an edit: an optional trailing field
+    assert wire.encode_command(COMMANDS[-1]) == [
+        9,
+        7,
+        "c8",
+        b"451-",
+        1,
+        18,
+        [[2, b"\x00"], [1, b"x"]],
+    ]
     assert wire.encode_result(CommandResult(3, True, "", "12")) == [3, True, "", "12"]
     assert wire.encode_result(CommandResult(3, True)) == [3, True, ""]
 
@@ -498,6 +509,10 @@ def test_handshake_with_bad_header_pairs_is_rejected() -> None:
         [wire.C_RELEASE, "c1", True],  # id as bool
         [wire.C_INJECT, "c1", "both", 1, b"", 1],
         [wire.C_INJECT, "c1", "server", 1, "text", 1],
+        [wire.C_FORWARD, 5, "c1", b"x", 1, 2, [[2, "not bytes"]]],
+        [wire.C_FORWARD, 5, "c1", b"x", 1, 2, [[True, b"x"]]],
+        [wire.C_FORWARD, 5, "c1", b"x", 1, 2, [[2]]],
+        [wire.C_FORWARD, 5, "c1", b"x", 1, 2, "frames"],
         [99, "c1", 1],
         [True, "c1", 1],
         "close",
@@ -538,8 +553,9 @@ def test_fields_of_lists_dataclass_fields_in_wire_order() -> None:
     assert wire.decode_event(wire.encode_event(ruled_ctl)) == ruled_ctl
     assert len(wire.encode_event(EVENTS[2])) == len(wire.fields_of(Message)) - 8 + 1
     assert len(wire.encode_event(EVENTS[5])) == len(wire.fields_of(ControlFrame)) - 5 + 1
-    # source and unknown are written only for imported connections, decoder only when set
-    assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1]) + 3
+    # source and unknown are written only for imported connections, decoder only when
+    # set, preceding (Engine.IO long-polling) only when there is one
+    assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1]) + 4
 
 
 def test_an_imported_handshake_keeps_its_source_and_unknowns() -> None:
@@ -549,7 +565,8 @@ def test_an_imported_handshake_keeps_its_source_and_unknowns() -> None:
         unknown=["control frames", "close code"],
     )
     enc = wire.encode_event(HandshakeEvent(hs))
-    assert len(enc[1]) == len(wire.fields_of(Handshake)) - 1  # no decoder: not written
+    # no decoder, no preceding requests: not written
+    assert len(enc[1]) == len(wire.fields_of(Handshake)) - 2
     back = wire.decode_event(msgpack.unpackb(msgpack.packb(enc), raw=False))
     assert back == HandshakeEvent(hs)
     # a live handshake keeps the 21 fields older devconsoles read, and decodes with defaults
@@ -561,6 +578,11 @@ def test_an_imported_handshake_keeps_its_source_and_unknowns() -> None:
         wire.decode_event([live[0], [*live[1], "har:x", ["a"], "socket.io", "extra"]])
     with pytest.raises(wire.WireError):
         wire.decode_event([live[0], [*live[1], "har:x", [1]]])
+    for bad in ([["GET"]], ["x"], [[1.0, "GET", "/", 200, "not bytes", b"", 0, 0, None]]):
+        with pytest.raises(wire.WireError):
+            wire.decode_event([live[0], [*live[1], "", [], None, bad]])
+    with pytest.raises(wire.WireError):  # nothing after the preceding requests
+        wire.decode_event([live[0], [*live[1], "", [], None, [], "extra"]])
 
 
 # ------------------------------------------------------------------ property tests

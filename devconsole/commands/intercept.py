@@ -116,6 +116,15 @@ def register(sub: Any) -> None:
     g.add_argument("--json", metavar="JSON", help="send this JSON (validated) instead")
     g.add_argument("--hex", help="send these bytes instead (the message keeps its type)")
     g.add_argument("--file", metavar="PATH", help="send the bytes of this file instead")
+    g.add_argument(
+        "--decoded",
+        metavar="JSON",
+        help="send this packet instead, in the decoded form of the connection's protocol "
+        '(tail --json "decoded"; Socket.IO also ["event", arg...]; {"$b64": ...} for bytes)',
+    )
+    p.add_argument(
+        "--proto", metavar="NAME", help="--decoded: encode with this protocol, not the detected one"
+    )
     p.set_defaults(handler=_sync(_forward))
 
     p = sub.add_parser("drop", help="drop a held message")
@@ -284,6 +293,15 @@ def _target(args: argparse.Namespace) -> int:
 
 async def _forward(args: argparse.Namespace) -> int:
     held = _target(args)
+    if args.proto and args.decoded is None:
+        raise CliError("--proto goes with --decoded")
+    if args.decoded is not None:
+        if not held:
+            raise CliError("an edited body goes to one held message, not to --all")
+        from devconsole.commands.protocols import forward_decoded
+
+        await _command(args, await forward_decoded(args, held))
+        return 0
     body, opcode = _edited_body(args)
     if body is not None and not held:
         raise CliError("an edited body goes to one held message, not to --all")

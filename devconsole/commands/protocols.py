@@ -6,6 +6,7 @@
 - ``decoder_rules(args)``: those options as rules for a ProtocolTracker;
 - ``inject_frames(args)``: ``inject --sio-event NAME --args JSON`` and
   ``inject --proto NAME --decoded JSON``, encoded with the connection's protocol state;
+- ``forward_decoded(args, held)``: ``forward HELD_ID --decoded JSON``, the same way;
 - ``register(sub)``: ``devconsole decoders`` lists the decoders (built-in and plugins).
 """
 
@@ -21,6 +22,7 @@ from devconsole.commands import CliError
 if TYPE_CHECKING:
     from devconsole.decoders.base import Frame
     from devconsole.decoders.protocols import DecoderRule
+    from devconsole.model import ForwardCommand
 
 
 def add_decoder_args(p: argparse.ArgumentParser) -> None:
@@ -144,6 +146,56 @@ async def inject_frames(args: argparse.Namespace) -> list[Frame]:
         return tracker.encode(args.conn, fields, name)
     except ValueError as e:
         raise CliError(f"{name}: {e}") from None
+
+
+async def forward_decoded(args: argparse.Namespace, held: int) -> ForwardCommand:
+    """``forward HELD_ID --decoded JSON [--proto NAME]``: the held message replaced by the
+    packet ``--decoded`` describes, encoded by the connection's protocol (or ``--proto``)
+    with what the connection negotiated; the messages after the first (binary
+    attachments) go right after it."""
+    from devconsole.decoders.base import decode_message
+    from devconsole.decoders.protocols import NONE, get_protocol, packet_fields
+    from devconsole.decoders.tracker import ProtocolTracker
+    from devconsole.model import ForwardCommand, Message
+    from devconsole.session import Session
+    from devconsole.tap import collect
+
+    value = _json_arg(args.decoded, "--decoded", None)
+    tracker = ProtocolTracker(decoder_rules(args))
+    session = Session(max_items=10_000_000, max_bytes=1 << 40)
+    session.observers.append(tracker.on_event)
+    await collect(args.tap, args.token, session=session, idle=0.2, timeout=5)
+    item = session.held.get(held)
+    if item is None:
+        raise CliError(f"no held message {held} (devconsole held lists them)")
+    if not isinstance(item, Message):
+        raise CliError(f"held message {held} is a control frame: it has no decoded form")
+    name = args.proto or tracker.protocol_of(item.conn)
+    if not name or name == NONE:
+        raise CliError(f"connection {item.conn} has no known protocol: name one with --proto NAME")
+    try:
+        dec = get_protocol(name)
+    except ValueError as e:
+        raise CliError(f"--proto: {e}") from None
+    if dec is None:
+        raise CliError(f"--proto: unknown decoder {name!r} (devconsole decoders)")
+    alone = decode_message(
+        dec, item.payload, item.opcode, item.side, dec.new_state(tracker.handshake(item.conn))
+    )
+    if alone.pending:
+        raise CliError(
+            f"held message {held} is incomplete as {name} ({alone.note}): what completes it "
+            "follows as separate messages that are not held; drop it, or edit its bytes"
+        )
+    try:
+        fields = packet_fields(name, value)
+        frames = tracker.encode(item.conn, fields, name)
+    except ValueError as e:
+        raise CliError(f"{name}: {e}") from None
+    if not frames:
+        raise CliError(f"{name}: these fields encode to nothing")
+    (op, body), more = frames[0], frames[1:]
+    return ForwardCommand(held, "", body, op, more=list(more))
 
 
 async def send_frames(args: argparse.Namespace, frames: list[Frame]) -> int:

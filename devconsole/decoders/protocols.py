@@ -31,6 +31,7 @@ import fnmatch
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from devconsole.decoders.actioncable import ActionCableDecoder
 from devconsole.decoders.base import ProtocolDecoder
@@ -52,6 +53,7 @@ __all__ = [
     "choose",
     "get_protocol",
     "load_plugins",
+    "packet_fields",
     "parse_rules",
     "protocol_names",
     "register_factory",
@@ -288,3 +290,17 @@ def sniff(payload: bytes, opcode: int, side: Side) -> tuple[str | None, float]:
     if best[0] >= SNIFF_THRESHOLD:
         return best[1], best[0]
     return None, best[0]
+
+
+def packet_fields(protocol: str, value: Any) -> dict[str, Any]:
+    """The packet fields a user typed in the decoded form (``tail --json``'s "decoded",
+    bytes as ``{"$b64": ...}`` already turned back into bytes): a JSON object of the
+    fields, or for Socket.IO the shorthand ``["event", arg, ...]`` (an event on "/").
+    ValueError with a message to show."""
+    if protocol == "socket.io" and isinstance(value, list):
+        if not value or not isinstance(value[0], str):
+            raise ValueError('an event is ["name", arg, ...]: the name first')
+        return {"type": "event", "namespace": "/", "event": value[0], "args": value[1:]}
+    if not isinstance(value, dict):
+        raise ValueError("a JSON object of the packet's fields")
+    return value

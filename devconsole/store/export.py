@@ -104,6 +104,10 @@ def _hs_dict(event: str, hs: Handshake) -> dict[str, Any]:
     return out
 
 
+def _redact_payload(payload: bytes, known: list[bytes]) -> bytes:
+    return r.redact_known(r.redact_bytes(payload), known) if known else r.redact_bytes(payload)
+
+
 def decoded_dict(d: Decoded, *, redact: bool = True) -> dict[str, Any]:
     """``{"protocol", "decoded"?, "decode_error"?, "decode_note"?}`` of a message's
     application-protocol reading (docs/protocols.md), secrets redacted unless
@@ -137,14 +141,16 @@ def event_dict(
             "frames": ev.frames,
             "compressed": ev.compressed,
         }
+        # a decoded secret field's value is found in the raw payload too
+        known = r.secret_values(decoded.value) if redact and decoded is not None else []
         if ev.opcode == Opcode.TEXT:
             text = ev.payload.decode("utf-8", "replace")
-            out["text"] = r.redact_text(text) if redact else text
+            out["text"] = r.redact_known_text(r.redact_text(text), known) if redact else text
             if not ev.utf8_ok:
                 out["invalid_utf8"] = True
-                out["b64"] = _b64(r.redact_bytes(ev.payload) if redact else ev.payload)
+                out["b64"] = _b64(_redact_payload(ev.payload, known) if redact else ev.payload)
         else:
-            out["b64"] = _b64(r.redact_bytes(ev.payload) if redact else ev.payload)
+            out["b64"] = _b64(_redact_payload(ev.payload, known) if redact else ev.payload)
         if ev.truncated:  # of the captured payload, not of the redacted one
             out["truncated"] = True
         if ev.injected:
@@ -480,7 +486,9 @@ def _har_messages(
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
-        payload = r.redact_bytes(m.payload) if redact else m.payload
+        d = decoded.get(m.seq) if decoded else None
+        known = r.secret_values(d.value) if redact and d is not None else []
+        payload = _redact_payload(m.payload, known) if redact else m.payload
         data = payload.decode("utf-8", "replace") if m.opcode == Opcode.TEXT else _b64(payload)
         msg: dict[str, Any] = {
             "type": "send" if m.side == "client" else "receive",
@@ -491,7 +499,6 @@ def _har_messages(
         extra = _message_extra(m)
         if extra:
             msg["_devconsole"] = extra
-        d = decoded.get(m.seq) if decoded else None
         if d is not None:  # the application protocol's reading, beside the raw data
             msg.update({f"_{k}": v for k, v in decoded_dict(d, redact=redact).items()})
         out.append(msg)

@@ -21,8 +21,9 @@ from devconsole.analysis.handshake_diff import (
     render_diff_text,
 )
 from devconsole.decoders import safe_text
-from devconsole.model import Connection, HandshakeEvent, RefusedEvent
+from devconsole.model import Connection, HandshakeEvent, HttpExchange, RefusedEvent
 from devconsole.store.export import event_dict
+from devconsole.store.redact import redact_text, redact_url_params
 from devconsole.text import conn_tag, fmt_datetime, fmt_duration
 
 _ICONS = {"error": "✗", "warning": "⚠", "info": "i"}
@@ -43,7 +44,29 @@ def handshake_json(
         for f in lint_handshake(conn.handshake)
     ]
     out["likely_cause"] = likely_cause(conn, diff)
+    if conn.handshake.preceding:
+        out["preceding"] = [_exchange_json(x, show_secrets) for x in conn.handshake.preceding]
     return out
+
+
+def _body(data: bytes, show_secrets: bool) -> str:
+    text = data.decode("utf-8", "replace")
+    return text if show_secrets else redact_text(text)
+
+
+def _exchange_json(x: HttpExchange, show_secrets: bool) -> dict[str, Any]:
+    """One Engine.IO long-polling request before the upgrade (bodies: the first bytes)."""
+    return {
+        "ts": x.ts,
+        "method": x.method,
+        "target": x.target if show_secrets else redact_url_params(x.target),
+        "status": x.status,
+        "request_body": _body(x.request_body, show_secrets),
+        "request_size": x.request_size,
+        "response_body": _body(x.response_body, show_secrets),
+        "response_size": x.response_size,
+        "ts_response": x.ts_response,
+    }
 
 
 def diff_json(
@@ -92,6 +115,18 @@ def handshake_text(
         lines.append("")
         lines.extend(f"{_ICONS[f.level]} {f.level:<7}  {_s(f.message)}" for f in flags)
     lines.append("")
+    if real.preceding:
+        lines.append(f"Engine.IO long-polling before the upgrade ({len(real.preceding)}):")
+        for x in real.preceding:
+            t = x.target if show_secrets else redact_url_params(x.target)
+            status = "-" if x.status is None else str(x.status)
+            line = f"  {_s(x.method)} {_s(t)}  {status}"
+            if x.request_size:
+                line += f"  sent {_s(_body(x.request_body, show_secrets))!r}"
+            if x.response_size:
+                line += f"  got {_s(_body(x.response_body, show_secrets))!r}"
+            lines.append(line)
+        lines.append("")
     target = hs.path
     if hs.query:
         target += "?" + "&".join(f"{k}={v}" if v else k for k, v in hs.query)

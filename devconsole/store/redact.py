@@ -208,3 +208,46 @@ def redact_value(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [redact_value(v, depth + 1) for v in value]
     return value
+
+
+MIN_SECRET = 4  # shorter values of secret fields are not searched for in raw payloads
+
+
+def secret_values(value: Any, depth: int = 0) -> list[bytes]:
+    """The values (as bytes) of the fields named like secrets in a decoded value: what
+    ``redact_value`` replaces, to be found in the raw payload too, where no text pattern
+    may see them (an MQTT CONNECT's password is length-prefixed binary)."""
+    out: list[bytes] = []
+    if depth > 100:
+        return out
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and is_secret_field(k):
+                if isinstance(v, str):
+                    v = v.encode("utf-8", "surrogatepass")
+                if isinstance(v, bytes | bytearray) and len(v) >= MIN_SECRET:
+                    out.append(bytes(v))
+                    continue
+            out += secret_values(v, depth + 1)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            out += secret_values(v, depth + 1)
+    return out
+
+
+def redact_known(data: bytes, secrets: list[bytes]) -> bytes:
+    """``data`` with every occurrence of ``secrets`` replaced (longest first)."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if secret in data:
+            data = data.replace(secret, REDACTED.encode())
+    return data
+
+
+def redact_known_text(text: str, secrets: list[bytes]) -> str:
+    if not secrets:
+        return text
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        t = secret.decode("utf-8", "replace")
+        if t in text:
+            text = text.replace(t, REDACTED)
+    return text

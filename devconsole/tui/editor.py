@@ -3,8 +3,13 @@ view of an edited message's original and sent bodies.
 
 The editor has three modes: **json** (the payload pretty-printed; it must be valid JSON
 to be sent: compact, on one line with spaces, or as typed), **text** (UTF-8, sent as
-typed) and **hex** (bytes typed as hex digits, for binary payloads). A message left as
-it was is sent as the very bytes that came. Below the text it always says exactly what
+typed) and **hex** (bytes typed as hex digits, for binary payloads); on a connection
+with an application protocol, a fourth, **decoded** (named after the protocol: the
+packet's fields as ``tail --json`` shows them under "decoded", bytes as
+``{"$b64": ...}``; re-encoded by the protocol's decoder, so a Socket.IO event whose
+arguments hold bytes goes as its placeholder message and its binary attachments, sent
+together). A held message that decodes opens in it. A message left as it was is sent as
+the very bytes that came. Below the text it always says exactly what
 will be sent: the frame type, the size, the destination, and the bytes themselves (text
 escaped, binary as a hex dump). The checks are plain functions (``encode_body``,
 ``initial_body``), unit-tested without Textual. Like the other dialogs it only *builds*
@@ -21,7 +26,7 @@ import difflib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from rich.console import RenderableType
 from rich.table import Table
@@ -34,14 +39,18 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Static, TextArea
 
 from devconsole.decoders import safe_text
+from devconsole.decoders.base import Frame, from_jsonable, jsonable
 from devconsole.decoders.views import hexdump
 from devconsole.model import CLIENT, SERVER, Connection, Item, Message, Opcode
 from devconsole.text import arrow, conn_tag, fmt_bytes, fmt_elapsed, opcode_name
 from devconsole.tui.faults import parse_hex
 from devconsole.tui.held import held_by
 
-Mode = Literal["json", "text", "hex"]
-MODES: tuple[Mode, ...] = ("json", "text", "hex")
+if TYPE_CHECKING:
+    from devconsole.tui.protocol import DecodedForm
+
+Mode = Literal["json", "text", "hex", "decoded"]
+MODES: tuple[Mode, ...] = ("json", "text", "hex")  # the raw modes (and "decoded" first)
 Target = Literal["live", "new"]
 
 HEX_PER_LINE = 16
@@ -302,6 +311,7 @@ class Edited:
     headers: list[tuple[str, str]] = field(default_factory=list)  # new: redacted values
     via_proxy: bool = False  # new: through the devconsole proxy
     unchanged: bool = False  # the message as it came (forward it as is)
+    more: list[Frame] = field(default_factory=list)  # messages sent right after it
 
 
 def _title(item: Item, conn: Connection | None) -> Text:
@@ -332,7 +342,7 @@ class EditDialog(ModalScreen[Edited | None]):
             "cycle_mode",
             "Mode",
             id="editor.mode",
-            tooltip="Edit as JSON (validated), text or hex bytes",
+            tooltip="Edit as the protocol's decoded form, JSON (validated), text or hex bytes",
         ),
         Binding(
             "ctrl+f",
@@ -382,11 +392,15 @@ class EditDialog(ModalScreen[Edited | None]):
         proxy: str = "",
         wall_clock: Callable[[], float] | None = None,
         deadline: Callable[[float], str] | None = None,
+        decoded: DecodedForm | None = None,
     ) -> None:
         """``resend``: the dialog resends ``item`` (on the live connection when ``live``,
         else or on demand on a new connection, asking for the ``redacted`` headers; via
-        ``proxy`` if given). Otherwise it edits the held message ``item``."""
+        ``proxy`` if given). Otherwise it edits the held message ``item``; ``decoded``:
+        its connection's protocol, for the decoded mode."""
         super().__init__()
+        self.decoded = decoded
+        self.modes: tuple[Mode, ...] = MODES if decoded is None else ("decoded", *MODES)
         self.item = item
         self.conn = conn
         self.resend = resend
@@ -408,7 +422,12 @@ class EditDialog(ModalScreen[Edited | None]):
         self.redacted = list(redacted or [])
         self.wall_clock = wall_clock
         self.deadline = deadline  # "forwards in 1m47s" at a wall-clock time
-        self.start = initial_body(item.payload, item.opcode, item.utf8_ok)
+        if decoded is not None and decoded.fields is not None:
+            self.start = Body("decoded", pretty_json(jsonable(decoded.fields)))
+        else:
+            self.start = initial_body(item.payload, item.opcode, item.utf8_ok)
+            if decoded is not None and self.start.note == "":
+                self.start.note = f"not as {decoded.protocol}: {decoded.why}"
         self.mode: Mode = self.start.mode
         self.style: JsonStyle = self.start.style
         self.error: str | None = None
@@ -477,7 +496,57 @@ class EditDialog(ModalScreen[Edited | None]):
 
     @property
     def opcode(self) -> int:
+        if self.mode == "decoded":
+            frames = self.frames
+            return frames[0][0] if frames else self.item.opcode
         return body_opcode(self.mode, self.item.opcode)
+
+    @property
+    def frames(self) -> list[Frame]:
+        """What the editor sends, as messages (several: a packet and its attachments)."""
+        try:
+            return self.encode()
+        except ValueError:
+            return []
+
+    def encode(self) -> list[Frame]:
+        """The messages the editor's content sends; ValueError with a message to show."""
+        if self.mode != "decoded":
+            data = encode_body(self.mode, self.text, self.style)
+            return [(body_opcode(self.mode, self.item.opcode), data)]
+        form = self.decoded
+        assert form is not None
+        value = from_jsonable(parse_json(self.text))
+        try:
+            frames = form.frames(value)
+        except ValueError as e:
+            raise ValueError(f"{form.protocol}: {e}") from None
+        except Exception as e:  # a plugin's encoder must not take the editor down
+            raise ValueError(f"{form.protocol}: {type(e).__name__}: {e}") from None
+        if not frames:
+            raise ValueError(f"{form.protocol}: these fields encode to nothing")
+        return frames
+
+    def convert(self, text: str, old: Mode, new: Mode) -> str:
+        """``convert``, and to and from the decoded form."""
+        if old == new:
+            return text
+        form = self.decoded
+        if old == "decoded":
+            assert form is not None
+            frames = self.encode()
+            if len(frames) > 1:
+                raise ValueError(
+                    f"these fields are {len(frames)} messages (binary attachments): only "
+                    f"the {form.protocol} form holds them all"
+                )
+            return convert(hex_lines(frames[0][1]), "hex", new)
+        if new == "decoded":
+            assert form is not None
+            data = encode_body(old, text, "compact")
+            fields = form.fields_of(data, body_opcode(old, self.item.opcode))
+            return pretty_json(jsonable(fields))
+        return convert(text, old, new)
 
     def _destination(self) -> str:
         to = SERVER if self.item.side == CLIENT else CLIENT
@@ -501,25 +570,31 @@ class EditDialog(ModalScreen[Edited | None]):
         info = self.query_one("#editor-info", Static)
         preview = self.query_one("#editor-preview", Static)
         try:
-            data = encode_body(self.mode, self.text, self.style)
+            frames = self.encode()
             if self.unchanged:
-                data = self.item.payload
+                frames = [(self.item.opcode, self.item.payload)]
         except ValueError as e:
             self.error = str(e)
-            t = Text(f"✗ {e}", style="bold red")
+            t = Text(f"✗ {safe_text(str(e))}", style="bold red")
             if self.mode == "json":
                 t.append("  · not sent while invalid: fix it, or ^o to send it as text", "red")
+            elif self.mode == "decoded":
+                t.append("  · not sent while invalid: fix it, or ^o to edit the raw bytes", "red")
             info.update(t)
             preview.update(Text("nothing: the editor does not hold a valid message", "dim"))
             return None
         self.error = None
-        op = self.opcode
+        op, data = frames[0]
         t = Text()
         t.append("✓ ", "bold green")
         if self.mode == "json":
             t.append("valid JSON, ", "green")
             t.append(JSON_STYLE_WORDS[self.style])
             t.append(" (^n)  ", "dim")
+        elif self.mode == "decoded" and self.decoded is not None:
+            t.append(f"valid {safe_text(self.decoded.protocol)}, ", "green")
+            if len(frames) > 1:
+                t.append(f"{len(frames)} messages (binary attachments follow it)  ", "bold")
         kind = "text" if op == Opcode.TEXT else "binary" if op == Opcode.BINARY else opcode_name(op)
         t.append(f"{kind} frame, {len(data):,} bytes", "bold")
         if len(data) != self.item.size:
@@ -537,16 +612,22 @@ class EditDialog(ModalScreen[Edited | None]):
                 "bold yellow",
             )
         info.update(t)
-        preview.update(bytes_preview(data, op))
+        shown = bytes_preview(data, op)
+        for i, (more_op, more) in enumerate(frames[1:], 1):
+            shown.append(f"\n── then message {i + 1}: ", "dim")
+            shown.append(f"{opcode_name(more_op)} {len(more):,} bytes ──\n", "dim")
+            shown.append_text(bytes_preview(more, more_op))
+        preview.update(shown)
         return data
 
     def _show_note(self) -> None:
         """The modes, the current one highlighted (readable without colours too)."""
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append("edit as ", "dim")
-        for mode in MODES:
+        for mode in self.modes:
             chosen = mode == self.mode
-            t.append(f" {'●' if chosen else '○'} {mode} ", "bold reverse" if chosen else "dim")
+            label = safe_text(self.decoded.protocol) if mode == "decoded" and self.decoded else mode
+            t.append(f" {'●' if chosen else '○'} {label} ", "bold reverse" if chosen else "dim")
             t.append(" ")
         t.append(" ^o to change", "dim")
         if self.mode == self.start.mode and self.start.note:
@@ -555,6 +636,8 @@ class EditDialog(ModalScreen[Edited | None]):
             t.append(" · hex bytes, spaces and newlines ignored", "dim")
         elif self.mode == "json":
             t.append(" · ^f format", "dim")
+        elif self.mode == "decoded":
+            t.append(' · the packet\'s fields, bytes as {"$b64": …}', "dim")
         self.query_one("#editor-modes", Static).update(t)
 
     @property
@@ -615,11 +698,15 @@ class EditDialog(ModalScreen[Edited | None]):
         old = self.mode
         if mode == old:
             return
+        if mode not in self.modes:
+            return
         try:
-            text = convert(self.text, old, mode)
+            text = self.convert(self.text, old, mode)
         except ValueError as e:
             self.app.bell()
-            self.query_one("#editor-info", Static).update(Text(f"✗ {e}", style="bold red"))
+            self.query_one("#editor-info", Static).update(
+                Text(f"✗ {safe_text(str(e))}", style="bold red")
+            )
             return
         self.mode = mode
         if text != self.text:
@@ -653,14 +740,17 @@ class EditDialog(ModalScreen[Edited | None]):
                 value = self.query_one(f"#editor-header-{i}", Input).value
                 if value:
                     headers.append((name, value))
-        unchanged = self.unchanged and self.opcode == self.item.opcode
+        frames = self.frames
+        opcode = frames[0][0] if frames else self.opcode
+        unchanged = self.unchanged and opcode == self.item.opcode
+        more = [] if unchanged else frames[1:]
         self.result = Edited(
-            data, self.opcode, self.target, headers, self.via_proxy, unchanged=unchanged
+            data, opcode, self.target, headers, self.via_proxy, unchanged=unchanged, more=more
         )
         self.dismiss(self.result)
 
     def action_cycle_mode(self) -> None:
-        self.set_mode(MODES[(MODES.index(self.mode) + 1) % len(MODES)])
+        self.set_mode(self.modes[(self.modes.index(self.mode) + 1) % len(self.modes)])
 
     def action_format(self) -> None:
         if self.mode != "json":

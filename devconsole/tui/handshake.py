@@ -42,7 +42,7 @@ from devconsole.analysis.handshake_diff import (
 )
 from devconsole.analysis.secrets import is_secret_name
 from devconsole.decoders import safe_text
-from devconsole.model import Connection, close_code_meaning
+from devconsole.model import Connection, Handshake, close_code_meaning
 from devconsole.text import conn_tag, fmt_bytes, fmt_datetime, fmt_duration, fmt_time
 from devconsole.tui.fmt import STATE_STYLES
 from devconsole.tui.state import ViewState
@@ -322,6 +322,62 @@ def diff_renderable(
     return Group(*parts)
 
 
+POLLING_BODY_SHOWN = 160  # characters of each long-polling body
+
+
+def _polling_body(data: bytes, size: int, show_secrets: bool) -> Text:
+    if not size:
+        return Text("-", style="dim")
+    text = data.decode("utf-8", errors="replace")
+    if not show_secrets:
+        from devconsole.store.redact import redact_text
+
+        text = redact_text(text)
+    t = Text(safe_text(text[:POLLING_BODY_SHOWN]))
+    if size > len(data) or len(text) > POLLING_BODY_SHOWN:
+        t.append(f" … ({fmt_bytes(size)})", "dim")
+    return t
+
+
+def polling_renderables(hs: Handshake, show_secrets: bool = False) -> list[RenderableType]:
+    """The Engine.IO long-polling requests that preceded the upgrade (same ``sid``), as
+    HTTP: when (before the upgrade request), method and target, status, what each side
+    sent. Bodies are redacted like payloads unless ``show_secrets``."""
+    n = len(hs.preceding)
+    out: list[RenderableType] = [
+        _section(f"Before the upgrade: Engine.IO long-polling ({n} request{'s' * (n != 1)})")
+    ]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("before", justify="right", no_wrap=True)
+    table.add_column("request", overflow="fold", ratio=2)
+    table.add_column("status", no_wrap=True)
+    table.add_column("sent", overflow="fold", ratio=1)
+    table.add_column("answer", overflow="fold", ratio=2)
+    for x in hs.preceding:
+        before = fmt_duration(max(0.0, hs.ts - x.ts))
+        status = Text("-" if x.status is None else str(x.status))
+        if x.status is not None and not 200 <= x.status < 300:
+            status.stylize("bold red")
+        target = x.target
+        if not show_secrets:
+            from devconsole.store.redact import redact_url_params
+
+            target = redact_url_params(target)
+        req = Text()
+        req.append(_t(x.method, "bold"))
+        req.append(" ")
+        req.append(_t(target))
+        table.add_row(
+            Text(before, "dim"),
+            req,
+            status,
+            _polling_body(x.request_body, x.request_size, show_secrets),
+            _polling_body(x.response_body, x.response_size, show_secrets),
+        )
+    out.append(table)
+    return out
+
+
 def handshake_renderable(
     conn: Connection,
     tz: _dt.tzinfo | None = None,
@@ -352,6 +408,9 @@ def handshake_renderable(
         parts.append(_flags_table(flags))
     else:
         parts.append(Text("  ✓ nothing to report", style="green"))
+
+    if real.preceding:
+        parts += polling_renderables(real, show_secrets)
 
     request_at = len(parts)
     parts.append(_section("Request"))

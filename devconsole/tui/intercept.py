@@ -151,15 +151,18 @@ class Interceptor:
             if result.unchanged:  # as it came: the very bytes the sender sent
                 self.send(ForwardCommand(it.held), conn_tag(it.conn))
             else:
-                cmd = ForwardCommand(it.held, "", result.payload, result.opcode)
+                cmd = ForwardCommand(it.held, "", result.payload, result.opcode, more=result.more)
                 self.send(cmd, conn_tag(it.conn))
 
         bp = self.tracker.breakpoint(it.breakpoint)
+        from devconsole.tui.protocol import decoded_form
+
         dialog = EditDialog(
             it,
             conn,
             wall_clock=self.state.wall_clock,
             deadline=lambda now: deadline_text(it, bp, now),
+            decoded=decoded_form(self.state.live, it),
         )
         self.screen.app.push_screen(dialog, done)
 

@@ -12,6 +12,8 @@ It only returns the choice: the main screen applies it to the tracker and redraw
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -23,9 +25,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from devconsole.decoders import safe_text
-from devconsole.decoders.base import from_jsonable
-from devconsole.decoders.protocols import NONE, get_protocol, protocol_names
+from devconsole.decoders import Decoded, safe_text
+from devconsole.decoders.base import Frame, decode_message, from_jsonable
+from devconsole.decoders.protocols import NONE, get_protocol, packet_fields, protocol_names
 from devconsole.model import (
     Connection,
     ControlFrame,
@@ -294,19 +296,7 @@ def decoded_inject(
         value = from_jsonable(json.loads(text))
     except ValueError as e:
         raise ValueError(f"not JSON: {e}") from None
-    if name == "socket.io" and isinstance(value, list):
-        if not value or not isinstance(value[0], str):
-            raise ValueError('an event is ["name", arg, ...]: the name first')
-        fields: dict[str, Any] = {
-            "type": "event",
-            "namespace": "/",
-            "event": value[0],
-            "args": value[1:],
-        }
-    elif isinstance(value, dict):
-        fields = value
-    else:
-        raise ValueError("a JSON object of the packet's fields")
+    fields = packet_fields(name, value)
     frames = live.tracker.encode(conn, fields)
     cmds = [InjectCommand(conn, to, op, data) for op, data in frames]
     what = name
@@ -319,6 +309,70 @@ def decoded_inject(
     size = sum(len(c.payload) for c in cmds)
     what += f", {len(cmds)} frame{'s' if len(cmds) != 1 else ''}, {size:,} bytes"
     return cmds, safe_text(what)
+
+
+# --------------------------------------------------------------------------- edit
+
+
+@dataclass(slots=True)
+class DecodedForm:
+    """What the editor needs to edit a message in its connection's protocol: the held
+    message's packet fields (None, and ``why``, when it cannot be edited that way), and
+    the two directions of the codec. ``fields_of`` decodes bytes on their own;
+    ``frames`` encodes with what the connection negotiated (Engine.IO, MQTT versions)."""
+
+    protocol: str
+    fields: dict[str, Any] | None
+    why: str
+    fields_of: Callable[[bytes, int], dict[str, Any]]
+    frames: Callable[[Any], list[Frame]]
+
+
+def _one_packet(d: Decoded | None, what: str) -> dict[str, Any]:
+    if d is None:
+        raise ValueError(f"{what} is not a data message")
+    if d.error is not None:
+        raise ValueError(f"{what} does not decode: {d.error}")
+    if d.pending:
+        raise ValueError(f"{what} is incomplete: {d.note or 'more messages complete it'}")
+    if len(d.packets) != 1:
+        n = len(d.packets)
+        raise ValueError(f"{what} holds {n} packets: the decoded form edits one")
+    return d.packets[0].fields
+
+
+def decoded_form(live: LiveAnalysis, item: Message) -> DecodedForm | None:
+    """The decoded form of held ``item`` for the editor, or None (no protocol)."""
+    tracker = live.tracker
+    name = tracker.protocol_of(item.conn)
+    dec = get_protocol(name) if name is not None else None
+    if name is None or dec is None:
+        return None
+    fields: dict[str, Any] | None = None
+    why = ""
+    try:
+        # on its own first: a Socket.IO binary event's attachments are separate messages,
+        # queued behind it and not held with it, so they cannot be replaced from here
+        _one_packet(tracker.decode_with(item, name), "this message")
+        fields = _one_packet(live.decoded(item), "this message")
+        if item.truncated:
+            raise ValueError("the capture kept only the start of this message")
+    except ValueError as e:
+        fields, why = None, str(e)
+    except Exception as e:  # a plugin's bug must not take the editor down
+        fields, why = None, f"{name} failed: {type(e).__name__}"
+    hs = tracker.handshake(item.conn)
+    side = item.side
+    conn = item.conn
+
+    def fields_of(payload: bytes, opcode: int) -> dict[str, Any]:
+        d = decode_message(dec, payload, opcode, side, dec.new_state(hs))
+        return _one_packet(d, f"as {name}, this")
+
+    def frames(value: Any) -> list[Frame]:
+        return tracker.encode(conn, packet_fields(name, value))
+
+    return DecodedForm(name, fields, why, fields_of, frames)
 
 
 def backplane_title(conn: Connection) -> str:

@@ -52,6 +52,7 @@ from devconsole.model import (
     HalfOpenCommand,
     Handshake,
     HandshakeEvent,
+    HttpExchange,
     InjectCommand,
     InstanceEvent,
     Message,
@@ -675,6 +676,11 @@ COMMAND_VALUES += [
     ("enable-breakpoint", EnableBreakpointCommand(breakpoint=4, enabled=False, id=40)),
     ("forward-edited", ForwardCommand(held=5, conn="7", payload=b"\x00edited", opcode=2, id=42)),
     ("forward-all", ForwardCommand(held=0, conn="", payload=None, opcode=0, id=43)),
+    # a trailing field since the decoded editor: the messages sent right after the edit
+    (
+        "forward-more",
+        ForwardCommand(held=5, conn="7", payload=b"451-", opcode=1, id=46, more=[(2, b"\x00\x01")]),
+    ),
     ("drop", DropCommand(held=6, conn="9", id=44)),
 ]
 
@@ -745,6 +751,9 @@ COMMAND_HEX.update(
     """,
         "forward-all": """
         96 09 00 a0 c0 00 2b
+    """,
+        "forward-more": """
+        97 09 05 a1 37 c4 04 34 35 31 2d 01 2e 91 92 02 c4 02 00 01
     """,
         "drop": """
         94 0a 06 a1 39 2c
@@ -960,6 +969,67 @@ COMMAND_HEX.update(
     """,
     }
 )
+# An upgrade that continues an Engine.IO long-polling session (issue 11): the polling
+# requests of the same sid as an optional trailing field after source/unknown/decoder.
+EVENT_VALUES += [
+    (
+        "handshake-polling",
+        HandshakeEvent(
+            Handshake(
+                conn="12",
+                ts=1700000030.5,
+                client="127.0.0.1:3",
+                server="127.0.0.1:4",
+                scheme="ws",
+                url="ws://127.0.0.1:4/socket.io/?EIO=4&transport=websocket&sid=Ab1",
+                method="GET",
+                path="/socket.io/",
+                query=[("EIO", "4"), ("transport", "websocket"), ("sid", "Ab1")],
+                http_version="HTTP/1.1",
+                request_headers=[],
+                cookies=[],
+                status=101,
+                reason="Switching Protocols",
+                response_headers=[],
+                subprotocol=None,
+                extensions=[],
+                ts_response=1700000030.75,
+                body=b"",
+                body_size=0,
+                error=None,
+                source="",
+                unknown=[],
+                decoder=None,
+                preceding=[
+                    HttpExchange(
+                        ts=1700000030.25,
+                        method="GET",
+                        target="/socket.io/?EIO=4&transport=polling",
+                        status=200,
+                        request_body=b"",
+                        response_body=b'0{"sid":"Ab1"}',
+                        request_size=0,
+                        response_size=14,
+                        ts_response=1700000030.3,
+                    )
+                ],
+            )
+        ),
+    ),
+]
+EVENT_HEX["handshake-polling"] = """
+        92 01 dc 00 19 a2 31 32 cb 41 d9 54 fc 47 a0 00 00 ab 31 32 37 2e 30 2e 30 2e 31
+        3a 33 ab 31 32 37 2e 30 2e 30 2e 31 3a 34 a2 77 73 d9 3d 77 73 3a 2f 2f 31 32 37
+        2e 30 2e 30 2e 31 3a 34 2f 73 6f 63 6b 65 74 2e 69 6f 2f 3f 45 49 4f 3d 34 26 74
+        72 61 6e 73 70 6f 72 74 3d 77 65 62 73 6f 63 6b 65 74 26 73 69 64 3d 41 62 31 a3
+        47 45 54 ab 2f 73 6f 63 6b 65 74 2e 69 6f 2f 93 92 a3 45 49 4f a1 34 92 a9 74 72
+        61 6e 73 70 6f 72 74 a9 77 65 62 73 6f 63 6b 65 74 92 a3 73 69 64 a3 41 62 31 a8
+        48 54 54 50 2f 31 2e 31 90 90 65 b3 53 77 69 74 63 68 69 6e 67 20 50 72 6f 74 6f
+        63 6f 6c 73 90 c0 90 cb 41 d9 54 fc 47 b0 00 00 c4 00 00 c0 a0 90 c0 91 99 cb 41
+        d9 54 fc 47 90 00 00 a3 47 45 54 d9 23 2f 73 6f 63 6b 65 74 2e 69 6f 2f 3f 45 49
+        4f 3d 34 26 74 72 61 6e 73 70 6f 72 74 3d 70 6f 6c 6c 69 6e 67 cc c8 c4 00 c4 0e
+        30 7b 22 73 69 64 22 3a 22 41 62 31 22 7d 00 0e cb 41 d9 54 fc 47 93 33 33
+"""
 
 EVENTS = [Golden(name, value, EVENT_HEX[name]) for name, value in EVENT_VALUES]
 COMMANDS = [Golden(name, value, COMMAND_HEX[name]) for name, value in COMMAND_VALUES]
