@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import ClassVar
 
-from devconsole.model import Breakpoint, Item, Message, Outcome, OutcomeEvent
+from devconsole.model import Breakpoint, Item, Message, Outcome, OutcomeEvent, conn_instance
 from devconsole.session import Session
 from devconsole.text import fmt_elapsed
 
@@ -114,9 +114,11 @@ class HeldTracker:
         self._update()
         return self._ordered
 
-    def breakpoint(self, bp_id: int) -> Breakpoint | None:
+    def breakpoint(self, bp_id: int, conn: str = "") -> Breakpoint | None:
+        """Breakpoint ``bp_id`` of the instance of ``conn`` (a merged view over Redis)."""
+        instance = conn_instance(conn)
         for bp in self.session.breakpoints:
-            if bp.id == bp_id:
+            if bp.id == bp_id and bp.instance == instance:
                 return bp
         return None
 
