@@ -110,7 +110,13 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("forward", help="forward a held message, as it is or edited")
     add_tap_args(p)
-    p.add_argument("id", nargs="?", type=_ref, metavar="HELD_ID")
+    p.add_argument(
+        "id",
+        nargs="?",
+        type=_ref,
+        metavar="HELD_ID",
+        help="as `held` shows it (INSTANCE/ID via Redis)",
+    )
     p.add_argument("--all", action="store_true", help="every held message (of --conn)")
     p.add_argument("--conn", metavar="CONN", default="", help="with --all: one connection")
     g = p.add_mutually_exclusive_group()
@@ -122,7 +128,13 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("drop", help="drop a held message")
     add_tap_args(p)
-    p.add_argument("id", nargs="?", type=_ref, metavar="HELD_ID")
+    p.add_argument(
+        "id",
+        nargs="?",
+        type=_ref,
+        metavar="HELD_ID",
+        help="as `held` shows it (INSTANCE/ID via Redis)",
+    )
     p.add_argument("--all", action="store_true", help="every held message (of --conn)")
     p.add_argument("--conn", metavar="CONN", default="", help="with --all: one connection")
     p.set_defaults(handler=_sync(_drop))
