@@ -10,6 +10,10 @@ captured everything:
 - seqs are renumbered into one sequence, in time order: each instance's events keep
   their order, and instances are merged by timestamp (a k-way merge that waits for the
   other instances' watermark, or at most ``hold`` seconds);
+- breakpoints and held messages keep their proxy's ids, named ``INSTANCE/ID`` by the
+  view (``Breakpoint.instance``; a held item's prefixed conn, ``model.held_ref``); a
+  Session replaces its breakpoints and held messages with each Snapshot's and
+  BreakpointsEvent's, so every one the merger emits has every instance's;
 - a late viewer gets one ``Snapshot`` of every instance (each instance's last snapshot
   plus the events published after it, so counters are right), then the recent history;
 - an instance that stops sending (no heartbeat) is reported ``gone``; one that said

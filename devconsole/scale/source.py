@@ -7,7 +7,8 @@ TUI use it like a tap. It reads the snapshots hash and the stream's recent histo
 only talks to Redis. A lost Redis connection is retried with backoff; meanwhile the
 instances are reported gone, and anything the stream lost is reported as a gap.
 
-Commands go to the instance that owns the connection (``INSTANCE/ID``) over pub/sub:
+Commands go to the instance that owns the connection (``INSTANCE/ID``), or the held
+message or breakpoint (``INSTANCE/ID`` too: the command's ``instance``), over pub/sub:
 ``STREAM:commands:INSTANCE``, answered on a reply channel of this viewer's own. Only an
 instance started with ``--accept-commands`` listens; otherwise the command fails at once
 with that reason.
@@ -308,7 +309,10 @@ class RedisSource:
             )
         elif isinstance(cmd, ForwardCommand | DropCommand):  # how many, in all
             info = str(sum(int(r.info) for r in results if r.ok and r.info.isdigit()))
-        return CommandResult(cmd.id, not failed, "; ".join(failed), info)
+        error = "; ".join(failed)
+        if failed and info and isinstance(cmd, BreakpointCommand):
+            error += f" (added on the others: {info})"
+        return CommandResult(cmd.id, not failed, error, info)
 
     async def _listening(self) -> list[str]:
         """The instances subscribed to their command channel now (PUBSUB CHANNELS)."""
