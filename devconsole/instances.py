@@ -10,6 +10,10 @@ captured everything:
 - seqs are renumbered into one sequence, in time order: each instance's events keep
   their order, and instances are merged by timestamp (a k-way merge that waits for the
   other instances' watermark, or at most ``hold`` seconds);
+- breakpoints and held messages keep their proxy's ids, named ``INSTANCE/ID`` by the
+  view (``Breakpoint.instance``; a held item's prefixed conn, ``model.held_ref``); a
+  Session replaces its breakpoints and held messages with each Snapshot's and
+  BreakpointsEvent's, so every one the merger emits has every instance's;
 - a late viewer gets one ``Snapshot`` of every instance (each instance's last snapshot
   plus the events published after it, so counters are right), then the recent history;
 - an instance that stops sending (no heartbeat) is reported ``gone``; one that said
@@ -40,6 +44,8 @@ import msgpack
 from devconsole import wire
 from devconsole.model import (
     INSTANCE_SEP,
+    Breakpoint,
+    BreakpointsEvent,
     ConnSnapshot,
     ControlFrame,
     EndEvent,
@@ -47,7 +53,9 @@ from devconsole.model import (
     GapEvent,
     HandshakeEvent,
     InstanceEvent,
+    Item,
     Message,
+    OutcomeEvent,
     ProtocolErrorEvent,
     RefusedEvent,
     RuleEvent,
@@ -252,6 +260,10 @@ class _Run:
     skip_upto: int = 0  # items with a local seq <= this are already counted: dropped
     queue: deque[tuple[float, float, Event]] = field(default_factory=deque)
     started: bool = False  # has delivered at least one entry
+    # intercept (docs/intercept.md): this run's breakpoints (converted: instance set, conn
+    # prefixed) and the messages it holds now by its own held id (as released)
+    breakpoints: list[Breakpoint] = field(default_factory=list)
+    held: dict[int, Item] = field(default_factory=dict)
 
 
 class InstanceMerger:
@@ -298,7 +310,19 @@ class InstanceMerger:
         if old is not None and old.state == "up":
             old.state = "stopped"
             self._out.append(InstanceEvent(old.display, ts, "stopped", f"restarted as {display}"))
+            self._out.extend(self._forget_intercept(old))
         return r, True
+
+    def route_instance(self, display: str) -> tuple[str, str]:
+        """``(instance name, run)`` of an instance as a merged view names it ("app-1",
+        "app-1~2"); raises KeyError with a message for the user."""
+        r = self.by_display.get(display)
+        if r is not None:
+            return r.name, r.run
+        name = display.split(RUN_MARK, 1)[0]
+        if valid_instance_name(name) is not None:
+            raise KeyError(f"{display!r}: bad instance name")
+        return name, ""
 
     def route(self, conn: str) -> tuple[str, str, str]:
         """``(instance name, run, proxy connection id)`` of a merged connection id;
@@ -308,13 +332,11 @@ class InstanceMerger:
             raise KeyError(
                 f"connection {conn!r}: name it INSTANCE/ID (devconsole conns --tap redis://...)"
             )
-        r = self.by_display.get(display)
-        if r is None:
-            name = display.split(RUN_MARK, 1)[0]
-            if valid_instance_name(name) is not None:
-                raise KeyError(f"connection {conn!r}: bad instance name")
-            return name, "", local
-        return r.name, r.run, local
+        try:
+            name, run = self.route_instance(display)
+        except KeyError:
+            raise KeyError(f"connection {conn!r}: bad instance name") from None
+        return name, run, local
 
     def instances(self) -> list[tuple[str, str, bool]]:
         """``(display name, state, accepts commands)`` of every run seen."""
@@ -334,7 +356,20 @@ class InstanceMerger:
             if ev.seq <= r.skip_upto:  # type: ignore[union-attr]
                 return None
             ev.conn = self._prefix(p, ev.conn)  # type: ignore[union-attr]
+            item: Item = ev  # type: ignore[assignment]
+            if item.held and not item.outcome:
+                r.held[item.held] = item
             return ev
+        if isinstance(ev, OutcomeEvent):
+            # held ids stay the proxy's own (the prefixed conn tells instances apart); the
+            # seq becomes the held message's merged one
+            it = r.held.pop(ev.held, None)
+            ev.conn = self._prefix(p, ev.conn)
+            ev.seq = it.seq if it is not None else 0
+            return ev
+        if isinstance(ev, BreakpointsEvent):
+            r.breakpoints = [self._breakpoint(r, b) for b in ev.breakpoints]
+            return BreakpointsEvent(self.all_breakpoints())
         if isinstance(ev, HandshakeEvent | RefusedEvent):
             ev.handshake.conn = self._prefix(p, ev.handshake.conn)
             return ev
@@ -362,8 +397,54 @@ class InstanceMerger:
             cs.handshake.conn = self._prefix(r.display, cs.handshake.conn)
             conns.append(cs)
         r.skip_upto = max(r.skip_upto, snap.seq)
-        # seq is set on release: the counters include everything released before it
-        return Snapshot(0, conns, self.description, snap.evicted_messages)
+        r.breakpoints = [self._breakpoint(r, b) for b in snap.breakpoints]
+        self._adopt_held(r, snap.held)
+        # seq is set on release: the counters include everything released before it. A
+        # Session replaces its breakpoints and held messages with a Snapshot's: this one
+        # has every instance's.
+        return Snapshot(
+            0,
+            conns,
+            self.description,
+            snap.evicted_messages,
+            self.all_breakpoints(),
+            self.all_held(),
+        )
+
+    # ---------------------------------------------------------------- intercept
+
+    def _breakpoint(self, r: _Run, b: Breakpoint) -> Breakpoint:
+        conn = self._prefix(r.display, b.conn) if b.conn else ""
+        return dataclasses.replace(b, conn=conn, instance=r.display)
+
+    def _adopt_held(self, r: _Run, items: Iterable[Item]) -> None:
+        """``items`` are what run ``r`` holds now (its snapshot's): those not released in
+        this view yet get a prefixed conn and a merged seq of their own (they are in no
+        buffer of this view; they are shown and released by held id)."""
+        held: dict[int, Item] = {}
+        for it in items:
+            known = r.held.get(it.held)
+            if known is None:
+                it.conn = self._prefix(r.display, it.conn)
+                self.seq += 1
+                it.seq = self.seq
+                known = it
+            held[it.held] = known
+        r.held = held
+
+    def all_breakpoints(self) -> list[Breakpoint]:
+        """Every breakpoint of every instance not stopped, as this view names them."""
+        return [b for r in self.runs.values() if r.state != "stopped" for b in r.breakpoints]
+
+    def all_held(self) -> list[Item]:
+        return [it for r in self.runs.values() for it in r.held.values()]
+
+    def _forget_intercept(self, r: _Run) -> list[Event]:
+        """A run that stopped has no breakpoints any more (a new BreakpointsEvent)."""
+        if not r.breakpoints:
+            return []
+        r.breakpoints = []
+        return [BreakpointsEvent(self.all_breakpoints())]
 
     # ---------------------------------------------------------------- live entries
 
@@ -504,6 +585,8 @@ class InstanceMerger:
                 if conv is not None:
                     self._number(conv)
                     out.append(conv)
+                    if isinstance(conv, InstanceEvent) and conv.state == "stopped":
+                        out.extend(self._forget_intercept(best))
             if not released:
                 break
         return out
@@ -567,7 +650,8 @@ class InstanceMerger:
                 self._run(rec.name, rec.run, now)
                 scratch[key] = self._scratch(rec)
         self._out = [ev for ev in self._out if not isinstance(ev, InstanceEvent)]
-        backlog = self.release(now, force=True)
+        # the head Snapshot has every instance's breakpoints as they are now
+        backlog = [ev for ev in self.release(now, force=True) if type(ev) is not BreakpointsEvent]
         items = [ev for ev in backlog if isinstance(ev, Message | ControlFrame)]
         if len(items) > self.backlog_limit:
             cut = items[-self.backlog_limit].seq
@@ -583,7 +667,9 @@ class InstanceMerger:
                 cs.handshake = dataclasses.replace(cs.handshake, conn=self._prefix(r.display, c.id))
                 conns.append(cs)
             evicted += sess.upstream_evicted
-        head: list[Event] = [Snapshot(self.seq, conns, self.description, evicted)]
+            r.breakpoints = [self._breakpoint(r, b) for b in sess.breakpoints]
+            self._adopt_held(r, sess.held.values())
+        head: list[Event] = []
         for key, r in self.runs.items():
             le = last.get(key)
             lrec = recs.get(key)
@@ -613,7 +699,10 @@ class InstanceMerger:
             r.started = r.started or lrec is not None
             if lrec is not None and le is None:
                 r.expected = max(r.expected, lrec.count)
-        return head + [ev for ev in backlog if not isinstance(ev, InstanceEvent)]
+        snap = Snapshot(
+            self.seq, conns, self.description, evicted, self.all_breakpoints(), self.all_held()
+        )
+        return [snap, *head] + [ev for ev in backlog if not isinstance(ev, InstanceEvent)]
 
     def _scratch(self, rec: SnapshotRecord | None) -> Session:
         sess = Session(max_items=16, max_bytes=1 << 30, max_connections=1 << 30)
@@ -636,5 +725,7 @@ def _copy(ev: Event) -> Event:
             ],
             ev.proxy,
             ev.evicted_messages,
+            list(ev.breakpoints),
+            [dataclasses.replace(it) for it in ev.held],
         )
     return ev

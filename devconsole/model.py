@@ -479,6 +479,13 @@ class Breakpoint:
     on_timeout: str = "forward"  # "forward" or "drop"
     control: bool = False  # hold matching control frames too, and queue them behind
     enabled: bool = True
+    # the proxy instance it is on, in a merged view over Redis (set by the viewer, not on
+    # the wire); its id is then shown and accepted as INSTANCE/ID (``ref``)
+    instance: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.instance}{INSTANCE_SEP}{self.id}" if self.instance else str(self.id)
 
 
 class Outcome(enum.StrEnum):
@@ -633,6 +640,9 @@ class RemoveBreakpointCommand:
 
     breakpoint: int
     id: int = 0
+    # viewer-side only, never sent to a proxy: in a merged view over Redis, the instance
+    # whose id this is (INSTANCE/ID); the Redis source sends the command there
+    instance: str = ""
 
 
 @dataclass(slots=True)
@@ -640,6 +650,9 @@ class EnableBreakpointCommand:
     breakpoint: int
     enabled: bool = True
     id: int = 0
+    # viewer-side only, never sent to a proxy: in a merged view over Redis, the instance
+    # whose id this is (INSTANCE/ID); the Redis source sends the command there
+    instance: str = ""
 
 
 @dataclass(slots=True)
@@ -655,6 +668,9 @@ class ForwardCommand:
     opcode: int = 0
     id: int = 0
     more: list[tuple[int, bytes]] = field(default_factory=list)
+    # viewer-side only, never sent to a proxy: in a merged view over Redis, the instance
+    # whose id this is (INSTANCE/ID); the Redis source sends the command there
+    instance: str = ""
 
 
 @dataclass(slots=True)
@@ -664,6 +680,9 @@ class DropCommand:
     held: int
     conn: str = ""
     id: int = 0
+    # viewer-side only, never sent to a proxy: in a merged view over Redis, the instance
+    # whose id this is (INSTANCE/ID); the Redis source sends the command there
+    instance: str = ""
 
 
 @dataclass(slots=True)
@@ -729,6 +748,28 @@ def split_conn(conn: str) -> tuple[str, str]:
 def conn_instance(conn: str) -> str:
     """The instance part of a connection id ("" for a plain proxy id)."""
     return conn.rpartition(INSTANCE_SEP)[0]
+
+
+def held_ref(conn: str, held: int) -> str:
+    """How a viewer names held message ``held`` of connection ``conn``: "7", or "app-1/7"
+    in a merged view (held ids, like connection ids, are the proxy's own)."""
+    inst = conn_instance(conn)
+    return f"{inst}{INSTANCE_SEP}{held}" if inst else str(held)
+
+
+def held_key(conn: str, held: int) -> int | str:
+    """The key of a held message in ``Session.held``: its id, or "INSTANCE/ID" in a merged
+    view, where two instances may hold messages with the same id."""
+    return held_ref(conn, held) if INSTANCE_SEP in conn else held
+
+
+def parse_ref(ref: str) -> tuple[str, int]:
+    """``("app-1", 7)`` for "app-1/7", ``("", 7)`` for "7" (a held message or breakpoint
+    id); raises ValueError."""
+    inst, _, num = ref.strip().rpartition(INSTANCE_SEP)
+    if not num.isdigit() or int(num) < 1:
+        raise ValueError(f"not an id: {ref!r} (give ID, or INSTANCE/ID through Redis)")
+    return inst, int(num)
 
 
 # close codes (RFC 6455 section 7.4.1 and the IANA registry)

@@ -32,6 +32,7 @@ from devconsole.model import (
     ShapeEvent,
     Snapshot,
     StateEvent,
+    held_key,
 )
 from devconsole.ringbuffer import RingBuffer
 
@@ -66,7 +67,8 @@ class Session:
         # intercept (docs/intercept.md): the proxy's breakpoints, and the messages held
         # now by held id, oldest first (kept here even when the buffer evicts them)
         self.breakpoints: list[Breakpoint] = []
-        self.held: dict[int, Item] = {}
+        # (by ``held_key``: the id, or "INSTANCE/ID" in a merged view over Redis)
+        self.held: dict[int | str, Item] = {}
         # The faults' state changes, for late viewers (``backlog``): when a half-open began
         # is not in a Snapshot.
         self.states: deque[StateEvent] = deque(maxlen=max_connections)
@@ -159,7 +161,7 @@ class Session:
         if not self._add_item(it):
             return None
         if it.held and not it.outcome:
-            self.held[it.held] = it
+            self.held[held_key(it.conn, it.held)] = it
         c = self.connections.get(it.conn)
         if c is None:
             return None
@@ -223,10 +225,10 @@ class Session:
             c.errors.append(ev.error)
 
     def _apply_outcome(self, ev: OutcomeEvent) -> None:
-        it = self.held.pop(ev.held, None)
+        it = self.held.pop(held_key(ev.conn, ev.held), None)
         if it is None:
             found = self.buffer.get(ev.seq)
-            if found is None or found.held != ev.held:
+            if found is None or found.held != ev.held or found.conn != ev.conn:
                 return
             it = found
         if it.outcome:
@@ -246,7 +248,7 @@ class Session:
     def _apply_snapshot(self, snap: Snapshot) -> None:
         self.proxy = snap.proxy
         self.breakpoints = list(snap.breakpoints)
-        self.held = {it.held: it for it in snap.held}
+        self.held = {held_key(it.conn, it.held): it for it in snap.held}
         self.upstream_evicted = snap.evicted_messages
         self.counted_seq = max(self.counted_seq, snap.seq)
         self.last_seq = max(self.last_seq, snap.seq)

@@ -22,6 +22,8 @@ from devconsole.instances import (
     valid_instance_name,
 )
 from devconsole.model import (
+    Breakpoint,
+    BreakpointsEvent,
     ControlFrame,
     EndEvent,
     Event,
@@ -29,6 +31,8 @@ from devconsole.model import (
     HandshakeEvent,
     InstanceEvent,
     Message,
+    Outcome,
+    OutcomeEvent,
     RuleEvent,
     Shape,
     ShapeEvent,
@@ -236,3 +240,86 @@ def test_rule_and_shape_events_keep_their_instance() -> None:
     s = Session()
     s.apply_all(out)
     assert s.connections["a/1"].shape == shape
+
+
+# --------------------------------------------------------------------------- intercept
+
+
+def held(seq: int, conn: str, ts: float, hid: int, bp: int = 1, text: str = "h") -> Message:
+    m = msg(seq, conn, ts, text=text)
+    m.held, m.breakpoint = hid, bp
+    return m
+
+
+def test_held_messages_of_two_instances_with_the_same_id_do_not_collide() -> None:
+    m = InstanceMerger(hold=0)
+    s = Session()
+    a_bps = [Breakpoint(1, "text:h")]
+    b_bps = [Breakpoint(1, "text:h", conn="1"), Breakpoint(2, "to:client")]
+    m.feed(entry("a", 0, 1.0, [BreakpointsEvent(a_bps), held(1, "1", 1.0, 1, text="ha")]), 0.0)
+    m.feed(entry("b", 0, 1.1, [BreakpointsEvent(b_bps), held(1, "1", 1.1, 1, text="hb")]), 0.0)
+    s.apply_all(m.release(0.0))
+    # held ids are the proxies' own: both are 1, told apart by the instance
+    assert sorted(s.held) == ["a/1", "b/1"]  # type: ignore[type-var]
+    assert s.held["b/1"].payload == b"hb" and s.held["b/1"].conn == "b/1"
+    # every instance's breakpoints, named INSTANCE/ID, a connection's with its merged id
+    assert [(b.ref, b.conn) for b in s.breakpoints] == [("a/1", ""), ("b/1", "b/1"), ("b/2", "")]
+    # b forwards its message: a's stays held, the outcome names the merged seq
+    m.feed(entry("b", 3, 1.2, [OutcomeEvent("1", 1.2, 1, 1, Outcome.FORWARDED)]), 0.0)
+    out = m.release(0.0)
+    (oc,) = [e for e in out if isinstance(e, OutcomeEvent)]
+    assert (oc.conn, oc.seq, oc.held) == ("b/1", s.held["b/1"].seq, 1)
+    s.apply_all(out)
+    assert list(s.held) == ["a/1"]
+    assert [it.outcome for it in s.buffer] == ["", Outcome.FORWARDED]
+    # a goes away: its breakpoints with it, b's stay
+    m.feed(entry("a", 2, 1.3, kind=KIND_BYE), 0.0)
+    s.apply_all(m.release(0.0))
+    assert [b.ref for b in s.breakpoints] == ["b/1", "b/2"]
+
+
+def test_a_snapshot_of_one_instance_keeps_the_others_breakpoints_and_held() -> None:
+    m = InstanceMerger(hold=0)
+    s = Session()
+    m.feed(entry("a", 0, 1.0, [BreakpointsEvent([Breakpoint(1, "x")]), held(1, "1", 1.0, 4)]), 0)
+    m.feed(entry("b", 0, 1.0, [BreakpointsEvent([Breakpoint(3, "y")]), held(1, "2", 1.0, 4)]), 0)
+    s.apply_all(m.release(0.0))
+    assert sorted(s.held) == ["a/4", "b/4"]  # type: ignore[type-var]
+    # a re-syncs after a gap: its snapshot holds 4 and 5 (5 was lost in the gap)
+    pub = Session()
+    pub.apply(HandshakeEvent(make_handshake("1")))
+    pub.apply(BreakpointsEvent([Breakpoint(1, "x"), Breakpoint(2, "z")]))
+    pub.apply(held(1, "1", 1.0, 4))
+    pub.apply(held(2, "1", 1.5, 5))
+    snap = wire.encode_event(pub.snapshot("p"))
+    m.feed(entry("a", 9, 2.0, kind=KIND_SNAPSHOT, data=snap), 0.0)
+    s.apply_all(m.release(0.0))
+    assert sorted(s.held) == ["a/4", "a/5", "b/4"]  # type: ignore[type-var]
+    assert s.held["a/5"].conn == "a/1" and s.held["a/5"].seq > 0
+    assert [b.ref for b in s.breakpoints] == ["a/1", "a/2", "b/3"]
+
+
+def test_late_viewer_gets_every_instances_breakpoints_and_held_messages() -> None:
+    # a's record: breakpoint 1 and held message 1; then the stream: a holds 2, forwards 1
+    pub = Session()
+    pub.apply(HandshakeEvent(make_handshake("1")))
+    pub.apply(BreakpointsEvent([Breakpoint(1, "x")]))
+    pub.apply(held(1, "1", 1.0, 1))
+    rec = decode_snapshot_record("a", encode_snapshot_record("r1", 3, 1.5, pub.snapshot("p")))
+    entries = [
+        entry("a", 3, 2.0, [held(2, "1", 2.0, 2)], eid="1000-0"),
+        entry("a", 4, 2.1, [OutcomeEvent("1", 2.1, 1, 1, Outcome.DROPPED)], eid="1001-0"),
+        entry(
+            "b", 0, 2.2,
+            [HandshakeEvent(make_handshake("1")), BreakpointsEvent([Breakpoint(1, "y")]),
+             held(1, "1", 2.2, 1)],
+            eid="1002-0",
+        ),
+    ]  # fmt: skip
+    m = InstanceMerger()
+    out = m.load([rec], entries, now=10.0, redis_now_ms=1003)
+    s = Session()
+    s.apply_all(out)
+    assert sorted(s.held) == ["a/2", "b/1"]  # type: ignore[type-var]
+    assert [(b.ref, b.filter) for b in s.breakpoints] == [("a/1", "x"), ("b/1", "y")]
+    assert s.connections["a/1"].dropped == 1

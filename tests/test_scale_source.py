@@ -196,3 +196,84 @@ async def test_late_viewer_counts_right_and_sees_a_dead_proxy_gone(
     assert session.instances["a"].state == "up"
     assert sum(1 for e in events if isinstance(e, Message)) <= 4  # the backlog limit
     assert any(isinstance(e, InstanceEvent) and e.name == "b" for e in events)
+
+
+async def test_breakpoints_held_forward_and_drop_through_redis(
+    short_tmp: Path, redis_server
+) -> None:
+    """`break add` through Redis holds a message on each instance, both with held id 1;
+    `held` names them INSTANCE/ID; forward (edited) and drop reach their instance only."""
+    url = redis_server.url
+    tap = ("--tap", url)
+    async with (
+        ws_server() as (_, up),
+        two_proxies(short_tmp, redis_server, up, "--accept-commands") as (pa, pb),
+        connect(f"ws://127.0.0.1:{pa}/a", ping_interval=None) as wa,
+        connect(f"ws://127.0.0.1:{pb}/b", ping_interval=None) as wb,
+    ):
+        code, out, err = await cli("break", "add", 'from:client "hold"', *tap)
+        assert code == 0, err
+        assert out.split() == ["app-a/1", "app-b/1"]  # one on each instance
+        code, out, err = await cli("break", "list", "--json", *tap)
+        assert code == 0, err
+        bps = [json.loads(x) for x in out.splitlines()]
+        assert [(b["id"], b["instance"]) for b in bps] == [
+            ("app-a/1", "app-a"),
+            ("app-b/1", "app-b"),
+        ]
+        await wa.send("hold a")
+        await wb.send("hold b")
+
+        async def held() -> list[dict]:
+            code, out, err = await cli("held", "--json", *tap)
+            assert code == 0, err
+            return [json.loads(x) for x in out.splitlines()]
+
+        listed: list[dict] = []
+        for _ in range(50):
+            listed = await held()
+            if len(listed) == 2:
+                break
+            await asyncio.sleep(0.2)
+        by_id = {h["id"]: h for h in listed}
+        assert sorted(by_id) == ["app-a/1", "app-b/1"]  # the same proxy id, no collision
+        assert by_id["app-b/1"]["text"] == "hold b" and by_id["app-b/1"]["instance"] == "app-b"
+        assert by_id["app-a/1"]["conn"] == "app-a/1"
+        # an id without its instance is ambiguous; one the instance does not hold fails there
+        code, _, err = await cli("forward", "1", *tap)
+        assert code == 1 and "INSTANCE/ID" in err
+        code, _, err = await cli("drop", "app-a/7", *tap)
+        assert code == 1 and err.startswith("devconsole: app-a:") and "7" in err
+        # forward app-b's edited: only b's client hears the echo
+        code, _, err = await cli("forward", "app-b/1", "--text", "edited b", *tap)
+        assert code == 0, err
+        assert await asyncio.wait_for(wb.recv(), 10) == "edited b"
+        # drop app-a's: nothing comes back, the next message flows
+        code, _, err = await cli("drop", "app-a/1", *tap)
+        assert code == 0, err
+        await wa.send("after")
+        assert await asyncio.wait_for(wa.recv(), 10) == "after"
+        for _ in range(50):
+            if not await held():
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("still held")
+        # breakpoints by INSTANCE/ID: app-a's removed, app-b's still holds
+        code, _, err = await cli("break", "rm", "app-a/1", *tap)
+        assert code == 0, err
+        code, out, _ = await cli("break", "list", "--json", *tap)
+        assert [json.loads(x)["id"] for x in out.splitlines()] == ["app-b/1"]
+        await wa.send("hold a again")
+        assert await asyncio.wait_for(wa.recv(), 10) == "hold a again"
+        await wb.send("hold b again")
+        for _ in range(50):
+            listed = await held()
+            if listed:
+                break
+            await asyncio.sleep(0.2)
+        assert [h["id"] for h in listed] == ["app-b/2"]
+        code, out, err = await cli("forward", "--all", *tap)
+        assert code == 0, err
+        assert out.strip() == "1 held message(s) forwarded"
+        assert await asyncio.wait_for(wb.recv(), 10) == "hold b again"

@@ -813,3 +813,91 @@ async def test_B_opens_the_view_on_the_breakpoints_and_help_and_palette_work_the
         await pilot.press("escape", "q")
         await pilot.pause()
         assert app.screen is app.main
+
+
+async def test_intercept_on_a_redis_source_reaches_the_right_instance(
+    short_tmp: Path, redis_server
+) -> None:
+    """Two proxies publishing to a real Redis (--accept-commands), each before its own
+    server; the TUI on the Redis stream. A breakpoint made with b holds a message on each
+    instance, both with held id 1: f on instance B's forwards B's only, e on A's sends
+    A's edited, d in the intercept view drops B's next one; no command fails."""
+    from websockets.asyncio.client import connect
+
+    from devconsole.scale.source import RedisSource
+    from tests.conftest import wait_until, ws_server
+    from tests.scale_helpers import proxy_process
+
+    rec_a, rec_b = Received(), Received()
+    url = redis_server.url
+    async with ws_server(rec_a) as (_, up_a), ws_server(rec_b) as (_, up_b):
+        with (
+            proxy_process(
+                short_tmp / "a", "--mode", f"reverse:http://127.0.0.1:{up_a}",
+                "--publish", url, "--name", "app-a", "--accept-commands",
+            ) as pa,
+            proxy_process(
+                short_tmp / "b", "--mode", f"reverse:http://127.0.0.1:{up_b}",
+                "--publish", url, "--name", "app-b", "--accept-commands",
+            ) as pb,
+        ):  # fmt: skip
+            app = make_app(RedisSource(url), tz=UTC)
+            shown = notifications(app)
+            async with (
+                app.run_test(size=SIZE) as pilot,
+                connect(f"ws://127.0.0.1:{pa.port}/a", ping_interval=None) as wa,
+                connect(f"ws://127.0.0.1:{pb.port}/b", ping_interval=None) as wb,
+            ):
+                await wa.send("hello a")
+                await wb.send("hello b")
+                assert (await wa.recv(), await wb.recv()) == ("ack 1", "ack 1")
+                await wait_until(lambda: app.session.total_messages >= 4, 15)
+                await settle(pilot)
+                assert app.main.apply_filter('from:client "order"')
+                await settle(pilot)
+                await pilot.press("b", "enter")  # on every instance
+                await wait_until(lambda: len(app.session.breakpoints) == 2, 15)
+                assert [b.ref for b in app.session.breakpoints] == ["app-a/1", "app-b/1"]
+                await wa.send('{"order": "a"}')
+                await wb.send('{"order": "b"}')
+                await _held_in_app(app, 2, 15)
+                assert sorted(app.session.held) == ["app-a/1", "app-b/1"]
+                await settle(pilot)
+                await select(pilot, app.session.held["app-b/1"].seq)
+                await pilot.press("f")
+                await wait_until(lambda: len(rec_b.got) == 2, 15)
+                assert rec_b.got == ["hello b", '{"order": "b"}']
+                assert await wb.recv() == "ack 2"
+                await wait_until(lambda: list(app.session.held) == ["app-a/1"], 15)
+                assert rec_a.got == ["hello a"]  # still held on app-a
+                await settle(pilot)
+                await select(pilot, app.session.held["app-a/1"].seq)
+                await pilot.press("e")
+                editor = app.screen
+                assert isinstance(editor, EditDialog)
+                editor.set_text('{"order": "A"}')
+                await pilot.pause()
+                await pilot.press("ctrl+s")
+                await wait_until(lambda: len(rec_a.got) == 2, 15)
+                assert rec_a.got == ["hello a", '{"order": "A"}']
+                assert await wa.recv() == "ack 2"
+                await wait_until(lambda: not app.session.held, 15)
+                # the next one on app-b is app-b/2: dropped from the intercept view
+                await wb.send('{"order": "b2"}')
+                await _held_in_app(app, 1, 15)
+                assert list(app.session.held) == ["app-b/2"]
+                await settle(pilot)
+                await pilot.press("I")
+                await pilot.pause()
+                screen = app.screen
+                assert isinstance(screen, InterceptScreen)
+                assert "app-b/2" in screen_text(app)
+                await pilot.press("d")
+                await wait_until(lambda: not app.session.held, 15)
+                await wb.send("plain")
+                assert await wb.recv() == "ack 3"
+                assert rec_b.got == ["hello b", '{"order": "b"}', "plain"]
+                failed = [s for s in shown if s[2] == "error"]
+                assert not failed, failed
+                await pilot.press("escape")
+                await pilot.press("q")

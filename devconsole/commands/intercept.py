@@ -27,6 +27,9 @@ from devconsole.model import (
     Message,
     Opcode,
     RemoveBreakpointCommand,
+    conn_instance,
+    held_ref,
+    parse_ref,
 )
 from devconsole.session import Session
 from devconsole.text import arrow, opcode_name
@@ -44,14 +47,13 @@ def _positive_float(s: str) -> float:
     return v
 
 
-def _positive_int(s: str) -> int:
+def _ref(s: str) -> tuple[str, int]:
+    """A held message or breakpoint id: ``ID``, or ``INSTANCE/ID`` in a merged view over
+    Redis (as ``held`` and ``break list`` show them)."""
     try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an id: {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError("ids start at 1")
-    return v
+        return parse_ref(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def register(sub: Any) -> None:
@@ -91,14 +93,14 @@ def register(sub: Any) -> None:
     b = bsub.add_parser("rm", help="remove a breakpoint (held messages stay held)")
     add_tap_args(b)
     g = b.add_mutually_exclusive_group(required=True)
-    g.add_argument("id", nargs="?", type=_positive_int, metavar="ID")
+    g.add_argument("id", nargs="?", type=_ref, metavar="ID")
     g.add_argument("--all", action="store_true", help="remove every breakpoint")
     b.set_defaults(handler=_sync(_break_rm))
 
     for name, on in (("enable", True), ("disable", False)):
         b = bsub.add_parser(name, help=f"{name} a breakpoint")
         add_tap_args(b)
-        b.add_argument("id", type=_positive_int, metavar="ID")
+        b.add_argument("id", type=_ref, metavar="ID")
         b.set_defaults(handler=_sync(_break_enable), enabled=on)
 
     p = sub.add_parser("held", help="list the messages held by breakpoints")
@@ -108,7 +110,13 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("forward", help="forward a held message, as it is or edited")
     add_tap_args(p)
-    p.add_argument("id", nargs="?", type=_positive_int, metavar="HELD_ID")
+    p.add_argument(
+        "id",
+        nargs="?",
+        type=_ref,
+        metavar="HELD_ID",
+        help="as `held` shows it (INSTANCE/ID via Redis)",
+    )
     p.add_argument("--all", action="store_true", help="every held message (of --conn)")
     p.add_argument("--conn", metavar="CONN", default="", help="with --all: one connection")
     g = p.add_mutually_exclusive_group()
@@ -129,7 +137,13 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("drop", help="drop a held message")
     add_tap_args(p)
-    p.add_argument("id", nargs="?", type=_positive_int, metavar="HELD_ID")
+    p.add_argument(
+        "id",
+        nargs="?",
+        type=_ref,
+        metavar="HELD_ID",
+        help="as `held` shows it (INSTANCE/ID via Redis)",
+    )
     p.add_argument("--all", action="store_true", help="every held message (of --conn)")
     p.add_argument("--conn", metavar="CONN", default="", help="with --all: one connection")
     p.set_defaults(handler=_sync(_drop))
@@ -151,6 +165,9 @@ async def _command(args: argparse.Namespace, cmd: Command) -> CommandResult:
     """Send ``cmd`` over the tap (or Redis stream); a refusal is a CliError."""
     from devconsole import sources
 
+    instance = getattr(cmd, "instance", "")
+    if instance and not sources.is_redis(args.tap):
+        raise CliError(f"{instance}/...: only a redis:// source has instances (give the plain ID)")
     res = await sources.send_command(args.tap, args.token, cmd)
     if not res.ok:
         raise CliError(res.error)
@@ -179,8 +196,8 @@ async def _break_add(args: argparse.Namespace) -> int:
 async def _break_list(args: argparse.Namespace) -> int:
     session = await _state(args)
     for bp in session.breakpoints:
-        obj = {
-            "id": bp.id,
+        obj: dict[str, Any] = {
+            "id": bp.ref if bp.instance else bp.id,
             "filter": bp.filter,
             "conn": bp.conn or None,
             "timeout": bp.timeout,
@@ -188,6 +205,8 @@ async def _break_list(args: argparse.Namespace) -> int:
             "control": bp.control,
             "enabled": bp.enabled,
         }
+        if bp.instance:
+            obj["instance"] = bp.instance
         if args.json:
             print(json.dumps(obj, ensure_ascii=False))
         else:
@@ -199,17 +218,19 @@ async def _break_list(args: argparse.Namespace) -> int:
             if bp.control:
                 flags.append("control frames too")
             flags.append(f"{bp.timeout:g} s then {bp.on_timeout}")
-            print(f"{bp.id:>3}  {safe_text(bp.filter)}  ({', '.join(flags)})")
+            print(f"{bp.ref:>3}  {safe_text(bp.filter)}  ({', '.join(flags)})")
     return 0
 
 
 async def _break_rm(args: argparse.Namespace) -> int:
-    await _command(args, RemoveBreakpointCommand(0 if args.all else args.id))
+    inst, bp = ("", 0) if args.all else args.id
+    await _command(args, RemoveBreakpointCommand(bp, instance=inst))
     return 0
 
 
 async def _break_enable(args: argparse.Namespace) -> int:
-    await _command(args, EnableBreakpointCommand(args.id, args.enabled))
+    inst, bp = args.id
+    await _command(args, EnableBreakpointCommand(bp, args.enabled, instance=inst))
     return 0
 
 
@@ -217,9 +238,11 @@ async def _break_enable(args: argparse.Namespace) -> int:
 
 
 def held_json(it: Item, now: float) -> dict[str, Any]:
-    """One line of ``devconsole held --json``."""
+    """One line of ``devconsole held --json``; in a merged view over Redis ``id`` is
+    "INSTANCE/ID" and ``instance`` is set, as for connections."""
+    instance = conn_instance(it.conn)
     obj: dict[str, Any] = {
-        "id": it.held,
+        "id": held_ref(it.conn, it.held) if instance else it.held,
         "conn": it.conn,
         "from": it.side,
         "type": opcode_name(it.opcode),
@@ -234,13 +257,15 @@ def held_json(it: Item, now: float) -> dict[str, Any]:
     obj["held_for"] = round(max(0.0, now - it.ts), 3)
     obj["breakpoint"] = it.breakpoint
     obj["seq"] = it.seq
+    if instance:
+        obj["instance"] = instance
     return obj
 
 
 async def _held(args: argparse.Namespace) -> int:
     session = await _state(args)
     now = time.time()
-    items = sorted(session.held.values(), key=lambda it: it.held)
+    items = sorted(session.held.values(), key=lambda it: (it.held, it.conn))
     if args.json:
         for it in items:
             print(json.dumps(held_json(it, now), ensure_ascii=False))
@@ -249,7 +274,8 @@ async def _held(args: argparse.Namespace) -> int:
 
     for it in items:
         print(
-            f"{it.held:>5}  #{it.conn:<4} {arrow(it.side)} {opcode_name(it.opcode):<6} "
+            f"{held_ref(it.conn, it.held):>5}  #{it.conn:<4} {arrow(it.side)} "
+            f"{opcode_name(it.opcode):<6} "
             f"{it.size:>7}B {now - it.ts:6.1f}s  bp {it.breakpoint}  {preview(it, 80)}"
         )
     return 0
@@ -281,18 +307,18 @@ def _edited_body(args: argparse.Namespace) -> tuple[bytes | None, int]:
     return None, 0
 
 
-def _target(args: argparse.Namespace) -> int:
+def _target(args: argparse.Namespace) -> tuple[str, int]:
     if args.all and args.id is not None:
         raise CliError("give a HELD_ID or --all, not both")
     if not args.all and args.id is None:
         raise CliError("give a HELD_ID (devconsole held) or --all")
     if args.conn and not args.all:
         raise CliError("--conn goes with --all")
-    return 0 if args.all else int(args.id)
+    return ("", 0) if args.all else args.id  # type: ignore[no-any-return]
 
 
 async def _forward(args: argparse.Namespace) -> int:
-    held = _target(args)
+    inst, held = _target(args)
     if args.proto and args.decoded is None:
         raise CliError("--proto goes with --decoded")
     if args.decoded is not None:
@@ -300,20 +326,22 @@ async def _forward(args: argparse.Namespace) -> int:
             raise CliError("an edited body goes to one held message, not to --all")
         from devconsole.commands.protocols import forward_decoded
 
-        await _command(args, await forward_decoded(args, held))
+        cmd = await forward_decoded(args, held)
+        cmd.instance = inst
+        await _command(args, cmd)
         return 0
     body, opcode = _edited_body(args)
     if body is not None and not held:
         raise CliError("an edited body goes to one held message, not to --all")
-    res = await _command(args, ForwardCommand(held, args.conn, body, opcode))
+    res = await _command(args, ForwardCommand(held, args.conn, body, opcode, instance=inst))
     if not held:
         print(f"{res.info} held message(s) forwarded")
     return 0
 
 
 async def _drop(args: argparse.Namespace) -> int:
-    held = _target(args)
-    res = await _command(args, DropCommand(held, args.conn))
+    inst, held = _target(args)
+    res = await _command(args, DropCommand(held, args.conn, instance=inst))
     if not held:
         print(f"{res.info} held message(s) dropped")
     return 0

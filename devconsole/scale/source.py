@@ -7,7 +7,8 @@ TUI use it like a tap. It reads the snapshots hash and the stream's recent histo
 only talks to Redis. A lost Redis connection is retried with backoff; meanwhile the
 instances are reported gone, and anything the stream lost is reported as a gap.
 
-Commands go to the instance that owns the connection (``INSTANCE/ID``) over pub/sub:
+Commands go to the instance that owns the connection (``INSTANCE/ID``), or the held
+message or breakpoint (``INSTANCE/ID`` too: the command's ``instance``), over pub/sub:
 ``STREAM:commands:INSTANCE``, answered on a reply channel of this viewer's own. Only an
 instance started with ``--accept-commands`` listens; otherwise the command fails at once
 with that reason.
@@ -35,8 +36,19 @@ from devconsole.instances import (
     SnapshotRecord,
     decode_entry,
     decode_snapshot_record,
+    valid_instance_name,
 )
-from devconsole.model import Command, CommandResult, Event
+from devconsole.model import (
+    INSTANCE_SEP,
+    BreakpointCommand,
+    Command,
+    CommandResult,
+    DropCommand,
+    EnableBreakpointCommand,
+    Event,
+    ForwardCommand,
+    RemoveBreakpointCommand,
+)
 from devconsole.scale.config import DEFAULT_STREAM, RedisConfigError, keys, parse_redis_url
 from devconsole.scale.publisher import BACKOFF_FIRST, BACKOFF_MAX
 from devconsole.source import EventsCallback, SourceError
@@ -234,20 +246,84 @@ class RedisSource:
             await self.connect()
         cmd.id = self._next_id
         self._next_id += 1
+        # Commands go to the instance their connection (INSTANCE/ID) or their held message
+        # or breakpoint (``instance``: INSTANCE/ID as well) is on, without the prefix.
         conn = getattr(cmd, "conn", None)
-        if isinstance(conn, str) and conn:
-            try:
+        instance = getattr(cmd, "instance", "")
+        target: tuple[str, str, str] | None = None  # (display, name, run)
+        try:
+            if isinstance(conn, str) and conn:
                 name, run, local = self.merger.route(conn)
-            except KeyError as e:
-                return CommandResult(cmd.id, False, str(e.args[0]))
-            return await self._send(name, run, dataclasses.replace(cmd, conn=local))  # type: ignore[type-var,arg-type]
-        # A command for no connection in particular goes to every live instance.
-        runs = [(n, r.run) for n, r in self.merger.current.items() if r.state == "up"]
+                display = conn.rpartition(INSTANCE_SEP)[0]
+                if instance and instance != display:
+                    return CommandResult(
+                        cmd.id, False, f"{instance}/... is not on connection {conn}'s instance"
+                    )
+                cmd = dataclasses.replace(cmd, conn=local)  # type: ignore[type-var,arg-type]
+                target = (display, name, run)
+            elif instance:
+                name, run = self.merger.route_instance(instance)
+                target = (instance, name, run)
+        except KeyError as e:
+            return CommandResult(cmd.id, False, str(e.args[0]))
+        if instance:
+            cmd = dataclasses.replace(cmd, instance="")  # type: ignore[type-var,arg-type]
+        if target is not None:
+            display, name, run = target
+            res = await self._send(name, run, cmd)
+            if res.ok and isinstance(cmd, BreakpointCommand):
+                res.info = f"{display}{INSTANCE_SEP}{res.info}"  # how this view names it
+            return res
+        ref = _unrouted_ref(cmd)
+        if ref:
+            return CommandResult(
+                cmd.id,
+                False,
+                f"{ref} {getattr(cmd, 'held', None) or getattr(cmd, 'breakpoint', '')}: name it "
+                f"INSTANCE/ID (devconsole {'held' if ref == 'held message' else 'break list'} "
+                "--tap redis://...)",
+            )
+        # A command for no connection in particular goes to every live instance (a
+        # viewer that has not read the stream, e.g. `devconsole break add`: to every
+        # instance listening for commands).
+        runs = [(n, r.run, r.display) for n, r in self.merger.current.items() if r.state == "up"]
+        if not runs and not self.merger.runs:
+            runs = [(n, "", n) for n in await self._listening()]
+            if not runs:
+                return CommandResult(
+                    cmd.id,
+                    False,
+                    "no instance listens for commands on this stream (start the proxies "
+                    "with --publish and --accept-commands)",
+                )
         if not runs:
             return CommandResult(cmd.id, False, "no live instance in the stream")
-        results = await asyncio.gather(*(self._send(n, run, cmd) for n, run in runs))
+        results = await asyncio.gather(*(self._send(n, run, cmd) for n, run, _ in runs))
         failed = [r.error for r in results if not r.ok]
-        return CommandResult(cmd.id, not failed, "; ".join(failed))
+        info = ""
+        if isinstance(cmd, BreakpointCommand):  # one breakpoint on each instance
+            info = " ".join(
+                f"{d}{INSTANCE_SEP}{r.info}"
+                for (_, _, d), r in zip(runs, results, strict=True)
+                if r.ok
+            )
+        elif isinstance(cmd, ForwardCommand | DropCommand):  # how many, in all
+            info = str(sum(int(r.info) for r in results if r.ok and r.info.isdigit()))
+        error = "; ".join(failed)
+        if failed and info and isinstance(cmd, BreakpointCommand):
+            error += f" (added on the others: {info})"
+        return CommandResult(cmd.id, not failed, error, info)
+
+    async def _listening(self) -> list[str]:
+        """The instances subscribed to their command channel now (PUBSUB CHANNELS)."""
+        prefix = self.keys["commands"]
+        pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix) + "*"
+        try:
+            channels = await self._client.pubsub_channels(pattern)
+        except Exception as e:
+            raise SourceError(f"{self.description}: {_why(e)}") from None
+        names = {_str(c)[len(prefix) :] for c in channels or ()}
+        return sorted(n for n in names if valid_instance_name(n) is None)
 
     async def _send(self, name: str, run: str, cmd: Command) -> CommandResult:
         reply = self.keys["replies"] + secrets.token_hex(12)
@@ -290,6 +366,16 @@ class RedisSource:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
                 await client.aclose()
+
+
+def _unrouted_ref(cmd: Command) -> str:
+    """What ``cmd`` names by an id that only one instance knows, when it names no
+    instance ("" if it does not)."""
+    if isinstance(cmd, ForwardCommand | DropCommand) and cmd.held:
+        return "held message"
+    if isinstance(cmd, RemoveBreakpointCommand | EnableBreakpointCommand) and cmd.breakpoint:
+        return "breakpoint"
+    return ""
 
 
 def _why(e: BaseException) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from devconsole.decoders import safe_text
-from devconsole.model import Breakpoint, Item, Message, Outcome, OutcomeEvent
+from devconsole.model import Breakpoint, Item, Message, Outcome, OutcomeEvent, conn_instance
 from devconsole.session import Session
 from devconsole.text import fmt_elapsed
 
@@ -116,9 +116,11 @@ class HeldTracker:
         self._update()
         return self._ordered
 
-    def breakpoint(self, bp_id: int) -> Breakpoint | None:
+    def breakpoint(self, bp_id: int, conn: str = "") -> Breakpoint | None:
+        """Breakpoint ``bp_id`` of the instance of ``conn`` (a merged view over Redis)."""
+        instance = conn_instance(conn)
         for bp in self.session.breakpoints:
-            if bp.id == bp_id:
+            if bp.id == bp_id and bp.instance == instance:
                 return bp
         return None
 

@@ -52,6 +52,9 @@ from devconsole.model import (
     Message,
     Opcode,
     RemoveBreakpointCommand,
+    conn_instance,
+    held_key,
+    held_ref,
 )
 from devconsole.text import (
     arrow,
@@ -123,13 +126,13 @@ class Interceptor:
         """Forward ``item`` as it is; False (and a notification) if it is not held."""
         it = self.on_hold(item, "Forward")
         if it is not None:
-            self.send(ForwardCommand(it.held), conn_tag(it.conn))
+            self.send(ForwardCommand(it.held, instance=conn_instance(it.conn)), conn_tag(it.conn))
         return it is not None
 
     def drop(self, item: Item | None) -> bool:
         it = self.on_hold(item, "Drop")
         if it is not None:
-            self.send(DropCommand(it.held), conn_tag(it.conn))
+            self.send(DropCommand(it.held, instance=conn_instance(it.conn)), conn_tag(it.conn))
         return it is not None
 
     def edit(self, item: Item | None) -> None:
@@ -148,13 +151,16 @@ class Interceptor:
         def done(result: Edited | None) -> None:
             if result is None:
                 return
+            inst = conn_instance(it.conn)  # a merged view over Redis: its instance
             if result.unchanged:  # as it came: the very bytes the sender sent
-                self.send(ForwardCommand(it.held), conn_tag(it.conn))
+                self.send(ForwardCommand(it.held, instance=inst), conn_tag(it.conn))
             else:
-                cmd = ForwardCommand(it.held, "", result.payload, result.opcode, more=result.more)
+                cmd = ForwardCommand(
+                    it.held, "", result.payload, result.opcode, more=result.more, instance=inst
+                )
                 self.send(cmd, conn_tag(it.conn))
 
-        bp = self.tracker.breakpoint(it.breakpoint)
+        bp = self.tracker.breakpoint(it.breakpoint, it.conn)
         from devconsole.tui.protocol import decoded_form
 
         dialog = EditDialog(
@@ -711,7 +717,7 @@ class HeldList(ScrollView, can_focus=True, inherit_bindings=False):
         self.now = now
         self.conn_label = conn_label
         self.items: list[Item] = []
-        self.cursor_held: int | None = None  # the selected message's held id
+        self.cursor_held: int | str | None = None  # the selected message's held_key
         self._styles: dict[str, Style] = {}
 
     # ---------------------------------------------------------------- rows
@@ -724,15 +730,15 @@ class HeldList(ScrollView, can_focus=True, inherit_bindings=False):
         self.items = items
         index = self.index
         if self.cursor_held is not None and index is None and items:
-            before = [it.held for it in old].index(self.cursor_held) if old else 0
-            gone = {it.held for it in old} - {it.held for it in items}
+            before = [_key(it) for it in old].index(self.cursor_held) if old else 0
+            gone = {_key(it) for it in old} - {_key(it) for it in items}
             before = min(before, len(items) - 1)
             # the first message after the decided one, else the last one
-            after = [it for it in old[before:] if it.held not in gone]
+            after = [it for it in old[before:] if _key(it) not in gone]
             pick = after[0] if after else items[min(before, len(items) - 1)]
-            self._select(pick.held)
+            self._select(_key(pick))
         elif self.cursor_held is None and items:
-            self._select(items[0].held)
+            self._select(_key(items[0]))
         elif not items and self.cursor_held is not None:
             self._select(None)
         self.virtual_size = Size(max(1, self.scrollable_content_region.width), len(items))
@@ -743,7 +749,7 @@ class HeldList(ScrollView, can_focus=True, inherit_bindings=False):
         if self.cursor_held is None:
             return None
         for i, it in enumerate(self.items):
-            if it.held == self.cursor_held:
+            if _key(it) == self.cursor_held:
                 return i
         return None
 
@@ -752,7 +758,7 @@ class HeldList(ScrollView, can_focus=True, inherit_bindings=False):
         i = self.index
         return self.items[i] if i is not None else None
 
-    def _select(self, held: int | None) -> None:
+    def _select(self, held: int | str | None) -> None:
         if held == self.cursor_held:
             return
         self.cursor_held = held
@@ -769,7 +775,7 @@ class HeldList(ScrollView, can_focus=True, inherit_bindings=False):
 
     def select_index(self, i: int) -> None:
         if self.items:
-            self._select(self.items[max(0, min(len(self.items) - 1, i))].held)
+            self._select(_key(self.items[max(0, min(len(self.items) - 1, i))]))
 
     # ---------------------------------------------------------------- rendering
 
@@ -793,10 +799,10 @@ class HeldList(ScrollView, can_focus=True, inherit_bindings=False):
 
     def row_text(self, item: Item, width: int, now: float) -> Text:
         t = Text(no_wrap=True, end="")
-        t.append("▸ " if item.held == self.cursor_held else "  ", "bold")
-        t.append(f"{item.held:>5} ")
+        t.append("▸ " if _key(item) == self.cursor_held else "  ", "bold")
+        t.append(f"{held_ref(item.conn, item.held):>5} ")
         waited = held_for(item, now)
-        bp = self.tracker.breakpoint(item.breakpoint)
+        bp = self.tracker.breakpoint(item.breakpoint, item.conn)
         urgent = bp is not None and bp.timeout - waited <= URGENT
         t.append(f"{fmt_elapsed(waited):>6} ", self._style("held--urgent") if urgent else "")
         t.append(f"{self.conn_label(item.conn):>7} ")
@@ -826,7 +832,7 @@ class HeldList(ScrollView, can_focus=True, inherit_bindings=False):
         text = self.row_text(item, width, self.now())
         text.stylize_before(base)
         strip = Strip(text.render(self.app.console), text.cell_len).crop_extend(0, width, base)
-        if item.held == self.cursor_held:
+        if _key(item) == self.cursor_held:
             name = "held--cursor" if self.has_focus else "held--cursor-blurred"
             strip = Strip(
                 Segment.apply_style(list(strip), post_style=self._style(name)),
@@ -865,10 +871,14 @@ class HeldList(ScrollView, can_focus=True, inherit_bindings=False):
         self.refresh()
 
 
+def _key(it: Item) -> int | str:
+    return held_key(it.conn, it.held)
+
+
 def breakpoint_text(bp: Breakpoint, holding: int = 0) -> Text:
     """One breakpoint: its state, filter and settings (the filter escaped)."""
     t = Text(no_wrap=True, overflow="ellipsis")
-    t.append(f"{bp.id:>3} ", "bold")
+    t.append(f"{bp.ref:>3} ", "bold")
     if bp.enabled:
         t.append(" on  ", "bold black on green")
     else:
@@ -1012,7 +1022,7 @@ class InterceptScreen(ModalScreen[None]):
         self.tracker = self.actions.tracker
         self._version = -1
         self._second = -1
-        self._bps: tuple[tuple[int, bool, str], ...] = ()
+        self._bps: tuple[tuple[str, bool, str], ...] = ()
         self._preview_for: tuple[int, str] | None = None
 
     # ---------------------------------------------------------------- layout
@@ -1100,10 +1110,11 @@ class InterceptScreen(ModalScreen[None]):
 
     def _update_breakpoints(self) -> None:
         bps = self.session.breakpoints
-        holding: dict[int, int] = {}
+        holding: dict[str, int] = {}  # by breakpoint ref (INSTANCE/ID in a merged view)
         for it in self.tracker.ordered():
-            holding[it.breakpoint] = holding.get(it.breakpoint, 0) + 1
-        key = tuple((bp.id, bp.enabled, f"{bp.filter}|{holding.get(bp.id, 0)}") for bp in bps)
+            ref = held_ref(it.conn, it.breakpoint)
+            holding[ref] = holding.get(ref, 0) + 1
+        key = tuple((bp.ref, bp.enabled, f"{bp.filter}|{holding.get(bp.ref, 0)}") for bp in bps)
         if key == self._bps:
             return
         self._bps = key
@@ -1115,9 +1126,9 @@ class InterceptScreen(ModalScreen[None]):
             lst.highlighted = None
             return
         lst.add_options(
-            Option(breakpoint_text(bp, holding.get(bp.id, 0)), f"bp:{bp.id}") for bp in bps
+            Option(breakpoint_text(bp, holding.get(bp.ref, 0)), f"bp:{bp.ref}") for bp in bps
         )
-        ids = [f"bp:{bp.id}" for bp in bps]
+        ids = [f"bp:{bp.ref}" for bp in bps]
         lst.highlighted = ids.index(highlighted) if highlighted in ids else 0
 
     def _update_preview(self) -> None:
@@ -1129,9 +1140,9 @@ class InterceptScreen(ModalScreen[None]):
                 static.update("")
             return
         now = self.state.wall_clock()
-        bp = self.tracker.breakpoint(item.breakpoint)
+        bp = self.tracker.breakpoint(item.breakpoint, item.conn)
         head = Text(no_wrap=True, overflow="ellipsis")
-        head.append(f" held {item.held} ", HELD_STYLE)
+        head.append(f" held {held_ref(item.conn, item.held)} ", HELD_STYLE)
         head.append(f" seq {item.seq} · ")
         head.append(f"{conn_tag(item.conn)} ", "bold")
         c = self.session.connections.get(item.conn)
@@ -1178,8 +1189,8 @@ class InterceptScreen(ModalScreen[None]):
         opt = self.bp_list.highlighted_option
         if opt is None or not (opt.id or "").startswith("bp:"):
             return None
-        bp_id = int((opt.id or "bp:0")[3:])
-        return next((bp for bp in self.session.breakpoints if bp.id == bp_id), None)
+        ref = (opt.id or "bp:0")[3:]
+        return next((bp for bp in self.session.breakpoints if bp.ref == ref), None)
 
     def on_descendant_focus(self) -> None:
         self.refresh_bindings()
@@ -1226,14 +1237,14 @@ class InterceptScreen(ModalScreen[None]):
         if bp is None:
             self.app.bell()
             return
-        self.actions.send(EnableBreakpointCommand(bp.id, not bp.enabled))
+        self.actions.send(EnableBreakpointCommand(bp.id, not bp.enabled, instance=bp.instance))
 
     def action_remove_breakpoint(self) -> None:
         bp = self._selected_bp()
         if bp is None:
             self.app.bell()
             return
-        self.actions.send(RemoveBreakpointCommand(bp.id))
+        self.actions.send(RemoveBreakpointCommand(bp.id, instance=bp.instance))
 
     def action_switch_pane(self) -> None:
         if self.focused is self.held_list:
