@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
+from math import ceil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import ClassVar
@@ -22,8 +23,9 @@ from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.message import Message
-from textual.reactive import reactive
+from textual.reactive import Reactive, reactive
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollBar
 from textual.strip import Strip
 
 from devconsole.decoders import preview
@@ -41,6 +43,54 @@ SIZE_WIDTH = 6
 # column (INJ/DROP/ERR lead the preview instead), a narrower size: the preview keeps the
 # width (80 columns leave it about 45 characters).
 COMPACT_BELOW = 100
+
+
+class ThumbScrollBar(ScrollBar):
+    """A vertical scrollbar that repaints only when its thumb moves on screen.
+
+    Textual's repaints the whole bar (one line per row of the pane) whenever its position
+    or the number of rows changes: on every tick of a live stream, although with
+    thousands of rows the thumb stays on the same cell. Here those changes repaint only
+    when the thumb's cells (in eighths, as drawn) change."""
+
+    window_virtual_size: Reactive[int] = Reactive(100, repaint=False)
+    window_size: Reactive[int] = Reactive(0, repaint=False)
+    position: Reactive[float] = Reactive(0, repaint=False)
+
+    def __init__(self, vertical: bool = True, name: str | None = None, *, thickness: int = 1):
+        super().__init__(vertical, name, thickness=thickness)
+        self._thumb: tuple[int, int, int] | None = None
+        self.repaints = 0  # repaints asked because the thumb moved (tests)
+
+    def thumb(self) -> tuple[int, int, int]:
+        """(height, start, end) of the thumb in eighths of a cell, as ScrollBarRender
+        computes them; (height, 0, 0) when there is no thumb."""
+        size = self.size.height if self.vertical else self.size.width
+        virtual = ceil(self.window_virtual_size)
+        window = ceil(self.window_size) if self.window_size < self.window_virtual_size else 0
+        if not (window and size and virtual and size != virtual):
+            return (size, 0, 0)
+        thumb_size = max(1, window / (virtual / size))
+        span = virtual - window
+        position = (size - thumb_size) * (self.position / span if span else 0)
+        start = int(position * 8)
+        return (size, start, start + ceil(thumb_size * 8))
+
+    def _check_thumb(self) -> None:
+        thumb = self.thumb()
+        if thumb != self._thumb:
+            self._thumb = thumb
+            self.repaints += 1
+            self.refresh()
+
+    def watch_window_virtual_size(self) -> None:
+        self._check_thumb()
+
+    def watch_window_size(self) -> None:
+        self._check_thumb()
+
+    def watch_position(self) -> None:
+        self._check_thumb()
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +252,18 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         self._cache: LRUCache[tuple[int, int], Strip] = LRUCache(1024)
         self._styles: dict[str, Style] = {}
 
+    @property
+    def vertical_scrollbar(self) -> ScrollBar:
+        """Textual's vertical scrollbar, made a ``ThumbScrollBar``."""
+        bar = self._vertical_scrollbar
+        if bar is None:
+            bar = self._vertical_scrollbar = ThumbScrollBar(
+                vertical=True, name="vertical", thickness=self.scrollbar_size_vertical
+            )
+            bar.display = False
+            self.app._start_widget(self, bar)
+        return bar
+
     # ------------------------------------------------------------------ view state
 
     @property
@@ -326,7 +388,22 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         return True
 
     def _update_virtual_size(self) -> None:
-        self.virtual_size = Size(max(1, self.scrollable_content_region.width), self.row_count)
+        size = Size(max(1, self.scrollable_content_region.width), self.row_count)
+        old = self.virtual_size
+        if size == old:
+            return
+        if old.width == size.width and self.show_vertical_scrollbar and self.container_size:
+            # Only the row count moved: the vertical scrollbar is always shown
+            # (overflow-y: scroll), so nothing else on the screen moves. Setting the
+            # reactive would lay out the whole screen and repaint every widget on it, on
+            # every tick of a live stream (bench/tui_steady.py); update the scrollbar and
+            # repaint this widget instead.
+            self.set_reactive(StreamView.virtual_size, size)
+            self.vertical_scrollbar.window_virtual_size = size.height
+            self.scroll_y = self.validate_scroll_y(self.scroll_y)
+            self.refresh()
+            return
+        self.virtual_size = size
 
     # Scrolling up by hand (wheel, scrollbar) stops following, like a pager. Only user
     # input counts: clamping after a resize or a clear must not stop following.
