@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
+from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -43,6 +44,33 @@ SIZE_WIDTH = 6
 # column (INJ/DROP/ERR lead the preview instead), a narrower size: the preview keeps the
 # width (80 columns leave it about 45 characters).
 COMPACT_BELOW = 100
+
+
+def flat_segments(text: Text, base: Style, console: Console) -> list[Segment] | None:
+    """The segments ``text.stylize_before(base); text.render(console)`` gives, for a
+    Text built by appending pieces (its spans in order, none overlapping, no style of its
+    own): one segment per piece, ``base + style``, without Rich's general span stack
+    (about half the cost of drawing a new row). None for any other Text (render it)."""
+    if text.style:
+        return None
+    plain = text.plain
+    end_of_text = len(plain)
+    get_style = console.get_style
+    out: list[Segment] = []
+    pos = 0
+    for start, end, style in text.spans:
+        if end <= start:
+            continue  # empty: Rich renders nothing for it
+        if start < pos or end > end_of_text:
+            return None
+        if start > pos:
+            out.append(Segment(plain[pos:start], base))
+        piece = style if isinstance(style, Style) else get_style(style, default=Style.null())
+        out.append(Segment(plain[start:end], base + piece))
+        pos = end
+    if pos < end_of_text:
+        out.append(Segment(plain[pos:], base))
+    return out
 
 
 class ThumbScrollBar(ScrollBar):
@@ -76,7 +104,8 @@ class ThumbScrollBar(ScrollBar):
         start = int(position * 8)
         return (size, start, start + ceil(thumb_size * 8))
 
-    def _check_thumb(self) -> None:
+    def check_thumb(self) -> None:
+        """Repaint if the thumb's cells changed since the last check."""
         thumb = self.thumb()
         if thumb != self._thumb:
             self._thumb = thumb
@@ -84,13 +113,13 @@ class ThumbScrollBar(ScrollBar):
             self.refresh()
 
     def watch_window_virtual_size(self) -> None:
-        self._check_thumb()
+        self.check_thumb()
 
     def watch_window_size(self) -> None:
-        self._check_thumb()
+        self.check_thumb()
 
     def watch_position(self) -> None:
-        self._check_thumb()
+        self.check_thumb()
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,16 +407,19 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         removed = before + added - after
         if not added and not removed:
             return False
-        self._update_virtual_size()
+        self._update_virtual_size(check_thumb=False)
         if self.following:
             self.scroll_to(y=self.max_scroll_y, animate=False, force=True)
         elif removed:
             # Keep the same rows under the user's eyes while old ones are evicted.
             self.scroll_to(y=max(0, top - removed), animate=False, force=True)
+        bar = self.vertical_scrollbar
+        if isinstance(bar, ThumbScrollBar):
+            bar.check_thumb()
         self.refresh()
         return True
 
-    def _update_virtual_size(self) -> None:
+    def _update_virtual_size(self, check_thumb: bool = True) -> None:
         size = Size(max(1, self.scrollable_content_region.width), self.row_count)
         old = self.virtual_size
         if size == old:
@@ -399,8 +431,13 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
             # every tick of a live stream (bench/tui_steady.py); update the scrollbar and
             # repaint this widget instead.
             self.set_reactive(StreamView.virtual_size, size)
-            self.vertical_scrollbar.window_virtual_size = size.height
+            bar = self.vertical_scrollbar
+            # silently: with the row count alone the thumb can seem to move, and move back
+            # once the stream has scrolled to its new end (check_thumb after the scroll)
+            bar.set_reactive(ScrollBar.window_virtual_size, size.height)
             self.scroll_y = self.validate_scroll_y(self.scroll_y)
+            if check_thumb and isinstance(bar, ThumbScrollBar):
+                bar.check_thumb()
             self.refresh()
             return
         self.virtual_size = size
@@ -509,10 +546,22 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         t.append("evicted from the buffer while paused", self._style("stream--evicted"))
         return t
 
+    def _base_style(self) -> Style:
+        """The widget's own style (``rich_style``), kept with the component styles:
+        Textual computes it anew after every refresh, and the rows need it each."""
+        base = self._styles.get("")
+        if base is None:
+            base = self._styles[""] = self.rich_style
+        return base
+
     def _strip(self, text: Text, width: int) -> Strip:
-        base = self.rich_style
-        text.stylize_before(base)
-        strip = Strip(text.render(self.app.console), text.cell_len)
+        base = self._base_style()
+        segments = flat_segments(text, base, self.app.console)
+        if segments is None:
+            text.stylize_before(base)
+            strip = Strip(text.render(self.app.console), text.cell_len)
+        else:
+            strip = Strip(segments, text.cell_len)
         return strip.crop_extend(0, width, base)
 
     def render_line(self, y: int) -> Strip:
