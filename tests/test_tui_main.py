@@ -331,6 +331,8 @@ async def test_a_busy_stream_is_redrawn_less_often_and_keys_at_once() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         main = app.main
+        app.cpu_budget = None  # the pacing alone, whatever this process's CPU use
+        main.max_wait = 4
         app.tick()  # a quiet tick
         drawn = []
         for i in range(20):  # a message on every tick (the app's timer is not awaited)
@@ -358,3 +360,16 @@ async def test_a_busy_stream_is_redrawn_less_often_and_keys_at_once() -> None:
         before = main.redraws
         app.tick()
         assert main.redraws == before + 1 and main.stream.row_count == 24
+
+
+def test_pacing_slows_down_over_the_cpu_budget_and_back() -> None:
+    screen = MainScreen.__new__(MainScreen)  # adapt_pacing reads and writes max_wait only
+    screen.max_wait = 4
+    for _ in range(20):
+        screen.adapt_pacing(0.30, 0.05)  # a third of a core
+    assert screen.max_wait == 9  # 2 redraws a second at most
+    screen.adapt_pacing(0.04, 0.05)  # within the budget: stays
+    assert screen.max_wait == 9
+    for _ in range(20):
+        screen.adapt_pacing(0.01, 0.05)
+    assert screen.max_wait == 4

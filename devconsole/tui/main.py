@@ -76,8 +76,10 @@ STACK_BELOW = 160
 CONNECTIONS_MAX = 0.4
 CONNECTIONS_MAX_STACKED = 0.25
 # A busy screen (changes on every tick) waits at most this many ticks between redraws:
-# at the 20 Hz tick, 4 redraws a second (MainScreen._due).
+# at the 20 Hz tick, 4 redraws a second (MainScreen._due); up to BUSY_SLOWEST_WAIT (2 a
+# second) while the viewer uses more than its CPU budget (MainScreen.adapt_pacing).
 BUSY_MAX_WAIT = 4
+BUSY_SLOWEST_WAIT = 9
 
 
 class ScanDone(Message):
@@ -283,6 +285,7 @@ class MainScreen(Screen[None]):
         self._busy = 0  # redraws since the last quiet tick (the pacing of _due)
         self._wait = 0  # ticks to wait before the next redraw of a change
         self.redraws = 0  # redraws of the stream, connections and status (tests, bench)
+        self.max_wait = BUSY_MAX_WAIT  # adapt_pacing moves it
         self._status_version = -1
         self._status_mode: tuple[bool, bool, str, str] | None = None
 
@@ -447,16 +450,25 @@ class MainScreen(Screen[None]):
     def _due(self) -> bool:
         """Pace the redraws of a busy screen: a change after a quiet tick is drawn at the
         next tick, as before; while changes keep coming, each redraw waits one more tick
-        than the last, up to ``BUSY_MAX_WAIT`` ticks (20 Hz, then 10, 6.7, 5, 4 Hz): a
+        than the last, up to ``max_wait`` ticks (20 Hz, then 10, 6.7, 5, 4 Hz): a
         stream that scrolls repaints every row of its pane, about 30 lines at 160x45,
         and at 20 Hz that cost a third of a core at 40 messages/s (bench/tui_steady.py).
         Keys redraw at once (``force``), whatever the pacing."""
         if self._wait > 0:
             self._wait -= 1
             return False
-        self._wait = min(self._busy, BUSY_MAX_WAIT)
+        self._wait = min(self._busy, self.max_wait)
         self._busy += 1
         return True
+
+    def adapt_pacing(self, cpu_share: float, budget: float) -> None:
+        """``cpu_share``: the share of a core this process used in the last second. Over
+        ``budget``, a busy screen is redrawn less often (down to 2 a second); under half
+        of it, more often again (up to 4 a second)."""
+        if cpu_share > budget:
+            self.max_wait = min(self.max_wait + 1, BUSY_SLOWEST_WAIT)
+        elif cpu_share < budget / 2:
+            self.max_wait = max(self.max_wait - 1, BUSY_MAX_WAIT)
 
     def _conn_width(self) -> int:
         """Cells of the stream's connection column: the longest ``#ID`` seen (it only

@@ -22,7 +22,7 @@ from rich.text import Text
 from textual import events, scrollbar
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import Reactive, reactive
 from textual.scroll_view import ScrollView
@@ -107,10 +107,19 @@ class ThumbScrollBar(ScrollBar):
     def check_thumb(self) -> None:
         """Repaint if the thumb's cells changed since the last check."""
         thumb = self.thumb()
-        if thumb != self._thumb:
-            self._thumb = thumb
-            self.repaints += 1
+        old = self._thumb
+        if thumb == old:
+            return
+        self._thumb = thumb
+        self.repaints += 1
+        if old is None or old[0] != thumb[0] or not self.vertical:
             self.refresh()
+            return
+        # only the rows between the old thumb and the new one (the background above and
+        # below them is the same)
+        first = min(old[1], thumb[1]) // 8
+        last = max(old[2], thumb[2]) // 8
+        self.refresh(Region(0, first, max(1, self.size.width), last - first + 1))
 
     def watch_window_virtual_size(self) -> None:
         self.check_thumb()
