@@ -360,6 +360,7 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
         top = self.scroll_offset.y
         drawn = self._drawn
         fresh = self._fresh
+        fresh.clear()  # texts of an earlier check not drawn since: stale
         changed = 0
         for y in range(min(self._page, len(self.rows) + 1 - top)):
             row = top + y
@@ -646,11 +647,17 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
         _cell(t, close_text(conn, c.close), c.close)
         return t
 
-    def refresh(self, *regions: Region, **kwargs: bool) -> Self:
+    def refresh(
+        self,
+        *regions: Region,
+        repaint: bool = True,
+        layout: bool = False,
+        recompose: bool = False,
+    ) -> Self:
         if not regions:  # the whole table: every row is drawn again
             self._drawn.clear()
             self._fresh.clear()
-        return super().refresh(*regions, **kwargs)
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width

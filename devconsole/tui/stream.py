@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
-from math import ceil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from math import ceil
 from typing import ClassVar
 
 from rich.console import Console
