@@ -533,6 +533,8 @@ async def run_step(
     async with app.run_test(size=SIZE) as pilot:
         await asyncio.wait_for(source.started.wait(), 10)
         install_action_hooks(app, prober)
+        # the screen starts in the connections list; the probe keys are the stream's
+        app.main.stream.focus()
         await asyncio.sleep(warmup)
         s = app.session
         applied0 = source.delivered

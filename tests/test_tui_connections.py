@@ -359,3 +359,28 @@ async def test_held_messages_are_counted_on_their_connection_and_on_all() -> Non
         row = {line.split()[1]: line for line in lines if " open " in line}
         assert "⏸1 " in row["#1"] and "⏸2 " in row["#2"]
         assert "⏸ 3 held" in next(line for line in lines if "All connections" in line)
+
+
+async def test_only_the_rows_whose_counters_moved_are_drawn_again() -> None:
+    """A busy connection among quiet ones: a tick draws its row and the All row (their
+    counters moved), not the whole table; the screen shows the new counts."""
+    t = Traffic()
+    for conn in ("1", "2", "3"):
+        t.open(conn)
+        t.text(conn, CLIENT, "hi")
+    source, app = app_with(t.take())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        conns = app.main.query_one(ConnectionList)
+        drawn = conns.lines_rendered
+        source.push([t.text("2", SERVER, f"m{i}") for i in range(7)])
+        await settle(pilot)
+        assert conns.lines_rendered - drawn == 2
+        shown = screen_text(app)
+        assert re.search(r"All connections.* 3 / 7 ", shown)
+        assert re.search(r"#2 .* 1 / 7 ", shown)
+        assert re.search(r"#1 .* 1 / 0 ", shown)
+        # nothing moved: nothing drawn
+        drawn = conns.lines_rendered
+        await settle(pilot)
+        assert conns.lines_rendered == drawn

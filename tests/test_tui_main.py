@@ -319,3 +319,57 @@ def test_snapshot_at_200x50(snap_compare) -> None:
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=(200, 50), run_before=run_before)
+
+
+async def test_a_busy_stream_is_redrawn_less_often_and_keys_at_once() -> None:
+    """Redraw pacing (issue 19): a change after a quiet tick is drawn at the next tick;
+    while changes keep coming, each redraw waits one tick more, up to 5 ticks (4 a
+    second); a key shows its effect at once; the last message is shown within 5 ticks."""
+    t = Traffic()
+    t.open("1")
+    source, app = app_with(t.take())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        main = app.main
+        app.cpu_budget = None  # the pacing alone, whatever this process's CPU use
+        main.max_wait = 4
+        app.tick()  # a quiet tick
+        drawn = []
+        for i in range(20):  # a message on every tick (the app's timer is not awaited)
+            source.push([t.text("1", SERVER, f"m{i}")])
+            before = main.redraws
+            app.tick()
+            drawn.append(main.redraws - before)
+        assert drawn == [1, 1, 0, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0]
+        assert main.stream.row_count < 20  # the last ones are not drawn yet
+        for _ in range(5):  # the traffic stopped: everything is shown within 5 ticks
+            app.tick()
+        assert main.stream.row_count == 20
+        # a key is not paced: PAUSED shows with the key, while the traffic goes on
+        for i in range(3):
+            source.push([t.text("1", SERVER, f"n{i}")])
+            app.tick()
+        await pilot.press("space")
+        assert "PAUSED" in screen_text(app)
+        await pilot.press("space")
+        await settle(pilot)
+        assert main.stream.row_count == 23
+        # after a quiet tick, a new message is drawn at the next tick
+        app.tick()
+        source.push([t.text("1", SERVER, "after a pause")])
+        before = main.redraws
+        app.tick()
+        assert main.redraws == before + 1 and main.stream.row_count == 24
+
+
+def test_pacing_slows_down_over_the_cpu_budget_and_back() -> None:
+    screen = MainScreen.__new__(MainScreen)  # adapt_pacing reads and writes max_wait only
+    screen.max_wait = 4
+    for _ in range(20):
+        screen.adapt_pacing(0.30, 0.05)  # a third of a core
+    assert screen.max_wait == 9  # 2 redraws a second at most
+    screen.adapt_pacing(0.04, 0.05)  # within the budget: stays
+    assert screen.max_wait == 9
+    for _ in range(20):
+        screen.adapt_pacing(0.01, 0.05)
+    assert screen.max_wait == 4

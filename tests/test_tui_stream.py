@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import re
 
+from rich.segment import Segment
 from textual import scrollbar
+from textual.strip import Strip
 
 from devconsole.model import CLIENT, SERVER
 from devconsole.source import MemorySource
 from devconsole.tui import make_app
-from devconsole.tui.stream import RowLayout, StreamView
+from devconsole.tui.stream import RowLayout, StreamView, ThumbScrollBar
 from tests.tui_fixtures import (
     EVIL_TEXT,
     UTC,
@@ -361,3 +363,77 @@ async def test_an_outcome_re_renders_only_the_row_of_its_message(monkeypatch) ->
         assert set(rendered) == {held.seq}
         row = next(line for line in screen_text(app).splitlines() if "hold me" in line)
         assert "DROP" in row and "HOLD" not in row
+
+
+# ---------------------------------------------------------------- drawing cost (issue 19)
+
+
+def test_flat_segments_are_what_rich_renders() -> None:
+    """The fast path that draws a new row gives the segments Rich's Text.render gives,
+    and declines a Text whose spans overlap (Rich's general path draws it)."""
+    from rich.console import Console
+    from rich.style import Style
+    from rich.text import Text
+
+    from devconsole.tui.stream import flat_segments
+
+    console = Console(width=200, color_system="truecolor", force_terminal=True)
+    base = Style(color="#e0e0e0", bgcolor="#121212")
+    t = Text(no_wrap=True, end="")
+    t.append("  12 ", Style(color="grey50"))
+    t.append("22:13:20.250 ")
+    t.append("→ ", "bold yellow")
+    t.append("", "bold")  # an empty piece draws nothing
+    t.append("TXT  ", Style(bold=True))
+    t.append(" ")
+    t.append('{"type":"hello","ünï":"日本"}')
+    rich = t.copy()
+    rich.stylize_before(base)
+    assert flat_segments(t, base, console) == list(rich.render(console))
+    assert flat_segments(Text("plain"), base, console) == [Segment("plain", base)]
+    t.stylize("italic", 0, 8)  # overlaps the first two pieces
+    assert flat_segments(t, base, console) is None
+
+
+async def test_rows_are_drawn_as_rich_would_draw_them() -> None:
+    """Every row on screen, as drawn by the fast path, has the text and the styles of
+    the row drawn through Rich (markers, held messages, both directions, compact)."""
+    for size in (SIZE, (80, 24)):
+        app = make_app(MemorySource(demo_traffic().events), clock=frozen_clock, tz=UTC)
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            stream = stream_of(app)
+            width = stream.scrollable_content_region.width
+            base = stream.rich_style
+            for seq in stream.view.seqs:
+                item = app.session.get(seq)
+                assert item is not None
+                fast = stream._strip(stream.row_text(item, width), width)
+                text = stream.row_text(item, width)
+                text.stylize_before(base)
+                slow = Strip(text.render(app.console), text.cell_len).crop_extend(0, width, base)
+                assert fast.text == slow.text
+                assert [(s.text, s.style) for s in fast] == [(s.text, s.style) for s in slow]
+
+
+async def test_scrollbar_repaints_only_when_its_thumb_moves() -> None:
+    t = Traffic()
+    t.open("1")
+    t.burst("1", 5000)
+    source, app = live_app(t.take())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        stream = stream_of(app)
+        bar = stream.vertical_scrollbar
+        assert isinstance(bar, ThumbScrollBar)
+        thumb, repaints = bar.thumb(), bar.repaints
+        assert thumb[2] > thumb[1]  # a thumb is drawn
+        source.push(t.burst("1", 3))  # 5003 rows: the thumb stays on its cell
+        await settle(pilot)
+        assert stream.row_count == 5003
+        assert (bar.thumb(), bar.repaints) == (thumb, repaints)
+        await focus_stream(pilot)
+        await pilot.press("home")  # the oldest message: the thumb goes to the top
+        await settle(pilot)
+        assert bar.thumb()[1] == 0
+        assert bar.repaints > repaints

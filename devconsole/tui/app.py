@@ -50,6 +50,9 @@ from devconsole.tui.state import CommandRequested, FramesRequested, ViewState
 from devconsole.tui.stream import StreamView
 
 REFRESH_HZ = 20.0
+# The share of a core the viewer aims to stay under while traffic streams in: above it a
+# busy screen is redrawn less often (MainScreen.adapt_pacing; bench/tui_steady.py).
+CPU_BUDGET = 0.05
 # the state a Redis source is in while it cannot reach Redis (it retries with backoff)
 REDIS_LOST = "redis unreachable: retrying"
 
@@ -150,6 +153,8 @@ class DevconsoleApp(App[None]):
         self._recording_checked = -1e9  # when the source was last asked for a recording
         self._source_connected = False  # a Redis source connected once
         self.command_results: list[tuple[Command, CommandResult]] = []
+        self.cpu_budget: float | None = CPU_BUDGET  # None: fixed redraw pacing (tests)
+        self._cpu_sample = (time.monotonic(), time.process_time())
         if keymap:
             self.set_keymap(dict(keymap))
 
@@ -231,6 +236,14 @@ class DevconsoleApp(App[None]):
             return
         if not main.is_attached:
             return
+        budget = self.cpu_budget
+        if budget is not None:
+            at, cpu = self._cpu_sample
+            now = time.monotonic()
+            if now - at >= 1.0:
+                cpu_now = time.process_time()
+                self._cpu_sample = (now, cpu_now)
+                main.adapt_pacing((cpu_now - cpu) / (now - at), budget)
         try:
             main.refresh_data()
             screen = self.screen

@@ -14,14 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -296,6 +296,11 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
         self._styles: dict[str, Style] = {}
         self._totals_cache: tuple[int, float, tuple[int, int, int, int, int]] | None = None
         self._held = HeldTracker.of(session)
+        # what each row showed when last drawn, to repaint only the rows that changed
+        self._drawn: dict[int, Text] = {}
+        self._drawn_width = 0
+        self._fresh: dict[int, Text] = {}  # row texts computed by the check, to draw
+        self.lines_rendered = 0  # rows drawn since mount (tests)
 
     @property
     def selected(self) -> str | None:
@@ -341,10 +346,32 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
         """Pick up new, ended, refused (and forgotten) connections; called on the redraw
         timer. True when the rows changed."""
         if not self._changed():
-            self.refresh()
+            self.refresh_changed_rows()
             return False
         self._rebuild()
         return True
+
+    def refresh_changed_rows(self) -> int:
+        """Repaint only the visible rows whose text changed (a counter, a rate, a state):
+        a busy connection repaints its own line and the All row, not the table. Returns
+        how many lines were repainted."""
+        width = self.scrollable_content_region.width
+        if not width or self._drawn_width != width:
+            self.refresh()
+            return -1
+        top = self.scroll_offset.y
+        drawn = self._drawn
+        fresh = self._fresh
+        fresh.clear()  # texts of an earlier check not drawn since: stale
+        changed = 0
+        for y in range(min(self._page, len(self.rows) + 1 - top)):
+            row = top + y
+            text = self.row_text(row, width)
+            if drawn.get(row) != text:
+                fresh[row] = text
+                changed += 1
+                self.refresh(Region(0, y, width, 1))
+        return changed
 
     def _rebuild(self) -> None:
         s = self.session
@@ -624,13 +651,32 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
         _cell(t, close_text(conn, c.close), c.close)
         return t
 
+    def refresh(
+        self,
+        *regions: Region,
+        repaint: bool = True,
+        layout: bool = False,
+        recompose: bool = False,
+    ) -> Self:
+        if not regions:  # the whole table: every row is drawn again
+            self._drawn.clear()
+            self._fresh.clear()
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         row = y + self.scroll_offset.y
         base = self.rich_style
         if row > len(self.rows):
             return Strip.blank(width, base)
-        text = self.row_text(row, width)
+        text = self._fresh.pop(row, None) if width == self._drawn_width else None
+        if text is None:
+            text = self.row_text(row, width)
+        if width != self._drawn_width:
+            self._drawn.clear()
+            self._drawn_width = width
+        self._drawn[row] = text.copy()
+        self.lines_rendered += 1
         text.stylize_before(base)
         strip = Strip(text.render(self.app.console), text.cell_len).crop_extend(0, width, base)
         if row == self.cursor:

@@ -75,6 +75,11 @@ STACK_BELOW = 160
 # (less while the detail pane is open below the stream).
 CONNECTIONS_MAX = 0.4
 CONNECTIONS_MAX_STACKED = 0.25
+# A busy screen (changes on every tick) waits at most this many ticks between redraws:
+# at the 20 Hz tick, 4 redraws a second (MainScreen._due); up to BUSY_SLOWEST_WAIT (2 a
+# second) while the viewer uses more than its CPU budget (MainScreen.adapt_pacing).
+BUSY_MAX_WAIT = 4
+BUSY_SLOWEST_WAIT = 9
 
 
 class ScanDone(Message):
@@ -277,6 +282,12 @@ class MainScreen(Screen[None]):
         self._live_version = state.live.version
         self._pending_select: int | None = None  # select once the new view is in
         self._recording = state.recording
+        self._busy = 0  # redraws since the last quiet tick (the pacing of _due)
+        self._wait = 0  # ticks to wait before the next redraw of a change
+        self.redraws = 0  # redraws of the stream, connections and status (tests, bench)
+        self.max_wait = BUSY_MAX_WAIT  # adapt_pacing moves it
+        self._status_version = -1
+        self._status_mode: tuple[bool, bool, str, str] | None = None
 
     # ------------------------------------------------------------------ layout
 
@@ -383,10 +394,12 @@ class MainScreen(Screen[None]):
     # ------------------------------------------------------------------ the tick
 
     def refresh_data(self, force: bool = False) -> None:
-        """Called by the app's redraw timer (and after user actions)."""
+        """Called by the app's redraw timer (and after user actions, with ``force``)."""
         s = self.session
         self._check_live()
-        if s.version != self._version or force:
+        pending = s.version != self._version
+        if force or (pending and self._due()):
+            self.redraws += 1
             self._version = s.version
             if self.stream.set_layout(len(str(s.last_seq)), self._conn_width()):
                 self._update_headers()
@@ -396,8 +409,11 @@ class MainScreen(Screen[None]):
                 self._update_headers()
             self._update_placeholder()
             self.intercept.tick()
-        elif self.state.rates_changed:
-            self.connections.refresh()
+        else:
+            if not pending:  # a quiet tick: the next change is drawn at once
+                self._busy = self._wait = 0
+            if self.state.rates_changed:
+                self.connections.refresh_changed_rows()
         started = self._scan_started
         if started is not None and self.state.clock() - started >= PROGRESS_DELAY:
             self.filter_bar.show_progress(self._scan_progress)
@@ -405,18 +421,54 @@ class MainScreen(Screen[None]):
         if following != self._following_shown:
             self._following_shown = following
             self.refresh_bindings()  # "end Follow" only when not following
-        self._widget("#status", StatusBar).show(
-            StatusInfo.from_session(
-                s,
-                address=self.state.source_description,
-                source_state=self.state.source_state,
-                rate=self.state.rates.get(conn_widgets.ALL),
-                paused=self.paused,
-                paused_new=self.paused_count(),
-                following=self.stream.following,
-                filtered=bool(self.filter_expr),
+        # The status bar with the rest (its counters move with the stream), but at once
+        # when what the keys change (LIVE, SCROLLED, PAUSED) or the source's state did,
+        # and on every tick with no redraw pending (show() compares what it shows).
+        state = self.state
+        mode = (following, self.paused, state.source_state, self.filter_expr)
+        if (
+            s.version == self._version
+            or self._version != self._status_version
+            or mode != self._status_mode
+            or state.rates_changed
+        ):
+            self._status_version = self._version
+            self._status_mode = mode
+            self._widget("#status", StatusBar).show(
+                StatusInfo.from_session(
+                    s,
+                    address=state.source_description,
+                    source_state=state.source_state,
+                    rate=state.rates.get(conn_widgets.ALL),
+                    paused=self.paused,
+                    paused_new=self.paused_count(),
+                    following=following,
+                    filtered=bool(self.filter_expr),
+                )
             )
-        )
+
+    def _due(self) -> bool:
+        """Pace the redraws of a busy screen: a change after a quiet tick is drawn at the
+        next tick, as before; while changes keep coming, each redraw waits one more tick
+        than the last, up to ``max_wait`` ticks (20 Hz, then 10, 6.7, 5, 4 Hz): a
+        stream that scrolls repaints every row of its pane, about 30 lines at 160x45,
+        and at 20 Hz that cost a third of a core at 40 messages/s (bench/tui_steady.py).
+        Keys redraw at once (``force``), whatever the pacing."""
+        if self._wait > 0:
+            self._wait -= 1
+            return False
+        self._wait = min(self._busy, self.max_wait)
+        self._busy += 1
+        return True
+
+    def adapt_pacing(self, cpu_share: float, budget: float) -> None:
+        """``cpu_share``: the share of a core this process used in the last second. Over
+        ``budget``, a busy screen is redrawn less often (down to 2 a second); under half
+        of it, more often again (up to 4 a second)."""
+        if cpu_share > budget:
+            self.max_wait = min(self.max_wait + 1, BUSY_SLOWEST_WAIT)
+        elif cpu_share < budget / 2:
+            self.max_wait = max(self.max_wait - 1, BUSY_MAX_WAIT)
 
     def _conn_width(self) -> int:
         """Cells of the stream's connection column: the longest ``#ID`` seen (it only

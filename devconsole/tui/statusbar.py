@@ -204,14 +204,22 @@ class StatusBar(Static):
         super().__init__(id=id)
         self.info: StatusInfo | None = None
         self._width = 0
+        self._text: Text | None = None
 
     def show(self, info: StatusInfo) -> None:
         width = self.size.width
         if info == self.info and width == self._width:
             return
         self.info = info
+        laid_out = bool(width) and width == self._width
         self._width = width
-        self.update(status_text(info, width or None))
+        text = status_text(info, width or None)
+        if text == self._text:
+            return  # e.g. a count shown rounded ("12.3k") that moved by one
+        self._text = text
+        # One line, as wide as the screen: its text never changes its size, so no layout
+        # of the screen (which repaints every widget) for a new count.
+        self.update(text, layout=not laid_out)
 
     def on_resize(self) -> None:
         if self.info is not None:

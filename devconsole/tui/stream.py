@@ -12,18 +12,21 @@ import bisect
 import datetime as _dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from math import ceil
 from typing import ClassVar
 
+from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events, scrollbar
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
-from textual.reactive import reactive
+from textual.reactive import Reactive, reactive
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollBar
 from textual.strip import Strip
 
 from devconsole.decoders import preview, safe_text
@@ -41,6 +44,91 @@ SIZE_WIDTH = 6
 # column (INJ/DROP/ERR lead the preview instead), a narrower size: the preview keeps the
 # width (80 columns leave it about 45 characters).
 COMPACT_BELOW = 100
+
+
+def flat_segments(text: Text, base: Style, console: Console) -> list[Segment] | None:
+    """The segments ``text.stylize_before(base); text.render(console)`` gives, for a
+    Text built by appending pieces (its spans in order, none overlapping, no style of its
+    own): one segment per piece, ``base + style``, without Rich's general span stack
+    (about half the cost of drawing a new row). None for any other Text (render it)."""
+    if text.style:
+        return None
+    plain = text.plain
+    end_of_text = len(plain)
+    get_style = console.get_style
+    out: list[Segment] = []
+    pos = 0
+    for start, end, style in text.spans:
+        if end <= start:
+            continue  # empty: Rich renders nothing for it
+        if start < pos or end > end_of_text:
+            return None
+        if start > pos:
+            out.append(Segment(plain[pos:start], base))
+        piece = style if isinstance(style, Style) else get_style(style, default=Style.null())
+        out.append(Segment(plain[start:end], base + piece))
+        pos = end
+    if pos < end_of_text:
+        out.append(Segment(plain[pos:], base))
+    return out
+
+
+class ThumbScrollBar(ScrollBar):
+    """A vertical scrollbar that repaints only when its thumb moves on screen.
+
+    Textual's repaints the whole bar (one line per row of the pane) whenever its position
+    or the number of rows changes: on every tick of a live stream, although with
+    thousands of rows the thumb stays on the same cell. Here those changes repaint only
+    when the thumb's cells (in eighths, as drawn) change."""
+
+    window_virtual_size: Reactive[int] = Reactive(100, repaint=False)
+    window_size: Reactive[int] = Reactive(0, repaint=False)
+    position: Reactive[float] = Reactive(0, repaint=False)
+
+    def __init__(self, vertical: bool = True, name: str | None = None, *, thickness: int = 1):
+        super().__init__(vertical, name, thickness=thickness)
+        self._thumb: tuple[int, int, int] | None = None
+        self.repaints = 0  # repaints asked because the thumb moved (tests)
+
+    def thumb(self) -> tuple[int, int, int]:
+        """(height, start, end) of the thumb in eighths of a cell, as ScrollBarRender
+        computes them; (height, 0, 0) when there is no thumb."""
+        size = self.size.height if self.vertical else self.size.width
+        virtual = ceil(self.window_virtual_size)
+        window = ceil(self.window_size) if self.window_size < self.window_virtual_size else 0
+        if not (window and size and virtual and size != virtual):
+            return (size, 0, 0)
+        thumb_size = max(1, window / (virtual / size))
+        span = virtual - window
+        position = (size - thumb_size) * (self.position / span if span else 0)
+        start = int(position * 8)
+        return (size, start, start + ceil(thumb_size * 8))
+
+    def check_thumb(self) -> None:
+        """Repaint if the thumb's cells changed since the last check."""
+        thumb = self.thumb()
+        old = self._thumb
+        if thumb == old:
+            return
+        self._thumb = thumb
+        self.repaints += 1
+        if old is None or old[0] != thumb[0] or not self.vertical:
+            self.refresh()
+            return
+        # only the rows between the old thumb and the new one (the background above and
+        # below them is the same)
+        first = min(old[1], thumb[1]) // 8
+        last = max(old[2], thumb[2]) // 8
+        self.refresh(Region(0, first, max(1, self.size.width), last - first + 1))
+
+    def watch_window_virtual_size(self) -> None:
+        self.check_thumb()
+
+    def watch_window_size(self) -> None:
+        self.check_thumb()
+
+    def watch_position(self) -> None:
+        self.check_thumb()
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +290,18 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         self._cache: LRUCache[tuple[int, int], Strip] = LRUCache(1024)
         self._styles: dict[str, Style] = {}
 
+    @property
+    def vertical_scrollbar(self) -> ScrollBar:
+        """Textual's vertical scrollbar, made a ``ThumbScrollBar``."""
+        bar = self._vertical_scrollbar
+        if bar is None:
+            bar = self._vertical_scrollbar = ThumbScrollBar(
+                vertical=True, name="vertical", thickness=self.scrollbar_size_vertical
+            )
+            bar.display = False
+            self.app._start_widget(self, bar)
+        return bar
+
     # ------------------------------------------------------------------ view state
 
     @property
@@ -316,17 +416,40 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         removed = before + added - after
         if not added and not removed:
             return False
-        self._update_virtual_size()
+        self._update_virtual_size(check_thumb=False)
         if self.following:
             self.scroll_to(y=self.max_scroll_y, animate=False, force=True)
         elif removed:
             # Keep the same rows under the user's eyes while old ones are evicted.
             self.scroll_to(y=max(0, top - removed), animate=False, force=True)
+        bar = self.vertical_scrollbar
+        if isinstance(bar, ThumbScrollBar):
+            bar.check_thumb()
         self.refresh()
         return True
 
-    def _update_virtual_size(self) -> None:
-        self.virtual_size = Size(max(1, self.scrollable_content_region.width), self.row_count)
+    def _update_virtual_size(self, check_thumb: bool = True) -> None:
+        size = Size(max(1, self.scrollable_content_region.width), self.row_count)
+        old = self.virtual_size
+        if size == old:
+            return
+        if old.width == size.width and self.show_vertical_scrollbar and self.container_size:
+            # Only the row count moved: the vertical scrollbar is always shown
+            # (overflow-y: scroll), so nothing else on the screen moves. Setting the
+            # reactive would lay out the whole screen and repaint every widget on it, on
+            # every tick of a live stream (bench/tui_steady.py); update the scrollbar and
+            # repaint this widget instead.
+            self.set_reactive(StreamView.virtual_size, size)
+            bar = self.vertical_scrollbar
+            # silently: with the row count alone the thumb can seem to move, and move back
+            # once the stream has scrolled to its new end (check_thumb after the scroll)
+            bar.set_reactive(ScrollBar.window_virtual_size, size.height)
+            self.scroll_y = self.validate_scroll_y(self.scroll_y)
+            if check_thumb and isinstance(bar, ThumbScrollBar):
+                bar.check_thumb()
+            self.refresh()
+            return
+        self.virtual_size = size
 
     # Scrolling up by hand (wheel, scrollbar) stops following, like a pager. Only user
     # input counts: clamping after a resize or a clear must not stop following.
@@ -436,10 +559,22 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         t.append("evicted from the buffer while paused", self._style("stream--evicted"))
         return t
 
+    def _base_style(self) -> Style:
+        """The widget's own style (``rich_style``), kept with the component styles:
+        Textual computes it anew after every refresh, and the rows need it each."""
+        base = self._styles.get("")
+        if base is None:
+            base = self._styles[""] = self.rich_style
+        return base
+
     def _strip(self, text: Text, width: int) -> Strip:
-        base = self.rich_style
-        text.stylize_before(base)
-        strip = Strip(text.render(self.app.console), text.cell_len)
+        base = self._base_style()
+        segments = flat_segments(text, base, self.app.console)
+        if segments is None:
+            text.stylize_before(base)
+            strip = Strip(text.render(self.app.console), text.cell_len)
+        else:
+            strip = Strip(segments, text.cell_len)
         return strip.crop_extend(0, width, base)
 
     def render_line(self, y: int) -> Strip:
