@@ -13,13 +13,27 @@ Kept in one small module, checked against every supported mitmproxy version by
   buffer fills and TCP flow control stops the peer. The StreamReader resumes a transport
   it paused itself when its buffer drains, which can undo our pause: the caller re-pauses
   whenever data still arrives from a paused peer (at most one buffer, 128 KiB, more).
+- taking an upgraded connection's two sockets away from mitmproxy (``detach``, for
+  ``devconsole.fastrelay``): mitmproxy keeps no public way to hand a connection over.
+  Each socket is an asyncio transport under a ``StreamReaderProtocol`` that mitmproxy's
+  ``handle_connection`` task reads (``ConnectionHandler.transports[conn]``: a
+  ``ConnectionIO`` with ``reader``, ``writer``, ``handler``; 11.x and 12.x). We install our
+  own protocol on the transport (``set_protocol``: nothing reaches mitmproxy's reader any
+  more), put a stand-in writer in the ``ConnectionIO`` (whatever mitmproxy still writes,
+  half-closes or closes there no longer touches the socket), and feed EOF to its reader:
+  mitmproxy relays what it already read through ``tcp_message`` as usual, then sees both
+  peers "close" and lets the connection go (``tcp_end`` / ``client_disconnected``). The
+  original StreamWriters must stay referenced: their ``__del__`` closes the transport.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import struct
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import ctx
@@ -140,3 +154,131 @@ def is_reading(flow: Any, client: bool) -> bool | None:
     if t is None:
         return None
     return bool(t.is_reading())
+
+
+# ---------------------------------------------------------------------- detaching
+
+
+def tcp_timeout() -> float:
+    """mitmproxy's inactivity timeout of a TCP connection (``tcp_timeout`` option since 12,
+    a constant of 600 s in 11)."""
+    try:
+        return float(ctx.options.tcp_timeout)
+    except (AttributeError, KeyError, ValueError):
+        return 600.0
+
+
+class _Detached:
+    """Stands in for the StreamWriter of a socket mitmproxy no longer owns. Until the hand-off
+    is complete, bytes mitmproxy still writes go through to the socket in order (a relayed
+    chunk's content is emptied by the caller, so normally there are none); after it, and
+    any half-close or close, go nowhere. ``on_close`` runs when mitmproxy closes it."""
+
+    transport = None  # mitm_compat.end_connection: nothing to abort here
+
+    def __init__(self, real: asyncio.StreamWriter, on_close: Callable[[], None]) -> None:
+        self._real = real
+        self._on_close = on_close
+        self._closing = False
+        self.through = True  # write through while the hand-off lasts
+
+    def write(self, data: bytes) -> None:
+        if data and self.through and not self._closing:
+            self._real.transport.write(data)
+
+    def writelines(self, data: Any) -> None:
+        for d in data:
+            self.write(d)
+
+    def write_eof(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._on_close()
+
+    async def wait_closed(self) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._real.get_extra_info(name, default)
+
+
+@dataclass(eq=False)
+class DetachedSocket:
+    transport: Any  # asyncio selector transport
+    writer: asyncio.StreamWriter  # keep it referenced: its __del__ would close the socket
+    stand_in: _Detached
+
+
+def detach(
+    flow: Any,
+    client: asyncio.BaseProtocol,
+    server: asyncio.BaseProtocol,
+    on_close: Callable[[], None],
+) -> tuple[DetachedSocket, DetachedSocket] | None:
+    """Take the client and server sockets of an upgraded TCP flow away from mitmproxy and
+    give them to the ``client`` / ``server`` protocols, with reading paused. None (and
+    nothing changed) where that cannot be done: an unsupported mitmproxy, TLS on either
+    side, sockets that are not plain asyncio transports (WireGuard, local mode), a peer that
+    already closed. ``on_close`` runs once mitmproxy closed both stand-ins."""
+    if not supported():
+        return None
+    if flow.client_conn.tls or flow.server_conn.tls:
+        return None
+    handler = _handler(flow)
+    if handler is None:
+        return None
+    transports = getattr(handler, "transports", None)
+    if not isinstance(transports, dict):
+        return None
+    found: list[tuple[Any, asyncio.StreamReader, asyncio.StreamWriter, Any]] = []
+    for conn in (flow.client_conn, flow.server_conn):
+        io = transports.get(conn)
+        if io is None:
+            return None
+        reader = getattr(io, "reader", None)
+        writer = getattr(io, "writer", None)
+        if not isinstance(reader, asyncio.StreamReader) or not isinstance(
+            writer, asyncio.StreamWriter
+        ):
+            return None
+        t = writer.transport
+        if not all(
+            hasattr(t, a) for a in ("set_protocol", "pause_reading", "resume_reading", "is_reading")
+        ):
+            return None
+        if t.is_closing() or reader.at_eof() or getattr(reader, "_eof", True):
+            return None
+        if t.get_extra_info("sslcontext") is not None:
+            return None
+        found.append((io, reader, writer, t))
+    closed = [0]
+
+    def one_closed() -> None:
+        closed[0] += 1
+        if closed[0] == 2:
+            on_close()
+
+    out = []
+    for (io, reader, writer, t), proto in zip(found, (client, server), strict=True):
+        if t.is_reading():
+            t.pause_reading()
+        t.set_protocol(proto)
+        stand_in = _Detached(writer, one_closed)
+        io.writer = stand_in
+        # mitmproxy's read loop gets what its reader holds, then EOF: it relays the rest
+        # through tcp_message and lets the connection go.
+        reader.feed_eof()
+        out.append(DetachedSocket(t, writer, stand_in))
+    return out[0], out[1]

@@ -1,0 +1,324 @@
+"""The fast relay: devconsole's own driver of an upgraded connection's two sockets.
+
+mitmproxy accepts the connection, does the HTTP upgrade (and everything before it); once
+the 101 is relayed, ``Capture.tcp_start`` hands the connection here. Its two sockets are
+taken out of mitmproxy's layer stack (``mitm_compat.detach``) and relayed by two
+``asyncio.Protocol`` objects feeding the same sans-I/O core as before
+(``devconsole.relay.Relay``): one ``data_received`` per read, ``Relay.feed``, one
+``transport.write`` of what it returns (the very bytes read when nothing changes). Under
+mitmproxy every read went through its layers, a hook task dispatched to every addon and a
+second pass through the layers (docs/performance.md, issue 18); here it is one callback.
+
+Everything else behaves as under mitmproxy's raw TCP relay:
+
+- the hand-off: bytes mitmproxy had already read when it let go still come through
+  ``tcp_message`` (``from_mitmproxy``) while our sockets are not read; once mitmproxy has
+  let the connection go (``tcp_end`` / ``client_disconnected`` / both stand-in writers
+  closed, or ``HANDOFF_TIMEOUT``) they are;
+- a peer's EOF half-closes the other peer (``write_eof``), as mitmproxy's TCP layer does;
+  the connection ends (an ``EndEvent``) once neither peer can send any more;
+- backpressure: a peer whose output buffer is full (``pause_writing``) stops the reading
+  of the other peer, as do held messages (``Output.pause``);
+- ``Output.end`` closes (after what is written) or aborts (optionally with a TCP reset);
+- an idle connection is closed after mitmproxy's ``tcp_timeout`` (600 s), as mitmproxy
+  did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+from devconsole import mitm_compat
+from devconsole.model import CLIENT, SERVER, Side
+from devconsole.relay import Output, Relay
+
+logger = logging.getLogger("devconsole.fastrelay")
+
+HANDOFF_TIMEOUT = 2.0  # seconds mitmproxy gets to let go of a connection
+WRITE_HIGH = 256 << 10  # bytes buffered toward a peer before its sender stops being read
+
+_time = time.time
+
+# reasons to not read a peer
+_HANDOFF = 1
+_RELAY = 2  # held messages: the relay asked
+_WRITE = 4  # the other peer's output buffer is full
+
+
+class _Peer(asyncio.Protocol):
+    """One socket of a relayed connection."""
+
+    __slots__ = ("c", "eof", "lost", "other", "relay", "side", "t")
+
+    def __init__(self, c: FastConnection, side: Side) -> None:
+        self.c = c
+        self.side: Side = side
+        self.relay = c.relay
+        self.t: Any = None  # our transport
+        self.other: _Peer = self
+        self.eof = False  # the peer sent FIN (or its socket is gone)
+        self.lost = False  # the socket is closed
+
+    def data_received(self, data: bytes) -> None:
+        relay = self.relay
+        now = _time()
+        self.c.last = now
+        try:
+            out = relay.feed(self.side, data, now)
+        except Exception:  # the relay never should; forwarding must not depend on it
+            self.c.crashed()
+            out = data
+        if out:
+            o = self.other
+            if not o.lost:
+                o.t.write(out)
+        if relay.out:
+            self.c.apply(relay.take())
+
+    def eof_received(self) -> bool:
+        self.c.peer_eof(self)
+        return True  # keep the socket open for writing (a half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.c.peer_lost(self)
+
+    def pause_writing(self) -> None:
+        self.c.block(self.other, _WRITE, True)
+
+    def resume_writing(self) -> None:
+        self.c.block(self.other, _WRITE, False)
+
+
+class FastConnection:
+    """The two sockets of one upgraded connection, driven by devconsole."""
+
+    def __init__(
+        self,
+        relay: Relay,
+        on_end: Callable[[str | None], None],
+        arm: Callable[[float | None], None],
+    ) -> None:
+        self.relay = relay
+        self.on_end = on_end  # (error) once both sockets are done
+        self.arm = arm  # the relay's next deadline, to the driver's timer
+        self.client = _Peer(self, CLIENT)
+        self.server = _Peer(self, SERVER)
+        self.client.other = self.server
+        self.server.other = self.client
+        self._blocked = {CLIENT: _HANDOFF, SERVER: _HANDOFF}
+        self._keep: list[Any] = []  # mitmproxy's StreamWriters (their __del__ closes)
+        self._stand_ins: list[Any] = []
+        self.handing_off = True
+        self.ended = False
+        self.last = _time()  # the last read from either peer
+        self._crash_logged = False
+        self._handoff_timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def attach(self, flow: Any) -> bool:
+        """Take the flow's sockets from mitmproxy; False if they cannot be taken."""
+        got = mitm_compat.detach(flow, self.client, self.server, self.handoff_done)
+        if got is None:
+            return False
+        for peer, d in zip((self.client, self.server), got, strict=True):
+            peer.t = d.transport
+            self._keep.append(d.writer)
+            self._stand_ins.append(d.stand_in)
+            d.transport.set_write_buffer_limits(high=WRITE_HIGH)
+        self._handoff_timer = asyncio.get_running_loop().call_later(
+            HANDOFF_TIMEOUT, self._handoff_late
+        )
+        return True
+
+    def _handoff_late(self) -> None:
+        self._handoff_timer = None
+        if self.handing_off:
+            logger.debug("connection %s: mitmproxy did not let go in time", self.relay.conn)
+            self.handoff_done()
+
+    def handoff_done(self) -> None:
+        """mitmproxy has relayed all it had read: read the sockets ourselves from now on."""
+        if not self.handing_off:
+            return
+        self.handing_off = False
+        if self._handoff_timer is not None:
+            self._handoff_timer.cancel()
+            self._handoff_timer = None
+        for s in self._stand_ins:
+            s.through = False
+        self._stand_ins = []
+        for p in (self.client, self.server):
+            self.block(p, _HANDOFF, False)
+
+    # ------------------------------------------------------------------ input
+
+    def from_mitmproxy(self, side: Side, data: bytes, ts: float) -> None:
+        """A chunk mitmproxy had read before the hand-off (through ``tcp_message``)."""
+        peer = self.client if side == CLIENT else self.server
+        relay = self.relay
+        out = relay.feed(side, data, ts)
+        if out and not peer.other.lost:
+            peer.other.t.write(out)
+        if relay.out:
+            self.apply(relay.take())
+
+    def crashed(self) -> None:
+        if not self._crash_logged:
+            self._crash_logged = True
+            logger.exception(
+                "connection %s: capture failed; forwarding the bytes unchanged", self.relay.conn
+            )
+
+    # ------------------------------------------------------------------ output
+
+    def apply(self, out: Output) -> None:
+        """Carry out what the relay asked for."""
+        if self.ended:
+            return
+        if out.to_server and not self.server.lost:
+            self.server.t.write(b"".join(out.to_server))
+        if out.to_client and not self.client.lost:
+            self.client.t.write(b"".join(out.to_client))
+        for side in out.pause:
+            self.block(self.client if side == CLIENT else self.server, _RELAY, True)
+        for side in out.resume:
+            self.block(self.client if side == CLIENT else self.server, _RELAY, False)
+        if out.end == "abort":
+            self.abort(out.rst)
+        elif out.end == "close":
+            self.close()
+        if out.rearm:
+            self.arm(self.relay.next_deadline())
+
+    def block(self, peer: _Peer, reason: int, on: bool) -> None:
+        """Stop (or allow again) reading ``peer`` for ``reason``."""
+        b = self._blocked[peer.side]
+        nb = b | reason if on else b & ~reason
+        self._blocked[peer.side] = nb
+        t = peer.t
+        if t is None or peer.lost or peer.eof or (nb != 0) == (b != 0):
+            return
+        try:
+            if nb:
+                t.pause_reading()
+            else:
+                t.resume_reading()
+        except (OSError, RuntimeError) as e:  # closing
+            logger.debug("pause/resume reading failed: %s", e)
+
+    # ------------------------------------------------------------------ the end
+
+    def sockets(self) -> int:
+        """How many of the two sockets are still open."""
+        return sum(1 for p in (self.client, self.server) if p.t is not None and not p.lost)
+
+    def close(self) -> None:
+        """FIN both sockets after what is written to them."""
+        for p in (self.client, self.server):
+            if p.t is not None and not p.lost:
+                p.t.close()
+
+    def abort(self, rst: bool = False) -> None:
+        """Drop both sockets now (``rst``: with a TCP reset)."""
+        for p in (self.client, self.server):
+            t = p.t
+            if t is None or p.lost:
+                continue
+            if rst:
+                sock = t.get_extra_info("socket")
+                if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                    try:
+                        sock.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                    except OSError as e:
+                        logger.debug("SO_LINGER failed: %s", e)
+            t.abort()
+
+    def peer_eof(self, peer: _Peer) -> None:
+        if peer.eof:
+            return
+        peer.eof = True
+        other = peer.other
+        if other.eof or other.lost:
+            self.close()
+        elif other.t is not None and other.t.can_write_eof():
+            # a half-close, as mitmproxy's TCP layer relays it
+            try:
+                other.t.write_eof()
+            except (OSError, RuntimeError) as e:
+                logger.debug("write_eof failed: %s", e)
+
+    def peer_lost(self, peer: _Peer) -> None:
+        if not peer.eof:
+            self.peer_eof(peer)  # a reset reads as an EOF, as under mitmproxy
+        if self.client.lost and self.server.lost:
+            self._finish(None)
+
+    def _finish(self, error: str | None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self._handoff_timer is not None:
+            self._handoff_timer.cancel()
+            self._handoff_timer = None
+        self._keep = []
+        self.on_end(error)
+
+
+class Pool:
+    """The fast connections of one proxy: closes the ones idle for longer than mitmproxy's
+    ``tcp_timeout`` (a sweep every tenth of it, while there are any)."""
+
+    def __init__(self) -> None:
+        self.conns: set[FastConnection] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(
+        self,
+        flow: Any,
+        relay: Relay,
+        on_end: Callable[[str | None], None],
+        arm: Callable[[float | None], None],
+    ) -> FastConnection | None:
+        """Relay ``flow``'s sockets with a FastConnection, or None (mitmproxy keeps them)."""
+        c = FastConnection(relay, on_end, arm)
+        if not c.attach(flow):
+            return None
+        self.conns.add(c)
+        c.on_end = lambda error: self._ended(c, on_end, error)
+        if self._timer is None:
+            self._schedule()
+        return c
+
+    def _ended(
+        self, c: FastConnection, on_end: Callable[[str | None], None], e: str | None
+    ) -> None:
+        self.conns.discard(c)
+        on_end(e)
+
+    def _schedule(self) -> None:
+        t = mitm_compat.tcp_timeout()
+        self._timer = asyncio.get_running_loop().call_later(max(1.0, t / 10), self._sweep, t)
+
+    def _sweep(self, timeout: float) -> None:
+        self._timer = None
+        now = _time()
+        for c in [c for c in self.conns if now - c.last > timeout]:
+            logger.info("connection %s: closing after %.0f s of inactivity", c.relay.conn, timeout)
+            c.close()
+        if self.conns:
+            self._schedule()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
