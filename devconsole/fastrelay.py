@@ -54,7 +54,7 @@ _WRITE = 4  # the other peer's output buffer is full
 class _Peer(asyncio.Protocol):
     """One socket of a relayed connection."""
 
-    __slots__ = ("c", "eof", "lost", "other", "relay", "side", "t")
+    __slots__ = ("c", "eof", "lost", "other", "relay", "shut", "side", "t")
 
     def __init__(self, c: FastConnection, side: Side) -> None:
         self.c = c
@@ -64,6 +64,7 @@ class _Peer(asyncio.Protocol):
         self.other: _Peer = self
         self.eof = False  # the peer sent FIN (or its socket is gone)
         self.lost = False  # the socket is closed
+        self.shut = False  # we sent it FIN (nothing can be written to it any more)
 
     def data_received(self, data: bytes) -> None:
         relay = self.relay
@@ -76,7 +77,7 @@ class _Peer(asyncio.Protocol):
             out = data
         if out:
             o = self.other
-            if not o.lost:
+            if not o.shut:
                 o.t.write(out)
         if relay.out:
             self.c.apply(relay.take())
@@ -87,6 +88,7 @@ class _Peer(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self.shut = True
         self.c.peer_lost(self)
 
     def pause_writing(self) -> None:
@@ -165,7 +167,7 @@ class FastConnection:
         peer = self.client if side == CLIENT else self.server
         relay = self.relay
         out = relay.feed(side, data, ts)
-        if out and not peer.other.lost:
+        if out and not peer.other.shut:
             peer.other.t.write(out)
         if relay.out:
             self.apply(relay.take())
@@ -183,9 +185,9 @@ class FastConnection:
         """Carry out what the relay asked for."""
         if self.ended:
             return
-        if out.to_server and not self.server.lost:
+        if out.to_server and not self.server.shut:
             self.server.t.write(b"".join(out.to_server))
-        if out.to_client and not self.client.lost:
+        if out.to_client and not self.client.shut:
             self.client.t.write(b"".join(out.to_client))
         for side in out.pause:
             self.block(self.client if side == CLIENT else self.server, _RELAY, True)
@@ -223,12 +225,14 @@ class FastConnection:
     def close(self) -> None:
         """FIN both sockets after what is written to them."""
         for p in (self.client, self.server):
+            p.shut = True
             if p.t is not None and not p.lost:
                 p.t.close()
 
     def abort(self, rst: bool = False) -> None:
         """Drop both sockets now (``rst``: with a TCP reset)."""
         for p in (self.client, self.server):
+            p.shut = True
             t = p.t
             if t is None or p.lost:
                 continue
@@ -250,8 +254,9 @@ class FastConnection:
         other = peer.other
         if other.eof or other.lost:
             self.close()
-        elif other.t is not None and other.t.can_write_eof():
+        elif other.t is not None and not other.shut and other.t.can_write_eof():
             # a half-close, as mitmproxy's TCP layer relays it
+            other.shut = True
             try:
                 other.t.write_eof()
             except (OSError, RuntimeError) as e:

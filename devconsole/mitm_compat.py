@@ -183,8 +183,12 @@ class _Detached:
         self.through = True  # write through while the hand-off lasts
 
     def write(self, data: bytes) -> None:
-        if data and self.through and not self._closing:
-            self._real.transport.write(data)
+        t = self._real.transport
+        if data and self.through and not self._closing and not t.is_closing():
+            try:
+                t.write(data)
+            except RuntimeError as e:  # after a half-close
+                logger.debug("write after the hand-off failed: %s", e)
 
     def writelines(self, data: Any) -> None:
         for d in data:

@@ -1,0 +1,332 @@
+"""The fast relay: devconsole's own driver of an upgraded connection's sockets, through a
+real mitmproxy on loopback with real websockets peers. (The fault, intercept, shutdown and
+robustness tests in test_capture_*.py run on it too: it is the default.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from devconsole import fastrelay, mitm_compat
+from devconsole.frames import build_frame
+from devconsole.model import (
+    ControlFrame,
+    EndEvent,
+    Event,
+    HandshakeEvent,
+    Message,
+    Opcode,
+    StateEvent,
+)
+from tests.conftest import (
+    running_proxy,
+    server_ssl,
+    viewer,
+    wait_until,
+    ws_server,
+)
+from tests.test_capture_robustness import UPGRADE_REQ, raw_ws_server
+
+MASK = b"\x11\x22\x33\x44"
+
+
+def stream(rp: Any) -> Any:
+    [s] = rp.capture._streams.values()
+    return s
+
+
+def mitmproxy_connections(rp: Any) -> int:
+    return len(rp.proxy.master.addons.get("proxyserver").connections)
+
+
+@pytest.mark.parametrize("mode", ["reverse", "regular"])
+async def test_plain_ws_is_relayed_by_devconsole_and_mitmproxy_lets_go(
+    short_tmp: Path, mode: str
+) -> None:
+    async with ws_server() as (_, port):
+        proxy_mode = f"reverse:http://127.0.0.1:{port}" if mode == "reverse" else "regular"
+        async with running_proxy(proxy_mode, short_tmp) as rp:
+            url = f"ws://127.0.0.1:{port if mode == 'regular' else rp.port}/fast"
+            kw = {"proxy": f"http://127.0.0.1:{rp.port}"} if mode == "regular" else {}
+            async with connect(url, **kw) as ws:
+                for i in range(50):
+                    await ws.send(f"m{i}")
+                    assert await ws.recv() == f"m{i}"
+                s = stream(rp)
+                assert s.fast is not None and s.fast.sockets() == 2
+                # mitmproxy keeps nothing of the connection: its handler has finished
+                await wait_until(lambda: mitmproxy_connections(rp) == 0)
+                await ws.send("after")
+                assert await ws.recv() == "after"
+            await wait_until(lambda: not rp.capture._streams)
+            [conn] = rp.session.connections.values()
+            assert conn.clean is True and conn.close_code == 1000
+            payloads = [m.payload for m in rp.session.items() if isinstance(m, Message)]
+            assert payloads == [p for i in range(50) for p in (f"m{i}".encode(),) * 2] + [
+                b"after",
+                b"after",
+            ]
+
+
+async def test_bytes_mitmproxy_read_before_the_hand_off_keep_their_order(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server sends 300 frames in the same write as its 101 and the client pipelines
+    300 behind its upgrade request: mitmproxy has read them when it hands over; they must
+    come out before (and in order with) what the new driver reads next."""
+    handed: list[str] = []
+    orig = fastrelay.FastConnection.from_mitmproxy
+
+    def spy(self: fastrelay.FastConnection, side: Any, data: bytes, ts: float) -> None:
+        handed.append(side)
+        orig(self, side, data, ts)
+
+    monkeypatch.setattr(fastrelay.FastConnection, "from_mitmproxy", spy)
+    n = 300
+    down = [build_frame(Opcode.TEXT, f"down {i:04d}".encode()) for i in range(2 * n)]
+    up = [build_frame(Opcode.TEXT, f"up {i:04d}".encode(), mask=MASK) for i in range(2 * n)]
+    got_up = bytearray()
+    server_done = asyncio.Event()
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # raw_ws_server wrote the 101; ours follows at once, in the same segment or not
+        writer.write(b"".join(down[:n]))
+        want = len(b"".join(up))
+        while len(got_up) < want:
+            chunk = await asyncio.wait_for(reader.read(65536), 10)
+            if not chunk:
+                break
+            got_up.extend(chunk)
+        writer.write(b"".join(down[n:]))
+        await writer.drain()
+        server_done.set()
+        await asyncio.sleep(1)
+
+    async with raw_ws_server(server) as port:
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            r, w = await asyncio.open_connection("127.0.0.1", rp.port)
+            w.write(UPGRADE_REQ + b"".join(up[:n]))  # pipelined behind the request
+            await w.drain()
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 101")
+            w.write(b"".join(up[n:]))
+            await w.drain()
+            expect = b"".join(down)
+            got = await asyncio.wait_for(r.readexactly(len(expect)), 10)
+            await asyncio.wait_for(server_done.wait(), 10)
+            assert got == expect
+            assert bytes(got_up) == b"".join(up)
+            assert stream(rp).fast is not None
+            assert "client" in handed  # the pipelined frames came through mitmproxy
+            seen = [m.payload for m in rp.session.items() if isinstance(m, Message)]
+            assert [p for p in seen if p.startswith(b"up")] == [
+                f"up {i:04d}".encode() for i in range(2 * n)
+            ]
+            assert [p for p in seen if p.startswith(b"down")] == [
+                f"down {i:04d}".encode() for i in range(2 * n)
+            ]
+            w.close()
+
+
+async def test_falls_back_to_mitmproxys_relay_where_sockets_cannot_be_taken(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mitm_compat, "supported", lambda: False)
+    async with ws_server() as (_, port):
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            async with connect(f"ws://127.0.0.1:{rp.port}/slow") as ws:
+                await ws.send("hello")
+                assert await ws.recv() == "hello"
+                s = stream(rp)
+                assert s.fast is None
+                assert len(mitm_compat.writers(s.flow)) == 2  # mitmproxy's sockets
+            await wait_until(lambda: not rp.capture._streams)
+            [conn] = rp.session.connections.values()
+            assert conn.clean is True
+            assert len([m for m in rp.session.items() if isinstance(m, Message)]) == 2
+
+
+async def test_the_option_turns_it_off(short_tmp: Path) -> None:
+    async with ws_server() as (_, port):
+        async with running_proxy(
+            f"reverse:http://127.0.0.1:{port}", short_tmp, sets=["devconsole_fast_relay=false"]
+        ) as rp:
+            async with connect(f"ws://127.0.0.1:{rp.port}/off") as ws:
+                await ws.send("x")
+                assert await ws.recv() == "x"
+                assert stream(rp).fast is None
+
+
+async def test_wss_stays_on_mitmproxys_relay(
+    short_tmp: Path, server_cert: tuple[Path, Path]
+) -> None:
+    from tests.test_capture import client_ssl_trusting
+
+    async with ws_server(ssl=server_ssl(server_cert)) as (_, port):
+        async with running_proxy("regular", short_tmp, sets=["ssl_insecure=true"]) as rp:
+            ca = Path(rp.confdir) / "mitmproxy-ca-cert.pem"
+            async with connect(
+                f"wss://127.0.0.1:{port}/tls",
+                proxy=f"http://127.0.0.1:{rp.port}",
+                ssl=client_ssl_trusting(ca),
+            ) as ws:
+                await ws.send("secret")
+                assert await ws.recv() == "secret"
+                assert stream(rp).fast is None
+
+
+async def test_a_half_close_is_relayed_and_the_end_recorded(short_tmp: Path) -> None:
+    """The client sends a frame and shuts down its sending side: the server reads EOF,
+    can still answer, and the client receives that before the server's FIN."""
+    answered = asyncio.Event()
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = b""
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), 10)
+            if not chunk:
+                break
+            data += chunk
+        assert data == build_frame(Opcode.TEXT, b"last words", mask=MASK)
+        writer.write(build_frame(Opcode.TEXT, b"heard you"))
+        await writer.drain()
+        answered.set()
+
+    async with raw_ws_server(server) as port:
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            r, w = await asyncio.open_connection("127.0.0.1", rp.port)
+            w.write(UPGRADE_REQ)
+            await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+            await wait_until(lambda: rp.capture._streams)
+            assert stream(rp).fast is not None
+            w.write(build_frame(Opcode.TEXT, b"last words", mask=MASK))
+            w.write_eof()
+            rest = await asyncio.wait_for(r.read(), 10)  # up to the server's FIN
+            assert rest == build_frame(Opcode.TEXT, b"heard you")
+            assert answered.is_set()
+            w.close()
+            await wait_until(lambda: not rp.capture._streams)
+            [conn] = rp.session.connections.values()
+            assert conn.ts_end is not None and conn.clean is False
+
+
+async def test_a_peer_that_stops_reading_stops_the_sender(short_tmp: Path) -> None:
+    """Backpressure: the server stops reading; the proxy buffers a bounded amount, stops
+    reading the client (whose sends then block), and delivers everything once the server
+    reads again."""
+    reading = asyncio.Event()
+    frame = build_frame(Opcode.BINARY, b"\x5a" * (1 << 20), mask=MASK)
+    total = 32 * len(frame)
+    got = bytearray()
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reading.wait()
+        while len(got) < total:
+            chunk = await asyncio.wait_for(reader.read(1 << 20), 10)
+            if not chunk:
+                break
+            got.extend(chunk)
+
+    async with raw_ws_server(server) as port:
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            r, w = await asyncio.open_connection("127.0.0.1", rp.port)
+            w.write(UPGRADE_REQ)
+            await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+            await wait_until(lambda: rp.capture._streams)
+            fast = stream(rp).fast
+            assert fast is not None
+            w.transport.set_write_buffer_limits(high=1 << 20)
+            sent = 0
+
+            async def send_all() -> None:
+                nonlocal sent
+                while sent < total:
+                    w.write(frame)
+                    sent += len(frame)
+                    await w.drain()
+
+            sender = asyncio.ensure_future(send_all())
+            await wait_until(lambda: not fast.client.t.is_reading(), timeout=10)
+            await asyncio.sleep(0.5)
+            assert not sender.done()
+            buffered = fast.server.t.get_write_buffer_size()
+            assert buffered <= fastrelay.WRITE_HIGH + (1 << 20)
+            assert sent < total
+            reading.set()
+            await asyncio.wait_for(sender, 30)
+            await wait_until(lambda: len(got) >= total, timeout=30)
+            assert bytes(got) == frame * 32
+            w.close()
+
+
+async def test_an_idle_connection_is_closed_after_the_tcp_timeout(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As mitmproxy does after ``tcp_timeout`` (600 s) without a byte either way."""
+    monkeypatch.setattr(mitm_compat, "tcp_timeout", lambda: 1.0)
+    async with ws_server(ping_interval=None) as (_, port):
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            ws = await connect(f"ws://127.0.0.1:{rp.port}/idle", ping_interval=None)
+            await ws.send("only once")
+            await ws.recv()
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            await wait_until(lambda: not rp.capture._streams)
+            [conn] = rp.session.connections.values()
+            assert conn.ts_end is not None
+
+
+def _normalized(events: list[Event]) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for ev in events:
+        if isinstance(ev, Message):
+            out.append(("msg", ev.side, ev.opcode, ev.payload, ev.size, ev.frames, ev.dropped))
+        elif isinstance(ev, ControlFrame):
+            out.append(("ctl", ev.side, ev.opcode, ev.payload, ev.code, ev.error, ev.injected))
+        elif isinstance(ev, EndEvent):
+            out.append(("end", ev.clean, ev.closed_by, ev.error))
+        elif isinstance(ev, StateEvent):
+            out.append(("state", ev.state))
+        elif isinstance(ev, HandshakeEvent):
+            out.append(("handshake", ev.handshake.status))
+    return out
+
+
+async def _conversation(short_tmp: Path, sets: list[str]) -> list[tuple[Any, ...]]:
+    async def server(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for msg in ws:
+                await ws.send(msg)
+                if msg == "ping me":
+                    await ws.ping(b"srv")
+
+    async with ws_server(server, compression=None) as (_, port):
+        async with running_proxy(
+            f"reverse:http://127.0.0.1:{port}", short_tmp, sets=sets
+        ) as rp:
+            async with viewer(rp.tap) as v:
+                async with connect(f"ws://127.0.0.1:{rp.port}/same", compression=None) as ws:
+                    for m in ("text", b"\x00\x01binary", "x" * 70_000, "ping me"):
+                        await ws.send(m)
+                        assert await ws.recv() == m
+                    await ws.ping(b"cli")
+                    await ws.send("bye")
+                    await ws.recv()
+                    await ws.close(4000, "done")
+                await v.wait_for(lambda v: any(isinstance(e, EndEvent) for e in v.events))
+                return _normalized(v.events)
+
+
+async def test_the_tap_sees_the_same_events_as_under_mitmproxys_relay(short_tmp: Path) -> None:
+    fast = await _conversation(short_tmp / "a", [])
+    slow = await _conversation(short_tmp / "b", ["devconsole_fast_relay=false"])
+    assert fast == slow
+    assert ("end", True, "client", None) in fast
+
