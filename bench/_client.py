@@ -415,7 +415,7 @@ async def many(
             close_timeout=5,
         )
 
-    wss = await _open_all(conns, opener, 32, 120 + conns * 0.05)
+    wss = await _open_all(conns, opener, 16, 120 + conns * 0.05)
     open_s = time.perf_counter() - t_open
     await asyncio.sleep(2.0)
     rss1 = _rss_kib(pid) if pid else 0
@@ -482,7 +482,7 @@ async def idle(host: str, port: int, conns: int, hold: float, pid: int) -> dict[
         return r, w
 
     t_open = time.perf_counter()
-    pairs = await _open_all(conns, opener, 64, 120 + conns * 0.05)
+    pairs = await _open_all(conns, opener, 16, 120 + conns * 0.05)
     open_s = time.perf_counter() - t_open
     await asyncio.sleep(hold)
     rss1 = _rss_kib(pid) if pid else 0

@@ -53,7 +53,10 @@ def _frame_name(frame: str) -> str:
 # Where a sample's time goes: the first frame from the innermost outwards that matches a
 # rule decides (rules are tried in this order at each frame).
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("send to the peer (transport.write: send syscall, loopback delivery)", ("_SelectorSocketTransport.write (",)),
+    (
+        "send to the peer (transport.write: send syscall, loopback delivery)",
+        ("_SelectorSocketTransport.write (",),
+    ),
     ("read from the peer (recv syscall)", ("_read_ready__data_received (", "_read_ready (")),
     ("select (epoll_wait with events ready)", ("EpollSelector.select (",)),
     ("devconsole: relay core (parse, events)", ("devconsole/relay.py", "devconsole/frames.py")),

@@ -308,9 +308,7 @@ async def _conversation(short_tmp: Path, sets: list[str]) -> list[tuple[Any, ...
                     await ws.ping(b"srv")
 
     async with ws_server(server, compression=None) as (_, port):
-        async with running_proxy(
-            f"reverse:http://127.0.0.1:{port}", short_tmp, sets=sets
-        ) as rp:
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp, sets=sets) as rp:
             async with viewer(rp.tap) as v:
                 async with connect(f"ws://127.0.0.1:{rp.port}/same", compression=None) as ws:
                     for m in ("text", b"\x00\x01binary", "x" * 70_000, "ping me"):
@@ -329,4 +327,3 @@ async def test_the_tap_sees_the_same_events_as_under_mitmproxys_relay(short_tmp:
     slow = await _conversation(short_tmp / "b", ["devconsole_fast_relay=false"])
     assert fast == slow
     assert ("end", True, "client", None) in fast
-
