@@ -60,6 +60,40 @@ def _name(cb: Any) -> str:
     return f"{name} ({mod.rsplit('.', 1)[-1]})" if mod else name
 
 
+def time_calls(specs: list[str]) -> None:
+    """Wrap ``module:Class.method`` (or ``module:function``) to count its calls and CPU time
+    (nested wrapped calls are counted in both)."""
+    import functools
+    import importlib
+
+    cpu = time.thread_time
+    for spec in specs:
+        mod_name, _, attr = spec.partition(":")
+        owner: Any = importlib.import_module(mod_name)
+        *path, name = attr.split(".")
+        for p in path:
+            owner = getattr(owner, p)
+        orig = getattr(owner, name)
+        key = f"[{attr}]"
+
+        def make(orig: Any, key: str) -> Any:
+            @functools.wraps(orig)
+            def wrapper(*a: Any, **kw: Any) -> Any:
+                if not ON:
+                    return orig(*a, **kw)
+                c0 = cpu()
+                try:
+                    return orig(*a, **kw)
+                finally:
+                    s = STATS[key]
+                    s[0] += 1
+                    s[2] += cpu() - c0
+
+            return wrapper
+
+        setattr(owner, name, make(orig, key))
+
+
 def instrument() -> None:
     orig_run = asyncio.events.Handle._run
     clock = time.perf_counter
@@ -129,6 +163,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             proxy = DevconsoleProxy(cfg)
             [(_, port)] = (await proxy.start())[:1]
+            if not args.default_gc:
+                from devconsole.proxy import tune_gc
+
+                tune_gc()  # as run_proxy does
             if not args.no_tap:
                 sink = await asyncio.to_thread(start_tapsink, proxy.tap_address)
             cmd = [PY, str(BENCH / "_client.py"), kind, "--port", str(port)]
@@ -179,8 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conns", type=int, default=0, help="many-2000: N connections instead")
     ap.add_argument("--set", action="append", default=[], help="a proxy option, NAME=VALUE")
     ap.add_argument("--top", type=int, default=16)
+    ap.add_argument("--default-gc", action="store_true", help="without the proxy's tune_gc()")
+    ap.add_argument(
+        "--time",
+        action="append",
+        default=[],
+        help="also count calls and CPU of module:Class.method (e.g. "
+        "asyncio.selector_events:_SelectorSocketTransport.write)",
+    )
     args = ap.parse_args(argv)
     instrument()
+    time_calls(args.time)
     res = asyncio.run(run(args))
     kind = WORKLOADS[args.workload][0]
     msgs = res["messages"] * (2 if kind in ("echo", "rtt", "many") else 1)
@@ -189,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     per = 1e6 / msgs
     sel_n, sel_t, sel_c = STATS.pop("<select>", [0, 0.0, 0.0])
     gcs = {k: STATS.pop(k) for k in list(STATS) if k.startswith("<gc")}
+    timed = {k: STATS.pop(k) for k in list(STATS) if k.startswith("[")}
     handles = sum(int(v[0]) for v in STATS.values())
     busy = sum(v[1] for v in STATS.values())
     busy_c = sum(v[2] for v in STATS.values())
@@ -217,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
             for k, (n, t, _) in sorted(gcs.items())
         ),
         ["---", "", "", ""],
+        *(
+            [f"{k} (inside the callbacks)", f"{n / msgs:.2f}", "", f"{c * per:.1f}"]
+            for k, (n, _, c) in sorted(timed.items(), key=lambda kv: -kv[1][2])
+        ),
+        *([["---", "", "", ""]] if timed else []),
     ]
     for name, (n, t, c) in sorted(STATS.items(), key=lambda kv: -kv[1][2])[: args.top]:
         rows.append([name, f"{n / msgs:.2f}", f"{t * per:.1f}", f"{c * per:.1f}"])
