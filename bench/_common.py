@@ -166,6 +166,17 @@ def start_mitmdump(target: int, confdir: str, websocket: bool = True) -> Proc:
     return p
 
 
+def start_bare_relay(target: int) -> Proc:
+    """bench/_bare_relay.py in front of 127.0.0.1:``target``: an asyncio relay, no capture."""
+    p = Proc("bare relay", _popen([PY, str(BENCH / "_bare_relay.py"), "--target", str(target)]))
+    line = p.readline(20)
+    if not line.startswith("port "):
+        p.stop()
+        raise RuntimeError(f"bare relay: unexpected output {line!r}")
+    p.port = int(line.split()[1])
+    return p
+
+
 def start_devconsole(target: int, confdir: str, tap: str, extra: Sequence[str] = ()) -> Proc:
     cmd = [
         tool("devconsole"),

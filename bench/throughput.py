@@ -6,6 +6,8 @@
   (d) devconsole      ``devconsole proxy`` with full capture AND a tap client attached
                       (a separate process decoding every event into a Session, like the TUI)
   (e) devconsole, no tap client (only with --configs ...e)
+  (g) bare asyncio relay (bench/_bare_relay.py): two asyncio protocols copying bytes, no
+      capture, no HTTP; the floor of an asyncio proxy on this machine
   (f) devconsole + tap client, fast relay off (``--set devconsole_fast_relay=false``:
       mitmproxy's raw TCP relay all along, the path before issue 18)
 
@@ -63,6 +65,7 @@ from _common import (
     median,
     run_client,
     save_json,
+    start_bare_relay,
     start_devconsole,
     start_mitmdump,
     start_server,
@@ -79,6 +82,7 @@ CONFIGS = {
     "d": "devconsole+tap",
     "e": "devconsole",
     "f": "devconsole+tap slow",
+    "g": "bare asyncio relay",
 }
 EXTRA = {"f": ["--set", "devconsole_fast_relay=false"]}
 
@@ -134,6 +138,9 @@ def run_config(
             port = server.port
         elif cfg in ("b", "c"):
             proxy = start_mitmdump(server.port, confdir, websocket=cfg == "b")
+            port = proxy.port
+        elif cfg == "g":
+            proxy = start_bare_relay(server.port)
             port = proxy.port
         else:
             tap = os.path.join(tmp, f"tap-{cfg}.sock")
@@ -357,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="short runs (1.5 s per workload)")
     ap.add_argument("--seconds", type=float, default=None, help="time limit per run")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--configs", default="abcd", help="subset of abcdef")
+    ap.add_argument("--configs", default="abcd", help="subset of abcdefg")
     ap.add_argument(
         "--workloads",
         default=",".join(w for w in WORKLOADS if WORKLOADS[w][0] not in MANY),
