@@ -21,7 +21,12 @@ Everything else behaves as under mitmproxy's raw TCP relay:
   of the other peer, as do held messages (``Output.pause``);
 - ``Output.end`` closes (after what is written) or aborts (optionally with a TCP reset);
 - an idle connection is closed after mitmproxy's ``tcp_timeout`` (600 s), as mitmproxy
-  did.
+  did;
+- TLS (wss): where mitmproxy terminates TLS on a side, that side's ``SSL.Connection``
+  (pyOpenSSL, memory BIOs) comes along: ciphertext read is written into it and the
+  plaintext read out of it feeds the relay; what goes to that peer is encrypted with it.
+  Like mitmproxy, a ``close_notify`` from a peer is a half-close, and no ``close_notify``
+  is sent (mitmproxy closes TCP only).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ _WRITE = 4  # the other peer's output buffer is full
 class _Peer(asyncio.Protocol):
     """One socket of a relayed connection."""
 
-    __slots__ = ("c", "eof", "lost", "other", "relay", "shut", "side", "t")
+    __slots__ = ("c", "eof", "lost", "other", "relay", "shut", "side", "t", "write")
 
     def __init__(self, c: FastConnection, side: Side) -> None:
         self.c = c
@@ -65,6 +70,11 @@ class _Peer(asyncio.Protocol):
         self.eof = False  # the peer sent FIN (or its socket is gone)
         self.lost = False  # the socket is closed
         self.shut = False  # we sent it FIN (nothing can be written to it any more)
+        self.write: Callable[[bytes], None] = _nowhere  # bytes for this peer
+
+    def attach(self, d: Any) -> None:
+        self.t = d.transport
+        self.write = d.transport.write
 
     def data_received(self, data: bytes) -> None:
         relay = self.relay
@@ -78,7 +88,7 @@ class _Peer(asyncio.Protocol):
         if out:
             o = self.other
             if not o.shut:
-                o.t.write(out)
+                o.write(out)
         if relay.out:
             self.c.apply(relay.take())
 
@@ -98,6 +108,69 @@ class _Peer(asyncio.Protocol):
         self.c.block(self.other, _WRITE, False)
 
 
+def _nowhere(data: bytes) -> None:
+    pass
+
+
+class _TlsPeer(_Peer):
+    """A socket on which mitmproxy terminated TLS: its SSL.Connection came along."""
+
+    __slots__ = ("_errors", "ssl")
+
+    def attach(self, d: Any) -> None:
+        from OpenSSL import SSL
+
+        self.t = d.transport
+        self.ssl = d.tls
+        self._errors = (SSL.WantReadError, SSL.ZeroReturnError, SSL.Error)
+        self.write = self._encrypt
+
+    def data_received(self, data: bytes) -> None:
+        ssl = self.ssl
+        want_read, zero_return, error = self._errors
+        ssl.bio_write(data)
+        parts: list[bytes] = []
+        close = False
+        while True:
+            try:
+                parts.append(ssl.recv(262144))
+            except want_read:
+                break
+            except zero_return:  # close_notify
+                close = True
+                break
+            except error as e:  # an alert; mitmproxy logs it and goes on
+                logger.warning("connection %s: TLS error: %s", self.relay.conn, e)
+                break
+        self._flush()  # what OpenSSL has to say back (TLS 1.3 key updates, tickets)
+        if parts:
+            super().data_received(parts[0] if len(parts) == 1 else b"".join(parts))
+        if close:
+            self.c.peer_eof(self)  # a half-close toward the other peer, as mitmproxy does
+
+    def _encrypt(self, data: bytes) -> None:
+        try:
+            self.ssl.sendall(data)
+        except self._errors[2] as e:  # the peer may be gone; mitmproxy ignores it too
+            logger.debug("connection %s: TLS send failed: %s", self.relay.conn, e)
+        self._flush()
+
+    def _flush(self) -> None:
+        ssl = self.ssl
+        want_read = self._errors[0]
+        out: list[bytes] = []
+        while True:
+            try:
+                b = ssl.bio_read(262144)
+            except want_read:
+                break
+            if not b:
+                break
+            out.append(b)
+        if out and not self.shut:
+            self.t.write(out[0] if len(out) == 1 else b"".join(out))
+
+
 class FastConnection:
     """The two sockets of one upgraded connection, driven by devconsole."""
 
@@ -112,8 +185,6 @@ class FastConnection:
         self.arm = arm  # the relay's next deadline, to the driver's timer
         self.client = _Peer(self, CLIENT)
         self.server = _Peer(self, SERVER)
-        self.client.other = self.server
-        self.server.other = self.client
         self._blocked = {CLIENT: _HANDOFF, SERVER: _HANDOFF}
         self._keep: list[Any] = []  # mitmproxy's StreamWriters (their __del__ closes)
         self._stand_ins: list[Any] = []
@@ -125,13 +196,17 @@ class FastConnection:
 
     # ------------------------------------------------------------------ setup
 
-    def attach(self, flow: Any) -> bool:
+    def attach(self, flow: Any, tls: bool = True) -> bool:
         """Take the flow's sockets from mitmproxy; False if they cannot be taken."""
-        got = mitm_compat.detach(flow, self.client, self.server, self.handoff_done)
+        self.client = (_TlsPeer if flow.client_conn.tls else _Peer)(self, CLIENT)
+        self.server = (_TlsPeer if flow.server_conn.tls else _Peer)(self, SERVER)
+        self.client.other = self.server
+        self.server.other = self.client
+        got = mitm_compat.detach(flow, self.client, self.server, self.handoff_done, tls)
         if got is None:
             return False
         for peer, d in zip((self.client, self.server), got, strict=True):
-            peer.t = d.transport
+            peer.attach(d)
             self._keep.append(d.writer)
             self._stand_ins.append(d.stand_in)
             d.transport.set_write_buffer_limits(high=WRITE_HIGH)
@@ -168,7 +243,7 @@ class FastConnection:
         relay = self.relay
         out = relay.feed(side, data, ts)
         if out and not peer.other.shut:
-            peer.other.t.write(out)
+            peer.other.write(out)
         if relay.out:
             self.apply(relay.take())
 
@@ -186,9 +261,9 @@ class FastConnection:
         if self.ended:
             return
         if out.to_server and not self.server.shut:
-            self.server.t.write(b"".join(out.to_server))
+            self.server.write(b"".join(out.to_server))
         if out.to_client and not self.client.shut:
-            self.client.t.write(b"".join(out.to_client))
+            self.client.write(b"".join(out.to_client))
         for side in out.pause:
             self.block(self.client if side == CLIENT else self.server, _RELAY, True)
         for side in out.resume:
@@ -283,6 +358,8 @@ class Pool:
     """The fast connections of one proxy: closes the ones idle for longer than mitmproxy's
     ``tcp_timeout`` (a sweep every tenth of it, while there are any)."""
 
+    tls = True  # take TLS connections too, with mitmproxy's SSL.Connection
+
     def __init__(self) -> None:
         self.conns: set[FastConnection] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -296,7 +373,7 @@ class Pool:
     ) -> FastConnection | None:
         """Relay ``flow``'s sockets with a FastConnection, or None (mitmproxy keeps them)."""
         c = FastConnection(relay, on_end, arm)
-        if not c.attach(flow):
+        if not c.attach(flow, self.tls):
             return None
         self.conns.add(c)
         c.on_end = lambda error: self._ended(c, on_end, error)

@@ -24,6 +24,12 @@ Kept in one small module, checked against every supported mitmproxy version by
   mitmproxy relays what it already read through ``tcp_message`` as usual, then sees both
   peers "close" and lets the connection go (``tcp_end`` / ``client_disconnected``). The
   original StreamWriters must stay referenced: their ``__del__`` closes the transport.
+  With TLS on a side, mitmproxy's ``TLSLayer`` for that connection (found by walking the
+  layer tree from ``ConnectionHandler.layer`` through ``layer``/``child_layer``, a
+  ``_handle_event`` bound to a child layer, and ``HttpLayer.streams``/``connections``)
+  hands over its pyOpenSSL ``SSL.Connection`` (memory BIOs; ``TLSLayer.tls``): mitmproxy
+  never shuts it down (``send_close`` only closes TCP), and after the EOF it no longer
+  reads or writes with it.
 """
 
 from __future__ import annotations
@@ -223,6 +229,59 @@ class DetachedSocket:
     transport: Any  # asyncio selector transport
     writer: asyncio.StreamWriter  # keep it referenced: its __del__ would close the socket
     stand_in: _Detached
+    tls: Any = None  # the connection's OpenSSL.SSL.Connection when mitmproxy terminates TLS
+
+
+def _tls_layers(handler: Any) -> list[Any] | None:
+    """Every TLSLayer in a connection handler's layer tree (None: cannot tell)."""
+    try:
+        from mitmproxy.proxy.layers.tls import TLSLayer
+    except ImportError:
+        return None
+    out: list[Any] = []
+    seen: set[int] = set()
+    todo = [getattr(handler, "layer", None)]
+    while todo:
+        obj = todo.pop()
+        if obj is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if len(seen) > 500:  # not a layer tree we know
+            return None
+        if isinstance(obj, TLSLayer):
+            out.append(obj)
+        for attr in ("layer", "child_layer"):
+            v = getattr(obj, attr, None)
+            if v is not None:
+                todo.append(v)
+        # a layer that hands its events on (modes.HttpProxy: self._handle_event =
+        # child_layer.handle_event) keeps its child only in that bound method
+        he = getattr(obj, "__dict__", {}).get("_handle_event")
+        owner = getattr(he, "__self__", None)
+        if owner is not None and owner is not obj:
+            todo.append(owner)
+        for attr in ("streams", "connections"):
+            d = getattr(obj, attr, None)
+            if isinstance(d, dict):
+                todo.extend(d.values())
+    return out
+
+
+def _ssl_conn(layers: list[Any], conn: Any) -> Any | None:
+    """The established SSL.Connection of ``conn``'s only TLS layer, else None."""
+    mine = [la for la in layers if getattr(la, "conn", None) is conn]
+    if len(mine) != 1:
+        return None
+    la = mine[0]
+    state = getattr(getattr(la, "tunnel_state", None), "name", "")
+    if state != "OPEN" or getattr(la, "is_dtls", True):
+        return None
+    tls = getattr(la, "tls", None)
+    if tls is None or not all(
+        hasattr(tls, a) for a in ("bio_write", "bio_read", "recv", "sendall")
+    ):
+        return None
+    return tls
 
 
 def detach(
@@ -230,19 +289,35 @@ def detach(
     client: asyncio.BaseProtocol,
     server: asyncio.BaseProtocol,
     on_close: Callable[[], None],
+    tls: bool = True,
 ) -> tuple[DetachedSocket, DetachedSocket] | None:
     """Take the client and server sockets of an upgraded TCP flow away from mitmproxy and
     give them to the ``client`` / ``server`` protocols, with reading paused. None (and
-    nothing changed) where that cannot be done: an unsupported mitmproxy, TLS on either
-    side, sockets that are not plain asyncio transports (WireGuard, local mode), a peer that
-    already closed. ``on_close`` runs once mitmproxy closed both stand-ins."""
+    nothing changed) where that cannot be done: an unsupported mitmproxy, sockets that are
+    not plain asyncio transports (WireGuard, local mode), a peer that already closed, TLS
+    in a layer tree we do not recognise (or ``tls`` false). With TLS on a side (mitmproxy
+    terminates it) the socket comes with that connection's ``SSL.Connection``
+    (``DetachedSocket.tls``). ``on_close`` runs once mitmproxy closed both stand-ins."""
     if not supported():
-        return None
-    if flow.client_conn.tls or flow.server_conn.tls:
         return None
     handler = _handler(flow)
     if handler is None:
         return None
+    ssl_conns: list[Any] = [None, None]
+    if flow.client_conn.tls or flow.server_conn.tls:
+        if not tls:
+            return None
+        layers = _tls_layers(handler)
+        if layers is None:
+            return None
+        for i, conn in enumerate((flow.client_conn, flow.server_conn)):
+            mine = [la for la in layers if getattr(la, "conn", None) is conn]
+            if conn.tls:
+                ssl_conns[i] = _ssl_conn(layers, conn)
+                if ssl_conns[i] is None:
+                    return None
+            elif mine:
+                return None
     transports = getattr(handler, "transports", None)
     if not isinstance(transports, dict):
         return None
@@ -275,7 +350,9 @@ def detach(
             on_close()
 
     out = []
-    for (io, reader, writer, t), proto in zip(found, (client, server), strict=True):
+    for (io, reader, writer, t), proto, ssl_conn in zip(
+        found, (client, server), ssl_conns, strict=True
+    ):
         if t.is_reading():
             t.pause_reading()
         t.set_protocol(proto)
@@ -284,5 +361,5 @@ def detach(
         # mitmproxy's read loop gets what its reader holds, then EOF: it relays the rest
         # through tcp_message and lets the connection go.
         reader.feed_eof()
-        out.append(DetachedSocket(t, writer, stand_in))
+        out.append(DetachedSocket(t, writer, stand_in, ssl_conn))
     return out[0], out[1]

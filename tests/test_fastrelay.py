@@ -164,22 +164,51 @@ async def test_the_option_turns_it_off(short_tmp: Path) -> None:
                 assert stream(rp).fast is None
 
 
-async def test_wss_stays_on_mitmproxys_relay(
-    short_tmp: Path, server_cert: tuple[Path, Path]
+@pytest.mark.parametrize(
+    ("mode", "take_tls"),
+    [("regular", True), ("regular", False), ("reverse-https", True)],
+)
+async def test_wss_through_mitmproxys_tls(
+    short_tmp: Path,
+    server_cert: tuple[Path, Path],
+    mode: str,
+    take_tls: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """mitmproxy terminates TLS (regular mode: on both sides; reverse mode in front of a
+    wss server: toward the server only); the fast relay takes the connections with their
+    TLS state (or, told not to, leaves them to mitmproxy): the same conversation."""
     from tests.test_capture import client_ssl_trusting
 
+    monkeypatch.setattr(fastrelay.Pool, "tls", take_tls)
     async with ws_server(ssl=server_ssl(server_cert)) as (_, port):
-        async with running_proxy("regular", short_tmp, sets=["ssl_insecure=true"]) as rp:
-            ca = Path(rp.confdir) / "mitmproxy-ca-cert.pem"
-            async with connect(
-                f"wss://127.0.0.1:{port}/tls",
-                proxy=f"http://127.0.0.1:{rp.port}",
-                ssl=client_ssl_trusting(ca),
-            ) as ws:
-                await ws.send("secret")
-                assert await ws.recv() == "secret"
-                assert stream(rp).fast is None
+        proxy_mode = "regular" if mode == "regular" else f"reverse:https://127.0.0.1:{port}"
+        async with running_proxy(proxy_mode, short_tmp, sets=["ssl_insecure=true"]) as rp:
+            if mode == "regular":
+                ca = Path(rp.confdir) / "mitmproxy-ca-cert.pem"
+                kw: dict[str, Any] = {
+                    "proxy": f"http://127.0.0.1:{rp.port}",
+                    "ssl": client_ssl_trusting(ca),
+                }
+                url = f"wss://127.0.0.1:{port}/tls"
+            else:
+                kw = {}
+                url = f"ws://127.0.0.1:{rp.port}/tls"
+            async with connect(url, max_size=None, **kw) as ws:
+                for m in ("secret", "x" * 300_000, b"\x00" * 70_000):
+                    await ws.send(m)
+                    assert await ws.recv() == m
+                s = stream(rp)
+                assert (s.fast is not None) is take_tls
+                if take_tls:
+                    await wait_until(lambda: mitmproxy_connections(rp) == 0)
+                    await ws.send("after the hand-off")
+                    assert await ws.recv() == "after the hand-off"
+            await wait_until(lambda: not rp.capture._streams)
+            [conn] = rp.session.connections.values()
+            assert conn.clean is True
+            sizes = [m.size for m in rp.session.items() if isinstance(m, Message)]
+            assert sizes[:6] == [6, 6, 300_000, 300_000, 70_000, 70_000]
 
 
 async def test_a_half_close_is_relayed_and_the_end_recorded(short_tmp: Path) -> None:
