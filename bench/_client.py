@@ -36,6 +36,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import statistics
 import sys
 import time
@@ -44,10 +45,25 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
+# --tls: wss, the certificate not verified (the benchmark's own self-signed one, or the
+# proxy's CA)
+TLS: ssl.SSLContext | None = None
+SCHEME = "ws"
+
+
+def _use_tls() -> None:
+    global TLS, SCHEME
+    TLS = ssl.create_default_context()
+    TLS.check_hostname = False
+    TLS.verify_mode = ssl.CERT_NONE
+    SCHEME = "wss"
+
 
 def _handshake(host: str, port: int, path: str) -> tuple[socket.socket, bytes]:
-    sock = socket.create_connection((host, port), timeout=10)
+    sock: socket.socket = socket.create_connection((host, port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if TLS is not None:
+        sock = TLS.wrap_socket(sock)
     key = base64.b64encode(os.urandom(16)).decode()
     req = (
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
@@ -248,11 +264,12 @@ async def flood_wsup(
 ) -> dict[str, float]:
     payload = ("x" * size)[:size]
     async with connect(
-        f"ws://{host}:{port}/sink?ack={ack}",
+        f"{SCHEME}://{host}:{port}/sink?ack={ack}",
         compression=None,
         max_size=64 << 20,
         ping_interval=None,
         open_timeout=10,
+        ssl=TLS,
     ) as ws:
         acked = 0
         progress = asyncio.Event()
@@ -291,11 +308,12 @@ async def echo(
 ) -> dict[str, float]:
     payload = ("x" * size)[:size]
     async with connect(
-        f"ws://{host}:{port}/echo",
+        f"{SCHEME}://{host}:{port}/echo",
         compression=None,
         max_size=64 << 20,
         ping_interval=None,
         open_timeout=10,
+        ssl=TLS,
     ) as ws:
         sent = received = 0
         t0 = time.perf_counter()
@@ -339,11 +357,12 @@ async def rtt(
 ) -> dict[str, float]:
     payload = ("x" * size)[:size]
     async with connect(
-        f"ws://{host}:{port}/echo",
+        f"{SCHEME}://{host}:{port}/echo",
         compression=None,
         max_size=64 << 20,
         ping_interval=None,
         open_timeout=10,
+        ssl=TLS,
     ) as ws:
         for _ in range(warmup):
             await ws.send(payload)
@@ -407,12 +426,13 @@ async def many(
 
     async def opener() -> Any:
         return await connect(
-            f"ws://{host}:{port}/echo",
+            f"{SCHEME}://{host}:{port}/echo",
             compression=None,
             max_size=1 << 20,
             ping_interval=None,
             open_timeout=60,
             close_timeout=5,
+            ssl=TLS,
         )
 
     wss = await _open_all(conns, opener, 16, 120 + conns * 0.05)
@@ -474,7 +494,7 @@ async def idle(host: str, port: int, conns: int, hold: float, pid: int) -> dict[
     ).encode()
 
     async def opener() -> Any:
-        r, w = await asyncio.open_connection(host, port)
+        r, w = await asyncio.open_connection(host, port, ssl=TLS)
         w.write(req)
         head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 60)
         if b" 101 " not in head.split(b"\r\n", 1)[0] + b" ":
@@ -517,7 +537,12 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=1.0, help="many: s between messages")
     ap.add_argument("--hold", type=float, default=3.0, help="idle: s to hold them open")
     ap.add_argument("--pid", type=int, default=0, help="many/idle: the proxy process")
+    ap.add_argument("--tls", action="store_true", help="wss (certificates not verified)")
     args = ap.parse_args()
+    if args.tls:
+        if args.workload == "up":
+            raise SystemExit("the raw flood sender (up) does not speak TLS")
+        _use_tls()
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         raise SystemExit("loopback only")
     if args.workload == "rtt":

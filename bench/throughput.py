@@ -39,6 +39,10 @@ CPU time per message (less sensitive to other load on the machine than msgs/s).
     .venv/bin/python bench/throughput.py [--quick] [--seconds S] [--reps N] [--configs abcd]
         [--workloads rtt-100,echo64-100,...|issue18]
 
+``--tls``: the same over wss: the server has a self-signed certificate, the proxies
+terminate TLS on both sides (``reverse:https://``, ``ssl_insecure``), clients do not
+verify; not with the raw flood sender (raw-*) or the bare relay (g).
+
 ``--workloads issue18`` is the set of issue 18's goals (rtt-100, many-2000, idle-10000,
 echo64-100, down-100, down-16k, flood-100, flood-16k). Many connections need file
 descriptors: the script raises its limit (inherited by every process it starts) with
@@ -57,6 +61,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _common
 from _common import (
     Proc,
     cpu_seconds,
@@ -370,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(w for w in WORKLOADS if WORKLOADS[w][0] not in MANY),
         help="comma-separated, or a preset: " + ", ".join(PRESETS),
     )
+    ap.add_argument("--tls", action="store_true", help="everything over wss")
     ap.add_argument("--conns", type=int, default=0, help="many-2000: this many instead")
     ap.add_argument("--idle-conns", type=int, default=0, help="idle-10000: this many instead")
     args = ap.parse_args(argv)
@@ -379,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     for w in args.workloads.split(","):
         names += PRESETS.get(w, [w])
     workloads = [w for w in names if w in WORKLOADS]
+    if args.tls:
+        workloads = [w for w in workloads if WORKLOADS[w][0] != "up"]
+        configs = configs.replace("g", "")
     conns = {"many": args.conns, "idle": args.idle_conns}
     need = 0
     for w in workloads:
@@ -398,10 +407,13 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(f"# throughput: {machine()}")
     print(f"# {seconds:g} s per run, {args.reps} repetitions, configs {configs}", flush=True)
-    server = start_server()
     results: list[dict[str, Any]] = []
-    try:
-        with tempdir() as tmp:
+    with tempdir() as tmp:
+        if args.tls:
+            _common.TLS_FILES = _common.make_cert(tmp)
+            print("# over TLS (wss), terminated by each proxy", flush=True)
+        server = start_server()
+        try:
             confdir = os.path.join(tmp, "conf")
             for rep in range(args.reps):
                 order = configs[rep % len(configs) :] + configs[: rep % len(configs)]
@@ -410,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                     for r in run_config(cfg, server, confdir, tmp, workloads, seconds, conns):
                         r["rep"] = rep
                         results.append(r)
-    finally:
-        server.stop()
+        finally:
+            server.stop()
     print()
     print(summarize(results, configs, workloads))
     taps = [r["tap_stats"] for r in results if "tap_stats" in r]

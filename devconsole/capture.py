@@ -346,8 +346,7 @@ class Capture:
         # the client's handler waits in server_event leaves the socket open (seen on 11
         # and 12). Close what is left and record the end here.
         for s in [s for s in self._streams.values() if s.flow.client_conn.id == client.id]:
-            if s.fast is not None:  # mitmproxy let go of it: ours now
-                s.fast.handoff_done()
+            if s.fast is not None:  # ours: mitmproxy only let go of it
                 continue
             mitm_compat.end_connection(s.flow, abort=False)
             self._end(s.flow, None)

@@ -11,10 +11,11 @@ second pass through the layers (docs/performance.md, issue 18); here it is one c
 
 Everything else behaves as under mitmproxy's raw TCP relay:
 
-- the hand-off: bytes mitmproxy had already read when it let go still come through
-  ``tcp_message`` (``from_mitmproxy``) while our sockets are not read; once mitmproxy has
-  let the connection go (``tcp_end`` / ``client_disconnected`` / both stand-in writers
-  closed, or ``HANDOFF_TIMEOUT``) they are;
+- the hand-off: bytes mitmproxy had already read still come through ``tcp_message``
+  (``from_mitmproxy``) while our sockets are not read; a marker injected through
+  mitmproxy's TCP layer (``inject.tcp``) comes back behind the last of them. Then what
+  mitmproxy's reader held unread is relayed, the sockets are read, and mitmproxy lets the
+  connection go (``HANDOFF_TIMEOUT``, or ``tcp_end``, if the marker never comes back);
 - a peer's EOF half-closes the other peer (``write_eof``), as mitmproxy's TCP layer does;
   the connection ends (an ``EndEvent``) once neither peer can send any more;
 - backpressure: a peer whose output buffer is full (``pause_writing``) stops the reading
@@ -59,7 +60,7 @@ _WRITE = 4  # the other peer's output buffer is full
 class _Peer(asyncio.Protocol):
     """One socket of a relayed connection."""
 
-    __slots__ = ("c", "eof", "lost", "other", "relay", "shut", "side", "t", "write")
+    __slots__ = ("c", "eof", "hold", "lost", "other", "relay", "shut", "side", "t", "write")
 
     def __init__(self, c: FastConnection, side: Side) -> None:
         self.c = c
@@ -71,12 +72,18 @@ class _Peer(asyncio.Protocol):
         self.lost = False  # the socket is closed
         self.shut = False  # we sent it FIN (nothing can be written to it any more)
         self.write: Callable[[bytes], None] = _nowhere  # bytes for this peer
+        self.hold: list[bytes] | None = []  # read during the hand-off, relayed after it
 
     def attach(self, d: Any) -> None:
         self.t = d.transport
         self.write = d.transport.write
+        if d.pending:
+            self.hold = [d.pending]
 
     def data_received(self, data: bytes) -> None:
+        if self.hold is not None:  # mitmproxy may still be relaying older bytes
+            self.hold.append(data)
+            return
         relay = self.relay
         now = _time()
         self.c.last = now
@@ -126,6 +133,9 @@ class _TlsPeer(_Peer):
         self.write = self._encrypt
 
     def data_received(self, data: bytes) -> None:
+        if self.hold is not None:
+            self.hold.append(data)
+            return
         ssl = self.ssl
         want_read, zero_return, error = self._errors
         ssl.bio_write(data)
@@ -187,7 +197,8 @@ class FastConnection:
         self.server = _Peer(self, SERVER)
         self._blocked = {CLIENT: _HANDOFF, SERVER: _HANDOFF}
         self._keep: list[Any] = []  # mitmproxy's StreamWriters (their __del__ closes)
-        self._stand_ins: list[Any] = []
+        self._detached: list[Any] = []
+        self._marker = b""
         self.handing_off = True
         self.ended = False
         self.last = _time()  # the last read from either peer
@@ -202,17 +213,24 @@ class FastConnection:
         self.server = (_TlsPeer if flow.server_conn.tls else _Peer)(self, SERVER)
         self.client.other = self.server
         self.server.other = self.client
-        got = mitm_compat.detach(flow, self.client, self.server, self.handoff_done, tls)
+        got = mitm_compat.detach(flow, self.client, self.server, tls)
         if got is None:
             return False
         for peer, d in zip((self.client, self.server), got, strict=True):
             peer.attach(d)
             self._keep.append(d.writer)
-            self._stand_ins.append(d.stand_in)
+            self._detached.append(d)
             d.transport.set_write_buffer_limits(high=WRITE_HIGH)
         self._handoff_timer = asyncio.get_running_loop().call_later(
             HANDOFF_TIMEOUT, self._handoff_late
         )
+        # a token through mitmproxy's TCP layer: it comes back (through tcp_message) after
+        # everything mitmproxy had read from either peer
+        self._marker = b"devconsole: end of the hand-off %d" % id(self)
+        try:
+            mitm_compat.inject_tcp(flow, False, self._marker)
+        except Exception as e:  # not a live flow for mitmproxy any more: wait for the timer
+            logger.debug("connection %s: no hand-off marker: %s", self.relay.conn, e)
         return True
 
     def _handoff_late(self) -> None:
@@ -222,23 +240,35 @@ class FastConnection:
             self.handoff_done()
 
     def handoff_done(self) -> None:
-        """mitmproxy has relayed all it had read: read the sockets ourselves from now on."""
+        """mitmproxy has relayed all it had read: relay what was read meanwhile, read the
+        sockets ourselves from now on, and let mitmproxy forget the connection."""
         if not self.handing_off:
             return
         self.handing_off = False
         if self._handoff_timer is not None:
             self._handoff_timer.cancel()
             self._handoff_timer = None
-        for s in self._stand_ins:
-            s.through = False
-        self._stand_ins = []
+        detached, self._detached = self._detached, []
+        for d in detached:
+            d.stand_in.through = False
+        for p in (self.client, self.server):
+            held, p.hold = p.hold, None
+            for data in held or ():
+                if not self.ended:
+                    p.data_received(data)
         for p in (self.client, self.server):
             self.block(p, _HANDOFF, False)
+        for d in detached:
+            mitm_compat.release(d)
 
     # ------------------------------------------------------------------ input
 
     def from_mitmproxy(self, side: Side, data: bytes, ts: float) -> None:
-        """A chunk mitmproxy had read before the hand-off (through ``tcp_message``)."""
+        """A chunk mitmproxy had read before the hand-off (through ``tcp_message``), or the
+        marker that ends the hand-off."""
+        if data is self._marker:
+            self.handoff_done()
+            return
         peer = self.client if side == CLIENT else self.server
         relay = self.relay
         out = relay.feed(side, data, ts)
@@ -350,6 +380,9 @@ class FastConnection:
         if self._handoff_timer is not None:
             self._handoff_timer.cancel()
             self._handoff_timer = None
+        for d in self._detached:  # ended during the hand-off: mitmproxy may let go now
+            mitm_compat.release(d)
+        self._detached = []
         self._keep = []
         self.on_end(error)
 

@@ -19,10 +19,11 @@ Kept in one small module, checked against every supported mitmproxy version by
   ``handle_connection`` task reads (``ConnectionHandler.transports[conn]``: a
   ``ConnectionIO`` with ``reader``, ``writer``, ``handler``; 11.x and 12.x). We install our
   own protocol on the transport (``set_protocol``: nothing reaches mitmproxy's reader any
-  more), put a stand-in writer in the ``ConnectionIO`` (whatever mitmproxy still writes,
-  half-closes or closes there no longer touches the socket), and feed EOF to its reader:
-  mitmproxy relays what it already read through ``tcp_message`` as usual, then sees both
-  peers "close" and lets the connection go (``tcp_end`` / ``client_disconnected``). The
+  more), take what its ``StreamReader`` holds unread (``_buffer``), put a stand-in writer
+  in the ``ConnectionIO`` (whatever mitmproxy still writes, half-closes or closes there no
+  longer touches the socket). mitmproxy relays what it had read through ``tcp_message`` as
+  usual; a marker injected with ``inject.tcp`` comes back after all of it; then EOF fed to
+  its readers makes it let the connection go (``tcp_end`` / ``client_disconnected``). The
   original StreamWriters must stay referenced: their ``__del__`` closes the transport.
   With TLS on a side, mitmproxy's ``TLSLayer`` for that connection (found by walking the
   layer tree from ``ConnectionHandler.layer`` through ``layer``/``child_layer``, a
@@ -35,10 +36,10 @@ Kept in one small module, checked against every supported mitmproxy version by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,14 +178,14 @@ def tcp_timeout() -> float:
 class _Detached:
     """Stands in for the StreamWriter of a socket mitmproxy no longer owns. Until the hand-off
     is complete, bytes mitmproxy still writes go through to the socket in order (a relayed
-    chunk's content is emptied by the caller, so normally there are none); after it, and
-    any half-close or close, go nowhere. ``on_close`` runs when mitmproxy closes it."""
+    chunk's content is emptied by the caller, so normally there are none; with TLS, what
+    its TLS layer says while decrypting what it holds); after it, and any half-close or
+    close, go nowhere."""
 
     transport = None  # mitm_compat.end_connection: nothing to abort here
 
-    def __init__(self, real: asyncio.StreamWriter, on_close: Callable[[], None]) -> None:
+    def __init__(self, real: asyncio.StreamWriter) -> None:
         self._real = real
-        self._on_close = on_close
         self._closing = False
         self.through = True  # write through while the hand-off lasts
 
@@ -210,9 +211,7 @@ class _Detached:
         return self._closing
 
     def close(self) -> None:
-        if not self._closing:
-            self._closing = True
-            self._on_close()
+        self._closing = True
 
     async def wait_closed(self) -> None:
         pass
@@ -230,6 +229,8 @@ class DetachedSocket:
     writer: asyncio.StreamWriter  # keep it referenced: its __del__ would close the socket
     stand_in: _Detached
     tls: Any = None  # the connection's OpenSSL.SSL.Connection when mitmproxy terminates TLS
+    pending: bytes = b""  # read from the socket by mitmproxy's reader, not by mitmproxy
+    reader: asyncio.StreamReader | None = None
 
 
 def _tls_layers(handler: Any) -> list[Any] | None:
@@ -288,7 +289,6 @@ def detach(
     flow: Any,
     client: asyncio.BaseProtocol,
     server: asyncio.BaseProtocol,
-    on_close: Callable[[], None],
     tls: bool = True,
 ) -> tuple[DetachedSocket, DetachedSocket] | None:
     """Take the client and server sockets of an upgraded TCP flow away from mitmproxy and
@@ -297,7 +297,14 @@ def detach(
     not plain asyncio transports (WireGuard, local mode), a peer that already closed, TLS
     in a layer tree we do not recognise (or ``tls`` false). With TLS on a side (mitmproxy
     terminates it) the socket comes with that connection's ``SSL.Connection``
-    (``DetachedSocket.tls``). ``on_close`` runs once mitmproxy closed both stand-ins."""
+    (``DetachedSocket.tls``).
+
+    What mitmproxy had read but not relayed yet is still in its layers: it comes through
+    ``tcp_message`` as usual. What its StreamReader held, unread, is in
+    ``DetachedSocket.pending`` (newer than all of that). The caller must not relay
+    ``pending`` nor read the socket before mitmproxy has relayed everything it holds
+    (``inject_tcp`` a marker: the TCP layer delivers it after all it queued), then
+    ``release`` the socket so that mitmproxy lets the connection go."""
     if not supported():
         return None
     handler = _handler(flow)
@@ -334,32 +341,43 @@ def detach(
             return None
         t = writer.transport
         if not all(
-            hasattr(t, a) for a in ("set_protocol", "pause_reading", "resume_reading", "is_reading")
+            hasattr(t, a)
+            for a in ("set_protocol", "get_protocol", "pause_reading", "resume_reading")
         ):
             return None
         if t.is_closing() or reader.at_eof() or getattr(reader, "_eof", True):
             return None
+        if not isinstance(getattr(reader, "_buffer", None), bytearray):
+            return None
         if t.get_extra_info("sslcontext") is not None:
             return None
         found.append((io, reader, writer, t))
-    closed = [0]
-
-    def one_closed() -> None:
-        closed[0] += 1
-        if closed[0] == 2:
-            on_close()
-
     out = []
     for (io, reader, writer, t), proto, ssl_conn in zip(
         found, (client, server), ssl_conns, strict=True
     ):
+        old = t.get_protocol()
         if t.is_reading():
             t.pause_reading()
         t.set_protocol(proto)
-        stand_in = _Detached(writer, one_closed)
-        io.writer = stand_in
-        # mitmproxy's read loop gets what its reader holds, then EOF: it relays the rest
-        # through tcp_message and lets the connection go.
-        reader.feed_eof()
-        out.append(DetachedSocket(t, writer, stand_in, ssl_conn))
+        buf = reader._buffer  # type: ignore[attr-defined]
+        pending = bytes(buf)
+        buf.clear()
+        # its flow control must never resume the transport, which is ours now
+        reader._paused = False  # type: ignore[attr-defined]
+        io.writer = _Detached(writer)
+        # a task of mitmproxy's waiting in drain() for this socket would wait forever: the
+        # socket now tells our protocol when it can write again
+        if getattr(old, "_paused", False):
+            with contextlib.suppress(Exception):
+                old.resume_writing()
+        out.append(DetachedSocket(t, writer, io.writer, ssl_conn, pending, reader))
     return out[0], out[1]
+
+
+def release(d: DetachedSocket) -> None:
+    """mitmproxy's reader of a detached socket reads EOF: it lets the connection go (the
+    stand-in writer then writes nothing any more)."""
+    d.stand_in.through = False
+    if d.reader is not None and not d.reader.at_eof():
+        d.reader.feed_eof()

@@ -135,6 +135,44 @@ async def test_bytes_mitmproxy_read_before_the_hand_off_keep_their_order(
             w.close()
 
 
+@pytest.mark.parametrize("fragment", [1 << 16, 1 << 20])
+async def test_a_flood_right_behind_the_101_arrives_intact(short_tmp: Path, fragment: int) -> None:
+    """Autobahn 9.4.x: the server sends a 4 MiB message in large fragments at once behind
+    its 101. At the hand-off mitmproxy has relayed the first read (64 KiB), holds more in
+    its layers and its StreamReader, and the rest waits in the socket: all of it must
+    reach the client once, in order (a lost or reordered chunk broke the framing)."""
+    total = 4 << 20
+    payload = bytes(range(256)) * (total // 256)
+    wire = b"".join(
+        build_frame(
+            Opcode.BINARY if i == 0 else 0, payload[i : i + fragment], fin=i + fragment >= total
+        )
+        for i in range(0, total, fragment)
+    )
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(wire)
+        await writer.drain()
+        await reader.read()  # until the client goes
+
+    async with raw_ws_server(server) as port:
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            for _ in range(3):
+                r, w = await asyncio.open_connection("127.0.0.1", rp.port, limit=1 << 24)
+                w.write(UPGRADE_REQ)
+                await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+                got = await asyncio.wait_for(r.readexactly(len(wire)), 30)
+                assert got == wire
+                w.close()
+
+            def msgs() -> list[Message]:
+                return [m for m in rp.session.items() if isinstance(m, Message)]
+
+            await wait_until(lambda: len(msgs()) == 3)
+            assert [m.size for m in msgs()] == [total] * 3
+            assert all(not c.errors for c in rp.session.connections.values())
+
+
 async def test_falls_back_to_mitmproxys_relay_where_sockets_cannot_be_taken(
     short_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
