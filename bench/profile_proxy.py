@@ -18,9 +18,11 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _common
 from _common import (
     BENCH,
     BIN,
@@ -146,12 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--conns", type=int, default=0, help="many-2000/idle-10000: N instead")
     ap.add_argument("--set", action="append", default=[], help="devconsole proxy --set X=Y")
+    ap.add_argument("--tls", action="store_true", help="wss, TLS terminated by the proxy")
     args = ap.parse_args(argv)
     spy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
     if not spy:
         print("py-spy not found: .venv/bin/pip install py-spy", file=sys.stderr)
         return 2
     kind, size, opts = WORKLOADS[args.workload]
+    with tempdir() as certs:
+        if args.tls:
+            _common.TLS_FILES = _common.make_cert(certs)
+        return _profile(args, spy, kind, size, opts)
+
+
+def _profile(args: argparse.Namespace, spy: str, kind: str, size: int, opts: dict[str, Any]) -> int:
     server = start_server()
     try:
         with tempdir() as tmp:
@@ -188,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                     if args.conns:
                         opts["conns"] = args.conns
                     cmd = [PY, str(BENCH / "_client.py"), kind, "--port", str(proxy.port)]
+                    if _common.TLS_FILES:
+                        cmd.append("--tls")
                     cmd += ["--size", str(size), "--seconds", str(args.seconds)]
                     for k, v in opts.items():
                         cmd += [f"--{k}", str(v)]

@@ -122,14 +122,15 @@ def _nowhere(data: bytes) -> None:
 class _TlsPeer(_Peer):
     """A socket on which mitmproxy terminated TLS: its SSL.Connection came along."""
 
-    __slots__ = ("_errors", "ssl")
+    __slots__ = ("_errors", "_pending", "ssl")
 
     def attach(self, d: Any) -> None:
         from OpenSSL import SSL
 
-        self.t = d.transport
+        super().attach(d)
         self.ssl = d.tls
         self._errors = (SSL.WantReadError, SSL.ZeroReturnError, SSL.Error)
+        self._pending = mitm_compat.tls_pending(d.tls)  # None: ask OpenSSL until it says no
         self.write = self._encrypt
 
     def data_received(self, data: bytes) -> None:
@@ -138,12 +139,16 @@ class _TlsPeer(_Peer):
             return
         ssl = self.ssl
         want_read, zero_return, error = self._errors
+        pending = self._pending
         ssl.bio_write(data)
         parts: list[bytes] = []
         close = False
         while True:
+            # a record split across reads stays in the BIO: recv then says WantRead
+            if pending is not None and not pending()[0] and not ssl.pending():
+                break
             try:
-                parts.append(ssl.recv(262144))
+                parts.append(ssl.recv(65536))
             except want_read:
                 break
             except zero_return:  # close_notify
@@ -154,7 +159,7 @@ class _TlsPeer(_Peer):
                 break
         self._flush()  # what OpenSSL has to say back (TLS 1.3 key updates, tickets)
         if parts:
-            super().data_received(parts[0] if len(parts) == 1 else b"".join(parts))
+            _Peer.data_received(self, parts[0] if len(parts) == 1 else b"".join(parts))
         if close:
             self.c.peer_eof(self)  # a half-close toward the other peer, as mitmproxy does
 
@@ -167,16 +172,22 @@ class _TlsPeer(_Peer):
 
     def _flush(self) -> None:
         ssl = self.ssl
-        want_read = self._errors[0]
+        pending = self._pending
         out: list[bytes] = []
-        while True:
-            try:
-                b = ssl.bio_read(262144)
-            except want_read:
-                break
-            if not b:
-                break
-            out.append(b)
+        if pending is not None:
+            n = pending()[1]
+            if n:
+                out.append(ssl.bio_read(n))
+        else:
+            want_read = self._errors[0]
+            while True:
+                try:
+                    b = ssl.bio_read(65536)
+                except want_read:
+                    break
+                if not b:
+                    break
+                out.append(b)
         if out and not self.shut:
             self.t.write(out[0] if len(out) == 1 else b"".join(out))
 

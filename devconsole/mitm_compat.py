@@ -375,6 +375,26 @@ def detach(
     return out[0], out[1]
 
 
+def tls_pending(ssl_conn: Any) -> Any | None:
+    """A function returning how many bytes wait in the memory BIOs of a pyOpenSSL
+    ``SSL.Connection``: ``(ciphertext written into it and not consumed yet, ciphertext it
+    produced for the peer)``, so that a relay calls ``recv``/``bio_read`` only when there
+    is something, not once more to be told there is not (an exception each time). From
+    pyOpenSSL's internals (``_into_ssl``/``_from_ssl`` and ``BIO_ctrl_pending``, 23.x-26.x);
+    None where they are not there."""
+    try:
+        from OpenSSL import _util
+
+        pending = _util.lib.BIO_ctrl_pending  # type: ignore[union-attr]
+        into, out = ssl_conn._into_ssl, ssl_conn._from_ssl
+        if into is None or out is None:
+            return None
+        pending(into)
+    except Exception:
+        return None
+    return lambda: (pending(into), pending(out))
+
+
 def release(d: DetachedSocket) -> None:
     """mitmproxy's reader of a detached socket reads EOF: it lets the connection go (the
     stand-in writer then writes nothing any more)."""

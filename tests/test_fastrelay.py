@@ -204,20 +204,24 @@ async def test_the_option_turns_it_off(short_tmp: Path) -> None:
 
 @pytest.mark.parametrize(
     ("mode", "take_tls"),
-    [("regular", True), ("regular", False), ("reverse-https", True)],
+    [("regular", True), ("regular", False), ("reverse-https", True), ("regular", "no-peek")],
 )
 async def test_wss_through_mitmproxys_tls(
     short_tmp: Path,
     server_cert: tuple[Path, Path],
     mode: str,
-    take_tls: bool,
+    take_tls: bool | str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """mitmproxy terminates TLS (regular mode: on both sides; reverse mode in front of a
     wss server: toward the server only); the fast relay takes the connections with their
-    TLS state (or, told not to, leaves them to mitmproxy): the same conversation."""
+    TLS state (or, told not to, leaves them to mitmproxy): the same conversation.
+    "no-peek": without a look at OpenSSL's buffers (``mitm_compat.tls_pending``)."""
     from tests.test_capture import client_ssl_trusting
 
+    if take_tls == "no-peek":
+        monkeypatch.setattr(mitm_compat, "tls_pending", lambda ssl_conn: None)
+        take_tls = True
     monkeypatch.setattr(fastrelay.Pool, "tls", take_tls)
     async with ws_server(ssl=server_ssl(server_cert)) as (_, port):
         proxy_mode = "regular" if mode == "regular" else f"reverse:https://127.0.0.1:{port}"
