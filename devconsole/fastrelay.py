@@ -67,7 +67,7 @@ class _Peer(asyncio.Protocol):
         self.side: Side = side
         self.relay = c.relay
         self.t: Any = None  # our transport
-        self.other: _Peer = self
+        self.other: _Peer  # set by FastConnection.attach
         self.eof = False  # the peer sent FIN (or its socket is gone)
         self.lost = False  # the socket is closed
         self.shut = False  # we sent it FIN (nothing can be written to it any more)
@@ -116,6 +116,10 @@ class _Peer(asyncio.Protocol):
 
 
 def _nowhere(data: bytes) -> None:
+    pass
+
+
+def _no_end(error: str | None) -> None:
     pass
 
 
@@ -204,10 +208,11 @@ class FastConnection:
         self.relay = relay
         self.on_end = on_end  # (error) once both sockets are done
         self.arm = arm  # the relay's next deadline, to the driver's timer
-        self.client = _Peer(self, CLIENT)
-        self.server = _Peer(self, SERVER)
+        self.client: _Peer  # made by attach()
+        self.server: _Peer
         self._blocked = {CLIENT: _HANDOFF, SERVER: _HANDOFF}
-        self._keep: list[Any] = []  # mitmproxy's StreamWriters (their __del__ closes)
+        self._keep: list[Any] = []  # the DetachedSockets: mitmproxy's StreamWriters in them
+        # must stay referenced (their __del__ closes the socket)
         self._detached: list[Any] = []
         self._marker = b""
         self.handing_off = True
@@ -229,7 +234,7 @@ class FastConnection:
             return False
         for peer, d in zip((self.client, self.server), got, strict=True):
             peer.attach(d)
-            self._keep.append(d.writer)
+            self._keep.append(d)
             self._detached.append(d)
             d.transport.set_write_buffer_limits(high=WRITE_HIGH)
         self._handoff_timer = asyncio.get_running_loop().call_later(
@@ -394,8 +399,16 @@ class FastConnection:
         for d in self._detached:  # ended during the hand-off: mitmproxy may let go now
             mitm_compat.release(d)
         self._detached = []
+        for d in self._keep:
+            mitm_compat.forget(d)
         self._keep = []
-        self.on_end(error)
+        on_end = self.on_end
+        # no reference cycles left behind: the proxy collects its oldest generation rarely
+        # (proxy.tune_gc), refcounting frees all of this now
+        self.on_end = _no_end
+        for p in (self.client, self.server):
+            del p.other, p.c
+        on_end(error)
 
 
 class Pool:

@@ -231,6 +231,7 @@ class DetachedSocket:
     tls: Any = None  # the connection's OpenSSL.SSL.Connection when mitmproxy terminates TLS
     pending: bytes = b""  # read from the socket by mitmproxy's reader, not by mitmproxy
     reader: asyncio.StreamReader | None = None
+    old_protocol: Any = None  # mitmproxy's StreamReaderProtocol
 
 
 def _tls_layers(handler: Any) -> list[Any] | None:
@@ -371,7 +372,7 @@ def detach(
         if getattr(old, "_paused", False):
             with contextlib.suppress(Exception):
                 old.resume_writing()
-        out.append(DetachedSocket(t, writer, io.writer, ssl_conn, pending, reader))
+        out.append(DetachedSocket(t, writer, io.writer, ssl_conn, pending, reader, old))
     return out[0], out[1]
 
 
@@ -393,6 +394,15 @@ def tls_pending(ssl_conn: Any) -> Any | None:
     except Exception:
         return None
     return lambda: (pending(into), pending(out))
+
+
+def forget(d: DetachedSocket) -> None:
+    """The socket is closed: let mitmproxy's stream objects go too (its protocol's
+    ``connection_lost`` breaks their reference cycles; the socket told ours, not it)."""
+    old, d.old_protocol = d.old_protocol, None
+    if old is not None:
+        with contextlib.suppress(Exception):
+            old.connection_lost(None)
 
 
 def release(d: DetachedSocket) -> None:

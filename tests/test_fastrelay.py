@@ -173,6 +173,28 @@ async def test_a_flood_right_behind_the_101_arrives_intact(short_tmp: Path, frag
             assert all(not c.errors for c in rp.session.connections.values())
 
 
+async def test_an_ended_connection_leaves_no_reference_cycle(short_tmp: Path) -> None:
+    """The proxy collects its oldest generation rarely (proxy.tune_gc): what a connection
+    leaves behind must go by reference counting, not wait for a full collection."""
+    import gc
+
+    async with ws_server() as (_, port):
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            gc.collect()
+            gc.disable()
+            try:
+                for i in range(20):
+                    async with connect(f"ws://127.0.0.1:{rp.port}/c{i}") as ws:
+                        await ws.send("x")
+                        await ws.recv()
+                await wait_until(lambda: not rp.capture._streams)
+                await asyncio.sleep(0.1)
+                left = [o for o in gc.get_objects() if type(o) is fastrelay.FastConnection]
+                assert left == []
+            finally:
+                gc.enable()
+
+
 async def test_falls_back_to_mitmproxys_relay_where_sockets_cannot_be_taken(
     short_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
