@@ -10,7 +10,12 @@ at most 256 KiB (the TapClient's read size) per loop iteration, then yields. The
 are built before each step (the proxy's work is not measured).
 
 Traffic: 4 connections, small JSON text messages (60-180 B, ~78%), msgpack binary
-(~15%), pings/pongs (~5%), a few 1-2 KiB JSON messages (~2%), both directions.
+(~15%), pings/pongs (~5%), a few 1-2 KiB JSON messages (~2%), both directions. With
+``--traffic protocols`` the same mix speaks application protocols the TUI decodes: a
+Socket.IO connection (``/socket.io/?EIO=4``: ``42["chat",{...}]`` events, some with an
+ack id, and their ``43`` acks), a JSON-RPC one (requests with ids and their results), a
+msgpack feed and a Socket.IO connection of plain events; every text message is then a
+protocol message (decoded as it arrives, paired, its heartbeats counted).
 
 Latency, what is measured: a separate thread plays the terminal's input thread. It
 timestamps a key press (``perf_counter``) and hands a ``Key`` event to the app with
@@ -116,7 +121,17 @@ CONNS = [
 WORDS = ["alpha", "beta", "gamma", "delta", "lobby", "room", "user", "value", "order", "quote"]
 
 
+PROTO_CONNS = [
+    ("c1", "/socket.io/", "chat.example.com"),
+    ("c2", "/feed", "stream.example.com"),
+    ("c3", "/rpc", "api.example.com"),
+    ("c4", "/socket.io/", "t.example.com"),
+]
+TRAFFIC = {"json": CONNS, "protocols": PROTO_CONNS}
+
+
 def handshake(conn: str, path: str, host: str, ts: float, port: int) -> Handshake:
+    query = [("EIO", "4"), ("transport", "websocket")] if path == "/socket.io/" else []
     return Handshake(
         conn=conn,
         ts=ts,
@@ -126,7 +141,7 @@ def handshake(conn: str, path: str, host: str, ts: float, port: int) -> Handshak
         url=f"wss://{host}{path}",
         method="GET",
         path=path,
-        query=[],
+        query=query,
         http_version="HTTP/1.1",
         request_headers=[
             ("Host", host),
@@ -145,7 +160,29 @@ def handshake(conn: str, path: str, host: str, ts: float, port: int) -> Handshak
     )
 
 
-def make_event(rng: random.Random, seq: int, ts: float) -> Event:
+def protocol_text(rng: random.Random, conn: str, side: str, seq: int) -> bytes:
+    """A Socket.IO event or ack (c1, c4) or a JSON-RPC request or result (c3)."""
+    if conn == "c3":
+        if side == CLIENT:
+            obj: dict[str, Any] = {
+                "jsonrpc": "2.0",
+                "method": rng.choice(["eth_call", "eth_subscribe", "get_quote", "place_order"]),
+                "params": [rng.choice(WORDS), seq],
+                "id": seq // 2,
+            }
+        else:
+            obj = {"jsonrpc": "2.0", "result": {"ok": True, "v": rng.random()}, "id": seq // 2}
+        return json.dumps(obj, separators=(",", ":")).encode()
+    ack = seq // 2 % 1000
+    if side == SERVER and rng.random() < 0.3:
+        return b"43%d" % ack + json.dumps([{"ok": True}]).encode()
+    words = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(2, 14)))
+    args = ["chat", {"text": words, "room": rng.choice(WORDS)}]
+    head = b"42%d" % ack if side == CLIENT and rng.random() < 0.3 else b"42"
+    return head + json.dumps(args, separators=(",", ":")).encode()
+
+
+def make_event(rng: random.Random, seq: int, ts: float, traffic: str = "json") -> Event:
     conn, _, _ = CONNS[rng.randrange(4)]
     side = CLIENT if rng.random() < 0.35 else SERVER
     r = rng.random()
@@ -163,6 +200,9 @@ def make_event(rng: random.Random, seq: int, ts: float) -> Event:
             }
         )
         op = Opcode.BINARY
+    elif traffic == "protocols":
+        data = protocol_text(rng, conn, side, seq)
+        op = Opcode.TEXT
     else:
         obj: dict[str, Any] = {
             "type": rng.choice(["msg", "tick", "update", "ack", "presence"]),
@@ -187,11 +227,12 @@ class Plan:
     per_frame: list[int]
 
 
-def build_plan(rate: int, seconds: float, seed: int = 1) -> Plan:
+def build_plan(rate: int, seconds: float, seed: int = 1, traffic: str = "json") -> Plan:
     rng = random.Random(seed)
     t0 = time.time()
+    conns = TRAFFIC[traffic]
     hello = wire.pack_events(
-        [HandshakeEvent(handshake(c, p, h, t0, 50000 + i)) for i, (c, p, h) in enumerate(CONNS)]
+        [HandshakeEvent(handshake(c, p, h, t0, 50000 + i)) for i, (c, p, h) in enumerate(conns)]
     )
     n_ticks = round(seconds / INTERVAL)
     frames: list[bytes] = []
@@ -205,7 +246,7 @@ def build_plan(rate: int, seconds: float, seed: int = 1) -> Plan:
         evs = []
         for _ in range(n):
             seq += 1
-            evs.append(make_event(rng, seq, t0 + k * INTERVAL))
+            evs.append(make_event(rng, seq, t0 + k * INTERVAL, traffic))
         # a tick's events, split in EVENTS frames of <= 2000 like the tap
         body = b"".join(
             wire.pack_events(evs[i : i + BATCH_EVENTS]) for i in range(0, len(evs), BATCH_EVENTS)
@@ -472,9 +513,9 @@ def pct(xs: list[float], q: float) -> float:
 
 
 async def run_step(
-    rate: int, seconds: float, warmup: float, profile: str | None = None
+    rate: int, seconds: float, warmup: float, profile: str | None = None, traffic: str = "json"
 ) -> StepResult:
-    plan = build_plan(rate, warmup + seconds + 1.0)
+    plan = build_plan(rate, warmup + seconds + 1.0, traffic=traffic)
     source = FloodSource(plan)
     app = make_app(source)  # the CLI's defaults: 100,000 items / 256 MiB, 20 Hz
     tick_times: list[float] = []
@@ -672,6 +713,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs per rate (medians reported)")
     ap.add_argument("--json", help="write the results (with raw latencies) here")
     ap.add_argument(
+        "--traffic",
+        choices=sorted(TRAFFIC),
+        default="json",
+        help="json: plain JSON/msgpack (default); protocols: Socket.IO and JSON-RPC",
+    )
+    ap.add_argument(
         "--gc-threshold",
         help="what-if: gc.set_threshold(A,B,C) before the runs instead of the CLI's "
         "tune_gc(), e.g. 700,10,10 for Python's defaults",
@@ -704,6 +751,7 @@ def main(argv: list[str] | None = None) -> int:
         f"devconsole TUI flood bench: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
         f"load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; size {SIZE[0]}x{SIZE[1]}, "
         f"{seconds:g} s per step after {args.warmup:g} s warm-up, x{args.repeat}, "
+        f"traffic {args.traffic}, "
         f"gc thresholds {gc.get_threshold()}"
     )
     results: list[StepResult] = []
@@ -712,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
         reps = []
         for _ in range(max(1, args.repeat)):
             prof = f"{args.profile}-{rate}.txt" if args.profile else None
-            r = asyncio.run(run_step(rate, seconds, args.warmup, prof))
+            r = asyncio.run(run_step(rate, seconds, args.warmup, prof, args.traffic))
             reps.append(r)
             print(fmt_table([r]).splitlines()[-1], flush=True)
         runs.append(reps)

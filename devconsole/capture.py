@@ -33,6 +33,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,7 @@ from devconsole.model import (
     CloseCommand,
     Command,
     CommandResult,
+    ControlFrame,
     DropCommand,
     EnableBreakpointCommand,
     Event,
@@ -58,6 +60,7 @@ from devconsole.model import (
     Handshake,
     HandshakeEvent,
     InjectCommand,
+    Message,
     RefusedEvent,
     ReleaseCommand,
     RemoveBreakpointCommand,
@@ -66,21 +69,13 @@ from devconsole.model import (
 from devconsole.relay import DEFAULT_HOLD_BYTES, Intercept, Output, Relay, RelayError
 from devconsole.session import Session
 from devconsole.tap import TapError, TapServer, parse_tap
+from devconsole.text import fmt_addr
 
 logger = logging.getLogger("devconsole.capture")
 
 REFUSED_BODY_KEEP = 4096
 SHUTDOWN_CLOSE_TIMEOUT = 3.0  # seconds the peers get to answer the 1001 close at shutdown
 END_AFTER_INJECT = 0.5  # at most this long an end waits for injected bytes to go out
-
-
-def fmt_addr(addr: Any) -> str:
-    if not addr:
-        return ""
-    host, port = addr[0], addr[1]
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
 
 
 def _hdrs(headers: Any) -> list[tuple[str, str]]:
@@ -121,6 +116,9 @@ class Capture:
     def __init__(self) -> None:
         self.session = Session()
         self.tap = TapServer(self.session, self.execute, self.proxy_desc)
+        # Where events go after the session: the tap, and e.g. a Redis publisher. A sink
+        # is called on the proxy's loop for every event: it must only queue it.
+        self.sinks: list[Callable[[Event], None]] = [self.tap.publish]
         self.next_conn = 1
         self.intercept = Intercept(DEFAULT_HOLD_BYTES)
         self._seq = itertools.count(1)
@@ -138,6 +136,7 @@ class Capture:
         self.shutting_down = False
         self.fast_relay = os.environ.get("DEVCONSOLE_FAST_RELAY", "1") not in ("0", "false")
         self._pool: Any = None  # fastrelay.Pool, made on first use
+        self.decoder_rules: list[Any] = []  # devconsole_decoders, parsed
 
     # ------------------------------------------------------------------ options
 
@@ -183,6 +182,13 @@ class Capture:
             "mitmproxy's TCP layer (much faster; other addons then see no tcp_message for "
             "them). Off: mitmproxy relays every read. Default from $DEVCONSOLE_FAST_RELAY.",
         )
+        loader.add_option(
+            "devconsole_decoders",
+            Sequence[str],
+            [],
+            "Application-protocol decoders by URL path, PATH_GLOB=NAME (socket.io, "
+            "signalr, graphql-ws, stomp, mqtt, jsonrpc, ...); viewers see the choice.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -219,6 +225,13 @@ class Capture:
             if not hb or hb < 1:
                 raise exceptions.OptionsError("devconsole_hold_bytes must be positive")
             self.intercept.hold_bytes = hb
+        if "devconsole_decoders" in updated:
+            from devconsole.decoders.protocols import parse_rules
+
+            try:
+                self.decoder_rules = parse_rules(opts.devconsole_decoders)
+            except ValueError as e:
+                raise exceptions.OptionsError(str(e)) from None
         if "devconsole_tap" in updated and opts.devconsole_tap not in ("", "off"):
             try:
                 parse_tap(opts.devconsole_tap)
@@ -229,6 +242,12 @@ class Capture:
         # devconsole parses WebSocket frames itself, on mitmproxy's raw TCP relay.
         if opts.websocket or not opts.rawtcp:
             opts.update(websocket=False, rawtcp=True)
+        # Connect upstream once the upgrade request is read, not when the client connects
+        # (mitmproxy's "eager" default): an upstream that is down then gets the request a
+        # 502 and the `error` hook (a refused upgrade), where "eager" closes a reverse-mode
+        # client without a word and answers a CONNECT before any upgrade is seen.
+        if getattr(opts, "connection_strategy", "lazy") != "lazy":
+            opts.update(connection_strategy="lazy")
 
     async def running(self) -> None:
         spec = ctx.options.devconsole_tap
@@ -268,8 +287,29 @@ class Capture:
     # ------------------------------------------------------------------ events out
 
     def _emit(self, ev: Event) -> None:
+        """Every event: the relays' (``Relay.emit``), the handshake hooks', commands'.
+        The session first (its observers: a recorder), then each sink (the tap, a Redis
+        publisher). On the hot path: one call per sink, nothing allocated."""
         self.session.apply(ev)
-        self.tap.publish(ev)
+        for sink in self.sinks:
+            sink(ev)
+
+    def add_sink(self, sink: Callable[[Event], None]) -> None:
+        """Also send every event to ``sink`` (after the session, beside the tap)."""
+        self.sinks.append(sink)
+
+    def new_conn_id(self) -> str:
+        """A connection id for a connection another producer records (the backplane)."""
+        cid = str(self.next_conn)
+        self.next_conn += 1
+        return cid
+
+    def record(self, ev: Event) -> None:
+        """Emit an event another producer built (the backplane): items get the next seq,
+        from the same counter as the relays' items."""
+        if isinstance(ev, (Message, ControlFrame)):
+            ev.seq = next(self._seq)
+        self._emit(ev)
 
     # ------------------------------------------------------------------ handshake
 
@@ -296,6 +336,10 @@ class Capture:
             cookies=[(k, v) for k, v in req.cookies.items(multi=True)],
         )
         self.next_conn += 1
+        for rule in self.decoder_rules:  # the proxy's --decoder choice travels with it
+            if rule.matches(hs):
+                hs.decoder = rule.name
+                break
         self._upgrades[flow.id] = hs
         # Shown as "connecting" until the server answers (a copy: the response fills hs).
         self._emit(HandshakeEvent(dataclasses.replace(hs)))

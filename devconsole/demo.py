@@ -17,11 +17,25 @@ directly with ``proxy=None``):
   8 s, +-20%) whenever the connection drops. The server closes it every 10-15 s with 1012
   Service Restart and answers 503 for a moment while "restarting", so the backoff shows.
   The client sends an app-level heartbeat ``{"type":"ping"}`` every 2 s, answered by
-  ``{"type":"pong"}``.
+  ``{"type":"pong"}``. The server refuses ``/feed`` with 403 without a ``session``
+  cookie: beside the backoff client, the same app in another tab lost its cookie and
+  retries every ``feed_retry_every`` (5 s), refused each time (the handshake diff names
+  the missing cookie).
 - ``/private``: a client without a cookie, refused with HTTP 401 and a small JSON body,
   every 20 s.
 - ``/events?ticket=abc123``: authentication by a ticket in the query string.
 - ``/flood`` (with ``rate=N``): N small JSON messages a second, sent in batches per tick.
+- ``/socket.io/?EIO=4&transport=websocket``: Socket.IO (Engine.IO v4 over a WebSocket,
+  as python-socketio and socket.io-client speak it, built with devconsole's own
+  Socket.IO codec): two clients join, emit ``chat`` events that the server acknowledges
+  (acks paired, latency per event in the report) and broadcasts as ``news``, upload a
+  small binary file now and then (a binary event with an attachment); the server pings
+  every ``sio_ping`` seconds (Engine.IO heartbeats, negotiated in the open packet).
+- ``/rpc``: JSON-RPC 2.0: a client calls ``eth_blockNumber``, ``eth_getBalance`` and
+  ``eth_call`` (answered after 2-80 ms), subscribes with ``eth_subscribe`` (then gets
+  ``eth_subscription`` notifications), and now and then calls
+  ``debug_traceTransaction``, which this server never answers: the report lists those as
+  unanswered when the connection ends.
 
 Every client catches connection errors (proxy gone, connection killed) and retries with
 backoff. ``DemoStats`` records what the server and the clients saw, for tests and
@@ -50,6 +64,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.http11 import Request, Response
+
+from devconsole.decoders.base import Frame, decode_message
+from devconsole.decoders.socketio import SocketIODecoder, SocketIOState
 
 log = logging.getLogger("devconsole.demo")
 
@@ -86,11 +103,17 @@ class DemoConfig:
     backoff_factor: float = 2.0
     backoff_cap: float = 8.0
     backoff_jitter: float = 0.2
+    feed_retry_every: float = 5.0  # the /feed client without its cookie retries this often
     private_every: float = 20.0
     events_every: float = 1.0
     flood_tick: float = 0.02  # the flood client sends a batch every tick
     retry_base: float = 1.0  # other clients' reconnect backoff
     retry_cap: float = 10.0
+    sio_clients: int = 2
+    sio_interval: tuple[float, float] = (0.5, 2.0)  # between chat events
+    sio_ping: float = 5.0  # Engine.IO pingInterval
+    rpc_interval: tuple[float, float] = (0.2, 1.0)
+    rpc_notify: float = 1.0  # eth_subscription notifications
 
     @classmethod
     def fast(cls) -> DemoConfig:
@@ -106,10 +129,15 @@ class DemoConfig:
             feed_item_every=0.2,
             backoff_base=0.1,
             backoff_cap=1.0,
+            feed_retry_every=0.3,
             private_every=0.5,
             events_every=0.2,
             retry_base=0.1,
             retry_cap=1.0,
+            sio_interval=(0.05, 0.2),
+            sio_ping=0.5,
+            rpc_interval=(0.02, 0.1),
+            rpc_notify=0.2,
         )
 
 
@@ -129,6 +157,8 @@ class DemoStats:
     reconnects: Counter[str] = field(default_factory=Counter)  # client side, per path
     feed_delays: list[float] = field(default_factory=list)  # backoff delays the client chose
     client_errors: Counter[str] = field(default_factory=Counter)  # exception names
+    sio_acks: int = 0  # Socket.IO acks the clients got back
+    rpc_results: int = 0  # JSON-RPC responses the client got back
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -143,6 +173,8 @@ class DemoStats:
             "reconnects": dict(self.reconnects),
             "feed_delays": [round(d, 3) for d in self.feed_delays],
             "client_errors": dict(self.client_errors),
+            "sio_acks": self.sio_acks,
+            "rpc_results": self.rpc_results,
         }
 
 
@@ -181,13 +213,14 @@ def _json_response(conn: ServerConnection, status: HTTPStatus, body: dict[str, A
 class DemoServer:
     """The demo's WebSocket application: routes by path, keeps the chat room."""
 
-    PATHS = ("/chat", "/ticker", "/feed", "/private", "/events", "/flood")
+    PATHS = ("/chat", "/ticker", "/feed", "/private", "/events", "/flood", "/socket.io/", "/rpc")
 
     def __init__(self, config: DemoConfig, stats: DemoStats, seed: int | None = None) -> None:
         self.config = config
         self.stats = stats
         self.rng = random.Random(seed)
         self.room: set[ServerConnection] = set()
+        self.sio_room: set[ServerConnection] = set()
         self.feed_down_until = 0.0  # monotonic time until which /feed is "restarting"
 
     def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
@@ -207,6 +240,9 @@ class DemoServer:
             status = HTTPStatus.SERVICE_UNAVAILABLE
             resp = conn.respond(status, "restarting, try again later\n")
             resp.headers["Retry-After"] = "1"
+        elif path == "/feed" and not _cookie(request.headers, "session"):
+            status = HTTPStatus.FORBIDDEN
+            resp = _json_response(conn, status, {"error": "no session", "login": "/login"})
         if status is not None:
             self.stats.refused[f"{path} {int(status)}"] += 1
         return resp
@@ -221,6 +257,8 @@ class DemoServer:
             "/private": self._events,
             "/events": self._events,
             "/flood": self._flood,
+            "/socket.io/": self._socketio,
+            "/rpc": self._rpc,
         }
         with contextlib.suppress(ConnectionClosed):
             await handlers[path](ws)
@@ -351,6 +389,134 @@ class DemoServer:
             self.stats.flood_received += 1
             self.stats.received["/flood"] += 1
 
+    async def _sio_send(self, ws: ServerConnection, fields: dict[str, Any]) -> None:
+        for frame in SIO.encode(fields, SocketIOState(4)):
+            await self._send(ws, "/socket.io/", _frame_data(frame))
+
+    async def _socketio(self, ws: ServerConnection) -> None:
+        """A Socket.IO v5 server (Engine.IO v4, WebSocket transport only)."""
+        cfg = self.config
+        sid = f"{self.rng.getrandbits(64):016x}"
+        state = SIO.new_state()
+        opened = {
+            "sid": sid,
+            "upgrades": [],
+            "pingInterval": int(cfg.sio_ping * 1000),
+            "pingTimeout": int(max(cfg.sio_ping, 1.0) * 2000),
+            "maxPayload": 1_000_000,
+        }
+        await self._send(ws, "/socket.io/", "0" + json.dumps(opened, separators=(",", ":")))
+
+        async def pinger() -> None:
+            while True:
+                await asyncio.sleep(cfg.sio_ping)
+                await self._send(ws, "/socket.io/", "2")
+
+        ping = asyncio.create_task(pinger())
+        self.sio_room.add(ws)
+        try:
+            async for raw in ws:
+                self.stats.received["/socket.io/"] += 1
+                data = raw.encode() if isinstance(raw, str) else raw
+                op = 1 if isinstance(raw, str) else 2
+                d = decode_message(SIO, data, op, "client", state)
+                if d.pending:
+                    continue
+                for p in d.packets:
+                    await self._sio_packet(ws, p.fields, sid)
+        finally:
+            self.sio_room.discard(ws)
+            ping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ping
+
+    async def _sio_packet(self, ws: ServerConnection, f: dict[str, Any], sid: str) -> None:
+        t = f.get("type")
+        if t == "connect":
+            await self._sio_send(ws, {"type": "connect", "namespace": "/", "data": {"sid": sid}})
+            return
+        if t not in ("event", "binary_event"):
+            return
+        event, args, ack = f.get("event"), f.get("args", []), f.get("ack")
+        if event == "chat":
+            await asyncio.sleep(self.rng.uniform(0.001, 0.02))  # "store" the message
+            for peer in list(self.sio_room):
+                with contextlib.suppress(ConnectionClosed):
+                    await self._sio_send(
+                        peer, {"type": "event", "namespace": "/", "event": "news", "args": args}
+                    )
+            reply: list[Any] = [{"ok": True, "stored": self.stats.received["/socket.io/"]}]
+        elif event == "upload":
+            await asyncio.sleep(self.rng.uniform(0.01, 0.05))
+            blob = args[1] if len(args) > 1 and isinstance(args[1], bytes) else b""
+            reply = [{"ok": True, "bytes": len(blob)}]
+        else:
+            reply = [{"ok": False, "error": f"unknown event {event}"}]
+        if ack is not None:
+            await self._sio_send(ws, {"type": "ack", "namespace": "/", "ack": ack, "args": reply})
+
+    async def _rpc(self, ws: ServerConnection) -> None:
+        """A JSON-RPC 2.0 server with an Ethereum-like API; never answers
+        debug_traceTransaction (a bug the report catches)."""
+        tasks: set[asyncio.Task[None]] = set()
+        block = 19_000_000
+
+        async def answer(req: dict[str, Any]) -> None:
+            nonlocal block
+            method, rid = req.get("method"), req.get("id")
+            result: Any
+            if method == "eth_blockNumber":
+                await asyncio.sleep(self.rng.uniform(0.002, 0.02))
+                result = hex(block)
+            elif method == "eth_getBalance":
+                await asyncio.sleep(self.rng.uniform(0.01, 0.08))
+                result = hex(self.rng.getrandbits(60))
+            elif method == "eth_call":
+                await asyncio.sleep(self.rng.uniform(0.005, 0.05))
+                result = "0x" + self.rng.randbytes(32).hex()
+            elif method == "eth_subscribe":
+                result = f"0x{self.rng.getrandbits(64):016x}"
+                tasks.add(asyncio.create_task(notify(result)))
+            elif method == "debug_traceTransaction":
+                return  # the bug: this one is never answered
+            else:
+                err = {"code": -32601, "message": "Method not found"}
+                await self._send(
+                    ws, "/rpc", json.dumps({"jsonrpc": "2.0", "error": err, "id": rid})
+                )
+                return
+            await self._send(
+                ws, "/rpc", json.dumps({"jsonrpc": "2.0", "result": result, "id": rid})
+            )
+
+        async def notify(sub: str) -> None:
+            nonlocal block
+            while True:
+                await asyncio.sleep(self.config.rpc_notify)
+                block += 1
+                note = {
+                    "jsonrpc": "2.0",
+                    "method": "eth_subscription",
+                    "params": {"subscription": sub, "result": {"number": hex(block)}},
+                }
+                await self._send(ws, "/rpc", json.dumps(note))
+
+        try:
+            async for raw in ws:
+                self.stats.received["/rpc"] += 1
+                try:
+                    req = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(req, dict):
+                    task = asyncio.create_task(answer(req))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
 
 async def start_demo_server(
     host: str = "127.0.0.1",
@@ -473,6 +639,132 @@ class _Clients:
                 return
 
 
+SIO = SocketIODecoder()
+
+
+def _frame_data(frame: Frame) -> str | bytes:
+    op, data = frame
+    return data.decode() if op == 1 else data
+
+
+async def _sio_client(c: _Clients, user: str) -> None:
+    """A Socket.IO client: connect, emit ``chat`` with acks, upload a binary file now and
+    then, answer the server's Engine.IO pings."""
+    cfg = c.config
+    state = {"attempt": 0}
+    headers = {"Origin": ORIGIN, "Cookie": f"session={user}-sio"}
+
+    async def session() -> None:
+        async with c.connect(
+            "/socket.io/?EIO=4&transport=websocket", additional_headers=headers
+        ) as ws:
+            st = SIO.new_state()
+            acks = {"next": 1}
+
+            async def send(fields: dict[str, Any]) -> None:
+                for frame in SIO.encode(fields, st):
+                    await ws.send(_frame_data(frame))
+
+            async def reader() -> None:
+                async for raw in ws:
+                    data = raw.encode() if isinstance(raw, str) else raw
+                    d = decode_message(SIO, data, 1 if isinstance(raw, str) else 2, "server", st)
+                    for p in d.packets:
+                        t = p.fields.get("type")
+                        if t == "ping":
+                            await ws.send("3")
+                        elif t == "open":
+                            await ws.send("40")
+                        elif t == "connect":
+                            state["attempt"] = 0
+                        elif t == "ack":
+                            c.stats.sio_acks += 1
+
+            async def chatter() -> None:
+                n = 0
+                while True:
+                    await asyncio.sleep(c.rng.uniform(*cfg.sio_interval))
+                    n += 1
+                    ack = acks["next"]
+                    acks["next"] += 1
+                    if n % 7 == 0:
+                        name = f"{user}-{n}.png"
+                        blob = bytes([0x89]) + b"PNG" + c.rng.randbytes(c.rng.randint(64, 512))
+                        await send(
+                            {
+                                "type": "event",
+                                "namespace": "/",
+                                "event": "upload",
+                                "args": [name, blob],
+                                "ack": ack,
+                            }
+                        )
+                    else:
+                        text = c.rng.choice(WORDS)
+                        await send(
+                            {
+                                "type": "event",
+                                "namespace": "/",
+                                "event": "chat",
+                                "args": [{"user": user, "text": text}],
+                                "ack": ack,
+                            }
+                        )
+
+            await c.until_stopped(ws, reader(), chatter())
+
+    await c.retry("/socket.io/", session, state)
+
+
+async def _rpc_client(c: _Clients) -> None:
+    cfg = c.config
+    state = {"attempt": 0}
+    calls: tuple[tuple[str, list[Any]], ...] = (
+        ("eth_blockNumber", []),
+        ("eth_getBalance", ["0x" + "ab" * 20, "latest"]),
+        ("eth_call", [{"to": "0x" + "cd" * 20, "data": "0x70a08231"}, "latest"]),
+    )
+
+    async def session() -> None:
+        async with c.connect("/rpc", additional_headers={"Origin": ORIGIN}) as ws:
+            state["attempt"] = 0
+            ids = iter(range(1, 1 << 62))
+
+            async def caller() -> None:
+                await ws.send(
+                    json.dumps(
+                        {
+                            "jsonrpc": "2.0",
+                            "method": "eth_subscribe",
+                            "params": ["newHeads"],
+                            "id": next(ids),
+                        }
+                    )
+                )
+                n = 0
+                while True:
+                    await asyncio.sleep(c.rng.uniform(*cfg.rpc_interval))
+                    n += 1
+                    method: str
+                    params: list[Any]
+                    if n % 15 == 0:
+                        method, params = "debug_traceTransaction", ["0x" + "ef" * 32]
+                    else:
+                        method, params = c.rng.choice(calls)
+                    req = {"jsonrpc": "2.0", "method": method, "params": params, "id": next(ids)}
+                    await ws.send(json.dumps(req))
+
+            async def reader() -> None:
+                async for raw in ws:
+                    with contextlib.suppress(ValueError):
+                        if "id" in json.loads(raw):
+                            c.stats.rpc_results += 1
+
+            await c.until_stopped(ws, reader(), caller())
+
+    await c.retry("/rpc", session, state)
+
+
 async def _drain(ws: ClientConnection) -> None:
     async for _ in ws:
         pass
@@ -546,6 +838,22 @@ async def _feed_client(c: _Clients) -> None:
         jitter=cfg.backoff_jitter,
         delays=c.stats.feed_delays,
     )
+
+
+async def _feed_retry_client(c: _Clients) -> None:
+    """The /feed app in a tab that lost its ``session`` cookie: refused with 403, it
+    retries at a fixed interval (no backoff), beside the backoff client."""
+    headers = {"Origin": ORIGIN, "User-Agent": "feed-client/2.1"}
+    while not c.stop.is_set():
+        try:
+            async with c.connect("/feed", additional_headers=headers, user_agent_header=None) as ws:
+                await c.until_stopped(ws, _drain(ws))
+        except InvalidStatus as exc:
+            c.stats.client_errors[f"InvalidStatus {exc.response.status_code}"] += 1
+        except RETRYABLE as exc:
+            c.stats.client_errors[type(exc).__name__] += 1
+        if await c.sleep(c.config.feed_retry_every):
+            return
 
 
 async def _private_client(c: _Clients) -> None:
@@ -627,8 +935,11 @@ async def run_demo(
         *(_chat_client(clients, USERS[i % len(USERS)]) for i in range(cfg.chat_clients)),
         _ticker_client(clients),
         _feed_client(clients),
+        _feed_retry_client(clients),
         _private_client(clients),
         _events_client(clients),
+        *(_sio_client(clients, USERS[-1 - i]) for i in range(cfg.sio_clients)),
+        _rpc_client(clients),
     ]
     if rate:
         coros.append(_flood_client(clients, rate))

@@ -15,6 +15,8 @@ Terms (matched against a ``Message`` or a ``ControlFrame``)::
     type:text       opcode: text, binary, ping, pong, close; data (text or binary),
                     control (ping, pong or close); several with commas: type:ping,pong
     conn:ID         connection id, or a prefix of it
+    instance:NAME   from the proxy instance NAME (a Redis source: ids are NAME/ID; a
+                    restarted instance's later runs, NAME~2, count too)
     size>1k         payload size (the true size of a truncated message) compared with
                     >, <, >=, <=, = (or size:N); suffixes b, k/kb/kib, m/mb/mib, g/gb/gib
                     are powers of 1024: 1k = 1024, 1.5m = 1572864
@@ -23,6 +25,11 @@ Terms (matched against a ``Message`` or a ``ControlFrame``)::
                     with the text of the JSON scalar: json:type=ping, json:n=3, json:ok=true,
                     json:x=null; numbers compare numerically (json:n=3 matches 3.0)
     json:a.b        the path exists (its value may be null)
+    proto:NAME      decoded by the application protocol NAME (socket.io, signalr,
+                    graphql-ws, stomp, mqtt, jsonrpc, phoenix, actioncable, wamp, ...)
+    d:a.b=v, d:a.b  like json:, over the protocol's decoded fields (d:event=chat,
+                    d:method=eth_subscribe, d:topic=sensors/1); a message holding several
+                    packets matches when one of them does
 
 Operators, from the tightest binding::
 
@@ -46,11 +53,18 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from devconsole.model import Item, Opcode
+
+if TYPE_CHECKING:
+    from devconsole.decoders.base import Decoded
+
+# What proto: and d: read: the decoded form of an item (a ProtocolTracker's ``decoded``).
+DecodeFn = Callable[[Item], "Decoded | None"]
 
 Predicate = Callable[[Item], bool]
 
@@ -60,14 +74,17 @@ __all__ = [
     "MATCH_ALL",
     "And",
     "Conn",
+    "DecodedPath",
     "Filter",
     "FilterError",
     "From",
+    "Instance",
     "JsonPath",
     "MatchAll",
     "Not",
     "Or",
     "Predicate",
+    "Proto",
     "Regex",
     "Size",
     "Type",
@@ -77,10 +94,11 @@ __all__ = [
 
 HELP = (
     'word  "a phrase"  /regex/i  from:client|server  type:text|binary|ping|pong|close  '
-    "conn:ID  size>1k  json:a.b=value  json:a.b  -term  a b (and)  a or b  ( )"
+    "conn:ID  instance:NAME  size>1k  json:a.b=value  json:a.b  proto:NAME  d:a.b=value  "
+    "-term  a b (and)  a or b  ( )"
 )
 
-KEYS = ("from", "type", "conn", "size", "json")
+KEYS = ("from", "type", "conn", "instance", "size", "json", "proto", "d")
 _KEYWORDS = ("and", "or", "not")
 # Parenthesis depth; keeps the recursive parser, compiler and __str__ far from the
 # interpreter's recursion limit whatever the input.
@@ -297,6 +315,28 @@ class Conn(Filter):
         return "conn:" + _value_repr(self.prefix)
 
 
+class Instance(Filter):
+    """``instance:NAME``: a connection of that proxy instance (``NAME/ID``, or a later
+    run of it, ``NAME~2/ID``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__()
+
+    def _compile(self) -> Predicate:
+        exact = self.name + "/"
+        runs = self.name + "~"
+
+        def pred(m: Item) -> bool:
+            c = m.conn
+            return c.startswith(exact) or (c.startswith(runs) and "/" in c)
+
+        return pred
+
+    def __str__(self) -> str:
+        return "instance:" + _value_repr(self.name)
+
+
 class Size(Filter):
     """``size>1k`` etc.: the payload size (true size for a truncated message)."""
 
@@ -452,6 +492,103 @@ def _scalar_equals(found: object, value: str, number: float | None) -> bool:
     if isinstance(found, int | float):
         return number is not None and found == number
     return False  # objects and arrays never equal a value
+
+
+def _standalone_decode(item: Item) -> Decoded | None:
+    """Without a tracker: the protocol that recognises the message's content, alone."""
+    from devconsole.decoders.base import decode_message
+    from devconsole.decoders.protocols import get_protocol, sniff
+
+    name, _ = sniff(item.payload, item.opcode, item.side)
+    dec = get_protocol(name) if name is not None else None
+    if dec is None:
+        return None
+    return decode_message(dec, item.payload, item.opcode, item.side, dec.new_state(), item.seq)
+
+
+class _Decoding(Filter):
+    """A term over the decoded form of an item; ``decode`` is set by ``parse()``."""
+
+    cost = 5
+
+    def __init__(self, decode: DecodeFn | None) -> None:
+        self.decode: DecodeFn = decode if decode is not None else _standalone_decode
+        super().__init__()
+
+
+class Proto(_Decoding):
+    """``proto:NAME``: decoded by that protocol (``proto:protobuf`` matches every
+    ``protobuf:pkg.Message``)."""
+
+    def __init__(self, name: str, decode: DecodeFn | None = None) -> None:
+        self.name = name.lower()
+        super().__init__(decode)
+
+    def _compile(self) -> Predicate:
+        name = self.name
+        decode = self.decode
+
+        def pred(m: Item) -> bool:
+            d = decode(m)
+            if d is None:
+                return False
+            p = d.protocol.lower()
+            return p == name or p.partition(":")[0] == name
+
+        return pred
+
+    def __str__(self) -> str:
+        return "proto:" + _value_repr(self.name)
+
+
+class DecodedPath(_Decoding):
+    """``d:a.b=value`` / ``d:a.b``: ``json:`` semantics over the decoded fields."""
+
+    def __init__(self, path: str, value: str | None = None, decode: DecodeFn | None = None) -> None:
+        self.path = path
+        self.value = value
+        self.parts = tuple(path.split("."))
+        super().__init__(decode)
+
+    def _compile(self) -> Predicate:
+        value = self.value
+        number = float(value) if value is not None and _JSON_NUMBER.fullmatch(value) else None
+        steps = [(p, int(p) if _INDEX.fullmatch(p) else None) for p in self.parts]
+        decode = self.decode
+
+        def match(doc: object) -> bool:
+            found = _walk(doc, steps)
+            if found is _MISSING:
+                return False
+            return value is None or _scalar_equals(found, value, number)
+
+        def pred(m: Item) -> bool:
+            d = decode(m)
+            if d is None:
+                return False
+            return any(match(p.fields) for p in d.packets)
+
+        return pred
+
+    def __str__(self) -> str:
+        rest = self.path if self.value is None else f"{self.path}={self.value}"
+        return "d:" + _value_repr(rest)
+
+
+def _walk(doc: object, steps: list[tuple[str, int | None]]) -> object:
+    for key, index in steps:
+        if isinstance(doc, dict):
+            doc = doc.get(key, _MISSING)
+        elif isinstance(doc, list | tuple) and index is not None:
+            try:
+                doc = doc[index]
+            except IndexError:
+                return _MISSING
+        else:
+            return _MISSING
+        if doc is _MISSING:
+            return _MISSING
+    return doc
 
 
 class Not(Filter):
@@ -785,12 +922,24 @@ def _key_term(key: str, value: str, vcol: int) -> Filter:
         return Type(names)
     if key == "conn":
         return Conn(value)
-    # json
+    if key == "instance":
+        return Instance(value)
+    if key == "proto":
+        from devconsole.decoders.protocols import NONE, factory_prefixes, protocol_names
+
+        names = [*protocol_names(), *factory_prefixes(), NONE]
+        low = value.lower()
+        if low not in names and low.partition(":")[0] not in {n.partition(":")[0] for n in names}:
+            raise FilterError(f"unknown protocol {value!r} (protocols: {', '.join(names)})", vcol)
+        return Proto(low, _parse_state.decode)
+    # json, d
     path, eq, val = value.partition("=")
     if not path:
-        raise FilterError("json: expects a path, e.g. json:a.b=value", vcol)
+        raise FilterError(f"{key}: expects a path, e.g. {key}:a.b=value", vcol)
     if any(p == "" for p in path.split(".")):
-        raise FilterError(f"empty part in json path {path!r}", vcol)
+        raise FilterError(f"empty part in {key} path {path!r}", vcol)
+    if key == "d":
+        return DecodedPath(path, val if eq else None, _parse_state.decode)
     return JsonPath(path, val if eq else None)
 
 
@@ -892,10 +1041,26 @@ class _Parser:
         return node
 
 
-def parse(expr: str) -> Filter:
+class _ParseState(threading.local):
+    decode: DecodeFn | None = None
+
+
+_parse_state = _ParseState()
+
+
+def parse(expr: str, decode: DecodeFn | None = None) -> Filter:
     """Parse a filter expression. Raises FilterError (with a 1-based column) if invalid;
-    an empty or blank expression gives MATCH_ALL."""
-    tokens = _tokenize(expr)
-    if not tokens:
-        return MATCH_ALL
-    return _Parser(tokens, len(expr) + 1).parse()
+    an empty or blank expression gives MATCH_ALL.
+
+    ``decode`` gives ``proto:`` and ``d:`` the decoded form of an item: pass a
+    ``ProtocolTracker``'s ``decoded`` (it knows each connection's protocol from its
+    handshake). Without it, a message is decoded by the protocol its content alone
+    reveals."""
+    _parse_state.decode = decode
+    try:
+        tokens = _tokenize(expr)
+        if not tokens:
+            return MATCH_ALL
+        return _Parser(tokens, len(expr) + 1).parse()
+    finally:
+        _parse_state.decode = None

@@ -1,6 +1,9 @@
 """The data model shared by every layer: connections, messages, control frames and Events.
 
-Core module: no I/O, imports neither mitmproxy nor textual.
+Core module: no I/O, imports neither mitmproxy, textual, rich nor asyncio.
+
+A ``Connection`` is everything known about one WebSocket connection; a ``Session``
+(``devconsole.session``) keeps them up to date as it applies Events.
 
 Everything that crosses the tap (proxy process -> TUI / CLI) is an *Event*: a small
 dataclass with ``__slots__``. The capture addon creates them, the tap serialises them
@@ -25,20 +28,6 @@ class Opcode(enum.IntEnum):
     @property
     def is_control(self) -> bool:
         return self >= 0x8
-
-
-OPCODE_NAMES: dict[int, str] = {
-    0x0: "continuation",
-    0x1: "text",
-    0x2: "binary",
-    0x8: "close",
-    0x9: "ping",
-    0xA: "pong",
-}
-
-
-def opcode_name(op: int) -> str:
-    return OPCODE_NAMES.get(op, f"op{op:x}")
 
 
 # Direction of a frame: who sent it.
@@ -82,6 +71,12 @@ class Handshake:
     body: bytes = b""  # the response body of a refused upgrade (first few KiB)
     body_size: int = 0  # its true size
     error: str | None = None  # e.g. the server could not be reached
+    # Read from a format that records less than devconsole (a HAR file): where it came
+    # from ("har:chrome", ...; "" = captured by devconsole) and what it does not carry
+    # ("control frames", "fragmentation", "close", ...), which is unknown, not absent.
+    source: str = ""
+    unknown: list[str] = field(default_factory=list)
+    decoder: str | None = None  # the proxy's --decoder choice for this path (docs/protocols.md)
 
     def request_header(self, name: str) -> str | None:
         lname = name.lower()
@@ -112,6 +107,104 @@ def _split_header_values(headers: list[tuple[str, str]], name: str) -> list[str]
         if k.lower() == name:
             out.extend(p.strip() for p in v.split(",") if p.strip())
     return out
+
+
+@dataclass(slots=True)
+class Connection:
+    """Everything known about one WebSocket connection (or refused upgrade)."""
+
+    id: str
+    handshake: Handshake
+    state: str = ConnState.OPEN
+    msgs_in: int = 0  # server -> client
+    msgs_out: int = 0  # client -> server
+    bytes_in: int = 0  # payload bytes
+    bytes_out: int = 0
+    close_code: int | None = None
+    close_reason: str = ""
+    closed_by: str | None = None  # "client", "server", "proxy"
+    ts_end: float | None = None
+    clean: bool | None = None
+    last_in: float | None = None  # ts of the last frame server -> client
+    last_out: float | None = None
+    largest_message: int = 0
+    injected: int = 0
+    dropped: int = 0
+    errors: list[str] = field(default_factory=list)  # protocol errors, one per direction
+    half_open: bool = False
+
+    @property
+    def ts_start(self) -> float:
+        return self.handshake.ts
+
+    @property
+    def client(self) -> str:
+        return self.handshake.client
+
+    @property
+    def url(self) -> str:
+        return self.handshake.url
+
+    @property
+    def path(self) -> str:
+        return self.handshake.path
+
+    @property
+    def refused(self) -> bool:
+        return self.state == ConnState.REFUSED
+
+    @property
+    def live(self) -> bool:
+        return self.ts_end is None and self.state not in (ConnState.REFUSED, ConnState.CLOSED)
+
+    @property
+    def killed(self) -> bool:
+        """Ended (or being ended) by a devconsole fault. Its ``close_code`` is then the code
+        of the close frame devconsole sent (None for an abort): the Session records it when
+        that frame arrives, after the kill's StateEvent."""
+        return self.state == ConnState.KILLED or self.closed_by == "proxy"
+
+    def snapshot(self) -> ConnSnapshot:
+        return ConnSnapshot(
+            handshake=self.handshake,
+            state=self.state,
+            msgs_in=self.msgs_in,
+            msgs_out=self.msgs_out,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            close_code=self.close_code,
+            close_reason=self.close_reason,
+            closed_by=self.closed_by,
+            ts_end=self.ts_end,
+            clean=self.clean,
+            errors=list(self.errors),
+            half_open=self.half_open,
+            largest_message=self.largest_message,
+            injected=self.injected,
+            dropped=self.dropped,
+        )
+
+    @classmethod
+    def from_snapshot(cls, s: ConnSnapshot) -> Connection:
+        return cls(
+            id=s.handshake.conn,
+            handshake=s.handshake,
+            state=s.state,
+            msgs_in=s.msgs_in,
+            msgs_out=s.msgs_out,
+            bytes_in=s.bytes_in,
+            bytes_out=s.bytes_out,
+            close_code=s.close_code,
+            close_reason=s.close_reason,
+            closed_by=s.closed_by,
+            ts_end=s.ts_end,
+            clean=s.clean,
+            errors=list(s.errors),
+            half_open=s.half_open,
+            largest_message=s.largest_message,
+            injected=s.injected,
+            dropped=s.dropped,
+        )
 
 
 # --------------------------------------------------------------------------- Events
@@ -239,10 +332,12 @@ class StateEvent:
 @dataclass(slots=True)
 class GapEvent:
     """Events this client did not receive: evicted before a late attach, or skipped by a
-    slow client. ``missed`` counts events."""
+    slow client. ``missed`` counts events. ``instance``: the proxy instance they came from
+    (a Redis source; "" otherwise)."""
 
     missed: int
     reason: str
+    instance: str = ""
 
 
 @dataclass(slots=True)
@@ -325,6 +420,37 @@ class Outcome(enum.StrEnum):
     TIMEOUT_DROPPED = "timeout-dropped"
 
 
+@dataclass(slots=True)
+class Publication(Message):
+    """A message the app published on its Redis pub/sub backplane, recorded by a proxy run
+    with ``--backplane``: ``conn`` is the pseudo-connection of the channel pattern that
+    matched, ``side`` is "server" (Redis -> subscriber), the payload is the published one."""
+
+    channel: str = ""
+
+
+@dataclass(slots=True)
+class InstanceEvent:
+    """A proxy instance publishing to a Redis stream appeared, went quiet or stopped.
+    ``state`` is "up", "gone" (no heartbeat) or "stopped" (it said goodbye)."""
+
+    name: str
+    ts: float
+    state: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class BacklogEnd:
+    """The backlog a tap client attached to is all sent (the Snapshot and the buffered
+    events): what follows is live. One-shot viewers (``conns``, ``report``) stop here
+    instead of waiting for a quiet moment, which a flood never has. Sent only to a viewer
+    that asks for it in its hello (``"backlog_end": true``); not written to capture
+    files."""
+
+    seq: int  # the Snapshot's seq: the newest item of the backlog
+
+
 Event = (
     HandshakeEvent
     | RefusedEvent
@@ -335,8 +461,10 @@ Event = (
     | StateEvent
     | GapEvent
     | Snapshot
+    | InstanceEvent
     | OutcomeEvent
     | BreakpointsEvent
+    | BacklogEnd
 )
 
 
@@ -460,6 +588,21 @@ class CommandResult:
     ok: bool
     error: str = ""
     info: str = ""  # e.g. the id of a new breakpoint, how many held messages were released
+
+
+# Connection ids of a merged view (many proxies over Redis) are "INSTANCE/ID".
+INSTANCE_SEP = "/"
+
+
+def split_conn(conn: str) -> tuple[str, str]:
+    """``("app-1", "3")`` for "app-1/3"; ``("", "3")`` for a plain proxy id."""
+    inst, sep, cid = conn.rpartition(INSTANCE_SEP)
+    return (inst, cid) if sep else ("", conn)
+
+
+def conn_instance(conn: str) -> str:
+    """The instance part of a connection id ("" for a plain proxy id)."""
+    return conn.rpartition(INSTANCE_SEP)[0]
 
 
 # close codes (RFC 6455 section 7.4.1 and the IANA registry)

@@ -9,20 +9,19 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from devconsole.model import (
     CLIENT,
     Breakpoint,
     BreakpointsEvent,
-    ConnSnapshot,
+    Connection,
     ConnState,
     ControlFrame,
     EndEvent,
     Event,
     GapEvent,
-    Handshake,
     HandshakeEvent,
+    InstanceEvent,
     Item,
     Message,
     Opcode,
@@ -37,97 +36,6 @@ from devconsole.ringbuffer import RingBuffer
 
 Predicate = Callable[[Item], bool]
 Observer = Callable[[Event], None]
-
-
-@dataclass(slots=True)
-class Connection:
-    """Everything known about one WebSocket connection (or refused upgrade)."""
-
-    id: str
-    handshake: Handshake
-    state: str = ConnState.OPEN
-    msgs_in: int = 0  # server -> client
-    msgs_out: int = 0  # client -> server
-    bytes_in: int = 0  # payload bytes
-    bytes_out: int = 0
-    close_code: int | None = None
-    close_reason: str = ""
-    closed_by: str | None = None  # "client", "server", "proxy"
-    ts_end: float | None = None
-    clean: bool | None = None
-    last_in: float | None = None  # ts of the last frame server -> client
-    last_out: float | None = None
-    largest_message: int = 0
-    injected: int = 0
-    dropped: int = 0
-    errors: list[str] = field(default_factory=list)  # protocol errors, one per direction
-    half_open: bool = False
-
-    @property
-    def ts_start(self) -> float:
-        return self.handshake.ts
-
-    @property
-    def client(self) -> str:
-        return self.handshake.client
-
-    @property
-    def url(self) -> str:
-        return self.handshake.url
-
-    @property
-    def path(self) -> str:
-        return self.handshake.path
-
-    @property
-    def refused(self) -> bool:
-        return self.state == ConnState.REFUSED
-
-    @property
-    def live(self) -> bool:
-        return self.ts_end is None and self.state not in (ConnState.REFUSED, ConnState.CLOSED)
-
-    def snapshot(self) -> ConnSnapshot:
-        return ConnSnapshot(
-            handshake=self.handshake,
-            state=self.state,
-            msgs_in=self.msgs_in,
-            msgs_out=self.msgs_out,
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-            close_code=self.close_code,
-            close_reason=self.close_reason,
-            closed_by=self.closed_by,
-            ts_end=self.ts_end,
-            clean=self.clean,
-            errors=list(self.errors),
-            half_open=self.half_open,
-            largest_message=self.largest_message,
-            injected=self.injected,
-            dropped=self.dropped,
-        )
-
-    @classmethod
-    def from_snapshot(cls, s: ConnSnapshot) -> Connection:
-        return cls(
-            id=s.handshake.conn,
-            handshake=s.handshake,
-            state=s.state,
-            msgs_in=s.msgs_in,
-            msgs_out=s.msgs_out,
-            bytes_in=s.bytes_in,
-            bytes_out=s.bytes_out,
-            close_code=s.close_code,
-            close_reason=s.close_reason,
-            closed_by=s.closed_by,
-            ts_end=s.ts_end,
-            clean=s.clean,
-            errors=list(s.errors),
-            half_open=s.half_open,
-            largest_message=s.largest_message,
-            injected=s.injected,
-            dropped=s.dropped,
-        )
 
 
 class Session:
@@ -153,10 +61,14 @@ class Session:
         self.duplicates = 0  # items ignored because their seq was already seen
         self.observers: list[Observer] = []
         self.version = 0  # bumped on every applied event (cheap change detection for UIs)
+        self.instances: dict[str, InstanceEvent] = {}  # a Redis source: latest per instance
         # intercept (docs/intercept.md): the proxy's breakpoints, and the messages held
         # now by held id, oldest first (kept here even when the buffer evicts them)
         self.breakpoints: list[Breakpoint] = []
         self.held: dict[int, Item] = {}
+        # The faults' state changes, for late viewers (``backlog``): when a half-open began
+        # is not in a Snapshot.
+        self.states: deque[StateEvent] = deque(maxlen=max_connections)
 
     # ----------------------------------------------------------------- applying events
 
@@ -196,9 +108,11 @@ class Session:
         elif isinstance(ev, EndEvent):
             self._apply_end(ev)
         elif isinstance(ev, StateEvent):
+            self.states.append(ev)
             c = self.connections.get(ev.conn)
             if c is not None:
-                c.half_open = ev.state == ConnState.HALF_OPEN
+                if c.ts_end is None:  # an old one replayed in a backlog changes nothing
+                    c.half_open = ev.state == ConnState.HALF_OPEN
                 if c.ts_end is None or ev.state == ConnState.KILLED:
                     c.state = ev.state
                 if ev.state == ConnState.KILLED:
@@ -217,6 +131,8 @@ class Session:
             self._apply_outcome(ev)
         elif isinstance(ev, BreakpointsEvent):
             self.breakpoints = list(ev.breakpoints)
+        elif isinstance(ev, InstanceEvent):
+            self.instances[ev.name] = ev
         for obs in self.observers:
             obs(ev)
 
@@ -271,9 +187,10 @@ class Session:
 
     def _apply_control(self, f: ControlFrame) -> None:
         c = self._apply_item(f)
-        if c is None or f.opcode != Opcode.CLOSE or f.dropped:
+        if c is None or f.opcode != Opcode.CLOSE:
             return
-        # A kill's StateEvent names the proxy before its close frames arrive. An invalid
+        # A kill's StateEvent names the proxy before its close frames arrive. A close frame
+        # devconsole did not forward (half-open) is still what that peer did. An invalid
         # close frame (or a second one) does not say how the connection closed: the peer
         # that answers it does (usually with 1002 or 1007).
         first = c.closed_by is None or (f.injected and c.closed_by == "proxy")
@@ -281,6 +198,8 @@ class Session:
             c.close_code = f.code
             c.close_reason = f.reason
             c.closed_by = "proxy" if f.injected else f.side
+        if f.dropped:
+            return
         if c.state in (ConnState.OPEN, ConnState.HALF_OPEN):
             c.state = ConnState.CLOSING
 
@@ -367,6 +286,23 @@ class Session:
         if conn is None:
             return len(self.held)
         return sum(1 for it in self.held.values() if it.conn == conn)
+
+    def backlog(self) -> list[Event]:
+        """What a late viewer gets after the Snapshot: the buffered items, with the
+        faults' state changes (half-open, release, kill) in their place in time, so an
+        analysis replaying them (heartbeat after a half-open) sees them in order."""
+        states = [ev for ev in self.states if ev.conn in self.connections]
+        if not states:
+            return list(self.buffer)
+        out: list[Event] = []
+        i = 0
+        for it in self.buffer:
+            while i < len(states) and states[i].ts <= it.ts:
+                out.append(states[i])
+                i += 1
+            out.append(it)
+        out.extend(states[i:])
+        return out
 
     def get(self, seq: int) -> Item | None:
         return self.buffer.get(seq)

@@ -3,7 +3,10 @@
 Addresses:
 
 - a filesystem path: a Unix socket, created 0600 inside a 0700 directory. The default is
-  ``$XDG_RUNTIME_DIR/devconsole/tap.sock`` (or ``/tmp/devconsole-UID/tap.sock``).
+  ``$XDG_RUNTIME_DIR/devconsole/tap.sock`` (or ``/tmp/devconsole-UID/tap.sock``); the
+  proxy that ``devconsole`` (no command) starts listens on ``tap-PID.sock`` there. A viewer
+  given no address (``TapClient(None)``) finds the one live tap of this user in that
+  directory (``find_taps``), removing the sockets of proxies that are gone.
 - ``tcp://127.0.0.1:PORT``: TCP, for a viewer that cannot reach the socket; requires a
   token. The proxy generates one and stores it 0600 in the runtime directory; the client
   takes ``--token`` or reads that file.
@@ -20,9 +23,11 @@ import collections
 import contextlib
 import errno
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
+import socket
 import stat
 import time
 from collections.abc import Callable, Coroutine
@@ -32,6 +37,7 @@ from typing import Any
 
 from devconsole import wire
 from devconsole.model import (
+    BacklogEnd,
     Command,
     CommandResult,
     ControlFrame,
@@ -50,6 +56,17 @@ FLUSH_INTERVAL = 0.01  # seconds a sender waits to gather a batch
 MAX_QUEUE = 200_000  # events queued for one client before it is skipped ahead
 MAX_QUEUE_BYTES = 64 << 20  # ... or payload bytes queued for it
 BATCH_BYTES = 1 << 20  # payload bytes per EVENTS frame (at least one event)
+# Before a client is authenticated (a valid hello, with the token on TCP) it may send
+# HELLO_LIMIT bytes, for AUTH_TIMEOUT seconds, and at most MAX_PENDING such clients are
+# held (a new one pushes out the oldest): an unauthenticated client cannot make the proxy
+# allocate more than a few KiB, or hold a slot for long.
+HELLO_LIMIT = 4096
+AUTH_TIMEOUT = 5.0
+MAX_PENDING = 16
+# After authentication: a viewer sends commands, small arrays with at most an injected
+# payload.
+MAX_COMMAND = 16 << 20
+STREAM_LIMIT = 64 << 10  # asyncio's per-connection read buffer pauses at twice this
 
 
 class TapError(Exception):
@@ -124,6 +141,110 @@ def parse_tap(spec: str | None) -> TapAddress:
     return TapAddress(path=os.path.abspath(os.path.expanduser(spec)))
 
 
+def is_loopback_host(host: str) -> bool | None:
+    """Whether listening on ``host`` stays on this machine: True for loopback addresses
+    and names that resolve only to them, False for every-interface ("", "*", 0.0.0.0, ::)
+    and other addresses, None when the name does not resolve (listening will fail)."""
+    host = host.strip("[]")
+    if host in ("", "*"):
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return None
+    return all(ipaddress.ip_address(str(i[4][0]).partition("%")[0]).is_loopback for i in infos)
+
+
+@dataclass(frozen=True, slots=True)
+class FoundTap:
+    path: str
+    proxy: str  # the proxy's listen address(es), as its welcome says
+
+
+def _tap_sockets(d: Path) -> list[Path]:
+    try:
+        names = sorted(os.listdir(d))
+    except OSError:
+        return []
+    return [
+        d / n for n in names if n == "tap.sock" or (n.startswith("tap-") and n.endswith(".sock"))
+    ]
+
+
+async def _probe(path: str, timeout: float) -> str | None:
+    """The proxy description of a live tap socket; None when nothing listens on it (a
+    proxy that is gone left it). A socket that accepts but does not answer in time is
+    live all the same ("?")."""
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return None
+    except (TimeoutError, OSError):
+        return "?"
+    try:
+        # the Snapshot alone, and nothing else: this is a look, not a viewer
+        hello = {"version": wire.PROTOCOL_VERSION, "token": None, "items": False}
+        w.write(wire.pack(wire.HELLO, hello))
+        frame = await asyncio.wait_for(FrameReader(r).next(), timeout)
+    except (TimeoutError, OSError, wire.WireError):
+        return "?"
+    finally:
+        w.close()
+    if frame is not None and frame[0] == wire.WELCOME and isinstance(frame[1], dict):
+        proxy = frame[1].get("proxy")
+        return proxy if isinstance(proxy, str) else ""
+    return "?"
+
+
+async def find_taps(d: Path | None = None, timeout: float = 1.0) -> list[FoundTap]:
+    """The live taps of this user's proxies in the runtime directory (``tap.sock``,
+    ``tap-PID.sock``), oldest name first. The sockets of proxies that are gone (nothing
+    listens; a crash, a kill -9) are removed on the way."""
+    d = runtime_dir() if d is None else d
+    found: list[FoundTap] = []
+    for path in _tap_sockets(d):
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        proxy = await _probe(str(path), timeout)
+        if proxy is None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                logger.info("removed the stale tap socket %s", path)
+            continue
+        found.append(FoundTap(str(path), proxy))
+    return found
+
+
+async def discover_tap() -> TapAddress:
+    """The tap of the one running proxy of this user. None running, or several, is a
+    ``SourceError`` that says what to do (and lists them, to pick one with ``--tap``)."""
+    d = runtime_dir()
+    found = await find_taps(d)
+    if len(found) == 1:
+        return TapAddress(path=found[0].path)
+    if not found:
+        raise SourceError(
+            f"no devconsole proxy is running (no live tap in {d}): start `devconsole` or "
+            "`devconsole proxy`, or give the tap address with --tap"
+        )
+    listing = "; ".join(
+        f"{f.path}" + (f" (proxy {f.proxy})" if f.proxy and f.proxy != "?" else "") for f in found
+    )
+    raise SourceError(
+        f"{len(found)} devconsole proxies are running, choose one with --tap: {listing}"
+    )
+
+
 def read_token(addr: TapAddress) -> str | None:
     try:
         return addr.token_file().read_text().strip() or None
@@ -165,7 +286,12 @@ class TapServer:
         self.proxy_desc = proxy_desc
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
+        self.hello_limit = HELLO_LIMIT
+        self.auth_timeout = AUTH_TIMEOUT
+        self.max_pending = MAX_PENDING
         self.clients: set[_Client] = set()
+        self._unauthenticated: dict[_Client, None] = {}  # oldest first
+        self.recording = ""  # the proxy's recording directory (--record), told to viewers
         self.address: TapAddress | None = None
         self.token: str | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -189,7 +315,7 @@ class TapServer:
             old_umask = os.umask(0o177)
             try:
                 self._server = await asyncio.start_unix_server(
-                    self._handle, path=str(path), limit=1 << 20
+                    self._handle, path=str(path), limit=STREAM_LIMIT
                 )
             except OSError as e:
                 raise TapError(f"cannot listen on tap socket {path}: {e.strerror}") from None
@@ -201,7 +327,7 @@ class TapServer:
             assert addr.host is not None and addr.port is not None
             try:
                 self._server = await asyncio.start_server(
-                    self._handle, addr.host, addr.port, limit=1 << 20
+                    self._handle, addr.host, addr.port, limit=STREAM_LIMIT
                 )
             except OSError as e:
                 msg = "address in use" if e.errno == errno.EADDRINUSE else e.strerror
@@ -229,7 +355,7 @@ class TapServer:
             self._server.close()
         # Drop the clients before waiting: since Python 3.12 wait_closed() also waits for
         # every open connection.
-        for c in list(self.clients):
+        for c in [*self.clients, *self._unauthenticated]:
             self._drop(c)
         for t in list(self._tasks):
             t.cancel()
@@ -274,10 +400,16 @@ class TapServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client = _Client(writer)
-        # a viewer only sends a hello and commands: small arrays, at most an injected payload
-        frames = FrameReader(reader, max_object=16 << 20, max_len=1024)
+        self._unauthenticated[client] = None
+        while len(self._unauthenticated) > self.max_pending:
+            oldest = next(iter(self._unauthenticated))
+            logger.info("tap: too many unauthenticated clients, dropping the oldest")
+            self._drop(oldest, abort=True)
+        frames = FrameReader(
+            reader, max_object=MAX_COMMAND, max_len=1024, first_frame_limit=self.hello_limit
+        )
         try:
-            hello = await asyncio.wait_for(frames.next(), 10)
+            hello = await asyncio.wait_for(frames.next(), self.auth_timeout)
             if hello is None or hello[0] != wire.HELLO or not isinstance(hello[1], dict):
                 await self._refuse(writer, "expected a hello")
                 return
@@ -294,15 +426,21 @@ class TapServer:
                 ):
                     await self._refuse(writer, "bad or missing tap token")
                     return
-            writer.write(
-                wire.pack(
-                    wire.WELCOME, {"version": wire.PROTOCOL_VERSION, "proxy": self.proxy_desc()}
-                )
-            )
+            welcome: dict[str, Any] = {
+                "version": wire.PROTOCOL_VERSION,
+                "proxy": self.proxy_desc(),
+            }
+            if self.recording:  # readers ignore keys they do not know
+                welcome["recording"] = self.recording
+            writer.write(wire.pack(wire.WELCOME, welcome))
             # Register for live events and take the backlog in the same loop step, so
             # nothing falls between the two.
             backlog: list[Event] = [self.session.snapshot(self.proxy_desc())]
-            backlog.extend(self.session.buffer)
+            if body.get("items") is not False:  # a viewer may want the Snapshot alone
+                backlog.extend(self.session.backlog())
+            if body.get("backlog_end") is True:  # asked for: say where the backlog ends
+                backlog.append(BacklogEnd(backlog[0].seq))  # type: ignore[union-attr]
+            self._unauthenticated.pop(client, None)
             self.clients.add(client)
             self._spawn(self._sender(client, backlog))
             while True:
@@ -346,14 +484,18 @@ class TapServer:
             with contextlib.suppress(Exception):
                 client.writer.write(wire.pack(wire.RESULT, wire.encode_result(res)))
 
-    def _drop(self, client: _Client) -> None:
+    def _drop(self, client: _Client, abort: bool = False) -> None:
+        self._unauthenticated.pop(client, None)
         if client.closed:
             return
         client.closed = True
         self.clients.discard(client)
         client.wake.set()
         with contextlib.suppress(Exception):
-            client.writer.close()
+            if abort:  # free its buffers now, do not wait to flush anything
+                client.writer.transport.abort()
+            else:
+                client.writer.close()
 
     async def _write(self, client: _Client, events: list[Event]) -> None:
         """Send ``events`` in frames of at most BATCH_EVENTS events or ~BATCH_BYTES of
@@ -422,18 +564,22 @@ async def _socket_alive(path: str) -> bool:
 
 
 class FrameReader:
-    """Reads ``(kind, body)`` tap frames from a StreamReader."""
+    """Reads ``(kind, body)`` tap frames from a StreamReader. ``first_frame_limit``: at
+    most that many bytes are read until the first frame is complete (a hello), so a peer
+    that has not identified itself cannot make the decoder buffer more."""
 
     def __init__(
         self,
         reader: asyncio.StreamReader,
         max_object: int = wire.MAX_OBJECT,
         max_len: int = wire.MAX_LEN,
+        first_frame_limit: int | None = None,
     ) -> None:
         self.reader = reader
         self.decoder = wire.Decoder(max_object, max_len)
         self.pending: collections.deque[tuple[int, Any]] = collections.deque()
         self._error: wire.WireError | None = None
+        self._budget = first_frame_limit  # None once the first frame is in
 
     async def next(self) -> tuple[int, Any] | None:
         """The next frame, or None at EOF. Raises WireError on malformed data (after the
@@ -441,10 +587,17 @@ class FrameReader:
         while not self.pending:
             if self._error is not None:
                 raise self._error
+            n = 1 << 18
+            if self._budget is not None:
+                if self._budget <= 0:
+                    raise wire.WireError("first tap frame too large")
+                n = min(n, self._budget)
             try:
-                data = await self.reader.read(1 << 18)
+                data = await self.reader.read(n)
             except (ConnectionError, OSError):
                 return None
+            if self._budget is not None:
+                self._budget -= len(data)
             if not data:
                 return None
             try:
@@ -453,6 +606,7 @@ class FrameReader:
                     self.pending.append(frame)
             except wire.WireError as e:
                 self._error = e
+        self._budget = None
         return self.pending.popleft()
 
 
@@ -463,13 +617,23 @@ class TapClient:
     """A Source reading a live tap."""
 
     def __init__(
-        self, addr: TapAddress | str | None = None, token: str | None = None, timeout: float = 5
+        self,
+        addr: TapAddress | str | None = None,
+        token: str | None = None,
+        timeout: float = 5,
+        backlog_end: bool = False,
+        items: bool = True,
     ) -> None:
+        # No address: the one running proxy's tap, found when connecting.
+        self.discover = addr is None
         self.addr = addr if isinstance(addr, TapAddress) else parse_tap(addr)
         self.token = token
         self.timeout = timeout
+        self.backlog_end = backlog_end  # ask for a BacklogEnd event after the backlog
+        self.items = items  # False: a backlog of the Snapshot alone (counters, no items)
         self.description = f"tap {self.addr}"
         self.proxy = ""
+        self.recording = ""  # the proxy's recording directory, where items evicted live
         self._frames: FrameReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._results: dict[int, asyncio.Future[CommandResult]] = {}
@@ -477,6 +641,10 @@ class TapClient:
         self._closed = False
 
     async def connect(self) -> None:
+        if self.discover:
+            self.addr = await discover_tap()
+            self.description = f"tap {self.addr}"
+            self.discover = False  # a reconnect goes back to the same proxy
         addr = self.addr
         try:
             if addr.path is not None:
@@ -498,7 +666,12 @@ class TapClient:
         token = self.token
         if addr.is_tcp and token is None:
             token = read_token(addr)
-        w.write(wire.pack(wire.HELLO, {"version": wire.PROTOCOL_VERSION, "token": token}))
+        hello: dict[str, Any] = {"version": wire.PROTOCOL_VERSION, "token": token}
+        if self.backlog_end:
+            hello["backlog_end"] = True  # an older proxy ignores it (and never sends one)
+        if not self.items:
+            hello["items"] = False  # ... and sends the items all the same
+        w.write(wire.pack(wire.HELLO, hello))
         self._frames = FrameReader(r)
         try:
             try:
@@ -519,6 +692,8 @@ class TapClient:
         self._writer = w
         proxy = body.get("proxy")
         self.proxy = proxy if isinstance(proxy, str) else ""
+        rec = body.get("recording")
+        self.recording = rec if isinstance(rec, str) else ""
 
     async def _next(self) -> tuple[int, Any] | None:
         assert self._frames is not None
@@ -586,26 +761,44 @@ async def collect(
     idle: float = 0.3,
     timeout: float = 10,
     session: Session | None = None,
+    items: bool = True,
 ) -> Session:
     """Attach, apply the backlog to ``session`` (default: a new unbounded one, so the
-    whole backlog fits), and return it once the stream has been quiet for ``idle``
-    seconds, ``until(session)`` holds, or ``timeout`` seconds have passed."""
-    client = TapClient(addr, token)
+    whole backlog fits), and return it once the backlog is in (the proxy says so with a
+    ``BacklogEnd``), ``until(session)`` holds, or ``timeout`` seconds have passed. A proxy
+    too old to send the marker, or a Redis stream: once the stream has been quiet for
+    ``idle`` seconds. ``items=False``: the connections and their counters only (the
+    Snapshot), not the buffered messages: what ``devconsole conns`` needs, fast even with
+    a full buffer."""
+    from devconsole.sources import is_redis, open_source
+
+    if is_redis(addr):
+        client: Any = open_source(addr, token)
+    else:
+        client = TapClient(addr, token, backlog_end=True, items=items)
     await client.connect()
     if session is None:
         session = Session(max_items=10_000_000, max_bytes=1 << 40)
     last = time.monotonic()
+    done = asyncio.Event()
 
     def on_events(evs: list[Event]) -> None:
         nonlocal last
-        session.apply_all(evs)
+        for ev in evs:
+            if type(ev) is BacklogEnd:
+                done.set()
+            else:
+                session.apply(ev)
         last = time.monotonic()
 
     task = asyncio.ensure_future(client.run(on_events))
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.02)
+            if until is None and done.is_set():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.02)
             if until is not None and until(session):
                 break
             if until is None and session.version > 0 and time.monotonic() - last > idle:
@@ -631,5 +824,7 @@ __all__ = [
     "TapServer",
     "collect",
     "default_tap",
+    "discover_tap",
+    "find_taps",
     "parse_tap",
 ]

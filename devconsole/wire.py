@@ -4,7 +4,9 @@ Core module: no I/O. The byte stream in each direction is a sequence of msgpack 
 (msgpack frames itself; no length prefix). Each object is a ``[kind, body]`` pair:
 
 client -> server
-    ``[HELLO, {"version": 1, "token": str | None}]`` first, then
+    ``[HELLO, {"version": 1, "token": str | None}]`` first (``"backlog_end": true`` asks
+    for a ``BacklogEnd`` event after the backlog, ``"items": false`` for a backlog of the
+    Snapshot alone), then
     ``[COMMAND, <encoded command>]``
 server -> client
     ``[WELCOME, {"version": 1, "proxy": str}]`` or ``[ERROR, "message"]`` (then EOF),
@@ -27,6 +29,7 @@ import msgpack
 
 from devconsole.model import (
     AbortCommand,
+    BacklogEnd,
     Breakpoint,
     BreakpointCommand,
     BreakpointsEvent,
@@ -45,9 +48,11 @@ from devconsole.model import (
     Handshake,
     HandshakeEvent,
     InjectCommand,
+    InstanceEvent,
     Message,
     OutcomeEvent,
     ProtocolErrorEvent,
+    Publication,
     RefusedEvent,
     ReleaseCommand,
     RemoveBreakpointCommand,
@@ -112,8 +117,15 @@ _HANDSHAKE_TYPES: tuple[tuple[type, ...], ...] = (
     _INT,  # body_size
     _OSTR,  # error
 )
+# optional trailing fields, written only when set (older files decode with the defaults);
+# a field is written with those before it, at their defaults if they are not set
+_HANDSHAKE_OPTIONAL: tuple[tuple[type, ...], ...] = (
+    _STR,  # source
+    _LIST,  # unknown
+    _OSTR,  # decoder: the proxy's --decoder choice
+)
 _HANDSHAKE_PAIRS = {8, 10, 11, 14}  # list-of-pairs fields
-_HANDSHAKE_STRS = {16}  # list-of-str fields
+_HANDSHAKE_STRS = {16, 22}  # list-of-str fields
 
 _MESSAGE_TYPES = (
     _INT, _STR, _NUM, _STR, _INT, _BYTES, _INT, _INT, _INT,
@@ -126,6 +138,8 @@ _END_TYPES = (_STR, _NUM, _BOOL, _OSTR, _OSTR)
 _PERR_TYPES = (_STR, _NUM, _STR, _INT, _STR)
 _STATE_TYPES = (_STR, _NUM, _STR, _STR)
 _GAP_TYPES = (_INT, _STR)
+_GAP_TYPES_V2 = (_INT, _STR, _STR)  # + instance (a Redis source)
+_INSTANCE_TYPES = (_STR, _NUM, _STR, _STR)
 _CONNSNAP_TYPES = (
     None, _STR, _INT, _INT, _INT, _INT, _OINT, _STR, _OSTR, _ONUM, _OBOOL, _LIST, _BOOL,
     _INT, _INT, _INT,
@@ -137,6 +151,7 @@ _CONTROL_HELD_TYPES = (_INT, _INT, _STR)
 _SNAPSHOT_MORE_TYPES = (_LIST, _LIST)
 _OUTCOME_TYPES = (_STR, _NUM, _INT, _INT, _STR, _INT, (bytes, type(None)), _INT)
 _BREAKPOINT_TYPES = (_INT, _STR, _STR, _NUM, _STR, _BOOL, _BOOL)
+_BACKLOG_END_TYPES = (_INT,)
 
 # The exact field types of the usual messages and control frames: decoding checks them
 # with one tuple comparison and falls back to the field-by-field check otherwise.
@@ -173,8 +188,11 @@ T_PERROR = 6
 T_STATE = 7
 T_GAP = 8
 T_SNAPSHOT = 9
-T_OUTCOME = 10
-T_BREAKPOINTS = 11
+T_PUBLICATION = 10  # a message's first 15 fields, then the channel
+T_INSTANCE = 11
+T_OUTCOME = 12
+T_BREAKPOINTS = 13
+T_BACKLOG_END = 20  # chosen while other branches were adding 10 and 11
 
 C_CLOSE = 1
 C_ABORT = 2
@@ -226,22 +244,35 @@ def _pairs(value: Any, what: str) -> list[tuple[str, str]]:
 
 
 def _enc_handshake(h: Handshake) -> list[Any]:
-    return [
+    out = [
         h.conn, h.ts, h.client, h.server, h.scheme, h.url, h.method, h.path, h.query,
         h.http_version, h.request_headers, h.cookies, h.status, h.reason,
         h.response_headers, h.subprotocol, h.extensions, h.ts_response, h.body,
         h.body_size, h.error,
     ]  # fmt: skip
+    # Live captures without a --decoder choice keep 21 fields; imported connections add
+    # source and unknown; a proxy-side decoder choice comes after them.
+    if h.source or h.unknown or h.decoder is not None:
+        out += [h.source, h.unknown]
+    if h.decoder is not None:
+        out.append(h.decoder)
+    return out
 
 
 def _dec_handshake(f: Any) -> Handshake:
     if not isinstance(f, (list, tuple)):
         raise WireError("handshake: expected a list")
     f = list(f)
-    _check(f, _HANDSHAKE_TYPES, "handshake")
+    n = len(_HANDSHAKE_TYPES)
+    if n < len(f) <= n + len(_HANDSHAKE_OPTIONAL):
+        _check(f, _HANDSHAKE_TYPES + _HANDSHAKE_OPTIONAL[: len(f) - n], "handshake")
+    else:
+        _check(f, _HANDSHAKE_TYPES, "handshake")
     for i in _HANDSHAKE_PAIRS:
         f[i] = _pairs(f[i], "handshake")
     for i in _HANDSHAKE_STRS:
+        if i >= len(f):
+            continue
         if not all(isinstance(x, str) for x in f[i]):
             raise WireError("handshake: expected a list of strings")
         f[i] = list(f[i])
@@ -289,8 +320,19 @@ def encode_event(ev: Event) -> list[Any]:
         return [T_PERROR, ev.conn, ev.ts, ev.side, ev.offset, ev.error]
     if isinstance(ev, StateEvent):
         return [T_STATE, ev.conn, ev.ts, ev.state, ev.detail]
+    if t is Publication:
+        p: Publication = ev  # type: ignore[assignment]
+        return [
+            T_PUBLICATION, p.seq, p.conn, p.ts, p.side, p.opcode, p.payload, p.size,
+            p.wire_size, p.frames, p.compressed, p.rsv, p.utf8_ok, p.injected, p.dropped,
+            p.frame_sizes, p.channel,
+        ]  # fmt: skip
     if isinstance(ev, GapEvent):
+        if ev.instance:  # an optional trailing field: plain gaps encode as before
+            return [T_GAP, ev.missed, ev.reason, ev.instance]
         return [T_GAP, ev.missed, ev.reason]
+    if isinstance(ev, InstanceEvent):
+        return [T_INSTANCE, ev.name, ev.ts, ev.state, ev.detail]
     if isinstance(ev, Snapshot):
         conns = [
             [
@@ -307,6 +349,8 @@ def encode_event(ev: Event) -> list[Any]:
                 [encode_event(i) for i in ev.held],
             ]
         return snap
+    if isinstance(ev, BacklogEnd):
+        return [T_BACKLOG_END, ev.seq]
     raise TypeError(f"not an Event: {ev!r}")
 
 
@@ -371,8 +415,23 @@ def decode_event(obj: Any) -> Event:
         _check(f, _STATE_TYPES, "state")
         return StateEvent(*f)
     if tag == T_GAP:
-        _check(f, _GAP_TYPES, "gap")
+        _check(f, _GAP_TYPES_V2 if len(f) == 3 else _GAP_TYPES, "gap")
         return GapEvent(*f)
+    if tag == T_PUBLICATION:
+        _check(f, (*_MESSAGE_TYPES, _STR), "publication")
+        if f[3] not in _SIDES:
+            raise WireError("publication: bad side")
+        if not all(_is_tag(x) for x in f[14]):
+            raise WireError("publication: bad frame sizes")
+        f[14] = tuple(f[14])
+        # the channel comes after the 15 fields a Message had when publications were
+        # added; Message's later trailing fields (intercept) are never set on one
+        pub = Publication(*f[:15])
+        pub.channel = f[15]
+        return pub
+    if tag == T_INSTANCE:
+        _check(f, _INSTANCE_TYPES, "instance")
+        return InstanceEvent(*f)
     if tag == T_SNAPSHOT:
         _check_opt(f, _SNAPSHOT_TYPES, _SNAPSHOT_MORE_TYPES, "snapshot")
         conns: list[ConnSnapshot] = []
@@ -401,6 +460,9 @@ def decode_event(obj: Any) -> Event:
     if tag == T_BREAKPOINTS:
         _check(f, (_LIST,), "breakpoints")
         return BreakpointsEvent([_dec_breakpoint(b) for b in f[0]])
+    if tag == T_BACKLOG_END:
+        _check(f, _BACKLOG_END_TYPES, "backlog end")
+        return BacklogEnd(*f)
     raise WireError(f"unknown event tag {tag!r}")
 
 

@@ -233,3 +233,22 @@ def run_cli(*args: str, timeout: float = 30, **kw: Any) -> subprocess.CompletedP
         cwd=str(ROOT),
         **kw,
     )
+
+
+def need_binary(*names: str) -> str:
+    """The path of the first of ``names`` on PATH (or in /usr/sbin, where Debian puts
+    daemons such as mosquitto). Missing: the test is skipped with the reason, except in
+    CI (CI=1/true), where it fails: CI installs it (.ci/run)."""
+    for name in names:
+        path = shutil.which(name) or shutil.which(name, path="/usr/sbin")
+        if path:
+            return path
+    why = f"{' / '.join(names)} is not installed (apt-get install -y {names[0]})"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{why}: CI must install it (.ci/run)")
+    pytest.skip(why)
+
+
+# ------------------------------------------------------------------ Redis (scale-out)
+
+from tests.scale_helpers import redis_server  # noqa: E402, F401  (a fixture)

@@ -1,30 +1,30 @@
-"""Builders of model objects for tests: one place for a Handshake's many fields."""
+"""The handshake the non-TUI tests start from, built by the one Handshake builder
+(``devconsole.samples.handshake``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from devconsole.model import Handshake
+from devconsole.samples import handshake
 
 
 def make_handshake(conn: str = "c1", ts: float = 1.0, **overrides: Any) -> Handshake:
-    """A 101 upgrade of ``ws://example.com/<conn>``; any field can be overridden."""
+    """A plain 101 upgrade of ``ws://example.com/<conn>`` with an Upgrade header and
+    nothing else; any field can be overridden."""
     fields: dict[str, Any] = dict(
-        conn=conn,
-        ts=ts,
-        client="127.0.0.1:5000",
-        server="example.com:80",
+        host="example.com",
         scheme="ws",
-        url=f"ws://example.com/{conn}",
-        method="GET",
         path=f"/{conn}",
+        client="127.0.0.1:5000",
+        cookies=(),
+        origin=None,
+        url=f"ws://example.com/{conn}",
         query=[],
-        http_version="HTTP/1.1",
         request_headers=[("Upgrade", "websocket")],
-        cookies=[],
-        status=101,
+        response_headers=[],
         reason="Switching Protocols",
         ts_response=ts + 0.01,
     )
     fields.update(overrides)
-    return Handshake(**fields)
+    return handshake(conn, ts=ts, **fields)

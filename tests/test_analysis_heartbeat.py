@@ -28,6 +28,7 @@ from devconsole.model import (
     Side,
 )
 from devconsole.session import Session
+from tests.factories import make_handshake
 
 _seq = itertools.count(1)
 
@@ -47,7 +48,7 @@ def msg(conn: str, ts: float, side: Side, data: str | bytes) -> Message:
 
 
 def handshake(conn: str, ts: float) -> Handshake:
-    return Handshake(
+    return make_handshake(
         conn=conn,
         ts=ts,
         client="127.0.0.1:50000",
@@ -226,12 +227,32 @@ def test_unknown_connection_gives_empty_report() -> None:
     assert rep.to_dict()["pinger"] == "none"
 
 
-def test_dropped_frames_are_ignored() -> None:
+def test_a_dropped_ping_was_sent_and_is_unanswered() -> None:
+    """Issue 16.2: a ping devconsole did not forward (half-open) reached nobody; it was
+    sent all the same, and no pong can answer it (the report said "0 without pong")."""
     mon = HeartbeatMonitor()
     f = ping("c", 0.0, SERVER, b"z")
     f.dropped = True
     mon.observe(f)
-    assert mon.report("c", now=1.0).pinger == "none"
+    rep = mon.report("c", now=1.0)
+    assert rep.pinger == "server"
+    assert (rep.server_pings.count, rep.server_pings.unanswered, rep.server_pings.pending) == (
+        1,
+        1,
+        0,
+    )
+
+
+def test_devconsoles_own_pings_are_not_the_peers_heartbeat() -> None:
+    mon = HeartbeatMonitor()
+    f = ping("c", 0.0, SERVER, b"devconsole")
+    f.injected = True  # devconsole inject --ping --to client
+    mon.observe(f)
+    answer = pong("c", 0.01, CLIENT, b"devconsole")
+    answer.dropped = True  # consumed by devconsole
+    mon.observe(answer)
+    rep = mon.report("c", now=20.0)
+    assert rep.pinger == "none" and rep.unsolicited_pongs_client == 0
 
 
 # --------------------------------------------------------------------------- app heartbeats
@@ -411,3 +432,157 @@ def test_flood_on_one_side_is_sampled_and_other_side_still_detected() -> None:
     assert flood.count <= 50 * 31  # at most app_max_rate a second were analysed
     hbs = mon.report("c", now=30.0).app_heartbeats
     assert [(h.side, h.signature, h.count) for h in hbs] == [(CLIENT, '{"op":"hb"}', 30)]
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+def test_protocol_heartbeats_with_negotiated_interval_are_not_app_heartbeats() -> None:
+    from devconsole.decoders.tracker import ProtocolTracker
+    from devconsole.model import HandshakeEvent
+    from devconsole.session import Session
+    from tests.factories import make_handshake
+
+    session = Session()
+    tracker = ProtocolTracker()
+    mon = HeartbeatMonitor()
+    tracker.listeners.append(mon.on_decoded)
+    session.observers += [tracker.on_event, mon.on_event]
+    session.apply(HandshakeEvent(make_handshake("c1", path="/socket.io/", query=[("EIO", "4")])))
+    seq = iter(range(1, 10_000))
+
+    def send(side: str, ts: float, text: str) -> None:
+        p = text.encode()
+        session.apply(Message(next(seq), "c1", ts, side, Opcode.TEXT, p, len(p), len(p) + 2))  # type: ignore[arg-type]
+
+    send("server", 0.0, '0{"sid":"s","upgrades":[],"pingInterval":5000,"pingTimeout":2000}')
+    for i in range(6):
+        t = 1.0 + 5.0 * i + (3.0 if i == 5 else 0.0)  # the last one is late
+        send("server", t, "2")
+        send("client", t + 0.01, "3")
+    rep = mon.report("c1", now=100.0)
+    assert rep.app_heartbeats == []  # "2"/"3" are Engine.IO's, counted as such
+    [hb] = rep.protocol
+    assert (hb.protocol, hb.side, hb.kind, hb.count) == ("socket.io", "server", "ping", 6)
+    assert hb.negotiated_interval == 5.0 and hb.negotiated_timeout == 2.0
+    assert hb.interval_p50 == pytest.approx(5.0) and hb.rtt_count == 6
+    assert hb.rtt_p50 == pytest.approx(0.01) and hb.late == 1 and hb.unanswered == 0
+    assert rep.seen and rep.to_dict()["protocol"][0]["negotiated_interval"] == 5.0
+
+
+def test_one_way_protocol_beats_are_never_unanswered() -> None:
+    from devconsole.decoders.base import Decoded, Packet
+
+    mon = HeartbeatMonitor()
+    for i in range(4):
+        m = Message(i + 1, "c", float(i * 3), "server", Opcode.TEXT, b"{}", 2, 4)
+        mon.observe(m)
+        mon.on_decoded(m, Decoded("actioncable", (Packet("cable ping", {}, role="beat"),)))
+    mon.end("c", 20.0)
+    [hb] = mon.report("c", 30.0).protocol
+    assert hb.kind == "beat" and hb.count == 4 and hb.unanswered == 0
+    assert hb.interval_mean == pytest.approx(3.0)
+
+
+# --------------------------------------------------------------------------- half-open
+
+
+def chat_with_half_open(half_open_at: float = 20.0, close_at: float = 25.5) -> list:
+    """Issue 16.2's connection: the client sends {"type":"ping"} every 2 s (answered by
+    {"type":"pong"} in 4 ms), the server floods presence updates at 20/s and sends
+    protocol pings every 2 s; devconsole half-opens it at ``half_open_at`` (nothing is
+    forwarded any more: frames are captured as dropped) and the client, missing its
+    pongs, closes with 4001 at ``close_at``."""
+    from devconsole.model import StateEvent
+
+    timeline: list[tuple[float, str]] = []
+    for k in range(20):
+        timeline.append((0.5 + 2 * k, "app-ping"))
+        timeline.append((1.0 + 2 * k, "ping"))
+    timeline += [(0.05 * k, "presence") for k in range(1, 700)]
+    events: list = [HandshakeEvent(handshake("h", 0.0))]
+    closed = False
+    for ts, kind in sorted(timeline):
+        if ts > half_open_at and not any(isinstance(e, StateEvent) for e in events):
+            events.append(StateEvent("h", half_open_at, "half-open"))
+        if ts >= close_at:
+            if not closed:
+                f = ControlFrame(next(_seq), "h", close_at, CLIENT, Opcode.CLOSE,
+                                 b"\x0f\xa1", 8, code=4001, dropped=True)  # fmt: skip
+                events.append(f)
+                closed = True
+            continue
+        dropped = ts > half_open_at
+        if kind == "app-ping":
+            m = msg("h", ts, CLIENT, json.dumps({"type": "ping", "ts": int(ts * 1000)}))
+            m.dropped = dropped
+            events.append(m)
+            if not dropped:
+                events.append(msg("h", ts + 0.004, SERVER, '{"type":"pong"}'))
+        elif kind == "ping":
+            p = ping("h", ts, SERVER, b"k")
+            p.dropped = dropped
+            events.append(p)
+            if not dropped:
+                events.append(pong("h", ts + 0.002, CLIENT, b"k"))
+        else:
+            m = msg("h", ts, SERVER, '{"type":"presence","user":"bob","online":true}')
+            m.dropped = dropped
+            events.append(m)
+    events.append(EndEvent("h", close_at + 0.05, clean=False, closed_by=CLIENT))
+    return events
+
+
+def test_after_a_half_open_only_what_was_answered_counts() -> None:
+    """Issue 16.2: the app ping was reported "answered by {"type":"presence",…}", a server
+    heartbeat {"type":"pong"} answered by {"type":"ping"} was invented, a dropped protocol
+    ping was not counted, and nothing said what the client did."""
+    session = Session()
+    mon = HeartbeatMonitor()
+    session.observers.append(mon.on_event)
+    session.apply_all(chat_with_half_open())
+    rep = mon.report("h", now=40.0)
+    hbs = [(a.side, a.signature, a.reply) for a in rep.app_heartbeats]
+    assert hbs == [(CLIENT, '{"type":"ping"}', '{"type":"pong"}')]
+    app = rep.app_heartbeats[0]
+    assert app.rtt_p50 == pytest.approx(0.004, abs=0.001)
+    assert app.unanswered == 3
+    assert rep.server_pings.unanswered == 3  # dropped ones count, never as "answered"
+    assert rep.server_pings.rtt_count == 10
+    ho = rep.half_open
+    assert ho is not None
+    assert (ho.app_unanswered, ho.pings_unanswered) == (3, {SERVER: 3})
+    assert (ho.closed_by, ho.close_code) == (CLIENT, 4001)
+    assert ho.close_after == pytest.approx(5.5)
+    assert ho.summary == (
+        "3 app pings unanswered; 3 server pings without pong; client closed 4001 5.50 s "
+        "after half-open"
+    )
+    json.dumps(rep.to_dict())
+    # the captured close code is the connection's, though it never reached the server
+    conn = session.connections["h"]
+    assert (conn.close_code, conn.closed_by) == (4001, CLIENT)
+
+
+def test_half_open_still_waiting_says_so() -> None:
+    session = Session()
+    mon = HeartbeatMonitor()
+    session.observers.append(mon.on_event)
+    events = [e for e in chat_with_half_open(close_at=1e9) if not isinstance(e, EndEvent)]
+    session.apply_all(events)
+    ho = mon.report("h", now=60.0).half_open
+    assert ho is not None
+    assert ho.summary.endswith("; nobody closed it yet")
+    assert ho.app_unanswered == 10  # every ping since the half-open
+
+
+def test_replies_must_look_like_replies() -> None:
+    from devconsole.analysis.heartbeat import looks_like_reply
+
+    assert looks_like_reply('{"type":"ping"}', '{"type":"pong"}')
+    assert looks_like_reply('{"type":"ping"}', '{"type":"ping"}')  # an echo
+    assert looks_like_reply('{"op":"PING"}', '{"op":"PONG"}')
+    assert looks_like_reply('{"type":"heartbeat"}', '{"type":"heartbeat_ack"}')
+    assert looks_like_reply("2", "3")  # Engine.IO
+    assert not looks_like_reply('{"type":"ping"}', '{"type":"presence","user":"bob"}')
+    assert not looks_like_reply('{"type":"pong"}', '{"type":"ping"}')

@@ -10,7 +10,6 @@ from devconsole.analysis.heartbeat import HeartbeatMonitor
 from devconsole.analysis.readiness import (
     build_report,
     first_message_auth,
-    fmt_secs,
     handshake_auth,
     render_text,
     subprotocol_token,
@@ -28,6 +27,7 @@ from devconsole.model import (
     Side,
 )
 from devconsole.session import Session
+from tests.factories import make_handshake
 
 JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
@@ -61,7 +61,7 @@ def hs(
     req.extend(headers or [])
     q = query or []
     qs = "&".join(f"{k}={v}" for k, v in q)
-    return Handshake(
+    return make_handshake(
         conn=conn or f"c{next(_ids)}",
         ts=ts,
         client="10.1.1.1:5555",
@@ -177,8 +177,14 @@ def test_refused_401_means_auth_is_enforced() -> None:
     assert "401 x3" in ep["checklist"]["auth"]["detail"]
     assert ep["checklist"]["refused_upgrades"]["ok"] is None
     assert ep["checklist"]["refused_upgrades"]["statuses"] == {"401": 3}
-    assert ep["reconnect_delays"] == pytest.approx([20.0, 20.0], abs=0.01)
-    assert ep["backoff"]["pattern"] == "fixed"
+    # a client refused every time has retries, not a backoff
+    assert ep["reconnect_delays"] == []
+    assert ep["backoff"]["pattern"] == "none"
+    rr = ep["refused_retries"]
+    assert (rr["count"], rr["clients"], rr["status"]) == (3, 1, 401)
+    assert rr["interval"] == pytest.approx(20.0, abs=0.01)
+    assert ep["clients"][0]["reconnect_delays"] == pytest.approx([20.0, 20.0], abs=0.01)
+    assert "retried 3 times, every 20.00 s (401)" in ep["checklist"]["refused_upgrades"]["detail"]
 
 
 # --------------------------------------------------------------------------- full report
@@ -239,9 +245,17 @@ def test_report_shape_and_checklist() -> None:
             "connections",
             "reconnect_delays",
             "backoff",
+            "clients",
+            "refused_retries",
             "heartbeat",
+            "backplane",
+            "protocols",
+            "latency",
             "checklist",
         }
+        # no backplane recorded: reported as not observed, never assumed
+        assert ep["backplane"] is None
+        assert ep["checklist"]["backplane"]["ok"] is None
         for item in ep["checklist"].values():
             assert item["ok"] in (True, False, None)
             assert isinstance(item["detail"], str) and item["detail"]
@@ -350,8 +364,152 @@ def test_render_text() -> None:
     assert render_text({"endpoints": []}).startswith("Production readiness: 0 endpoint(s)")
 
 
-def test_fmt_secs() -> None:
-    assert fmt_secs(0.0123) == "12 ms"
-    assert fmt_secs(2.5) == "2.50 s"
-    assert fmt_secs(90) == "1.5 min"
-    assert fmt_secs(None) == "-"
+# --------------------------------------------------------------------------- protocols
+
+
+def test_latency_per_method_and_unanswered_requests() -> None:
+    from devconsole.analysis.readiness import observe
+    from devconsole.model import EndEvent as End
+    from devconsole.model import HandshakeEvent as Hs
+    from devconsole.model import Message as Msg
+    from devconsole.model import Opcode as Op
+    from tests.factories import make_handshake
+
+    session = Session()
+    analysis = observe(session)
+    session.apply(Hs(make_handshake("r1", path="/rpc")))
+    seq = iter(range(1, 1000))
+
+    def send(side: str, ts: float, text: str) -> None:
+        p = text.encode()
+        session.apply(Msg(next(seq), "r1", ts, side, Op.TEXT, p, len(p), len(p) + 2))  # type: ignore[arg-type]
+
+    for i in range(10):
+        send("client", i, f'{{"jsonrpc":"2.0","method":"eth_call","id":{i}}}')
+        send("server", i + 0.01 * (i + 1), f'{{"jsonrpc":"2.0","result":"0x","id":{i}}}')
+    send(
+        "client",
+        20.0,
+        '{"jsonrpc":"2.0","method":"eth_subscribe","id":"s","params":["x\\u001b[2J"]}',
+    )
+    session.apply(End("r1", 30.0, True, "client"))
+    report = build_report(session, None, 40.0, analysis=analysis)
+    ep = endpoint(report, "/rpc")
+    assert ep["protocols"] == ["jsonrpc"]
+    [m] = ep["latency"]["methods"]
+    assert (m["method"], m["count"], m["p50"], m["p95"], m["max"]) == (
+        "eth_call",
+        10,
+        0.05,
+        0.1,
+        0.1,
+    )
+    replies = ep["checklist"]["replies"]
+    assert replies["ok"] is False and replies["unanswered"] == 1
+    assert (
+        "1 of 11 requests unanswered" in replies["detail"] and "eth_subscribe" in replies["detail"]
+    )
+    text = render_text(report)
+    assert "latency (request -> first answer):" in text and "eth_call" in text
+    assert "\x1b" not in text
+    # without an analysis, the same is rebuilt from the buffered items
+    again = endpoint(build_report(session, None, 40.0), "/rpc")
+    assert again["latency"]["methods"] == ep["latency"]["methods"]
+    assert again["checklist"]["replies"]["ok"] is False
+
+
+def test_requests_still_waiting_on_a_live_connection_are_not_called_answered() -> None:
+    from devconsole.analysis.readiness import observe
+    from devconsole.model import HandshakeEvent as Hs
+    from devconsole.model import Message as Msg
+    from devconsole.model import Opcode as Op
+    from tests.factories import make_handshake
+
+    session = Session()
+    analysis = observe(session)
+    session.apply(Hs(make_handshake("r1", path="/rpc")))
+    for seq, (side, text) in enumerate(
+        [
+            ("client", '{"jsonrpc":"2.0","method":"a","id":1}'),
+            ("server", '{"jsonrpc":"2.0","result":1,"id":1}'),
+            ("client", '{"jsonrpc":"2.0","method":"debug_trace","id":2}'),
+        ],
+        start=1,
+    ):
+        p = text.encode()
+        session.apply(Msg(seq, "r1", float(seq), side, Op.TEXT, p, len(p), len(p) + 2))  # type: ignore[arg-type]
+    ep = endpoint(build_report(session, None, 10.0, analysis=analysis), "/rpc")
+    replies = ep["checklist"]["replies"]
+    assert replies["ok"] is None
+    assert replies["detail"].startswith("1 of 2 requests answered; 1 still waiting")
+    assert "debug_trace" in replies["detail"] and ep["latency"]["pending"] == 1
+
+
+def test_auth_names_the_connections_that_lacked_what_the_others_sent() -> None:
+    session = Session()
+    good = hs(0.0, path="/app", cookie="session=s3cr3t-alice; theme=dark", conn="1")
+    session.apply(HandshakeEvent(good))
+    for i, t in enumerate((5.0, 10.0, 15.0)):
+        session.apply(
+            RefusedEvent(hs(t, path="/app", origin="http://127.0.0.1:5173", status=403,
+                            conn=str(10 + i)))
+        )  # fmt: skip
+    # an accepted upgrade without the cookie, same Origin as the good one
+    session.apply(HandshakeEvent(hs(20.0, path="/app", cookie="theme=dark", conn="20")))
+    report = build_report(session, None, now=30.0)
+    items = {
+        (ep["origin"], ep["connections"]): ep["checklist"]["auth"] for ep in report["endpoints"]
+    }
+    refused = items[("http://127.0.0.1:5173", 3)]
+    assert refused["lacking"] == [
+        {"connections": ["10", "11", "12"], "reference": "1",
+         "missing": ["cookie session", "cookie theme"]}
+    ]  # fmt: skip
+    assert "#10, #11, #12 lacked cookie session, cookie theme (sent by #1)" in refused["detail"]
+    same_origin = items[("https://app.test", 2)]
+    assert same_origin["lacking"] == [
+        {"connections": ["20"], "reference": "1", "missing": ["cookie session"]}
+    ]
+    assert "#20 lacked cookie session (sent by #1)" in same_origin["detail"]
+    assert "s3cr3t" not in json.dumps(report)
+    assert "lacked cookie session" in render_text(report)
+
+
+def test_reconnect_item_judges_the_connected_client_not_the_refused_one() -> None:
+    """Issue 16.1: the checklist said "fixed interval ~5.01 s" (the no-cookie client's
+    refused retries) for an endpoint whose connected client backs off exponentially."""
+    from tests.test_analysis_backoff import Sim, chat_app
+
+    sim = Sim()
+    chat_app(sim)
+    (ep,) = build_report(sim.session, None, now=200.0)["endpoints"]
+    item = ep["checklist"]["reconnect"]
+    assert item["ok"] is True
+    assert "exponential backoff x1.99" in item["detail"]
+    assert "client/1 session (2)" in item["detail"]  # which client
+    assert "fixed" not in item["detail"]
+    assert ep["backoff"]["pattern"] == "exponential"
+    assert ep["reconnect_delays"] == pytest.approx([0.51, 1.01, 2.01, 4.01], abs=0.001)
+    refused = ep["checklist"]["refused_upgrades"]["detail"]
+    assert "1 client never connected and retried 12 times, every 5.01 s (403)" in refused
+    text = render_text({"endpoints": [ep]})
+    assert "reconnect delays: 510 ms, 1.01 s, 2.01 s, 4.01 s" in text
+
+
+def test_mixed_clients_are_each_named_in_the_reconnect_item() -> None:
+    from tests.test_analysis_backoff import Sim, chat_app
+
+    sim = Sim()
+    chat_app(sim)
+    t = 100.0
+    for _ in range(5):
+        sim.connect(t, t + 1.0, cookie="session=other", client="10.0.0.6:1")
+        t += 4.0
+    (ep,) = build_report(sim.session, None, now=200.0)["endpoints"]
+    assert ep["reconnect_delays"] == "mixed"
+    detail = ep["checklist"]["reconnect"]["detail"]
+    assert detail.startswith("2 clients, each judged apart: ")
+    assert "client/1 session (2): exponential" in detail
+    assert "client/1 session (3): fixed interval ~3.00 s" in detail
+    text = render_text({"endpoints": [ep]})
+    assert "reconnect delays of client/1 session (3): 3.00 s" in text

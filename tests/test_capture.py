@@ -22,7 +22,6 @@ from devconsole.model import (
     EndEvent,
     Message,
     Opcode,
-    ProtocolErrorEvent,
     RefusedEvent,
 )
 from tests.conftest import (
@@ -349,8 +348,8 @@ async def test_invalid_frames_are_flagged_and_forwarded_unchanged(short_tmp: Pat
         [conn] = rp.session.connections.values()
         assert "opcode" in conn.errors[0]
         assert [m.payload for m in messages(rp.session)] == [b"ok"]
-        perr = [e for e in rp.session.connections.values()]
-        assert perr and isinstance(ProtocolErrorEvent, type)
+        # the ProtocolErrorEvent: the server's direction, right after the valid frame
+        assert conn.errors == ["server stream at byte 4: reserved opcode 0x3"]
 
 
 async def test_regular_proxy_mode_ws(short_tmp: Path) -> None:
@@ -426,3 +425,64 @@ async def test_an_unanswered_upgrade_shows_as_connecting(short_tmp: Path) -> Non
                 await v.wait_for(lambda v: conn.state == ConnState.OPEN)
                 assert conn.handshake.status == 101
                 await ws.close()
+
+
+# ------------------------------------------------------------------ an upstream that is down
+
+
+def _dead_port() -> int:
+    """A loopback port nothing listens on."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _assert_refused_for_the_error(v, path: str, port: int) -> None:  # type: ignore[no-untyped-def]
+    from devconsole.store.lines import event_json
+
+    [conn] = v.session.connections.values()
+    assert conn.state == ConnState.REFUSED
+    assert conn.handshake.status is None and conn.handshake.path == path
+    assert conn.handshake.error and str(port) in conn.handshake.error
+    [refused] = [e for e in v.events if isinstance(e, RefusedEvent)]
+    obj = event_json(refused)
+    assert obj is not None and obj["event"] == "refused"
+    assert obj["response"]["status"] is None and obj["error"] == conn.handshake.error
+
+
+async def test_reverse_mode_with_the_upstream_down_answers_502_and_records_it(
+    short_tmp: Path,
+) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    port = _dead_port()
+    async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+        async with viewer(rp.tap) as v:
+            with pytest.raises(InvalidStatus) as info:
+                await connect(f"ws://127.0.0.1:{rp.port}/down", open_timeout=5)
+            resp = info.value.response
+            assert resp.status_code == 502
+            assert str(port) in resp.body.decode()  # a body that says what failed
+            await v.wait_for(lambda v: any(isinstance(e, RefusedEvent) for e in v.events))
+            _assert_refused_for_the_error(v, "/down", port)
+
+
+async def test_a_connect_tunnel_to_a_target_that_is_down_is_recorded(short_tmp: Path) -> None:
+    """How websockets and browsers use a proxy: CONNECT, then the upgrade in the tunnel."""
+    from websockets.exceptions import InvalidStatus
+
+    port = _dead_port()
+    async with running_proxy("regular", short_tmp) as rp:
+        async with viewer(rp.tap) as v:
+            with pytest.raises(InvalidStatus) as info:
+                await connect(
+                    f"ws://127.0.0.1:{port}/tunnel",
+                    proxy=f"http://127.0.0.1:{rp.port}",
+                    open_timeout=5,
+                )
+            assert info.value.response.status_code == 502
+            assert str(port) in info.value.response.body.decode()
+            await v.wait_for(lambda v: any(isinstance(e, RefusedEvent) for e in v.events))
+            _assert_refused_for_the_error(v, "/tunnel", port)

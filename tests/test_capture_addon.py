@@ -139,3 +139,40 @@ async def test_end_drops_held_messages_and_records_the_end(capture: Capture) -> 
     assert capture.session.held == {}
     res = await capture.execute(InjectCommand("1", "client", Opcode.TEXT, b"late"))
     assert not res.ok and "closed" in res.error
+
+
+async def test_every_event_reaches_every_sink_in_the_sessions_order(capture: Capture) -> None:
+    """The tap, a Redis publisher and the like are sinks: each gets every event the
+    relays emit (hot path, holds, outcomes, ends) and the hooks' and other producers'
+    (``record``), in the order the session applied them."""
+    applied: list[object] = []
+    capture.session.observers.append(applied.append)
+    first: list[object] = []
+    second: list[object] = []
+    capture.add_sink(first.append)
+    capture.add_sink(second.append)
+    t = upgraded(capture)
+    relay(capture, t, True, build_frame(Opcode.TEXT, b"plain", mask=True))
+    await capture.execute(BreakpointCommand("from:server"))
+    relay(capture, t, False, build_frame(Opcode.TEXT, b"held"))
+    [hid] = capture.session.held
+    assert (await capture.execute(ForwardCommand(hid))).ok
+    # another producer (the backplane recorder) numbers its items after the relays'
+    cid = capture.new_conn_id()
+    assert cid == "2"
+    capture.record(Message(0, cid, 5.0, "server", Opcode.TEXT, b"pub", 3, 3))
+    capture.tcp_end(t)
+    assert first == second == applied
+    kinds = [type(e).__name__ for e in first]
+    assert kinds == [
+        "HandshakeEvent",
+        "HandshakeEvent",
+        "Message",
+        "BreakpointsEvent",
+        "Message",
+        "OutcomeEvent",
+        "Message",
+        "EndEvent",
+    ]
+    seqs = [e.seq for e in first if isinstance(e, Message)]
+    assert seqs == [1, 2, 3]

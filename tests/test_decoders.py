@@ -284,3 +284,47 @@ def test_any_item_previews_and_renders(item: Item, width: int) -> None:
 def test_module_exports() -> None:
     for name in decoders.__all__:
         assert hasattr(decoders, name)
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+def test_preview_shows_the_decoded_summary_or_the_raw_with_why() -> None:
+    from devconsole.decoders.base import decode_message
+    from devconsole.decoders.protocols import get_protocol
+
+    sio = get_protocol("socket.io")
+    assert sio is not None
+    m = msg('4212["chat",{"text":"hi"}]')
+    d = decode_message(sio, m.payload, m.opcode, "client", sio.new_state())
+    assert preview(m, 80, d) == 'sio "chat" {"text":"hi"} ack 12'
+    assert preview(m, 10, d) == 'sio "chat…'
+    bad = msg("42[oops\x1b[31m")
+    d = decode_message(sio, bad.payload, bad.opcode, "client", sio.new_state())
+    line = preview(bad, 120, d)
+    assert line.startswith("[socket.io: bad JSON") and line.endswith("42[oops\\x1b[31m")
+    assert "\x1b" not in line
+
+
+def test_views_put_the_protocol_first_and_keep_the_raw_ones() -> None:
+    from devconsole.decoders.base import decode_message
+    from devconsole.decoders.protocols import get_protocol
+
+    rpc = get_protocol("jsonrpc")
+    assert rpc is not None
+    m = msg('{"jsonrpc":"2.0","method":"eth_subscribe","id":7,"params":["newHeads"]}')
+    d = decode_message(rpc, m.payload, m.opcode, "client", None)
+    names = [v.name for v in views_for(m, d)]
+    assert names[0] == "jsonrpc" and "json" in names and "text" in names and "hex" in names
+    r = render(m, "jsonrpc", d)
+    assert r.tree is not None and r.tree.label == 'rpc eth_subscribe id=7 ["newHeads"]'
+    assert [c.label for c in r.tree.children] == ["jsonrpc", "method", "params", "id"]
+    assert r.text.startswith("# rpc eth_subscribe id=7")
+    assert best_view(m, d).name == "jsonrpc"
+    assert render(m, "hex", d).view == "hex"
+    # a message that did not decode: the raw views come first, the reason is kept
+    bad = msg("not rpc")
+    failed = decode_message(rpc, bad.payload, bad.opcode, "client", None)
+    assert best_view(bad, failed).name == "text"
+    r = render(bad, "jsonrpc", failed)
+    assert r.error is not None and r.error.startswith("jsonrpc: bad JSON") and r.text == "not rpc"

@@ -362,7 +362,7 @@ def test_hex_view() -> None:
     assert r.text.count("\n") == HexView.max_bytes // 16 - 1
     assert r.note == "showing the first 65,536 of 65,537 bytes"
     assert v.render(b"\x00" * 2 * HexView.max_bytes, None).note == (
-        "showing the first 64.0 KiB of 128.0 KiB"
+        "showing the first 64 KiB of 128 KiB"
     )
 
 

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from devconsole import filters
 from devconsole.filters import (
     MATCH_ALL,
     And,
@@ -696,3 +697,64 @@ def test_word_matches_reference(text: str, needle: str) -> None:
     expected = needle.lower() in text.lower()
     check: Callable[[str], bool] = lambda e: parse(e)(item)  # noqa: E731
     assert check('"' + needle + '"') == expected
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+_SEQ = iter(range(1000, 10**9))
+
+
+def _sio(payload: str, conn: str = "c1") -> Message:
+    p = payload.encode()
+    return Message(next(_SEQ), conn, 0.0, "client", Opcode.TEXT, p, len(p), len(p) + 2)
+
+
+def test_proto_and_decoded_paths() -> None:
+    from devconsole.decoders.tracker import ProtocolTracker
+    from devconsole.model import HandshakeEvent
+    from tests.factories import make_handshake
+
+    tracker = ProtocolTracker()
+    tracker.on_event(HandshakeEvent(make_handshake("c1", path="/socket.io/", query=[("EIO", "4")])))
+    chat = _sio('42["chat",{"text":"hi"}]')
+    other = _sio('42["typing"]')
+    plain = _sio('{"event":"chat"}', conn="c2")
+    f = filters.parse("proto:socket.io d:event=chat", decode=tracker.decoded)
+    assert f(chat) and not f(other) and not f(plain)
+    assert filters.parse("d:args.0.text=hi", decode=tracker.decoded)(chat)
+    assert filters.parse("d:ack", decode=tracker.decoded)(chat) is False
+    assert filters.parse("-proto:socket.io", decode=tracker.decoded)(plain)
+    assert str(filters.parse("proto:MQTT d:topic=sensors/1")) == "proto:mqtt d:topic=sensors/1"
+
+
+def test_decoded_paths_without_a_tracker_use_content() -> None:
+    rpc = _sio(
+        '[{"jsonrpc":"2.0","method":"a","id":1},{"jsonrpc":"2.0","method":"eth_subscribe","id":2}]'
+    )
+    # a batch: one packet matching is enough
+    assert filters.parse("d:method=eth_subscribe")(rpc)
+    assert filters.parse("proto:jsonrpc")(rpc)
+    assert not filters.parse("proto:stomp")(rpc)
+
+
+def test_unknown_protocol_is_an_error() -> None:
+    with pytest.raises(filters.FilterError, match="unknown protocol 'nope'"):
+        filters.parse("proto:nope")
+    with pytest.raises(filters.FilterError, match="d: expects a path"):
+        filters.parse("d:=x")
+    assert filters.parse("proto:protobuf")  # every protobuf:pkg.Message
+
+
+def test_instance_matches_the_connections_of_one_proxy_instance() -> None:
+    f = parse("instance:app-1")
+    assert str(f) == "instance:app-1"
+
+    def on(conn: str) -> bool:
+        return f(Message(1, conn, 0.0, "server", Opcode.TEXT, b"x", 1, 3))
+
+    assert on("app-1/3") and on("app-1~2/3")  # a later run of the same instance
+    assert not on("app-10/3") and not on("app-2/1") and not on("3") and not on("app-1~2")
+    assert parse("instance:app-1~2")(Message(1, "app-1~2/3", 0.0, "server", 1, b"", 0, 2))
+    with pytest.raises(FilterError, match="missing value after 'instance:'"):
+        parse("instance:")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ProtocolError
 from websockets.extensions.permessage_deflate import PerMessageDeflate as WsDeflate
@@ -41,11 +41,56 @@ from devconsole.frames import (
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
 
+# Payloads here reach 400 kB per example, so a failure must stay cheap to report: no
+# explain phase (it re-runs failing examples under line tracing, which took 14 minutes on
+# such payloads), one bug shrunk rather than every distinct one, and reprs and assertion
+# messages that summarise payloads (``short``, ``assert_items``). Shrinking itself stays:
+# it is what turns a 65 kB failing stream into a small one, and each step is a few ms.
 SETTINGS = settings(
     deadline=None,
     max_examples=150,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+
+def short(value: Any) -> str:
+    """repr() with long bytes summarised: ``<65536 bytes b'abc'...b'xyz'>``."""
+    if isinstance(value, bytes | bytearray) and len(value) > 48:
+        return f"<{len(value)} bytes {bytes(value[:24])!r}...{bytes(value[-8:])!r}>"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(short(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(short(v) for v in value) + "]"
+    return repr(value)
+
+
+class ShortRepr:
+    """Dataclasses whose repr (also in Hypothesis' failing-example report) summarises
+    their long bytes fields."""
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={short(v)}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+
+def assert_items(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]) -> None:
+    """``got == want``, with a message that names the first difference and summarises
+    payloads (pytest's own diff of two lists of 64 kB payloads costs seconds per failing
+    example while Hypothesis shrinks)."""
+    if got == want:
+        return
+    for i, (g, w) in enumerate(zip(got, want, strict=False)):
+        if g != w:
+            raise AssertionError(f"item {i}: got {short(g)}, want {short(w)}")
+    raise AssertionError(
+        f"{len(got)} items, want {len(want)}; extra: {short(got[len(want) :] or want[len(got) :])}"
+    )
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -262,14 +307,14 @@ def make_payload(kind: str, size: int, seed: int) -> bytes:
     return rng.randbytes(size)
 
 
-@dataclass
-class Ctl:
+@dataclass(repr=False)
+class Ctl(ShortRepr):
     opcode: int
     payload: bytes
 
 
-@dataclass
-class Msg:
+@dataclass(repr=False)
+class Msg(ShortRepr):
     opcode: int
     payload: bytes
     cuts: list[int]
@@ -353,7 +398,7 @@ def test_random_streams_random_chunks(
     rng = random.Random(seed)
     dec = StreamDecoder(from_client, max_payload=max_payload)
     got = run_decoder(dec, exp, chunk_sizes(rng, len(exp.stream)), rng)
-    assert got == exp.items
+    assert_items(got, exp.items)
     assert not dec.failed
 
 
@@ -369,7 +414,7 @@ def test_byte_at_a_time(spec: list[Msg | Ctl], from_client: bool, deflate: bool,
     exp = expectations(ws_frames(spec, mask=from_client, ext=ext), 1 << 20, compressed=deflate)
     dec = StreamDecoder(from_client, DeflateParams() if deflate else None)
     got = run_decoder(dec, exp, [1] * len(exp.stream), random.Random(seed))
-    assert got == exp.items
+    assert_items(got, exp.items)
 
 
 @settings(SETTINGS, max_examples=120)
@@ -403,7 +448,7 @@ def test_compressed_websockets(
     rng = random.Random(seed)
     dec = StreamDecoder(from_client, params, max_payload=max_payload)
     got = run_decoder(dec, exp, chunk_sizes(rng, len(exp.stream)), rng)
-    assert got == exp.items
+    assert_items(got, exp.items)
 
 
 def wsproto_frames(
@@ -479,7 +524,7 @@ def test_compressed_wsproto(
     rng = random.Random(seed)
     dec = StreamDecoder(from_client, params, max_payload=max_payload)
     got = run_decoder(dec, exp, chunk_sizes(rng, len(exp.stream)), rng)
-    assert got == exp.items
+    assert_items(got, exp.items)
 
 
 def test_context_takeover_is_honoured() -> None:
@@ -804,7 +849,7 @@ def test_feeds_larger_than_the_internal_slices(from_client: bool, compressed: bo
     sizes = [7] + [1_500_001] * (len(exp.stream) // 1_500_001) + [len(exp.stream) % 1_500_001]
     sizes[-1] -= 7
     dec = StreamDecoder(from_client, DeflateParams() if compressed else None, 4 << 20)
-    assert run_decoder(dec, exp, sizes) == exp.items
+    assert_items(run_decoder(dec, exp, sizes), exp.items)
 
 
 def test_inflate_output_pending_at_the_output_limit() -> None:

@@ -6,52 +6,29 @@ import pytest
 
 from devconsole.model import (
     CLOSE_CODES,
+    Connection,
     ConnState,
     ControlFrame,
     Handshake,
     Message,
     Opcode,
     close_code_meaning,
-    opcode_name,
     valid_close_code,
 )
+from tests import factories
 
 
 def make_handshake(**kw: object) -> Handshake:
     fields: dict[str, object] = dict(
-        conn="c1",
-        ts=1.0,
-        client="127.0.0.1:5000",
-        server="example.com:80",
-        scheme="ws",
-        url="ws://example.com/chat?x=1",
-        method="GET",
-        path="/chat",
-        query=[("x", "1")],
-        http_version="HTTP/1.1",
-        request_headers=[],
-        cookies=[],
+        url="ws://example.com/chat?x=1", path="/chat", query=[("x", "1")], request_headers=[]
     )
     fields.update(kw)
-    return Handshake(**fields)  # type: ignore[arg-type]
+    return factories.make_handshake(**fields)  # type: ignore[arg-type]
 
 
 def test_control_opcodes_are_control_and_data_opcodes_are_not() -> None:
     assert {op for op in Opcode if op.is_control} == {Opcode.CLOSE, Opcode.PING, Opcode.PONG}
     assert not Opcode.CONTINUATION.is_control
-
-
-@pytest.mark.parametrize(
-    ("op", "name"),
-    [(0, "continuation"), (1, "text"), (2, "binary"), (8, "close"), (9, "ping"), (10, "pong")],
-)
-def test_opcode_names(op: int, name: str) -> None:
-    assert opcode_name(op) == name
-
-
-def test_reserved_opcode_gets_a_hex_name_instead_of_failing() -> None:
-    assert opcode_name(0x3) == "op3"
-    assert opcode_name(0xB) == "opb"
 
 
 def test_header_lookup_is_case_insensitive_and_returns_the_first_value() -> None:
@@ -118,3 +95,24 @@ def test_conn_state_values_are_plain_strings() -> None:
     # Connection.state travels over the tap and into JSON output as a plain string.
     assert ConnState.HALF_OPEN == "half-open"
     assert str(ConnState.REFUSED) == "refused"
+
+
+def test_a_connection_is_killed_by_state_or_by_the_proxy_closing_it() -> None:
+    hs = make_handshake(status=101)
+    assert not Connection("c1", hs).killed
+    assert Connection("c1", hs, state=ConnState.KILLED).killed
+    assert Connection("c1", hs, state=ConnState.CLOSING, closed_by="proxy").killed
+    assert not Connection("c1", hs, state=ConnState.CLOSED, closed_by="server").killed
+
+
+def test_a_kill_records_the_close_code_devconsole_sent() -> None:
+    from devconsole.model import SERVER, EndEvent, HandshakeEvent, StateEvent
+    from devconsole.session import Session
+
+    s = Session()
+    s.apply(HandshakeEvent(make_handshake(status=101)))
+    s.apply(StateEvent("c1", 2.0, ConnState.KILLED))  # the addon sends the state first
+    s.apply(ControlFrame(1, "c1", 2.0, SERVER, Opcode.CLOSE, b"\x03\xf4", 4, 1012, "", True))
+    s.apply(EndEvent("c1", 2.1, clean=False, closed_by="proxy"))
+    c = s.connections["c1"]
+    assert c.killed and c.close_code == 1012 and c.closed_by == "proxy"

@@ -10,6 +10,7 @@ import pytest
 from devconsole.model import (
     Breakpoint,
     BreakpointsEvent,
+    Connection,
     ConnState,
     ControlFrame,
     EndEvent,
@@ -26,7 +27,7 @@ from devconsole.model import (
     Side,
     StateEvent,
 )
-from devconsole.session import Connection, FilteredView, Session
+from devconsole.session import FilteredView, Session
 from tests.factories import make_handshake
 
 
@@ -92,7 +93,12 @@ def test_handshake_opens_a_live_connection_and_notifies_observers() -> None:
     c = s.connections["c1"]
     assert c.state == ConnState.OPEN
     assert c.live and not c.refused
-    assert (c.url, c.path, c.client, c.ts_start) == ("ws://example.com/c1", "/c1", c.client, 5.0)
+    assert (c.url, c.path, c.client, c.ts_start) == (
+        "ws://example.com/c1",
+        "/c1",
+        "127.0.0.1:5000",
+        5.0,
+    )
     assert seen == [ev]
     assert s.version == 1
 
@@ -167,17 +173,26 @@ def test_close_frame_without_status_code_still_records_who_closed() -> None:
     assert c.closed_by == "client"
 
 
-def test_injected_close_is_attributed_to_the_proxy_and_dropped_close_is_ignored() -> None:
-    s = opened("c1", "c2")
+def test_injected_close_is_attributed_to_the_proxy_and_a_dropped_close_is_recorded() -> None:
+    s = opened("c1", "c2", "c3")
     s.apply(close(1, conn="c1", side="server", code=4000, injected=True))
     c1 = s.connections["c1"]
     assert (c1.closed_by, c1.close_code, c1.injected) == ("proxy", 4000, 1)
 
-    s.apply(close(2, conn="c2", side="client", code=1001, dropped=True))  # not forwarded
+    # Half-open: the client closed with 1001; devconsole did not forward it. The code is
+    # what the client did (issue 16.2: the timeline left it out); the state stays.
+    s.apply(close(2, conn="c2", side="client", code=1001, dropped=True))
     c2 = s.connections["c2"]
-    assert c2.close_code is None and c2.closed_by is None
+    assert c2.close_code == 1001 and c2.closed_by == "client"
     assert c2.state == ConnState.OPEN
     assert c2.dropped == 1
+
+    # A kill: the peers' answering close frames are consumed (dropped), not the code.
+    s.apply(StateEvent("c3", 3.0, ConnState.KILLED))
+    s.apply(close(3, conn="c3", side="server", code=1012, injected=True))
+    s.apply(close(4, conn="c3", side="client", code=1000, dropped=True))
+    c3 = s.connections["c3"]
+    assert (c3.close_code, c3.closed_by) == (1012, "proxy")
 
 
 def test_injected_and_dropped_counters() -> None:
@@ -377,6 +392,28 @@ def test_resync_keeps_the_counters_a_snapshot_does_not_carry() -> None:
     assert (c.injected, c.dropped, c.largest_message) == (1, 1, 300)
     assert c.last_in == 12.0 and c.last_out == 11.0
     assert c.msgs_out == 2
+
+
+def test_a_snapshot_carries_each_counter_in_its_own_field() -> None:
+    # every counter a different value, so swapping two of them anywhere between the
+    # proxy's Session and a viewer's shows
+    proxy = opened("c1")
+    proxy.apply(msg(1, payload=b"x" * 300, injected=True))
+    proxy.apply(msg(2, side="server", payload=b"y" * 7, dropped=True))
+    proxy.apply(msg(3, side="server", payload=b"z" * 11, dropped=True))
+    proxy.apply(msg(4, side="server", payload=b"w" * 13, dropped=True))
+    proxy.apply(ping(5, injected=True))
+    proxy.apply(StateEvent("c1", 9.0, ConnState.HALF_OPEN))
+    [cs] = proxy.snapshot().connections
+    assert (cs.msgs_in, cs.msgs_out, cs.bytes_in, cs.bytes_out) == (3, 1, 31, 300)
+    assert (cs.largest_message, cs.injected, cs.dropped) == (300, 2, 3)
+    assert (cs.state, cs.half_open, cs.clean) == (ConnState.HALF_OPEN, True, None)
+    viewer = Session()
+    viewer.apply(proxy.snapshot())
+    c = viewer.connections["c1"]
+    assert (c.msgs_in, c.msgs_out, c.bytes_in, c.bytes_out) == (3, 1, 31, 300)
+    assert (c.largest_message, c.injected, c.dropped) == (300, 2, 3)
+    assert (c.state, c.half_open, c.clean) == (ConnState.HALF_OPEN, True, None)
 
 
 def test_snapshot_round_trip_reproduces_connection_state() -> None:
@@ -687,3 +724,25 @@ def test_held_messages_and_their_outcomes() -> None:
     s.apply(OutcomeEvent("c1", 32.0, 4, 7, "forwarded"))
     s.apply(OutcomeEvent("c1", 32.0, 4, 7, "forwarded"))  # replayed: no effect
     assert s.get(4).outcome == "forwarded"  # type: ignore[union-attr]
+
+
+def test_backlog_puts_fault_states_in_their_place_in_time() -> None:
+    """A late viewer (`devconsole report`) must learn when a half-open began: the Snapshot
+    only says that it is half-open. Replayed, an old state changes no ended connection."""
+    s = opened("c1", "c2")
+    s.apply(msg(1, conn="c1"))
+    s.apply(StateEvent("c1", 11.5, ConnState.HALF_OPEN))  # between the two messages
+    s.apply(msg(2, conn="c1"))
+    s.apply(StateEvent("c2", 99.0, ConnState.KILLED))
+    s.apply(EndEvent("c2", 99.0, clean=False, closed_by="proxy"))
+    backlog = s.backlog()
+    kinds = [type(e).__name__ for e in backlog]
+    assert kinds == ["Message", "StateEvent", "Message", "StateEvent"]
+    assert backlog[1].conn == "c1" and backlog[0].ts <= 11.5 <= backlog[2].ts
+
+    late = Session()
+    late.apply(s.snapshot())
+    late.apply_all(backlog)
+    assert late.connections["c1"].half_open and late.connections["c1"].state == "half-open"
+    assert not late.connections["c2"].half_open
+    assert late.connections["c2"].state == ConnState.KILLED

@@ -10,7 +10,6 @@ from devconsole.model import (
     CloseCommand,
     Event,
     GapEvent,
-    Handshake,
     HandshakeEvent,
     InjectCommand,
     Message,
@@ -19,12 +18,11 @@ from devconsole.model import (
 from devconsole.session import Session
 from devconsole.source import MemorySource, Source, SourceError
 from devconsole.tap import TapClient
+from tests.factories import make_handshake
 
 
 def events() -> list[Event]:
-    hs = Handshake(
-        "c1", 1.0, "127.0.0.1:1", "127.0.0.1:2", "ws", "ws://h/", "GET", "/", [], "1.1", [], []
-    )
+    hs = make_handshake("c1", 1.0, client="127.0.0.1:1", server="127.0.0.1:2", url="ws://h/")
     return [
         HandshakeEvent(hs),
         Message(1, "c1", 2.0, "client", Opcode.TEXT, b"hi", 2, 8),
@@ -44,7 +42,7 @@ async def test_memory_source_delivers_its_events_then_waits_for_close() -> None:
         session.apply_all(batch)
 
     task = asyncio.ensure_future(src.run(on_events))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(src.started.wait(), 5)
     assert batches == [evs]
     assert not task.done()  # a source runs until it is closed, like a live tap
     assert session.connections["c1"].msgs_in == 1
@@ -58,7 +56,8 @@ async def test_memory_source_with_no_events_never_calls_back() -> None:
     src = MemorySource([])
     calls: list[list[Event]] = []
     task = asyncio.ensure_future(src.run(calls.append))
-    await asyncio.sleep(0.02)
+    await asyncio.wait_for(src.started.wait(), 5)
+    assert not src.closed
     await src.close()
     await asyncio.wait_for(task, 1)
     assert calls == []
@@ -82,6 +81,23 @@ async def test_memory_source_refuses_commands_but_records_them() -> None:
     res = await src.command(InjectCommand("c1", "server", Opcode.TEXT, b"x", id=8))
     assert (res.id, res.ok) == (8, False)
     assert [c.id for c in src.commands] == [7, 8]
+
+
+async def test_memory_source_delivers_pushed_batches_and_can_accept_commands() -> None:
+    first, *rest = events()
+    src = MemorySource([first], command_error=None)
+    with pytest.raises(SourceError, match="not running"):
+        src.push(rest)
+    batches: list[list[Event]] = []
+    task = asyncio.ensure_future(src.run(batches.append))
+    await asyncio.wait_for(src.started.wait(), 5)
+    src.push(rest)  # like a live tap: later batches on the viewer's loop
+    assert batches == [[first], rest]
+    res = await src.command(CloseCommand("c1", 4000, id=3))
+    assert (res.id, res.ok, res.error) == (3, True, "")
+    await src.close()
+    await asyncio.wait_for(task, 1)
+    assert src.closed
 
 
 async def test_a_tap_client_that_is_not_connected_refuses_commands() -> None:

@@ -47,6 +47,7 @@ from devconsole.store.capture import (
     save_capture,
     session_events,
 )
+from tests import golden
 from tests.factories import make_handshake
 
 FUZZ = settings(
@@ -95,8 +96,41 @@ def all_events() -> list[Event]:
             0,
             [
                 ConnSnapshot(
-                    handshake("c0"), ConnState.CLOSED, 1, 2, 3, 4, 1000, "bye", "client", 5.0
-                )
+                    handshake("c0"),
+                    ConnState.CLOSED,
+                    1,
+                    2,
+                    3,
+                    4,
+                    1000,
+                    "bye",
+                    "client",
+                    5.0,
+                    True,
+                    ["server stream at byte 9: bad"],
+                    False,
+                    5,
+                    6,
+                    8,
+                ),
+                ConnSnapshot(
+                    handshake("c9"),
+                    ConnState.HALF_OPEN,
+                    10,
+                    20,
+                    30,
+                    40,
+                    None,
+                    "",
+                    None,
+                    None,
+                    False,
+                    [],
+                    True,
+                    50,
+                    60,
+                    70,
+                ),
             ],
             "127.0.0.1:8080",
             0,
@@ -117,12 +151,26 @@ def all_events() -> list[Event]:
             compressed=True,
             rsv=4,
             injected=True,
-            dropped=True,
+            dropped=False,
             frame_sizes=(1, 2, 3),
         ),
-        Message(3, "c1", 1700000003.0, "client", Opcode.TEXT, b"\xff\xfe", 2, 8, utf8_ok=False),
-        ControlFrame(4, "c1", 1700000004.0, "server", Opcode.PING, b"", 2),
-        ControlFrame(5, "c1", 1700000004.5, "client", Opcode.PONG, b"x", 3),
+        # each flag true in one message and false in another, with its own pattern
+        Message(
+            3,
+            "c1",
+            1700000003.0,
+            "client",
+            Opcode.TEXT,
+            b"\xff\xfe",
+            2,
+            8,
+            compressed=True,
+            rsv=4,
+            utf8_ok=False,
+            dropped=True,
+        ),
+        ControlFrame(4, "c1", 1700000004.0, "server", Opcode.PING, b"", 2, injected=True),
+        ControlFrame(5, "c1", 1700000004.5, "client", Opcode.PONG, b"x", 3, dropped=True),
         ControlFrame(6, "c1", 1700000005.0, "client", Opcode.CLOSE, b"\x03\xe8bye", 7, 1000, "bye"),
         ProtocolErrorEvent("c1", 1700000006.0, "server", 1234, "reserved opcode 0x3"),
         StateEvent("c1", 1700000007.0, ConnState.HALF_OPEN, "by user"),
@@ -749,6 +797,52 @@ async def test_record_a_live_tap_and_reopen_it(short_tmp: Path) -> None:
     assert entry["request"]["queryString"] == [{"name": "ticket", "value": "[REDACTED]"}]
     assert len(entry["_webSocketMessages"]) == 40
     assert all("pw" not in m["data"] for m in entry["_webSocketMessages"])
+
+
+# ------------------------------------------------------------------ golden file
+#
+# tests/golden/capture-v1.dcap is a capture file written by version 1 of the format. The
+# format evolves only by appending optional trailing fields to a record or by new event
+# tags (docs/store.md, "Format evolution"): this file must keep opening, with every field
+# decoded to the value below (an appended field at its default), for good.
+
+
+def test_the_golden_capture_file_opens_field_by_field() -> None:
+    values = dict(golden.EVENT_VALUES)
+    with read_capture(golden.CAPTURE_V1, strict=True) as reader:
+        got = list(reader)
+        assert reader.error is None
+    assert reader.header.version == 1
+    assert reader.header.created == golden.CAPTURE_V1_CREATED
+    assert reader.header.proxy == golden.CAPTURE_V1_PROXY
+    assert len(got) == len(golden.CAPTURE_V1_EVENTS)
+    for i, (ev, name) in enumerate(zip(got, golden.CAPTURE_V1_EVENTS, strict=True)):
+        golden.assert_same_fields(ev, values[name], f"event {i} ({name})")
+
+
+def test_the_writer_still_writes_the_golden_file(tmp_path: Path) -> None:
+    values = dict(golden.EVENT_VALUES)
+    path = write_capture(
+        tmp_path / "new.dcap",
+        [values[n] for n in golden.CAPTURE_V1_EVENTS],
+        proxy=golden.CAPTURE_V1_PROXY,
+        created=golden.CAPTURE_V1_CREATED,
+    )
+
+    def objects(p: Path) -> list[Any]:
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(p.read_bytes())
+        return list(unpacker)
+
+    new, old = objects(path), objects(golden.CAPTURE_V1)
+    assert len(new) == len(old)
+    assert new[0] == old[0]  # the header, exactly
+    # each event: the same bytes for the fields version 1 has (appended fields cut off)
+    kept = b"".join(
+        msgpack.packb(golden.trim_like(n, o), use_bin_type=True)
+        for n, o in zip(new, old, strict=True)
+    )
+    assert kept == golden.CAPTURE_V1.read_bytes()
 
 
 def test_intercept_events_round_trip_through_a_file_and_replay(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from devconsole import cli
+from devconsole.decoders.tracker import ProtocolTracker
 from devconsole.model import (
     ConnSnapshot,
     ConnState,
@@ -41,6 +41,7 @@ from devconsole.store.export import (
     export_jsonl,
     har_log,
 )
+from devconsole.store.lines import TailPrinter, event_json
 from tests.factories import make_handshake
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
@@ -159,12 +160,12 @@ def jsonl(events: list[Event], **kw: Any) -> tuple[str, list[dict[str, Any]]]:
 
 @pytest.mark.parametrize("ev", traffic(), ids=lambda e: type(e).__name__)
 def test_unredacted_objects_are_exactly_tail_json(ev: Event) -> None:
-    assert event_dict(ev, redact=False) == cli.event_json(ev)
+    assert event_dict(ev, redact=False) == event_json(ev)
 
 
 @pytest.mark.parametrize("ev", traffic(), ids=lambda e: type(e).__name__)
 def test_redacted_objects_keep_the_schema(ev: Event) -> None:
-    red, raw = event_dict(ev), cli.event_json(ev)
+    red, raw = event_dict(ev), event_json(ev)
     assert red is not None and raw is not None
 
     def shape(o: Any) -> Any:
@@ -218,7 +219,16 @@ def test_jsonl_unredacted_keeps_everything() -> None:
     text, lines = jsonl(traffic(), redact=False)
     for s in SECRETS:
         assert s in text, s
-    assert lines == [cli.event_json(e) for e in traffic()]
+    # what tail --json prints: its tracker decodes by the negotiated subprotocol
+    # (graphql-ws), and the app's own messages then carry the decode error
+    tracker = ProtocolTracker()
+    expected = []
+    for e in traffic():
+        tracker.on_event(e)
+        expected.append(event_json(e, tracker.decoded(e) if isinstance(e, Message) else None))
+    assert lines == expected
+    assert lines[1]["protocol"] == "graphql-ws"
+    assert lines[1]["decode_error"] == "unknown message type 'login'"
 
 
 def test_jsonl_expands_a_snapshot_like_tail() -> None:
@@ -428,9 +438,12 @@ def test_har_from_a_late_attach_recording_uses_the_snapshot() -> None:
     events: list[Event] = [snap, Message(1, "c1", 5.0, "server", Opcode.TEXT, b"hi", 2, 4)]
     _, doc = har(events)
     [entry] = doc["log"]["entries"]
-    assert entry["_webSocketMessages"] == [
-        {"type": "receive", "time": 5.0, "opcode": 1, "data": "hi"}
-    ]
+    [m] = entry["_webSocketMessages"]
+    assert {k: v for k, v in m.items() if not k.startswith("_")} == {
+        "type": "receive", "time": 5.0, "opcode": 1, "data": "hi"
+    }  # fmt: skip
+    # the snapshot's handshake negotiated graphql-ws, which "hi" is not: shown with why
+    assert m["_protocol"] == "graphql-ws" and "bad JSON" in m["_decode_error"]
 
 
 def test_har_survives_absurd_timestamps() -> None:
@@ -498,6 +511,48 @@ def test_export_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def tail_json_lines(events: list[Event]) -> list[dict[str, Any]]:
+    """What ``devconsole tail --json`` prints for this stream."""
+    out = io.StringIO()
+    printer = TailPrinter(out, True, None, None, True)
+    printer.on_events(events)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_a_recording_started_before_the_client_connected_has_one_handshake(
+    tmp_path: Path,
+) -> None:
+    """Recorded from a live tap: the upgrade is seen "connecting" (no status) before its
+    answer. The export has one handshake line for it, the answered one, exactly as
+    ``tail --json`` prints the same stream."""
+    pending = handshake("c1", status=None, reason="", response_headers=[], ts_response=None)
+    answered = handshake("c1")
+    refused_pending = handshake("r1", status=None, reason="", ts_response=None)
+    refused = handshake("r1", status=None, error="connection refused", ts_response=2.0)
+    events: list[Event] = [
+        Snapshot(0, [], "proxy", 0),
+        HandshakeEvent(pending),
+        HandshakeEvent(answered),
+        Message(1, "c1", 1700000001.0, "client", Opcode.TEXT, b"hi", 2, 8),
+        HandshakeEvent(refused_pending),
+        RefusedEvent(refused),
+        EndEvent("c1", 1700000009.0, False, None),
+    ]
+    path = tmp_path / "rec.dcap"
+    save_capture(path, events)
+    out = io.StringIO()
+    export_capture(path, out, redact=False)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(x["event"], x["conn"]) for x in lines] == [
+        ("handshake", "c1"),
+        ("message", "c1"),
+        ("refused", "r1"),
+        ("end", "c1"),
+    ]
+    assert lines[0]["response"]["status"] == 101
+    assert lines == tail_json_lines(events)
+
+
 def test_held_messages_and_outcomes_as_json() -> None:
     held = Message(9, "c1", 9.5, "client", Opcode.TEXT, b'{"token": "hunter2"}', 20, 26)
     held.held, held.breakpoint = 4, 2
@@ -523,4 +578,4 @@ def test_held_messages_and_outcomes_as_json() -> None:
     d = event_dict(held, redact=False)
     assert d is not None and d["outcome"] == "edited"
     assert d["edited"] == {"type": "text", "size": 1, "text": "x"}
-    assert cli.event_json(edited) == event_dict(edited, redact=False)
+    assert event_json(edited) == event_dict(edited, redact=False)

@@ -2,14 +2,23 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import threading
 
 from devconsole.model import SERVER
 from devconsole.session import Session
-from devconsole.source import SourceError
+from devconsole.source import MemorySource, SourceError
 from devconsole.tui import DevconsoleApp, make_app
 from devconsole.tui.app import DevconsoleCommands
-from tests.tui_fixtures import UTC, LiveSource, Traffic, frozen_clock, screen_text, settle
+from tests.tui_fixtures import (
+    UTC,
+    Traffic,
+    frozen_clock,
+    live_source,
+    notifications,
+    screen_text,
+    settle,
+)
 
 SIZE = (140, 40)
 
@@ -19,16 +28,16 @@ def test_make_app_signature() -> None:
     assert next(iter(params)) == "source"
     for name in ("proxy_process", "on_exit", "session", "max_items", "max_bytes", "clock", "tz"):
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
-    app = make_app(LiveSource(), max_items=123, max_bytes=4567)
+    app = make_app(live_source(), max_items=123, max_bytes=4567)
     assert isinstance(app, DevconsoleApp)
     assert app.session.buffer.max_items == 123
     assert app.session.buffer.max_bytes == 4567
     session = Session()
-    assert make_app(LiveSource(), session=session).session is session
+    assert make_app(live_source(), session=session).session is session
 
 
 async def test_q_closes_the_source_and_calls_on_exit() -> None:
-    source = LiveSource()
+    source = live_source()
     calls: list[str] = []
     app = make_app(source, on_exit=lambda: calls.append("exit"), clock=frozen_clock)
     async with app.run_test(size=SIZE) as pilot:
@@ -40,7 +49,7 @@ async def test_q_closes_the_source_and_calls_on_exit() -> None:
 
 
 async def test_async_on_exit_is_awaited_once() -> None:
-    source = LiveSource()
+    source = live_source()
     calls: list[str] = []
 
     async def on_exit() -> None:
@@ -57,12 +66,12 @@ async def test_async_on_exit_is_awaited_once() -> None:
 
 async def test_events_are_applied_on_arrival_and_drawn_on_the_tick() -> None:
     t = Traffic()
-    t.open("c1")
-    source = LiveSource(t.take())
+    t.open("1")
+    source = live_source(t.take())
     app = make_app(source, clock=frozen_clock, tz=UTC, refresh_hz=5)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        source.push([t.text("c1", SERVER, "first")])
+        source.push([t.text("1", SERVER, "first")])
         assert app.session.last_seq == 1  # applied at once...
         assert app.main.stream.row_count == 0  # ...drawn on the next tick
         await pilot.pause(0.3)
@@ -71,12 +80,12 @@ async def test_events_are_applied_on_arrival_and_drawn_on_the_tick() -> None:
 
 async def test_events_from_another_thread() -> None:
     t = Traffic()
-    t.open("c1")
-    source = LiveSource(t.take())
+    t.open("1")
+    source = live_source(t.take())
     app = make_app(source, clock=frozen_clock, tz=UTC)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        batch = [t.text("c1", SERVER, "from a thread")]
+        batch = [t.text("1", SERVER, "from a thread")]
         thread = threading.Thread(target=source.push, args=(batch,))
         thread.start()
         while thread.is_alive():
@@ -95,29 +104,30 @@ class FragileSession(Session):
 
 async def test_a_bad_event_is_ignored_and_reported() -> None:
     t = Traffic()
-    t.open("c1")
-    source = LiveSource(t.take())
+    t.open("1")
+    source = live_source(t.take())
     app = make_app(source, session=FragileSession(), clock=frozen_clock, tz=UTC)
+    shown = notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         source.push(
-            [t.text("c1", SERVER, "one"), t.text("c1", SERVER, "boom"), t.text("c1", SERVER, "two")]
+            [t.text("1", SERVER, "one"), t.text("1", SERVER, "boom"), t.text("1", SERVER, "two")]
         )
         await settle(pilot)
         assert app.apply_errors == 1
         assert app.session.last_seq == 3  # the rest of the batch was applied
         assert len(app.session.buffer) == 2
-        assert any("Event ignored" in (n.title or "") for n in app._notifications)
+        assert any(title == "Event ignored" for title, _, _ in shown)
 
 
-class FailingSource(LiveSource):
+class FailingSource(MemorySource):
     async def run(self, on_events) -> None:
         raise SourceError("tap not running at /tmp/x.sock")
 
 
-class EndingSource(LiveSource):
+class EndingSource(MemorySource):
     async def run(self, on_events) -> None:
-        on_events(self.initial)
+        on_events(self.events)
 
 
 async def test_source_error_and_end_are_shown() -> None:
@@ -127,12 +137,12 @@ async def test_source_error_and_end_are_shown() -> None:
         assert app.source_state == "source error: tap not running at /tmp/x.sock"
         assert "source error: tap not running" in screen_text(app)
     t = Traffic()
-    t.open("c1")
+    t.open("1")
     app = make_app(EndingSource(t.take()), clock=frozen_clock)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert app.source_state == "source ended"
-        assert "c1" in app.session.connections
+        assert "1" in app.session.connections
 
 
 class FakeProcess:
@@ -145,7 +155,7 @@ class FakeProcess:
 
 async def test_proxy_exit_is_shown() -> None:
     proc = FakeProcess()
-    app = make_app(LiveSource(), proxy_process=proc, clock=frozen_clock)
+    app = make_app(live_source(), proxy_process=proc, clock=frozen_clock)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert app.source_state == "live"
@@ -155,7 +165,7 @@ async def test_proxy_exit_is_shown() -> None:
 
 
 async def test_command_palette_lists_every_action() -> None:
-    source = LiveSource()
+    source = live_source()
     app = make_app(source, clock=frozen_clock)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -166,7 +176,9 @@ async def test_command_palette_lists_every_action() -> None:
         hits = sorted([hit async for hit in provider.search("pause")], key=lambda h: -h.score)
         assert hits and hits[0].text == "Pause"
         hits = sorted([hit async for hit in provider.search("tail")], key=lambda h: -h.score)
-        assert hits and hits[0].text == "Follow"
+        # the tooltip ("tail -f") finds Follow, after Detail whose name has "tail" in it
+        assert [h.text for h in hits[:2]] == ["Detail", "Follow"]
+        assert titles.count("Help") == 1 and titles.count("Quit") == 1
         # through the real palette
         await pilot.press("ctrl+p")
         await pilot.pause()
@@ -178,7 +190,7 @@ async def test_command_palette_lists_every_action() -> None:
 
 
 async def test_keymap_rebinds_by_binding_id() -> None:
-    app = make_app(LiveSource(), clock=frozen_clock, keymap={"pause": "p"})
+    app = make_app(live_source(), clock=frozen_clock, keymap={"pause": "p"})
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("p")
@@ -187,21 +199,27 @@ async def test_keymap_rebinds_by_binding_id() -> None:
         assert app.main.paused  # space is no longer bound to pause
 
 
-def test_connection_numbers_are_stable_and_bounded(monkeypatch) -> None:
-    from devconsole.tui import app as app_module
-
-    monkeypatch.setattr(app_module, "MAX_NUMBERED", 10)
+async def test_after_a_late_attach_the_screen_shows_the_ids_users_type() -> None:
+    """A viewer that attaches late sees the proxy's ids (#7, #9), and ``conn:9`` (like
+    ``devconsole kill 9``) selects the connection shown as #9."""
     t = Traffic()
-    t.open("keep")
-    app = make_app(LiveSource())
-    app.session.apply_all(t.take())
-    assert app.conn_number("keep") == 1
-    for i in range(20):
-        app.conn_number(f"gone{i}")
-    assert app.conn_number("keep") == 1  # still known: same number
-    assert len(app._numbers) <= 11
-    assert app.conn_number("new") == 22  # numbers are never reused
-    assert app.connections_numbered == 22
+    t.open("7", path="/seven")
+    t.open("9", path="/nine")
+    t.text("7", SERVER, "from seven")
+    t.text("9", SERVER, "from nine")
+    source = live_source(t.take())
+    app = make_app(source, clock=frozen_clock, tz=UTC)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        shown = screen_text(app)
+        assert re.search(r"#7 +open +api\.example\.com/seven", shown)
+        assert re.search(r"#9 +open +api\.example\.com/nine", shown)
+        assert "#1 " not in shown and "#2 " not in shown
+        assert app.main.apply_filter("conn:9")
+        await settle(pilot)
+        shown = screen_text(app)
+        assert re.search(r"#9 ← TXT .*from nine", shown)
+        assert "from seven" not in shown
 
 
 async def test_end_to_end_through_a_real_proxy_and_tap(short_tmp) -> None:

@@ -11,7 +11,16 @@ from devconsole.model import CLIENT, SERVER
 from devconsole.source import MemorySource
 from devconsole.tui import make_app
 from devconsole.tui.detail import DetailPane, DetailTree, fill_tree
-from tests.tui_fixtures import EVIL_TEXT, UTC, Traffic, frozen_clock, screen_text, settle
+from tests.tui_fixtures import (
+    EVIL_TEXT,
+    UTC,
+    Traffic,
+    focus_stream,
+    frozen_clock,
+    open_detail,
+    screen_text,
+    settle,
+)
 
 SIZE = (140, 40)
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -19,24 +28,22 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 def detail_traffic() -> Traffic:
     t = Traffic()
-    t.open("c1", path="/chat")
+    t.open("1", path="/chat")
     t.json(  # 1
-        "c1",
+        "1",
         SERVER,
         {"type": "welcome", "user": {"id": 42, "name": "ada"}, "rooms": ["lobby", "dev"]},
     )
-    t.binary("c1", SERVER, msgpack.packb({"sym": "BTC", "px": 37123.5, "qty": [1, 2, 3]}))  # 2
-    t.binary("c1", CLIENT, bytes(range(0, 40)) + b"\xff\xfe")  # 3
+    t.binary("1", SERVER, msgpack.packb({"sym": "BTC", "px": 37123.5, "qty": [1, 2, 3]}))  # 2
+    t.binary("1", CLIENT, bytes(range(0, 40)) + b"\xff\xfe")  # 3
     t.text(
-        "c1", CLIENT, "x" * 20000, frames=3, frame_sizes=(8192, 8192, 3616), compressed=True, rsv=4
+        "1", CLIENT, "x" * 20000, frames=3, frame_sizes=(8192, 8192, 3616), compressed=True, rsv=4
     )  # 4
-    t.close("c1", SERVER, 4001, "session expired")  # 5
-    t.text("c1", SERVER, EVIL_TEXT)  # 6
-    t.json(
-        "c1", SERVER, {EVIL_TEXT: "[bold]v[/bold]", "k": "\x1b]8;;file:///etc/passwd\x1b\\"}
-    )  # 7
-    t.json("c1", SERVER, {"type": "other", "n": 1})  # 8
-    t.text("c1", SERVER, "y" * 100, size=5000)  # 9: truncated by capture
+    t.close("1", SERVER, 4001, "session expired")  # 5
+    t.text("1", SERVER, EVIL_TEXT)  # 6
+    t.json("1", SERVER, {EVIL_TEXT: "[bold]v[/bold]", "k": "\x1b]8;;file:///etc/passwd\x1b\\"})  # 7
+    t.json("1", SERVER, {"type": "other", "n": 1})  # 8
+    t.text("1", SERVER, "y" * 100, size=5000)  # 9: truncated by capture
     return t
 
 
@@ -46,12 +53,7 @@ def make(t: Traffic | None = None):
 
 
 async def select(pilot, seq: int) -> DetailPane:
-    screen = pilot.app.main
-    if not screen.stream.row_count:
-        await settle(pilot)
-    assert screen.stream.select_seq(seq)
-    await pilot.pause()
-    return screen.detail
+    return await open_detail(pilot, seq)
 
 
 def tree_labels(tree: Tree) -> list[str]:
@@ -165,12 +167,20 @@ async def test_truncated_message_says_so() -> None:
         assert "payload truncated by capture: 100 of 5000 bytes" in shown
 
 
-async def test_enter_focuses_detail_and_tab_cycles_panes() -> None:
+async def test_enter_opens_the_detail_and_tab_cycles_panes() -> None:
     app = make()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         screen = app.main
+        assert app.focused is screen.connections  # where the screen starts
+        assert not screen.detail_open and not screen.detail.display
+        await pilot.press("tab")
+        assert app.focused is screen.stream
+        await pilot.press("tab")  # no detail pane yet: back to the connections
+        assert app.focused is screen.connections
+        await focus_stream(pilot)
         await pilot.press("home", "enter")
+        assert screen.detail_open and screen.detail.display
         assert app.focused is screen.detail.focus_target()
         await pilot.press("tab")
         assert app.focused is screen.connections
@@ -178,8 +188,15 @@ async def test_enter_focuses_detail_and_tab_cycles_panes() -> None:
         assert app.focused is screen.stream
         await pilot.press("shift+tab")
         assert app.focused is screen.connections
-        await pilot.press("escape")
-        assert app.focused is screen.stream
+        await pilot.press("tab", "tab")
+        assert app.focused is screen.detail.focus_target()
+        await pilot.press("escape")  # from the detail: back to the stream, detail open
+        assert app.focused is screen.stream and screen.detail_open
+        await pilot.press("escape")  # in the stream: the detail closes
+        assert not screen.detail_open and app.focused is screen.stream
+        await pilot.press("d")  # and d opens it again on the selected message
+        assert screen.detail_open and screen.detail.item is not None
+        assert screen.detail.item.seq == 1
 
 
 async def test_fill_tree_is_bounded() -> None:
@@ -231,7 +248,7 @@ def test_frames_view_of_a_huge_fragmented_message_is_bounded() -> None:
     from devconsole.tui.detail import frames_renderable
 
     t = Traffic()
-    m = t.text("c1", CLIENT, "a" * 100, frames=5000, frame_sizes=tuple([1] * 4096))
+    m = t.text("1", CLIENT, "a" * 100, frames=5000, frame_sizes=tuple([1] * 4096))
     console = Console(width=100, record=True, color_system=None)
     console.print(frames_renderable(m))
     out = console.export_text()
@@ -239,6 +256,23 @@ def test_frames_view_of_a_huge_fragmented_message_is_bounded() -> None:
     assert "first 200 frames listed" in out
     assert "sizes of 904 frames were not kept" in out
     assert out.count("continuation") == 199
-    single = t.text("c1", SERVER, "hello")  # wire size 7: a 2-byte header
+    single = t.text("1", SERVER, "hello")  # wire size 7: a 2-byte header
     console.print(frames_renderable(single))
     assert "(headers 2 B)" in console.export_text()
+
+
+async def test_an_edited_message_opens_on_original_and_sent_side_by_side() -> None:
+    """Issue 9: the detail of a held message says so, and an edited one opens on the
+    "edited" view: the original and what was sent, next to each other."""
+    from devconsole.samples import intercept_traffic
+
+    app = make(intercept_traffic())
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await select(pilot, 3)
+        assert detail.view_names[0] == "edited" and detail.view_name == "edited"
+        shown = screen_text(app)
+        assert "breakpoint 1: forwarded edited" in shown
+        assert '"history": 50' in shown and '"history": 5' in shown
+        detail = await select(pilot, 8)
+        assert "edited" not in detail.view_names
+        assert "⏸ HELD" in screen_text(app)

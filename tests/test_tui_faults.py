@@ -27,10 +27,11 @@ from devconsole.tui.faults import (
 from tests.tui_fixtures import (
     FAULT_NOW,
     UTC,
-    LiveSource,
     Traffic,
     fault_traffic,
     frozen_clock,
+    live_source,
+    notifications,
     screen_text,
     settle,
 )
@@ -39,15 +40,16 @@ SIZE = (140, 40)
 
 
 def app_with(events, **kw):
-    source = LiveSource(events, command_error=kw.pop("command_error", None))
+    source = live_source(events, command_error=kw.pop("command_error", None))
     app = make_app(source, clock=frozen_clock, tz=UTC, wall_clock=lambda: FAULT_NOW, **kw)
+    notifications(app)
     return source, app
 
 
 def open_traffic() -> Traffic:
     t = Traffic()
-    t.open("c1", path="/feed")
-    t.text("c1", SERVER, "tick")
+    t.open("1", path="/feed")
+    t.text("1", SERVER, "tick")
     return t
 
 
@@ -61,7 +63,7 @@ async def until_sent(pilot, source, n: int = 1) -> None:
 
 
 def messages(app) -> list[tuple[str, str, str]]:
-    return [(n.title, n.message, n.severity) for n in app._notifications]
+    return notifications(app)
 
 
 # --------------------------------------------------------------------------- pure checks
@@ -116,7 +118,7 @@ async def test_x_then_5_sends_close_4000_to_both() -> None:
     source, app = app_with(open_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("x")
         assert isinstance(app.screen, FaultMenu)
@@ -126,7 +128,7 @@ async def test_x_then_5_sends_close_4000_to_both() -> None:
         assert "release" not in shown  # only offered when half-open
         await pilot.press("5")
         await until_sent(pilot, source)
-        assert source.commands == [CloseCommand("c1", 4000, "", "both")]
+        assert source.commands == [CloseCommand("1", 4000, "", "both")]
         assert not isinstance(app.screen, FaultMenu)
         assert ("Sent", "#1 close 4000 to both", "information") in messages(app)
 
@@ -139,7 +141,7 @@ async def test_the_addons_error_is_shown() -> None:
         app.main.stream.select_seq(1)
         await pilot.press("x", "4")
         await until_sent(pilot, source)
-        assert source.commands == [CloseCommand("c1", 1012, "", "both")]
+        assert source.commands == [CloseCommand("1", 1012, "", "both")]
         errors = [m for m in messages(app) if m[2] == "error"]
         assert errors == [("Failed: #1 close 1012 to both", "connection c1 is closed", "error")]
         await pilot.pause(0.05)  # the toast is drawn on the next refresh
@@ -147,18 +149,19 @@ async def test_the_addons_error_is_shown() -> None:
 
 
 async def test_a_dead_tap_is_shown_too() -> None:
-    from devconsole.source import SourceError
+    from devconsole.source import MemorySource, SourceError
 
-    class DeadSource(LiveSource):
+    class DeadSource(MemorySource):
         async def command(self, cmd):
             self.commands.append(cmd)
             raise SourceError("not connected to a tap")
 
     source = DeadSource(open_traffic().events)
     app = make_app(source, clock=frozen_clock, tz=UTC)
+    notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("x", "a")
         await until_sent(pilot, source)
@@ -169,7 +172,7 @@ async def test_target_custom_code_and_validation() -> None:
     source, app = app_with(open_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("x", "t", "t")  # both -> client -> server
         menu = app.screen
@@ -191,16 +194,16 @@ async def test_target_custom_code_and_validation() -> None:
         menu.query_one("#fault-reason").value = "maintenance"
         await pilot.press("enter")
         await until_sent(pilot, source)
-        assert source.commands == [CloseCommand("c1", 4001, "maintenance", "server")]
+        assert source.commands == [CloseCommand("1", 4001, "maintenance", "server")]
 
 
 async def test_abort_rst_half_open() -> None:
     source, app = app_with(open_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
-        expected = [AbortCommand("c1"), AbortCommand("c1", rst=True), HalfOpenCommand("c1")]
+        expected = [AbortCommand("1"), AbortCommand("1", rst=True), HalfOpenCommand("1")]
         for n, key in enumerate("arh", start=1):
             # the recording source changes nothing: the connection stays open
             await pilot.press("x", key)
@@ -210,11 +213,11 @@ async def test_abort_rst_half_open() -> None:
 
 async def test_release_only_when_half_open_and_arrows_work() -> None:
     t = open_traffic()
-    t.state("c1", "half-open")
+    t.state("1", "half-open")
     source, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("x")
         shown = screen_text(app)
@@ -224,28 +227,28 @@ async def test_release_only_when_half_open_and_arrows_work() -> None:
         assert source.commands == []
         await pilot.press("end", "enter")  # the last item, by arrows: release
         await until_sent(pilot, source)
-        assert source.commands == [ReleaseCommand("c1")]
+        assert source.commands == [ReleaseCommand("1")]
 
 
 async def test_escape_cancels_and_ended_connections_are_refused() -> None:
     source, app = app_with(fault_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("f3")  # closed by the server
+        app.main.connections.select("4")  # closed by the server
         await settle(pilot)
         await pilot.press("x")
         assert "Faults cannot be applied: the connection has ended (closed)" in screen_text(app)
         await pilot.press("1", "a")
         await pilot.press("escape")
         assert not isinstance(app.screen, FaultMenu)
-        app.main.connections.select("f2")  # a refused upgrade
+        app.main.connections.select("3")  # a refused upgrade
         await settle(pilot)
         await pilot.press("x")
         assert "the upgrade was refused (HTTP 503)" in screen_text(app)
         await pilot.press("escape", "i")
         assert "Cannot inject: the upgrade was refused" in screen_text(app)
         await pilot.press("escape")
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("x", "escape")
         await pilot.pause()
@@ -259,13 +262,13 @@ async def test_inject_text_hex_and_ping() -> None:
     source, app = app_with(open_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("i")
         assert isinstance(app.screen, InjectDialog)
         await pilot.press("h", "i", "enter")
         await until_sent(pilot, source, 1)
-        assert source.commands[-1] == InjectCommand("c1", CLIENT, Opcode.TEXT, b"hi")
+        assert source.commands[-1] == InjectCommand("1", CLIENT, Opcode.TEXT, b"hi")
 
         await pilot.press("i", "ctrl+t", "ctrl+o")  # to server, binary
         dialog = app.screen
@@ -281,7 +284,7 @@ async def test_inject_text_hex_and_ping() -> None:
         assert "binary, 3 bytes → server" in screen_text(app)
         await pilot.press("ctrl+s")
         await until_sent(pilot, source, 2)
-        assert source.commands[-1] == InjectCommand("c1", SERVER, Opcode.BINARY, b"\x01\x02\xff")
+        assert source.commands[-1] == InjectCommand("1", SERVER, Opcode.BINARY, b"\x01\x02\xff")
 
         await pilot.press("i")
         dialog = app.screen
@@ -290,14 +293,14 @@ async def test_inject_text_hex_and_ping() -> None:
         await pilot.pause()
         await pilot.press("enter")
         await until_sent(pilot, source, 3)
-        assert source.commands[-1] == InjectCommand("c1", CLIENT, Opcode.PING, b"devconsole")
+        assert source.commands[-1] == InjectCommand("1", CLIENT, Opcode.PING, b"devconsole")
 
 
 async def test_inject_radio_sets_by_keyboard_and_errors_shown() -> None:
     source, app = app_with(open_traffic().events, command_error="connection c1 is closed")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("i", "shift+tab")  # payload -> kind
         await pilot.press("right", "right", "enter")  # text -> binary -> ping
@@ -305,7 +308,7 @@ async def test_inject_radio_sets_by_keyboard_and_errors_shown() -> None:
         assert isinstance(dialog, InjectDialog) and dialog.kind == "ping"
         await pilot.press("tab", *"hb", "enter")
         await until_sent(pilot, source)
-        assert source.commands == [InjectCommand("c1", CLIENT, Opcode.PING, b"hb")]
+        assert source.commands == [InjectCommand("1", CLIENT, Opcode.PING, b"hb")]
         assert ("Failed: #1 inject ping (2 B) to client", "connection c1 is closed", "error") in (
             messages(app)
         )
@@ -313,11 +316,11 @@ async def test_inject_radio_sets_by_keyboard_and_errors_shown() -> None:
 
 async def test_inject_into_half_open_is_refused_up_front() -> None:
     t = open_traffic()
-    t.state("c1", "half-open")
+    t.state("1", "half-open")
     source, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         await pilot.press("i")
         assert "Cannot inject: the connection is half-open: release it first" in screen_text(app)
@@ -345,11 +348,11 @@ async def test_killed_and_half_open_badges_and_stream_marks() -> None:
             styles[state] = next(
                 str(s.style) for s in text.spans if state in text.plain[s.start : s.end]
             )
-        assert styles["killed"] != styles["half-open"] != styles["open"]
+        assert len({styles["killed"], styles["half-open"], styles["open"]}) == 3  # all differ
         assert "magenta" in styles["killed"] and "yellow" in styles["half-open"]
         stream = screen_text(app)
         assert "DROP" in stream
-        app.main.connections.select("c1")
+        app.main.connections.select("1")
         await settle(pilot)
         assert "INJ" in screen_text(app)
 
@@ -357,11 +360,30 @@ async def test_killed_and_half_open_badges_and_stream_marks() -> None:
 async def test_a_session_given_to_the_app_feeds_its_heartbeat_monitor() -> None:
     session = Session()
     session.apply_all(fault_traffic().events)
-    app = make_app(LiveSource(), session=session, clock=frozen_clock, wall_clock=lambda: FAULT_NOW)
-    rep = app.heartbeat.report("f1", FAULT_NOW)
+    app = make_app(live_source(), session=session, clock=frozen_clock, wall_clock=lambda: FAULT_NOW)
+    rep = app.heartbeat.report("2", FAULT_NOW)
     assert rep.pinger == "server" and rep.server_pings.count == 4
     t = Traffic(ts=FAULT_NOW)
     t.seq = session.last_seq
-    t.ping("f4")
+    t.ping("5")
     session.apply_all(t.take())  # attached: sees what comes next too
-    assert app.heartbeat.report("f4", FAULT_NOW + 1).server_pings.count == 3
+    assert app.heartbeat.report("5", FAULT_NOW + 1).server_pings.count == 3
+
+
+def test_describe_intercept_commands() -> None:
+    from devconsole.model import (
+        BreakpointCommand,
+        DropCommand,
+        EnableBreakpointCommand,
+        ForwardCommand,
+        RemoveBreakpointCommand,
+    )
+    from devconsole.tui.faults import describe
+
+    assert describe(ForwardCommand(7)) == "forward held message 7"
+    assert describe(ForwardCommand(7, "", b"abc", 1)) == "forward held message 7 edited (3 B)"
+    assert describe(DropCommand(0)) == "drop all held everywhere"
+    assert describe(DropCommand(0, "3")) == "drop all held"
+    assert describe(BreakpointCommand("from:client", "3")) == "breakpoint 'from:client' on #3"
+    assert describe(RemoveBreakpointCommand(2)) == "remove breakpoint 2"
+    assert describe(EnableBreakpointCommand(2, False)) == "disable breakpoint 2"

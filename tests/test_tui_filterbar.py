@@ -13,10 +13,10 @@ from devconsole.tui.stream import StreamView
 from tests.tui_fixtures import (
     EVIL_TEXT,
     UTC,
-    LiveSource,
     Traffic,
     demo_traffic,
     frozen_clock,
+    live_source,
     screen_text,
     settle,
 )
@@ -25,7 +25,7 @@ SIZE = (140, 40)
 
 
 def app_with(events, **kw):
-    source = LiveSource(events)
+    source = live_source(events)
     return source, make_app(source, clock=kw.pop("clock", frozen_clock), tz=UTC, **kw)
 
 
@@ -114,8 +114,8 @@ async def test_filter_expressions_never_render_as_markup() -> None:
 
 async def test_filter_applies_to_live_arrivals_and_history() -> None:
     t = Traffic()
-    t.open("c1")
-    t.text("c1", CLIENT, "ping-1")
+    t.open("1")
+    t.text("1", CLIENT, "ping-1")
     source, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -123,9 +123,7 @@ async def test_filter_applies_to_live_arrivals_and_history() -> None:
         assert seqs(app) == []
         shown = screen_text(app)
         assert "No buffered message matches the filter." in shown
-        source.push(
-            [t.text("c1", SERVER, "a"), t.text("c1", CLIENT, "b"), t.text("c1", SERVER, "c")]
-        )
+        source.push([t.text("1", SERVER, "a"), t.text("1", CLIENT, "b"), t.text("1", SERVER, "c")])
         await settle(pilot)
         assert seqs(app) == [2, 4]
         await type_filter(pilot, "c")
@@ -166,14 +164,14 @@ async def test_big_rescan_runs_in_a_thread_with_progress_and_cancels_superseded(
     monkeypatch.setattr(main_module, "SYNC_SCAN_LIMIT", 100)
     now = [0.0]
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 300, side=SERVER)
-    t.burst("c1", 300, side=CLIENT)
+    t.open("1")
+    t.burst("1", 300, side=SERVER)
+    t.burst("1", 300, side=CLIENT)
     release_first = threading.Event()
     release_second = threading.Event()
     gates = {"first": Gate(SERVER, release_first), "second": Gate(CLIENT, release_second)}
     real_parse = filters.parse
-    monkeypatch.setattr(filters, "parse", lambda e: gates.get(e) or real_parse(e))
+    monkeypatch.setattr(filters, "parse", lambda e, **kw: gates.get(e) or real_parse(e, **kw))
     _, app = app_with(t.take(), clock=lambda: now[0])
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)

@@ -6,10 +6,12 @@ from devconsole.tui import make_app
 from devconsole.tui.main import MainScreen
 from tests.tui_fixtures import (
     UTC,
-    LiveSource,
     Traffic,
     demo_traffic,
+    focus_stream,
     frozen_clock,
+    live_source,
+    open_detail,
     screen_text,
     settle,
 )
@@ -18,7 +20,7 @@ SIZE = (140, 40)
 
 
 def app_with(events, **kw):
-    source = LiveSource(events)
+    source = live_source(events)
     return source, make_app(source, clock=frozen_clock, tz=UTC, **kw)
 
 
@@ -28,18 +30,22 @@ async def test_layout_panes_titles_and_footer() -> None:
         await settle(pilot)
         assert isinstance(app.screen, MainScreen)
         shown = screen_text(app)
-        for title in ("Connections", "Stream · all connections", "Detail"):
+        for title in ("Connections", "Stream · all connections"):
             assert title in shown
-        for key in ("/ Filter", "space Pause", "h Handshake", "v View", "c Clear", "q Quit"):
+        assert "╭─ Detail" not in shown  # opens with a message
+        for key in ("? Help", "q Quit", "/ Filter", "space Pause", "h Handshake", "l Live"):
             assert key in shown
-        assert "Select a message" in shown
+        await focus_stream(pilot)
+        await pilot.press("enter")  # opens the newest message
+        shown = screen_text(app)
+        assert "╭─ Detail" in shown and "v View" in shown
 
 
 async def test_space_pauses_without_loss_and_resumes() -> None:
     t = Traffic()
-    t.open("c1")
-    t.open("c2")
-    t.burst("c1", 10)
+    t.open("1")
+    t.open("2")
+    t.burst("1", 10)
     source, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -47,17 +53,17 @@ async def test_space_pauses_without_loss_and_resumes() -> None:
         await pilot.press("space")
         assert screen.paused and screen.stream.paused
         assert "PAUSED +0" in screen_text(app)
-        source.push(t.burst("c1", 25) + t.burst("c2", 5))
+        source.push(t.burst("1", 25) + t.burst("2", 5))
         await settle(pilot)
         assert screen.stream.row_count == 10  # frozen
         assert len(app.session.buffer) == 40  # capture continued
         assert "PAUSED +30" in screen_text(app)
         assert "Stream" in screen_text(app)
         # the count follows the shown connection
-        screen.connections.select("c2")
+        screen.connections.select("2")
         await settle(pilot)
         assert "PAUSED +0" in screen_text(app)
-        source.push(t.burst("c2", 3))
+        source.push(t.burst("2", 3))
         await settle(pilot)
         assert "PAUSED +3" in screen_text(app)
         screen.connections.select(None)
@@ -73,8 +79,8 @@ async def test_space_pauses_without_loss_and_resumes() -> None:
 
 async def test_c_clears_the_view_not_the_buffer() -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 20)
+    t.open("1")
+    t.burst("1", 20)
     source, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -83,7 +89,7 @@ async def test_c_clears_the_view_not_the_buffer() -> None:
         assert screen.stream.row_count == 0
         assert len(app.session.buffer) == 20
         assert "No messages yet." in screen_text(app)
-        source.push([t.text("c1", CLIENT, "after clear"), t.text("c1", SERVER, "reply")])
+        source.push([t.text("1", CLIENT, "after clear"), t.text("1", SERVER, "reply")])
         await settle(pilot)
         assert list(screen.stream.view.seqs) == [21, 22]
         assert "after clear" in screen_text(app)
@@ -95,18 +101,19 @@ async def test_c_clears_the_view_not_the_buffer() -> None:
 
 async def test_end_follows_again() -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 100)
+    t.open("1")
+    t.burst("1", 100)
     source, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        await focus_stream(pilot)
         stream = app.main.stream
         await pilot.press("home")
         assert not stream.following and stream.scroll_offset.y == 0
         await pilot.press("end")
         assert stream.following
         assert stream.cursor_seq == 100
-        source.push(t.burst("c1", 20))
+        source.push(t.burst("1", 20))
         await settle(pilot)
         assert stream.scroll_offset.y == stream.max_scroll_y
         assert stream.seq_at(stream.row_count - 1) == 120
@@ -123,18 +130,192 @@ def test_snapshot_main_screen(snap_compare) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
-async def test_z_zooms_the_focused_pane() -> None:
+async def test_z_zooms_the_focused_pane_to_the_whole_screen() -> None:
+    """Issue 16.5: `z` zoomed the pane to the full height but not the width."""
     t = Traffic()
-    t.open("c1")
-    t.binary("c1", SERVER, bytes(range(48)))
+    t.open("1")
+    t.binary("1", SERVER, bytes(range(48)))
     _, app = app_with(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         screen = app.main
-        await pilot.press("home", "enter", "z")
+        pane = screen.query_one("#connections-pane")
+        height = pane.outer_size.height
+        await pilot.press("z")  # the connections list, where the screen starts
+        await pilot.pause()
+        assert screen.maximized is pane and pane.outer_size.width == SIZE[0]
+        assert pane.outer_size.height == SIZE[1] - 3  # all but the bars at the bottom
+        await pilot.press("z")
+        await pilot.pause()
+        assert pane.outer_size.height == height
+        await focus_stream(pilot)
+        await pilot.press("z")
+        assert screen.maximized is screen.query_one("#stream-pane")
+        await pilot.pause()
+        assert screen.maximized.outer_size.width == SIZE[0]
+        await pilot.press("z", "home", "enter", "z")
         assert screen.maximized is screen.detail
+        await pilot.pause()
+        assert screen.detail.outer_size.width == SIZE[0]
         shown = screen_text(app)
         assert "|................|" in shown  # the hex dump's ASCII column fits now
         assert "Connections" not in shown
         await pilot.press("z")
         assert screen.maximized is None
+
+
+async def test_space_says_resume_while_paused_and_resume_follows_if_at_the_end() -> None:
+    """Issue 16.8: after resuming the view stayed scrolled until End; space still said
+    Pause while paused."""
+    t = Traffic()
+    t.open("1")
+    t.burst("1", 100)
+    source, app = app_with(t.take())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await focus_stream(pilot)
+        stream = app.main.stream
+        # at the end but not following (the wheel brought it back down, say)
+        stream.following = False
+        stream.scroll_to(y=stream.max_scroll_y, animate=False, force=True)
+        await pilot.pause()
+        await pilot.press("space")
+        await settle(pilot)
+        shown = screen_text(app)
+        assert "space Resume" in shown and "space Pause" not in shown
+        source.push(t.burst("1", 50))
+        await settle(pilot)
+        await pilot.press("space")
+        await settle(pilot)
+        assert "space Pause" in screen_text(app)
+        assert stream.following and stream.scroll_offset.y == stream.max_scroll_y
+        assert stream.seq_at(stream.row_count - 1) == 150
+        # scrolled away from the end when paused: it stays where it was
+        await pilot.press("home", "space")
+        source.push(t.burst("1", 5))
+        await settle(pilot)
+        await pilot.press("space")
+        await settle(pilot)
+        assert not stream.following and stream.scroll_offset.y == 0
+
+
+async def test_the_detail_never_shows_a_message_the_stream_no_longer_has() -> None:
+    """Issue 16.9: the detail pane kept an old message after the filter or the connection
+    changed."""
+    _, app = app_with(demo_traffic().events)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.main
+        await open_detail(pilot, 2)  # a message of #1
+        assert screen.detail.item is not None and screen.detail.item.conn == "1"
+        screen.connections.select("2")
+        await settle(pilot)
+        assert screen.detail.item is None
+        assert "Select a message" in screen_text(app)
+        screen.connections.select(None)
+        await settle(pilot)
+        await open_detail(pilot, 3)  # a msgpack message of #2
+        screen.apply_filter("type:text")
+        await settle(pilot)
+        assert screen.detail.item is None
+        await open_detail(pilot, 6)
+        screen.apply_filter("hello")  # still in the view: it stays
+        await settle(pilot)
+        assert screen.detail.item is not None and screen.detail.item.seq == 6
+        await focus_stream(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        assert screen.detail.item is None
+
+
+async def test_a_filter_chosen_while_paused_applies_to_what_was_there() -> None:
+    """Issue 16.9: a filter applied while paused also showed what arrived after the pause,
+    while the status still said PAUSED +73."""
+    t = Traffic()
+    t.open("1")
+    for i in range(20):
+        t.text("1", SERVER, f"tick {i}")
+    source, app = app_with(t.take())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.main
+        await focus_stream(pilot)
+        await pilot.press("space")
+        source.push([t.text("1", SERVER, f"tick {i}") for i in range(20, 93)])
+        await settle(pilot)
+        assert "PAUSED +73" in screen_text(app)
+        screen.apply_filter("tick")
+        await settle(pilot)
+        assert screen.stream.row_count == 20  # what was there at the pause
+        shown = screen_text(app)
+        assert "PAUSED +73" in shown
+        assert "active: tick (until the pause)" in shown
+        await pilot.press("space")
+        await settle(pilot)
+        assert screen.stream.row_count == 93
+        assert "until the pause" not in screen_text(app)
+
+
+async def test_q_in_a_dialog_closes_the_dialog() -> None:
+    """Issue 8.8: q inside a modal quit the whole app."""
+    from devconsole.tui.faults import FaultMenu
+    from devconsole.tui.handshake import HandshakeScreen
+    from devconsole.tui.help import HelpScreen
+    from devconsole.tui.report import ReportScreen
+
+    source, app = app_with(demo_traffic().events)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.main.connections.select("2")
+        await settle(pilot)
+        for key, dialog in (("h", HandshakeScreen), ("x", FaultMenu), ("r", ReportScreen),
+                            ("question_mark", HelpScreen)):  # fmt: skip
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(app.screen, dialog), key
+            await pilot.press("q")
+            await pilot.pause()
+            assert isinstance(app.screen, MainScreen), key
+        assert not source.closed
+        await pilot.press("q")  # on the main screen q quits
+        await pilot.pause()
+        assert source.closed
+
+
+async def test_help_and_quit_always_show_in_the_footer() -> None:
+    """Issue 16.10: at 120 columns the footer ended in "q Qui▏" and "? Help" was hidden."""
+    for size in ((80, 24), (120, 40)):
+        _, app = app_with(demo_traffic().events)
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            footer = screen_text(app).splitlines()[-1]
+            assert "? Help" in footer and "q Quit" in footer, (size, footer)
+            await focus_stream(pilot)
+            footer = screen_text(app).splitlines()[-1]
+            assert "? Help" in footer and "q Quit" in footer, (size, footer)
+
+
+def test_snapshot_at_80x24(snap_compare) -> None:
+    """Issue 8.6: a standard terminal shows every connection's row, the stream with its
+    previews, and a status bar that fits; a message opened stacks its detail below."""
+    app = make_app(MemorySource(demo_traffic().events), clock=frozen_clock, tz=UTC)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await focus_stream(pilot)
+        await pilot.press("up", "up", "enter")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_snapshot_at_200x50(snap_compare) -> None:
+    app = make_app(MemorySource(demo_traffic().events), clock=frozen_clock, tz=UTC)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await focus_stream(pilot)
+        await pilot.press("up", "up", "enter")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=(200, 50), run_before=run_before)

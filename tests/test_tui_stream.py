@@ -11,10 +11,11 @@ from devconsole.tui.stream import RowLayout, StreamView
 from tests.tui_fixtures import (
     EVIL_TEXT,
     UTC,
-    LiveSource,
     Traffic,
     demo_traffic,
+    focus_stream,
     frozen_clock,
+    live_source,
     screen_text,
     settle,
 )
@@ -24,7 +25,7 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def live_app(events=(), **kw):
-    source = LiveSource(events)
+    source = live_source(events)
     kw.setdefault("clock", frozen_clock)
     kw.setdefault("tz", UTC)
     return source, make_app(source, **kw)
@@ -59,11 +60,11 @@ async def test_rows_show_seq_time_direction_type_size_preview() -> None:
 
 async def test_payload_never_rendered_as_markup_or_control_sequences() -> None:
     t = Traffic()
-    t.open("c1")
+    t.open("1")
     pieces = ["\x1b[31mRED\x1b[0m", "\x9b2J", "[bold]x[/bold]", "[link=file:///etc/passwd]"]
     for p in pieces:
-        t.text("c1", SERVER, p)
-    t.binary("c1", CLIENT, EVIL_TEXT.encode())
+        t.text("1", SERVER, p)
+    t.binary("1", CLIENT, EVIL_TEXT.encode())
     app = make_app(MemorySource(t.events), clock=frozen_clock, tz=UTC)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -83,8 +84,8 @@ async def test_payload_never_rendered_as_markup_or_control_sequences() -> None:
 
 async def test_only_visible_rows_are_rendered_and_cached_by_seq(monkeypatch) -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 5000)
+    t.open("1")
+    t.burst("1", 5000)
     source, app = live_app(t.take())
     async with app.run_test(size=SIZE) as pilot:
         stream = stream_of(app)
@@ -102,7 +103,7 @@ async def test_only_visible_rows_are_rendered_and_cached_by_seq(monkeypatch) -> 
         assert max(rendered) == 5000  # following: the newest rows
         # cache keys are seqs: new rows at the end do not re-render the old ones
         rendered.clear()
-        source.push(t.burst("c1", 3))
+        source.push(t.burst("1", 3))
         await settle(pilot)
         assert sorted(set(rendered)) == [5001, 5002, 5003]
         assert all(isinstance(key[0], int) and key[0] > 4000 for key in stream._cache.keys())  # noqa: SIM118
@@ -110,11 +111,12 @@ async def test_only_visible_rows_are_rendered_and_cached_by_seq(monkeypatch) -> 
 
 async def test_follow_scroll_up_stops_end_resumes() -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 200)
+    t.open("1")
+    t.burst("1", 200)
     source, app = live_app(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        await focus_stream(pilot)
         stream = stream_of(app)
         assert stream.following
         assert stream.scroll_offset.y == stream.max_scroll_y > 0
@@ -126,7 +128,7 @@ async def test_follow_scroll_up_stops_end_resumes() -> None:
         await pilot.press("pageup", "pageup")
         y = stream.scroll_offset.y
         assert y < stream.max_scroll_y
-        source.push(t.burst("c1", 50))
+        source.push(t.burst("1", 50))
         await settle(pilot)
         assert stream.scroll_offset.y == y  # stays where the user is
         assert app.main.query_one("#status").info.following is False
@@ -134,7 +136,7 @@ async def test_follow_scroll_up_stops_end_resumes() -> None:
         await settle(pilot)
         assert stream.following
         assert stream.cursor_seq == 250
-        source.push(t.burst("c1", 10))
+        source.push(t.burst("1", 10))
         await settle(pilot)
         assert stream.scroll_offset.y == stream.max_scroll_y
         assert "260 " in screen_text(app)
@@ -142,8 +144,8 @@ async def test_follow_scroll_up_stops_end_resumes() -> None:
 
 async def test_wheel_and_scrollbar_stop_following() -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 200)
+    t.open("1")
+    t.burst("1", 200)
     _, app = live_app(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -162,6 +164,7 @@ async def test_home_enter_click() -> None:
     _, app = live_app(demo_traffic().events)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        await focus_stream(pilot)
         stream = stream_of(app)
         await pilot.press("home")
         assert stream.cursor_seq == 1
@@ -180,8 +183,8 @@ async def test_home_enter_click() -> None:
 
 async def test_eviction_keeps_the_rows_under_the_users_eyes() -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 300)
+    t.open("1")
+    t.burst("1", 300)
     source, app = live_app(t.take(), max_items=300)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -190,7 +193,7 @@ async def test_eviction_keeps_the_rows_under_the_users_eyes() -> None:
         await pilot.pause()
         top = stream.seq_at(stream.scroll_offset.y)
         assert top is not None
-        source.push(t.burst("c1", 50))  # evicts seqs 1..50
+        source.push(t.burst("1", 50))  # evicts seqs 1..50
         await settle(pilot)
         assert app.session.evicted == 50
         assert stream.seq_at(stream.scroll_offset.y) == top
@@ -198,18 +201,19 @@ async def test_eviction_keeps_the_rows_under_the_users_eyes() -> None:
 
 async def test_paused_view_is_frozen_and_shows_evicted_rows() -> None:
     t = Traffic()
-    t.open("c1")
-    t.burst("c1", 100)
+    t.open("1")
+    t.burst("1", 100)
     source, app = live_app(t.take(), max_items=100)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        await focus_stream(pilot)
         stream = stream_of(app)
         await pilot.press("home")
         await pilot.press("space")
         assert stream.paused
         rows = stream.row_count
         y = stream.scroll_offset.y
-        source.push(t.burst("c1", 60))  # evicts 1..60 while paused
+        source.push(t.burst("1", 60))  # evicts 1..60 while paused
         await settle(pilot)
         assert stream.row_count == rows
         assert stream.scroll_offset.y == y
@@ -229,12 +233,12 @@ async def test_paused_view_is_frozen_and_shows_evicted_rows() -> None:
 
 async def test_flood_of_50k_messages_stays_responsive() -> None:
     t = Traffic()
-    t.open("c1")
+    t.open("1")
     source, app = live_app(t.take())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         for _ in range(10):  # 10 batches of 5,000, like the tap delivers them
-            source.push(t.burst("c1", 5000))
+            source.push(t.burst("1", 5000))
         # no redraw happened per message: the stream has not caught up yet
         assert stream_of(app).row_count < 50_000
         await pilot.pause(2 / app.refresh_hz)  # the next tick(s) of the redraw timer
@@ -245,3 +249,89 @@ async def test_flood_of_50k_messages_stays_responsive() -> None:
         await pilot.press("space")  # a keypress is still handled promptly
         assert app.main.paused
         assert "PAUSED" in screen_text(app)
+
+
+async def test_down_in_a_live_stream_stays_live() -> None:
+    """Issue 16.8: the first ↓ in the stream left live mode (there is nothing below the
+    newest message); scrolling up leaves it."""
+    t = Traffic()
+    t.open("1")
+    t.burst("1", 100)
+    source, app = live_app(t.take())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await focus_stream(pilot)
+        stream = stream_of(app)
+        await pilot.press("down")
+        assert stream.following and stream.cursor_seq == 100
+        source.push(t.burst("1", 20))
+        await settle(pilot)
+        assert stream.scroll_offset.y == stream.max_scroll_y
+        await pilot.press("pagedown", "j")
+        assert stream.following and stream.cursor_seq == 120
+        await pilot.press("up")
+        assert not stream.following and stream.cursor_seq == 119
+        await pilot.press("G")  # G, like End, goes back to the newest and follows
+        assert stream.following and stream.cursor_seq == 120
+
+
+def long_messages() -> Traffic:
+    t = Traffic()
+    t.open("1", path="/chat")
+    for i in range(30):
+        t.json("1", SERVER, {"type": "chat", "from": "user" + str(i), "text": "lorem ipsum " * 12})
+    return t
+
+
+async def preview_width(size: tuple[int, int]) -> tuple[int, str]:
+    app = make_app(MemorySource(long_messages().events), clock=frozen_clock, tz=UTC)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        lines = [ln for ln in screen_text(app).splitlines() if '{"type":"chat"' in ln]
+        line = lines[-1]
+        start = line.index('{"type":"chat"')
+        end = line.rstrip(" │▁▂▃▄▅▆▇█").rstrip("…").rstrip()
+        return len(end) - start, line
+
+
+async def test_the_preview_gets_the_width() -> None:
+    """Issue 16.5 / 8.6: about 20 characters of preview at 120 columns (and none at 80);
+    the detail pane took half the width even when empty."""
+    at80, line = await preview_width((80, 24))
+    assert at80 >= 40, line
+    assert re.search(r"^│ +\d+ 22:13:\d\d +#1 ← TXT ", line)  # time without milliseconds
+    at120, line = await preview_width((120, 40))
+    assert at120 >= 70, line
+    at200, line = await preview_width((200, 50))
+    assert at200 >= 150, line
+
+
+async def test_an_outcome_re_renders_only_the_row_of_its_message(monkeypatch) -> None:
+    """Issue 9: a held message's outcome changes the buffered item in place; the row,
+    cached by seq, is rendered again (HOLD becomes DROP), and no other row is."""
+    from devconsole.model import Outcome, OutcomeEvent
+
+    t = Traffic()
+    t.open("1")
+    t.burst("1", 5)
+    held = t.text("1", CLIENT, "hold me", held=1, breakpoint=2)
+    t.burst("1", 5)
+    source, app = live_app(t.take())
+    async with app.run_test(size=SIZE) as pilot:
+        stream = stream_of(app)
+        await settle(pilot)
+        row = next(line for line in screen_text(app).splitlines() if "hold me" in line)
+        assert "HOLD" in row and "bp2" in row
+        rendered: list[int] = []
+        original = stream.row_text
+
+        def spy(item, width):
+            rendered.append(item.seq)
+            return original(item, width)
+
+        monkeypatch.setattr(stream, "row_text", spy)
+        source.push([OutcomeEvent("1", t.ts, held.seq, 1, Outcome.DROPPED)])
+        await settle(pilot)
+        assert set(rendered) == {held.seq}
+        row = next(line for line in screen_text(app).splitlines() if "hold me" in line)
+        assert "DROP" in row and "HOLD" not in row

@@ -44,6 +44,7 @@ from devconsole.model import (
     Snapshot,
     StateEvent,
 )
+from tests import golden
 from tests.factories import make_handshake
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -112,13 +113,30 @@ EVENTS: list[Event] = [
         rsv=4,
         utf8_ok=False,
         injected=True,
-        dropped=True,
+        dropped=False,
         frame_sizes=(1, 2, 1 << 33),
+    ),
+    # every flag is true in one message and false in another, in a different pattern for
+    # each flag, so that swapping any two of them changes what is decoded
+    Message(
+        6,
+        "c2",
+        2.75,
+        "client",
+        Opcode.TEXT,
+        b"{}",
+        2,
+        9,
+        frames=4,
+        compressed=True,
+        rsv=4,
+        dropped=True,
     ),
     ControlFrame(3, "c1", 3.0, "server", Opcode.PING, b"", 2),
     ControlFrame(
-        4, "c1", 4.0, "client", Opcode.CLOSE, b"\x03\xe8bye", 7, 1000, "bye", True, True, "bad"
+        4, "c1", 4.0, "client", Opcode.CLOSE, b"\x03\xe8bye", 7, 1000, "bye", True, False, "bad"
     ),
+    ControlFrame(7, "c2", 4.5, "server", Opcode.PONG, b"po", 4, None, "", False, True, None),
     ControlFrame(5, "c1", 5.0, "client", Opcode.CLOSE, b"", 2, None, ""),
     EndEvent("c1", 6.0, True, "client"),
     EndEvent("c1", 6, False, "proxy", "reset by peer"),
@@ -131,7 +149,22 @@ EVENTS: list[Event] = [
         99,
         [
             ConnSnapshot(
-                handshake(), ConnState.OPEN, 1, 2, 3, 4, None, "", None, None, None, [], False
+                handshake(),
+                ConnState.OPEN,
+                1,
+                2,
+                3,
+                4,
+                None,
+                "",
+                None,
+                None,
+                None,
+                [],
+                True,
+                5,
+                6,
+                8,
             ),
             ConnSnapshot(
                 REFUSED,
@@ -146,7 +179,10 @@ EVENTS: list[Event] = [
                 9.5,
                 True,
                 ["client stream at byte 3: bad"],
-                True,
+                False,
+                50,
+                60,
+                70,
             ),
         ],
         "127.0.0.1:8080, [::1]:8080",
@@ -247,11 +283,12 @@ def test_intercept_encodings_are_these_bytes() -> None:
         4, 42, "c2", 42.5, "server", 9, b"p", 3, None, "", False, False, None, 8, 1, "",
     ]  # fmt: skip
     assert msgpack.packb(wire.encode_event(INTERCEPT_EVENTS[2])) == bytes.fromhex(
-        # [10, "c2", 50.5, 41, 7, "edited", 2, b"\xffnew", 9]
-        "990aa26332cb40494000000000002907a665646974656402c404ff6e657709"
+        # [12, "c2", 50.5, 41, 7, "edited", 2, b"\xffnew", 9]: tags 10 and 11 are the
+        # scale-out's (Publication, InstanceEvent)
+        "990ca26332cb40494000000000002907a665646974656402c404ff6e657709"
     )
     assert wire.encode_event(INTERCEPT_EVENTS[4]) == [
-        11,
+        13,
         [
             [1, "from:client json:a.b=1", "c3", 30.5, "drop", True, False],
             [2, "ping", "", 120, "forward", False, True],
@@ -486,15 +523,37 @@ def test_decode_events_wants_a_list() -> None:
 
 
 def test_fields_of_lists_dataclass_fields_in_wire_order() -> None:
-    assert wire.fields_of(GapEvent) == ["missed", "reason"]
+    assert wire.fields_of(GapEvent) == ["missed", "reason", "instance"]
     # the intercept fields are optional trailing ones: encoded only for a held item
     held_msg = dataclasses.replace(EVENTS[2], held=3, breakpoint=1)
-    held_ctl = dataclasses.replace(EVENTS[4], held=4, breakpoint=1)
+    held_ctl = dataclasses.replace(EVENTS[5], held=4, breakpoint=1)
     assert len(wire.fields_of(Message)) == len(wire.encode_event(held_msg)) - 1
     assert len(wire.fields_of(ControlFrame)) == len(wire.encode_event(held_ctl)) - 1
     assert len(wire.encode_event(EVENTS[2])) == len(wire.fields_of(Message)) - 6 + 1
-    assert len(wire.encode_event(EVENTS[4])) == len(wire.fields_of(ControlFrame)) - 3 + 1
-    assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1])
+    assert len(wire.encode_event(EVENTS[5])) == len(wire.fields_of(ControlFrame)) - 3 + 1
+    # source and unknown are written only for imported connections, decoder only when set
+    assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1]) + 3
+
+
+def test_an_imported_handshake_keeps_its_source_and_unknowns() -> None:
+    hs = dataclasses.replace(
+        EVENTS[0].handshake,  # type: ignore[union-attr]
+        source="har:chrome",
+        unknown=["control frames", "close code"],
+    )
+    enc = wire.encode_event(HandshakeEvent(hs))
+    assert len(enc[1]) == len(wire.fields_of(Handshake)) - 1  # no decoder: not written
+    back = wire.decode_event(msgpack.unpackb(msgpack.packb(enc), raw=False))
+    assert back == HandshakeEvent(hs)
+    # a live handshake keeps the 21 fields older devconsoles read, and decodes with defaults
+    live = wire.encode_event(EVENTS[0])
+    assert len(live[1]) == 21
+    dec = wire.decode_event(live)
+    assert dec.handshake.source == "" and dec.handshake.unknown == []  # type: ignore[union-attr]
+    with pytest.raises(wire.WireError):
+        wire.decode_event([live[0], [*live[1], "har:x", ["a"], "socket.io", "extra"]])
+    with pytest.raises(wire.WireError):
+        wire.decode_event([live[0], [*live[1], "har:x", [1]]])
 
 
 # ------------------------------------------------------------------ property tests
@@ -625,3 +684,151 @@ def test_generated_messages_round_trip(msgs: list[Message]) -> None:
     [(kind, body)] = list(d.frames())
     assert kind == wire.EVENTS
     assert wire.decode_events(body) == msgs
+
+
+# ------------------------------------------------------------------ golden encodings
+#
+# The tap format evolves only by appending optional trailing fields to a record (older
+# encodings decode with the new field at its default) or by new tags; a field is never
+# removed, reordered or retyped (docs/store.md, "Format evolution"). tests/golden holds
+# the bytes of version 1: they must keep decoding, field by field, to the same values,
+# and the encoder's output cut back to those fields must stay byte-identical. So
+# appending a field needs no change here, and any other change fails.
+
+
+@pytest.mark.parametrize("g", golden.EVENTS, ids=lambda g: g.name)
+def test_golden_event_bytes_decode_field_by_field(g: golden.Golden) -> None:
+    got = wire.decode_event(msgpack.unpackb(g.data, raw=False))
+    golden.assert_same_fields(got, g.value)
+
+
+@pytest.mark.parametrize("g", golden.EVENTS, ids=lambda g: g.name)
+def test_golden_event_encoding_is_unchanged(g: golden.Golden) -> None:
+    encoded = wire.encode_event(g.value)
+    kept = golden.trim_like(encoded, msgpack.unpackb(g.data, raw=False))
+    assert msgpack.packb(kept, use_bin_type=True).hex(" ") == g.data.hex(" ")
+    golden.assert_same_fields(wire.decode_event(encoded), g.value)
+
+
+@pytest.mark.parametrize("g", golden.COMMANDS, ids=lambda g: g.name)
+def test_golden_command_bytes_decode_field_by_field(g: golden.Golden) -> None:
+    got = wire.decode_command(msgpack.unpackb(g.data, raw=False))
+    golden.assert_same_fields(got, g.value)
+
+
+@pytest.mark.parametrize("g", golden.COMMANDS, ids=lambda g: g.name)
+def test_golden_command_encoding_is_unchanged(g: golden.Golden) -> None:
+    encoded = wire.encode_command(g.value)
+    kept = golden.trim_like(encoded, msgpack.unpackb(g.data, raw=False))
+    assert msgpack.packb(kept, use_bin_type=True).hex(" ") == g.data.hex(" ")
+    golden.assert_same_fields(wire.decode_command(encoded), g.value)
+
+
+@pytest.mark.parametrize("g", golden.RESULTS, ids=lambda g: g.name)
+def test_golden_command_results(g: golden.Golden) -> None:
+    golden.assert_same_fields(wire.decode_result(msgpack.unpackb(g.data, raw=False)), g.value)
+    kept = golden.trim_like(wire.encode_result(g.value), msgpack.unpackb(g.data, raw=False))
+    assert msgpack.packb(kept, use_bin_type=True) == g.data
+
+
+def test_golden_frames_of_the_tap_stream() -> None:
+    gap = dict(golden.EVENT_VALUES)["gap"]
+    half_open = dict(golden.COMMAND_VALUES)["half-open"]
+    ok = dict(golden.RESULT_VALUES)["ok"]
+    frames = {
+        "hello": (wire.HELLO, {"version": 1, "token": "t0k"}),
+        "welcome": (wire.WELCOME, {"version": 1, "proxy": "127.0.0.1:8080"}),
+        "error": (wire.ERROR, "bad or missing tap token"),
+        "events": (wire.EVENTS, [wire.encode_event(gap)]),
+        "command": (wire.COMMAND, wire.encode_command(half_open)),
+        "result": (wire.RESULT, wire.encode_result(ok)),
+    }
+    assert wire.PROTOCOL_VERSION == 1
+    stream = b""
+    for name, (kind, body) in frames.items():
+        data = bytes.fromhex(golden.FRAME_HEX[name])
+        assert wire.pack(kind, body) == data, name
+        stream += data
+    d = wire.Decoder()
+    d.feed(stream)
+    got = list(d.frames())
+    assert [k for k, _ in got] == [0, 1, 2, 3, 4, 5]
+    assert wire.decode_events(got[3][1]) == [gap]
+    assert wire.decode_command(got[4][1]) == half_open
+    assert wire.decode_result(got[5][1]) == ok
+
+
+def test_golden_fixtures_give_neighbouring_fields_distinct_values() -> None:
+    """The property that makes the golden tests catch swapped fields: within each record,
+    fields of the same type differ, and across the fixtures of a type each flag has its
+    own true/false pattern."""
+    by_type: dict[type, list[Any]] = {}
+    for g in [*golden.EVENTS, *golden.COMMANDS]:
+        records = [g.value]
+        if isinstance(g.value, Snapshot):
+            records = list(g.value.connections)
+        for r in records:
+            by_type.setdefault(type(r), []).append(r)
+    for cls, records in by_type.items():
+        names = wire.fields_of(cls)
+        flags = [n for n in names if all(type(getattr(r, n)) is bool for r in records)]
+        patterns = [tuple(getattr(r, n) for r in records) for n in flags]
+        assert len(set(patterns)) == len(patterns), (cls.__name__, flags, patterns)
+        if len(records) > 1:  # a flag that never changes cannot show a swap
+            assert all(len(set(p)) == 2 for p in patterns), (cls.__name__, flags, patterns)
+        ints = [n for n in names if type(getattr(records[0], n)) is int]
+        for r in records:
+            values = [getattr(r, n) for n in ints if getattr(r, n) not in (0, 1)]
+            assert len(values) == len(set(values)), (cls.__name__, ints, values)
+
+
+def test_wire_encoding_of_the_scale_out_events() -> None:
+    from devconsole.model import GapEvent, InstanceEvent, Publication
+
+    p = Publication(5, "2", 1.5, "server", 1, b"hi", 2, 2, channel="chat:1")
+    assert wire.decode_event(wire.encode_event(p)) == p
+    ie = InstanceEvent("app-1", 2.0, "gone", "no heartbeat")
+    assert wire.decode_event(wire.encode_event(ie)) == ie
+    # a gap's instance is an optional trailing field: a plain gap encodes as before
+    assert wire.encode_event(GapEvent(3, "slow")) == [wire.T_GAP, 3, "slow"]
+    assert wire.decode_event(wire.encode_event(GapEvent(3, "r", "a"))) == GapEvent(3, "r", "a")
+    with pytest.raises(wire.WireError):
+        wire.decode_event([wire.T_PUBLICATION, 1, "2"])
+
+
+def test_handshake_decoder_is_an_optional_trailing_field() -> None:
+    """``devconsole proxy --decoder``'s choice travels in the handshake, after the
+    optional source and unknown (written at their defaults when only the decoder is set):
+    other handshakes encode as before and older encodings decode."""
+    plain = handshake()
+    enc = wire.encode_event(HandshakeEvent(plain))
+    assert len(enc[1]) == 21
+    back = wire.decode_event(enc)
+    assert isinstance(back, HandshakeEvent) and back.handshake.decoder is None
+    chosen = handshake(decoder="socket.io")
+    enc = wire.encode_event(HandshakeEvent(chosen))
+    assert len(enc[1]) == 24 and enc[1][21:] == ["", [], "socket.io"]
+    back = wire.decode_event(msgpack.unpackb(msgpack.packb(enc), raw=False))
+    assert isinstance(back, HandshakeEvent) and back.handshake == chosen
+    # an imported handshake with a decoder keeps all three
+    both = handshake(decoder="jsonrpc", source="har:chrome", unknown=["close"])
+    enc = wire.encode_event(HandshakeEvent(both))
+    assert enc[1][21:] == ["har:chrome", ["close"], "jsonrpc"]
+    assert wire.decode_event(enc) == HandshakeEvent(both)
+    # an imported handshake without one stops at unknown (23 fields), as before
+    imported = handshake(source="har:firefox")
+    assert len(wire.encode_event(HandshakeEvent(imported))[1]) == 23
+    enc = wire.encode_event(HandshakeEvent(chosen))
+    enc[1][-1] = 7
+    with pytest.raises(wire.WireError, match="field 23"):
+        wire.decode_event(enc)
+
+
+def test_golden_hello_asking_for_the_backlog_end() -> None:
+    """Optional keys appended to the hello (after version 1): an older proxy ignores them."""
+    body = {"version": 1, "token": None, "backlog_end": True, "items": False}
+    data = bytes.fromhex(golden.FRAME_HEX["hello-backlog-end"])
+    assert wire.pack(wire.HELLO, body) == data
+    d = wire.Decoder()
+    d.feed(data)
+    assert list(d.frames()) == [(wire.HELLO, body)]

@@ -1,416 +1,63 @@
-"""Builders of realistic Events for the TUI tests (and the docs screenshots).
-
-Timestamps are fixed (``T0``) so screenshots are deterministic; ``Traffic`` hands out
-global seqs like the capture addon does.
-"""
+"""Helpers of the TUI tests: a live in-memory source, the redraw ``settle``, the screen
+as text and the notifications shown, all through Textual's public API. The traffic
+builders are ``devconsole.samples`` (re-exported here)."""
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
-import json
+import html
+import re
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from devconsole.model import (
-    CLIENT,
-    SERVER,
-    Command,
-    CommandResult,
-    ControlFrame,
-    EndEvent,
-    Event,
-    Handshake,
-    HandshakeEvent,
-    Message,
-    Opcode,
-    RefusedEvent,
-    Side,
-    StateEvent,
+from rich.cells import cell_len
+
+from devconsole.model import Event
+from devconsole.samples import (
+    EVIL_TEXT,
+    FAULT_NOW,
+    FEED,
+    T0,
+    UTC,
+    Traffic,
+    demo_traffic,
+    fault_traffic,
+    handshake,
 )
-from devconsole.source import EventsCallback
+from devconsole.source import MemorySource
 
-T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
-UTC = dt.UTC
-
-EVIL_TEXT = "\x1b[31mRED\x1b[0m \x9b2J [bold]x[/bold] [link=file:///etc/passwd]click[/link]"
+__all__ = [
+    "EVIL_TEXT",
+    "FAULT_NOW",
+    "FEED",
+    "T0",
+    "UTC",
+    "Traffic",
+    "demo_traffic",
+    "fault_traffic",
+    "focus_stream",
+    "frozen_clock",
+    "handshake",
+    "live_source",
+    "notifications",
+    "open_detail",
+    "screen_text",
+    "settle",
+]
 
 
 def frozen_clock() -> float:
     return 0.0
 
 
-def handshake(
-    conn: str = "c1",
-    *,
-    path: str = "/ws",
-    host: str = "api.example.com",
-    scheme: str = "wss",
-    client: str = "127.0.0.1:50001",
-    query: Sequence[tuple[str, str]] = (),
-    cookies: Sequence[tuple[str, str]] = (("session", "abc123"),),
-    extra_headers: Sequence[tuple[str, str]] = (),
-    protocols: Sequence[str] = (),
-    subprotocol: str | None = None,
-    extensions: Sequence[str] = (),
-    offered_extensions: Sequence[str] = (),
-    origin: str | None = "https://app.example.com",
-    status: int | None = 101,
-    reason: str | None = None,
-    response_headers: Sequence[tuple[str, str]] | None = None,
-    body: bytes = b"",
-    ts: float = T0,
-    error: str | None = None,
-) -> Handshake:
-    qs = "&".join(f"{k}={v}" for k, v in query)
-    port = 443 if scheme == "wss" else 80
-    headers: list[tuple[str, str]] = [
-        ("Host", host),
-        ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"),
-        ("Connection", "Upgrade"),
-        ("Upgrade", "websocket"),
-        ("Sec-WebSocket-Version", "13"),
-        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ]
-    if origin is not None:
-        headers.append(("Origin", origin))
-    if protocols:
-        headers.append(("Sec-WebSocket-Protocol", ", ".join(protocols)))
-    if offered_extensions:
-        headers.append(("Sec-WebSocket-Extensions", ", ".join(offered_extensions)))
-    if cookies:
-        headers.append(("Cookie", "; ".join(f"{k}={v}" for k, v in cookies)))
-    headers.extend(extra_headers)
-    if response_headers is None:
-        if status == 101:
-            response_headers = [
-                ("Upgrade", "websocket"),
-                ("Connection", "Upgrade"),
-                ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-            ]
-            if subprotocol:
-                response_headers.append(("Sec-WebSocket-Protocol", subprotocol))
-            if extensions:
-                response_headers.append(("Sec-WebSocket-Extensions", ", ".join(extensions)))
-        elif status is not None:
-            response_headers = [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-            ]
-        else:
-            response_headers = []
-    reasons = {101: "Switching Protocols", 200: "OK", 401: "Unauthorized", 403: "Forbidden"}
-    return Handshake(
-        conn=conn,
-        ts=ts,
-        client=client,
-        server=f"{host}:{port}",
-        scheme=scheme,
-        url=f"{scheme}://{host}{path}" + (f"?{qs}" if qs else ""),
-        method="GET",
-        path=path,
-        query=list(query),
-        http_version="HTTP/1.1",
-        request_headers=headers,
-        cookies=list(cookies),
-        status=status,
-        reason=reason if reason is not None else reasons.get(status or 0, ""),
-        response_headers=list(response_headers),
-        subprotocol=subprotocol,
-        extensions=list(extensions),
-        ts_response=None if status is None else ts + 0.012,
-        body=body,
-        body_size=len(body),
-        error=error,
-    )
-
-
-class Traffic:
-    """Builds a plausible event sequence with global seqs and fixed timestamps."""
-
-    def __init__(self, ts: float = T0) -> None:
-        self.seq = 0
-        self.ts = ts
-        self.events: list[Event] = []
-
-    def _next(self, dt_: float = 0.25) -> tuple[int, float]:
-        self.seq += 1
-        self.ts += dt_
-        return self.seq, self.ts
-
-    def open(self, conn: str = "c1", **kw: Any) -> Handshake:
-        kw.setdefault("ts", self.ts)
-        hs = handshake(conn, **kw)
-        self.events.append(HandshakeEvent(hs))
-        return hs
-
-    def refused(self, conn: str = "r1", status: int = 403, **kw: Any) -> Handshake:
-        kw.setdefault("ts", self.ts)
-        hs = handshake(conn, status=status, **kw)
-        self.events.append(RefusedEvent(hs))
-        return hs
-
-    def message(
-        self,
-        conn: str,
-        side: Side,
-        payload: bytes | str,
-        *,
-        opcode: int | None = None,
-        dt_: float = 0.25,
-        **kw: Any,
-    ) -> Message:
-        seq, ts = self._next(dt_)
-        data = payload.encode() if isinstance(payload, str) else payload
-        if opcode is None:
-            opcode = Opcode.TEXT if isinstance(payload, str) else Opcode.BINARY
-        size = kw.pop("size", len(data))
-        m = Message(
-            seq=seq,
-            conn=conn,
-            ts=ts,
-            side=side,
-            opcode=opcode,
-            payload=data,
-            size=size,
-            wire_size=kw.pop("wire_size", size + (6 if side == CLIENT else 2)),
-            **kw,
-        )
-        self.events.append(m)
-        return m
-
-    def text(self, conn: str, side: Side, payload: str, **kw: Any) -> Message:
-        return self.message(conn, side, payload, opcode=Opcode.TEXT, **kw)
-
-    def json(self, conn: str, side: Side, obj: Any, **kw: Any) -> Message:
-        return self.text(conn, side, json.dumps(obj, separators=(",", ":")), **kw)
-
-    def binary(self, conn: str, side: Side, payload: bytes, **kw: Any) -> Message:
-        return self.message(conn, side, payload, opcode=Opcode.BINARY, **kw)
-
-    def control(
-        self,
-        conn: str,
-        side: Side,
-        opcode: int,
-        payload: bytes = b"",
-        *,
-        code: int | None = None,
-        reason: str = "",
-        dt_: float = 0.25,
-        **kw: Any,
-    ) -> ControlFrame:
-        seq, ts = self._next(dt_)
-        if opcode == Opcode.CLOSE and code is not None and not payload:
-            payload = code.to_bytes(2, "big") + reason.encode()
-        f = ControlFrame(
-            seq=seq,
-            conn=conn,
-            ts=ts,
-            side=side,
-            opcode=opcode,
-            payload=payload,
-            wire_size=len(payload) + (6 if side == CLIENT else 2),
-            code=code,
-            reason=reason,
-            **kw,
-        )
-        self.events.append(f)
-        return f
-
-    def ping(self, conn: str, side: Side = SERVER, payload: bytes = b"hb") -> ControlFrame:
-        return self.control(conn, side, Opcode.PING, payload)
-
-    def pong(self, conn: str, side: Side = CLIENT, payload: bytes = b"hb") -> ControlFrame:
-        return self.control(conn, side, Opcode.PONG, payload)
-
-    def close(
-        self, conn: str, side: Side, code: int = 1000, reason: str = "", **kw: Any
-    ) -> ControlFrame:
-        return self.control(conn, side, Opcode.CLOSE, code=code, reason=reason, **kw)
-
-    def end(self, conn: str, *, clean: bool = True, closed_by: Any = CLIENT) -> EndEvent:
-        self.ts += 0.01
-        ev = EndEvent(conn=conn, ts=self.ts, clean=clean, closed_by=closed_by)
-        self.events.append(ev)
-        return ev
-
-    def state(self, conn: str, state: str) -> StateEvent:
-        ev = StateEvent(conn=conn, ts=self.ts, state=state)
-        self.events.append(ev)
-        return ev
-
-    def burst(self, conn: str, n: int, side: Side = SERVER, size: int = 40) -> list[Event]:
-        """``n`` small text messages, 1 ms apart (a flood); returned and kept."""
-        out: list[Event] = []
-        pad = "." * max(0, size - 20)
-        for _ in range(n):
-            self.seq += 1
-            self.ts += 0.001
-            data = f'{{"n":{self.seq},"p":"{pad}"}}'.encode()
-            out.append(
-                Message(
-                    seq=self.seq,
-                    conn=conn,
-                    ts=self.ts,
-                    side=side,
-                    opcode=Opcode.TEXT,
-                    payload=data,
-                    size=len(data),
-                    wire_size=len(data) + 2,
-                )
-            )
-        self.events.extend(out)
-        return out
-
-    def take(self) -> list[Event]:
-        out, self.events = self.events, []
-        return out
-
-
-def demo_traffic() -> Traffic:
-    """A small, varied session: chat JSON, a msgpack feed, pings, a refused upgrade."""
-    import msgpack
-
-    t = Traffic()
-    t.open(
-        "c1",
-        path="/chat",
-        query=[("room", "lobby")],
-        protocols=["chat.v2", "chat.v1"],
-        subprotocol="chat.v2",
-        offered_extensions=["permessage-deflate; client_max_window_bits"],
-        extensions=["permessage-deflate"],
-    )
-    t.json("c1", CLIENT, {"type": "hello", "user": "ada", "caps": ["typing", "presence"]})
-    t.json("c1", SERVER, {"type": "welcome", "id": 42, "motd": "hi ada", "online": 3})
-    t.open(
-        "c2",
-        path="/feed",
-        host="stream.example.com",
-        client="127.0.0.1:50002",
-        cookies=(),
-        query=[("ticket", "tk_5f2a")],
-    )
-    t.binary("c2", SERVER, msgpack.packb({"sym": "BTC", "px": 37123.5, "qty": [1, 2, 3]}))
-    t.ping("c1")
-    t.pong("c1")
-    t.json(
-        "c1",
-        CLIENT,
-        {"type": "msg", "text": "hello world", "to": "lobby"},
-        compressed=True,
-        rsv=4,
-    )
-    t.json("c1", SERVER, {"type": "msg", "from": "bob", "text": "hey!", "ts": 1700000001})
-    t.binary("c2", SERVER, bytes(range(0, 48)))
-    t.refused(
-        "r1",
-        status=403,
-        path="/admin/ws",
-        client="127.0.0.1:50003",
-        cookies=(),
-        body=b'{"error":"forbidden","detail":"origin not allowed"}',
-    )
-    # three masked frames of 126+ bytes: 2 + 2 + 4 header bytes each
-    t.text("c1", CLIENT, "x" * 20000, frames=3, frame_sizes=(8192, 8192, 3616), wire_size=20024)
-    t.json("c1", SERVER, {"type": "msg", "from": "eve", "text": "injected!"}, injected=True)
-    t.close("c1", CLIENT, 1000, "bye")
-    t.close("c1", SERVER, 1000, "bye")
-    t.end("c1")
-    return t
-
-
-FEED = {"path": "/feed", "host": "stream.example.com", "origin": "https://app.example.com"}
-
-
-def fault_traffic() -> Traffic:
-    """A /feed client killed by devconsole, then reconnecting with exponential backoff
-    (delays 0.3 s, 0.6 s, 1.2 s: a refused 503, a server restart 1012), its last
-    connection now half-open; protocol pings from the server and an app-level
-    ``{"type":"ping"}`` heartbeat from the client. Plus a /chat connection with an
-    injected message. ``FAULT_NOW`` is a good wall clock for it."""
-    t = Traffic()
-    t.open("c1", path="/chat", client="127.0.0.1:50001")
-    t.json("c1", CLIENT, {"type": "hello", "user": "ada"})
-    t.json("c1", SERVER, {"type": "msg", "from": "eve", "text": "injected!"}, injected=True)
-
-    def beat(conn: str, i: int) -> None:
-        t.json(conn, CLIENT, {"type": "ping", "ts": 1000 + i}, dt_=1.0)
-        t.json(conn, SERVER, {"type": "pong", "ts": 1000 + i}, dt_=0.004)
-        t.control(conn, SERVER, Opcode.PING, f"k{i}".encode(), dt_=0.996)
-        t.control(conn, CLIENT, Opcode.PONG, f"k{i}".encode(), dt_=0.002)
-        t.ts += 0.998
-
-    t.open("f1", client="127.0.0.1:50010", **FEED)
-    for i in range(4):
-        beat("f1", i)
-    t.ts += 0.5
-    t.state("f1", "killed")  # as the addon does: the state first, then the close frames
-    t.close("f1", SERVER, 1012, injected=True, dt_=0.0)
-    t.close("f1", CLIENT, 1012, injected=True, dt_=0.0)
-    t.end("f1", clean=False, closed_by="proxy")
-    t.ts += 0.3
-    refused = t.refused("f2", status=503, client="127.0.0.1:50011", **FEED)
-    assert refused.ts_response is not None
-    t.ts = refused.ts_response + 0.6
-    t.open("f3", client="127.0.0.1:50012", **FEED)
-    beat("f3", 10)
-    t.close("f3", SERVER, 1012, "restart")
-    t.close("f3", CLIENT, 1012, "restart", dt_=0.002)
-    t.end("f3", clean=True, closed_by=SERVER)
-    t.ts += 1.2
-    t.open("f4", client="127.0.0.1:50013", **FEED)
-    beat("f4", 20)
-    beat("f4", 21)
-    t.state("f4", "half-open")
-    t.json("f4", CLIENT, {"type": "ping", "ts": 1022}, dt_=1.0, dropped=True)
-    return t
-
-
-FAULT_NOW = T0 + 27.0  # a moment after the end of fault_traffic()
-
-
-class LiveSource:
-    """A Source that test code pushes batches into, from the app's event loop, like the
-    live tap client does."""
-
-    def __init__(
-        self,
-        events: Sequence[Event] = (),
-        description: str = "live test",
-        command_error: str | None = None,
-    ) -> None:
-        self.description = description
-        self.initial = list(events)
-        self.on_events: EventsCallback | None = None
-        self.commands: list[Command] = []
-        self.command_error = command_error  # answer every command with this error
-        self.closed = False
-        self._closed = asyncio.Event()
-        self.started = asyncio.Event()
-
-    async def run(self, on_events: EventsCallback) -> None:
-        self.on_events = on_events
-        if self.initial:
-            on_events(self.initial)
-        self.started.set()
-        await self._closed.wait()
-
-    def push(self, events: Sequence[Event]) -> None:
-        assert self.on_events is not None, "source not started"
-        self.on_events(list(events))
-
-    async def command(self, cmd: Command) -> CommandResult:
-        """Records the command; ok, or ``command_error`` like the capture addon's answer."""
-        self.commands.append(cmd)
-        if self.command_error is not None:
-            return CommandResult(cmd.id, False, self.command_error)
-        return CommandResult(cmd.id, True)
-
-    async def close(self) -> None:
-        self.closed = True
-        self._closed.set()
+def live_source(
+    events: Sequence[Event] = (),
+    description: str = "live test",
+    command_error: str | None = None,
+) -> MemorySource:
+    """A source the test pushes batches into (``push``), like the live tap delivers them;
+    commands succeed unless ``command_error`` is given (the addon's answer)."""
+    return MemorySource(events, description, command_error)
 
 
 async def settle(pilot: Any) -> None:
@@ -421,24 +68,63 @@ async def settle(pilot: Any) -> None:
     assert pilot.app.redraw_errors == 0, "the redraw timer failed (see the app log)"
 
 
+async def focus_stream(pilot: Any) -> None:
+    """Focus the stream (the screen starts in the connections list)."""
+    pilot.app.main.stream.focus()
+    await pilot.pause()
+
+
+async def open_detail(pilot: Any, seq: int) -> Any:
+    """Select ``seq`` in the stream and open it in the detail pane (as Enter does)."""
+    screen = pilot.app.main
+    if not screen.stream.row_count:
+        await settle(pilot)
+    assert screen.stream.select_seq(seq)
+    screen.set_detail_open(True)
+    await pilot.pause()
+    return screen.detail
+
+
+_SVG_TEXT = re.compile(
+    r'<text class="[^"]*" x="([0-9.]+)" y="[0-9.]+" textLength="([0-9.]+)"'
+    r' clip-path="url\(#[^"]*-line-(\d+)\)">(.*?)</text>',
+    re.DOTALL,
+)
+
+
 def screen_text(app: Any) -> str:
-    """What the terminal shows now, as plain text (like ``export_screenshot`` but text)."""
-    import io
-
-    from rich.console import Console
-
+    """What the terminal shows now, as plain text: ``app.export_screenshot()``'s SVG with
+    the styles left out (each line padded to the screen's width)."""
     width, height = app.size
-    console = Console(
-        width=width,
-        height=height,
-        file=io.StringIO(),
-        force_terminal=True,
-        color_system="truecolor",
-        record=True,
-        legacy_windows=False,
-        safe_box=False,
-    )
-    console.print(
-        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
-    )
-    return console.export_text(styles=False)
+    rows: list[list[tuple[int, str]]] = [[] for _ in range(height)]
+    for x, length, line, content in _SVG_TEXT.findall(app.export_screenshot()):
+        text = html.unescape(content).replace("\xa0", " ")
+        char_width = float(length) / max(1, len(text))
+        if int(line) < height:
+            rows[int(line)].append((round(float(x) / char_width), text))
+    lines = []
+    for spans in rows:
+        out = ""
+        for col, text in sorted(spans):
+            out += " " * max(0, col - cell_len(out)) + text
+        lines.append(out + " " * max(0, width - cell_len(out)))
+    return "\n".join(lines)
+
+
+_RECORDED: weakref.WeakKeyDictionary[Any, list[tuple[str, str, str]]] = weakref.WeakKeyDictionary()
+
+
+def notifications(app: Any) -> list[tuple[str, str, str]]:
+    """The app's notifications as (title, message, severity), recorded from the first
+    call on (it wraps the public ``App.notify``); later calls return the same list."""
+    if app in _RECORDED:
+        return _RECORDED[app]
+    shown = _RECORDED[app] = []
+    notify = app.notify
+
+    def recording(message: str, *, title: str = "", severity: str = "information", **kw: Any):
+        shown.append((title, str(message), severity))
+        return notify(message, title=title, severity=severity, **kw)
+
+    app.notify = recording
+    return shown

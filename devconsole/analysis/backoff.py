@@ -7,6 +7,13 @@ instance. Each end of a connection (close, kill, TCP end, or a refused upgrade, 
 at its response) followed by a new upgrade request of the same lineage is a reconnect,
 with ``delay = new.handshake.ts - old end``.
 
+Each lineage is judged on its own: two clients of one endpoint (a tab with exponential
+backoff, a script retrying every 5 s) must not be read as one series. A lineage that never
+got a 101 (a client refused again and again, say for a missing cookie) is not a connected
+client's backoff: its retries are reported apart (``EndpointReport.refused_retries``).
+The endpoint's own ``backoff`` is the one connected client's with reconnects, or
+``"mixed"`` when there are several (each is in ``lineages``).
+
 The series of delays of a lineage is judged (``judge``):
 
 - ``storm``: immediate retries (delays under ``storm_below``, 100 ms) again and again;
@@ -34,10 +41,10 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, Literal
 
-from devconsole.model import ConnState
-from devconsole.session import Connection
+from devconsole.analysis.clients import ClientLabels
+from devconsole.model import Connection, ConnState
 
-Pattern = Literal["exponential", "linear", "fixed", "storm", "single", "none", "irregular"]
+Pattern = Literal["exponential", "linear", "fixed", "storm", "single", "none", "irregular", "mixed"]
 EndpointKey = Callable[[Connection], tuple[str, str | None]]
 LineageKey = Callable[[Connection], str]
 
@@ -287,17 +294,49 @@ class LineageReport:
     conn_ids: list[str]
     reconnects: list[Reconnect]
     backoff: Backoff
+    label: str = ""  # the client's short key (``analysis.clients``), without secrets
+    refused: int = 0  # attempts of this client that got no 101
+    statuses: dict[str, int] = field(default_factory=dict)  # of its refused attempts
 
     @property
     def delays(self) -> list[float]:
         return [r.delay for r in self.reconnects]
 
+    @property
+    def accepted(self) -> int:
+        return len(self.conn_ids) - self.refused
+
+    @property
+    def never_connected(self) -> bool:
+        """Refused every time: its retries are not a connected client's backoff."""
+        return self.accepted == 0
+
     def to_dict(self) -> dict[str, Any]:
+        """The client as ``report --json`` lists it (``endpoints[].clients``)."""
         return {
-            "key": self.key.replace("\x1f", " | "),
+            "client": self.label,
             "connections": len(self.conn_ids),
+            "refused": self.refused,
             "reconnect_delays": [round(d, 6) for d in self.delays],
             "backoff": self.backoff.to_dict(),
+        }
+
+
+@dataclass(slots=True)
+class RefusedRetries:
+    """Attempts of clients that were refused every time (never got a 101)."""
+
+    count: int = 0  # refused attempts of such clients
+    clients: int = 0
+    interval: float | None = None  # median delay between their retries
+    status: int | str | None = None  # the most common refusal (an HTTP status or error)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "clients": self.clients,
+            "interval": None if self.interval is None else round(self.interval, 6),
+            "status": self.status,
         }
 
 
@@ -307,23 +346,44 @@ class EndpointReport:
     origin: str | None
     conn_ids: list[str] = field(default_factory=list)  # in handshake order
     refused: int = 0
-    reconnect_delays: list[float] = field(default_factory=list)  # in the order they happened
-    backoff: Backoff = field(default_factory=Backoff)  # of the busiest lineage
-    lineages: list[LineageReport] = field(default_factory=list)
+    # the reconnect delays of the connected client (or of every connected client when
+    # ``mixed``), in the order they happened
+    reconnect_delays: list[float] = field(default_factory=list)
+    # the backoff of the one connected client with reconnects; "mixed" when several
+    backoff: Backoff = field(default_factory=Backoff)
+    lineages: list[LineageReport] = field(default_factory=list)  # every client
+    refused_retries: RefusedRetries = field(default_factory=RefusedRetries)
 
     @property
     def connections(self) -> int:
         return len(self.conn_ids)
 
+    @property
+    def mixed(self) -> bool:
+        return self.backoff.pattern == "mixed"
+
+    @property
+    def reconnecting(self) -> list[LineageReport]:
+        """The connected clients (not refused every time) that reconnected."""
+        return [lin for lin in self.lineages if lin.reconnects and not lin.never_connected]
+
     def to_dict(self) -> dict[str, Any]:
+        """The endpoint's backoff as ``report --json`` gives it: ``reconnect_delays`` and
+        ``backoff`` say ``"mixed"`` when several clients reconnected (see ``clients``)."""
+        backoff = self.backoff.to_dict()
+        if self.mixed:
+            backoff["see"] = "clients"
         return {
             "path": self.path,
             "origin": self.origin,
             "connections": self.connections,
             "refused": self.refused,
-            "reconnect_delays": [round(d, 6) for d in self.reconnect_delays],
-            "backoff": self.backoff.to_dict(),
-            "lineages": [lin.to_dict() for lin in self.lineages],
+            "reconnect_delays": (
+                "mixed" if self.mixed else [round(d, 6) for d in self.reconnect_delays]
+            ),
+            "backoff": backoff,
+            "clients": [lin.to_dict() for lin in self.lineages],
+            "refused_retries": self.refused_retries.to_dict(),
         }
 
 
@@ -399,10 +459,14 @@ def analyze_endpoints(
 ) -> list[EndpointReport]:
     """Group connections into endpoints and lineages, find reconnects, judge the backoff.
 
-    Endpoints come in the order of their first handshake. The endpoint's ``backoff`` is the
-    judgement of its lineage with the most reconnects (ties: the most recent)."""
+    Endpoints come in the order of their first handshake, their clients in the order of
+    their first attempt. The endpoint's ``backoff`` is the judgement of its one connected
+    client with reconnects, or ``"mixed"`` when several connected clients reconnected;
+    clients refused every time are summed up in ``refused_retries``."""
     by_ep: dict[tuple[str, str | None], list[Connection]] = {}
+    labels = ClientLabels(key)
     for c in sorted(connections, key=lambda c: (c.handshake.ts, c.id)):
+        labels.label(c)
         by_ep.setdefault(endpoint_key(c), []).append(c)
     reports: list[EndpointReport] = []
     for (path, origin), conns in by_ep.items():
@@ -411,8 +475,6 @@ def analyze_endpoints(
         by_lineage: dict[str, list[Connection]] = {}
         for c in conns:
             by_lineage.setdefault(key(c), []).append(c)
-        all_rc: list[Reconnect] = []
-        best: tuple[int, float, LineageReport] | None = None
         for lkey, lconns in by_lineage.items():
             rcs = reconnects_of(lconns, stable_after=stable_after, max_delay=max_delay)
             bo = judge(
@@ -420,15 +482,42 @@ def analyze_endpoints(
                 [r.after_stable for r in rcs],
                 storm_below=storm_below,
             )
-            lin = LineageReport(lkey, [c.id for c in lconns], rcs, bo)
+            lin = LineageReport(lkey, [c.id for c in lconns], rcs, bo, labels.label(lconns[0]))
+            for c in lconns:
+                if c.state == ConnState.REFUSED:
+                    lin.refused += 1
+                    st = _refusal(c)
+                    lin.statuses[st] = lin.statuses.get(st, 0) + 1
             ep.lineages.append(lin)
-            all_rc.extend(rcs)
-            rank = (len(rcs), rcs[-1].ts if rcs else -math.inf)
-            if best is None or rank > best[:2]:
-                best = (rank[0], rank[1], lin)
-        all_rc.sort(key=lambda r: r.ts)
-        ep.reconnect_delays = [r.delay for r in all_rc]
-        if best is not None:
-            ep.backoff = best[2].backoff
+        connected = ep.reconnecting
+        if len(connected) == 1:
+            ep.reconnect_delays = connected[0].delays
+            ep.backoff = connected[0].backoff
+        elif connected:
+            rcs = sorted((r for lin in connected for r in lin.reconnects), key=lambda r: r.ts)
+            ep.reconnect_delays = [r.delay for r in rcs]
+            ep.backoff = Backoff(pattern="mixed", reconnects=len(rcs))
+        ep.refused_retries = _refused_retries(ep.lineages)
         reports.append(ep)
     return reports
+
+
+def _refusal(c: Connection) -> str:
+    hs = c.handshake
+    return str(hs.status) if hs.status is not None else (hs.error or "error")
+
+
+def _refused_retries(lineages: Sequence[LineageReport]) -> RefusedRetries:
+    never = [lin for lin in lineages if lin.never_connected]
+    out = RefusedRetries(clients=len(never), count=sum(len(lin.conn_ids) for lin in never))
+    delays = [d for lin in never for d in lin.delays]
+    if delays:
+        out.interval = _median(delays)
+    statuses: dict[str, int] = {}
+    for lin in never:
+        for st, n in lin.statuses.items():
+            statuses[st] = statuses.get(st, 0) + n
+    if statuses:
+        top = max(statuses, key=lambda st: statuses[st])
+        out.status = int(top) if top.isdigit() else top
+    return out

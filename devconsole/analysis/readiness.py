@@ -3,47 +3,76 @@
 Core module: no I/O. ``build_report(session, heartbeat, now)`` returns a JSON-ready dict::
 
     {"endpoints": [{"path", "origin", "connections", "reconnect_delays": [s, ...],
-                    "backoff": {...}, "heartbeat": {...}, "checklist": {...}}]}
+                    "backoff": {...}, "clients": [...], "refused_retries": {...},
+                    "heartbeat": {...}, "checklist": {...}}]}
+
+Backoff is judged per client (``clients``: ``{"client", "connections", "refused",
+"reconnect_delays", "backoff"}``); the endpoint's ``reconnect_delays`` and ``backoff``
+are its one connected client's, or ``"mixed"`` when several clients reconnected.
+Clients refused every time are ``refused_retries`` (``{"count", "clients", "interval",
+"status"}``), not a backoff.
 
 Each checklist item is ``{"ok": True | False | None, "detail": str}`` (``None``: cannot
 tell from what was observed, or informational), sometimes with extra data. Items:
 ``heartbeat``, ``pongs``, ``reconnect``, ``wss``, ``auth``, ``compression``,
-``largest_message``, ``close_codes``, ``refused_upgrades``. ``render_text(report)`` is the
-plain-text version.
+``largest_message``, ``close_codes``, ``refused_upgrades``, ``backplane`` (observed from
+the fan-out trace when a proxy records the app's Redis backplane; each endpoint then also
+has ``"backplane": {"publications", "deliveries", "missed", "delay_p50", "delay_p95",
+...}``), and ``replies`` where an application protocol pairs requests with replies
+(requests still unanswered when their connection ended). Each endpoint also has
+``protocols`` (the decoders in use) and ``latency``: request -> first answer per method or
+event (count, p50, p95, max; ``devconsole.analysis.pairing``). ``render_text(report)`` is
+the plain-text version. ``observe(session)`` attaches what a report needs to a Session
+that is about to be fed. The ``auth`` item's ``lacking`` names the connections whose
+upgrade lacked credentials that the accepted upgrades on their endpoint sent
+(``analysis.handshake_diff``).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from devconsole.analysis.backoff import EndpointReport, analyze_endpoints
+from devconsole.analysis.backoff import Backoff, EndpointReport, analyze_endpoints
+from devconsole.analysis.fanout import SLOW_FANOUT, FanoutTracer, is_backplane
+from devconsole.analysis.handshake_diff import (
+    ReferenceIndex,
+    credential_items,
+    missing_credential_labels,
+)
 from devconsole.analysis.heartbeat import HeartbeatMonitor, HeartbeatReport, PingStats, median
-from devconsole.model import CLOSE_CODES, ConnState, Handshake, Message, Opcode, close_code_meaning
-from devconsole.session import Connection, Session
+from devconsole.analysis.pairing import PairTracker
+from devconsole.analysis.secrets import (
+    JWT,
+    is_secret_field,
+    is_secret_name,
+    subprotocol_credential,
+)
+from devconsole.decoders import safe_text
+from devconsole.decoders.protocols import DecoderRule
+from devconsole.decoders.tracker import ProtocolTracker
+from devconsole.model import (
+    CLOSE_CODES,
+    Connection,
+    ConnState,
+    Handshake,
+    HandshakeEvent,
+    Message,
+    Opcode,
+    close_code_meaning,
+)
+from devconsole.text import conn_tag, fmt_bytes, fmt_duration
+
+if TYPE_CHECKING:  # the Session is these functions' input; analysis does not import it
+    from devconsole.session import Session
 
 LARGE_MESSAGE = 1 << 20  # a message above this blocks its connection for a noticeable time
 SMALL_MESSAGES = 1024  # below this compression hardly matters
 MIN_OBSERVE = 30.0  # a connection shorter than this says little about heartbeats
 
-# Query parameter names that carry a credential.
-_TICKET_PARAMS = frozenset(
-    {
-        "token", "access_token", "accesstoken", "auth", "auth_token", "authtoken", "authorization",
-        "ticket", "jwt", "key", "apikey", "api_key", "sig", "signature", "session", "sessionid",
-        "session_id", "sid", "id_token", "bearer", "password", "secret", "credential", "otp",
-    }
-)  # fmt: skip
-_TOKEN_WORDS = ("token", "ticket", "signature", "jwt", "secret", "password", "apikey", "api_key")
-# Subprotocol names that announce a token in the next subprotocol (e.g. Kubernetes, Hasura).
-_TOKEN_PROTOCOLS = frozenset(
-    {"access_token", "access-token", "bearer", "authorization", "token", "auth", "jwt"}
-)
-_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
-_B64_RE = re.compile(r"[A-Za-z0-9+/=_.-]{24,}")
 _AUTH_TYPES = frozenset(
     {
         "auth", "authenticate", "authentication", "authorize", "authorization", "login",
@@ -57,27 +86,50 @@ _BAD_CODES = frozenset({1002, 1003, 1007, 1009, 1010, 1011, 1014, 1015})
 _EXPECTED_REFUSALS = frozenset({401, 403, 429, 503})
 
 
+# --------------------------------------------------------------------------- observing
+
+
+@dataclass(slots=True)
+class Analysis:
+    """What a report observes while a Session is fed: protocols, heartbeats, pairs."""
+
+    tracker: ProtocolTracker
+    heartbeat: HeartbeatMonitor
+    pairs: PairTracker
+
+
+def observe(session: Session, rules: Sequence[DecoderRule] = ()) -> Analysis:
+    """Attach a ProtocolTracker, a HeartbeatMonitor and a PairTracker to ``session`` (in
+    the order they need) before it is fed; pass the result's monitor and pairs to
+    ``build_report``."""
+    a = Analysis(ProtocolTracker(rules, max_cached=10_000), HeartbeatMonitor(), PairTracker())
+    a.tracker.listeners += [a.heartbeat.on_decoded, a.pairs.on_decoded]
+    session.observers += [a.tracker.on_event, a.heartbeat.on_event, a.pairs.on_event]
+    return a
+
+
+def pairs_from_session(
+    session: Session, rules: Sequence[DecoderRule] = ()
+) -> tuple[PairTracker, dict[str, str]]:
+    """A PairTracker fed with what ``session`` still has buffered, and each connection's
+    protocol."""
+    tracker = ProtocolTracker(rules, max_cached=0)
+    pairs = PairTracker()
+    tracker.listeners.append(pairs.on_decoded)
+    for c in session.connections.values():
+        ev = HandshakeEvent(c.handshake)
+        tracker.on_event(ev)
+        pairs.on_event(ev)
+    for item in session.items():
+        tracker.on_event(item)
+    for c in session.connections.values():
+        if c.ts_end is not None:
+            pairs.end(c.id)
+    protos = {cid: p for cid in session.connections if (p := tracker.protocol_of(cid))}
+    return pairs, protos
+
+
 # --------------------------------------------------------------------------- formatting
-
-
-def fmt_secs(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if x < 1:
-        return f"{x * 1000:.0f} ms"
-    if x < 60:
-        return f"{x:.2f} s"
-    if x < 3600:
-        return f"{x / 60:.1f} min"
-    return f"{x / 3600:.1f} h"
-
-
-def fmt_bytes(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    if n < 1 << 20:
-        return f"{n / 1024:.1f} KiB"
-    return f"{n / (1 << 20):.1f} MiB"
 
 
 def _item(ok: bool | None, detail: str, **extra: Any) -> dict[str, Any]:
@@ -91,37 +143,15 @@ def _r(x: float | None, nd: int = 6) -> float | None:
 # --------------------------------------------------------------------------- auth
 
 
-def _looks_like_token(s: str) -> bool:
-    if _JWT_RE.search(s):
-        return True
-    low = s.lower()
-    if len(s) > 16 and any(w in low for w in ("bearer", "token")):
-        return True
-    if _B64_RE.fullmatch(s):
-        has_digit = any(ch.isdigit() for ch in s)
-        has_alpha = any(ch.isalpha() for ch in s)
-        # Long, mixed, and not a dotted protocol name like "wamp.2.json".
-        return has_digit and has_alpha and max(len(p) for p in re.split(r"[.]", s)) >= 16
-    return False
-
-
 def subprotocol_token(hs: Handshake) -> str | None:
     """A credential carried in Sec-WebSocket-Protocol, described (never the token itself)."""
-    offered = hs.requested_subprotocols
-    for i, p in enumerate(offered):
-        if p.lower() in _TOKEN_PROTOCOLS and i + 1 < len(offered):
-            return f'subprotocol "{p}" + token'
-    for p in offered:
-        if _looks_like_token(p):
-            return "token-like subprotocol"
-    return None
+    return subprotocol_credential(hs.requested_subprotocols)
 
 
 def query_tickets(hs: Handshake) -> list[str]:
     out: list[str] = []
     for name, value in hs.query:
-        low = name.lower()
-        if value and (low in _TICKET_PARAMS or any(w in low for w in _TOKEN_WORDS)):
+        if value and is_secret_name(name):
             out.append(name)
     return out
 
@@ -131,8 +161,7 @@ def _auth_keys(value: Any, depth: int = 0) -> bool:
         return False
     if isinstance(value, dict):
         for k, v in value.items():
-            lk = str(k).lower()
-            if lk in _TICKET_PARAMS or lk.startswith("auth") or any(w in lk for w in _TOKEN_WORDS):
+            if is_secret_field(str(k)):
                 return True
             if _auth_keys(v, depth + 1):
                 return True
@@ -160,7 +189,7 @@ def first_message_auth(opcode: int, payload: bytes) -> str | None:
             return "first message carries a credential field"
     elif isinstance(value, list) and _auth_keys(value):
         return "first message carries a credential field"
-    if _JWT_RE.search(text):
+    if JWT.search(text):
         return "first message carries a JWT"
     return None
 
@@ -261,6 +290,7 @@ def _heartbeat(
         app_list.append(e)
     seen = [r for r in reports if r.seen]
     unsolicited = sum(r.unsolicited_pongs_client + r.unsolicited_pongs_server for r in reports)
+    half_open = [(r.conn, r.half_open) for r in reports if r.half_open is not None]
     summary: dict[str, Any] = {
         "seen": bool(seen),
         "connections": len(reports),
@@ -270,6 +300,7 @@ def _heartbeat(
         "server_pings": server,
         "unsolicited_pongs": unsolicited,
         "app": app_list,
+        "half_open": [{"conn": cid, **ho.to_dict()} for cid, ho in half_open],
     }
 
     parts: list[str] = []
@@ -278,19 +309,38 @@ def _heartbeat(
             continue
         s = f"{side} pings"
         if agg["interval"] is not None:
-            s += f" every {fmt_secs(agg['interval'])} (jitter {fmt_secs(agg['jitter'])})"
+            s += f" every {fmt_duration(agg['interval'])} (jitter {fmt_duration(agg['jitter'])})"
         if agg["rtt_p50"] is not None:
-            s += f", pong RTT p50 {fmt_secs(agg['rtt_p50'])}"
+            s += f", pong RTT p50 {fmt_duration(agg['rtt_p50'])}"
         parts.append(s)
     for e in app_list:
-        s = f"app heartbeat from {e['side']} {e['signature']} every {fmt_secs(e['interval'])}"
+        s = f"app heartbeat from {e['side']} {e['signature']} every {fmt_duration(e['interval'])}"
         if e["reply"] is not None:
             s += f", answered by {e['reply']}"
             if e["rtt_p50"] is not None:
-                s += f" in {fmt_secs(e['rtt_p50'])}"
+                s += f" in {fmt_duration(e['rtt_p50'])}"
         parts.append(s)
+    protocol = _protocol_agg(reports)
+    for e in protocol:
+        s = f"{e['protocol']} {'heartbeat' if e['kind'] == 'beat' else 'ping'} from {e['side']}"
+        if e["interval"] is not None:
+            s += f" every {fmt_duration(e['interval'])}"
+        if e["negotiated_interval"] is not None:
+            s += f" (negotiated {fmt_duration(e['negotiated_interval'])}"
+            if e["negotiated_timeout"] is not None:
+                s += f", timeout {fmt_duration(e['negotiated_timeout'])}"
+            s += ")"
+        if e["rtt_p50"] is not None:
+            s += f", pong RTT p50 {fmt_duration(e['rtt_p50'])}"
+        if e["late"]:
+            s += f", {e['late']} late"
+        if e["count"]:
+            parts.append(s)
+    summary["protocol"] = protocol
     if not parts and unsolicited >= 2:
         parts.append(f"{unsolicited} unsolicited pongs (one-way heartbeat)")
+    for cid, ho in half_open:
+        parts.append(f"{conn_tag(cid)} after half-open: {ho.summary}")
 
     if seen:
         hb = _item(True, "; ".join(parts))
@@ -300,49 +350,135 @@ def _heartbeat(
         longest = max((c.ts_end if c.ts_end is not None else now) - c.ts_start for c in conns)
         if longest < MIN_OBSERVE:
             hb = _item(
-                None, f"none seen; connections too short to tell (longest {fmt_secs(longest)})"
+                None, f"none seen; connections too short to tell (longest {fmt_duration(longest)})"
             )
         else:
             hb = _item(
                 False,
                 f"no ping/pong or app heartbeat in {len(conns)} connection(s) "
-                f"(longest {fmt_secs(longest)}): idle connections die silently behind NATs "
+                f"(longest {fmt_duration(longest)}): idle connections die silently behind NATs "
                 "and load balancers",
             )
 
     pings = (client["pings"] if client else 0) + (server["pings"] if server else 0)
     unanswered = (client["unanswered"] if client else 0) + (server["unanswered"] if server else 0)
+    # application-protocol pings answered by pongs (Engine.IO, GraphQL-WS, MQTT, Phoenix)
+    pings += sum(e["count"] for e in protocol if e["kind"] == "ping")
+    unanswered += sum(e["unanswered"] for e in protocol if e["kind"] == "ping")
+    # Pings devconsole kept from the peer (half-open) say nothing about the peer.
+    faulted = min(unanswered, sum(sum(ho.pings_unanswered.values()) for _, ho in half_open))
+    note = f" ({faulted} more during a half-open)" if faulted else ""
     if not pings:
         pongs = _item(None, "no protocol pings")
-    elif unanswered:
-        pongs = _item(False, f"{unanswered} of {pings} pings got no pong")
+    elif unanswered - faulted:
+        pongs = _item(False, f"{unanswered - faulted} of {pings} pings got no pong{note}")
     else:
-        pongs = _item(True, f"all {pings} pings answered")
+        pongs = _item(True, f"all {pings - faulted} pings answered{note}")
     return summary, hb, pongs
 
 
-def _reconnect(ep: EndpointReport) -> dict[str, Any]:
-    b = ep.backoff
-    n = len(ep.reconnect_delays)
+def _protocol_agg(reports: Sequence[HeartbeatReport]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str, str], list[Any]] = {}
+    for r in reports:
+        for p in r.protocol:
+            groups.setdefault((p.protocol, p.side, p.kind), []).append(p)
+    out = []
+    for (proto, side, kind), ps in groups.items():
+        ivs = [p.interval_p50 for p in ps if p.interval_p50 is not None]
+        rtts = [p.rtt_p50 for p in ps if p.rtt_p50 is not None]
+        nego = next((p for p in ps if p.negotiated_interval is not None), None)
+        out.append(
+            {
+                "protocol": proto,
+                "side": side,
+                "kind": kind,
+                "connections": sum(1 for p in ps if p.count),
+                "count": sum(p.count for p in ps),
+                "interval": _r(median(ivs)),
+                "rtt_p50": _r(median(rtts)),
+                "unanswered": sum(p.unanswered for p in ps),
+                "late": sum(p.late for p in ps),
+                "negotiated_interval": nego.negotiated_interval if nego else None,
+                "negotiated_timeout": nego.negotiated_timeout if nego else None,
+            }
+        )
+    return out
+
+
+def _replies(latency: dict[str, Any]) -> dict[str, Any]:
+    n = latency["unanswered"]
+    if not latency["requests"]:
+        return _item(None, "no request/reply protocol traffic", unanswered=0)
+    if n:
+        shown = "; ".join(
+            f"#{u['conn']} {safe_text(u['summary'][:100])}"
+            for u in latency["unanswered_requests"][:5]
+        )
+        more = f" (+{n - 5} more)" if n > 5 else ""
+        return _item(
+            False,
+            f"{n} of {latency['requests']} requests unanswered when their connection "
+            f"ended: {shown}{more}",
+            unanswered=n,
+        )
+    waiting = latency.get("pending", 0)
+    if waiting:
+        shown = "; ".join(
+            f"#{u['conn']} {safe_text(u['summary'][:100])}"
+            for u in latency.get("pending_requests", [])[:5]
+        )
+        return _item(
+            None,
+            f"{latency['requests'] - waiting} of {latency['requests']} requests answered; "
+            f"{waiting} still waiting on open connections: {shown}",
+            unanswered=0,
+        )
+    return _item(True, f"all {latency['requests']} requests answered", unanswered=0)
+
+
+def _judged(b: Backoff, n: int) -> tuple[bool | None, str]:
+    """A judged backoff in words, and whether it is fine (None: cannot tell)."""
     if b.pattern == "none":
-        return _item(None, "no reconnect seen")
+        return None, "no reconnect seen"
     if b.pattern == "single":
-        return _item(None, f"1 reconnect after {fmt_secs(b.min)}: too few to judge")
+        return None, f"1 reconnect after {fmt_duration(b.min)}: too few to judge"
     jit = "with jitter" if b.jitter else "without jitter"
     if b.pattern == "exponential":
         s = f"exponential backoff x{b.factor:.2f} {jit}" if b.factor else "exponential backoff"
         if b.cap is not None:
-            s += f", capped at {fmt_secs(b.cap)}"
-        return _item(True, f"{s}; {n} reconnects, {fmt_secs(b.min)} to {fmt_secs(b.max)}")
+            s += f", capped at {fmt_duration(b.cap)}"
+        return True, f"{s}; {n} reconnects, {fmt_duration(b.min)} to {fmt_duration(b.max)}"
     if b.pattern == "linear":
-        return _item(True, f"linear backoff +{fmt_secs(b.step)} per attempt {jit}; {n} reconnects")
+        return True, f"linear backoff +{fmt_duration(b.step)} per attempt {jit}; {n} reconnects"
     if b.pattern == "storm":
-        return _item(False, f"reconnect storm: {n} retries, fastest {fmt_secs(b.min)}, no backoff")
+        return False, f"reconnect storm: {n} retries, fastest {fmt_duration(b.min)}, no backoff"
     if b.pattern == "fixed":
         mid = b.median if b.median is not None else 0.0
-        detail = f"fixed interval ~{fmt_secs(mid)} {jit}, no growth; {n} reconnects"
-        return _item(False if mid < 1.0 else None, detail)
-    return _item(None, f"irregular delays ({fmt_secs(b.min)} to {fmt_secs(b.max)}); {n} reconnects")
+        detail = f"fixed interval ~{fmt_duration(mid)} {jit}, no growth; {n} reconnects"
+        return (False if mid < 1.0 else None), detail
+    spread = f"{fmt_duration(b.min)} to {fmt_duration(b.max)}"
+    return None, f"irregular delays ({spread}); {n} reconnects"
+
+
+def _reconnect(ep: EndpointReport) -> dict[str, Any]:
+    """The connected clients' backoff, each judged on its own; clients refused every time
+    are the refused-upgrades item's business."""
+    if not ep.mixed:
+        ok, detail = _judged(ep.backoff, len(ep.reconnect_delays))
+        lins = ep.reconnecting
+        if lins and len([lin for lin in ep.lineages if not lin.never_connected]) > 1:
+            detail = f"{lins[0].label}: {detail}"
+        return _item(ok, detail)
+    parts: list[str] = []
+    oks: list[bool | None] = []
+    for lin in ep.reconnecting:
+        ok, detail = _judged(lin.backoff, len(lin.reconnects))
+        oks.append(ok)
+        parts.append(f"{lin.label}: {detail}")
+    verdict: bool | None = (
+        False if False in oks else True if oks and all(o is True for o in oks) else None
+    )
+    return _item(verdict, f"{len(parts)} clients, each judged apart: " + "; ".join(parts))
 
 
 def _wss(conns: Sequence[Connection]) -> dict[str, Any]:
@@ -356,7 +492,59 @@ def _wss(conns: Sequence[Connection]) -> dict[str, Any]:
     return _item(False, f"{plain} of {len(conns)} connections over unencrypted ws://")
 
 
+def lacking_credentials(
+    conns: Sequence[Connection], references: ReferenceIndex
+) -> list[dict[str, Any]]:
+    """The connections whose upgrade lacked credentials their endpoint's accepted upgrades
+    sent (``analysis.handshake_diff``), grouped by what they lacked and the reference::
+
+        [{"connections": [ID, ...], "reference": ID, "missing": ["cookie session", ...]}]
+    """
+    groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    ref_items: dict[str, list[tuple[Any, str, str]]] = {}
+    for c in conns:
+        ref = references.reference_for(c)
+        if ref is None:
+            continue
+        items = ref_items.get(ref.id)
+        if items is None:
+            items = ref_items[ref.id] = credential_items(ref.handshake)
+        missing = missing_credential_labels(c.handshake, items)
+        if missing:
+            groups.setdefault((ref.id, tuple(missing)), []).append(c.id)
+    return [
+        {"connections": ids, "reference": ref, "missing": list(labels)}
+        for (ref, labels), ids in groups.items()
+    ]
+
+
+def _ids(ids: Sequence[str], limit: int = 4) -> str:
+    shown = ", ".join(f"#{i}" for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _lacking_text(lacking: Sequence[dict[str, Any]]) -> str:
+    return "; ".join(
+        f"{_ids(g['connections'])} lacked {', '.join(g['missing'])} (sent by #{g['reference']})"
+        for g in lacking
+    )
+
+
 def _auth(
+    session: Session,
+    monitor: HeartbeatMonitor | None,
+    accepted: Sequence[Connection],
+    refused: Sequence[Connection],
+    lacking: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    item = _auth_methods(session, monitor, accepted, refused)
+    item["lacking"] = list(lacking)
+    if lacking:
+        item["detail"] += "; " + _lacking_text(lacking)
+    return item
+
+
+def _auth_methods(
     session: Session,
     monitor: HeartbeatMonitor | None,
     accepted: Sequence[Connection],
@@ -487,7 +675,7 @@ def _close_codes(accepted: Sequence[Connection]) -> dict[str, Any]:
     return _item(True, listing, **extra)
 
 
-def _refused(refused: Sequence[Connection]) -> dict[str, Any]:
+def _refused(refused: Sequence[Connection], ep: EndpointReport) -> dict[str, Any]:
     if not refused:
         return _item(True, "no refused upgrade", statuses={})
     statuses: Counter[str] = Counter()
@@ -498,10 +686,50 @@ def _refused(refused: Sequence[Connection]) -> dict[str, Any]:
     expected = all(
         c.handshake.status in _EXPECTED_REFUSALS for c in refused if c.handshake.status
     ) and all(c.handshake.status is not None for c in refused)
-    return _item(None if expected else False, f"refused: {listing}", statuses=dict(statuses))
+    detail = f"refused: {listing}"
+    rr = ep.refused_retries
+    if rr.count > 1 and rr.interval is not None:
+        who = "1 client" if rr.clients == 1 else f"{rr.clients} clients"
+        detail += (
+            f"; {who} never connected and retried {rr.count} times, every "
+            f"{fmt_duration(rr.interval)} ({rr.status})"
+        )
+    return _item(None if expected else False, detail, statuses=dict(statuses))
 
 
 # --------------------------------------------------------------------------- report
+
+
+def _backplane(
+    fanout: FanoutTracer | None, conns: Sequence[Connection], now: float
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The endpoint's fan-out summary and its ``backplane`` checklist item."""
+    if fanout is None or not fanout.active:
+        return None, _item(
+            None, "not observed (record it with devconsole proxy --backplane redis://...)"
+        )
+    s = fanout.summary([c.id for c in conns], now)
+    if not s["publications"]:
+        return s, _item(None, "no backplane publication reached this endpoint")
+    where = ", ".join(
+        f"{name or 'proxy'} p95 {fmt_duration(v['delay_p95'])}"
+        for name, v in s["instances"].items()
+    )
+    detail = (
+        f"{s['publications']} publication(s), {s['deliveries']} deliveries, "
+        f"delay p50 {fmt_duration(s['delay_p50'])} p95 {fmt_duration(s['delay_p95'])}"
+    )
+    if len(s["instances"]) > 1:
+        detail += f" ({where})"
+    if s["missed"]:
+        return s, _item(
+            False,
+            f"{s['missed']} missed deliveries: connections that got the previous "
+            f"publication on a channel did not get the next; {detail}",
+        )
+    if s["delay_p95"] is not None and s["delay_p95"] > SLOW_FANOUT:
+        return s, _item(False, f"slow fan-out: {detail}")
+    return s, _item(True, detail)
 
 
 def build_report(
@@ -509,42 +737,74 @@ def build_report(
     heartbeat: HeartbeatMonitor | None,
     now: float,
     endpoints: Iterable[EndpointReport] | None = None,
+    fanout: FanoutTracer | None = None,
+    analysis: Analysis | None = None,
 ) -> dict[str, Any]:
-    """The readiness report of everything ``session`` knows. Without a ``heartbeat``
-    monitor, one is built from the session's buffered items (evicted ones are lost).
-    ``endpoints`` may be passed when already computed by ``analyze_endpoints``."""
+    """The readiness report of everything ``session`` knows. With ``analysis`` (from
+    ``observe``), its monitor, pairs and protocols are used. Without it or a
+    ``heartbeat`` monitor, both are built from the session's buffered items (evicted
+    ones are lost); with a monitor but no analysis, there is no pairing (latency).
+    ``endpoints`` may be passed when already computed by ``analyze_endpoints``; ``fanout``
+    (a tracer that observed the same events) adds the backplane trace."""
+    if analysis is not None:
+        heartbeat = analysis.heartbeat
+        pairs = analysis.pairs
+        protos = {cid: p for cid in session.connections if (p := analysis.tracker.protocol_of(cid))}
+    elif heartbeat is None:
+        pairs, protos = pairs_from_session(session)
+    else:
+        # A live caller with its own monitor but no analysis (a screen refreshing the
+        # report): decoding the whole buffer on every refresh would cost seconds, so no
+        # pairing here; attach ``observe()`` to the Session to get it.
+        pairs, protos = PairTracker(), {}
     monitor = heartbeat if heartbeat is not None else HeartbeatMonitor.from_session(session)
     eps = (
         list(endpoints)
         if endpoints is not None
-        else analyze_endpoints(session.connections.values())
+        else analyze_endpoints(
+            c for c in session.connections.values() if not is_backplane(c.handshake)
+        )
     )
     out: list[dict[str, Any]] = []
+    references = ReferenceIndex(session.connections.values())
     for ep in eps:
         conns = [session.connections[cid] for cid in ep.conn_ids if cid in session.connections]
         refused = [c for c in conns if c.state == ConnState.REFUSED]
         accepted = [c for c in conns if c.state != ConnState.REFUSED]
         reports = [monitor.report(c.id, now) for c in accepted]
         hb_summary, hb_item, pong_item = _heartbeat(reports, accepted, now)
+        bp_summary, bp_item = _backplane(fanout, accepted, now)
+        latency = pairs.endpoint_report(ep.path)
         checklist = {
             "heartbeat": hb_item,
             "pongs": pong_item,
             "reconnect": _reconnect(ep),
             "wss": _wss(conns),
-            "auth": _auth(session, monitor, accepted, refused),
+            "auth": _auth(
+                session, monitor, accepted, refused, lacking_credentials(conns, references)
+            ),
             "compression": _compression(accepted),
             "largest_message": _largest(accepted),
             "close_codes": _close_codes(accepted),
-            "refused_upgrades": _refused(refused),
+            "refused_upgrades": _refused(refused, ep),
+            "backplane": bp_item,
         }
+        if latency["requests"]:  # only where an application protocol pairs requests
+            checklist["replies"] = _replies(latency)
+        backoff = ep.to_dict()
         out.append(
             {
                 "path": ep.path,
                 "origin": ep.origin,
                 "connections": ep.connections,
-                "reconnect_delays": [round(d, 6) for d in ep.reconnect_delays],
-                "backoff": ep.backoff.to_dict(),
+                "reconnect_delays": backoff["reconnect_delays"],
+                "backoff": backoff["backoff"],
+                "clients": backoff["clients"],
+                "refused_retries": backoff["refused_retries"],
                 "heartbeat": hb_summary,
+                "backplane": bp_summary,
+                "protocols": sorted({protos[c.id] for c in accepted if c.id in protos}),
+                "latency": latency,
                 "checklist": checklist,
             }
         )
@@ -566,13 +826,36 @@ def render_text(report: dict[str, Any]) -> str:
         head += f"  {ep['connections']} connection(s)"
         lines.append(head)
         delays = ep.get("reconnect_delays") or []
-        if delays:
-            shown = ", ".join(fmt_secs(d) for d in delays[-10:])
+        if delays == "mixed":
+            for client in ep.get("clients", []):
+                cd = client.get("reconnect_delays") or []
+                if cd:
+                    shown = ", ".join(fmt_duration(d) for d in cd[-10:])
+                    more = f"{len(cd) - 10} earlier, " if len(cd) > 10 else ""
+                    lines.append(f"  reconnect delays of {client['client']}: {more}{shown}")
+        elif delays:
+            shown = ", ".join(fmt_duration(d) for d in delays[-10:])
             more = f"{len(delays) - 10} earlier, " if len(delays) > 10 else ""
             lines.append(f"  reconnect delays: {more}{shown}")
+        if ep.get("protocols"):
+            lines.append(f"  protocols: {', '.join(ep['protocols'])}")
         checklist = ep.get("checklist", {})
         width = max((len(k) for k in checklist), default=0)
         for name, item in checklist.items():
             mark = _MARK.get(item.get("ok"), " -- ")
             lines.append(f"  [{mark}] {name.replace('_', ' '):<{width}}  {item.get('detail', '')}")
+        methods = (ep.get("latency") or {}).get("methods") or []
+        if methods:
+            lines.append("  latency (request -> first answer):")
+            mw = min(max(len(m["method"]) for m in methods), 40)
+            lines.append(f"    {'method':<{mw}}  {'count':>6}  {'p50':>8}  {'p95':>8}  {'max':>8}")
+            for m in methods[:30]:
+                name = safe_text(m["method"])
+                name = name if len(name) <= mw else name[: mw - 1] + "…"
+                lines.append(
+                    f"    {name:<{mw}}  {m['count']:>6}  {fmt_duration(m['p50']):>8}  "
+                    f"{fmt_duration(m['p95']):>8}  {fmt_duration(m['max']):>8}"
+                )
+            if len(methods) > 30:
+                lines.append(f"    ... {len(methods) - 30} more")
     return "\n".join(lines) + "\n"

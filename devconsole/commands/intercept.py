@@ -1,8 +1,8 @@
 """``devconsole break | held | forward | drop``: intercept live messages over the tap.
 
 See docs/intercept.md. Every command talks to a running proxy's tap, like ``kill`` and
-``inject``; errors (no proxy, an unknown or no longer held id, a bad filter) print one
-line on stderr and exit 1.
+``inject``; errors (no proxy, an unknown or no longer held id, a bad filter) are a
+``CliError``: one line on stderr, exit 1.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ import argparse
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
-import sys
 import time
 from typing import Any
 
+from devconsole.commands import CliError, add_tap_args
 from devconsole.model import (
     BreakpointCommand,
     Command,
@@ -28,27 +27,11 @@ from devconsole.model import (
     Message,
     Opcode,
     RemoveBreakpointCommand,
-    opcode_name,
 )
 from devconsole.session import Session
-from devconsole.source import SourceError
+from devconsole.text import arrow, opcode_name
 
 __all__ = ["held_json", "register"]
-
-
-class _Error(Exception):
-    """One line for stderr; exit 1."""
-
-
-def _add_tap_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--tap",
-        metavar="ADDR",
-        default=None,
-        help="tap address: a Unix socket path or tcp://127.0.0.1:PORT "
-        "(default: $XDG_RUNTIME_DIR/devconsole/tap.sock)",
-    )
-    p.add_argument("--token", default=None, help="token for a tcp:// tap (default: its file)")
 
 
 def _positive_float(s: str) -> float:
@@ -77,7 +60,7 @@ def register(sub: Any) -> None:
     bsub = p.add_subparsers(dest="break_command", metavar="ACTION", required=True)
 
     b = bsub.add_parser("add", help="hold messages that match FILTER; prints the id")
-    _add_tap_args(b)
+    add_tap_args(b)
     b.add_argument("filter", metavar="FILTER", help="filter expression (docs/filters.md)")
     b.add_argument(
         "--timeout",
@@ -101,12 +84,12 @@ def register(sub: Any) -> None:
     b.set_defaults(handler=_sync(_break_add))
 
     b = bsub.add_parser("list", help="list the breakpoints")
-    _add_tap_args(b)
+    add_tap_args(b)
     b.add_argument("--json", action="store_true", help="one JSON object per line")
     b.set_defaults(handler=_sync(_break_list))
 
     b = bsub.add_parser("rm", help="remove a breakpoint (held messages stay held)")
-    _add_tap_args(b)
+    add_tap_args(b)
     g = b.add_mutually_exclusive_group(required=True)
     g.add_argument("id", nargs="?", type=_positive_int, metavar="ID")
     g.add_argument("--all", action="store_true", help="remove every breakpoint")
@@ -114,17 +97,17 @@ def register(sub: Any) -> None:
 
     for name, on in (("enable", True), ("disable", False)):
         b = bsub.add_parser(name, help=f"{name} a breakpoint")
-        _add_tap_args(b)
+        add_tap_args(b)
         b.add_argument("id", type=_positive_int, metavar="ID")
         b.set_defaults(handler=_sync(_break_enable), enabled=on)
 
     p = sub.add_parser("held", help="list the messages held by breakpoints")
-    _add_tap_args(p)
+    add_tap_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(handler=_sync(_held))
 
     p = sub.add_parser("forward", help="forward a held message, as it is or edited")
-    _add_tap_args(p)
+    add_tap_args(p)
     p.add_argument("id", nargs="?", type=_positive_int, metavar="HELD_ID")
     p.add_argument("--all", action="store_true", help="every held message (of --conn)")
     p.add_argument("--conn", metavar="CONN", default="", help="with --all: one connection")
@@ -136,7 +119,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_sync(_forward))
 
     p = sub.add_parser("drop", help="drop a held message")
-    _add_tap_args(p)
+    add_tap_args(p)
     p.add_argument("id", nargs="?", type=_positive_int, metavar="HELD_ID")
     p.add_argument("--all", action="store_true", help="every held message (of --conn)")
     p.add_argument("--conn", metavar="CONN", default="", help="with --all: one connection")
@@ -144,14 +127,10 @@ def register(sub: Any) -> None:
 
 
 def _sync(fn: Any) -> Any:
-    """An async command as ``handler(args) -> exit code``, errors as one line."""
+    """An async command as ``handler(args) -> exit code``."""
 
     def run(args: argparse.Namespace) -> int:
-        try:
-            return int(asyncio.run(fn(args)))
-        except (_Error, SourceError) as e:
-            print(f"devconsole: {e}", file=sys.stderr)
-            return 1
+        return int(asyncio.run(fn(args)))
 
     return run
 
@@ -160,20 +139,12 @@ def _sync(fn: Any) -> Any:
 
 
 async def _command(args: argparse.Namespace, cmd: Command) -> CommandResult:
-    from devconsole.tap import TapClient
+    """Send ``cmd`` over the tap (or Redis stream); a refusal is a CliError."""
+    from devconsole import sources
 
-    client = TapClient(args.tap, args.token)
-    await client.connect()
-    run = asyncio.ensure_future(client.run(lambda evs: None))
-    try:
-        res = await client.command(cmd)
-    finally:
-        await client.close()
-        run.cancel()
-        with contextlib.suppress(BaseException):
-            await run
+    res = await sources.send_command(args.tap, args.token, cmd)
     if not res.ok:
-        raise _Error(res.error)
+        raise CliError(res.error)
     return res
 
 
@@ -268,10 +239,9 @@ async def _held(args: argparse.Namespace) -> int:
     from devconsole.decoders import preview
 
     for it in items:
-        arrow = "→" if it.side == "client" else "←"
         print(
-            f"{it.held:>5}  #{it.conn:<4} {arrow} {opcode_name(it.opcode):<6} {it.size:>7}B "
-            f"{now - it.ts:6.1f}s  bp {it.breakpoint}  {preview(it, 80)}"
+            f"{it.held:>5}  #{it.conn:<4} {arrow(it.side)} {opcode_name(it.opcode):<6} "
+            f"{it.size:>7}B {now - it.ts:6.1f}s  bp {it.breakpoint}  {preview(it, 80)}"
         )
     return 0
 
@@ -286,29 +256,29 @@ def _edited_body(args: argparse.Namespace) -> tuple[bytes | None, int]:
         try:
             json.loads(args.json)
         except ValueError as e:
-            raise _Error(f"--json: not valid JSON: {e}") from None
+            raise CliError(f"--json: not valid JSON: {e}") from None
         return args.json.encode(), Opcode.TEXT
     if args.hex is not None:
         try:
             return binascii.unhexlify("".join(args.hex.split())), 0
         except (binascii.Error, ValueError):
-            raise _Error(f"--hex: not hexadecimal: {args.hex!r}") from None
+            raise CliError(f"--hex: not hexadecimal: {args.hex!r}") from None
     if args.file is not None:
         try:
             with open(args.file, "rb") as fh:
                 return fh.read(), 0
         except OSError as e:
-            raise _Error(f"{args.file}: {e.strerror}") from None
+            raise CliError(f"{args.file}: {e.strerror}") from None
     return None, 0
 
 
 def _target(args: argparse.Namespace) -> int:
     if args.all and args.id is not None:
-        raise _Error("give a HELD_ID or --all, not both")
+        raise CliError("give a HELD_ID or --all, not both")
     if not args.all and args.id is None:
-        raise _Error("give a HELD_ID (devconsole held) or --all")
+        raise CliError("give a HELD_ID (devconsole held) or --all")
     if args.conn and not args.all:
-        raise _Error("--conn goes with --all")
+        raise CliError("--conn goes with --all")
     return 0 if args.all else int(args.id)
 
 
@@ -316,7 +286,7 @@ async def _forward(args: argparse.Namespace) -> int:
     held = _target(args)
     body, opcode = _edited_body(args)
     if body is not None and not held:
-        raise _Error("an edited body goes to one held message, not to --all")
+        raise CliError("an edited body goes to one held message, not to --all")
     res = await _command(args, ForwardCommand(held, args.conn, body, opcode))
     if not held:
         print(f"{res.info} held message(s) forwarded")

@@ -12,6 +12,16 @@ see ``devconsole.decoders.views``) scores how well it fits an item, and renders 
     row = preview(item, 80)             # one terminal-safe line for the stream
     safe_text(r.text, keep_newlines=True)
 
+Application protocols (Socket.IO, SignalR, GraphQL over WebSocket, STOMP, MQTT,
+JSON-RPC, Phoenix, Action Cable, WAMP, protobuf; ``devconsole.decoders.protocols``) are
+decoded per connection by a ``ProtocolTracker`` (``devconsole.decoders.tracker``). Pass
+its result as ``decoded`` and the same functions show it::
+
+    d = tracker.decoded(item)           # Decoded | None
+    row = preview(item, 80, d)          # sio "chat" {"text":"hi"} ack 12
+    views = views_for(item, d)          # the protocol's view first, then the raw ones
+    r = render(item, "socket.io", d)    # its tree of packets and fields
+
 Nothing here raises on any payload. ``safe_text`` makes any string safe to write to a
 terminal: control characters, ESC sequences and bidi overrides become visible escapes.
 """
@@ -20,9 +30,11 @@ from __future__ import annotations
 
 import re
 
+from devconsole.decoders.base import Decoded
 from devconsole.decoders.views import (
     CborView,
     CloseView,
+    DecodedView,
     HexView,
     JsonView,
     MsgpackView,
@@ -42,6 +54,7 @@ from devconsole.model import Item, Opcode, close_code_meaning
 
 __all__ = [
     "VIEWS",
+    "Decoded",
     "Node",
     "Rendered",
     "View",
@@ -75,22 +88,32 @@ def get_view(name: str) -> View | None:
     return None
 
 
-def views_for(item: Item) -> list[View]:
-    """The views that can show ``item`` (score > 0), best first."""
-    scored = [(v.score(item.payload, item), i, v) for i, v in enumerate(VIEWS)]
+def views_for(item: Item, decoded: Decoded | None = None) -> list[View]:
+    """The views that can show ``item`` (score > 0), best first. With ``decoded`` (its
+    connection's protocol reading), that protocol's view comes first (after the raw
+    views when it failed to decode)."""
+    views = list(VIEWS)
+    if decoded is not None:
+        views.insert(0, DecodedView(decoded))
+    scored = [(v.score(item.payload, item), i, v) for i, v in enumerate(views)]
     return [v for s, _, v in sorted(scored, key=lambda t: (-t[0], t[1])) if s > 0]
 
 
-def best_view(item: Item) -> View:
-    views = views_for(item)
+def best_view(item: Item, decoded: Decoded | None = None) -> View:
+    views = views_for(item, decoded)
     return views[0] if views else _HEX
 
 
-def render(item: Item, view: str | None = None) -> Rendered:
-    """``item`` in the named view (the best one if None or unknown)."""
-    v = get_view(view) if view is not None else None
+def render(item: Item, view: str | None = None, decoded: Decoded | None = None) -> Rendered:
+    """``item`` in the named view (the best one if None or unknown); the protocol's own
+    view is named after the protocol (``decoded.protocol``)."""
+    v: View | None = None
+    if decoded is not None and view == decoded.protocol:
+        v = DecodedView(decoded)
+    elif view is not None:
+        v = get_view(view)
     if v is None:
-        v = best_view(item)
+        v = best_view(item, decoded)
     return v.render(item.payload, item)
 
 
@@ -155,12 +178,31 @@ def close_summary(item: Item) -> str:
     return f"{s} ({error})" if error else s
 
 
-def preview(item: Item, width: int = 80) -> str:
-    """One terminal-safe line of at most ``width`` characters: the text of a text
-    message (newlines as ⏎, controls escaped), a decoded summary of msgpack/CBOR, hex
-    for other binary payloads, ``1000 Normal Closure: reason`` for a close frame."""
+def decoded_line(decoded: Decoded, item: Item, width: int) -> str:
+    """The stream line of a protocol message: its summary; for a message that failed to
+    decode, the reason then the raw preview (never hidden)."""
+    if decoded.error is not None:
+        head = f"[{decoded.protocol}: {decoded.error}] "
+        if decoded.packets:
+            head = f"{decoded.summary} [{decoded.protocol}: {decoded.error}] "
+        room = max(width - len(head), 0)
+        return _clip(safe_text(head) + preview(item, room), width)
+    return _clip(safe_text(decoded.summary), width)
+
+
+def preview(item: Item, width: int = 80, decoded: Decoded | None = None) -> str:
+    """One terminal-safe line of at most ``width`` characters: the protocol's summary
+    when ``decoded`` is given (``sio "chat" {"text":"hi"} ack 12``); otherwise the text
+    of a text message (newlines as ⏎, controls escaped), a decoded summary of
+    msgpack/CBOR, hex for other binary payloads, ``1000 Normal Closure: reason`` for a
+    close frame."""
     if width <= 0:
         return ""
+    if decoded is not None:
+        try:
+            return decoded_line(decoded, item, width)
+        except Exception:
+            pass
     try:
         if item.opcode == Opcode.CLOSE:
             return _clip(safe_text(close_summary(item)), width)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from devconsole.decoders.base import Decoded
 from devconsole.model import (
     ControlFrame,
     Item,
@@ -36,6 +37,7 @@ from devconsole.model import (
     close_code_meaning,
     valid_close_code,
 )
+from devconsole.text import fmt_bytes
 
 try:
     import msgpack
@@ -52,6 +54,7 @@ __all__ = [
     "PARSE_LIMIT",
     "CborView",
     "CloseView",
+    "DecodedView",
     "HexView",
     "JsonView",
     "MsgpackView",
@@ -156,16 +159,8 @@ def _opcode(item: Item | None) -> int | None:
     return None if item is None else item.opcode
 
 
-def _size_text(n: int) -> str:
-    if n >= MiB:
-        return f"{n / MiB:.1f} MiB"
-    if n >= KiB:
-        return f"{n / KiB:.1f} KiB"
-    return f"{n} bytes"
-
-
 def _showing(shown: int, total: int) -> str:
-    a, b = _size_text(shown), _size_text(total)
+    a, b = fmt_bytes(shown), fmt_bytes(total)
     if a == b:  # "1.0 MiB of 1.0 MiB" says nothing
         a, b = f"{shown:,}", f"{total:,} bytes"
     return f"showing the first {a} of {b}"
@@ -196,7 +191,7 @@ def _cached(
     if len(payload) > PARSE_LIMIT:
         result: tuple[object, str | None] = (
             _FAILED,
-            f"too large to decode ({_size_text(len(payload))} > {_size_text(PARSE_LIMIT)})",
+            f"too large to decode ({fmt_bytes(len(payload))} > {fmt_bytes(PARSE_LIMIT)})",
         )
     else:
         try:
@@ -784,3 +779,47 @@ class CloseView(View):
             ],
         )
         return Rendered(self.name, text, tree, error)
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+class DecodedView(View):
+    """An application protocol's reading of the item (``devconsole.decoders.base``):
+    the tree of its packets' fields, beside the raw views (text, json, hex) that stay
+    in the list. Built per item: ``DecodedView(tracker.decoded(item))``."""
+
+    description = "decoded by the connection's protocol"
+
+    def __init__(self, decoded: Decoded) -> None:
+        self.decoded = decoded
+        self.name = decoded.protocol  # type: ignore[misc]
+
+    def _score(self, payload: bytes, item: Item | None) -> float:
+        # A decode that failed outright ranks below the raw views, which show the bytes.
+        return 0.01 if self.decoded.error is not None and not self.decoded.packets else 1.0
+
+    def _render(self, payload: bytes, item: Item | None) -> Rendered:
+        d = self.decoded
+        error = None
+        if d.error is not None:
+            error = f"{d.protocol}: {d.error} (the raw views show the message as it is)"
+        if not d.packets:
+            text, _ = decode_prefix(payload, TextView.max_bytes, _truncated(item))
+            if not looks_like_text(payload, _truncated(item)):
+                text = hexdump(payload[: HexView.max_bytes])
+            return Rendered(self.name, text, None, error, d.note)
+        root = Node(d.protocol, d.summary)
+        parts: list[str] = []
+        cut = False
+        for p in d.packets:
+            sub, c = to_tree(p.fields, p.summary, MAX_NODES // max(len(d.packets), 1))
+            sub.value_repr = None
+            root.children.append(sub)
+            text, c2 = pretty(p.fields, MAX_LINES // max(len(d.packets), 1))
+            parts.append(f"# {p.summary}\n{text}")
+            cut = cut or c or c2
+        if len(d.packets) == 1:
+            root = root.children[0]
+        notes = [n for n in (d.note, "cut short" if cut else None) if n]
+        return Rendered(self.name, "\n\n".join(parts), root, error, "; ".join(notes) or None)

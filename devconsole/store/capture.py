@@ -402,15 +402,26 @@ def read_capture(path: PathLike, *, strict: bool = False) -> CaptureReader:
 
 
 def probe(path: PathLike) -> CaptureHeader:
-    """The header of ``path`` if it is a readable capture file; raises ``SourceError``
-    otherwise (a one-line message for the CLI)."""
+    """The header of ``path`` if it is a readable capture file, recording or HAR file
+    (for a HAR: a header with version 0 and its format in ``meta``); raises
+    ``SourceError`` otherwise (a one-line message for the CLI)."""
+    from devconsole.store.load import probe_any
+
+    reader = probe_any(path)
     try:
-        with CaptureReader(path) as r:
-            return r.header
-    except CaptureError as e:
-        raise SourceError(str(e)) from None
-    except OSError as e:
-        raise SourceError(f"cannot read {os.fspath(path)}: {e.strerror or e}") from None
+        if isinstance(reader, CaptureReader):  # pragma: no cover - wrapped below
+            return reader.header
+        inner = getattr(reader, "_r", None)
+        if isinstance(inner, CaptureReader):
+            return inner.header
+        return CaptureHeader(
+            VERSION if reader.kind == "recording" else 0,
+            float(getattr(reader, "created", 0.0) or 0.0),
+            reader.proxy,
+            {"kind": reader.kind, "description": reader.description},
+        )
+    finally:
+        reader.close()
 
 
 # ------------------------------------------------------------------ Source
@@ -431,30 +442,40 @@ class FileSource:
         self.header: CaptureHeader | None = None
         self.proxy = ""
         self.error: str | None = None
+        self.notes: list[str] = []  # what the format lacks, segments removed...
+        self.kind = ""  # "capture", "recording" or "har"
         self.events_read = 0
         self.done = False  # every readable event was delivered
         self._closed = asyncio.Event()
 
     async def run(self, on_events: EventsCallback) -> None:
+        from devconsole.store.load import probe_any
+
+        reader = probe_any(self.path)
+        self.kind = reader.kind
+        self.proxy = reader.proxy
+        inner = getattr(reader, "_r", None)
+        if isinstance(inner, CaptureReader):
+            self.header = inner.header
+        if reader.kind != "capture" and self.description == f"file {self.path}":
+            self.description = reader.description
+        events = iter(reader)
         try:
-            reader = CaptureReader(self.path)
-        except CaptureError as e:
-            raise SourceError(str(e)) from None
-        except OSError as e:
-            raise SourceError(f"cannot read {self.path}: {e.strerror or e}") from None
-        self.header = reader.header
-        self.proxy = reader.header.proxy
-        with reader:
             while not self._closed.is_set():
                 try:
-                    batch = list(itertools.islice(reader, self.batch_size))
+                    batch = list(itertools.islice(events, self.batch_size))
                 except OSError as e:
                     raise SourceError(f"cannot read {self.path}: {e.strerror or e}") from None
+                except CaptureError as e:
+                    raise SourceError(str(e)) from None
                 if not batch:
                     break
                 self.events_read += len(batch)
                 on_events(batch)
                 await asyncio.sleep(0)
+        finally:
+            reader.close()
+        self.notes = list(reader.notes)
         self.done = True
         if reader.error is not None:
             self.error = reader.error
@@ -493,6 +514,8 @@ async def record(
     overwrite: bool = True,
     on_progress: Callable[[int], None] | None = None,
     flush_interval: float = 1.0,
+    segment_bytes: int | None = None,
+    max_bytes: int | None = None,
 ) -> int:
     """Run ``source`` and write every event it delivers to the capture file ``path`` until
     ``duration`` seconds pass, ``stop`` is set, or the source ends. Returns the number of
@@ -500,25 +523,54 @@ async def record(
     reached leaves no file), or empty at the end if nothing arrived; it is flushed at
     least every ``flush_interval`` seconds and closed whatever happens (cancellation
     included). Closes ``source``. Raises what ``source.run`` raised (SourceError) after
-    closing the file, ``OSError`` if the file cannot be written."""
-    target = os.fspath(path)
-    _check_writable(target)
-    if not overwrite and os.path.lexists(target):
-        raise FileExistsError(17, "File exists", target)
-    writer: CaptureWriter | None = None
+    closing the file, ``OSError`` if the file cannot be written.
 
-    def open_writer() -> CaptureWriter:
+    With ``segment_bytes`` (or ``max_bytes``) ``path`` is a segmented recording
+    (``devconsole.store.segments``): a directory of segments of that size, each starting
+    with a Snapshot, the oldest removed to stay within ``max_bytes``."""
+    target = os.fspath(path)
+    segmented = segment_bytes is not None or max_bytes is not None
+    if segmented:
+        from devconsole.store.segments import SEGMENT_BYTES, SegmentWriter, list_segments
+
+        if os.path.lexists(target) and not os.path.isdir(target):
+            raise FileExistsError(17, "exists and is not a recording directory", target)
+        if os.path.isdir(target) and list_segments(target) and not overwrite:
+            raise FileExistsError(17, "already holds a recording", target)
+        _check_writable(target if not os.path.isdir(target) else os.path.join(target, "x"))
+    else:
+        _check_writable(target)
+        if not overwrite and os.path.lexists(target):
+            raise FileExistsError(17, "File exists", target)
+    writer: Any = None
+    tracker = Session(max_items=1, max_bytes=1 << 40)  # connections, for rotations
+
+    def open_writer() -> Any:
         nonlocal writer
         if writer is None:
             name = proxy if proxy is not None else str(getattr(source, "proxy", "") or "")
-            writer = CaptureWriter(
-                target, proxy=name, overwrite=overwrite, flush_interval=flush_interval
-            )
+            if segmented:
+                writer = SegmentWriter(
+                    target,
+                    proxy=name,
+                    segment_bytes=segment_bytes or SEGMENT_BYTES,
+                    max_bytes=max_bytes,
+                    overwrite=overwrite,
+                )
+            else:
+                writer = CaptureWriter(
+                    target, proxy=name, overwrite=overwrite, flush_interval=flush_interval
+                )
         return writer
 
     def on_events(events: list[Event]) -> None:
         w = open_writer()
         w.write(events)
+        if segmented:
+            tracker.apply_all(events)
+            if w.full:
+                w.flush()
+                w.rotate(tracker.snapshot(w.proxy))
         if on_progress is not None:
             on_progress(w.events_written)
 

@@ -15,11 +15,14 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from devconsole import __version__
+from devconsole.decoders.base import Decoded, jsonable
+from devconsole.decoders.protocols import DecoderRule
+from devconsole.decoders.tracker import ProtocolTracker
 from devconsole.model import (
     ControlFrame,
     EndEvent,
@@ -99,9 +102,27 @@ def _hs_dict(event: str, hs: Handshake) -> dict[str, Any]:
     return out
 
 
-def event_dict(ev: Event, *, redact: bool = True) -> dict[str, Any] | None:
+def decoded_dict(d: Decoded, *, redact: bool = True) -> dict[str, Any]:
+    """``{"protocol", "decoded"?, "decode_error"?, "decode_note"?}`` of a message's
+    application-protocol reading (docs/protocols.md), secrets redacted unless
+    ``redact=False``."""
+    out = d.to_json()
+    if redact and "decoded" in out:
+        out["decoded"] = jsonable(r.redact_value(d.value))
+    if "error" in out:
+        out["decode_error"] = out.pop("error")
+    if "note" in out:
+        out["decode_note"] = out.pop("note")
+    return out
+
+
+def event_dict(
+    ev: Event, *, redact: bool = True, decoded: Decoded | None = None
+) -> dict[str, Any] | None:
     """The ``tail --json`` object of an event (docs/cli.md), secrets redacted unless
-    ``redact=False``; None for internal events (Snapshot)."""
+    ``redact=False``; None for internal events (Snapshot, the handshake of an upgrade
+    that is not answered yet). ``decoded``: the message's application protocol reading
+    (a ProtocolTracker's), added as ``protocol`` and ``decoded``."""
     if isinstance(ev, Message):
         out: dict[str, Any] = {
             "event": "message",
@@ -129,6 +150,8 @@ def event_dict(ev: Event, *, redact: bool = True) -> dict[str, Any] | None:
         if ev.dropped:
             out["dropped"] = True
         _held_fields(out, ev, redact)
+        if decoded is not None:
+            out.update(decoded_dict(decoded, redact=redact))
         return out
     if isinstance(ev, ControlFrame):
         if ev.opcode == Opcode.CLOSE:
@@ -159,6 +182,10 @@ def event_dict(ev: Event, *, redact: bool = True) -> dict[str, Any] | None:
         _held_fields(out, ev, redact)
         return out
     if isinstance(ev, HandshakeEvent | RefusedEvent):
+        if isinstance(ev, HandshakeEvent) and ev.handshake.status is None:
+            # an upgrade not answered yet: the schema has one handshake per connection,
+            # the answered one (or its refused / error)
+            return None
         hs = redact_handshake(ev.handshake) if redact else ev.handshake
         return _hs_dict("handshake" if isinstance(ev, HandshakeEvent) else "refused", hs)
     if isinstance(ev, EndEvent):
@@ -331,13 +358,23 @@ def expand_snapshots(events: Iterable[Event]) -> Iterator[Event]:
     yield from expander.finish()
 
 
-def export_jsonl(events: Iterable[Event], out: TextIO, *, redact: bool = True) -> int:
+def export_jsonl(
+    events: Iterable[Event],
+    out: TextIO,
+    *,
+    redact: bool = True,
+    decoders: Sequence[DecoderRule] = (),
+) -> int:
     """Write one ``tail --json`` object per line (Snapshots expanded into the handshake
-    and end events they stand for). Returns the number of lines."""
+    and end events they stand for), messages with their decoded form (``decoders``:
+    ``--decoder`` rules). Returns the number of lines."""
     n = 0
     write = out.write
+    tracker = ProtocolTracker(decoders)
     for ev in expand_snapshots(events):
-        obj = event_dict(ev, redact=redact)
+        tracker.on_event(ev)
+        dec = tracker.decoded(ev) if isinstance(ev, Message) else None
+        obj = event_dict(ev, redact=redact, decoded=dec)
         if obj is None:
             continue
         write(json.dumps(obj, ensure_ascii=False) + "\n")
@@ -354,6 +391,7 @@ class _HarConn:
     refused: bool
     messages: list[Message] = field(default_factory=list)
     state: str = ""
+    control: list[ControlFrame] = field(default_factory=list)
     close_code: int | None = None
     close_reason: str = ""
     closed_by: str | None = None
@@ -405,23 +443,89 @@ def _set_cookies(headers: list[tuple[str, str]]) -> list[dict[str, Any]]:
     return out
 
 
-def _har_messages(messages: list[Message], redact: bool) -> list[dict[str, Any]]:
+def _har_messages(
+    messages: list[Message], redact: bool, decoded: dict[int, Decoded] | None = None
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
         payload = r.redact_bytes(m.payload) if redact else m.payload
         data = payload.decode("utf-8", "replace") if m.opcode == Opcode.TEXT else _b64(payload)
-        out.append(
-            {
-                "type": "send" if m.side == "client" else "receive",
-                "time": _finite(m.ts),
-                "opcode": int(m.opcode),
-                "data": data,
-            }
-        )
+        msg: dict[str, Any] = {
+            "type": "send" if m.side == "client" else "receive",
+            "time": _finite(m.ts),
+            "opcode": int(m.opcode),
+            "data": data,
+        }
+        extra = _message_extra(m)
+        if extra:
+            msg["_devconsole"] = extra
+        d = decoded.get(m.seq) if decoded else None
+        if d is not None:  # the application protocol's reading, beside the raw data
+            msg.update({f"_{k}": v for k, v in decoded_dict(d, redact=redact).items()})
+        out.append(msg)
     return out
 
 
-def _har_entry(c: _HarConn, redact: bool) -> dict[str, Any]:
+def _message_extra(m: Message) -> dict[str, Any]:
+    """What Chrome's message shape cannot say, only where it is not the default (other
+    HAR readers ignore ``_`` fields)."""
+    extra: dict[str, Any] = {}
+    if m.truncated:
+        extra["size"] = m.size
+    if m.frames != 1:
+        extra["frames"] = m.frames
+    if m.compressed:
+        extra["compressed"] = True
+    if m.injected:
+        extra["injected"] = True
+    if m.dropped:
+        extra["dropped"] = True
+    return extra
+
+
+def _har_control(frames: list[ControlFrame], redact: bool) -> list[dict[str, Any]]:
+    """Ping, pong and close frames, which Chrome's ``_webSocketMessages`` do not list."""
+    out: list[dict[str, Any]] = []
+    for f in frames:
+        payload = r.redact_bytes(f.payload) if redact else f.payload
+        d: dict[str, Any] = {
+            "type": "send" if f.side == "client" else "receive",
+            "time": _finite(f.ts),
+            "opcode": int(f.opcode),
+            "data": _b64(payload),
+        }
+        if f.opcode == Opcode.CLOSE:
+            d["code"] = f.code
+            d["reason"] = r.redact_text(f.reason) if redact else f.reason
+        if f.injected:
+            d["injected"] = True
+        if f.dropped:
+            d["dropped"] = True
+        if f.error:
+            d["error"] = f.error
+        out.append(d)
+    return out
+
+
+def _decode_all(conns: list[_HarConn], rules: Sequence[DecoderRule]) -> dict[int, Decoded]:
+    """Every message of ``conns`` decoded by its connection's protocol, in order."""
+    tracker = ProtocolTracker(rules, max_cached=1 << 62)
+    items = sorted((m for c in conns for m in c.messages), key=lambda m: m.seq)
+    for c in conns:
+        tracker.on_event(HandshakeEvent(c.hs))
+    out: dict[int, Decoded] = {}
+    for m in items:
+        tracker.feed(m)
+    for m in items:
+        d = tracker.decoded(m)
+        if d is not None:
+            out[m.seq] = d
+    return out
+
+
+def _har_entry(
+    c: _HarConn, redact: bool, decoded: dict[int, Decoded] | None = None
+) -> dict[str, Any]:
     hs = redact_handshake(c.hs) if redact else c.hs
     wait = 0.0
     if hs.ts_response is not None:
@@ -465,7 +569,11 @@ def _har_entry(c: _HarConn, redact: bool) -> dict[str, Any]:
         "ended": _iso(c.ts_end) if c.ts_end is not None else None,
         "errors": c.errors,
         "redacted": redact,
+        "control": _har_control(c.control, redact),
     }
+    if hs.source or hs.unknown:  # imported: keep saying what the first format lacked
+        dc["source"] = hs.source
+        dc["unknown"] = list(hs.unknown)
     return {
         "startedDateTime": _iso(hs.ts),
         "time": wait,
@@ -492,7 +600,7 @@ def _har_entry(c: _HarConn, redact: bool) -> dict[str, Any]:
         },
         "connection": hs.conn,
         "_resourceType": "websocket",
-        "_webSocketMessages": _har_messages(c.messages, redact),
+        "_webSocketMessages": _har_messages(c.messages, redact, decoded),
         "_devconsole": dc,
     }
 
@@ -504,6 +612,7 @@ def _conns_from_session(session: Session) -> list[_HarConn]:
             c.handshake,
             c.refused,
             [m for m in session.items(c.id) if isinstance(m, Message)],
+            control=[f for f in session.items(c.id) if isinstance(f, ControlFrame)],
             state=str(c.state),
             close_code=c.close_code,
             close_reason=c.close_reason,
@@ -525,6 +634,8 @@ def _conns_from_events(events: Iterable[Event]) -> list[_HarConn]:
                 c.messages.append(ev)
         elif isinstance(ev, ControlFrame):
             c = conns.get(ev.conn)
+            if c is not None:
+                c.control.append(ev)
             if (
                 c is not None
                 and ev.opcode == Opcode.CLOSE
@@ -563,27 +674,41 @@ def _conns_from_events(events: Iterable[Event]) -> list[_HarConn]:
     return list(conns.values())
 
 
-def har_log(data: Session | Iterable[Event], *, redact: bool = True) -> dict[str, Any]:
+def har_log(
+    data: Session | Iterable[Event],
+    *,
+    redact: bool = True,
+    decoders: Sequence[DecoderRule] = (),
+) -> dict[str, Any]:
     """A HAR 1.2 document: one entry per WebSocket connection (the upgrade request and
     its response, refused upgrades included with their status and body), its messages in
     Chrome's ``_webSocketMessages`` format (``{"type": "send"|"receive", "time", "opcode":
     1|2, "data"}``; binary data base64), and devconsole's own fields in ``_devconsole``.
-    From a Session, only the messages still in its ring buffer are included."""
+    From a Session, only the messages still in its ring buffer are included. A message
+    of a known application protocol also has ``_protocol`` and ``_decoded``
+    (``decoders``: ``--decoder`` rules)."""
     conns = _conns_from_session(data) if isinstance(data, Session) else _conns_from_events(data)
     conns.sort(key=lambda c: _finite(c.hs.ts))
+    decoded = _decode_all(conns, decoders)
     return {
         "log": {
             "version": "1.2",
             "creator": {"name": "devconsole", "version": __version__},
             "pages": [],
-            "entries": [_har_entry(c, redact) for c in conns],
+            "entries": [_har_entry(c, redact, decoded) for c in conns],
         }
     }
 
 
-def export_har(data: Session | Iterable[Event], out: TextIO, *, redact: bool = True) -> int:
+def export_har(
+    data: Session | Iterable[Event],
+    out: TextIO,
+    *,
+    redact: bool = True,
+    decoders: Sequence[DecoderRule] = (),
+) -> int:
     """Write ``har_log(data)`` as JSON to ``out``; returns the number of entries."""
-    doc = har_log(data, redact=redact)
+    doc = har_log(data, redact=redact, decoders=decoders)
     json.dump(doc, out, ensure_ascii=False, indent=1)
     out.write("\n")
     return len(doc["log"]["entries"])
@@ -597,6 +722,7 @@ class ExportResult:
     events: int  # events read from the capture
     written: int  # JSON lines, or HAR entries
     error: str | None  # the capture was damaged: what was read before it was exported
+    notes: list[str] = field(default_factory=list)  # what the input format lacks...
 
 
 def export_capture(
@@ -606,23 +732,35 @@ def export_capture(
     fmt: ExportFormat = "jsonl",
     redact: bool = True,
     strict: bool = False,
+    decoders: Sequence[DecoderRule] = (),
 ) -> ExportResult:
-    """Export the capture file ``capture`` to ``out``: a path (written atomically, mode
-    0600: a temporary file renamed over it, so a failed export leaves nothing behind),
-    an open text stream, or None / ``"-"`` for stdout. Raises ``CaptureError`` (not a
-    capture file; with ``strict``, a damaged one) or ``OSError``; a damaged capture is
-    otherwise exported up to the damage and reported in ``ExportResult.error``."""
-    from devconsole.store.capture import read_capture
+    """Export ``capture`` (a capture file, a recording directory or a HAR file) to
+    ``out``: a path (written atomically, mode 0600: a temporary file renamed over it, so
+    a failed export leaves nothing behind), an open text stream, or None / ``"-"`` for
+    stdout. Raises ``CaptureError`` (not a capture; with ``strict``, a damaged one;
+    ``out`` is ``capture`` itself) or ``OSError``; a damaged capture is otherwise exported
+    up to the damage and reported in ``ExportResult.error``."""
+    from devconsole.store.capture import CaptureError
+    from devconsole.store.load import load_session, open_events
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (jsonl, har)")
-    reader = read_capture(capture, strict=strict)
-    with reader:
+    if isinstance(out, str | os.PathLike) and out != "-" and _same_file(capture, out):
+        raise CaptureError(
+            f"{os.fspath(out)} is the capture being exported: choose another output file"
+        )
+    reader = open_events(capture, strict=strict)
+    if fmt == "har":
+        # a HAR holds every message in memory anyway; the Session keeps what the input
+        # does not know (an unknown close stays unknown)
+        reader.close()
+        session, reader = load_session(capture, strict=strict)
+    try:
 
         def write(fh: TextIO) -> int:
             if fmt == "har":
-                return export_har(reader, fh, redact=redact)
-            return export_jsonl(reader, fh, redact=redact)
+                return export_har(session, fh, redact=redact, decoders=decoders)
+            return export_jsonl(reader, fh, redact=redact, decoders=decoders)
 
         if out is None or out == "-":
             n = write(sys.stdout)
@@ -631,7 +769,17 @@ def export_capture(
             n = _write_atomic(os.fspath(out), write)
         else:
             n = write(out)
-    return ExportResult(reader.events_read, n, reader.error)
+    finally:
+        reader.close()
+    return ExportResult(reader.events_read, n, reader.error, list(reader.notes))
+
+
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` are one file (also through symbolic and hard links)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _write_atomic(path: str, write: Any) -> int:

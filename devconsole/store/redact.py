@@ -1,5 +1,7 @@
-"""Heuristics that hide secrets in exports: which names look secret, and how to scrub a
-header value, a URL, a cookie or a message payload. Pure functions, no I/O.
+"""How to hide secrets in exports: scrub a header value, a URL, a cookie or a message
+payload. Pure functions, no I/O. Which names and values look secret is decided by
+``devconsole.analysis.secrets``, the same detector the handshake lint and the readiness
+report use.
 
 Everything that is replaced becomes ``[REDACTED]``; names (header names, cookie names,
 query parameter names, JSON field names, the auth scheme) are kept so an export still
@@ -8,136 +10,26 @@ shows *that* a credential was sent, and where.
 
 from __future__ import annotations
 
-import functools
 import re
+from typing import Any
 from urllib.parse import unquote_plus
 
+from devconsole.analysis.secrets import (
+    JWT,
+    TOKEN_RUN,
+    is_secret_field,
+    is_secret_header,
+    is_secret_name,
+    is_token_run,
+)
+
 REDACTED = "[REDACTED]"
-
-# A name is secret if one of its words (split on punctuation and camelCase) is one of
-# these...
-_SECRET_WORDS = frozenset(
-    {
-        "auth",
-        "key",
-        "sig",
-        "sid",
-        "session",
-        "pwd",
-        "pass",
-        "token",
-        "secret",
-        "password",
-        "ticket",
-        "jwt",
-        "signature",
-        "cookie",
-        "otp",
-    }
-)
-# ...or if its letters and digits alone (lowercase, no separators) contain one of these.
-_SECRET_PARTS = (
-    "token",
-    "secret",
-    "passw",
-    "passphrase",
-    "passcode",
-    "apikey",
-    "authorization",
-    "authkey",
-    "credential",
-    "signature",
-    "jwt",
-    "ticket",
-    "cookie",
-    "sessionid",
-    "sessid",
-    "sessionkey",
-    "csrf",
-    "xsrf",
-    "bearer",
-    "privatekey",
-    "accesskey",
-    "secretkey",
-    "clientsecret",
-)
-# Headers whose names match the rules above but carry no secret (and are useful to see).
-_PUBLIC_HEADERS = frozenset(
-    {
-        "sec-websocket-key",  # a nonce, needed to check Sec-WebSocket-Accept
-        "sec-websocket-accept",
-        "sec-websocket-extensions",
-        "www-authenticate",  # a challenge, not a credential
-        "proxy-authenticate",
-    }
-)
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_NON_ALNUM = re.compile(r"[^A-Za-z0-9]+")
-
-
-@functools.lru_cache(maxsize=4096)
-def _secret(name: str, bare_key: bool) -> bool:
-    words = [w.lower() for w in _NON_ALNUM.split(_CAMEL.sub(" ", name)) if w]
-    if any(w in _SECRET_WORDS and (bare_key or w != "key") for w in words):
-        return True
-    compact = "".join(words)
-    return any(p in compact for p in _SECRET_PARTS)
-
-
-def is_secret_name(name: str) -> bool:
-    """A query parameter, cookie or form field name that looks like it holds a credential:
-    ``token``, ``access_token``, ``ticket``, ``auth``, ``jwt``, ``key``, ``api_key``, ``sig``,
-    ``signature``, ``session``, ``sid``, ``password``, ``secret``, ``X-Amz-Credential``..."""
-    return _secret(name[:128], True)
-
-
-def is_secret_field(name: str) -> bool:
-    """A JSON field name that looks like it holds a credential (``password``, ``token``,
-    ``accessToken``, ``refresh_token``, ``secret``, ``api_key``, ``authorization``...). A
-    bare ``key`` does not count here: it is too common in message payloads."""
-    return _secret(name[:128], False)
-
-
-def is_secret_header(name: str) -> bool:
-    """A header whose whole value is a credential (``X-Api-Key``, ``X-Auth-Token``,
-    ``X-Session-Id``, ``*token*``, ``*secret*``...). Cookie, Set-Cookie, Authorization and
-    Sec-WebSocket-Protocol have their own rules (see ``redact_header``)."""
-    lname = name.lower()
-    if lname in _PUBLIC_HEADERS or lname.startswith("access-control-"):
-        return False
-    return _secret(name[:128], True)
-
-
-# ------------------------------------------------------------------ values
-
-# A JWT / JWS / JWE: a base64url JSON header ("eyJ" is '{"') and at least one more
-# dot-separated segment. A truncated one (cut by --max-payload) still matches.
-_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_.-]*")
-_RUN = re.compile(r"[A-Za-z0-9+/=_~-]{20,}")
-
-
-def looks_like_token(value: str) -> bool:
-    """A long random-looking string: a JWT, or 20+ base64/hex characters mixing letters and
-    digits (upper and lower case, or 32 characters and more)."""
-    if _JWT.search(value):
-        return True
-    return any(_is_token_run(m.group()) for m in _RUN.finditer(value))
-
-
-def _is_token_run(s: str) -> bool:
-    has_digit = any(c.isdigit() for c in s)
-    has_alpha = any(c.isalpha() for c in s)
-    if not (has_digit and has_alpha):
-        return False
-    mixed_case = any(c.isupper() for c in s) and any(c.islower() for c in s)
-    return mixed_case or len(s) >= 32
 
 
 def redact_tokens(value: str) -> str:
     """Replace the JWTs and token-looking runs in ``value`` (keeps the rest)."""
-    value = _JWT.sub(REDACTED, value)
-    return _RUN.sub(lambda m: REDACTED if _is_token_run(m.group()) else m.group(), value)
+    value = JWT.sub(REDACTED, value)
+    return TOKEN_RUN.sub(lambda m: REDACTED if is_token_run(m.group()) else m.group(), value)
 
 
 def redact_cookie_header(value: str) -> str:
@@ -200,7 +92,7 @@ def redact_pairs(
 
 
 def redact_jwts(value: str) -> str:
-    return _JWT.sub(REDACTED, value)
+    return JWT.sub(REDACTED, value)
 
 
 # ``name=value`` after ``?`` or ``&`` (a query string, in a URL or anywhere in a text).
@@ -277,7 +169,7 @@ def redact_text(text: str) -> str:
     ``passcode:``)."""
     if not text:
         return text
-    text = _JWT.sub(REDACTED, text)
+    text = JWT.sub(REDACTED, text)
     if '"' in text:
         text = _JSON_FIELD.sub(_field_sub, text)
         if '\\"' in text:
@@ -294,3 +186,25 @@ def redact_bytes(data: bytes) -> bytes:
     if not data:
         return data
     return redact_text(data.decode("latin-1")).encode("latin-1")
+
+
+def redact_value(value: Any, depth: int = 0) -> Any:
+    """A decoded value (a protocol's fields: dicts, lists, text, bytes) with its secrets
+    replaced: values of fields named like secrets (``password``, ``passcode``,
+    ``authorization``...) and, inside text and bytes, what ``redact_text`` finds."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, bytes | bytearray):
+        return redact_bytes(bytes(value))
+    if depth > 100:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: REDACTED
+            if isinstance(k, str) and is_secret_field(k) and value[k] not in (None, "", b"")
+            else redact_value(value[k], depth + 1)
+            for k in value
+        }
+    if isinstance(value, list | tuple):
+        return [redact_value(v, depth + 1) for v in value]
+    return value

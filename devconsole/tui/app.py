@@ -4,6 +4,9 @@ the tests).
 The app reads Events from a ``Source`` in a worker and applies each batch to its own
 ``Session`` on the app's event loop, then redraws on a timer (~20 Hz) when the Session's
 ``version`` moved: never once per message.
+
+The app owns the screens: it builds them with the ``ViewState`` they share and runs the
+Commands they request (``CommandRequested``). No screen imports this module.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import gc
 import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
@@ -22,24 +25,33 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from devconsole.analysis.heartbeat import HeartbeatMonitor
+from devconsole.decoders.protocols import DecoderRule
 from devconsole.model import Command, CommandResult, Event
 from devconsole.session import Session
 from devconsole.source import Source, SourceError
+from devconsole.tui.breakpoints import BreakpointDialog
 from devconsole.tui.connections import ALL, ConnectionList
 from devconsole.tui.detail import DetailTree
+from devconsole.tui.editor import EditDialog
+from devconsole.tui.fanout import FanoutScreen
 from devconsole.tui.faults import FaultMenu, InjectDialog, describe
 from devconsole.tui.filterbar import FilterBar
+from devconsole.tui.handshake import HandshakeScreen
 from devconsole.tui.help import HelpScreen
+from devconsole.tui.intercept import InterceptScreen, ScopeDialog
 from devconsole.tui.main import MainScreen
-from devconsole.tui.rates import RateMeter
+from devconsole.tui.protocol import ProtocolMenu
 from devconsole.tui.report import ReportScreen
+from devconsole.tui.scrollback import open_index, recording_of
+from devconsole.tui.state import CommandRequested, FramesRequested, ViewState
 from devconsole.tui.stream import StreamView
 
 REFRESH_HZ = 20.0
-MAX_NUMBERED = 50_000  # connection numbers remembered before forgetting dead ones
+# the state a Redis source is in while it cannot reach Redis (it retries with backoff)
+REDIS_LOST = "redis unreachable: retrying"
 
 
 class DevconsoleCommands(Provider):
@@ -52,10 +64,17 @@ class DevconsoleCommands(Provider):
         groups: list[tuple[Any, Iterable[BindingType]]] = [(app, DevconsoleApp.BINDINGS)]
         if isinstance(screen, MainScreen):
             groups.insert(0, (screen, MainScreen.BINDINGS))
+        elif isinstance(screen, InterceptScreen):
+            groups.insert(0, (screen, InterceptScreen.BINDINGS))
         seen: set[str] = set()
         for node, bindings in groups:
             for b in bindings:
-                if not isinstance(b, Binding) or not b.description or b.action in seen:
+                if (
+                    not isinstance(b, Binding)
+                    or not b.description
+                    or b.system  # the screen's copies of the app's help and quit
+                    or b.action in seen
+                ):
                     continue
                 seen.add(b.action)
                 key = app.get_key_display(b)
@@ -93,7 +112,7 @@ def tune_gc() -> None:
 class DevconsoleApp(App[None]):
     """WebSocket traffic inspector. Build it with ``make_app()``."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = ["app.tcss", "intercept.tcss"]  # intercept.tcss: tui/intercept.py and its dialogs
     TITLE = "devconsole"
     COMMANDS = App.COMMANDS | {DevconsoleCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -102,7 +121,8 @@ class DevconsoleApp(App[None]):
             "quit",
             "Quit",
             id="quit",
-            tooltip="Quit devconsole (a proxy started by devconsole stops with it)",
+            tooltip="Quit devconsole (a proxy started by devconsole stops with it); in a "
+            "dialog, close the dialog",
         ),
         Binding("question_mark", "help", "Help", id="help", tooltip="Keys and filter syntax"),
     ]
@@ -110,62 +130,51 @@ class DevconsoleApp(App[None]):
     def __init__(
         self,
         source: Source,
+        state: ViewState,
         *,
-        session: Session | None = None,
         proxy_process: Any = None,
         on_exit: Callable[[], object] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        tz: _dt.tzinfo | None = None,
         refresh_hz: float = REFRESH_HZ,
         keymap: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.source = source
-        self.session = session if session is not None else Session()
-        # The heartbeat monitor sees every event from the start (the report needs the
-        # pings of connections whose items the buffer may since have evicted).
-        s = self.session
-        self.heartbeat = (
-            HeartbeatMonitor.from_session(s)
-            if s.connections or len(s.buffer)
-            else HeartbeatMonitor()
-        )
-        s.observers.append(self.heartbeat.on_event)
-        self.wall_clock = wall_clock  # the timebase of event timestamps (Unix time)
+        self.state = state
         self.proxy_process = proxy_process
         self.on_exit_callback = on_exit
-        self.clock_now = clock
-        self.tz = tz
         self.refresh_hz = refresh_hz
-        self.rates = RateMeter(clock)
-        self.rates_changed = False
-        self.source_state = "live"
         self.apply_errors = 0
         self.redraw_errors = 0
-        self._numbers: dict[str, int] = {}
-        self._next_number = 1
-        self._numbered_shape = (-1, -1)
         self._source_closed = False
         self._loop_thread: int | None = None
+        self._recording_checked = -1e9  # when the source was last asked for a recording
+        self._source_connected = False  # a Redis source connected once
         self.command_results: list[tuple[Command, CommandResult]] = []
         if keymap:
             self.set_keymap(dict(keymap))
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def session(self) -> Session:
+        return self.state.session
+
+    @property
+    def heartbeat(self) -> HeartbeatMonitor:
+        return self.state.heartbeat
+
+    @property
+    def source_state(self) -> str:
+        return self.state.source_state
+
     def get_default_screen(self) -> Screen[Any]:
-        return MainScreen(self.session, tz=self.tz)
+        return MainScreen(self.state)
 
     @property
     def main(self) -> MainScreen:
         screen = self.screen_stack[0]
         assert isinstance(screen, MainScreen)
         return screen
-
-    @property
-    def source_description(self) -> str:
-        return str(getattr(self.source, "description", "") or "")
 
     def on_mount(self) -> None:
         self._loop_thread = threading.get_ident()
@@ -179,14 +188,14 @@ class DevconsoleApp(App[None]):
         except asyncio.CancelledError:
             raise
         except SourceError as e:
-            self.source_state = f"source error: {e}"
+            self.state.source_state = f"source error: {e}"
             self.notify(str(e), title="Source", severity="error", markup=False, timeout=10)
         except Exception as e:
-            self.source_state = f"source error: {type(e).__name__}"
+            self.state.source_state = f"source error: {type(e).__name__}"
             self.notify(f"{type(e).__name__}: {e}", title="Source", severity="error", markup=False)
         else:
             if not self._source_closed:
-                self.source_state = "source ended"
+                self.state.source_state = "source ended"
 
     def on_events(self, events: list[Event]) -> None:
         """The Source's callback: apply the batch now; the timer redraws."""
@@ -211,10 +220,11 @@ class DevconsoleApp(App[None]):
                     )
 
     def tick(self) -> None:
-        """The redraw timer: rates, connection numbers, then the main screen."""
-        self.rates_changed = self.rates.sample(self._counters)
-        self._number_connections()
+        """The redraw timer: rates, then the main screen."""
+        state = self.state
+        state.rates_changed = state.rates.sample(self._counters)
         self._check_proxy()
+        self._check_source()
         try:
             main = self.main
         except Exception:
@@ -224,7 +234,7 @@ class DevconsoleApp(App[None]):
         try:
             main.refresh_data()
             screen = self.screen
-            if isinstance(screen, ReportScreen) and screen.is_attached:
+            if isinstance(screen, ReportScreen | FanoutScreen) and screen.is_attached:
                 screen.tick()
         except Exception as e:  # a redraw bug must not take the capture view down
             self.redraw_errors += 1
@@ -251,53 +261,14 @@ class DevconsoleApp(App[None]):
         counters[ALL] = s.total_messages
         return counters
 
-    @property
-    def connections_numbered(self) -> int:
-        return self._next_number - 1
-
-    def _number_connections(self) -> None:
-        """Number the Session's connections in their order, once per change of shape."""
-        s = self.session
-        shape = (len(s.connections), s.evicted_connections)
-        if shape != self._numbered_shape:
-            self._numbered_shape = shape
-            for cid in s.connections:
-                self.conn_number(cid)
-
-    def conn_number(self, conn_id: str) -> int:
-        """Short, stable number of a connection (#1, #2, ...) in order of appearance."""
-        n = self._numbers.get(conn_id)
-        if n is None and conn_id in self.session.connections:
-            # Asked by a widget before the redraw tick numbered the new connections (the
-            # stream draws its newest rows first): number them all in order now.
-            self._number_connections()
-            n = self._numbers.get(conn_id)
-        if n is None:
-            n = self._numbers[conn_id] = self._next_number
-            self._next_number += 1
-            if len(self._numbers) > MAX_NUMBERED:
-                self._forget_numbers()
-        return n
-
-    def _forget_numbers(self) -> None:
-        # A reconnect storm must not grow this map forever: keep the numbers of the
-        # connections the session or the buffer still knows; the others are gone.
-        s = self.session
-        buffer = s.buffer
-        self._numbers = {
-            cid: n
-            for cid, n in self._numbers.items()
-            if cid in s.connections or buffer.conn_items(cid)
-        }
-
     def _check_proxy(self) -> None:
         proc = self.proxy_process
-        if proc is None or self.source_state.startswith("proxy"):
+        if proc is None or self.state.source_state.startswith("proxy"):
             return
         poll = getattr(proc, "poll", None)
         code = poll() if callable(poll) else getattr(proc, "returncode", None)
         if code is not None:
-            self.source_state = f"proxy exited ({code})"
+            self.state.source_state = f"proxy exited ({code})"
             self.notify(
                 f"The proxy process exited with code {code}.",
                 title="Proxy",
@@ -305,6 +276,27 @@ class DevconsoleApp(App[None]):
                 markup=False,
                 timeout=10,
             )
+
+    def _check_source(self) -> None:
+        """What the source says about itself: a Redis source that lost Redis (the
+        instances it shows go gone meanwhile), and where the proxy records (scrollback)."""
+        state = self.state
+        connected = getattr(self.source, "connected", None)
+        if connected is True:
+            self._source_connected = True
+        if (
+            isinstance(connected, bool)
+            and self._source_connected  # not before the first connection
+            and state.source_state in ("live", REDIS_LOST)
+        ):
+            state.source_state = "live" if connected else REDIS_LOST
+        if state.recording is None:
+            now = time.monotonic()
+            if now - self._recording_checked >= 1.0:
+                self._recording_checked = now
+                path = recording_of(self.source)
+                if path is not None:
+                    state.recording = open_index(path)
 
     async def close_source(self) -> None:
         """Close the source (once) and call the on_exit hook."""
@@ -321,7 +313,22 @@ class DevconsoleApp(App[None]):
             if inspect.isawaitable(result):
                 await result
 
+    def key_q(self) -> None:
+        """``q`` that reached the app unhandled: in a dialog whose own keys do not use it
+        (a modal screen does not see the app's bindings), it closes the dialog. Handled
+        here, while the dialog is still the screen, not after it is gone (then the main
+        screen's q would quit)."""
+        screen = self.screen
+        if isinstance(screen, ModalScreen):
+            screen.dismiss(None)
+
     async def action_quit(self) -> None:
+        """``q``: inside a dialog (handshake, fault menu, report...) it closes the dialog,
+        like Esc; on the main screen it quits."""
+        screen = self.screen
+        if isinstance(screen, ModalScreen):
+            screen.dismiss(None)
+            return
         await self.close_source()
         self.exit()
 
@@ -329,6 +336,54 @@ class DevconsoleApp(App[None]):
         await self.close_source()
 
     # ------------------------------------------------------------------ commands
+
+    def on_command_requested(self, message: CommandRequested) -> None:
+        self.run_command(message.command, message.label)
+
+    def on_frames_requested(self, message: FramesRequested) -> None:
+        self.run_worker(
+            self.send_frames(message.commands, message.label),
+            group="commands",
+            exit_on_error=False,
+        )
+
+    async def send_frames(self, cmds: Sequence[Command], label: str = "") -> bool:
+        """Send the frames of one protocol message in order, together: on a tap written at
+        once on its connection (the proxy runs them back to back), otherwise one after
+        another; one notification for all."""
+        what = f"{label} {len(cmds)} frame{'s' if len(cmds) != 1 else ''}"
+        if cmds:
+            what = f"{label} {describe(cmds[0])}" + (
+                f" (+{len(cmds) - 1} frames)" if len(cmds) > 1 else ""
+            )
+
+        async def one(cmd: Command) -> CommandResult:
+            try:
+                return await self.source.command(cmd)
+            except SourceError as e:
+                return CommandResult(cmd.id, False, str(e))
+            except Exception as e:  # a source bug must not take the screen down
+                return CommandResult(cmd.id, False, f"{type(e).__name__}: {e}")
+
+        if self.state.source_description.startswith("tap "):
+            results = list(await asyncio.gather(*(one(c) for c in cmds)))
+        else:
+            results = [await one(c) for c in cmds]
+        for cmd, result in zip(cmds, results, strict=True):
+            self.command_results.append((cmd, result))
+        del self.command_results[:-50]
+        failed = [r for r in results if not r.ok]
+        if failed:
+            self.notify(
+                failed[0].error or "the command failed",
+                title=f"Failed: {what.strip()}",
+                severity="error",
+                markup=False,
+                timeout=8,
+            )
+            return False
+        self.notify(what.strip(), title="Sent", markup=False, timeout=3)
+        return True
 
     def run_command(self, cmd: Command, label: str = "") -> None:
         """Send ``cmd`` to the source in a worker; the result is shown as a notification."""
@@ -361,7 +416,21 @@ class DevconsoleApp(App[None]):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(help_groups()))
+        self.push_screen(HelpScreen(help_groups(), self.about()))
+
+    def about(self) -> str:
+        """Where this screen reads from, and how to reach the same proxy from a shell."""
+        desc = self.state.source_description
+        proxy = self.session.proxy
+        if not desc.startswith("tap "):
+            return f"Reading {desc}." if desc else ""
+        tap = desc[4:]
+        where = f"the proxy on {proxy}" if proxy else "a devconsole proxy"
+        return (
+            f"Reading {where} through its tap {tap}\n"
+            "From another terminal, devconsole conns, tail, report, kill and inject find it\n"
+            f"while it is the only proxy running; with several: --tap {tap}"
+        )
 
 
 def help_groups() -> list[tuple[str, Iterable[BindingType]]]:
@@ -372,9 +441,16 @@ def help_groups() -> list[tuple[str, Iterable[BindingType]]]:
         ("connections", ConnectionList.BINDINGS),
         ("filter bar", FilterBar.BINDINGS),
         ("detail tree", DetailTree.BINDINGS),
+        ("intercept view", InterceptScreen.BINDINGS),
+        ("forward/drop all", ScopeDialog.BINDINGS),
+        ("breakpoint", BreakpointDialog.BINDINGS),
+        ("editor", EditDialog.BINDINGS),
         ("fault menu", FaultMenu.BINDINGS),
         ("inject", InjectDialog.BINDINGS),
+        ("handshake", HandshakeScreen.BINDINGS),
         ("report", ReportScreen.BINDINGS),
+        ("protocol menu", ProtocolMenu.BINDINGS),
+        ("fan-out", FanoutScreen.BINDINGS),
     ]
 
 
@@ -391,6 +467,7 @@ def make_app(
     tz: _dt.tzinfo | None = None,
     refresh_hz: float = REFRESH_HZ,
     keymap: Mapping[str, str] | None = None,
+    decoder_rules: Sequence[DecoderRule] = (),
 ) -> DevconsoleApp:
     """The TUI over ``source``.
 
@@ -399,18 +476,24 @@ def make_app(
     called (and awaited if it returns an awaitable) after the source is closed on quit.
     ``clock`` (monotonic, for rates), ``wall_clock`` (Unix time, the timebase of event
     timestamps: "seconds since" in the report) and ``tz`` make the screen deterministic
-    in tests; ``keymap`` rebinds keys by binding id (``{"pause": "p"}``).
+    in tests; ``keymap`` rebinds keys by binding id (``{"pause": "p"}``);
+    ``decoder_rules`` are the viewer's ``--decoder`` rules (``commands.protocols``).
     """
     if session is None:
         session = Session(max_items=max_items, max_bytes=max_bytes)
-    return DevconsoleApp(
-        source,
-        session=session,
-        proxy_process=proxy_process,
-        on_exit=on_exit,
+    state = ViewState.create(
+        session,
         clock=clock,
         wall_clock=wall_clock,
         tz=tz,
+        source_description=str(getattr(source, "description", "") or ""),
+        rules=decoder_rules,
+    )
+    return DevconsoleApp(
+        source,
+        state,
+        proxy_process=proxy_process,
+        on_exit=on_exit,
         refresh_hz=refresh_hz,
         keymap=keymap,
     )

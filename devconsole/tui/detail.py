@@ -27,7 +27,7 @@ from textual.widgets import ContentSwitcher, Static, Tree
 from textual.widgets.tree import TreeNode
 
 from devconsole import decoders
-from devconsole.decoders import safe_text
+from devconsole.decoders import Decoded, safe_text
 from devconsole.model import (
     CLIENT,
     ControlFrame,
@@ -35,22 +35,27 @@ from devconsole.model import (
     Message,
     Opcode,
     close_code_meaning,
-    opcode_name,
 )
-from devconsole.tui.fmt import (
-    BADGE_STYLES,
+from devconsole.text import (
     badge,
     direction_words,
+    fmt_bytes,
     fmt_time,
-    human_bytes,
+    opcode_name,
     rsv_names,
 )
+from devconsole.tui.editor import side_by_side
+from devconsole.tui.fmt import BADGE_STYLES
+from devconsole.tui.held import outcome_words
 
 FRAMES_VIEW = "frames"
+EDITED_VIEW = "edited"  # a held message forwarded edited: original and sent side by side
 CLOSE_VIEW = "close"
 MAX_TEXT = 256 * 1024  # characters of a text view rendered at once
 MAX_TREE_NODES = 5000
 NO_WRAP_VIEWS = frozenset({"hex", "hexdump", "hex dump"})
+RAW_CHARS = 400  # of the raw form shown under a protocol's tree
+RAW_MIN_HEIGHT = 16  # rows the pane needs to show it
 
 
 @dataclass(slots=True)
@@ -223,10 +228,16 @@ class DetailPane(Vertical):
         tz: _dt.tzinfo | None = None,
         conn_label: Callable[[str], str] | None = None,
         id: str | None = None,
+        decode: Callable[[Item], Decoded | None] | None = None,
+        annotate: Callable[[Item], Text | None] | None = None,
     ) -> None:
         super().__init__(id=id)
         self.tz = tz
         self.conn_label = conn_label or (lambda c: c)
+        # the connection's protocol reading of an item, and a line about it (its
+        # protocol, its request or reply, a publication's fan-out): devconsole.tui.protocol
+        self.decode = decode or (lambda item: None)
+        self.annotate = annotate
         self.item: Item | None = None
         self.view_names: list[str] = []
         self.view_name: str | None = None
@@ -242,9 +253,14 @@ class DetailPane(Vertical):
             with ScrollableContainer(id="detail-text-scroll"):
                 yield Static(id="detail-text")
             yield DetailTree(Text("payload"), id="detail-tree")
+        yield Static(id="detail-raw")  # beside a protocol's tree: the message as sent
 
     def on_mount(self) -> None:
         self.show(None)
+
+    def on_resize(self) -> None:
+        if self.item is not None:
+            self._show_raw(self.item)
 
     # ------------------------------------------------------------------ public API
 
@@ -256,7 +272,7 @@ class DetailPane(Vertical):
 
     def views_for(self, item: Item) -> list[str]:
         names: list[str] = []
-        for view in decoders.views_for(item):
+        for view in decoders.views_for(item, self.decode(item)):
             if view.name not in names:
                 names.append(view.name)
         if (
@@ -267,6 +283,8 @@ class DetailPane(Vertical):
             names.insert(0, CLOSE_VIEW)
         if FRAMES_VIEW not in names:
             names.append(FRAMES_VIEW)
+        if isinstance(item, Message) and item.edited is not None:
+            names.insert(0, EDITED_VIEW)
         return names
 
     def show(self, item: Item | None) -> None:
@@ -277,6 +295,7 @@ class DetailPane(Vertical):
             self.view_name = None
             self.has_tree = False
             self._update_header()
+            self.query_one("#detail-raw", Static).display = False
             self._show_text(
                 Text(
                     "Select a message: ↑/↓ in the stream, Enter.",
@@ -288,10 +307,12 @@ class DetailPane(Vertical):
         if self.preferred in self.view_names:
             self.view_name = self.preferred
         else:
-            best = decoders.best_view(item)
+            best = decoders.best_view(item, self.decode(item))
             name = getattr(best, "name", None)
             if isinstance(item, ControlFrame) and item.opcode == Opcode.CLOSE:
                 name = name if name == CLOSE_VIEW else CLOSE_VIEW
+            if EDITED_VIEW in self.view_names:
+                name = EDITED_VIEW
             self.view_name = name if name in self.view_names else self.view_names[0]
         self._render_current()
 
@@ -308,6 +329,12 @@ class DetailPane(Vertical):
         if self.item is not None:
             self._render_current()
 
+    def forget(self) -> None:
+        """Render again from scratch (a connection's protocol was changed), in the view
+        that fits now."""
+        self._cache.clear()
+        self.show(self.item)
+
     # ------------------------------------------------------------------ rendering
 
     def _rendered(self, item: Item, name: str) -> Shown:
@@ -317,6 +344,8 @@ class DetailPane(Vertical):
             return cached
         if name == FRAMES_VIEW:
             shown = Shown(name, renderable=frames_renderable(item))
+        elif name == EDITED_VIEW and isinstance(item, Message):
+            shown = Shown(name, renderable=side_by_side(item))
         elif (
             name == CLOSE_VIEW
             and isinstance(item, ControlFrame)
@@ -325,10 +354,14 @@ class DetailPane(Vertical):
             shown = Shown(name, renderable=close_renderable(item))
         else:
             try:
-                view = decoders.get_view(name)
-                if view is None:
-                    raise LookupError(f"no view named {name!r}")
-                r = view.render(item.payload, item)
+                d = self.decode(item)
+                if d is not None and name == d.protocol:
+                    r = decoders.render(item, name, d)
+                else:
+                    view = decoders.get_view(name)
+                    if view is None:
+                        raise LookupError(f"no view named {name!r}")
+                    r = view.render(item.payload, item)
                 shown = Shown(
                     name,
                     text=getattr(r, "text", None),
@@ -349,6 +382,7 @@ class DetailPane(Vertical):
         shown = self._rendered(item, self.view_name)
         self.has_tree = shown.tree is not None
         self._update_header(shown)
+        self._show_raw(item)
         if shown.tree is not None and self.tree_mode:
             fill_tree(self.query_one("#detail-tree", DetailTree), shown.tree)
             self.query_one("#detail-switch", ContentSwitcher).current = "detail-tree"
@@ -362,6 +396,21 @@ class DetailPane(Vertical):
         if clipped:
             body.append(f"\n… {len(text) - MAX_TEXT:,} more characters", style="dim")
         self._show_text(body)
+
+    def _show_raw(self, item: Item) -> None:
+        """Under a protocol's reading, the message as it travelled (``v`` shows all of
+        it in the raw views)."""
+        raw = self.query_one("#detail-raw", Static)
+        d = self.decode(item)
+        # a short pane keeps its rows for the tree (z zooms; v shows the raw views)
+        if d is None or self.view_name != d.protocol or self.size.height < RAW_MIN_HEIGHT:
+            raw.display = False
+            return
+        raw.display = True
+        t = Text(no_wrap=False, overflow="fold")
+        t.append("raw ", "bold dim")
+        t.append(decoders.preview(item, RAW_CHARS))
+        raw.update(t)
 
     def toggle_tree(self) -> bool:
         """Tree or pretty text, for the structured views (json, msgpack, cbor)."""
@@ -396,6 +445,14 @@ class DetailPane(Vertical):
             views.append(" " + " · ".join(hints), "dim italic")
         self.query_one("#detail-views", Static).update(views)
         meta = self._meta_text()
+        if self.item is not None and self.annotate is not None:
+            line = self.annotate(self.item)
+            if line is not None:
+                width = self.content_size.width
+                if width > 0:  # one line: the tree needs the rows
+                    line.truncate(width, overflow="ellipsis")
+                meta.append("\n")
+                meta.append_text(line)
         if shown is not None and (shown.error or shown.note):
             if shown.error:
                 meta.append("\n")
@@ -419,8 +476,8 @@ class DetailPane(Vertical):
         t.append(direction_words(item.side) + "  ")
         b = badge(item)
         t.append(f" {b} ", BADGE_STYLES.get(b, "bold") + " reverse")
-        t.append(f" {human_bytes(item.size)}")
-        t.append(f" (wire {human_bytes(item.wire_size)})", "dim")
+        t.append(f" {fmt_bytes(item.size)}")
+        t.append(f" (wire {fmt_bytes(item.wire_size)})", "dim")
         if isinstance(item, Message):
             if item.frames > 1:
                 t.append(f"  {item.frames} frames", "bold")
@@ -436,4 +493,16 @@ class DetailPane(Vertical):
             t.append("  INJECTED", "bold magenta")
         if item.dropped:
             t.append("  DROPPED (not forwarded)", "bold red")
+        if item.held:  # a breakpoint held it (docs/intercept.md)
+            t.append("\n")
+            if item.on_hold:
+                t.append(" ⏸ HELD ", "bold black on yellow")
+                t.append(
+                    f" by breakpoint {item.breakpoint}: f forward · e edit · d drop (in the "
+                    "stream)",
+                    "yellow",
+                )
+            else:
+                edited = isinstance(item, Message) and item.edited is not None
+                t.append(outcome_words(item), "bold magenta" if edited else "bold")
         return t

@@ -1,7 +1,7 @@
 """The fault menu (``x``) and the inject dialog (``i``).
 
 Both are modal screens that only *build* a Command and dismiss with it; the main screen
-sends it with ``await app.source.command(cmd)`` and shows the result. The checks here
+asks the app to send it (``CommandRequested``) and the app shows the result. The checks here
 (close code, reason length, hex payload, which faults a connection's state allows) are
 plain functions, unit-tested without Textual. The capture addon checks again: a stale
 screen can only make a command fail with the addon's message, never do harm.
@@ -10,6 +10,7 @@ screen can only make a command fail with the addon's message, never do harm.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 from rich.text import Text
@@ -24,18 +25,25 @@ from textual.widgets.option_list import Option
 from devconsole.decoders import safe_text
 from devconsole.model import (
     AbortCommand,
+    BreakpointCommand,
     CloseCommand,
     Command,
+    Connection,
     ConnState,
+    DropCommand,
+    EnableBreakpointCommand,
+    ForwardCommand,
     HalfOpenCommand,
     InjectCommand,
     Opcode,
     ReleaseCommand,
+    RemoveBreakpointCommand,
     Side,
     close_code_meaning,
     valid_close_code,
 )
-from devconsole.session import Connection
+from devconsole.text import conn_tag
+from devconsole.tui.protocol import decoded_placeholder
 
 Target = Literal["client", "server", "both"]
 TARGETS: tuple[Target, ...] = ("both", "client", "server")
@@ -128,6 +136,20 @@ def describe(cmd: Command) -> str:
         return "half-open"
     if isinstance(cmd, ReleaseCommand):
         return "release"
+    if isinstance(cmd, ForwardCommand | DropCommand):  # held messages (docs/intercept.md)
+        verb = "drop" if isinstance(cmd, DropCommand) else "forward"
+        if not cmd.held:
+            return f"{verb} all held" + ("" if cmd.conn else " everywhere")
+        body = cmd.payload if isinstance(cmd, ForwardCommand) else None
+        edited = f" edited ({len(body)} B)" if body is not None else ""
+        return f"{verb} held message {cmd.held}{edited}"
+    if isinstance(cmd, BreakpointCommand):
+        scope = f"on #{cmd.conn}" if cmd.conn else "everywhere"
+        return f"breakpoint {safe_text(cmd.filter)!r} {scope}"
+    if isinstance(cmd, RemoveBreakpointCommand):
+        return f"remove breakpoint {cmd.breakpoint}" if cmd.breakpoint else "remove breakpoints"
+    if isinstance(cmd, EnableBreakpointCommand):
+        return f"{'enable' if cmd.enabled else 'disable'} breakpoint {cmd.breakpoint}"
     if not isinstance(cmd, InjectCommand):
         return type(cmd).__name__.removesuffix("Command").lower()
     kinds: dict[int, str] = {Opcode.TEXT: "text", Opcode.BINARY: "binary", Opcode.PING: "ping"}
@@ -135,9 +157,9 @@ def describe(cmd: Command) -> str:
     return f"inject {kind} ({len(cmd.payload)} B) to {cmd.to}"
 
 
-def _conn_title(conn: Connection, number: int) -> Text:
+def _conn_title(conn: Connection) -> Text:
     t = Text()
-    t.append(f"#{number} ", "bold")
+    t.append(f"{conn_tag(conn.id)} ", "bold")
     t.append(safe_text(conn.handshake.path or "/"))
     t.append(f"  {conn.state}", "dim")
     return t
@@ -230,10 +252,9 @@ class FaultMenu(ModalScreen[Command | None]):
         Binding("escape", "cancel", "Cancel", id="fault.cancel", tooltip="Close the menu"),
     ]
 
-    def __init__(self, conn: Connection, number: int) -> None:
+    def __init__(self, conn: Connection) -> None:
         super().__init__()
         self.conn = conn
-        self.number = number
         self.target: Target = "both"
         self.blocked = ended_reason(conn)
         self.closing = closing_reason(conn)
@@ -286,7 +307,7 @@ class FaultMenu(ModalScreen[Command | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="fault-dialog"):
-            yield Static(_conn_title(self.conn, self.number), id="fault-conn")
+            yield Static(_conn_title(self.conn), id="fault-conn")
             if self.blocked is not None:
                 yield Static(
                     Text(f"Faults cannot be applied: {self.blocked}.", style="bold red"),
@@ -445,8 +466,15 @@ _PLACEHOLDERS = {
 }
 
 
-class InjectDialog(ModalScreen[InjectCommand | None]):
-    """Send a text, binary or ping frame built by devconsole to one peer."""
+# what the dialog builds in the decoded form: (to, text) -> the frames and what they are
+DecodedInject = Callable[[Side, str], tuple[list[InjectCommand], str]]
+
+
+class InjectDialog(ModalScreen[InjectCommand | list[InjectCommand] | None]):
+    """Send a text, binary or ping frame built by devconsole to one peer; with the
+    connection's ``protocol`` (and its encoder, ``decoded``), also a message in that
+    protocol's decoded form (a Socket.IO event and its arguments), which may take several
+    frames (dismissed as a list)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
@@ -468,15 +496,24 @@ class InjectDialog(ModalScreen[InjectCommand | None]):
             "cycle_kind",
             "Kind",
             id="inject.kind",
-            tooltip="Next kind of frame: text, binary (hex) or ping",
+            tooltip="Next kind of frame: text, binary (hex), ping, or the connection's "
+            "protocol (decoded form)",
         ),
         Binding("escape", "cancel", "Cancel", id="inject.cancel", tooltip="Close without sending"),
     ]
 
-    def __init__(self, conn: Connection, number: int) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        protocol: str | None = None,
+        decoded: DecodedInject | None = None,
+    ) -> None:
         super().__init__()
         self.conn = conn
-        self.number = number
+        self.protocol = protocol if decoded is not None else None
+        self.encode_decoded = decoded
+        self.kinds = KINDS + (("decoded",) if self.protocol else ())
+        self._what = ""  # what the decoded form encodes to
         blocked = ended_reason(conn) or closing_reason(conn)
         if blocked is None and (conn.half_open or conn.state == ConnState.HALF_OPEN):
             blocked = "the connection is half-open: release it first (x, then l)"
@@ -484,7 +521,7 @@ class InjectDialog(ModalScreen[InjectCommand | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="inject-dialog"):
-            yield Static(_conn_title(self.conn, self.number), id="inject-conn")
+            yield Static(_conn_title(self.conn), id="inject-conn")
             if self.blocked is not None:
                 yield Static(
                     Text(f"Cannot inject: {self.blocked}.", style="bold red"), id="inject-blocked"
@@ -501,6 +538,8 @@ class InjectDialog(ModalScreen[InjectCommand | None]):
                     yield RadioButton("text", value=True, id="inject-kind-text")
                     yield RadioButton("binary (hex)", id="inject-kind-binary")
                     yield RadioButton("ping", id="inject-kind-ping")
+                    if self.protocol:
+                        yield RadioButton(safe_text(self.protocol), id="inject-kind-decoded")
             yield Input(placeholder=_PLACEHOLDERS["text"], id="inject-payload")
             with Horizontal(id="inject-bottom"):
                 yield Static("", id="inject-info")
@@ -524,7 +563,7 @@ class InjectDialog(ModalScreen[InjectCommand | None]):
     @property
     def kind(self) -> str:
         pressed = self.query_one("#inject-kind", RadioSet).pressed_index
-        return KINDS[pressed] if 0 <= pressed < len(KINDS) else "text"
+        return self.kinds[pressed] if 0 <= pressed < len(self.kinds) else "text"
 
     def set_target(self, to: Side) -> None:
         self.query_one(f"#inject-to-{to}", RadioButton).value = True
@@ -532,20 +571,26 @@ class InjectDialog(ModalScreen[InjectCommand | None]):
     def set_kind(self, kind: str) -> None:
         self.query_one(f"#inject-kind-{kind}", RadioButton).value = True
 
-    def _command(self) -> InjectCommand:
+    def _command(self) -> InjectCommand | list[InjectCommand]:
+        if self.kind == "decoded" and self.encode_decoded is not None:
+            cmds, self._what = self.encode_decoded(self.to, self._payload.value)
+            return cmds
         return build_inject(self.conn.id, self.to, self.kind, self._payload.value)
 
     @property
     def _payload(self) -> Input:
         return self.query_one("#inject-payload", Input)
 
-    def _validate(self) -> InjectCommand | None:
+    def _validate(self) -> InjectCommand | list[InjectCommand] | None:
         info = self.query_one("#inject-info", Static)
         try:
             cmd = self._command()
         except ValueError as e:
             info.update(Text(f"✗ {e}", style="bold red"))
             return None
+        if isinstance(cmd, list):
+            info.update(Text(f"{self._what} → {self.to}", style="dim"))
+            return cmd
         what = {"text": "text", "binary": "binary", "ping": "ping"}[self.kind]
         sender = "server" if cmd.to == "client" else "client"
         info.update(
@@ -559,7 +604,11 @@ class InjectDialog(ModalScreen[InjectCommand | None]):
     @on(RadioSet.Changed)
     def _radio_changed(self, event: RadioSet.Changed) -> None:
         if event.radio_set.id == "inject-kind":
-            self._payload.placeholder = _PLACEHOLDERS[self.kind]
+            self._payload.placeholder = (
+                decoded_placeholder(self.protocol or "")
+                if self.kind == "decoded"
+                else _PLACEHOLDERS[self.kind]
+            )
         self._validate()
 
     @on(Input.Changed, "#inject-payload")
@@ -593,7 +642,7 @@ class InjectDialog(ModalScreen[InjectCommand | None]):
 
     def action_cycle_kind(self) -> None:
         if self.blocked is None:
-            self.set_kind(KINDS[(KINDS.index(self.kind) + 1) % len(KINDS)])
+            self.set_kind(self.kinds[(self.kinds.index(self.kind) + 1) % len(self.kinds)])
 
     def action_cancel(self) -> None:
         self.dismiss(None)

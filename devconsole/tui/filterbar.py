@@ -118,12 +118,15 @@ class FilterBar(Vertical):
 
     # ------------------------------------------------------------------ state display
 
-    def show_active(self, expr: str) -> None:
+    def show_active(self, expr: str, note: str = "") -> None:
+        """The active filter; ``note`` qualifies it ("on what was there at the pause")."""
         self.active = expr
         state = Text()
         if expr:
             state.append("active: ", "dim")
             state.append(safe_text(expr), "bold")
+            if note:
+                state.append(f" ({note})", "bold yellow")
         else:
             state.append("no filter: everything", "dim")
         self.query_one("#filter-state", Static).update(state)

@@ -1,278 +1,53 @@
-"""The handshake inspector: a pure lint of an upgrade exchange, and the screen showing it.
+"""The handshake inspector (``h``): one upgrade exchange, the flags of its lint
+(``devconsole.analysis.handshake``) next to the lines they are about, and the diff against
+an accepted upgrade on the same endpoint (``devconsole.analysis.handshake_diff``).
 
-``lint_handshake()`` is plain Python (no Textual) so the classic mistakes it flags are
-unit-tested directly: no credentials at all, a subprotocol or extension the two sides do
-not agree on, ``ws://`` to a remote host, and what a refused status usually means.
+Two views of the same connection: the **diff** (what this request lacks, adds or changes
+compared with the reference, the likely cause of a refusal, then the answer) and the
+**full** handshake. A refused or credential-less upgrade opens on the diff. ``r`` picks
+another reference, ``s`` shows the secrets (by default a secret is its name and a
+fingerprint), ``d`` switches views.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import ipaddress
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import ClassVar, Literal
-from urllib.parse import urlsplit
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
 
+from devconsole.analysis.handshake import Flag, credentials_sent, lint_handshake
+from devconsole.analysis.handshake_diff import (
+    Change,
+    HandshakeDiff,
+    diff_connections,
+    diff_summary,
+    endpoint_of,
+    likely_cause,
+    mask_handshake,
+    reference_candidates,
+    reference_for,
+    shown,
+)
+from devconsole.analysis.secrets import is_secret_name
 from devconsole.decoders import safe_text
-from devconsole.model import Handshake, close_code_meaning
-from devconsole.session import Connection
-from devconsole.tui.fmt import STATE_STYLES, fmt_datetime, fmt_duration, human_bytes
+from devconsole.model import Connection, close_code_meaning
+from devconsole.text import conn_tag, fmt_bytes, fmt_datetime, fmt_duration, fmt_time
+from devconsole.tui.fmt import STATE_STYLES
+from devconsole.tui.state import ViewState
 
-Level = Literal["error", "warning", "info"]
-
-
-@dataclass(frozen=True, slots=True)
-class Flag:
-    """One finding about a handshake. ``topic`` ties it to the lines it is shown next to:
-    auth, query, subprotocol, extensions, scheme, origin, version, status."""
-
-    level: Level
-    topic: str
-    message: str
-
-
-# Query parameter / subprotocol names that usually carry a credential.
-_TOKEN_EXACT = frozenset(
-    {"key", "sig", "sid", "pass", "pwd", "hmac", "otp", "bearer", "access", "k"}
-)
-_TOKEN_PARTS = (
-    "token",
-    "auth",
-    "jwt",
-    "ticket",
-    "session",
-    "secret",
-    "signature",
-    "apikey",
-    "accesskey",
-    "password",
-    "passwd",
-    "credential",
-    "bearer",
-)
-_JWT_RE = re.compile(r"^eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.")
-
-
-def is_token_like(name: str) -> bool:
-    """True for parameter names that usually carry a credential (token, access_token,
-    ticket, auth, jwt, api-key, sig, session, ...)."""
-    n = re.sub(r"[^a-z0-9]", "", name.lower())
-    if not n:
-        return False
-    return n in _TOKEN_EXACT or any(part in n for part in _TOKEN_PARTS)
-
-
-def _subprotocol_carries_credential(proto: str) -> bool:
-    # e.g. "access_token, <jwt>" or Kubernetes' "base64url.bearer.authorization.k8s.io.<t>"
-    return is_token_like(proto) or bool(_JWT_RE.match(proto))
-
-
-def is_loopback_host(host: str) -> bool:
-    h = host.strip("[]").lower()
-    if h == "localhost" or h.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
-
-
-def _host_of(hs: Handshake) -> str:
-    try:
-        host = urlsplit(hs.url).hostname
-    except ValueError:
-        host = None
-    if host:
-        return host
-    server = hs.server
-    if server.startswith("["):
-        return server[1 : server.find("]")] if "]" in server else server
-    return server.rsplit(":", 1)[0] if server.count(":") == 1 else server
-
-
-def _ext_name(ext: str) -> str:
-    return ext.split(";", 1)[0].strip().lower()
-
-
-STATUS_EXPLANATIONS: dict[int, str] = {
-    400: "400 Bad Request: the server rejected the upgrade request itself (missing or bad "
-    "Sec-WebSocket-Key / Sec-WebSocket-Version, or no 'Connection: Upgrade').",
-    401: "401 Unauthorized: the server wants credentials. Check the cookie, the "
-    "Authorization header or the token query parameter the client should send.",
-    403: "403 Forbidden: credentials were rejected, or the Origin is not allowed "
-    "(many servers check Origin on WebSocket upgrades).",
-    404: "404 Not Found: there is no WebSocket endpoint at this path. Check the path, "
-    "its prefix and the trailing slash.",
-    405: "405 Method Not Allowed: the endpoint does not accept GET upgrades.",
-    426: "426 Upgrade Required: the server wants another protocol version "
-    "(Sec-WebSocket-Version 13) or a TLS connection (wss://).",
-    429: "429 Too Many Requests: the server is rate-limiting connection attempts; check "
-    "the client's reconnect backoff.",
-    200: "200 OK instead of 101: the server does not speak WebSocket at this path (a "
-    "normal HTTP handler or an SPA fallback page answered), or a proxy in front of it "
-    "dropped the Upgrade/Connection headers.",
-    500: "500 Internal Server Error: the server failed while handling the upgrade.",
-    502: "502 Bad Gateway: a proxy or load balancer could not reach the WebSocket "
-    "backend (down, or it does not forward upgrades).",
-    503: "503 Service Unavailable: the server is down, overloaded or restarting.",
-    504: "504 Gateway Timeout: the backend did not answer the upgrade in time.",
-}
-
-
-def explain_status(hs: Handshake) -> str | None:
-    """Why an upgrade that did not get a 101 failed, in one sentence; None for a 101."""
-    status = hs.status
-    if status is None:
-        if hs.error:
-            return f"No response from the server: {hs.error}."
-        return None
-    if status == 101:
-        return None
-    if status in STATUS_EXPLANATIONS:
-        return STATUS_EXPLANATIONS[status]
-    if 300 <= status < 400:
-        location = hs.response_header("location")
-        where = f" to {location}" if location else ""
-        return (
-            f"{status} redirect{where}: WebSocket clients do not follow redirects; "
-            "connect to the final URL."
-        )
-    if 200 <= status < 300:
-        return (
-            f"{status} instead of 101: the server answered as a plain HTTP endpoint, "
-            "it does not speak WebSocket at this path."
-        )
-    if 400 <= status < 500:
-        return f"{status}: the server refused the upgrade request (client error)."
-    if 500 <= status < 600:
-        return f"{status}: the server or a proxy in front of it failed (server error)."
-    return f"{status}: not a WebSocket upgrade response."
-
-
-def lint_handshake(hs: Handshake) -> list[Flag]:
-    """Classic handshake problems, most severe first."""
-    flags: list[Flag] = []
-    accepted = hs.status == 101
-
-    status_note = explain_status(hs)
-    if status_note is not None:
-        flags.append(Flag("error", "status", status_note))
-
-    # credentials
-    has_cookie = bool(hs.cookies) or hs.request_header("cookie") is not None
-    has_authz = hs.request_header("authorization") is not None
-    query_creds = [k for k, _ in hs.query if is_token_like(k)]
-    proto_creds = [p for p in hs.requested_subprotocols if _subprotocol_carries_credential(p)]
-    if not (has_cookie or has_authz or query_creds or proto_creds):
-        flags.append(
-            Flag(
-                "warning",
-                "auth",
-                "No credentials: no cookie, no Authorization header and no token-like "
-                "query parameter (token, access_token, ticket, auth, jwt, key, sig...).",
-            )
-        )
-    if query_creds:
-        names = ", ".join(dict.fromkeys(query_creds))
-        flags.append(
-            Flag(
-                "info",
-                "query",
-                f"Credential in the URL query ({names}): URLs end up in server and proxy "
-                "logs; keep such tickets short-lived.",
-            )
-        )
-
-    # negotiation (only meaningful once the server accepted the upgrade)
-    requested = hs.requested_subprotocols
-    if accepted:
-        if requested and hs.subprotocol is None:
-            flags.append(
-                Flag(
-                    "error",
-                    "subprotocol",
-                    f"Subprotocol requested ({', '.join(requested)}) but the server "
-                    "accepted none: browsers fail such a connection.",
-                )
-            )
-        elif hs.subprotocol is not None and hs.subprotocol not in requested:
-            asked = ", ".join(requested) if requested else "none"
-            flags.append(
-                Flag(
-                    "error",
-                    "subprotocol",
-                    f"The server accepted subprotocol {hs.subprotocol!r} that the client "
-                    f"did not request (requested: {asked}); the client must fail the "
-                    "connection (RFC 6455 4.1).",
-                )
-            )
-        asked_ext = {_ext_name(e) for e in hs.requested_extensions}
-        extra = [e for e in hs.extensions if _ext_name(e) not in asked_ext]
-        if extra:
-            flags.append(
-                Flag(
-                    "error",
-                    "extensions",
-                    f"The server accepted extension(s) the client did not offer: "
-                    f"{', '.join(extra)} (RFC 6455 9.1: the client must fail).",
-                )
-            )
-
-    version = hs.request_header("sec-websocket-version")
-    if version is None:
-        flags.append(
-            Flag("error", "version", "No Sec-WebSocket-Version header: not a valid upgrade.")
-        )
-    elif version.strip() != "13":
-        flags.append(
-            Flag(
-                "error",
-                "version",
-                f"Sec-WebSocket-Version is {version!r}; servers expect 13 (RFC 6455).",
-            )
-        )
-
-    if hs.scheme == "ws":
-        host = _host_of(hs)
-        if host and not is_loopback_host(host):
-            flags.append(
-                Flag(
-                    "warning",
-                    "scheme",
-                    f"ws:// (not wss://) to the non-loopback host {host}: messages and "
-                    "credentials travel in clear text, and browsers block ws:// from "
-                    "https pages.",
-                )
-            )
-
-    if hs.request_header("origin") is None:
-        flags.append(
-            Flag(
-                "info",
-                "origin",
-                "No Origin header: not a browser client. Servers that check Origin "
-                "refuse such upgrades.",
-            )
-        )
-
-    order = {"error": 0, "warning": 1, "info": 2}
-    flags.sort(key=lambda f: order[f.level])
-    return flags
-
-
-# --------------------------------------------------------------------------- rendering
+View = Literal["diff", "full"]
 
 LEVEL_STYLES: dict[str, str] = {
     "error": "bold white on red3",
@@ -280,6 +55,13 @@ LEVEL_STYLES: dict[str, str] = {
     "info": "bold white on blue",
 }
 LEVEL_ICONS: dict[str, str] = {"error": "✗", "warning": "⚠", "info": "i"}
+# the change column of the diff: a word (readable in monochrome) and a colour
+CHANGE_STYLES: dict[str, str] = {
+    "missing": "bold white on red3",
+    "different": "bold black on yellow",
+    "extra": "bold white on blue",
+}
+CAUSE_STYLE = "bold"
 
 # header name -> flag topic, to mark the header rows a flag is about
 _HEADER_TOPICS: dict[str, str] = {
@@ -346,25 +128,17 @@ def _state_text(conn: Connection) -> Text:
     return text
 
 
-def handshake_renderable(
-    conn: Connection, number: int | None = None, tz: _dt.tzinfo | None = None
-) -> RenderableType:
-    """Everything about one upgrade exchange, as Rich renderables built from Text objects
-    (never markup strings: header values and bodies are untrusted)."""
+def _head(conn: Connection, url: str, tz: _dt.tzinfo | None) -> list[RenderableType]:
+    """The title (id and URL) and the one-line summary of both views."""
     hs = conn.handshake
-    flags = lint_handshake(hs)
-    by_topic: dict[str, Flag] = {}
-    for f in flags:
-        by_topic.setdefault(f.topic, f)
-    parts: list[RenderableType] = []
-
     title = Text()
-    if number is not None:
-        title.append(f"#{number} ", "bold")
-    title.append(_t(hs.url, "bold"))
-    parts.append(title)
+    title.append(f"{conn_tag(conn.id)} ", "bold")
+    title.append(_t(url, "bold"))
     summary = Text()
     summary.append_text(_state_text(conn))
+    if hs.status is not None and hs.status != 101:
+        summary.append(f"  HTTP {hs.status} ", "bold red")
+        summary.append(_t(hs.reason, "bold red"))
     summary.append("  client ")
     summary.append(_t(hs.client, "bold"))
     summary.append("  server ")
@@ -372,9 +146,206 @@ def handshake_renderable(
     summary.append(f"  started {fmt_datetime(hs.ts, tz)}")
     if hs.ts_response is not None:
         summary.append(f"  answered in {fmt_duration(max(0.0, hs.ts_response - hs.ts))}")
-    parts.append(summary)
+    parts: list[RenderableType] = [title, summary]
     for err in conn.errors:
         parts.append(_t(f"  protocol error: {err}", "red"))
+    return parts
+
+
+def _brief_head(conn: Connection, url: str, tz: _dt.tzinfo | None) -> list[RenderableType]:
+    """The diff view's two lines: id and URL; state, status, client and time."""
+    hs = conn.handshake
+    title = Text()
+    title.append(f"{conn_tag(conn.id)} ", "bold")
+    title.append(_t(url, "bold"))
+    summary = _state_text(conn)
+    if hs.status is not None and hs.status != 101:
+        summary.append(f"  HTTP {hs.status} ", "bold red")
+        summary.append(_t(hs.reason, "bold red"))
+    elif hs.status is None and hs.error:
+        summary.append("  ")
+        summary.append(_t(hs.error, "red"))
+    summary.append("  from ")
+    summary.append(_t(hs.client, "bold"))
+    summary.append(f" at {fmt_time(hs.ts, tz)}")
+    return [title, summary]
+
+
+def _cause(conn: Connection, diff: HandshakeDiff | None, gap: bool = True) -> Text | None:
+    cause = likely_cause(conn, diff)
+    if cause is None:
+        return None
+    text = Text("\n" if gap else "")
+    text.append(" Likely cause ", "bold white on red3" if conn.refused else "bold black on yellow")
+    text.append(" ")
+    text.append(_t(cause, CAUSE_STYLE))
+    return text
+
+
+def _diff_heading(
+    conn: Connection, ref: Connection, diff: HandshakeDiff, automatic: bool, tz: _dt.tzinfo | None
+) -> Text:
+    """``Diff against #1 (101 from 127.0.0.1:50001 at 12:00:01, the latest accepted
+    upgrade of this endpoint): 1 missing, 1 different, 0 extra``."""
+    hs = ref.handshake
+    text = Text("\n")
+    text.append(f"Diff against {conn_tag(ref.id)}", "bold underline")
+    status = f"{hs.status}" if hs.status is not None else "no answer"
+    text.append(f" ({status} from ")
+    text.append(_t(hs.client))
+    text.append(f" at {fmt_time(hs.ts, tz)}")
+    if automatic and endpoint_of(hs) == endpoint_of(conn.handshake):
+        text.append(", the latest accepted upgrade of this endpoint")
+    text.append("): ")
+    text.append(diff_summary(diff), "bold")
+    return text
+
+
+def _change_value(c: Change, value: str | None, show_secrets: bool) -> Text:
+    if value is None:
+        return Text("—", style="dim")
+    return _t(
+        shown(c, value, show_secrets) or "", "italic" if c.secret and not show_secrets else ""
+    )
+
+
+WIDE_DIFF = 100  # cells from which the diff has a column per side
+
+
+class DiffTable:
+    """One row per change: what (missing/different/extra), which item, this request's
+    value and the reference's: side by side from ``WIDE_DIFF`` cells, else the two values
+    stacked under each other (at 80 columns a URL then fits on one line)."""
+
+    def __init__(self, diff: HandshakeDiff, show_secrets: bool = False) -> None:
+        self.diff = diff
+        self.show_secrets = show_secrets
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        diff = self.diff
+        if not diff:
+            yield Text("  ✓ no difference in what the client sent", style="green")
+            return
+        ref = conn_tag(diff.reference)
+        wide = options.max_width >= WIDE_DIFF
+        # narrow: the stacked values take what is left; wide: each side as wide as it needs
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=not wide)
+        table.add_column("", no_wrap=True)
+        table.add_column("item", style="bold", overflow="fold", max_width=32)
+        if wide:
+            table.add_column("this request", overflow="fold", ratio=1)
+            table.add_column(f"{ref} (reference)", overflow="fold", ratio=1)
+        else:
+            table.add_column(f"this request / {ref}", overflow="fold", ratio=1)
+        for c in diff.changes:
+            badge = Text(f" {c.change} ", CHANGE_STYLES[c.change])
+            mine = _change_value(c, c.value, self.show_secrets)
+            theirs = _change_value(c, c.ref_value, self.show_secrets)
+            if wide:
+                table.add_row(badge, _t(c.label), mine, theirs)
+                continue
+            cell = Text()
+            if c.value is not None:
+                cell.append_text(mine)
+            if c.ref_value is not None:
+                if c.value is not None:
+                    cell.append("\n")
+                cell.append(f"{ref}: ", "dim")
+                cell.append_text(theirs)
+            table.add_row(badge, _t(c.label), cell)
+        yield table
+
+
+def diff_table(diff: HandshakeDiff, show_secrets: bool = False) -> RenderableType:
+    return DiffTable(diff, show_secrets)
+
+
+def _response_brief(conn: Connection) -> list[RenderableType]:
+    """The status line and (for a refusal) the body: what the server answered."""
+    hs = conn.handshake
+    parts: list[RenderableType] = [_section("Response")]
+    if hs.status is None:
+        parts.append(_t(f"  no response{': ' + hs.error if hs.error else ''}", "red"))
+        return parts
+    status = Text("  ")
+    style = "bold green" if hs.status == 101 else "bold red"
+    status.append(f"{hs.status} ", style)
+    status.append(_t(hs.reason, style))
+    parts.append(status)
+    if hs.body or hs.body_size:
+        shown_n = len(hs.body)
+        heading = f"  body ({fmt_bytes(hs.body_size)}"
+        if shown_n < hs.body_size:
+            heading += f", first {fmt_bytes(shown_n)} shown"
+        parts.append(Text(heading + ")", style="dim"))
+        body = hs.body.decode("utf-8", errors="replace")
+        parts.append(Text(safe_text(body, keep_newlines=True)))
+    return parts
+
+
+def diff_renderable(
+    conn: Connection,
+    reference: Connection | None,
+    diff: HandshakeDiff | None,
+    tz: _dt.tzinfo | None = None,
+    *,
+    show_secrets: bool = False,
+    automatic: bool = True,
+) -> RenderableType:
+    """The diff view: the likely cause, what this request lacks, adds or changes compared
+    with ``reference``, then the flags and what the server answered."""
+    hs = conn.handshake
+    view_hs = hs if show_secrets else mask_handshake(hs)
+    parts = _brief_head(conn, view_hs.url, tz)
+    cause = _cause(conn, diff, gap=False)
+    if cause is not None:
+        parts.append(cause)
+    if reference is None or diff is None:
+        parts.append(_section("Diff"))
+        parts.append(
+            Text(
+                f"  No other accepted upgrade on {hs.path or '/'} at {hs.server} to compare "
+                "with. Press r to compare with any other connection.",
+                style="yellow",
+            )
+        )
+    else:
+        parts.append(_diff_heading(conn, reference, diff, automatic, tz))
+        parts.append(diff_table(diff, show_secrets))
+        if diff.same:
+            parts.append(Text(f"  {diff.same} identical item(s) not shown", style="dim"))
+    flags = lint_handshake(hs)
+    parts.append(_section(f"Flags ({len(flags)})"))
+    parts.append(_flags_table(flags) if flags else Text("  ✓ nothing to report", style="green"))
+    parts.extend(_response_brief(conn))
+    parts.append(Text("\n  d: the full handshake", style="dim"))
+    return Group(*parts)
+
+
+def handshake_renderable(
+    conn: Connection,
+    tz: _dt.tzinfo | None = None,
+    *,
+    show_secrets: bool = False,
+    diff: HandshakeDiff | None = None,
+) -> RenderableType:
+    """Everything about one upgrade exchange, as Rich renderables built from Text objects
+    (never markup strings: header values and bodies are untrusted). Secret values are
+    fingerprints unless ``show_secrets``; ``diff`` adds a one-line summary of it."""
+    real = conn.handshake
+    hs = real if show_secrets else mask_handshake(real)
+    flags = lint_handshake(real)
+    by_topic: dict[str, Flag] = {}
+    for f in flags:
+        by_topic.setdefault(f.topic, f)
+    parts = _head(conn, hs.url, tz)
+    cause = _cause(conn, diff)
+    if cause is not None:
+        parts.append(cause)
+    if diff is not None:
+        line = Text(f"  diff against {conn_tag(diff.reference)}: {diff_summary(diff)}")
+        line.append(" · d shows it", "dim")
+        parts.append(line)
 
     parts.append(_section(f"Flags ({len(flags)})"))
     if flags:
@@ -403,7 +374,7 @@ def handshake_renderable(
         qtable.add_column("value", overflow="fold")
         qtable.add_column("", no_wrap=True)
         for k, v in hs.query:
-            note = Text("credential?", style="yellow") if is_token_like(k) else Text()
+            note = Text("credential?", style="yellow") if is_secret_name(k) else Text()
             qtable.add_row(_t(k), _t(v), note)
         parts.append(qtable)
     else:
@@ -415,8 +386,8 @@ def handshake_renderable(
         ctable.add_column("name", style="bold", no_wrap=True, max_width=40)
         ctable.add_column("value", overflow="fold")
         ctable.add_column("size", justify="right", no_wrap=True)
-        for k, v in hs.cookies:
-            ctable.add_row(_t(k), _t(v), Text(str(len(v))))
+        for (k, v), (_, real_v) in zip(hs.cookies, real.cookies, strict=True):
+            ctable.add_row(_t(k), _t(v), Text(str(len(real_v))))
         parts.append(ctable)
     else:
         parts.append(Text("  (none)", style="dim"))
@@ -466,10 +437,10 @@ def handshake_renderable(
         parts.append(status)
         parts.append(_kv_table(hs.response_headers))
         if hs.body or hs.body_size:
-            shown = len(hs.body)
-            heading = f"Body ({human_bytes(hs.body_size)}"
-            if shown < hs.body_size:
-                heading += f", first {human_bytes(shown)} shown"
+            shown_n = len(hs.body)
+            heading = f"Body ({fmt_bytes(hs.body_size)}"
+            if shown_n < hs.body_size:
+                heading += f", first {fmt_bytes(shown_n)} shown"
             parts.append(_section(heading + ")"))
             body = hs.body.decode("utf-8", errors="replace")
             parts.append(Text(safe_text(body, keep_newlines=True)))
@@ -479,8 +450,88 @@ def handshake_renderable(
     return Group(*parts)
 
 
+def opens_on_diff(conn: Connection, reference: Connection | None) -> bool:
+    """A refused or credential-less upgrade opens on the diff (when there is a reference
+    to compare with)."""
+    if reference is None:
+        return False
+    hs = conn.handshake
+    refused = conn.refused or (hs.status is not None and hs.status != 101)
+    return refused or not credentials_sent(hs)
+
+
+class ReferencePicker(ModalScreen[str | None]):
+    """The connections the inspected one can be compared with, best first."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "escape",
+            "dismiss",
+            "Cancel",
+            id="reference.cancel",
+            tooltip="Keep the current reference",
+        ),
+    ]
+
+    LIMIT = 500
+
+    def __init__(
+        self,
+        conn: Connection,
+        candidates: list[Connection],
+        current: str | None,
+        tz: _dt.tzinfo | None,
+    ) -> None:
+        super().__init__()
+        self.conn = conn
+        self.candidates = candidates[: self.LIMIT]
+        self.current = current
+        self.tz = tz
+
+    def _label(self, c: Connection) -> Text:
+        hs = c.handshake
+        text = Text()
+        text.append(f"{conn_tag(c.id):>6} ", "bold")
+        status = str(hs.status) if hs.status is not None else "…"
+        text.append(f"{status:>3} ", "green" if hs.status == 101 else "red")
+        text.append(f"{fmt_time(hs.ts, self.tz)} ")
+        text.append(_t(hs.path or "/"))
+        text.append("  ")
+        text.append(_t(hs.client, "dim"))
+        if c.id == self.current:
+            text.append("  (current)", "bold")
+        return text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="reference-dialog"):
+            yield OptionList(
+                *(Option(self._label(c), id=c.id) for c in self.candidates),
+                id="reference-options",
+            )
+
+    def on_mount(self) -> None:
+        dialog = self.query_one("#reference-dialog")
+        dialog.border_title = f"Compare {conn_tag(self.conn.id)} with"
+        dialog.border_subtitle = "enter choose · esc cancel"
+        options = self.query_one("#reference-options", OptionList)
+        if self.current is not None:
+            for i, c in enumerate(self.candidates):
+                if c.id == self.current:
+                    options.highlighted = i
+                    break
+        options.focus()
+
+    @on(OptionList.OptionSelected, "#reference-options")
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    async def action_dismiss(self, result: str | None = None) -> None:
+        self.dismiss(result)
+
+
 class HandshakeScreen(ModalScreen[None]):
-    """Request line, headers in order, cookies, query, negotiation, response and flags."""
+    """The diff against a reference, and the full handshake: request line, headers in
+    order, cookies, query, negotiation, response and flags."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
@@ -490,27 +541,137 @@ class HandshakeScreen(ModalScreen[None]):
             id="handshake.close",
             tooltip="Close the handshake inspector",
         ),
+        Binding(
+            "d",
+            "toggle_view",
+            "Diff/full",
+            id="handshake.toggle_view",
+            tooltip="Switch between the diff against the reference and the full handshake",
+        ),
+        Binding(
+            "r",
+            "choose_reference",
+            "Reference",
+            id="handshake.reference",
+            tooltip="Compare with another connection (default: the latest accepted upgrade "
+            "of the same endpoint)",
+        ),
+        Binding(
+            "s",
+            "toggle_secrets",
+            "Secrets",
+            id="handshake.secrets",
+            tooltip="Show secret values (cookies, tokens) in full instead of a fingerprint",
+        ),
     ]
 
     def __init__(
-        self, conn: Connection, number: int | None = None, tz: _dt.tzinfo | None = None
+        self,
+        state: ViewState,
+        conn: Connection,
+        *,
+        reference: str | None = None,
+        view: View | None = None,
     ) -> None:
         super().__init__()
+        self.state = state
         self.conn = conn
-        self.number = number
-        self.tz = tz
+        self.tz = state.tz
+        conns = state.session.connections
+        self.automatic = reference is None
+        self.reference: Connection | None = (
+            conns.get(reference) if reference is not None else reference_for(conn, conns.values())
+        )
+        self.diff: HandshakeDiff | None = (
+            diff_connections(conn, self.reference) if self.reference is not None else None
+        )
+        self.view: View = view or ("diff" if opens_on_diff(conn, self.reference) else "full")
+        self.show_secrets = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="handshake-dialog"), VerticalScroll(id="handshake-body"):
-            yield Static(
-                handshake_renderable(self.conn, self.number, self.tz), id="handshake-content"
+            yield Static(self._renderable(), id="handshake-content")
+
+    def _renderable(self) -> RenderableType:
+        if self.view == "diff":
+            return diff_renderable(
+                self.conn,
+                self.reference,
+                self.diff,
+                self.tz,
+                show_secrets=self.show_secrets,
+                automatic=self.automatic,
             )
+        return handshake_renderable(
+            self.conn, self.tz, show_secrets=self.show_secrets, diff=self.diff
+        )
+
+    def _titles(self) -> None:
+        dialog = self.query_one("#handshake-dialog")
+        title = f"Handshake {conn_tag(self.conn.id)}"
+        if self.view == "diff":
+            ref = conn_tag(self.reference.id) if self.reference is not None else "nothing"
+            title += f" · diff against {ref}"
+        if self.show_secrets:
+            title += " · SECRETS SHOWN"
+        dialog.border_title = title
+        other = "full" if self.view == "diff" else "diff"
+        secrets = "hide" if self.show_secrets else "show"
+        dialog.border_subtitle = f"d {other} · r reference · s {secrets} secrets · esc close"
+
+    def _show(self) -> None:
+        self.query_one("#handshake-content", Static).update(self._renderable())
+        self._titles()
 
     def on_mount(self) -> None:
-        dialog = self.query_one("#handshake-dialog")
-        dialog.border_title = "Handshake"
-        dialog.border_subtitle = "esc close"
+        self._titles()
+        self._fit()
         self.query_one("#handshake-body").focus()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """On a small terminal (80x24) the inspector takes the whole screen."""
+        w, h = self.app.size
+        self.query_one("#handshake-dialog").set_class(w < 100 or h < 30, "-compact")
+
+    def action_toggle_view(self) -> None:
+        self.view = "full" if self.view == "diff" else "diff"
+        self._show()
+        self.query_one("#handshake-body", VerticalScroll).scroll_home(animate=False)
+
+    def action_toggle_secrets(self) -> None:
+        self.show_secrets = not self.show_secrets
+        self._show()
+
+    def action_choose_reference(self) -> None:
+        candidates = reference_candidates(self.conn, self.state.session.connections.values())
+        if not candidates:
+            self.notify(
+                "No other connection to compare with.",
+                title="Reference",
+                severity="warning",
+                markup=False,
+            )
+            return
+        current = self.reference.id if self.reference is not None else None
+        self.app.push_screen(
+            ReferencePicker(self.conn, candidates, current, self.tz), self.set_reference
+        )
+
+    def set_reference(self, conn_id: str | None) -> None:
+        """Compare with connection ``conn_id`` (None: keep the current reference)."""
+        if conn_id is None:
+            return
+        ref = self.state.session.connections.get(conn_id)
+        if ref is None or ref.id == self.conn.id:
+            return
+        self.reference = ref
+        self.automatic = False
+        self.diff = diff_connections(self.conn, ref)
+        self.view = "diff"
+        self._show()
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)

@@ -16,6 +16,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from devconsole import filters
+from devconsole.decoders import safe_text
 
 
 def binding_rows(
@@ -36,7 +37,9 @@ def binding_rows(
     return rows
 
 
-def help_renderable(rows: list[tuple[str, str, str, str]]) -> RenderableType:
+def help_renderable(rows: list[tuple[str, str, str, str]], about: str = "") -> RenderableType:
+    """The help screen's content; ``about`` (where this screen reads from) comes first."""
+    head = Text(safe_text(about, keep_newlines=True) + "\n", style="bold") if about else Text()
     table = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False)
     table.add_column("where", style="dim", no_wrap=True)
     table.add_column("key", style="bold", no_wrap=True)
@@ -52,7 +55,7 @@ def help_renderable(rows: list[tuple[str, str, str, str]]) -> RenderableType:
         "\nCtrl+P opens the command palette: every action by name.",
         style="dim",
     )
-    return Group(table, syntax, doc, views)
+    return Group(head, table, syntax, doc, views)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -66,13 +69,19 @@ class HelpScreen(ModalScreen[None]):
         ),
     ]
 
-    def __init__(self, groups: Sequence[tuple[str, Iterable[BindingType]]]) -> None:
+    def __init__(
+        self, groups: Sequence[tuple[str, Iterable[BindingType]]], about: str = ""
+    ) -> None:
         super().__init__()
         self.groups = groups
+        self.about = about
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help-dialog"), VerticalScroll(id="help-body"):
-            yield Static(help_renderable(binding_rows(self.app, self.groups)), id="help-content")
+            yield Static(
+                help_renderable(binding_rows(self.app, self.groups), self.about),
+                id="help-content",
+            )
 
     def on_mount(self) -> None:
         dialog = self.query_one("#help-dialog")

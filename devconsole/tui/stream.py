@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -29,12 +29,18 @@ from textual.strip import Strip
 from devconsole.decoders import preview
 from devconsole.model import CLIENT, Item
 from devconsole.session import FilteredView
-from devconsole.tui.fmt import BADGE_STYLES, arrow, badge, fmt_time, markers, short_bytes
+from devconsole.text import arrow, badge, fmt_bytes_short, fmt_time, markers
+from devconsole.tui.fmt import BADGE_STYLES
+from devconsole.tui.held import as_sent
 
 TIME_WIDTH = 12
 BADGE_WIDTH = 5
 MARK_WIDTH = 4
 SIZE_WIDTH = 6
+# Narrower than this, the stream is compact: the time without milliseconds, no marker
+# column (INJ/DROP/ERR lead the preview instead), a narrower size: the preview keeps the
+# width (80 columns leave it about 45 characters).
+COMPACT_BELOW = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +50,37 @@ class RowLayout:
     show_conn: bool = True
     seq_width: int = 4
     conn_width: int = 4
+    compact: bool = False
+
+    @property
+    def time_width(self) -> int:
+        return 8 if self.compact else TIME_WIDTH
+
+    @property
+    def mark_width(self) -> int:
+        return 0 if self.compact else MARK_WIDTH
+
+    @property
+    def size_width(self) -> int:
+        return 5 if self.compact else SIZE_WIDTH
 
     @property
     def prefix_width(self) -> int:
-        width = self.seq_width + 1 + TIME_WIDTH + 1 + 2 + BADGE_WIDTH + 1 + MARK_WIDTH + 1
-        width += SIZE_WIDTH + 1
+        width = self.seq_width + 1 + self.time_width + 1 + 2 + BADGE_WIDTH + 1
+        width += (self.mark_width + 1 if self.mark_width else 0) + self.size_width + 1
         return width + (self.conn_width + 1 if self.show_conn else 0)
 
     def header(self) -> Text:
         """The column titles, aligned with the rows."""
         t = Text(no_wrap=True, style="bold")
-        t.append(f"{'seq':>{self.seq_width}} {'time':<{TIME_WIDTH}} ")
+        t.append(f"{'seq':>{self.seq_width}} {'time':<{self.time_width}} ")
         if self.show_conn:
             t.append(f"{'conn':>{self.conn_width}} ")
         t.append("  ")
-        t.append(f"{'type':<{BADGE_WIDTH}} {'':<{MARK_WIDTH}} {'size':>{SIZE_WIDTH}} preview")
+        t.append(f"{'type':<{BADGE_WIDTH}} ")
+        if self.mark_width:
+            t.append(f"{'':<{self.mark_width}} ")
+        t.append(f"{'size':>{self.size_width}} preview")
         return t
 
 
@@ -99,7 +121,7 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
             "open",
             "Open",
             id="stream.open",
-            tooltip="Show the selected message in the detail pane",
+            tooltip="Open the selected message in the detail pane",
         ),
     ]
 
@@ -115,6 +137,8 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         "stream--marker",
         "stream--evicted",
         "stream--placeholder",
+        "stream--held",
+        "stream--rule",
     }
 
     DEFAULT_CSS = """
@@ -132,6 +156,8 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         & > .stream--marker { color: $error; text-style: bold; }
         & > .stream--evicted { color: $text-disabled; text-style: italic; }
         & > .stream--placeholder { color: $text-muted; text-style: italic; }
+        & > .stream--held { background: $warning; color: $background; text-style: bold; }
+        & > .stream--rule { color: $warning; }
     }
     """
 
@@ -158,15 +184,20 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         tz: _dt.tzinfo | None = None,
         conn_label: Callable[[str], str] | None = None,
         id: str | None = None,
+        preview: Callable[[Item, int], str] = preview,
     ) -> None:
         super().__init__(id=id)
         self.view = view
         self.tz = tz
         self.conn_label = conn_label or (lambda c: c)
+        # the preview of a row: its application protocol's summary when decoded
+        # (devconsole.tui.decoding), computed when the row is drawn, cached with it
+        self.preview_of = preview
         self.row_layout = RowLayout(show_conn=view.conn is None)
         self.cursor_seq: int | None = None
         self._paused = False
         self._pinned: dict[int, Item] = {}  # the rows on screen when paused
+        self.moved_while_paused = False  # the user moved or scrolled since the pause
         self.placeholder = "No messages yet."
         self._cache: LRUCache[tuple[int, int], Strip] = LRUCache(1024)
         self._styles: dict[str, Style] = {}
@@ -183,6 +214,7 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         they stay readable even if the buffer evicts them meanwhile."""
         self._paused = paused
         self._pinned.clear()
+        self.moved_while_paused = False
         if paused:
             get = self.view.session.get
             top = self.scroll_offset.y
@@ -223,11 +255,13 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
 
     def set_layout(self, seq_width: int, conn_width: int) -> bool:
         """Widen (or narrow) the seq/conn columns; True when the layout changed."""
+        width = self.scrollable_content_region.width
         layout = replace(
             self.row_layout,
             show_conn=self.view.conn is None,
             seq_width=max(4, seq_width),
-            conn_width=max(4, conn_width),
+            conn_width=max(3 if width and width < COMPACT_BELOW else 4, conn_width),
+            compact=bool(width) and width < COMPACT_BELOW,
         )
         if layout == self.row_layout:
             return False
@@ -249,6 +283,14 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
             self.scroll_to(y=self.max_scroll_y, animate=False, force=True)
         else:
             self._center(idx)
+        self.refresh()
+
+    def invalidate(self, seqs: Iterable[int]) -> None:
+        """Render these rows again: their items changed in place (a held message's
+        outcome arrived). Only their cache entries go."""
+        width = self.scrollable_content_region.width
+        for seq in seqs:
+            self._cache.discard((seq, width))
         self.refresh()
 
     def clear(self) -> None:
@@ -290,14 +332,19 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
     # input counts: clamping after a resize or a clear must not stop following.
 
     def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
-        self.following = False
+        self._user_moved()
 
     def on_scroll_up(self, event: scrollbar.ScrollUp) -> None:
-        self.following = False
+        self._user_moved()
 
     def on_scroll_to(self, event: scrollbar.ScrollTo) -> None:
         if event.y is not None and event.y < self.max_scroll_y:
-            self.following = False
+            self._user_moved()
+
+    def _user_moved(self) -> None:
+        self.following = False
+        if self._paused:
+            self.moved_while_paused = True
 
     def watch_following(self, following: bool) -> None:
         self.set_class(following, "-following")
@@ -306,9 +353,20 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
 
     def on_resize(self, event: events.Resize) -> None:
         self._cache.clear()
+        self.set_layout(self.row_layout.seq_width, self.row_layout.conn_width)
         self._update_virtual_size()
         if self.following:
             self.scroll_to(y=self.max_scroll_y, animate=False, force=True)
+        elif self.cursor_seq is not None:
+            # smaller (the detail pane opened below): keep the selected row in sight
+            idx = self.index_of(self.cursor_seq)
+            if idx is not None:
+                self.call_after_refresh(self._scroll_into_view, idx)
+
+    def forget_rows(self) -> None:
+        """Draw every row again (a connection's protocol was changed)."""
+        self._cache.clear()
+        self.refresh()
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -329,25 +387,42 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         layout = self.row_layout
         t = Text(no_wrap=True, overflow="ellipsis", end="")
         t.append(f"{item.seq:>{layout.seq_width}} ", self._style("stream--seq"))
-        t.append(f"{fmt_time(item.ts, self.tz):<{TIME_WIDTH}} ", self._style("stream--time"))
+        when = fmt_time(item.ts, self.tz)
+        if layout.compact:
+            when = when[:8]  # HH:MM:SS
+        t.append(f"{when:<{layout.time_width}} ", self._style("stream--time"))
         if layout.show_conn:
             t.append(
                 f"{self.conn_label(item.conn):>{layout.conn_width}} ",
                 self._style("stream--conn"),
             )
         t.append(
-            arrow(item) + " ",
+            arrow(item.side) + " ",
             self._style("stream--client" if item.side == CLIENT else "stream--server"),
         )
         b = badge(item)
         t.append(f"{b:<{BADGE_WIDTH}}", BADGE_STYLES.get(b, "bold"))
         t.append(" ")
         marks = " ".join(markers(item))
-        t.append(f"{marks[:MARK_WIDTH]:<{MARK_WIDTH}}", self._style("stream--marker"))
-        t.append(f" {short_bytes(item.size):>{SIZE_WIDTH}} ", self._style("stream--size"))
+        # a message on hold: its marker stands out (HOLD, black on yellow)
+        mark_style = self._style("stream--held" if item.on_hold else "stream--marker")
+        if layout.mark_width:
+            t.append(f"{marks[: layout.mark_width]:<{layout.mark_width}}", mark_style)
+            t.append(" ")
+        size = fmt_bytes_short(item.size)
+        t.append(f"{size:>{layout.size_width}} ", self._style("stream--size"))
+        if marks and not layout.mark_width:
+            if item.on_hold:
+                t.append(marks, mark_style)
+                t.append(" ")
+            else:
+                t.append(marks + " ", mark_style)
+        if item.held:  # the breakpoint that held it; an edited one shows what was sent
+            t.append(f"bp{item.breakpoint} ", self._style("stream--rule"))
+            item = as_sent(item)
         room = max(0, width - t.cell_len)
         if room:
-            t.append(Text(preview(item, room), no_wrap=True))
+            t.append(Text(self.preview_of(item, room), no_wrap=True))
         t.truncate(width)
         return t
 
@@ -449,6 +524,11 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         self.scroll_to(y=max(0, idx - self._page // 2), animate=False, force=True)
 
     def _move(self, delta: int) -> None:
+        if delta > 0 and self.following and not self._paused:
+            # Live: there is nothing below the newest message. ↓ stays live (on the
+            # newest row); scrolling up (↑, PgUp, the wheel) leaves live mode.
+            self.follow()
+            return
         row = self._cursor_row()
         if row is None:
             return
@@ -456,7 +536,7 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         if had_cursor:
             row += delta
         row = max(0, min(self.row_count - 1, row))
-        self.following = False
+        self._user_moved()
         seq = self.seq_at(row)
         self._set_cursor(seq)
         self._scroll_into_view(row)
@@ -476,7 +556,7 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
     def action_first(self) -> None:
         if not self.row_count:
             return
-        self.following = False
+        self._user_moved()
         self._set_cursor(self.seq_at(0))
         self.scroll_to(y=0, animate=False, force=True)
 
@@ -501,7 +581,7 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
         seq = self.seq_at(row)
         if seq is None:
             return
-        self.following = False
+        self._user_moved()
         if seq == self.cursor_seq and event.chain >= 2:
             self.post_message(self.Opened(seq))
         self._set_cursor(seq)

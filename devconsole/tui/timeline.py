@@ -21,8 +21,7 @@ escaped with ``safe_text`` and put in ``Text`` objects, never parsed as markup.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from rich.style import Style
@@ -33,9 +32,8 @@ from textual.widget import Widget
 
 from devconsole.analysis.backoff import STORM_BELOW, Backoff, EndpointReport, LineageReport
 from devconsole.decoders import safe_text
-from devconsole.model import ConnState
-from devconsole.session import Connection, Session
-from devconsole.tui.fmt import close_code_of, killed
+from devconsole.model import Connection, ConnState
+from devconsole.text import conn_tag, fmt_delay
 
 INDENT = "   "
 MAX_CONNS = 300  # per lineage, the most recent
@@ -62,17 +60,6 @@ LEGEND = (
     ("✗", STYLE_REFUSED, " refused  "),
     ("▶", STYLE_BAR_LIVE, " open"),
 )
-
-
-def fmt_delay(seconds: float) -> str:
-    """A reconnect delay as a short label: ``40ms``, ``0.3s``, ``1.25s``, ``12s``, ``2.5m``."""
-    if seconds < 0.1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 10:
-        return f"{seconds:.2f}".rstrip("0").rstrip(".") + "s"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    return f"{seconds / 60:.1f}m"
 
 
 def pattern_text(b: Backoff) -> Text:
@@ -106,6 +93,8 @@ def pattern_text(b: Backoff) -> Text:
             t.append(f" ({fmt_delay(b.min)} to {fmt_delay(b.max)})")
     elif b.pattern == "single":
         t.append("one reconnect: too few to judge", "dim")
+    elif b.pattern == "mixed":
+        t.append("several clients, each judged below", "bold")
     else:
         t.append("no reconnect yet", "dim")
     if b.runs > 1:
@@ -113,21 +102,26 @@ def pattern_text(b: Backoff) -> Text:
     return t
 
 
-def lineage_label(key: str) -> Text:
-    """``user-agent \\x1f cookies \\x1f ip`` (the default lineage key) as ``ip · agent``;
-    cookie values are never shown."""
-    parts = key.split("\x1f")
+def lineage_label(lin: LineageReport) -> Text:
+    """The client's short key (agent and cookie names, ``analysis.clients``) and its
+    address; cookie values are never shown."""
+    parts = lin.key.split("\x1f")
     t = Text()
-    if len(parts) == 3:
-        agent, cookies, ip = parts
-        t.append(safe_text(ip or "?"), "bold")
-        if agent:
-            t.append(" · ")
-            t.append(safe_text(agent[:48] + ("…" if len(agent) > 48 else "")), "dim")
-        if cookies:
-            t.append(" · with cookie", "dim")
-    else:
-        t.append(safe_text(key[:60]), "dim")
+    t.append(safe_text(lin.label or "?"), "bold")
+    if len(parts) == 3 and parts[2]:
+        t.append(" · ")
+        t.append(safe_text(parts[2]), "dim")
+    return t
+
+
+def refused_text(lin: LineageReport) -> Text:
+    """A client refused every time: its retries, not a backoff."""
+    t = Text()
+    statuses = ", ".join(f"{st}" for st in lin.statuses)
+    t.append(f"never connected: refused ×{lin.refused} ({statuses})", "bold red")
+    if lin.delays:
+        mid = sorted(lin.delays)[len(lin.delays) // 2]
+        t.append(f", retries every ~{fmt_delay(mid)}", "red")
     return t
 
 
@@ -139,17 +133,9 @@ def gap_width(delay: float) -> int:
     return max(1, min(8, round(math.log2(max(delay, 0.01) / 0.05))))
 
 
-CodeOf = Callable[[Connection], int | None]
-
-
-def session_close_code(session: Session) -> CodeOf:
-    """``close_code_of`` bound to a Session: finds the code of a devconsole kill."""
-    return partial(close_code_of, session)
-
-
-def conn_segment(c: Connection, number: int, now: float, code_of: CodeOf | None = None) -> Text:
+def conn_segment(c: Connection, now: float) -> Text:
     t = Text(no_wrap=True, end="")
-    t.append(f"#{number}", STYLE_NUMBER)
+    t.append(conn_tag(c.id), STYLE_NUMBER)
     hs = c.handshake
     if c.refused:
         t.append(" ✗", STYLE_REFUSED)
@@ -158,7 +144,7 @@ def conn_segment(c: Connection, number: int, now: float, code_of: CodeOf | None 
     end = c.ts_end
     lifetime = (end if end is not None else now) - c.ts_start
     live = end is None and c.state not in (ConnState.CLOSED, ConnState.KILLED)
-    if killed(c):
+    if c.killed:
         style = STYLE_BAR_KILLED
     elif c.half_open or c.state == ConnState.HALF_OPEN:
         style = STYLE_BAR_HALF_OPEN
@@ -168,7 +154,7 @@ def conn_segment(c: Connection, number: int, now: float, code_of: CodeOf | None 
         style = STYLE_BAR
     t.append(" ")
     t.append("━" * bar_width(lifetime), style)
-    if killed(c):
+    if c.killed:
         t.append("✕", STYLE_KILL)
     elif live:
         t.append("▶", STYLE_BAR_LIVE)
@@ -176,9 +162,8 @@ def conn_segment(c: Connection, number: int, now: float, code_of: CodeOf | None 
         t.append("┤", "bold")
     else:
         t.append("!", "bold red")
-    code = code_of(c) if code_of is not None else c.close_code
-    if code is not None:
-        t.append(str(code), "dim")
+    if c.close_code is not None:
+        t.append(str(c.close_code), "dim")
     if c.half_open and live:
         t.append(" half-open", STYLE_BAR_HALF_OPEN)
     return t
@@ -198,16 +183,28 @@ def gap_segment(delay: float | None) -> Text:
     return t
 
 
+def _wrap(segments: Sequence[Text], avail: int) -> list[list[Text]]:
+    rows: list[list[Text]] = [[]]
+    used = 0
+    for seg in segments:
+        n = seg.cell_len
+        if rows[-1] and used + n > avail:
+            rows.append([])
+            used = 0
+        rows[-1].append(seg)
+        used += n
+    return [r for r in rows if r]
+
+
 def lineage_rows(
     lin: LineageReport,
     conns: Mapping[str, Connection],
-    number: Callable[[str], int],
     now: float,
     width: int,
     max_rows: int = MAX_ROWS,
-    code_of: CodeOf | None = None,
 ) -> list[Text]:
-    """The attempts of one lineage, wrapped to ``width``; the oldest dropped first."""
+    """The attempts of one lineage, wrapped to ``width`` in at most ``max_rows`` rows: the
+    newest are kept, the oldest left out (``… 17 earlier``, at the start of the first row)."""
     by_conn = {r.conn: r.delay for r in lin.reconnects}
     ids = lin.conn_ids[-MAX_CONNS:]
     skipped = len(lin.conn_ids) - len(ids)
@@ -220,28 +217,21 @@ def lineage_rows(
         seg = Text(no_wrap=True, end="")
         if segments:
             seg.append_text(gap_segment(by_conn.get(cid)))
-        seg.append_text(conn_segment(c, number(cid), now, code_of))
+        seg.append_text(conn_segment(c, now))
         segments.append(seg)
     avail = max(10, width - len(INDENT))
-    rows: list[list[Text]] = [[]]
-    used = 0
-    for seg in segments:
-        n = seg.cell_len
-        if rows[-1] and used + n > avail:
-            rows.append([])
-            used = 0
-        rows[-1].append(seg)
-        used += n
-    if len(rows) > max_rows:
-        dropped = rows[: len(rows) - max_rows + 1]
-        rows = rows[len(rows) - max_rows + 1 :]
-        skipped += sum(len(r) for r in dropped)
+    rows = _wrap(segments, avail)
+    if len(rows) > max_rows or skipped:
+        kept = segments[sum(len(r) for r in rows[: max(0, len(rows) - max_rows)]) :]
+        while True:
+            left_out = skipped + len(segments) - len(kept)
+            head = Text(f"… {left_out} earlier ", style="dim", no_wrap=True, end="")
+            rows = _wrap([head, *kept], avail)
+            if len(rows) <= max_rows or len(kept) <= 1:
+                break
+            kept = kept[1:]
     out: list[Text] = []
-    if skipped:
-        out.append(Text(f"{INDENT}… {skipped} earlier attempt(s)", style="dim", no_wrap=True))
-    for row in rows:
-        if not row:
-            continue
+    for row in rows[-max_rows:]:
         line = Text(INDENT, no_wrap=True, end="")
         for seg in row:
             line.append_text(seg)
@@ -253,15 +243,39 @@ def lineage_rows(
 def timeline_lines(
     ep: EndpointReport | None,
     conns: Mapping[str, Connection],
-    number: Callable[[str], int],
     now: float,
     width: int,
     *,
     max_lineages: int = MAX_LINEAGES,
     max_rows: int = MAX_ROWS,
-    code_of: CodeOf | None = None,
+    max_lines: int | None = None,
 ) -> list[Text]:
-    """Every line of the timeline of ``ep`` for a widget ``width`` cells wide."""
+    """Every line of the timeline of ``ep`` for a widget ``width`` cells wide. With
+    ``max_lines``, fewer rows per client, then fewer clients, then no legend: the newest
+    attempts of the busiest clients are what stays."""
+    if max_lines is None:
+        return _timeline(ep, conns, now, width, max_lineages, max_rows, True)
+    # every client first (with the legend, then without it), then fewer clients
+    tries = [(max_lineages, rows, True) for rows in range(max_rows, 1, -1)]
+    tries += [(max_lineages, rows, False) for rows in range(max_rows, 0, -1)]
+    tries += [(n, rows, False) for n in range(max_lineages - 1, 0, -1) for rows in (2, 1)]
+    lines: list[Text] = []
+    for lineages, rows, legend in tries:
+        lines = _timeline(ep, conns, now, width, lineages, rows, legend)
+        if len(lines) <= max_lines:
+            return lines
+    return lines[:max_lines]
+
+
+def _timeline(
+    ep: EndpointReport | None,
+    conns: Mapping[str, Connection],
+    now: float,
+    width: int,
+    max_lineages: int,
+    max_rows: int,
+    legend: bool,
+) -> list[Text]:
     width = max(20, width)
     if ep is None:
         return [Text("No endpoint yet: nothing has connected.", style="dim")]
@@ -287,21 +301,25 @@ def timeline_lines(
     )
     for lin in lineages[:max_lineages]:
         label = Text("client ", style="dim", no_wrap=True, end="")
-        label.append_text(lineage_label(lin.key))
+        label.append_text(lineage_label(lin))
         label.append(f"  {len(lin.conn_ids)} attempt(s)", "dim")
-        if len(ep.lineages) > 1:
+        if lin.never_connected and len(lin.conn_ids) > 1:
+            label.append("  ")
+            label.append_text(refused_text(lin))
+        elif len(ep.lineages) > 1:
             label.append("  ")
             label.append_text(pattern_text(lin.backoff))
         lines.append(label)
-        lines.extend(lineage_rows(lin, conns, number, now, width, max_rows, code_of))
+        lines.extend(lineage_rows(lin, conns, now, width, max_rows))
     if len(lineages) > max_lineages:
         more = len(lineages) - max_lineages
         lines.append(Text(f"+ {more} more client(s) with fewer reconnects", style="dim"))
-    legend = Text(no_wrap=True, end="")
-    for sym, style, words in LEGEND:
-        legend.append(sym, style)
-        legend.append(words, "dim")
-    lines.append(legend)
+    if legend:
+        key = Text(no_wrap=True, end="")
+        for sym, style, words in LEGEND:
+            key.append(sym, style)
+            key.append(words, "dim")
+        lines.append(key)
     for line in lines:
         line.no_wrap = True
         line.truncate(width, overflow="ellipsis")
@@ -325,22 +343,19 @@ class BackoffTimeline(Widget):
         self._args: tuple[
             EndpointReport | None,
             Mapping[str, Connection],
-            Callable[[str], int],
             float,
-            CodeOf | None,
-        ] = (None, {}, lambda c: 0, 0.0, None)
+        ] = (None, {}, 0.0)
         self._lines: list[Text] = []
         self._width = -1
+        self._budget = 12
 
     def show(
         self,
         ep: EndpointReport | None,
         conns: Mapping[str, Connection],
-        number: Callable[[str], int],
         now: float,
-        code_of: CodeOf | None = None,
     ) -> None:
-        self._args = (ep, conns, number, now, code_of)
+        self._args = (ep, conns, now)
         self._width = -1
         old = len(self._lines)
         self._compute(self.size.width or 80)
@@ -349,12 +364,15 @@ class BackoffTimeline(Widget):
         else:
             self.refresh()
 
-    def _compute(self, width: int) -> None:
-        if width == self._width:
+    def _compute(self, width: int, height: int | None = None) -> None:
+        # half the screen, less the pane's top padding and its bottom rule
+        budget = self._budget if height is None else max(4, height // 2 - 2)
+        if width == self._width and budget == self._budget:
             return
         self._width = width
-        ep, conns, number, now, code_of = self._args
-        self._lines = timeline_lines(ep, conns, number, now, width, code_of=code_of)
+        self._budget = budget
+        ep, conns, now = self._args
+        self._lines = timeline_lines(ep, conns, now, width, max_lines=budget)
 
     @property
     def lines(self) -> list[Text]:
@@ -365,7 +383,9 @@ class BackoffTimeline(Widget):
         return "\n".join(line.plain for line in self._lines)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        self._compute(width)
+        # At most half the screen: an 80x24 terminal keeps the newest attempts in sight
+        # (and room for the checklist) rather than the oldest.
+        self._compute(width, viewport.height)
         return max(1, len(self._lines))
 
     def render_line(self, y: int) -> Strip:

@@ -1,0 +1,198 @@
+"""Many proxies, one view: two `devconsole proxy --publish` processes, real websockets
+clients on each, real redis-server, and the viewers reading `--tap redis://...`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from devconsole.model import InstanceEvent, Message
+from devconsole.scale.redisserver import RedisServer
+from devconsole.scale.source import RedisSource
+from devconsole.session import Session
+from devconsole.tap import collect
+from tests.conftest import wait_until, ws_server
+from tests.scale_helpers import cli, proxy_process
+
+
+@contextlib.asynccontextmanager
+async def two_proxies(
+    tmp: Path, rs: RedisServer, up: int, *extra: str
+) -> AsyncIterator[tuple[int, int]]:
+    mode = f"reverse:http://127.0.0.1:{up}"
+    with (
+        proxy_process(
+            tmp / "a", "--mode", mode, "--publish", rs.url, "--name", "app-a", *extra
+        ) as a,
+        proxy_process(
+            tmp / "b", "--mode", mode, "--publish", rs.url, "--name", "app-b", *extra
+        ) as b,
+    ):
+        yield a.port, b.port
+
+
+async def test_tail_sees_both_instances_in_time_order(short_tmp: Path, redis_server) -> None:
+    async with ws_server() as (_, up), two_proxies(short_tmp, redis_server, up) as (pa, pb):
+        async with (
+            connect(f"ws://127.0.0.1:{pa}/left", compression=None) as wa,
+            connect(f"ws://127.0.0.1:{pb}/right", compression=None) as wb,
+        ):
+            for i in range(5):
+                await wa.send(f"a{i}")
+                await wa.recv()
+                await wb.send(f"b{i}")
+                await wb.recv()
+            code, out, err = await cli("tail", "--json", "--tap", redis_server.url, "--limit", "20")
+    assert code == 0, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    msgs = [x for x in lines if x["event"] == "message"]
+    assert len(msgs) == 20
+    # every event carries its instance, and ids are INSTANCE/ID
+    assert {m["instance"] for m in msgs} == {"app-a", "app-b"}
+    assert all(m["conn"].startswith(m["instance"] + "/") for m in msgs)
+    # both instances interleaved, in time order, numbered in that order
+    ts = [m["ts"] for m in msgs]
+    assert ts == sorted(ts)
+    assert [m["seq"] for m in msgs] == sorted(m["seq"] for m in msgs)
+    texts = [m["text"] for m in msgs if m["from"] == "client"]
+    assert texts == [f"{s}{i}" for i in range(5) for s in "ab"]
+    hs = [x for x in lines if x["event"] == "handshake"]
+    assert {h["instance"] for h in hs} == {"app-a", "app-b"}
+    assert {h["request"]["path"] for h in hs} == {"/left", "/right"}
+
+
+async def test_conns_and_kill_through_redis(short_tmp: Path, redis_server) -> None:
+    received: dict[str, int | None] = {}
+
+    async def client(port: int, path: str) -> None:
+        async with connect(f"ws://127.0.0.1:{port}{path}") as ws:
+            await ws.send("hi")
+            await ws.recv()
+            try:
+                await asyncio.wait_for(ws.recv(), 30)
+            except ConnectionClosed as e:
+                received[path] = e.rcvd.code if e.rcvd else None
+
+    async with (
+        ws_server() as (_, up),
+        two_proxies(short_tmp, redis_server, up, "--accept-commands") as (pa, pb),
+    ):
+        tasks = [
+            asyncio.ensure_future(client(pa, "/one")),
+            asyncio.ensure_future(client(pb, "/two")),
+        ]
+        try:
+            conns: list[dict] = []
+            for _ in range(50):
+                code, out, err = await cli("conns", "--json", "--tap", redis_server.url)
+                assert code == 0, err
+                conns = [c for c in json.loads(out) if c["state"] == "open"]
+                if len(conns) == 2 and all(c["msgs_in"] == 1 for c in conns):
+                    break
+                await asyncio.sleep(0.2)
+            by_path = {c["url"].rsplit("/", 1)[1]: c for c in conns}
+            assert by_path["two"]["instance"] == "app-b"
+            assert by_path["two"]["id"] == "app-b/1"
+            assert by_path["one"]["id"] == "app-a/1"
+            # the same id on the other instance is another connection: kill app-b's only
+            code, out, err = await cli(
+                "kill", "app-b/1", "--code", "4012", "--reason", "bye", "--tap", redis_server.url
+            )
+            assert code == 0, err
+            await asyncio.wait_for(tasks[1], 10)
+            assert received == {"/two": 4012}
+            assert not tasks[0].done()
+            # the proxy's own errors come back the same way
+            url = redis_server.url
+            code, _, err = await cli("kill", "app-a/99", "--code", "4000", "--tap", url)
+            assert code == 1
+            assert "app-a: unknown connection '99'" in err
+            code, _, err = await cli(
+                "inject", "app-a/1", "--to", "client", "--text", "x", "--tap", redis_server.url
+            )
+            assert code == 0, err
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_commands_are_refused_without_accept_commands(short_tmp: Path, redis_server) -> None:
+    async with ws_server() as (_, up), two_proxies(short_tmp, redis_server, up) as (pa, _pb):
+        async with connect(f"ws://127.0.0.1:{pa}/x") as ws:
+            await ws.send("hi")
+            await ws.recv()
+            code, _, err = await cli("kill", "app-a/1", "--code", "4000", "--tap", redis_server.url)
+            assert code == 1
+            assert "started without --accept-commands" in err
+            code, _, err = await cli("kill", "1", "--code", "4000", "--tap", redis_server.url)
+            assert code == 1
+            assert "INSTANCE/ID" in err
+            await ws.send("still open")
+            assert await ws.recv() == "still open"
+
+
+async def test_late_viewer_counts_right_and_sees_a_dead_proxy_gone(
+    short_tmp: Path, redis_server
+) -> None:
+    mode_args = ("--publish", redis_server.url)
+    async with ws_server() as (_, up):
+        mode = f"reverse:http://127.0.0.1:{up}"
+        with proxy_process(short_tmp / "a", "--mode", mode, *mode_args, "--name", "a") as a:
+            with proxy_process(short_tmp / "b", "--mode", mode, *mode_args, "--name", "b") as b:
+                async with connect(f"ws://127.0.0.1:{b.port}/b") as wb:
+                    for _ in range(30):
+                        await wb.send("x")
+                        await wb.recv()
+                    await collect(
+                        redis_server.url,
+                        until=lambda s: (
+                            "b/1" in s.connections and s.connections["b/1"].msgs_in == 30
+                        ),
+                    )
+                    b.proc.kill()  # dies without a goodbye
+                    b.proc.wait()
+            async with connect(f"ws://127.0.0.1:{a.port}/a") as wa:
+                for _ in range(7):
+                    await wa.send("y")
+                    await wa.recv()
+                # a's messages are in the stream (its publisher flushes on its own
+                # schedule): the late viewer must find them as backlog, not live
+                await collect(
+                    redis_server.url,
+                    until=lambda s: "a/1" in s.connections and s.connections["a/1"].msgs_out == 7,
+                )
+                # a viewer attaching now, with a small backlog: counters from snapshots
+                src = RedisSource(redis_server.url, backlog_limit=4)
+                session = Session()
+                events: list = []
+
+                def on(evs: list) -> None:
+                    events.extend(evs)
+                    session.apply_all(evs)
+
+                task = asyncio.ensure_future(src.run(on))
+                try:
+                    await wait_until(
+                        lambda: (
+                            session.connections.get("a/1") is not None
+                            and session.connections["a/1"].msgs_out == 7
+                            and session.instances.get("b") is not None
+                            and session.instances["b"].state == "gone"
+                        ),
+                        timeout=15,
+                    )
+                finally:
+                    await src.close()
+                    task.cancel()
+    assert session.connections["b/1"].msgs_out == 30
+    assert session.connections["b/1"].msgs_in == 30
+    assert session.instances["a"].state == "up"
+    assert sum(1 for e in events if isinstance(e, Message)) <= 4  # the backlog limit
+    assert any(isinstance(e, InstanceEvent) and e.name == "b" for e in events)
