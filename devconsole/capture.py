@@ -20,8 +20,9 @@ token or the next chunk relayed that way) writes the outbox ahead of itself.
 The fast relay (option ``devconsole_fast_relay``, on by default): at ``tcp_start`` the
 connection's two sockets are handed to ``devconsole.fastrelay``, which drives the same
 Relay with its own asyncio protocols; mitmproxy's hooks for that flow then only mark the
-end of the hand-off. Where they cannot be handed over (TLS, an unsupported mitmproxy,
-sockets that are not asyncio transports) the connection stays on the path above.
+end of the hand-off. Where they cannot be handed over (TLS in a layer tree it does not
+recognise, an unsupported mitmproxy, sockets that are not asyncio transports) the
+connection stays on the path above.
 """
 
 from __future__ import annotations
@@ -178,8 +179,8 @@ class Capture:
             "devconsole_fast_relay",
             bool,
             self.fast_relay,
-            "Relay upgraded plain-TCP connections with devconsole's own driver instead of "
-            "mitmproxy's TCP layer (much faster; other addons then see no tcp_message for "
+            "Relay upgraded connections (ws and wss) with devconsole's own driver instead "
+            "of mitmproxy's TCP layer (much faster; other addons then see no tcp_message for "
             "them). Off: mitmproxy relays every read. Default from $DEVCONSOLE_FAST_RELAY.",
         )
         loader.add_option(

@@ -214,7 +214,7 @@ class FastConnection:
         self._keep: list[Any] = []  # the DetachedSockets: mitmproxy's StreamWriters in them
         # must stay referenced (their __del__ closes the socket)
         self._detached: list[Any] = []
-        self._marker = b""
+        self._marker = b"devconsole: end of the hand-off %d" % id(self)
         self.handing_off = True
         self.ended = False
         self.last = _time()  # the last read from either peer
@@ -242,7 +242,6 @@ class FastConnection:
         )
         # a token through mitmproxy's TCP layer: it comes back (through tcp_message) after
         # everything mitmproxy had read from either peer
-        self._marker = b"devconsole: end of the hand-off %d" % id(self)
         try:
             mitm_compat.inject_tcp(flow, False, self._marker)
         except Exception as e:  # not a live flow for mitmproxy any more: wait for the timer
@@ -282,12 +281,18 @@ class FastConnection:
     def from_mitmproxy(self, side: Side, data: bytes, ts: float) -> None:
         """A chunk mitmproxy had read before the hand-off (through ``tcp_message``), or the
         marker that ends the hand-off."""
-        if data is self._marker:
+        if data is self._marker or (side == CLIENT and data == self._marker):
+            # (equal, not only the same object: a mitmproxy that copies it, or a marker
+            # that comes back after HANDOFF_TIMEOUT, must never reach the server)
             self.handoff_done()
             return
         peer = self.client if side == CLIENT else self.server
         relay = self.relay
-        out = relay.feed(side, data, ts)
+        try:
+            out = relay.feed(side, data, ts)
+        except Exception:  # as in _Peer.data_received: forwarding must not depend on it
+            self.crashed()
+            out = data
         if out and not peer.other.shut:
             peer.other.write(out)
         if relay.out:
