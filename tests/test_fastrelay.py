@@ -380,7 +380,18 @@ def _normalized(events: list[Event]) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
     for ev in events:
         if isinstance(ev, Message):
-            out.append(("msg", ev.side, ev.opcode, ev.payload, ev.size, ev.frames, ev.dropped))
+            out.append(
+                (
+                    "msg",
+                    ev.side,
+                    ev.opcode,
+                    ev.payload,
+                    ev.size,
+                    ev.frames,
+                    ev.dropped,
+                    ev.compressed,
+                )
+            )
         elif isinstance(ev, ControlFrame):
             out.append(("ctl", ev.side, ev.opcode, ev.payload, ev.code, ev.error, ev.injected))
         elif isinstance(ev, EndEvent):
@@ -392,21 +403,31 @@ def _normalized(events: list[Event]) -> list[tuple[Any, ...]]:
     return out
 
 
-async def _conversation(short_tmp: Path, sets: list[str]) -> list[tuple[Any, ...]]:
+async def _conversation(
+    short_tmp: Path, sets: list[str], compression: str | None = None
+) -> list[tuple[Any, ...]]:
     async def server(ws: ServerConnection) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for msg in ws:
+                if msg == "fragments":  # one message in three frames
+                    await ws.send(["frag", "men", "ted"])
+                    continue
                 await ws.send(msg)
                 if msg == "ping me":
                     await ws.ping(b"srv")
 
-    async with ws_server(server, compression=None) as (_, port):
+    async with ws_server(server, compression=compression) as (_, port):
         async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp, sets=sets) as rp:
             async with viewer(rp.tap) as v:
-                async with connect(f"ws://127.0.0.1:{rp.port}/same", compression=None) as ws:
+                url = f"ws://127.0.0.1:{rp.port}/same"
+                async with connect(url, compression=compression) as ws:
                     for m in ("text", b"\x00\x01binary", "x" * 70_000, "ping me"):
                         await ws.send(m)
                         assert await ws.recv() == m
+                    await ws.send(["a", "b", "c"])  # fragmented, client to server
+                    assert await ws.recv() == "abc"
+                    await ws.send("fragments")
+                    assert await ws.recv() == "fragmented"
                     await ws.ping(b"cli")
                     await ws.send("bye")
                     await ws.recv()
@@ -415,8 +436,53 @@ async def _conversation(short_tmp: Path, sets: list[str]) -> list[tuple[Any, ...
                 return _normalized(v.events)
 
 
-async def test_the_tap_sees_the_same_events_as_under_mitmproxys_relay(short_tmp: Path) -> None:
-    fast = await _conversation(short_tmp / "a", [])
-    slow = await _conversation(short_tmp / "b", ["devconsole_fast_relay=false"])
+_FRAGMENTED = {("client", b"abc"), ("server", b"fragmented")}
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_the_tap_sees_the_same_events_as_under_mitmproxys_relay(
+    short_tmp: Path, compression: str | None
+) -> None:
+    """Frame for frame: pings and pongs, fragmented messages (both ways), a 70 KB message,
+    permessage-deflate (context takeover) or not, the close handshake."""
+    fast = await _conversation(short_tmp / "a", [], compression)
+    slow = await _conversation(short_tmp / "b", ["devconsole_fast_relay=false"], compression)
     assert fast == slow
     assert ("end", True, "client", None) in fast
+    # the fragmented ones went through as several frames (websockets ends with an empty one)
+    frag = [e[5] for e in fast if e[0] == "msg" and (e[1], e[3]) in _FRAGMENTED]
+    assert len(frag) == 2 and min(frag) >= 3
+    compressed = [e for e in fast if e[0] == "msg" and e[7]]
+    assert len(compressed) > 0 if compression else not compressed
+    assert ("ctl", "server", Opcode.PING, b"srv", None, None, False) in fast
+    assert ("ctl", "client", Opcode.PONG, b"srv", None, None, False) in fast
+
+
+async def test_a_server_that_vanishes_ends_the_client_too(short_tmp: Path) -> None:
+    """The server's socket is reset mid-conversation (a crashed process): the client's
+    connection ends at once (no close frame: 1006), the end is recorded, nothing is left."""
+    import socket
+    import struct
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(build_frame(Opcode.TEXT, b"about to crash"))
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST
+
+    async with raw_ws_server(server) as port:
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            async with connect(f"ws://127.0.0.1:{rp.port}/crash", compression=None) as ws:
+                await wait_until(lambda: rp.capture._streams)
+                assert stream(rp).fast is not None
+                await ws.send("hello")
+                assert await asyncio.wait_for(ws.recv(), 10) == "about to crash"
+                with pytest.raises(ConnectionClosed) as e:
+                    await asyncio.wait_for(ws.recv(), 10)
+                assert e.value.rcvd is None  # no close frame: the TCP connection ended
+            await wait_until(lambda: not rp.capture._streams)
+            [conn] = rp.session.connections.values()
+            assert conn.ts_end is not None and conn.clean is False
+            assert mitmproxy_connections(rp) == 0
