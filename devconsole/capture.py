@@ -426,6 +426,8 @@ class Capture:
             self._pool = fastrelay.Pool()
         flow = s.flow
         s.fast = self._pool.start(flow, s.relay, lambda error: self._end(flow, error), self._arm)
+        if s.fast is None:
+            logger.debug("connection %s: its sockets stay with mitmproxy's TCP relay", s.conn)
 
     def tcp_message(self, flow: tcp.TCPFlow) -> None:
         s = self._streams.get(flow.id)
