@@ -252,3 +252,16 @@ def need_binary(*names: str) -> str:
 # ------------------------------------------------------------------ Redis (scale-out)
 
 from tests.scale_helpers import redis_server  # noqa: E402, F401  (a fixture)
+
+
+@pytest.fixture(autouse=True)
+def _decoders_named_in_a_test_stay_in_it() -> Iterator[None]:
+    """``get_protocol("protobuf:live.Update")`` keeps the decoder it makes (a user who
+    chose it sees it in menus from then on); a test that made one must not add a row to
+    another test's protocol menu snapshot."""
+    from devconsole.decoders import protocols
+
+    before = dict(protocols._DECODERS)
+    yield
+    protocols._DECODERS.clear()
+    protocols._DECODERS.update(before)

@@ -289,7 +289,8 @@ def _menu_before(seq: int):
         await open_detail(pilot, seq)
         await focus_stream(pilot)
         await pilot.press("P")
-        await pilot.pause()
+        await until(pilot, lambda: isinstance(pilot.app.screen, ProtocolMenu))
+        await settle(pilot)
 
     return run_before
 
