@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["capture_cost", "throughput", "memory", "timings"]
+SCRIPTS = ["capture_cost", "throughput", "memory", "timings", "shaping"]
 
 
 def main(argv: list[str] | None = None) -> int:

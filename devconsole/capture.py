@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fnmatch
 import itertools
 import logging
 import os
@@ -65,9 +66,14 @@ from devconsole.model import (
     RefusedEvent,
     ReleaseCommand,
     RemoveBreakpointCommand,
+    RuleEvent,
+    RulesCommand,
+    ShapeCommand,
     Side,
 )
 from devconsole.relay import DEFAULT_HOLD_BYTES, Intercept, Output, Relay, RelayError
+from devconsole.rules import HandshakeRule, RulesError, RuleSet
+from devconsole.rules import load as load_rules
 from devconsole.session import Session
 from devconsole.tap import TapError, TapServer, parse_tap
 from devconsole.text import fmt_addr
@@ -75,6 +81,8 @@ from devconsole.text import fmt_addr
 logger = logging.getLogger("devconsole.capture")
 
 REFUSED_BODY_KEEP = 4096
+RULES_POLL = 0.5  # seconds between checks of the rules file for changes
+CLOSE_HOLD_LIMIT = 30.0  # at most this long a peer's FIN waits for delayed bytes to go out
 SHUTDOWN_CLOSE_TIMEOUT = 3.0  # seconds the peers get to answer the 1001 close at shutdown
 END_AFTER_INJECT = 0.5  # at most this long an end waits for injected bytes to go out
 
@@ -111,6 +119,8 @@ class _Stream:
     paused: set[str] = field(default_factory=set)  # peers we stopped reading
     ended: bool = False
     fast: Any = None  # a fastrelay.FastConnection once the sockets are handed over
+    # a peer's FIN waiting for the bytes still delayed toward the other peer, by that peer
+    drained: dict[str, asyncio.Event] = field(default_factory=dict)
 
 
 class Capture:
@@ -133,10 +143,16 @@ class Capture:
         self.started = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._timed: set[_Stream] = set()  # streams whose relay has a deadline
         self._no_backpressure_logged = False
         self.shutting_down = False
         self.fast_relay = os.environ.get("DEVCONSOLE_FAST_RELAY", "1") not in ("0", "false")
         self._pool: Any = None  # fastrelay.Pool, made on first use
+        # rules (docs/rules.md): the file, what it looked like when last read, and the
+        # handshake rules that acted on an upgrade whose response is still to come
+        self.rules_path = ""
+        self._rules_stat: tuple[int, int, int] | None = None
+        self._hs_rules: dict[str, list[HandshakeRule]] = {}
         self.decoder_rules: list[Any] = []  # devconsole_decoders, parsed
 
     # ------------------------------------------------------------------ options
@@ -184,6 +200,13 @@ class Capture:
             "them). Off: mitmproxy relays every read. Default from $DEVCONSOLE_FAST_RELAY.",
         )
         loader.add_option(
+            "devconsole_rules",
+            str,
+            "",
+            "A rules file (docs/rules.md): rewrite, drop, delay, answer or hold matching "
+            "messages, change or refuse upgrades, shape endpoints. Reloaded when it changes.",
+        )
+        loader.add_option(
             "devconsole_decoders",
             Sequence[str],
             [],
@@ -226,6 +249,18 @@ class Capture:
             if not hb or hb < 1:
                 raise exceptions.OptionsError("devconsole_hold_bytes must be positive")
             self.intercept.hold_bytes = hb
+        if "devconsole_rules" in updated and opts.devconsole_rules != self.rules_path:
+            path = opts.devconsole_rules
+            if path:
+                try:
+                    rs, st = _read_rules(path)
+                except RulesError as e:
+                    raise exceptions.OptionsError(str(e)) from None
+            else:
+                rs, st = RuleSet(), None
+            self.rules_path = path
+            self._rules_stat = st
+            self.set_rules(rs)
         if "devconsole_decoders" in updated:
             from devconsole.decoders.protocols import parse_rules
 
@@ -260,6 +295,9 @@ class Capture:
                 logger.error("devconsole tap: %s", e)
             else:
                 logger.info("devconsole tap listening on %s", addr)
+        task = asyncio.ensure_future(self._watch_rules())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         self.started.set()
 
     async def done(self) -> None:
@@ -322,6 +360,10 @@ class Capture:
         scheme = "wss" if client_tls else "ws"
         host = req.host_header or req.pretty_host
         path, _, _ = req.path.partition("?")
+        conn = str(self.next_conn)
+        done: list[tuple[str, str, str]] = []
+        if self.intercept.rules.handshakes:
+            done = self._handshake_rules(flow, conn, f"{scheme}://{host}{req.path}", path)
         hs = Handshake(
             conn=str(self.next_conn),
             ts=req.timestamp_start or time.time(),
@@ -344,12 +386,22 @@ class Capture:
         self._upgrades[flow.id] = hs
         # Shown as "connecting" until the server answers (a copy: the response fills hs).
         self._emit(HandshakeEvent(dataclasses.replace(hs)))
+        for rule, action, detail in done:
+            self._emit(RuleEvent(hs.conn, hs.ts, rule, action, detail))
 
     def response(self, flow: http.HTTPFlow) -> None:
         hs = self._upgrades.pop(flow.id, None)
+        hs_rules = self._hs_rules.pop(flow.id, None)
         if hs is None or flow.response is None:
             return
         resp = flow.response
+        if hs_rules:
+            for rule in hs_rules:
+                if rule.response_headers is not None:
+                    new, changes = rule.response_headers.apply(_hdrs(resp.headers))
+                    resp.headers = http.Headers([(k.encode(), v.encode()) for k, v in new])
+                    for c in changes:
+                        self._emit(RuleEvent(hs.conn, time.time(), rule.name, "response", c))
         hs.status = resp.status_code
         hs.reason = resp.reason
         hs.response_headers = _hdrs(resp.headers)
@@ -375,7 +427,75 @@ class Capture:
             hs.body_size = len(body)
             self._emit(RefusedEvent(hs))
 
+    def _handshake_rules(
+        self, flow: http.HTTPFlow, conn: str, url: str, path: str
+    ) -> list[tuple[str, str, str]]:
+        """Apply the handshake rules that match an upgrade request: edit its headers and
+        offer, or refuse it. Returns (rule, action, detail) for the record."""
+        req = flow.request
+        done: list[tuple[str, str, str]] = []
+        later: list[HandshakeRule] = []
+        for rule in self.intercept.rules.handshake_rules(url, path):
+            rule.used += 1
+            headers, changes = rule.edit_request(_hdrs(req.headers))
+            if changes:
+                req.headers = http.Headers([(k.encode(), v.encode()) for k, v in headers])
+                done += [(rule.name, "request", c) for c in changes]
+            if rule.response_headers is not None:
+                later.append(rule)
+            if rule.refuse is not None:
+                ref = rule.refuse
+                hdrs = {"Content-Type": "text/plain; charset=utf-8", **dict(ref.headers)}
+                flow.response = http.Response.make(ref.status, ref.body, hdrs)
+                done.append((rule.name, "refuse", f"{ref.status} ({len(ref.body)} bytes)"))
+                break  # refused: no server, nothing more to edit
+        if later:
+            self._hs_rules[flow.id] = later
+        return done
+
+    # ------------------------------------------------------------------ rules
+
+    def set_rules(self, rules: RuleSet, now: float | None = None) -> None:
+        """Replace the rules on every connection, now and later."""
+        now = time.time() if now is None else now
+        for relay, out in self.intercept.set_rules(rules, now):
+            s = self._by_conn.get(relay.conn)
+            if s is not None and out:
+                self._apply(s, out)
+        self._emit(RuleEvent("", now, "", "loaded", ", ".join(rules.names)))
+
+    async def _watch_rules(self) -> None:
+        """Reload the rules file when it changes; a file with an error keeps the rules
+        in effect and says where the error is."""
+        while True:
+            await asyncio.sleep(RULES_POLL)
+            path = self.rules_path
+            if not path:
+                continue
+            try:
+                st = _stat(path)
+            except OSError as e:
+                st = None
+                err: str | None = f"{path}: {e.strerror}; keeping the rules in effect"
+            else:
+                err = None
+            if st == self._rules_stat:
+                continue
+            self._rules_stat = st
+            if err is None:
+                try:
+                    rs, _ = _read_rules(path)
+                except RulesError as e:
+                    err = f"{e}; keeping the rules in effect"
+                else:
+                    logger.info("rules reloaded from %s: %d rule(s)", path, len(rs.names))
+                    self.set_rules(rs)
+                    continue
+            logger.error("%s", err)
+            self._emit(RuleEvent("", time.time(), "", "error", err))
+
     def error(self, flow: http.HTTPFlow) -> None:
+        self._hs_rules.pop(flow.id, None)
         hs = self._upgrades.pop(flow.id, None)
         if hs is None:
             return
@@ -409,12 +529,19 @@ class Capture:
             seq=self._seq,
             max_payload=self.max_payload,
             intercept=self.intercept,
+            url=hs.url,
+            path=hs.path,
+            now=time.time(),
         )
         s = _Stream(hs.conn, flow, hs, relay)
         self._streams[flow.id] = s
         self._by_conn[hs.conn] = s
         if self.fast_relay:
             self._hand_off(s)
+        if s.fast is None:  # mitmproxy's relay: a peer's FIN waits there for delayed bytes
+            mitm_compat.hold_close(
+                flow, lambda from_client: self._close_wait(s, from_client), CLOSE_HOLD_LIMIT
+            )
         if relay.out:  # breakpoints hold from the first message on
             self._apply(s, relay.take())
 
@@ -425,7 +552,12 @@ class Capture:
         if self._pool is None:
             self._pool = fastrelay.Pool()
         flow = s.flow
-        s.fast = self._pool.start(flow, s.relay, lambda error: self._end(flow, error), self._arm)
+
+        def arm(first: float | None) -> None:  # as _apply does on out.rearm
+            self._timed.add(s)
+            self._arm(first)
+
+        s.fast = self._pool.start(flow, s.relay, lambda error: self._end(flow, error), arm)
         if s.fast is None:
             logger.debug("connection %s: its sockets stay with mitmproxy's TCP relay", s.conn)
 
@@ -510,7 +642,26 @@ class Capture:
             else:
                 self._end_soon(s)
         if out.rearm:
+            self._timed.add(s)
             self._arm(s.relay.next_deadline())
+        if s.drained:
+            self._check_drained(s)
+
+    def _close_wait(self, s: _Stream, from_client: bool) -> Any:
+        """What a peer's FIN waits for: the bytes still delayed toward the other peer."""
+        to: Side = SERVER if from_client else CLIENT
+        if s.ended or not s.relay.pending_to(to):
+            return None
+        ev = s.drained.get(to)
+        if ev is None:
+            ev = s.drained[to] = asyncio.Event()
+        return ev.wait()
+
+    def _check_drained(self, s: _Stream) -> None:
+        for to, ev in list(s.drained.items()):
+            if s.ended or not s.relay.pending_to(to):  # type: ignore[arg-type]
+                ev.set()
+                del s.drained[to]
 
     def _end_late(self, s: _Stream) -> None:
         if s.end_after is not None and not s.ended:
@@ -550,7 +701,9 @@ class Capture:
             return
         s.ended = True
         self._by_conn.pop(s.conn, None)
+        self._timed.discard(s)
         s.relay.end(time.time(), error)
+        self._check_drained(s)
 
     # ------------------------------------------------------------------ time
 
@@ -570,12 +723,16 @@ class Capture:
         self._timer = None
         now = time.time()
         first: float | None = None
-        for s in list(self._streams.values()):
-            t = s.relay.next_deadline()
+        # only the streams that asked for the clock: a shaped connection ticking every few
+        # milliseconds must not cost a pass over every connection
+        for s in list(self._timed):
+            t = s.relay.next_deadline() if not s.ended else None
             if t is not None and t <= now:
                 self._apply(s, s.relay.tick(now))
                 t = s.relay.next_deadline()
-            if t is not None and (first is None or t < first):
+            if t is None:
+                self._timed.discard(s)
+            elif first is None or t < first:
                 first = t
         self._arm(first)
 
@@ -593,6 +750,10 @@ class Capture:
             return self._breakpoint_command(cmd)
         if isinstance(cmd, ForwardCommand | DropCommand):
             return self._release_held(cmd, now)
+        if isinstance(cmd, RulesCommand):
+            return self._rules_command(cmd)
+        if isinstance(cmd, ShapeCommand) and cmd.path:
+            return self._endpoint_shape(cmd, now)
         s = self._by_conn.get(cmd.conn)
         if s is None or s.ended:
             if any(c.id == cmd.conn for c in self.session.connections.values()):
@@ -612,9 +773,44 @@ class Capture:
             self._apply(s, r.close(cmd.code, cmd.reason, cmd.to, now))
         elif isinstance(cmd, InjectCommand):
             self._apply(s, r.inject(cmd.to, cmd.opcode, cmd.payload, now))
+        elif isinstance(cmd, ShapeCommand):
+            self._apply(s, r.shape(cmd.to, None if cmd.clear else cmd.shape, now, "cli"))
         else:
             return CommandResult(getattr(cmd, "id", 0), False, "unknown command")
         return CommandResult(cmd.id, True)
+
+    def _rules_command(self, cmd: RulesCommand) -> CommandResult:
+        try:
+            rs = load_rules(cmd.text, cmd.path or "rules") if cmd.text.strip() else RuleSet()
+        except RulesError as e:
+            return CommandResult(cmd.id, False, str(e))
+        # rules sent over the tap replace the file's until the file changes again
+        self.set_rules(rs)
+        return CommandResult(cmd.id, True, info=str(len(rs.names)))
+
+    def _endpoint_shape(self, cmd: ShapeCommand, now: float) -> CommandResult:
+        from devconsole.shaping import ShapeError, check_shape
+
+        if cmd.conn:
+            return CommandResult(cmd.id, False, "give a connection or a path, not both")
+        if not cmd.clear:
+            try:
+                check_shape(cmd.shape)
+            except ShapeError as e:
+                return CommandResult(cmd.id, False, str(e))
+        targets: tuple[Side, ...] = (CLIENT, SERVER) if cmd.to == "both" else (cmd.to,)  # type: ignore[assignment]
+        for to in targets:
+            shape = None if cmd.clear else cmd.shape
+            for relay, out in self.intercept.set_endpoint_shape(cmd.path, to, shape, now):
+                s = self._by_conn.get(relay.conn)
+                if s is not None and out:
+                    self._apply(s, out)
+        n = sum(
+            1
+            for s in self._streams.values()
+            if fnmatch.fnmatchcase(s.handshake.path or "/", cmd.path)
+        )
+        return CommandResult(cmd.id, True, info=str(n))
 
     def _breakpoint_command(
         self, cmd: BreakpointCommand | RemoveBreakpointCommand | EnableBreakpointCommand
@@ -695,3 +891,21 @@ class Capture:
         while loop.time() < deadline and any(c.queue for c in self.tap.clients):
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.05)
+
+
+def _stat(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _read_rules(path: str) -> tuple[RuleSet, tuple[int, int, int] | None]:
+    """A rules file and its stat, read together; RulesError for anything wrong."""
+    try:
+        st = _stat(path)
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as e:
+        raise RulesError(e.strerror or str(e), path=path) from None
+    except UnicodeDecodeError:
+        raise RulesError("not UTF-8 text", path=path) from None
+    return load_rules(text, path), st

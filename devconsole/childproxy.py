@@ -51,6 +51,8 @@ class ChildProxy:
             args.hold_bytes,
             *extra,
         ]
+        if getattr(args, "rules", None):
+            cmd += ["--rules", args.rules]
         if args.confdir:
             cmd += ["--confdir", args.confdir]
         if getattr(args, "record", None):

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from devconsole import __version__
 from devconsole.commands import CliError, add_proxy_args
+from devconsole.commands import chaos as chaos_commands
 from devconsole.commands import demo as demo_commands
 from devconsole.commands import events as event_commands
 from devconsole.commands import faults as fault_commands
@@ -27,6 +28,8 @@ from devconsole.commands import intercept as intercept_commands
 from devconsole.commands import protocols as protocol_commands
 from devconsole.commands import proxy as proxy_commands
 from devconsole.commands import report as report_commands
+from devconsole.commands import rules as rules_commands
+from devconsole.commands import shape as shape_commands
 from devconsole.commands import store as store_commands
 from devconsole.commands import tui as tui_commands
 
@@ -59,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     protocol_commands.register(sub)
     handshake_commands.register(sub)
     intercept_commands.register(sub)
+    rules_commands.register(sub)
+    shape_commands.register(sub)
+    chaos_commands.register(sub)
     return parser
 
 
@@ -84,9 +90,22 @@ def _is_user_error(e: Exception) -> bool:
     return False
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``chaos ... -- CMD ARGS``: what follows ``--`` is the client's command line, kept
+    whole (argparse would take its options for the chaos command's own). Any other
+    command parses ``--`` the usual way."""
+    if "--" in argv and "chaos" in argv[: argv.index("--")]:
+        i = argv.index("--")
+        args = parser.parse_args(argv[:i])
+        if hasattr(args, "client"):
+            args.client = argv[i + 1 :]
+            return args
+    return parser.parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, list(sys.argv[1:] if argv is None else argv))
     try:
         if getattr(args, "handler", None):
             return int(args.handler(args))

@@ -48,6 +48,7 @@ logger = logging.getLogger("devconsole.fastrelay")
 
 HANDOFF_TIMEOUT = 2.0  # seconds mitmproxy gets to let go of a connection
 WRITE_HIGH = 256 << 10  # bytes buffered toward a peer before its sender stops being read
+CLOSE_HOLD_LIMIT = 30.0  # at most this long a peer's EOF waits for delayed bytes to go out
 
 _time = time.time
 
@@ -120,6 +121,10 @@ def _nowhere(data: bytes) -> None:
 
 
 def _no_end(error: str | None) -> None:
+    pass
+
+
+def _no_arm(first: float | None) -> None:
     pass
 
 
@@ -220,6 +225,10 @@ class FastConnection:
         self.last = _time()  # the last read from either peer
         self._crash_logged = False
         self._handoff_timer: asyncio.TimerHandle | None = None
+        # rules/shaping: a peer's EOF waits for the bytes still delayed toward the other
+        self._pending_to: Callable[[Side], int] = relay.pending_to
+        self._fin_wait: dict[_Peer, asyncio.TimerHandle] = {}
+        self._fin_late: set[_Peer] = set()  # waited CLOSE_HOLD_LIMIT: go on regardless
 
     # ------------------------------------------------------------------ setup
 
@@ -325,6 +334,8 @@ class FastConnection:
             self.close()
         if out.rearm:
             self.arm(self.relay.next_deadline())
+        if self._fin_wait:
+            self._retry_eofs()
 
     def block(self, peer: _Peer, reason: int, on: bool) -> None:
         """Stop (or allow again) reading ``peer`` for ``reason``."""
@@ -377,8 +388,32 @@ class FastConnection:
         if peer.eof:
             return
         peer.eof = True
+        self._pass_eof(peer)
+
+    def _pass_eof(self, peer: _Peer) -> None:
+        """Relay ``peer``'s EOF: half-close the other peer, or close both when the other
+        is done too. Like a slow link, after what the relay's time-based stages (rule
+        delays, network conditions) still hold toward the other peer (``pending_to``), at
+        most ``CLOSE_HOLD_LIMIT`` seconds: ``apply`` tries again after each write."""
         other = peer.other
+        if (
+            not self.ended
+            and not other.lost
+            and not other.shut
+            and peer not in self._fin_late
+            and self._pending_to(other.side)
+        ):
+            if peer not in self._fin_wait:
+                self._fin_wait[peer] = asyncio.get_running_loop().call_later(
+                    CLOSE_HOLD_LIMIT, self._fin_timeout, peer
+                )
+            return
+        timer = self._fin_wait.pop(peer, None)
+        if timer is not None:
+            timer.cancel()
         if other.eof or other.lost:
+            if other in self._fin_wait:
+                return  # its EOF waits for bytes toward this peer; both close after them
             self.close()
         elif other.t is not None and not other.shut and other.t.can_write_eof():
             # a half-close, as mitmproxy's TCP layer relays it
@@ -388,9 +423,20 @@ class FastConnection:
             except (OSError, RuntimeError) as e:
                 logger.debug("write_eof failed: %s", e)
 
+    def _fin_timeout(self, peer: _Peer) -> None:
+        if self._fin_wait.pop(peer, None) is not None and not self.ended:
+            self._fin_late.add(peer)
+            self._pass_eof(peer)
+
+    def _retry_eofs(self) -> None:
+        for p in list(self._fin_wait):
+            self._pass_eof(p)
+
     def peer_lost(self, peer: _Peer) -> None:
         if not peer.eof:
             self.peer_eof(peer)  # a reset reads as an EOF, as under mitmproxy
+        if self._fin_wait:
+            self._retry_eofs()  # what waited for this peer cannot be delivered any more
         if self.client.lost and self.server.lost:
             self._finish(None)
 
@@ -401,6 +447,10 @@ class FastConnection:
         if self._handoff_timer is not None:
             self._handoff_timer.cancel()
             self._handoff_timer = None
+        for timer in self._fin_wait.values():
+            timer.cancel()
+        self._fin_wait.clear()
+        self._fin_late.clear()
         for d in self._detached:  # ended during the hand-off: mitmproxy may let go now
             mitm_compat.release(d)
         self._detached = []
@@ -411,6 +461,7 @@ class FastConnection:
         # no reference cycles left behind: the proxy collects its oldest generation rarely
         # (proxy.tune_gc), refcounting frees all of this now
         self.on_end = _no_end
+        self.arm = _no_arm  # the driver's closure refers to the stream that refers to us
         for p in (self.client, self.server):
             del p.other, p.c
         on_end(error)

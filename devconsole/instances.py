@@ -50,6 +50,8 @@ from devconsole.model import (
     Message,
     ProtocolErrorEvent,
     RefusedEvent,
+    RuleEvent,
+    ShapeEvent,
     Snapshot,
     StateEvent,
 )
@@ -338,6 +340,12 @@ class InstanceMerger:
             return ev
         if isinstance(ev, EndEvent | StateEvent | ProtocolErrorEvent):
             ev.conn = self._prefix(p, ev.conn)
+            return ev
+        if isinstance(ev, RuleEvent | ShapeEvent):  # docs/rules.md, docs/shaping.md
+            if ev.conn:
+                ev.conn = self._prefix(p, ev.conn)
+            elif isinstance(ev, RuleEvent):  # that instance's rules file loaded or refused
+                ev.detail = f"{p}: {ev.detail}"
             return ev
         if isinstance(ev, GapEvent):
             ev.instance = p

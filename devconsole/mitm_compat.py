@@ -6,6 +6,12 @@ Kept in one small module, checked against every supported mitmproxy version by
 - aborting or closing a live TCP flow: ``flow.kill()`` is not honoured by mitmproxy's TCP
   relay (mitmproxy issues #4711, #4773), so we reach the connection's transports through
   the proxyserver addon (``proxyserver.connections[client_conn.id].transports``).
+- a peer's TCP close (FIN) waits for delayed bytes (docs/shaping.md): mitmproxy passes a
+  FIN on at once (its TCP layer half-closes the other connection on ``ConnectionClosed``),
+  which would cut off what devconsole still holds back (latency, rate). ``hold_close``
+  wraps the flow's ``ConnectionHandler.server_event`` (11.x and 12.x: the read loop in
+  ``handle_connection`` awaits it with ``events.ConnectionClosed`` at EOF) so that event
+  waits until the bytes toward the other peer went out.
 - backpressure while messages are held: mitmproxy has no API to stop reading one peer.
   Its connection handler reads each socket in a loop (``await reader.read(65535)`` in
   ``ConnectionHandler.handle_connection``, 11.x and 12.x); pausing the asyncio transport
@@ -40,6 +46,7 @@ import contextlib
 import logging
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +159,33 @@ def resume_reading(flow: Any, client: bool) -> bool:
     except (OSError, RuntimeError) as e:
         logger.debug("resume_reading failed: %s", e)
         return False
+    return True
+
+
+def hold_close(flow: Any, wait: Callable[[bool], Awaitable[Any] | None], limit: float) -> bool:
+    """Before mitmproxy acts on a peer's TCP close, await ``wait(from_client)`` (None: go
+    on at once), at most ``limit`` seconds. False if the flow has no handler to wrap."""
+    from mitmproxy.proxy import events
+
+    handler = _handler(flow)
+    original = getattr(handler, "server_event", None)
+    if handler is None or original is None or getattr(original, "_devconsole", False):
+        return handler is not None
+    client = flow.client_conn
+
+    async def server_event(event: Any) -> None:
+        if isinstance(event, events.ConnectionClosed):
+            conn = event.connection
+            from_client = conn is client or getattr(conn, "id", None) == client.id
+            w = wait(from_client)
+            if w is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(w, limit)
+                await asyncio.sleep(0)  # the last injected bytes are ahead of the close
+        await original(event)
+
+    server_event._devconsole = True  # type: ignore[attr-defined]
+    handler.server_event = server_event
     return True
 
 

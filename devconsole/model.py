@@ -110,6 +110,48 @@ def _split_header_values(headers: list[tuple[str, str]], name: str) -> list[str]
 
 
 @dataclass(slots=True)
+class Shape:
+    """Network conditions on the bytes delivered to one peer (docs/shaping.md). Zero/empty
+    fields are off."""
+
+    latency: float = 0.0  # seconds added to every byte
+    jitter: float = 0.0  # +- seconds around ``latency`` (uniform; order is kept)
+    rate: float = 0.0  # bytes per second
+    slice: int = 0  # bytes per TCP write
+    slice_delay: float = 0.0  # seconds between two slices
+    fragment: int = 0  # payload bytes per frame: data messages re-fragmented
+    stall: bool = False  # stop reading the sending peer (TCP backpressure)
+    pongs: str = ""  # "drop" or "delay"
+    pong_delay: float = 0.0  # with pongs="delay"
+
+    @property
+    def empty(self) -> bool:
+        return self == Shape()
+
+    def to_dict(self) -> dict[str, float | int | bool | str]:
+        """The conditions that are on (``conns --json``)."""
+        out: dict[str, float | int | bool | str] = {}
+        for name in SHAPE_FIELDS:
+            v = getattr(self, name)
+            if v:
+                out[name] = v
+        return out
+
+
+SHAPE_FIELDS = (
+    "latency",
+    "jitter",
+    "rate",
+    "slice",
+    "slice_delay",
+    "fragment",
+    "stall",
+    "pongs",
+    "pong_delay",
+)
+
+
+@dataclass(slots=True)
 class Connection:
     """Everything known about one WebSocket connection (or refused upgrade)."""
 
@@ -132,6 +174,8 @@ class Connection:
     dropped: int = 0
     errors: list[str] = field(default_factory=list)  # protocol errors, one per direction
     half_open: bool = False
+    # network conditions in effect (docs/shaping.md), by the peer the bytes go to
+    shape: dict[str, Shape] = field(default_factory=dict)
 
     @property
     def ts_start(self) -> float:
@@ -182,6 +226,7 @@ class Connection:
             largest_message=self.largest_message,
             injected=self.injected,
             dropped=self.dropped,
+            shape=dict(self.shape),
         )
 
     @classmethod
@@ -204,6 +249,7 @@ class Connection:
             largest_message=s.largest_message,
             injected=s.injected,
             dropped=s.dropped,
+            shape=dict(s.shape),
         )
 
 
@@ -250,6 +296,9 @@ class Message:
     edited: bytes | None = None  # the body sent instead (outcome "edited"), maybe truncated
     edited_opcode: int = 0
     edited_size: int = 0  # true size of the edited body
+    # rules (docs/rules.md): the rules that acted on it and what they did ("delay 0.3s")
+    rule: str = ""
+    action: str = ""
 
     @property
     def truncated(self) -> bool:
@@ -284,6 +333,8 @@ class ControlFrame:
     held: int = 0  # see Message
     breakpoint: int = 0
     outcome: str = ""
+    rule: str = ""  # see Message
+    action: str = ""
 
     @property
     def size(self) -> int:
@@ -361,6 +412,7 @@ class ConnSnapshot:
     largest_message: int = 0
     injected: int = 0
     dropped: int = 0
+    shape: dict[str, Shape] = field(default_factory=dict)  # see Connection.shape
 
 
 @dataclass(slots=True)
@@ -451,6 +503,30 @@ class BacklogEnd:
     seq: int  # the Snapshot's seq: the newest item of the backlog
 
 
+@dataclass(slots=True)
+class RuleEvent:
+    """A rule did something that no message shows (docs/rules.md): a handshake changed
+    or refused, a connection closed or shaped; or (``conn`` "") the rules file was
+    loaded (``action`` "loaded", ``detail`` the rule names) or rejected ("error")."""
+
+    conn: str
+    ts: float
+    rule: str
+    action: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class ShapeEvent:
+    """A connection's network conditions changed: all of them, as they are now (an empty
+    dict: none). Keys are the peer the bytes go to: "client", "server"."""
+
+    conn: str
+    ts: float
+    shape: dict[str, Shape]
+    source: str = ""  # "cli", "rule NAME", "endpoint PATH"
+
+
 Event = (
     HandshakeEvent
     | RefusedEvent
@@ -465,6 +541,8 @@ Event = (
     | OutcomeEvent
     | BreakpointsEvent
     | BacklogEnd
+    | RuleEvent
+    | ShapeEvent
 )
 
 
@@ -566,6 +644,30 @@ class DropCommand:
     id: int = 0
 
 
+@dataclass(slots=True)
+class ShapeCommand:
+    """Set (or with ``clear``, remove) the network conditions of the bytes delivered to
+    ``to`` on connection ``conn``; or, with ``path`` (a glob) instead of ``conn``, on every
+    connection of that endpoint, now and later."""
+
+    conn: str
+    to: Literal["client", "server", "both"] = "both"
+    shape: Shape = field(default_factory=Shape)
+    clear: bool = False
+    path: str = ""
+    id: int = 0
+
+
+@dataclass(slots=True)
+class RulesCommand:
+    """Replace the proxy's rules with those of ``text`` (a rules file; "" removes them).
+    ``path`` names it in messages. The result's error has the line and column."""
+
+    text: str
+    path: str = ""
+    id: int = 0
+
+
 Command = (
     CloseCommand
     | AbortCommand
@@ -577,6 +679,8 @@ Command = (
     | EnableBreakpointCommand
     | ForwardCommand
     | DropCommand
+    | ShapeCommand
+    | RulesCommand
 )
 
 

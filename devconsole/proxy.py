@@ -52,6 +52,7 @@ class ProxyConfig:
     buffer_bytes: str = "256m"
     max_payload: str = "1m"
     hold_bytes: str = "16m"
+    rules: str = ""  # a rules file (docs/rules.md)
     sets: Sequence[str] = field(default_factory=list)  # NAME=VALUE, like mitmproxy's --set
     record: str = ""  # a recording directory: every event written to disk (store/segments)
     record_max: int | None = None  # bytes the recording may use (oldest segments removed)
@@ -263,6 +264,8 @@ class DevconsoleProxy:
             "devconsole_max_payload": cfg.max_payload,
             "devconsole_hold_bytes": cfg.hold_bytes,
         }
+        if cfg.rules:
+            updates["devconsole_rules"] = cfg.rules
         if cfg.decoders:
             updates["devconsole_decoders"] = list(cfg.decoders)
         if cfg.confdir:

@@ -14,12 +14,15 @@ bytes it reads from each peer with the time it read them, and writes what comes 
 
 A command that cannot run raises ``RelayError`` with a message for the user.
 
-Each direction is a pipeline (docs/intercept.md)::
+Each direction is a pipeline (docs/intercept.md, docs/rules.md, docs/shaping.md)::
 
     bytes from one peer -> frame parser -> units (a data message, or a control frame)
         -> capture (an event, always) -> faults (half-open, closing, swallowed pongs)
-        -> hold (breakpoints; the queue behind a held message) -> output
-        -> bytes to the other peer (as received, or re-framed)
+        -> rules (rewrite, drop, delay, duplicate, respond, close, hold: ``_act``)
+        -> hold (breakpoints; the queue behind a held or delayed message) -> output
+        -> re-framing (edits, re-compression, fragmenting: ``_unit_bytes``)
+        -> network conditions (latency, rate, slicing: ``devconsole.shaping``, ``_pull``)
+        -> bytes to the other peer
 
 While no stage has anything to do in a direction it is *plain*: each chunk is parsed for
 its events and forwarded as the very same bytes object (the hot path). Otherwise units are
@@ -37,24 +40,31 @@ inflates what the sender sends (the parser does it anyway) and compresses every 
 message of that direction itself, with its own context, toward the receiver.
 
 Where the stages are: a unit is decided in ``_message_done`` / ``_control_done`` (capture,
-then faults, then hold), waits in its direction's ``queue`` while something ahead of it is
-held, and is written by ``_deliver`` (as received, or re-framed by ``_frame``). A new
-stage (rules, shaping) decides there too, keeps its direction off the hot path while it
-has work (the conditions at the end of ``_settle``), and uses the driver's clock through
-``tick``/``next_deadline`` as holds do.
+then faults, then rules, then hold), waits in its direction's ``queue`` while something
+ahead of it is held or delayed (or in ``timed`` when it goes out of line: a delayed pong, a
+delayed message others may overtake), and is written by ``_deliver`` (as received, or
+re-framed by ``_frame``). What is written toward a peer with network conditions goes
+through that direction's ``chain`` of stages. A stage keeps its direction off the hot path
+while it has work (the conditions at the end of ``_settle``), and uses the driver's clock
+through ``tick``/``next_deadline``. Stall and full buffers stop reading the sending peer
+(``_pressure``: ``Output.pause``/``resume``); a driver lets a peer's TCP close wait for
+what the stages still hold toward the other one (``pending_to``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import heapq
 import itertools
+import random
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from devconsole.filters import Filter, FilterError, parse
+from devconsole.filters import MATCH_ALL, Filter, FilterError, parse
 from devconsole.frames import (
     Control,
     DataMessage,
@@ -79,9 +89,23 @@ from devconsole.model import (
     Outcome,
     OutcomeEvent,
     ProtocolErrorEvent,
+    RuleEvent,
+    Shape,
+    ShapeEvent,
     Side,
     StateEvent,
     valid_close_code,
+)
+from devconsole.rules import Decision, MessageRule, RuleSet, decide
+from devconsole.shaping import (
+    SHAPE_BUFFER,
+    Chain,
+    ShapeError,
+    chain_for,
+    check_shape,
+    format_duration,
+    fragment,
+    wire_payload,
 )
 
 __all__ = [
@@ -148,7 +172,8 @@ class _Bp:
 
 class Intercept:
     """Breakpoints and held messages, shared by every Relay of one proxy. Held message ids
-    and breakpoint ids are unique in it."""
+    and breakpoint ids are unique in it. It also holds the proxy's rules (docs/rules.md)
+    and the network conditions set per endpoint (docs/shaping.md)."""
 
     def __init__(self, hold_bytes: int = DEFAULT_HOLD_BYTES) -> None:
         self.hold_bytes = hold_bytes
@@ -157,6 +182,37 @@ class Intercept:
         self._next_held = 1
         self.held: dict[int, Relay] = {}  # held message id -> the relay holding it
         self.relays: dict[str, Relay] = {}  # connection id -> relay
+        self.rules = RuleSet()
+        # (path glob, peer the bytes go to, conditions): set per endpoint, later wins
+        self.endpoint_shapes: list[tuple[str, Side, Shape]] = []
+        self.now = 0.0  # the driver's clock at the last change (for the events it causes)
+
+    # -- rules and endpoint conditions
+
+    def set_rules(self, rules: RuleSet, now: float) -> list[tuple[Relay, Output]]:
+        """Replace the rules; every relay applies them from its next message on. Returns
+        what each relay must write or pause now (their ``take()``), for the driver."""
+        self.rules = rules
+        self.now = now
+        out = []
+        for r in list(self.relays.values()):
+            r._rules_changed(now)
+            out.append((r, r.take()))
+        return out
+
+    def set_endpoint_shape(
+        self, glob: str, to: Side, shape: Shape | None, now: float
+    ) -> list[tuple[Relay, Output]]:
+        """Conditions for the bytes going to ``to`` on every connection whose path matches
+        ``glob``, now and later (None: remove those set for that glob)."""
+        self.endpoint_shapes = [e for e in self.endpoint_shapes if (e[0], e[1]) != (glob, to)]
+        if shape is not None and not shape.empty:
+            self.endpoint_shapes.append((glob, to, shape))
+        out = []
+        for r in list(self.relays.values()):
+            r._reshape(now, f"endpoint {glob}")
+            out.append((r, r.take()))
+        return out
 
     # -- breakpoints
 
@@ -258,21 +314,30 @@ class _Unit:
     payload: bytes | None  # the whole decoded payload, when re-compressing may need it
     cost: int
     hold: _Hold | None = None
+    # rules (docs/rules.md)
+    edit: bytes | None = None  # sent instead (rewrite, set, delete)
+    edit_opcode: int = 0
+    due: float = 0.0  # not before (delay); 0: now
+    copies: int = 0  # duplicates sent after it
+    rule: str = ""
 
 
 class _Dir:
     """One direction of a connection: what ``side`` sends to ``to``."""
 
     __slots__ = (
+        "chain",
         "close",
         "compressor",
         "ctl",
+        "ctl_rules",
         "ctl_stream",
         "dec",
         "dropping",
         "hold_controls",
         "mask_reported",
         "msg",
+        "msg_rules",
         "nparts",
         "out",
         "parts",
@@ -282,12 +347,15 @@ class _Dir:
         "qbytes",
         "queue",
         "recompress",
+        "shape",
         "side",
         "swallow",
         "takeover",
+        "timed",
         "to",
         "transition",
         "wbits",
+        "whole",
     )
 
     def __init__(self, side: Side, dec: StreamDecoder, deflate: DeflateParams | None) -> None:
@@ -310,7 +378,8 @@ class _Dir:
         # faults
         self.dropping = False
         self.transition: bool | None = None  # new ``dropping`` at the next message boundary
-        self.pending: list[tuple[bytes, Item]] = []  # frames to send at a message boundary
+        # frames to send at a message boundary (and their event, None: already emitted)
+        self.pending: list[tuple[bytes, Item | None]] = []
         self.swallow: set[bytes] = set()  # payloads of pongs answering our pings
         # permessage-deflate
         self.takeover = False
@@ -327,6 +396,17 @@ class _Dir:
         # close frames: None none yet, True a valid first one, False invalid or repeated
         self.close: bool | None = None
         self.mask_reported = False
+        # rules that apply to what ``side`` sends (data messages / control frames), and
+        # whether messages must be seen whole before they go (rules, re-fragmenting)
+        self.msg_rules: list[MessageRule] = []
+        self.ctl_rules: list[MessageRule] = []
+        self.whole = False
+        # network conditions of the bytes going to ``to``: the frame-level ones are read
+        # from ``shape``, the byte-level ones (latency, rate, slicing) are ``chain``
+        self.shape: Shape | None = None
+        self.chain: Chain | None = None
+        # units sent out of line when due (a delayed pong, a message others may overtake)
+        self.timed: list[tuple[float, int, _Unit]] = []
 
 
 # ---------------------------------------------------------------------- the relay
@@ -346,8 +426,14 @@ class Relay:
         max_payload: int = 1 << 20,
         intercept: Intercept | None = None,
         close_timeout: float = CLOSE_REPLY_TIMEOUT,
+        url: str = "",
+        path: str = "",
+        rng: random.Random | None = None,
+        now: float = 0.0,
     ) -> None:
         self.conn = conn
+        self.url = url  # the connection's URL and path: what rules and endpoints match
+        self.path = path
         self.emit = emit
         self._seq = seq if seq is not None else itertools.count(1)
         self.max_payload = max(0, max_payload)
@@ -367,9 +453,18 @@ class Relay:
         self._ctl_bps: list[_Bp] = []
         self._out = Output()
         self.out = False  # True when take() has something for the driver
-        self._now = 0.0  # the driver's clock at the current call
+        self._now = now  # the driver's clock at the current call
+        # rules and network conditions (docs/rules.md, docs/shaping.md)
+        self.rng = rng if rng is not None else random.Random()
+        self._rule_counts: dict[int, int] = {}
+        self._shapes: dict[str, Shape] = {}  # set on this connection, by peer (overrides)
+        self._shape_src: dict[str, str] = {}
+        self._end_drained = False  # a close waits for shaped bytes to go out first
+        self._timed_n = itertools.count()
         self.intercept.relays[conn] = self
         self._breakpoints_changed()
+        if self.intercept.rules or self.intercept.endpoint_shapes:
+            self._rules_changed(self._now)
 
     # ------------------------------------------------------------------ driver API
 
@@ -380,7 +475,32 @@ class Relay:
         self._collect(self.down)
         out, self._out = self._out, Output()
         self.out = False
+        if self.up.chain is not None or self.down.chain is not None or self._end_drained:
+            busy = self._shaping_busy()
+            if out.end == "close" and busy:
+                # FIN only after the bytes the conditions still hold went out
+                out.end = None
+                self._end_drained = True
+            elif self._end_drained and not busy and out.end is None:
+                out.end = "close"
+                self._end_drained = False
+            if busy:
+                out.rearm = True
         return out
+
+    def pending_to(self, to: Side) -> int:
+        """How much the time-based stages still hold toward ``to`` (bytes the conditions
+        delay, and messages a rule delays): a driver lets a TCP close from the other peer
+        wait for it, as a slow link would deliver the data before the FIN."""
+        d = self.down if to == CLIENT else self.up
+        n = d.chain.pending if d.chain is not None else 0
+        n += len(d.timed)
+        if d.queue:
+            n += sum(1 for u in d.queue if u.due and u.hold is None)
+        return n
+
+    def _shaping_busy(self) -> bool:
+        return any(d.chain is not None and d.chain.pending for d in (self.up, self.down))
 
     def feed(self, side: Side, data: bytes, ts: float) -> bytes:
         """Bytes read from ``side`` at time ``ts``; returns the bytes to write to the other
@@ -444,8 +564,19 @@ class Relay:
             if not self.ended:
                 self._out.end = "close"
                 self.out = True
+        for d in (self.up, self.down):
+            timed = d.timed
+            while timed and timed[0][0] <= now:
+                _, _, unit = heapq.heappop(timed)
+                self._deliver_late(d, unit)
+            if d.queue and d not in touched:
+                touched.append(d)  # a delayed message at its head may be due
         for d in touched:
             self._settle(d)
+        for d in (self.up, self.down):
+            if d.chain is not None:
+                self._collect(d)
+                self._pressure(d)
         return self.take()
 
     def next_deadline(self) -> float | None:
@@ -456,6 +587,14 @@ class Relay:
         c = self._close_deadline
         if c is not None and (t is None or c < t):
             t = c
+        for d in (self.up, self.down):
+            for c in (
+                d.timed[0][0] if d.timed else None,
+                d.chain.next_time() if d.chain is not None else None,
+                d.queue[0].due if d.queue and d.queue[0].due else None,
+            ):
+                if c is not None and (t is None or c < t):
+                    t = c
         return t
 
     def end(self, now: float, error: str | None = None) -> None:
@@ -466,7 +605,9 @@ class Relay:
         self.ended = True
         for d in (self.up, self.down):
             self._drop_queue(d, now)
+            d.chain = None  # what the conditions still held has nowhere to go
         self._close_deadline = None
+        self._end_drained = False
         self.emit(
             EndEvent(
                 conn=self.conn,
@@ -827,7 +968,7 @@ class Relay:
         other = self.down if d is self.up else self.up
         if other.out:
             self._collect(other)
-        out = d.out
+        out = self._pull(d) if d.chain is not None else d.out
         if not out:
             return b""
         d.out = []
@@ -840,7 +981,7 @@ class Relay:
             self._boundary(d)
             if d.dropping:
                 m = _DISCARD
-            elif d.queue or d.recompress or self._bps:
+            elif d.queue or d.recompress or self._bps or d.whole:
                 m = _HOLDBACK
             else:
                 m = _STREAM
@@ -857,7 +998,8 @@ class Relay:
         if d.pending:
             for frame, ev in d.pending:
                 d.out.append(frame)
-                self._emit_injected(ev)
+                if ev is not None:
+                    self._emit_injected(ev)
             d.pending = []
         if d.transition is not None:
             d.dropping = d.transition
@@ -901,18 +1043,38 @@ class Relay:
         d.parts = []
         d.nparts = 0
         ev = self._message_event(d, item, ts, False)
-        keep = item.payload if item.compressed and d.takeover else None
+        dec: Decision | None = None
+        if d.msg_rules:
+            view = ev if len(ev.payload) == len(item.payload) else _with_payload(ev, item.payload)
+            dec = decide(d.msg_rules, view, self._rule_counts, self.rng, self._whole_limit())
+        keep = (
+            item.payload
+            if (item.compressed and d.takeover) or (dec is not None and dec.copies)
+            else None
+        )
         unit = _Unit(ev, raw, keep, len(raw) + (len(keep) if keep else 0) + UNIT_OVERHEAD)
-        bp = self._match(ev, self._bps) if self._bps else None
+        bp: _Bp | None = None
+        if dec is not None:
+            if self._act(d, unit, dec, ts):
+                return  # dropped, answered instead, or the connection closes
+            if dec.hold is not None:
+                spec = Breakpoint(0, dec.rule, self.conn, dec.hold.timeout, dec.hold.on_timeout)
+                bp = _Bp(spec, MATCH_ALL)
+        if bp is None and self._bps:
+            bp = self._match(ev, self._bps)
         if bp is not None:
             self._hold(d, unit, bp, ts)
-            self.emit(ev)
+        self.emit(ev)
+        if dec is not None:
+            for opcode, body in dec.respond:
+                self._respond(d, opcode, body, dec.rule)
+        if bp is not None:
             self._enqueue(d, unit)
-        elif d.queue:
-            self.emit(ev)
+        elif unit.due and dec is not None and dec.reorder:
+            self._set_aside(d, unit)
+        elif d.queue or unit.due:
             self._enqueue(d, unit)
         else:
-            self.emit(ev)
             self._deliver(d, unit)
 
     def _control_done(self, d: _Dir, item: Control, raw: bytes, ts: float) -> None:
@@ -928,7 +1090,28 @@ class Relay:
             self.emit(ev)
             return
         unit = _Unit(ev, raw, None, len(raw) + UNIT_OVERHEAD)
-        bp = self._match(ev, self._ctl_bps) if self._ctl_bps else None
+        bp: _Bp | None = None
+        sh = d.shape
+        if sh is not None and sh.pongs and item.opcode == Opcode.PONG:
+            if sh.pongs == "drop":
+                ev.dropped = True
+                ev.action = "pong dropped (shape)"
+                self.emit(ev)
+                return
+            unit.due = ts + sh.pong_delay
+            ev.action = f"pong delayed {format_duration(sh.pong_delay)} (shape)"
+        if d.ctl_rules:
+            dec = decide(d.ctl_rules, ev, self._rule_counts, self.rng)
+            if dec is not None:
+                if self._act(d, unit, dec, ts):
+                    return
+                if dec.hold is not None:
+                    spec = Breakpoint(
+                        0, dec.rule, self.conn, dec.hold.timeout, dec.hold.on_timeout, True
+                    )
+                    bp = _Bp(spec, MATCH_ALL)
+        if bp is None and self._ctl_bps:
+            bp = self._match(ev, self._ctl_bps)
         if bp is not None:
             self._hold(d, unit, bp, ts)
             self.emit(ev)
@@ -936,6 +1119,9 @@ class Relay:
         elif d.queue and d.hold_controls:
             self.emit(ev)
             self._enqueue(d, unit)
+        elif unit.due:
+            self.emit(ev)
+            self._set_aside(d, unit)  # control frames are not held up by data, nor hold it
         else:
             self.emit(ev)
             if item.opcode == Opcode.CLOSE and d.queue:
@@ -1000,9 +1186,12 @@ class Relay:
     def _enqueue(self, d: _Dir, unit: _Unit) -> None:
         d.queue.append(unit)
         d.qbytes += unit.cost
+        if unit.due:
+            self._out.rearm = True  # the driver's clock must come back for it
+            self.out = True
         if d.takeover and not d.recompress:
             # a change behind this point would need the whole payloads to re-compress
-            d.dec.max_payload = max(self.max_payload, self.intercept.hold_bytes)
+            d.dec.max_payload = self._whole_limit()
 
     def _held_unit(self, held: int) -> tuple[_Dir, _Unit]:
         found = self._held.get(held)
@@ -1056,6 +1245,10 @@ class Relay:
     def _drop_queue(self, d: _Dir, now: float) -> None:
         """Everything queued in ``d`` is dropped (the connection closes or goes half-open);
         held messages get the outcome "dropped"."""
+        if d.timed:
+            for _, _, unit in d.timed:
+                self._discarded(d, unit)
+            d.timed = []
         if not d.queue:
             return
         for unit in d.queue:
@@ -1074,6 +1267,8 @@ class Relay:
             h = u.hold
             if h is not None and h.verdict == 0:
                 return
+            if u.due > self._now and (h is None or h.verdict != _DROP):
+                return  # delayed (rules): what follows waits behind it
             q.popleft()
             d.qbytes -= u.cost
             if h is not None and h.verdict == _DROP:
@@ -1085,30 +1280,244 @@ class Relay:
 
     def _deliver(self, d: _Dir, unit: _Unit) -> None:
         """Write a unit toward ``d.to`` (in stream order)."""
+        d.out.extend(self._unit_bytes(d, unit))
+
+    def _unit_bytes(self, d: _Dir, unit: _Unit) -> list[bytes]:
+        """A unit's bytes toward ``d.to``: as received, or re-framed when something changes
+        (an edit, re-compression, re-fragmenting), then its duplicates."""
         ev = unit.event
         if ev is None or type(ev) is ControlFrame:
             h = unit.hold
             if h is not None and h.body is not None and ev is not None:
-                d.out.append(build_frame(h.opcode, h.body, mask=d.to == SERVER))
-            else:
-                d.out.append(unit.raw)
-            return
+                return [build_frame(h.opcode, h.body, mask=d.to == SERVER)]
+            return [unit.raw]
         assert type(ev) is Message
         h = unit.hold
-        body = h.body if h is not None else None
+        body = h.body if h is not None and h.body is not None else unit.edit
+        opcode = (
+            h.opcode if h is not None and h.body is not None else unit.edit_opcode
+        ) or ev.opcode
+        out: list[bytes] = []
         if body is not None:
             if ev.compressed and d.takeover and not d.recompress:
                 self._start_recompress(d)
-            assert h is not None
-            d.out.append(self._frame(d, h.opcode, body))
+            out.append(self._frame(d, opcode, body))
         elif d.recompress and ev.compressed:
             payload = unit.payload
             if payload is None or len(payload) < ev.size:
                 self._cannot_recompress(d, ev.size)
-                return
-            d.out.append(self._frame(d, ev.opcode, payload))
+                return []
+            out.append(self._frame(d, ev.opcode, payload))
+        elif d.shape is not None and d.shape.fragment:
+            op, rsv, data = wire_payload(unit.raw)
+            out.append(fragment(op, data, d.shape.fragment, rsv=rsv, mask=d.to == SERVER))
         else:
-            d.out.append(unit.raw)
+            out.append(unit.raw)
+        if unit.copies:
+            copy = body if body is not None else unit.payload
+            if copy is None and not ev.compressed:
+                copy = wire_payload(unit.raw)[2]
+            if copy is not None and len(copy) >= ev.size:
+                for _ in range(unit.copies):
+                    frame = self._frame(d, opcode, copy)
+                    out.append(frame)
+                    self._emit_injected(
+                        Message(
+                            0,
+                            self.conn,
+                            0.0,
+                            d.side,
+                            opcode,
+                            copy[: self.max_payload],
+                            len(copy),
+                            len(frame),
+                            injected=True,
+                            rule=unit.rule,
+                            action="duplicate",
+                        )
+                    )
+        return out
+
+    def _deliver_late(self, d: _Dir, unit: _Unit) -> None:
+        """A unit set aside (``_set_aside``) is due: it goes at the next message boundary,
+        ahead of what waits behind a hold."""
+        if d.dropping or self.killing:
+            self._discarded(d, unit)
+            return
+        parts = self._unit_bytes(d, unit)
+        if not parts:
+            return
+        if not d.pending and d.transition is None and self._at_boundary(d):
+            d.out.extend(parts)
+        else:
+            d.pending.append((b"".join(parts), None))
+
+    def _set_aside(self, d: _Dir, unit: _Unit) -> None:
+        """Send ``unit`` at ``unit.due`` out of line: what comes after it may go first."""
+        ev = unit.event
+        if type(ev) is Message and ev.compressed and d.takeover and not d.recompress:
+            self._start_recompress(d)  # the receiver's window would see them out of order
+        heapq.heappush(d.timed, (unit.due, next(self._timed_n), unit))
+        self._out.rearm = True
+        self.out = True
+
+    # ------------------------------------------------------------------ rules
+
+    def _whole_limit(self) -> int:
+        return max(self.max_payload, self.intercept.hold_bytes)
+
+    def _act(self, d: _Dir, unit: _Unit, dec: Decision, now: float) -> bool:
+        """Carry out what matched rules decided for a unit (its event not emitted yet).
+        True: the unit is gone (dropped, answered instead, or the connection closes)."""
+        ev = unit.event
+        assert ev is not None
+        ev.rule = unit.rule = dec.rule
+        ev.action = dec.action
+        if dec.body is not None and type(ev) is Message:
+            unit.edit = dec.body
+            unit.edit_opcode = dec.opcode
+            ev.outcome = Outcome.EDITED
+            ev.edited = dec.body[: self.max_payload]
+            ev.edited_opcode = dec.opcode
+            ev.edited_size = len(dec.body)
+        for to, shape in dec.shape:
+            self._shapes[to] = shape
+            self._shape_src[to] = f"rule {dec.rule}"
+        if dec.shape:
+            self._reshape(now, f"rule {dec.rule}")
+        if dec.drop or dec.close is not None:
+            ev.dropped = True
+            ev.outcome = Outcome.DROPPED
+            self.emit(ev)
+            self._discarded(d, unit)
+            for opcode, body in dec.respond:
+                self._respond(d, opcode, body, dec.rule)
+            if dec.close is not None and not self.killing:
+                c = dec.close
+                self.emit(RuleEvent(self.conn, now, dec.rule, "close", f"{c.code} {c.reason}"))
+                self._out_merge(self.close(c.code, c.reason, c.to, now))
+            return True
+        if dec.delay:
+            unit.due = now + dec.delay
+        unit.copies = dec.copies
+        return False
+
+    def _respond(self, d: _Dir, opcode: int, body: bytes, rule: str) -> None:
+        """A message back to the peer that sent on ``d`` (as if from the other one)."""
+        back = self.down if d is self.up else self.up
+        if self.killing or back.dropping or back.dec.failed or self.state == ConnState.HALF_OPEN:
+            return
+        self._slow(back)
+        frame = self._frame(back, opcode, body)
+        ev = Message(
+            0, self.conn, 0.0, back.side, opcode, body[: self.max_payload], len(body),
+            len(frame), injected=True, rule=rule, action="respond",
+        )  # fmt: skip
+        self._send(back, frame, ev)
+        self._settle(back)
+
+    def _rules_changed(self, now: float) -> None:
+        rules = self.intercept.rules.for_connection(self.url, self.path)
+        for d in (self.up, self.down):
+            mine = [r for r in rules if r.side is None or r.side == d.side]
+            d.msg_rules = [r for r in mine if not r.control]
+            d.ctl_rules = [r for r in mine if r.control]
+        self._reshape(now, "rules")
+        for d in (self.up, self.down):
+            self._update_whole(d)
+
+    def _update_whole(self, d: _Dir) -> None:
+        d.whole = bool(d.msg_rules) or (d.shape is not None and bool(d.shape.fragment))
+        if d.whole or d.ctl_rules or d.shape is not None or d.timed:
+            self._slow(d)
+        d.dec.max_payload = self._payload_limit(d)
+        if not d.plain:
+            self._settle(d)
+            self._collect(d)
+
+    def _payload_limit(self, d: _Dir) -> int:
+        """How much of a message's payload the parser keeps: all of it (up to the hold
+        bound) when a stage may have to re-frame it."""
+        if d.whole or d.recompress or (d.queue and d.takeover):
+            return self._whole_limit()
+        return self.max_payload
+
+    # ------------------------------------------------------------------ shaping
+
+    def shape(self, to: str, shape: Shape | None, now: float, source: str = "cli") -> Output:
+        """Set the network conditions of the bytes delivered to ``to`` (client, server,
+        both) on this connection. None removes them: the conditions of its endpoint (a
+        rules file's ``[[shape]]``, ``shape --path``), if any, apply again; an empty Shape
+        means none at all."""
+        self._now = now
+        if to not in (CLIENT, SERVER, "both"):
+            raise RelayError(f"shape to client, server or both, not {to!r}")
+        if self.killing or self.ended:
+            raise RelayError(f"connection {self.conn} is being closed")
+        if shape is not None:
+            try:
+                check_shape(shape)
+            except ShapeError as e:
+                raise RelayError(str(e)) from None
+        for t in (CLIENT, SERVER) if to == "both" else (to,):
+            if shape is None:
+                self._shapes.pop(t, None)
+                self._shape_src.pop(t, None)
+            else:
+                self._shapes[t] = shape
+                self._shape_src[t] = source
+        self._reshape(now, source)
+        return self.take()
+
+    @property
+    def shapes(self) -> dict[str, Shape]:
+        """The conditions in effect, by the peer the bytes go to."""
+        return {d.to: d.shape for d in (self.up, self.down) if d.shape is not None}
+
+    def _effective_shape(self, to: Side) -> Shape | None:
+        """This connection's own conditions, else its endpoint's (rules file, then
+        ``shape --path``; the last that matches wins)."""
+        s = self._shapes.get(to)
+        if s is None:
+            rules = self.intercept.rules
+            if rules.shapes:
+                found = rules.shapes_for(self.url, self.path).get(to)
+                if found is not None:
+                    s = found[0]
+            for glob, t, sh in self.intercept.endpoint_shapes:
+                if t == to and fnmatch.fnmatchcase(self.path or "/", glob):
+                    s = sh
+        return None if s is None or s.empty else s
+
+    def _reshape(self, now: float, source: str) -> None:
+        self._now = now
+        changed = False
+        for d in (self.up, self.down):
+            new = self._effective_shape(d.to)
+            if new == d.shape:
+                continue
+            changed = True
+            self._set_shape(d, new)
+        if changed and not self.ended:
+            self.emit(ShapeEvent(self.conn, now, dict(self.shapes), source))
+
+    def _set_shape(self, d: _Dir, shape: Shape | None) -> None:
+        old = d.chain
+        d.shape = shape
+        new = chain_for(shape, self.rng) if shape is not None else None
+        if old is not None and old.pending:
+            # what the old conditions held goes first, through the new ones
+            left = old.drain()
+            if new is not None:
+                for b in left:
+                    new.push(b, self._now)
+            else:
+                d.out[:0] = left
+        d.chain = new
+        self._update_whole(d)
+        if d.plain and d.out:
+            self._collect(d)
+        self._pressure(d)
 
     def _discarded(self, d: _Dir, unit: _Unit) -> None:
         ev = unit.event
@@ -1116,21 +1525,27 @@ class Relay:
             self._start_recompress(d)
 
     def _frame(self, d: _Dir, opcode: int, payload: bytes) -> bytes:
+        """A data message built by devconsole toward ``d.to``: compressed with our own
+        context once we re-compress, re-fragmented when the conditions say so."""
         mask = d.to == SERVER
         c = d.compressor
-        if c is None:
-            return build_frame(opcode, payload, mask=mask)
-        data = c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH)
-        if data.endswith(b"\x00\x00\xff\xff"):
-            data = data[:-4]
-        return build_frame(opcode, data, rsv=4, mask=mask)
+        rsv = 0
+        if c is not None:
+            payload = c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH)
+            if payload.endswith(b"\x00\x00\xff\xff"):
+                payload = payload[:-4]
+            rsv = 4
+        size = d.shape.fragment if d.shape is not None else 0
+        if size:
+            return fragment(opcode, payload, size, rsv=rsv, mask=mask)
+        return build_frame(opcode, payload, rsv=rsv, mask=mask)
 
     def _start_recompress(self, d: _Dir) -> None:
         """From now on the receiver's inflate context is ours to keep right."""
         d.recompress = True
         if d.wbits >= 9:  # zlib cannot deflate with an 8-bit window: send uncompressed then
             d.compressor = zlib.compressobj(6, zlib.DEFLATED, -d.wbits)
-        d.dec.max_payload = max(self.max_payload, self.intercept.hold_bytes)
+        d.dec.max_payload = self._whole_limit()
 
     def _cannot_recompress(self, d: _Dir, size: int) -> None:
         """A message too large to keep whole cannot be re-compressed: close the connection
@@ -1159,9 +1574,45 @@ class Relay:
         o.resume.extend(other.resume)
 
     def _collect(self, d: _Dir) -> None:
-        if d.out:
-            (self._out.to_client if d.to == CLIENT else self._out.to_server).extend(d.out)
-            d.out = []
+        if d.out or d.chain is not None:
+            got = self._pull(d)
+            if got:
+                (self._out.to_client if d.to == CLIENT else self._out.to_server).extend(got)
+                self.out = True
+
+    def _pull(self, d: _Dir) -> list[bytes]:
+        """The bytes for ``d.to`` that may be written now: all of ``d.out``, or what the
+        network conditions let through by now (the rest waits in ``d.chain``)."""
+        out = d.out
+        d.out = []
+        c = d.chain
+        if c is None:
+            return out
+        now = self._now
+        for b in out:
+            c.push(b, now)
+        got = c.pop(now)
+        if c.pending:
+            self._out.rearm = True
+            self.out = True
+        return got
+
+    def _pressure(self, d: _Dir) -> None:
+        """Stop reading the sender while too much waits for the receiver (held messages,
+        bytes the conditions hold back) or while the direction is stalled; read again at
+        half."""
+        limit = self.intercept.hold_bytes
+        used = d.qbytes + d.nparts
+        shaped = d.chain.pending if d.chain is not None else 0
+        stalled = d.shape is not None and d.shape.stall
+        if not d.paused:
+            if (used > limit and d.queue) or shaped > SHAPE_BUFFER or stalled:
+                d.paused = True
+                self._out.pause.append(d.side)
+                self.out = True
+        elif (used <= limit // 2 or not d.queue) and shaped <= SHAPE_BUFFER // 2 and not stalled:
+            d.paused = False
+            self._out.resume.append(d.side)
             self.out = True
 
     def _settle(self, d: _Dir) -> None:
@@ -1174,7 +1625,7 @@ class Relay:
             d.msg == _HOLDBACK
             and not d.queue
             and not d.recompress
-            and (not self._bps or d.nparts > limit)
+            and ((not self._bps and not d.whole) or d.nparts > limit)
         ):
             # no reason (any more) to see the whole message first, or too large to hold
             d.out.extend(d.parts)
@@ -1187,23 +1638,20 @@ class Relay:
             d.nparts = 0
             d.msg = _DISCARD
             self._cannot_recompress(d, size)
-        used = d.qbytes + d.nparts
-        if not d.paused:
-            if used > limit and d.queue:
-                d.paused = True
-                self._out.pause.append(d.side)
-                self.out = True
-        elif used <= limit // 2 or not d.queue:
-            d.paused = False
-            self._out.resume.append(d.side)
-            self.out = True
+        self._pressure(d)
         if (d.pending or d.transition is not None) and self._at_boundary(d):
             self._boundary(d)
-        if not d.queue and d.takeover and not d.recompress:
+        if not d.queue and d.takeover and not d.recompress and not d.whole:
             d.dec.max_payload = self.max_payload
         if (
             not d.plain
             and not d.queue
+            and not d.whole
+            and not d.ctl_rules
+            and d.shape is None
+            and d.chain is None
+            and not d.timed
+            and not d.paused
             and not d.pending
             and d.transition is None
             and not d.dropping
@@ -1216,3 +1664,8 @@ class Relay:
         ):
             d.plain = True
             d.ctl_stream = False
+
+
+def _with_payload(ev: Message, payload: bytes) -> Message:
+    """``ev`` seeing the whole payload (rules match and rewrite all of it)."""
+    return dataclasses.replace(ev, payload=payload)

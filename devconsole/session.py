@@ -29,6 +29,7 @@ from devconsole.model import (
     OutcomeEvent,
     ProtocolErrorEvent,
     RefusedEvent,
+    ShapeEvent,
     Snapshot,
     StateEvent,
 )
@@ -131,6 +132,10 @@ class Session:
             self._apply_outcome(ev)
         elif isinstance(ev, BreakpointsEvent):
             self.breakpoints = list(ev.breakpoints)
+        elif isinstance(ev, ShapeEvent):
+            c = self.connections.get(ev.conn)
+            if c is not None:
+                c.shape = dict(ev.shape)
         elif isinstance(ev, InstanceEvent):
             self.instances[ev.name] = ev
         for obs in self.observers:

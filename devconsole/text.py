@@ -185,7 +185,8 @@ def direction_words(side: str) -> str:
 def markers(item: Item) -> list[str]:
     """Extra markers of a stream row: INJ (sent by devconsole), DROP (not forwarded), ERR
     (a close frame with an invalid code), and for a message a breakpoint held: HOLD (on
-    hold now), FWD, EDIT, DROP, T/O (forwarded when its hold timed out)."""
+    hold now), FWD, EDIT, DROP, T/O (forwarded when its hold timed out); for one a rule
+    acted on and did not hold (docs/rules.md): EDIT (rewritten) or RULE."""
     out: list[str] = []
     if item.injected:
         out.append("INJ")
@@ -195,6 +196,8 @@ def markers(item: Item) -> list[str]:
         out.append("ERR")
     if item.held:  # held by a breakpoint (docs/intercept.md): on hold, or what became of it
         out.append(HELD_MARKS.get(item.outcome, "HOLD"))
+    elif item.rule:
+        out.append("EDIT" if item.outcome == "edited" else "RULE")
     return out
 
 

@@ -56,6 +56,11 @@ from devconsole.model import (
     RefusedEvent,
     ReleaseCommand,
     RemoveBreakpointCommand,
+    RuleEvent,
+    RulesCommand,
+    Shape,
+    ShapeCommand,
+    ShapeEvent,
     Snapshot,
     StateEvent,
 )
@@ -152,6 +157,14 @@ _SNAPSHOT_MORE_TYPES = (_LIST, _LIST)
 _OUTCOME_TYPES = (_STR, _NUM, _INT, _INT, _STR, _INT, (bytes, type(None)), _INT)
 _BREAKPOINT_TYPES = (_INT, _STR, _STR, _NUM, _STR, _BOOL, _BOOL)
 _BACKLOG_END_TYPES = (_INT,)
+# optional trailing fields (rules): after the intercept ones, present only when set
+_RULE_TYPES = (_STR, _STR)
+_CONNSNAP_MORE_TYPES = (_LIST,)  # shape
+_SHAPE_TYPES = (_NUM, _NUM, _NUM, _INT, _NUM, _INT, _BOOL, _STR, _NUM)
+_RULE_EVENT_TYPES = (_STR, _NUM, _STR, _STR, _STR)
+_SHAPE_EVENT_TYPES = (_STR, _NUM, _LIST, _STR)
+_SHAPE_CMD_TYPES = (_STR, _STR, _LIST, _BOOL, _STR, _INT)
+_RULES_CMD_TYPES = (_STR, _STR, _INT)
 
 # The exact field types of the usual messages and control frames: decoding checks them
 # with one tuple comparison and falls back to the field-by-field check otherwise.
@@ -192,6 +205,8 @@ T_PUBLICATION = 10  # a message's first 15 fields, then the channel
 T_INSTANCE = 11
 T_OUTCOME = 12
 T_BREAKPOINTS = 13
+T_RULE = 14  # rules and network conditions
+T_SHAPE = 15
 T_BACKLOG_END = 20  # chosen while other branches were adding 10 and 11
 
 C_CLOSE = 1
@@ -204,14 +219,24 @@ C_UNBREAK = 7
 C_ENABLE_BREAK = 8
 C_FORWARD = 9
 C_DROP = 10
+C_SHAPE = 11
+C_RULES = 12
 
 
-def _check_opt(fields: list[Any], types: tuple[Any, ...], more: tuple[Any, ...], what: str) -> None:
-    """Like _check, for a record that may end after ``types`` or carry ``more``."""
+def _check_opt(
+    fields: list[Any], types: tuple[Any, ...], more: tuple[Any, ...], what: str, *later: Any
+) -> None:
+    """Like _check, for a record that may end after ``types`` or carry ``more`` (and then
+    each of the ``later`` groups of fields in turn)."""
     if len(fields) == len(types):
         _check(fields, types, what)
-    else:
-        _check(fields, types + more, what)
+        return
+    full = types + more
+    for group in later:
+        if len(fields) == len(full):
+            break
+        full += group
+    _check(fields, full, what)
 
 
 def _check(fields: list[Any], types: tuple[Any, ...], what: str) -> None:
@@ -291,8 +316,10 @@ def encode_event(ev: Event) -> list[Any]:
             T_MESSAGE, m.seq, m.conn, m.ts, m.side, m.opcode, m.payload, m.size, m.wire_size,
             m.frames, m.compressed, m.rsv, m.utf8_ok, m.injected, m.dropped, m.frame_sizes,
         ]  # fmt: skip
-        if m.held:
+        if m.held or m.outcome or m.rule or m.action:
             out += [m.held, m.breakpoint, m.outcome, m.edited, m.edited_opcode, m.edited_size]
+            if m.rule or m.action:
+                out += [m.rule, m.action]
         return out
     if t is ControlFrame:
         c: ControlFrame = ev  # type: ignore[assignment]
@@ -300,8 +327,10 @@ def encode_event(ev: Event) -> list[Any]:
             T_CONTROL, c.seq, c.conn, c.ts, c.side, c.opcode, c.payload, c.wire_size,
             c.code, c.reason, c.injected, c.dropped, c.error,
         ]  # fmt: skip
-        if c.held:
+        if c.held or c.outcome or c.rule or c.action:
             out += [c.held, c.breakpoint, c.outcome]
+            if c.rule or c.action:
+                out += [c.rule, c.action]
         return out
     if t is OutcomeEvent:
         o: OutcomeEvent = ev  # type: ignore[assignment]
@@ -310,6 +339,10 @@ def encode_event(ev: Event) -> list[Any]:
         ]  # fmt: skip
     if isinstance(ev, BreakpointsEvent):
         return [T_BREAKPOINTS, [_enc_breakpoint(b) for b in ev.breakpoints]]
+    if isinstance(ev, RuleEvent):
+        return [T_RULE, ev.conn, ev.ts, ev.rule, ev.action, ev.detail]
+    if isinstance(ev, ShapeEvent):
+        return [T_SHAPE, ev.conn, ev.ts, _enc_shapes(ev.shape), ev.source]
     if isinstance(ev, HandshakeEvent):
         return [T_HANDSHAKE, _enc_handshake(ev.handshake)]
     if isinstance(ev, RefusedEvent):
@@ -339,7 +372,7 @@ def encode_event(ev: Event) -> list[Any]:
                 _enc_handshake(s.handshake), s.state, s.msgs_in, s.msgs_out, s.bytes_in,
                 s.bytes_out, s.close_code, s.close_reason, s.closed_by, s.ts_end,
                 s.clean, s.errors, s.half_open, s.largest_message, s.injected, s.dropped,
-            ]
+            ] + ([_enc_shapes(s.shape)] if s.shape else [])
             for s in ev.connections
         ]  # fmt: skip
         snap = [T_SNAPSHOT, ev.seq, conns, ev.proxy, ev.evicted_messages]
@@ -352,6 +385,34 @@ def encode_event(ev: Event) -> list[Any]:
     if isinstance(ev, BacklogEnd):
         return [T_BACKLOG_END, ev.seq]
     raise TypeError(f"not an Event: {ev!r}")
+
+
+def _enc_shape(s: Shape) -> list[Any]:
+    return [
+        s.latency, s.jitter, s.rate, s.slice, s.slice_delay, s.fragment, s.stall, s.pongs,
+        s.pong_delay,
+    ]  # fmt: skip
+
+
+def _enc_shapes(shapes: dict[str, Shape]) -> list[Any]:
+    """By peer: ``[[peer, [fields...]], ...]``."""
+    return [[to, _enc_shape(s)] for to, s in shapes.items()]
+
+
+def _dec_shapes(f: Any, what: str) -> dict[str, Shape]:
+    if not isinstance(f, (list, tuple)):
+        raise WireError(f"{what}: expected a list of shapes")
+    out: dict[str, Shape] = {}
+    for pair in f:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or pair[0] not in _SIDES:
+            raise WireError(f"{what}: expected [peer, shape] pairs")
+        fields = pair[1]
+        if not isinstance(fields, (list, tuple)):
+            raise WireError(f"{what}: expected a shape")
+        fields = list(fields)
+        _check(fields, _SHAPE_TYPES, what)
+        out[pair[0]] = Shape(*fields)
+    return out
 
 
 def _enc_breakpoint(b: Breakpoint) -> list[Any]:
@@ -382,7 +443,7 @@ def decode_event(obj: Any) -> Event:
     f = list(obj[1:])
     if tag == T_MESSAGE:
         if tuple(map(type, f)) not in _MESSAGE_FAST:  # one comparison for the usual case
-            _check_opt(f, _MESSAGE_TYPES, _MESSAGE_HELD_TYPES, "message")
+            _check_opt(f, _MESSAGE_TYPES, _MESSAGE_HELD_TYPES, "message", _RULE_TYPES)
         if f[3] not in _SIDES:
             raise WireError("message: bad side")
         sizes = f[14]
@@ -392,7 +453,7 @@ def decode_event(obj: Any) -> Event:
         return Message(*f)
     if tag == T_CONTROL:
         if tuple(map(type, f)) not in _CONTROL_FAST:
-            _check_opt(f, _CONTROL_TYPES, _CONTROL_HELD_TYPES, "control frame")
+            _check_opt(f, _CONTROL_TYPES, _CONTROL_HELD_TYPES, "control frame", _RULE_TYPES)
         if f[3] not in _SIDES:
             raise WireError("control frame: bad side")
         return ControlFrame(*f)
@@ -439,8 +500,10 @@ def decode_event(obj: Any) -> Event:
             if not isinstance(c, (list, tuple)):
                 raise WireError("snapshot: bad connection")
             c = list(c)
-            _check(c, _CONNSNAP_TYPES, "snapshot connection")
+            _check_opt(c, _CONNSNAP_TYPES, _CONNSNAP_MORE_TYPES, "snapshot connection")
             c[0] = _dec_handshake(c[0])
+            if len(c) > len(_CONNSNAP_TYPES):
+                c[16] = _dec_shapes(c[16], "snapshot connection")
             if not all(isinstance(x, str) for x in c[11]):
                 raise WireError("snapshot connection: bad errors")
             c[11] = list(c[11])
@@ -460,6 +523,12 @@ def decode_event(obj: Any) -> Event:
     if tag == T_BREAKPOINTS:
         _check(f, (_LIST,), "breakpoints")
         return BreakpointsEvent([_dec_breakpoint(b) for b in f[0]])
+    if tag == T_RULE:
+        _check(f, _RULE_EVENT_TYPES, "rule")
+        return RuleEvent(*f)
+    if tag == T_SHAPE:
+        _check(f, _SHAPE_EVENT_TYPES, "shape")
+        return ShapeEvent(f[0], f[1], _dec_shapes(f[2], "shape"), f[3])
     if tag == T_BACKLOG_END:
         _check(f, _BACKLOG_END_TYPES, "backlog end")
         return BacklogEnd(*f)
@@ -490,6 +559,10 @@ def encode_command(cmd: Command) -> list[Any]:
         return [C_FORWARD, cmd.held, cmd.conn, cmd.payload, cmd.opcode, cmd.id]
     if isinstance(cmd, DropCommand):
         return [C_DROP, cmd.held, cmd.conn, cmd.id]
+    if isinstance(cmd, ShapeCommand):
+        return [C_SHAPE, cmd.conn, cmd.to, _enc_shape(cmd.shape), cmd.clear, cmd.path, cmd.id]
+    if isinstance(cmd, RulesCommand):
+        return [C_RULES, cmd.text, cmd.path, cmd.id]
     raise TypeError(f"not a Command: {cmd!r}")
 
 
@@ -532,6 +605,17 @@ def decode_command(obj: Any) -> Command:
     if tag == C_DROP:
         _check(f, _DROP_CMD_TYPES, "drop command")
         return DropCommand(*f)
+    if tag == C_SHAPE:
+        _check(f, _SHAPE_CMD_TYPES, "shape command")
+        if f[1] not in ("client", "server", "both"):
+            raise WireError("shape command: bad target")
+        fields = list(f[2])
+        _check(fields, _SHAPE_TYPES, "shape command")
+        f[2] = Shape(*fields)
+        return ShapeCommand(*f)
+    if tag == C_RULES:
+        _check(f, _RULES_CMD_TYPES, "rules command")
+        return RulesCommand(*f)
     raise WireError(f"unknown command tag {tag!r}")
 
 

@@ -805,3 +805,24 @@ def test_the_tui_without_a_terminal_says_so_in_one_line(args: list[str]) -> None
     assert "devconsole proxy" in line and "devconsole tail" in line, line
     if args[0] == "demo":
         assert "--headless" in line
+
+
+def test_only_chaos_takes_what_follows_double_dash_as_a_command_line() -> None:
+    """``devconsole chaos ... -- CMD ARGS``: the client's options stay its own (argparse
+    alone would read ``--mode`` after ``--`` as a stray argument); any other command
+    parses ``--`` as argparse does."""
+    from devconsole.cli import _parse
+
+    parser = build_parser()
+    args = _parse(
+        parser,
+        ["chaos", "s.toml", "--mode", "reverse:http://h:1", "--", "./c", "--mode", "x", "{url}"],
+    )
+    assert args.scenario == "s.toml" and args.mode == "reverse:http://h:1"
+    assert args.client == ["./c", "--mode", "x", "{url}"]
+    args = _parse(parser, ["chaos", "s.toml", "--mode", "reverse:http://h:1"])
+    assert args.client == []
+    args = _parse(parser, ["inject", "--to", "client", "--text", "hi", "--", "-3"])
+    assert args.conn == "-3" and args.text == "hi" and not hasattr(args, "client")
+    with pytest.raises(SystemExit):
+        _parse(parser, ["conns", "--", "chaos"])  # not chaos's: argparse's own error

@@ -486,3 +486,57 @@ async def test_a_server_that_vanishes_ends_the_client_too(short_tmp: Path) -> No
             [conn] = rp.session.connections.values()
             assert conn.ts_end is not None and conn.clean is False
             assert mitmproxy_connections(rp) == 0
+
+
+async def test_a_rule_and_network_conditions_on_the_fast_relay(short_tmp: Path) -> None:
+    """Rules and shaping are stages of the relay, driven by the fast relay's writes and the
+    addon's clock: a rewrite rule, latency toward the client, and the server's FIN waiting
+    for the bytes still delayed toward the client (no fallback to mitmproxy's relay)."""
+    import time
+
+    from devconsole.model import Shape, ShapeCommand, ShapeEvent
+
+    async def server(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for msg in ws:
+                if msg == "bye":
+                    await ws.send("last words")
+                    ws.transport.close()  # FIN right behind them, no closing handshake
+                    return
+                await ws.send(msg)
+
+    rules = short_tmp / "rules.toml"
+    rules.write_text(
+        '[[rule]]\nname = "shout"\nmatch = "from:client hello"\n'
+        'rewrite = { regex = "hello", replace = "HELLO" }\n'
+    )
+    async with ws_server(server, compression=None) as (_, port):
+        async with running_proxy(
+            f"reverse:http://127.0.0.1:{port}", short_tmp, rules=str(rules)
+        ) as rp:
+            async with viewer(rp.tap) as v:
+                url = f"ws://127.0.0.1:{rp.port}/shaped"
+                async with connect(url, compression=None, ping_interval=None) as ws:
+                    await wait_until(lambda: rp.capture._streams)
+                    s = stream(rp)
+                    assert s.fast is not None
+                    await ws.send("hello there")  # the rule, unshaped
+                    assert await asyncio.wait_for(ws.recv(), 5) == "HELLO there"
+                    res = await v.client.command(ShapeCommand(s.conn, "client", Shape(latency=0.3)))
+                    assert res.ok, res.error
+                    await v.wait_for(lambda v: any(isinstance(e, ShapeEvent) for e in v.events))
+                    t0 = time.monotonic()
+                    await ws.send("hello again")
+                    assert await asyncio.wait_for(ws.recv(), 5) == "HELLO again"
+                    assert time.monotonic() - t0 >= 0.29  # delayed toward the client
+                    await ws.send("bye")
+                    assert await asyncio.wait_for(ws.recv(), 5) == "last words"
+                    with pytest.raises(ConnectionClosed):
+                        await asyncio.wait_for(ws.recv(), 5)
+                    assert s.fast is not None and stream_is_fast(rp, s)
+            await wait_until(lambda: not rp.capture._streams)
+
+
+def stream_is_fast(rp: Any, s: Any) -> bool:
+    """The stream was relayed by the fast relay to its end (mitmproxy let it go)."""
+    return s.fast is not None and mitmproxy_connections(rp) == 0

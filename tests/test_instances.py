@@ -29,6 +29,9 @@ from devconsole.model import (
     HandshakeEvent,
     InstanceEvent,
     Message,
+    RuleEvent,
+    Shape,
+    ShapeEvent,
 )
 from devconsole.session import Session
 from tests.factories import make_handshake
@@ -209,3 +212,27 @@ def test_late_viewer_of_an_instance_long_gone() -> None:
     s.apply_all(out)
     assert "old/1" in s.connections
     assert s.instances["old"].state == "gone"
+
+
+def test_rule_and_shape_events_keep_their_instance() -> None:
+    """A merged view shows each instance's network conditions on its connections and says
+    whose rules file was loaded (docs/rules.md, docs/shaping.md)."""
+    m = InstanceMerger(hold=0)
+    hs = make_handshake(conn="1", ts=1.0)
+    shape = {"client": Shape(latency=0.2)}
+    m.feed(
+        entry("a", 0, 1.3, [
+            HandshakeEvent(hs),
+            ShapeEvent("1", 1.1, shape, "cli"),
+            RuleEvent("1", 1.2, "slow", "request", "removed x"),
+            RuleEvent("", 1.3, "", "loaded", "slow"),
+        ]),
+        now=0.0,
+    )  # fmt: skip
+    out = m.release(now=0.0)
+    assert [e.conn for e in out if isinstance(e, ShapeEvent)] == ["a/1"]
+    rules = [(e.conn, e.detail) for e in out if isinstance(e, RuleEvent)]
+    assert rules == [("a/1", "removed x"), ("", "a: slow")]
+    s = Session()
+    s.apply_all(out)
+    assert s.connections["a/1"].shape == shape

@@ -36,6 +36,9 @@ CORE_MODULES = [
     "devconsole.samples",
     "devconsole.instances",
     "devconsole.relay",
+    "devconsole.rules",
+    "devconsole.shaping",
+    "devconsole.scenario",
 ]
 CORE_PACKAGES = ["devconsole.decoders", "devconsole.analysis"]
 # I/O modules allowed to import mitmproxy (and the entry points, which import them).

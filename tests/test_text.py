@@ -136,6 +136,15 @@ def test_held_markers_and_elapsed_times() -> None:
     held_ping = t.ping("c1")
     held_ping.held = 4
     assert markers(held_ping) == ["HOLD"]
+    # a rule acted on it without holding it (docs/rules.md): rewritten, or anything else
+    ruled = t.text("c1", CLIENT, "y", rule="slow chat", action="delay 0.3s")
+    assert markers(ruled) == ["RULE"]
+    ruled.outcome = "edited"
+    assert markers(ruled) == ["EDIT"]
+    dropped = t.text("c1", CLIENT, "z", rule="no z", action="drop", dropped=True)
+    assert markers(dropped) == ["DROP", "RULE"]
+    shaped_pong = t.control("c1", CLIENT, 10, b"", action="pong dropped (shape)")
+    assert markers(shaped_pong) == []  # a network condition, not a rule
     assert [fmt_elapsed(s) for s in (0, 0.9, 12.7, 65, 3599, 3600, 7380, -1)] == [
         "0s",
         "0s",

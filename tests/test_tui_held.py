@@ -7,7 +7,14 @@ from __future__ import annotations
 from devconsole.model import CLIENT, Breakpoint, Opcode, Outcome, OutcomeEvent
 from devconsole.samples import INTERCEPT_NOW, Traffic, intercept_traffic
 from devconsole.session import Session
-from devconsole.tui.held import HeldTracker, as_sent, deadline_text, held_for, outcome_words
+from devconsole.tui.held import (
+    HeldTracker,
+    as_sent,
+    deadline_text,
+    held_by,
+    held_for,
+    outcome_words,
+)
 
 
 def session() -> Session:
@@ -63,6 +70,20 @@ def test_words_times_and_the_body_as_sent() -> None:
     assert (sent.payload, sent.opcode, sent.size) == (b"\x01\x02", Opcode.BINARY, 2)
     assert m.payload == b'{"a":1}'  # the original is kept
     assert outcome_words(t.text("1", CLIENT, "plain")) == ""
+
+
+def test_a_message_a_rule_held_names_the_rule_not_breakpoint_0() -> None:
+    """A rules file's ``hold`` (docs/rules.md) holds with breakpoint id 0 and the rule's
+    name on the message: the panes say which rule, not "breakpoint 0"."""
+    t = Traffic()
+    m = t.text("1", CLIENT, "buy", held=7, breakpoint=0, rule="catch buys", action="hold")
+    assert held_by(m) == "rule catch buys"
+    assert outcome_words(m) == "held by rule catch buys"
+    m.outcome = Outcome.DROPPED
+    assert outcome_words(m) == "rule catch buys: dropped"
+    bp_held = t.text("1", CLIENT, "sell", held=8, breakpoint=2, rule="slow", action="delay 1s")
+    assert held_by(bp_held) == "breakpoint 2"  # a breakpoint held it after a rule's delay
+    assert deadline_text(m, None, m.ts + 1) == ""  # a rule's timeout is the proxy's to keep
 
 
 def test_a_flood_of_held_messages_is_counted_at_most_twice_a_second() -> None:

@@ -306,6 +306,32 @@ async def test_the_preview_gets_the_width() -> None:
     assert at200 >= 150, line
 
 
+async def test_rows_a_rule_acted_on_name_the_rule_and_show_what_was_sent() -> None:
+    """docs/rules.md: a message a rule rewrote shows EDIT, the rule's name and the body
+    sent; one a rule delayed shows RULE; one a rule held shows HOLD and "rule", not a
+    breakpoint 0 that does not exist."""
+    from devconsole.model import Outcome
+
+    t = Traffic()
+    t.open("1")
+    t.text(
+        "1", CLIENT, "original text", rule="mask", action="rewrite",
+        outcome=Outcome.EDITED, edited=b"rewritten text", edited_opcode=1, edited_size=14,
+    )  # fmt: skip
+    t.text("1", CLIENT, "late one", rule="slow chat", action="delay 0.3s")
+    t.text("1", CLIENT, "caught one", held=1, breakpoint=0, rule="catch", action="hold")
+    _, app = live_app(t.take())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        lines = screen_text(app).splitlines()
+        edited = next(line for line in lines if "rewritten text" in line)
+        assert "EDIT" in edited and "mask" in edited and "original text" not in edited
+        late = next(line for line in lines if "late one" in line)
+        assert "RULE" in late and "slow chat" in late
+        caught = next(line for line in lines if "caught one" in line)
+        assert "HOLD" in caught and "rule" in caught and "bp0" not in caught
+
+
 async def test_an_outcome_re_renders_only_the_row_of_its_message(monkeypatch) -> None:
     """Issue 9: a held message's outcome changes the buffered item in place; the row,
     cached by seq, is rendered again (HOLD becomes DROP), and no other row is."""

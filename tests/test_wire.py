@@ -525,12 +525,19 @@ def test_decode_events_wants_a_list() -> None:
 def test_fields_of_lists_dataclass_fields_in_wire_order() -> None:
     assert wire.fields_of(GapEvent) == ["missed", "reason", "instance"]
     # the intercept fields are optional trailing ones: encoded only for a held item
+    # and the rules fields (rule, action) a second group after them
     held_msg = dataclasses.replace(EVENTS[2], held=3, breakpoint=1)
     held_ctl = dataclasses.replace(EVENTS[5], held=4, breakpoint=1)
-    assert len(wire.fields_of(Message)) == len(wire.encode_event(held_msg)) - 1
-    assert len(wire.fields_of(ControlFrame)) == len(wire.encode_event(held_ctl)) - 1
-    assert len(wire.encode_event(EVENTS[2])) == len(wire.fields_of(Message)) - 6 + 1
-    assert len(wire.encode_event(EVENTS[5])) == len(wire.fields_of(ControlFrame)) - 3 + 1
+    assert len(wire.fields_of(Message)) - 2 == len(wire.encode_event(held_msg)) - 1
+    assert len(wire.fields_of(ControlFrame)) - 2 == len(wire.encode_event(held_ctl)) - 1
+    ruled_msg = dataclasses.replace(EVENTS[2], rule="r", action="delay 1s")
+    ruled_ctl = dataclasses.replace(EVENTS[5], action="pong dropped (shape)")
+    assert len(wire.fields_of(Message)) == len(wire.encode_event(ruled_msg)) - 1
+    assert len(wire.fields_of(ControlFrame)) == len(wire.encode_event(ruled_ctl)) - 1
+    assert wire.decode_event(wire.encode_event(ruled_msg)) == ruled_msg
+    assert wire.decode_event(wire.encode_event(ruled_ctl)) == ruled_ctl
+    assert len(wire.encode_event(EVENTS[2])) == len(wire.fields_of(Message)) - 8 + 1
+    assert len(wire.encode_event(EVENTS[5])) == len(wire.fields_of(ControlFrame)) - 5 + 1
     # source and unknown are written only for imported connections, decoder only when set
     assert len(wire.fields_of(Handshake)) == len(wire.encode_event(EVENTS[0])[1]) + 3
 

@@ -126,6 +126,12 @@ def add_proxy_args(p: argparse.ArgumentParser, tap: bool = True) -> None:
         help="bytes held per direction behind a breakpoint before backpressure",
     )
     p.add_argument(
+        "--rules",
+        metavar="FILE",
+        default=None,
+        help="rules file (docs/rules.md), reloaded when it changes",
+    )
+    p.add_argument(
         "--set",
         action="append",
         metavar="NAME=VALUE",

@@ -110,6 +110,7 @@ def proxy_config(args: argparse.Namespace) -> Any:
         buffer_bytes=args.buffer_bytes,
         max_payload=args.max_payload,
         hold_bytes=args.hold_bytes,
+        rules=args.rules or "",
         sets=[*(args.set or []), *scale_sets(args)],
         record=args.record or "",
         record_max=args.record_max,

@@ -35,6 +35,8 @@ from devconsole.model import (
     OutcomeEvent,
     ProtocolErrorEvent,
     RefusedEvent,
+    RuleEvent,
+    ShapeEvent,
     Snapshot,
     StateEvent,
 )
@@ -230,7 +232,26 @@ def event_dict(
         if ev.body is not None:
             _body_fields(out, ev.opcode, ev.body, ev.size, redact)
         return out
+    if isinstance(ev, RuleEvent):
+        out = {"event": "rule", "conn": ev.conn or None, "ts": ev.ts, "rule": ev.rule}
+        out["action"] = ev.action
+        out["detail"] = r.redact_text(ev.detail) if redact else ev.detail
+        return out
+    if isinstance(ev, ShapeEvent):
+        return {
+            "event": "shape",
+            "conn": ev.conn,
+            "ts": ev.ts,
+            "shape": shape_json(ev.shape),
+            "source": ev.source,
+        }
     return None
+
+
+def shape_json(shape: dict[str, Any]) -> dict[str, Any]:
+    """``{"client": {"latency": 0.1, ...}, "server": {...}}``: the conditions that are on,
+    by the peer the bytes go to (seconds, bytes, bytes per second)."""
+    return {to: s.to_dict() for to, s in sorted(shape.items())}
 
 
 def _body_fields(out: dict[str, Any], opcode: int, body: bytes, size: int, redact: bool) -> None:
@@ -251,7 +272,18 @@ def _body_fields(out: dict[str, Any], opcode: int, body: bytes, size: int, redac
 
 def _held_fields(out: dict[str, Any], ev: Message | ControlFrame, redact: bool) -> None:
     """A message held by a breakpoint (docs/intercept.md): ``held`` and, once decided (a
-    late viewer or an export sees it so), its ``outcome`` and the edited body."""
+    late viewer or an export sees it so), its ``outcome`` and the edited body. A message a
+    rule acted on (docs/rules.md): ``rule``, ``action``, and its outcome and edited body."""
+    if ev.rule:
+        out["rule"] = ev.rule
+    if ev.action:
+        out["action"] = ev.action
+    if not ev.held and ev.outcome:
+        out["outcome"] = ev.outcome
+        if isinstance(ev, Message) and ev.edited is not None:
+            edited_: dict[str, Any] = {}
+            _body_fields(edited_, ev.edited_opcode, ev.edited, ev.edited_size, redact)
+            out["edited"] = edited_
     if not ev.held:
         return
     out["held"] = True

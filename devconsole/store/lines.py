@@ -30,11 +30,13 @@ from devconsole.model import (
     ProtocolErrorEvent,
     Publication,
     RefusedEvent,
+    RuleEvent,
+    ShapeEvent,
     StateEvent,
     close_code_meaning,
     conn_instance,
 )
-from devconsole.store.export import SnapshotExpander, event_dict
+from devconsole.store.export import SnapshotExpander, event_dict, shape_json
 from devconsole.text import arrow, fmt_time, opcode_name
 
 # ------------------------------------------------------------------ JSON
@@ -88,6 +90,7 @@ def conn_json(c: Connection) -> dict[str, Any]:
         "ts_start": c.ts_start,
         "ts_end": c.ts_end,
         "errors": c.errors,
+        "shape": shape_json(c.shape),
     }
     if conn_instance(c.id):  # a Redis source: ids are INSTANCE/ID
         out["instance"] = conn_instance(c.id)
@@ -118,6 +121,10 @@ def event_line(ev: Event, decoded: Decoded | None = None) -> str | None:
         if ev.held:
             outcome = f" {safe_text(ev.outcome)}" if ev.outcome else ""
             flags += f" [held #{ev.held}{outcome}]"
+        if ev.rule:
+            flags += safe_text(f" [{ev.rule}: {ev.action}]")
+        elif ev.action:
+            flags += safe_text(f" [{ev.action}]")
         return (
             f"{fmt_time(ev.ts)} #{ev.conn:<4} {ev.seq:>7} {arrow(ev.side)} {kind:<6} {ev.size:>7}B"
             f"{flags}  {preview(ev, 100, decoded)}"
@@ -154,6 +161,17 @@ def event_line(ev: Event, decoded: Decoded | None = None) -> str | None:
         body = f" ({ev.size}B sent instead)" if ev.body is not None else ""
         return safe_text(
             f"{fmt_time(ev.ts)} #{ev.conn:<4} {ev.seq:>7}   held #{ev.held} {ev.outcome}{body}"
+        )
+    if isinstance(ev, RuleEvent):
+        who = f"#{ev.conn:<4}" if ev.conn else "     "
+        what = f"{ev.rule}: " if ev.rule else ""
+        return safe_text(f"{fmt_time(ev.ts)} {who} rule    {what}{ev.action} {ev.detail}".rstrip())
+    if isinstance(ev, ShapeEvent):
+        from devconsole.shaping import describe
+
+        parts = [f"to {to}: {describe(s)}" for to, s in sorted(ev.shape.items())] or ["none"]
+        return safe_text(
+            f"{fmt_time(ev.ts)} #{ev.conn:<4} shape   {'; '.join(parts)} ({ev.source})"
         )
     return None
 

@@ -606,6 +606,8 @@ class ConnectionList(ScrollView, can_focus=True, inherit_bindings=False):
         elif host and c.host:
             where.append(safe_text(host), self._style("connections--dim"))
         where.append(safe_text(hs.path or "/"))
+        if conn.shape:  # network conditions on it (docs/shaping.md)
+            where.append(" ~shaped", self._style("connections--dim"))
         _cell(t, where, c.path)
         _cell(t, safe_text(self.client_key(conn)), c.key)
         _cell(t, safe_text(hs.client), c.client, self._style("connections--dim"))

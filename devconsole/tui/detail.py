@@ -46,7 +46,7 @@ from devconsole.text import (
 )
 from devconsole.tui.editor import side_by_side
 from devconsole.tui.fmt import BADGE_STYLES
-from devconsole.tui.held import outcome_words
+from devconsole.tui.held import held_by, outcome_words
 
 FRAMES_VIEW = "frames"
 EDITED_VIEW = "edited"  # a held message forwarded edited: original and sent side by side
@@ -498,11 +498,14 @@ class DetailPane(Vertical):
             if item.on_hold:
                 t.append(" ⏸ HELD ", "bold black on yellow")
                 t.append(
-                    f" by breakpoint {item.breakpoint}: f forward · e edit · d drop (in the "
-                    "stream)",
+                    f" by {held_by(item)}: f forward · e edit · d drop (in the stream)",
                     "yellow",
                 )
             else:
                 edited = isinstance(item, Message) and item.edited is not None
                 t.append(outcome_words(item), "bold magenta" if edited else "bold")
+        if item.rule or item.action:  # a rule or a network condition acted on it
+            t.append("\n")
+            what = f"rule {item.rule}: {item.action}" if item.rule else item.action
+            t.append(safe_text(what), "bold magenta")
         return t

@@ -38,6 +38,7 @@ from devconsole.decoders.views import hexdump
 from devconsole.model import CLIENT, SERVER, Connection, Item, Message, Opcode
 from devconsole.text import arrow, conn_tag, fmt_bytes, fmt_elapsed, opcode_name
 from devconsole.tui.faults import parse_hex
+from devconsole.tui.held import held_by
 
 Mode = Literal["json", "text", "hex"]
 MODES: tuple[Mode, ...] = ("json", "text", "hex")
@@ -311,7 +312,7 @@ def _title(item: Item, conn: Connection | None) -> Text:
     t.append(f"{arrow(item.side)} {'to the server' if item.side == CLIENT else 'to the client'}")
     t.append(f"  seq {item.seq} · {opcode_name(item.opcode)} {fmt_bytes(item.size)}", "dim")
     if item.held:
-        t.append(f"  held {item.held} by breakpoint {item.breakpoint}", "bold yellow")
+        t.append(f"  held {item.held} by {held_by(item)}", "bold yellow")
     return t
 
 

@@ -1,7 +1,8 @@
 """Held messages as every pane shows them: counts, the oldest-first list, what became of
 a held message, and which rows changed in place.
 
-The proxy holds messages that match a breakpoint (docs/intercept.md); the Session keeps
+The proxy holds messages that match a breakpoint (docs/intercept.md) or a rule with
+``hold`` (docs/rules.md: breakpoint id 0, the rule's name in ``rule``); the Session keeps
 them in ``Session.held`` (by held id) and updates a buffered item in place when its
 ``OutcomeEvent`` arrives. ``HeldTracker`` (one per Session, ``HeldTracker.of``) records
 the seqs of those outcomes, so a view whose render cache is keyed by seq re-renders only
@@ -18,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import ClassVar
 
+from devconsole.decoders import safe_text
 from devconsole.model import Breakpoint, Item, Message, Outcome, OutcomeEvent
 from devconsole.session import Session
 from devconsole.text import fmt_elapsed
@@ -136,13 +138,21 @@ def deadline_text(item: Item, bp: Breakpoint | None, now: float) -> str:
     return f"{verb} in {fmt_elapsed(max(0.0, left))}"
 
 
+def held_by(item: Item) -> str:
+    """What held ``item``: ``breakpoint 1``, or ``rule NAME`` for a rule's ``hold``
+    (docs/rules.md: it has no breakpoint of its own, id 0)."""
+    if item.breakpoint or not item.rule:
+        return f"breakpoint {item.breakpoint}"
+    return safe_text(f"rule {item.rule}")
+
+
 def outcome_words(item: Item) -> str:
     """``held by breakpoint 1``, ``breakpoint 1: forwarded edited``..., or ""."""
     if not item.held:
         return ""
     if not item.outcome:
-        return f"held by breakpoint {item.breakpoint}"
-    return f"breakpoint {item.breakpoint}: {OUTCOME_WORDS.get(item.outcome, item.outcome)}"
+        return f"held by {held_by(item)}"
+    return f"{held_by(item)}: {OUTCOME_WORDS.get(item.outcome, item.outcome)}"
 
 
 def as_sent(item: Item) -> Item:

@@ -65,7 +65,7 @@ from devconsole.text import (
 from devconsole.tui.breakpoints import BreakpointDialog
 from devconsole.tui.editor import EditDialog, Edited, parse_json, pretty_json
 from devconsole.tui.fmt import BADGE_STYLES
-from devconsole.tui.held import HeldTracker, deadline_text, held_for, outcome_words
+from devconsole.tui.held import HeldTracker, deadline_text, held_by, held_for, outcome_words
 from devconsole.tui.state import CommandRequested, ViewState
 
 if TYPE_CHECKING:
@@ -801,7 +801,8 @@ class HeldList(ScrollView, can_focus=True, inherit_bindings=False):
         b = badge(item)
         t.append(f"{b:<5}", BADGE_STYLES.get(b, "bold"))
         t.append(f" {fmt_bytes_short(item.size):>6} ", self._style("held--dim"))
-        t.append(f"{item.breakpoint:>3}  ", self._style("held--dim"))
+        by = str(item.breakpoint) if item.breakpoint or not item.rule else "r"  # a rule's hold
+        t.append(f"{by:>3}  ", self._style("held--dim"))
         room = width - t.cell_len
         if room > 0:
             t.append(preview(item, room))
@@ -1140,8 +1141,11 @@ class InterceptScreen(ModalScreen[None]):
         if deadline:
             head.append(f", {deadline}", "dim")
         head.append("\n")
-        head.append(f"breakpoint {item.breakpoint}: ", "dim")
-        head.append(safe_text(bp.filter) if bp is not None else "(removed)", "dim bold")
+        if not item.breakpoint and item.rule:  # a rule's hold (docs/rules.md)
+            head.append(f"{held_by(item)} (rules file)", "dim bold")
+        else:
+            head.append(f"breakpoint {item.breakpoint}: ", "dim")
+            head.append(safe_text(bp.filter) if bp is not None else "(removed)", "dim bold")
         key = (item.seq, head.plain)
         if key == self._preview_for:
             return

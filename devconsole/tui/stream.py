@@ -26,7 +26,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from devconsole.decoders import preview
+from devconsole.decoders import preview, safe_text
 from devconsole.model import CLIENT, Item
 from devconsole.session import FilteredView
 from devconsole.text import arrow, badge, fmt_bytes_short, fmt_time, markers
@@ -418,7 +418,11 @@ class StreamView(ScrollView, can_focus=True, inherit_bindings=False):
             else:
                 t.append(marks + " ", mark_style)
         if item.held:  # the breakpoint that held it; an edited one shows what was sent
-            t.append(f"bp{item.breakpoint} ", self._style("stream--rule"))
+            by = f"bp{item.breakpoint}" if item.breakpoint or not item.rule else "rule"
+            t.append(f"{by} ", self._style("stream--rule"))
+            item = as_sent(item)
+        elif item.rule:  # a rule acted on it (docs/rules.md): its name, and what was sent
+            t.append(f"{safe_text(item.rule)[:16]} ", self._style("stream--rule"))
             item = as_sent(item)
         room = max(0, width - t.cell_len)
         if room:

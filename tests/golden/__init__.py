@@ -60,6 +60,11 @@ from devconsole.model import (
     RefusedEvent,
     ReleaseCommand,
     RemoveBreakpointCommand,
+    RuleEvent,
+    RulesCommand,
+    Shape,
+    ShapeCommand,
+    ShapeEvent,
     Snapshot,
     StateEvent,
 )
@@ -750,6 +755,211 @@ COMMAND_HEX.update(
 RESULT_HEX["info"] = """
         94 2d c3 a0 a2 31 32
 """
+
+
+# Rules and network conditions (docs/rules.md, docs/shaping.md): a message and a control
+# frame that a rule or a condition acted on (rule, action: a second group of optional
+# trailing fields after the intercept's), rule events (tag 14), shape events (tag 15), a
+# snapshot's connection with its conditions (an optional trailing field), and the shape
+# (tag 11) and rules (tag 12) commands.
+
+SHAPE_CLIENT = Shape(
+    latency=0.25,
+    jitter=0.125,
+    rate=8000.0,
+    slice=100,
+    slice_delay=0.005,
+    fragment=1000,
+    stall=False,
+    pongs="delay",
+    pong_delay=0.3,
+)
+SHAPE_SERVER = Shape(stall=True, pongs="drop")
+
+EVENT_VALUES += [
+    (
+        "message-ruled",
+        Message(
+            seq=16,
+            conn="7",
+            ts=1700000022.5,
+            side="client",
+            opcode=1,
+            payload=b'{"type":"chat"}',
+            size=15,
+            wire_size=21,
+            frames=1,
+            compressed=False,
+            rsv=0,
+            utf8_ok=True,
+            injected=False,
+            dropped=False,
+            frame_sizes=(),
+            held=0,
+            breakpoint=0,
+            outcome="",
+            edited=None,
+            edited_opcode=0,
+            edited_size=0,
+            rule="slow chat",
+            action="delay 0.3s",
+        ),
+    ),
+    (
+        "pong-ruled",
+        ControlFrame(
+            seq=24,
+            conn="8",
+            ts=1700000023.25,
+            side="server",
+            opcode=10,
+            payload=b"hb",
+            wire_size=4,
+            code=None,
+            reason="",
+            injected=False,
+            dropped=True,
+            error=None,
+            held=0,
+            breakpoint=0,
+            outcome="",
+            rule="",
+            action="pong dropped (shape)",
+        ),
+    ),
+    (
+        "rule",
+        RuleEvent(
+            conn="9",
+            ts=1700000024.75,
+            rule="no deflate",
+            action="request",
+            detail="removed permessage-deflate from the offer",
+        ),
+    ),
+    (
+        "rule-loaded",
+        RuleEvent(conn="", ts=1700000025, rule="", action="loaded", detail="slow chat, mock"),
+    ),
+    (
+        "shape",
+        ShapeEvent(
+            conn="7",
+            ts=1700000026.5,
+            shape={"client": SHAPE_CLIENT, "server": SHAPE_SERVER},
+            source="rule slow chat",
+        ),
+    ),
+    ("shape-none", ShapeEvent(conn="8", ts=1700000027, shape={}, source="cli")),
+    (
+        "snapshot-shaped",
+        Snapshot(
+            seq=25,
+            connections=[
+                ConnSnapshot(
+                    handshake=HS_CONNECTING,
+                    state="open",
+                    msgs_in=2,
+                    msgs_out=3,
+                    bytes_in=4,
+                    bytes_out=5,
+                    close_code=None,
+                    close_reason="",
+                    closed_by=None,
+                    ts_end=None,
+                    clean=None,
+                    errors=[],
+                    half_open=False,
+                    largest_message=6,
+                    injected=7,
+                    dropped=8,
+                    shape={"server": SHAPE_SERVER},
+                )
+            ],
+            proxy="127.0.0.1:8080",
+            evicted_messages=9,
+        ),
+    ),
+]
+
+COMMAND_VALUES += [
+    (
+        "shape",
+        ShapeCommand(conn="7", to="client", shape=SHAPE_CLIENT, clear=False, path="", id=46),
+    ),
+    (
+        "shape-clear-path",
+        ShapeCommand(conn="", to="both", shape=Shape(), clear=True, path="/feed*", id=47),
+    ),
+    ("rules", RulesCommand(text='[[rule]]\nname = "x"\n', path="rules.toml", id=48)),
+    ("rules-clear", RulesCommand(text="", path="", id=49)),
+]
+
+EVENT_HEX.update(
+    {
+        "message-ruled": """
+        dc 00 18 03 10 a1 37 cb 41 d9 54 fc 45 a0 00 00 a6 63 6c 69 65 6e 74 01 c4 0f 7b
+        22 74 79 70 65 22 3a 22 63 68 61 74 22 7d 0f 15 01 c2 00 c3 c2 c2 90 00 00 a0 c0
+        00 00 a9 73 6c 6f 77 20 63 68 61 74 aa 64 65 6c 61 79 20 30 2e 33 73
+    """,
+        "pong-ruled": """
+        dc 00 12 04 18 a1 38 cb 41 d9 54 fc 45 d0 00 00 a6 73 65 72 76 65 72 0a c4 02 68
+        62 04 c0 a0 c2 c3 c0 00 00 a0 a0 b4 70 6f 6e 67 20 64 72 6f 70 70 65 64 20 28 73
+        68 61 70 65 29
+    """,
+        "rule": """
+        96 0e a1 39 cb 41 d9 54 fc 46 30 00 00 aa 6e 6f 20 64 65 66 6c 61 74 65 a7 72 65
+        71 75 65 73 74 d9 29 72 65 6d 6f 76 65 64 20 70 65 72 6d 65 73 73 61 67 65 2d 64
+        65 66 6c 61 74 65 20 66 72 6f 6d 20 74 68 65 20 6f 66 66 65 72
+    """,
+        "rule-loaded": """
+        96 0e a0 ce 65 53 f1 19 a0 a6 6c 6f 61 64 65 64 af 73 6c 6f 77 20 63 68 61 74 2c
+        20 6d 6f 63 6b
+    """,
+        "shape": """
+        95 0f a1 37 cb 41 d9 54 fc 46 a0 00 00 92 92 a6 63 6c 69 65 6e 74 99 cb 3f d0 00
+        00 00 00 00 00 cb 3f c0 00 00 00 00 00 00 cb 40 bf 40 00 00 00 00 00 64 cb 3f 74
+        7a e1 47 ae 14 7b cd 03 e8 c2 a5 64 65 6c 61 79 cb 3f d3 33 33 33 33 33 33 92 a6
+        73 65 72 76 65 72 99 cb 00 00 00 00 00 00 00 00 cb 00 00 00 00 00 00 00 00 cb 00
+        00 00 00 00 00 00 00 00 cb 00 00 00 00 00 00 00 00 00 c3 a4 64 72 6f 70 cb 00 00
+        00 00 00 00 00 00 ae 72 75 6c 65 20 73 6c 6f 77 20 63 68 61 74
+    """,
+        "shape-none": """
+        95 0f a1 38 ce 65 53 f1 1b 90 a3 63 6c 69
+    """,
+        "snapshot-shaped": """
+        95 09 19 91 dc 00 11 dc 00 15 a1 39 ce 65 53 f1 03 ab 31 32 37 2e 30 2e 30 2e 31
+        3a 31 ab 31 32 37 2e 30 2e 30 2e 31 3a 32 a2 77 73 b1 77 73 3a 2f 2f 31 32 37 2e
+        30 2e 30 2e 31 3a 32 2f a3 47 45 54 a1 2f 90 a8 48 54 54 50 2f 31 2e 30 90 90 c0
+        a0 90 c0 90 c0 c4 00 00 c0 a4 6f 70 65 6e 02 03 04 05 c0 a0 c0 c0 c0 90 c2 06 07
+        08 91 92 a6 73 65 72 76 65 72 99 cb 00 00 00 00 00 00 00 00 cb 00 00 00 00 00 00
+        00 00 cb 00 00 00 00 00 00 00 00 00 cb 00 00 00 00 00 00 00 00 00 c3 a4 64 72 6f
+        70 cb 00 00 00 00 00 00 00 00 ae 31 32 37 2e 30 2e 30 2e 31 3a 38 30 38 30 09
+    """,
+    }
+)
+
+COMMAND_HEX.update(
+    {
+        "shape": """
+        97 0b a1 37 a6 63 6c 69 65 6e 74 99 cb 3f d0 00 00 00 00 00 00 cb 3f c0 00 00 00
+        00 00 00 cb 40 bf 40 00 00 00 00 00 64 cb 3f 74 7a e1 47 ae 14 7b cd 03 e8 c2 a5
+        64 65 6c 61 79 cb 3f d3 33 33 33 33 33 33 c2 a0 2e
+    """,
+        "shape-clear-path": """
+        97 0b a0 a4 62 6f 74 68 99 cb 00 00 00 00 00 00 00 00 cb 00 00 00 00 00 00 00 00
+        cb 00 00 00 00 00 00 00 00 00 cb 00 00 00 00 00 00 00 00 00 c2 a0 cb 00 00 00 00
+        00 00 00 00 c3 a6 2f 66 65 65 64 2a 2f
+    """,
+        "rules": """
+        94 0c b4 5b 5b 72 75 6c 65 5d 5d 0a 6e 61 6d 65 20 3d 20 22 78 22 0a aa 72 75 6c
+        65 73 2e 74 6f 6d 6c 30
+    """,
+        "rules-clear": """
+        94 0c a0 a0 31
+    """,
+    }
+)
 
 EVENTS = [Golden(name, value, EVENT_HEX[name]) for name, value in EVENT_VALUES]
 COMMANDS = [Golden(name, value, COMMAND_HEX[name]) for name, value in COMMAND_VALUES]
