@@ -13,6 +13,15 @@ Workloads (all bounded by a message count AND a time limit):
   unacked messages in flight, so a slow proxy cannot queue an unbounded backlog.
 - ``down``: one-way flood server -> client. The ``websockets`` server (``/source``)
   sends; a raw-socket receiver parses the frame headers, counts messages and acks them.
+- ``rtt``: one message in flight: a ``websockets`` client sends a message to ``/echo``,
+  waits for it to come back, and sends the next; every round trip is timed (after a
+  warm-up); p50/p99.
+- ``many``: ``--conns`` ``websockets`` connections to ``/echo``, each sending one message
+  every ``--interval`` seconds (random phase), for ``--seconds``; p50/p99 round trip, and
+  with ``--pid`` the proxy process's CPU time during that window and its RSS before and
+  after the connections were opened.
+- ``idle``: ``--conns`` upgraded connections (raw sockets: handshake, then nothing),
+  held for ``--hold`` seconds; with ``--pid`` the proxy's RSS before and with them open.
 
 Rate = messages / (time from the first byte sent to the last ack or message received).
 """
@@ -22,19 +31,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import random
 import socket
+import ssl
+import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from websockets.asyncio.client import connect
 
+# --tls: wss, the certificate not verified (the benchmark's own self-signed one, or the
+# proxy's CA)
+TLS: ssl.SSLContext | None = None
+SCHEME = "ws"
+
+
+def _use_tls() -> None:
+    global TLS, SCHEME
+    TLS = ssl.create_default_context()
+    TLS.check_hostname = False
+    TLS.verify_mode = ssl.CERT_NONE
+    SCHEME = "wss"
+
 
 def _handshake(host: str, port: int, path: str) -> tuple[socket.socket, bytes]:
-    sock = socket.create_connection((host, port), timeout=10)
+    sock: socket.socket = socket.create_connection((host, port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if TLS is not None:
+        sock = TLS.wrap_socket(sock)
     key = base64.b64encode(os.urandom(16)).decode()
     req = (
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
@@ -235,11 +264,12 @@ async def flood_wsup(
 ) -> dict[str, float]:
     payload = ("x" * size)[:size]
     async with connect(
-        f"ws://{host}:{port}/sink?ack={ack}",
+        f"{SCHEME}://{host}:{port}/sink?ack={ack}",
         compression=None,
         max_size=64 << 20,
         ping_interval=None,
         open_timeout=10,
+        ssl=TLS,
     ) as ws:
         acked = 0
         progress = asyncio.Event()
@@ -278,11 +308,12 @@ async def echo(
 ) -> dict[str, float]:
     payload = ("x" * size)[:size]
     async with connect(
-        f"ws://{host}:{port}/echo",
+        f"{SCHEME}://{host}:{port}/echo",
         compression=None,
         max_size=64 << 20,
         ping_interval=None,
         open_timeout=10,
+        ssl=TLS,
     ) as ws:
         sent = received = 0
         t0 = time.perf_counter()
@@ -300,9 +331,200 @@ async def echo(
     return {"messages": received, "seconds": t1 - t0, "rate": received / (t1 - t0)}
 
 
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        f = fh.read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def rtt(
+    host: str, port: int, size: int, count: int, seconds: float, warmup: int = 300
+) -> dict[str, float]:
+    payload = ("x" * size)[:size]
+    async with connect(
+        f"{SCHEME}://{host}:{port}/echo",
+        compression=None,
+        max_size=64 << 20,
+        ping_interval=None,
+        open_timeout=10,
+        ssl=TLS,
+    ) as ws:
+        for _ in range(warmup):
+            await ws.send(payload)
+            await asyncio.wait_for(ws.recv(), 30)
+        samples: list[float] = []
+        clock = time.perf_counter
+        t0 = clock()
+        end = t0 + seconds
+        while len(samples) < count:
+            a = clock()
+            if a > end:
+                break
+            await ws.send(payload)
+            await asyncio.wait_for(ws.recv(), 30)
+            samples.append(clock() - a)
+        t1 = clock()
+    us = [x * 1e6 for x in samples]
+    return {
+        "messages": len(us),
+        "seconds": t1 - t0,
+        "rate": len(us) / (t1 - t0),
+        "p50_us": _pct(us, 0.5),
+        "p99_us": _pct(us, 0.99),
+        "mean_us": statistics.fmean(us) if us else float("nan"),
+    }
+
+
+async def _open_all(
+    n: int, opener: Callable[[], Awaitable[Any]], concurrency: int, limit: float
+) -> list[Any]:
+    sem = asyncio.Semaphore(concurrency)
+    out: list[Any] = []
+    errors: list[str] = []
+
+    async def one() -> None:
+        async with sem:
+            try:
+                out.append(await opener())
+            except Exception as e:
+                errors.append(repr(e))
+
+    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), limit)
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {n} connections failed: {errors[0]}")
+    return out
+
+
+async def many(
+    host: str,
+    port: int,
+    size: int,
+    conns: int,
+    interval: float,
+    seconds: float,
+    pid: int,
+) -> dict[str, float]:
+    """``conns`` connections, one round trip per ``interval`` each, for ``seconds``."""
+    payload = ("x" * size)[:size]
+    rss0 = _rss_kib(pid) if pid else 0
+    t_open = time.perf_counter()
+
+    async def opener() -> Any:
+        return await connect(
+            f"{SCHEME}://{host}:{port}/echo",
+            compression=None,
+            max_size=1 << 20,
+            ping_interval=None,
+            open_timeout=60,
+            close_timeout=5,
+            ssl=TLS,
+        )
+
+    wss = await _open_all(conns, opener, 16, 120 + conns * 0.05)
+    open_s = time.perf_counter() - t_open
+    await asyncio.sleep(2.0)
+    rss1 = _rss_kib(pid) if pid else 0
+    samples: list[float] = []
+    loop = asyncio.get_running_loop()
+    cpu0 = _cpu_s(pid) if pid else 0.0
+    t0 = loop.time()
+    end = t0 + seconds
+    print("measuring", file=sys.stderr, flush=True)  # bench/profile_proxy.py waits for it
+
+    async def run(ws: Any) -> None:
+        nxt = t0 + random.random() * interval
+        clock = time.perf_counter
+        while nxt < end:
+            delay = nxt - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            a = clock()
+            await ws.send(payload)
+            await asyncio.wait_for(ws.recv(), 30)
+            samples.append(clock() - a)
+            nxt += interval
+
+    await asyncio.wait_for(asyncio.gather(*(run(ws) for ws in wss)), seconds + 60)
+    t1 = loop.time()
+    cpu1 = _cpu_s(pid) if pid else 0.0
+    for ws in wss:
+        with contextlib.suppress(Exception):
+            await ws.close()
+    us = [x * 1e6 for x in samples]
+    out = {
+        "messages": len(us),
+        "seconds": t1 - t0,
+        "rate": len(us) / seconds,
+        "p50_us": _pct(us, 0.5),
+        "p99_us": _pct(us, 0.99),
+        "open_s": open_s,
+    }
+    if pid:
+        out.update(
+            proxy_cpu_s=cpu1 - cpu0,
+            rss0_kib=rss0,
+            rss1_kib=rss1,
+            rss_per_conn_kib=(rss1 - rss0) / conns,
+        )
+    return out
+
+
+async def idle(host: str, port: int, conns: int, hold: float, pid: int) -> dict[str, float]:
+    """``conns`` upgraded connections that send nothing; the proxy's RSS with them open."""
+    rss0 = _rss_kib(pid) if pid else 0
+    req = (
+        f"GET /echo HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+    async def opener() -> Any:
+        r, w = await asyncio.open_connection(host, port, ssl=TLS)
+        w.write(req)
+        head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 60)
+        if b" 101 " not in head.split(b"\r\n", 1)[0] + b" ":
+            raise RuntimeError(f"upgrade refused: {head[:40]!r}")
+        return r, w
+
+    t_open = time.perf_counter()
+    pairs = await _open_all(conns, opener, 16, 120 + conns * 0.05)
+    open_s = time.perf_counter() - t_open
+    await asyncio.sleep(hold)
+    rss1 = _rss_kib(pid) if pid else 0
+    # still alive? (a proxy may have dropped idle connections)
+    alive = sum(1 for r, _ in pairs if not r.at_eof())
+    for _, w in pairs:
+        w.close()
+    return {
+        "messages": 0,
+        "seconds": open_s,
+        "rate": conns / open_s,
+        "conns": conns,
+        "alive": alive,
+        "rss0_kib": rss0,
+        "rss1_kib": rss1,
+        "rss_per_conn_kib": (rss1 - rss0) / conns if pid else float("nan"),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("workload", choices=["echo", "wsup", "up", "down"])
+    ap.add_argument("workload", choices=["echo", "wsup", "up", "down", "rtt", "many", "idle"])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--size", type=int, default=100)
@@ -311,10 +533,35 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=16)
     ap.add_argument("--ack", type=int, default=100)
     ap.add_argument("--rate", type=float, default=0.0, help="up: pace to N msgs/s")
+    ap.add_argument("--conns", type=int, default=100, help="many/idle: connections")
+    ap.add_argument("--interval", type=float, default=1.0, help="many: s between messages")
+    ap.add_argument("--hold", type=float, default=3.0, help="idle: s to hold them open")
+    ap.add_argument("--pid", type=int, default=0, help="many/idle: the proxy process")
+    ap.add_argument("--tls", action="store_true", help="wss (certificates not verified)")
     args = ap.parse_args()
+    if args.tls:
+        if args.workload == "up":
+            raise SystemExit("the raw flood sender (up) does not speak TLS")
+        _use_tls()
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         raise SystemExit("loopback only")
-    if args.workload == "echo":
+    if args.workload == "rtt":
+        res = asyncio.run(rtt(args.host, args.port, args.size, args.count, args.seconds))
+    elif args.workload == "many":
+        res = asyncio.run(
+            many(
+                args.host,
+                args.port,
+                args.size,
+                args.conns,
+                args.interval,
+                args.seconds,
+                args.pid,
+            )
+        )
+    elif args.workload == "idle":
+        res = asyncio.run(idle(args.host, args.port, args.conns, args.hold, args.pid))
+    elif args.workload == "echo":
         res = asyncio.run(
             echo(args.host, args.port, args.size, args.count, args.seconds, args.window)
         )

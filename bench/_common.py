@@ -29,6 +29,57 @@ BENCH = ROOT / "bench"
 PY = sys.executable
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
+# --tls: the server speaks wss with a self-signed certificate (TLS_FILES), the proxies
+# terminate TLS on both sides (reverse:https, ssl_insecure), clients do not verify
+TLS_FILES: tuple[str, str] | None = None
+
+
+def make_cert(directory: str) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (with `cryptography`, a mitmproxy
+    dependency); returns (certfile, keyfile)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "devconsole-bench")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    certfile = os.path.join(directory, "bench-cert.pem")
+    keyfile = os.path.join(directory, "bench-key.pem")
+    with open(certfile, "wb") as fh:
+        fh.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(keyfile, "wb") as fh:
+        fh.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return certfile, keyfile
+
+
+def upstream(target: int) -> str:
+    """The reverse-proxy mode in front of the benchmark server."""
+    return f"reverse:{'https' if TLS_FILES else 'http'}://{HOST}:{target}"
 
 
 def tool(name: str) -> str:
@@ -124,7 +175,10 @@ def wait_listening(port: int, proc: Proc, timeout: float = 30) -> None:
 
 
 def start_server() -> Proc:
-    p = Proc("server", _popen([PY, str(BENCH / "_server.py")]))
+    cmd = [PY, str(BENCH / "_server.py")]
+    if TLS_FILES:
+        cmd += ["--cert", TLS_FILES[0], "--key", TLS_FILES[1]]
+    p = Proc("server", _popen(cmd))
     line = p.readline(20)
     if not line.startswith("port "):
         p.stop()
@@ -139,7 +193,7 @@ def mitmdump_cmd(target: int, port: int, confdir: str, websocket: bool = True) -
     cmd = [
         tool("mitmdump"),
         "--mode",
-        f"reverse:http://{HOST}:{target}",
+        upstream(target),
         "--listen-host",
         HOST,
         "--listen-port",
@@ -150,6 +204,8 @@ def mitmdump_cmd(target: int, port: int, confdir: str, websocket: bool = True) -
     ]
     if not websocket:
         cmd += ["--set", "websocket=false"]
+    if TLS_FILES:
+        cmd += ["--set", "ssl_insecure=true"]
     return cmd
 
 
@@ -166,12 +222,23 @@ def start_mitmdump(target: int, confdir: str, websocket: bool = True) -> Proc:
     return p
 
 
+def start_bare_relay(target: int) -> Proc:
+    """bench/_bare_relay.py in front of 127.0.0.1:``target``: an asyncio relay, no capture."""
+    p = Proc("bare relay", _popen([PY, str(BENCH / "_bare_relay.py"), "--target", str(target)]))
+    line = p.readline(20)
+    if not line.startswith("port "):
+        p.stop()
+        raise RuntimeError(f"bare relay: unexpected output {line!r}")
+    p.port = int(line.split()[1])
+    return p
+
+
 def start_devconsole(target: int, confdir: str, tap: str, extra: Sequence[str] = ()) -> Proc:
     cmd = [
         tool("devconsole"),
         "proxy",
         "--mode",
-        f"reverse:http://{HOST}:{target}",
+        upstream(target),
         "--listen",
         f"{HOST}:0",
         "--tap",
@@ -180,6 +247,7 @@ def start_devconsole(target: int, confdir: str, tap: str, extra: Sequence[str] =
         confdir,
         "--log",
         "quiet",
+        *(["--set", "ssl_insecure=true"] if TLS_FILES else []),
         *extra,
     ]
     p = Proc("devconsole", _popen(cmd))
@@ -216,6 +284,8 @@ def stop_tapsink(p: Proc) -> dict[str, Any]:
 
 def run_client(workload: str, port: int, timeout: float, **kw: Any) -> dict[str, float]:
     cmd = [PY, str(BENCH / "_client.py"), workload, "--port", str(port)]
+    if TLS_FILES:
+        cmd.append("--tls")
     for k, v in kw.items():
         cmd += [f"--{k}", str(v)]
     r = subprocess.run(

@@ -96,7 +96,15 @@ async def handler(ws: ServerConnection) -> None:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--cert", help="serve wss with this certificate (PEM)")
+    ap.add_argument("--key", help="... and this key")
     args = ap.parse_args()
+    ctx = None
+    if args.cert:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.cert, args.key)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -109,6 +117,7 @@ async def main() -> None:
         max_size=64 << 20,
         max_queue=64,
         ping_interval=None,
+        ssl=ctx,
     ) as srv:
         port = srv.sockets[0].getsockname()[1]
         print(f"port {port}", flush=True)

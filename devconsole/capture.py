@@ -16,6 +16,13 @@ written with ``inject.tcp``, which mitmproxy delivers later, through ``tcp_messa
 (as if the peer had sent them). Until they come back, bytes relayed in that direction must
 follow them: they wait in the stream's outbox, and whichever comes first (the injected
 token or the next chunk relayed that way) writes the outbox ahead of itself.
+
+The fast relay (option ``devconsole_fast_relay``, on by default): at ``tcp_start`` the
+connection's two sockets are handed to ``devconsole.fastrelay``, which drives the same
+Relay with its own asyncio protocols; mitmproxy's hooks for that flow then only mark the
+end of the hand-off. Where they cannot be handed over (TLS in a layer tree it does not
+recognise, an unsupported mitmproxy, sockets that are not asyncio transports) the
+connection stays on the path above.
 """
 
 from __future__ import annotations
@@ -119,6 +126,7 @@ class _Stream:
     end_after: str | None = None  # end both connections once the outboxes are written
     paused: set[str] = field(default_factory=set)  # peers we stopped reading
     ended: bool = False
+    fast: Any = None  # a fastrelay.FastConnection once the sockets are handed over
     # a peer's FIN waiting for the bytes still delayed toward the other peer, by that peer
     drained: dict[str, asyncio.Event] = field(default_factory=dict)
 
@@ -146,6 +154,8 @@ class Capture:
         self._timed: set[_Stream] = set()  # streams whose relay has a deadline
         self._no_backpressure_logged = False
         self.shutting_down = False
+        self.fast_relay = os.environ.get("DEVCONSOLE_FAST_RELAY", "1") not in ("0", "false")
+        self._pool: Any = None  # fastrelay.Pool, made on first use
         # rules (docs/rules.md): the file, what it looked like when last read, and the
         # handshake rules that acted on an upgrade whose response is still to come
         self.rules_path = ""
@@ -190,6 +200,14 @@ class Capture:
             "16m",
             "Bytes devconsole holds per direction of a connection behind a held message "
             "(breakpoints); past it, it stops reading that peer (TCP backpressure).",
+        )
+        loader.add_option(
+            "devconsole_fast_relay",
+            bool,
+            self.fast_relay,
+            "Relay upgraded connections (ws and wss) with devconsole's own driver instead "
+            "of mitmproxy's TCP layer (much faster; other addons then see no tcp_message for "
+            "them). Off: mitmproxy relays every read. Default from $DEVCONSOLE_FAST_RELAY.",
         )
         loader.add_option(
             "devconsole_rules",
@@ -265,6 +283,8 @@ class Capture:
                 parse_tap(opts.devconsole_tap)
             except TapError as e:
                 raise exceptions.OptionsError(str(e)) from None
+        if "devconsole_fast_relay" in updated:
+            self.fast_relay = bool(opts.devconsole_fast_relay)
         # devconsole parses WebSocket frames itself, on mitmproxy's raw TCP relay.
         if opts.websocket or not opts.rawtcp:
             opts.update(websocket=False, rawtcp=True)
@@ -294,9 +314,13 @@ class Capture:
         # mitmdump and friends: the proxy servers are gone; record how the connections
         # ended (devconsole proxy closes them properly first, see shutdown()).
         for s in list(self._streams.values()):
+            if s.fast is not None:
+                s.fast.abort()
             self._end(s.flow, "proxy shut down")
         if self._timer is not None:
             self._timer.cancel()
+        if self._pool is not None:
+            self._pool.stop()
         await self.tap.stop()
         for t in list(self._tasks):
             t.cancel()
@@ -544,6 +568,8 @@ class Capture:
         # the client's handler waits in server_event leaves the socket open (seen on 11
         # and 12). Close what is left and record the end here.
         for s in [s for s in self._streams.values() if s.flow.client_conn.id == client.id]:
+            if s.fast is not None:  # ours: mitmproxy only let go of it
+                continue
             mitm_compat.end_connection(s.flow, abort=False)
             self._end(s.flow, None)
 
@@ -568,11 +594,30 @@ class Capture:
         s = _Stream(hs.conn, flow, hs, relay)
         self._streams[flow.id] = s
         self._by_conn[hs.conn] = s
-        mitm_compat.hold_close(
-            flow, lambda from_client: self._close_wait(s, from_client), CLOSE_HOLD_LIMIT
-        )
+        if self.fast_relay:
+            self._hand_off(s)
+        if s.fast is None:  # mitmproxy's relay: a peer's FIN waits there for delayed bytes
+            mitm_compat.hold_close(
+                flow, lambda from_client: self._close_wait(s, from_client), CLOSE_HOLD_LIMIT
+            )
         if relay.out:  # breakpoints hold from the first message on
             self._apply(s, relay.take())
+
+    def _hand_off(self, s: _Stream) -> None:
+        """Give the connection's sockets to devconsole's own driver (fastrelay)."""
+        from devconsole import fastrelay
+
+        if self._pool is None:
+            self._pool = fastrelay.Pool()
+        flow = s.flow
+
+        def arm(first: float | None) -> None:  # as _apply does on out.rearm
+            self._timed.add(s)
+            self._arm(first)
+
+        s.fast = self._pool.start(flow, s.relay, lambda error: self._end(flow, error), arm)
+        if s.fast is None:
+            logger.debug("connection %s: its sockets stay with mitmproxy's TCP relay", s.conn)
 
     def tcp_message(self, flow: tcp.TCPFlow) -> None:
         s = self._streams.get(flow.id)
@@ -580,6 +625,12 @@ class Capture:
             return
         msg = flow.messages[-1]
         content = msg.content
+        if s.fast is not None:
+            # read by mitmproxy before the hand-off: relayed by the fast driver, in order
+            msg.content = b""
+            s.fast.from_mitmproxy(CLIENT if msg.from_client else SERVER, content, msg.timestamp)
+            del flow.messages[:-1]
+            return
         side: Side
         if msg.from_client:
             side = CLIENT
@@ -615,6 +666,9 @@ class Capture:
     def _apply(self, s: _Stream, out: Output) -> None:
         """Carry out what the relay asked for."""
         if s.ended:
+            return
+        if s.fast is not None:
+            s.fast.apply(out)
             return
         flow = s.flow
         for data, to_client in ((out.to_server, False), (out.to_client, True)):
@@ -684,10 +738,20 @@ class Capture:
         asyncio.get_running_loop().call_soon(end)
 
     def tcp_end(self, flow: tcp.TCPFlow) -> None:
-        self._end(flow, None)
+        if not self._handed_off(flow):
+            self._end(flow, None)
 
     def tcp_error(self, flow: tcp.TCPFlow) -> None:
-        self._end(flow, flow.error.msg if flow.error else "error")
+        if not self._handed_off(flow):
+            self._end(flow, flow.error.msg if flow.error else "error")
+
+    def _handed_off(self, flow: tcp.TCPFlow) -> bool:
+        """mitmproxy is done with a flow whose sockets are ours: the hand-off is complete."""
+        s = self._streams.get(flow.id)
+        if s is None or s.fast is None:
+            return False
+        s.fast.handoff_done()
+        return True
 
     def _end(self, flow: tcp.TCPFlow, error: str | None) -> None:
         s = self._streams.pop(flow.id, None)
@@ -755,7 +819,7 @@ class Capture:
             return CommandResult(cmd.id, False, f"unknown connection {cmd.conn!r}")
         r = s.relay
         if isinstance(cmd, AbortCommand):
-            n = len(mitm_compat.writers(s.flow))
+            n = s.fast.sockets() if s.fast is not None else len(mitm_compat.writers(s.flow))
             self._apply(s, r.abort(cmd.rst, now))
             if n == 0:
                 return CommandResult(cmd.id, False, "the connection's sockets are already gone")
@@ -875,7 +939,10 @@ class Capture:
         while self._streams and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for s in list(self._streams.values()):
-            mitm_compat.end_connection(s.flow, abort=True)
+            if s.fast is not None:
+                s.fast.abort()
+            else:
+                mitm_compat.end_connection(s.flow, abort=True)
             self._end(s.flow, "proxy shut down")
         # let every tap client (a recorder, a viewer) receive the ends before the tap goes
         deadline = loop.time() + 1.0

@@ -16,9 +16,13 @@ def test_installed_mitmproxy_is_supported() -> None:
     assert mitm_compat.supported(), mitm_compat.MITMPROXY_VERSION
 
 
+# The functions below work on connections mitmproxy relays: the fast relay off.
+SLOW = ["devconsole_fast_relay=false"]
+
+
 async def test_writers_reach_both_sockets_of_a_live_flow(short_tmp: Path) -> None:
     async with ws_server() as (_, port):
-        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp, sets=SLOW) as rp:
             async with connect(f"ws://127.0.0.1:{rp.port}/c") as ws:
                 await ws.send("x")
                 await ws.recv()
@@ -48,7 +52,7 @@ async def test_pause_and_resume_reading_give_real_tcp_backpressure(short_tmp: Pa
 
     chunk = b"x" * (64 << 10)
     async with ws_server(count, compression=None) as (_, port):
-        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp, sets=SLOW) as rp:
             async with connect(
                 f"ws://127.0.0.1:{rp.port}/bp", compression=None, ping_interval=None
             ) as ws:
