@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 from typing import Any
@@ -165,18 +164,9 @@ def _dry_run(args: argparse.Namespace) -> int:
 
 
 async def _command(args: argparse.Namespace, cmd: RulesCommand) -> str:
-    from devconsole.tap import TapClient
+    from devconsole.sources import send_command
 
-    client = TapClient(args.tap, args.token)
-    await client.connect()
-    run = asyncio.ensure_future(client.run(lambda evs: None))
-    try:
-        res = await client.command(cmd)
-    finally:
-        await client.close()
-        run.cancel()
-        with contextlib.suppress(BaseException):
-            await run
+    res = await send_command(args.tap, args.token, cmd)
     if not res.ok:
         raise _Error(res.error)
     return res.info

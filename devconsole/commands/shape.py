@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 from typing import Any
 
@@ -114,18 +113,9 @@ def shape_given(args: argparse.Namespace) -> bool:
 
 
 async def _command(args: argparse.Namespace, cmd: ShapeCommand) -> str:
-    from devconsole.tap import TapClient
+    from devconsole.sources import send_command
 
-    client = TapClient(args.tap, args.token)
-    await client.connect()
-    run = asyncio.ensure_future(client.run(lambda evs: None))
-    try:
-        res = await client.command(cmd)
-    finally:
-        await client.close()
-        run.cancel()
-        with contextlib.suppress(BaseException):
-            await run
+    res = await send_command(args.tap, args.token, cmd)
     if not res.ok:
         raise _Error(res.error)
     return res.info
