@@ -72,8 +72,11 @@ MAX_RESPONSE = 1 << 20
 MAX_DUPLICATES = 100
 
 
-class RulesError(ValueError):
-    """A rules file that cannot be used: ``line``/``column`` are 1-based (0: unknown)."""
+class TomlFileError(ValueError):
+    """A TOML file devconsole reads (rules, a chaos scenario) that cannot be used:
+    ``line``/``column`` are 1-based (0: unknown); shown as ``PATH:LINE:COL: message``."""
+
+    kind = "file"  # what the message names when there is no path
 
     def __init__(self, message: str, line: int = 0, column: int = 0, path: str = "") -> None:
         super().__init__(message)
@@ -83,10 +86,16 @@ class RulesError(ValueError):
         self.path = path
 
     def __str__(self) -> str:
-        where = self.path or "rules"
+        where = self.path or self.kind
         if self.line:
             where += f":{self.line}:{self.column or 1}"
         return f"{where}: {self.message}"
+
+
+class RulesError(TomlFileError):
+    """A rules file that cannot be used."""
+
+    kind = "rules"
 
 
 # --------------------------------------------------------------------------- the model

@@ -33,7 +33,7 @@ from devconsole.model import (
     Shape,
     valid_close_code,
 )
-from devconsole.rules import RulesError, RuleSet
+from devconsole.rules import RulesError, RuleSet, TomlFileError
 from devconsole.rules import load as load_rules
 from devconsole.session import Session
 from devconsole.shaping import ShapeError, format_duration, parse_duration, parse_shape
@@ -63,19 +63,10 @@ DEFAULT_WAIT = 15.0
 DEFAULT_TAIL = 10.0  # seconds observed after the last step (when no duration is given)
 
 
-class ScenarioError(ValueError):
-    def __init__(self, message: str, line: int = 0, column: int = 0, path: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = line
-        self.column = column
-        self.path = path
+class ScenarioError(TomlFileError):
+    """A scenario file that cannot be used."""
 
-    def __str__(self) -> str:
-        where = self.path or "scenario"
-        if self.line:
-            where += f":{self.line}:{self.column or 1}"
-        return f"{where}: {self.message}"
+    kind = "scenario"
 
 
 @dataclass(slots=True)
