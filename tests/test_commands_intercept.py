@@ -117,6 +117,10 @@ async def test_tail_json_shows_held_and_outcome(short_tmp: Path) -> None:
                 cwd=str(ROOT),
             )
             try:
+                # tail must be following live events before the message is held and
+                # released: one that connects after the outcome gets only the backlog
+                # (the message, already released) and never prints an outcome line
+                await wait_until(lambda: any(c.ready for c in rp.capture.tap.clients), 30)
                 r = await cli("break", "add", "from:client edit-me", "--tap", rp.tap)
                 assert r.returncode == 0, r.stderr
                 async with connect(f"ws://127.0.0.1:{rp.port}/t") as ws:
