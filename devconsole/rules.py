@@ -129,6 +129,29 @@ class HoldAction:
     on_timeout: str = "forward"
 
 
+def hold_words(hold: HoldAction) -> str:
+    """The action of a rule's hold as a message's ``action`` says it: ``hold 30s then
+    drop``. Viewers read the timeout back (``hold_of_action``) for the countdown a
+    breakpoint's hold has from its Breakpoint."""
+    return f"hold {format_duration(hold.timeout)} then {hold.on_timeout}"
+
+
+_HOLD_WORDS = re.compile(r"hold (\S+) then (forward|drop)")
+
+
+def hold_of_action(action: str) -> HoldAction | None:
+    """The hold in a message's ``action`` (``hold_words``, maybe among other actions
+    joined by "; "), or None (no hold, or an older proxy's bare "hold")."""
+    for part in action.split("; "):
+        m = _HOLD_WORDS.fullmatch(part)
+        if m is not None:
+            try:
+                return HoldAction(parse_duration(m.group(1)), m.group(2))
+            except ShapeError:
+                return None
+    return None
+
+
 @dataclass(slots=True)
 class MessageRule:
     index: int
@@ -396,7 +419,7 @@ def decide(
             d.actions.append(f"close {r.close.code}")
         if r.hold is not None and d.hold is None:
             d.hold = r.hold
-            d.actions.append("hold")
+            d.actions.append(hold_words(r.hold))
         if r.delay is not None:
             lo, hi = r.delay
             t = lo if lo == hi else rng.uniform(lo, hi)

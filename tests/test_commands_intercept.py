@@ -396,3 +396,18 @@ async def test_a_decoded_breakpoint_and_forward_decoded_with_python_socketio(
             assert [m.payload for m in injected] == [b"\x00\x01\x02"]
         finally:
             await client.disconnect()
+
+
+def test_held_json_names_the_rule_that_holds_a_message() -> None:
+    """``devconsole held --json``: a message a rules file's hold holds has breakpoint 0
+    and says which rule; one a breakpoint holds has no ``rule``."""
+    from devconsole.commands.intercept import held_json
+    from devconsole.samples import Traffic
+
+    t = Traffic()
+    t.open("1")
+    by_rule = t.text("1", "client", "buy", held=1, rule="catch buys", action="hold 30s then drop")
+    by_bp = t.text("1", "client", "sell", held=2, breakpoint=3)
+    a, b = held_json(by_rule, by_rule.ts + 2), held_json(by_bp, by_bp.ts)
+    assert (a["breakpoint"], a["rule"], a["held_for"]) == (0, "catch buys", 2.0)
+    assert b["breakpoint"] == 3 and "rule" not in b

@@ -175,6 +175,7 @@ def test_hold_action_is_a_breakpoint() -> None:
     assert p.messages(SERVER) == []
     [held] = p.held()
     assert held.rule == "look" and held.breakpoint == 0
+    assert held.action == "hold 5s then forward"  # what a viewer counts down from
     advance(p, 5.01)  # the rule's timeout: forwarded
     p.deliver()
     assert p.messages(SERVER) == ["inspect me", "next"]

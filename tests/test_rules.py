@@ -19,7 +19,15 @@ from devconsole.model import (
     Opcode,
     Shape,
 )
-from devconsole.rules import HeaderEdit, RulesError, decide, dry_run, load
+from devconsole.rules import (
+    HeaderEdit,
+    HoldAction,
+    RulesError,
+    decide,
+    dry_run,
+    hold_of_action,
+    load,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -262,3 +270,17 @@ def test_dry_run_over_captured_events() -> None:
     ]
     got = [(m.item.seq, m.decision.rule, m.decision.action) for m in dry_run(rs, events)]
     assert got == [(1, "chat only", "delay 1s"), (12, "third", "drop")]
+
+
+def test_a_hold_says_its_timeout_in_the_action_and_viewers_read_it_back() -> None:
+    """The message a rule holds carries ``hold 30s then drop`` in its action: the one
+    place a viewer learns the timeout (rules live on the proxy), for its countdown."""
+    rules = load('[[rule]]\nmatch = "buy"\nhold = { timeout = "1.5m", on_timeout = "drop" }')
+    dec = decide(rules.messages, msg("buy 1"), {}, random.Random(0))
+    assert dec is not None and dec.action == "hold 90s then drop"
+    assert hold_of_action(dec.action) == HoldAction(90.0, "drop")
+    assert hold_of_action("rewrite (3 -> 5 bytes); hold 250ms then forward") == HoldAction(
+        0.25, "forward"
+    )
+    for other in ("hold", "delay 1s", "", "hold 99999h then drop", "hold 5s then maybe"):
+        assert hold_of_action(other) is None, other

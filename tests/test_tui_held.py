@@ -13,6 +13,7 @@ from devconsole.tui.held import (
     deadline_text,
     held_by,
     held_for,
+    hold_spec,
     outcome_words,
 )
 
@@ -83,7 +84,11 @@ def test_a_message_a_rule_held_names_the_rule_not_breakpoint_0() -> None:
     assert outcome_words(m) == "rule catch buys: dropped"
     bp_held = t.text("1", CLIENT, "sell", held=8, breakpoint=2, rule="slow", action="delay 1s")
     assert held_by(bp_held) == "breakpoint 2"  # a breakpoint held it after a rule's delay
-    assert deadline_text(m, None, m.ts + 1) == ""  # a rule's timeout is the proxy's to keep
+    # an older proxy said a bare "hold": the rule's timeout is the proxy's to keep
+    tracker = HeldTracker(Session())
+    assert hold_spec(tracker, m) is None and deadline_text(m, None, m.ts + 1) == ""
+    m = t.text("1", CLIENT, "buy", held=9, rule="catch buys", action="rewrite; hold 30s then drop")
+    assert deadline_text(m, hold_spec(tracker, m), m.ts + 5) == "drops in 25s"
 
 
 def test_a_flood_of_held_messages_is_counted_at_most_twice_a_second() -> None:

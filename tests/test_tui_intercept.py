@@ -357,6 +357,25 @@ async def test_held_times_tick_every_second() -> None:
         assert "    15s " in screen_text(app) and "forwards in 1m45s" in screen_text(app)
 
 
+async def test_a_message_held_by_a_rule_counts_down_to_its_timeout() -> None:
+    """A rules file's ``hold = { timeout = "30s", on_timeout = "drop" }``: the held
+    message has no breakpoint, but the view still says when the proxy will drop it."""
+    from devconsole.samples import T0, Traffic
+
+    t = Traffic()
+    t.open("1", path="/orders")
+    m = t.json("1", CLIENT, {"type": "buy"}, held=1, rule="catch buys", action="hold 30s then drop")
+    _, app = app_with(events=t.events)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("I")
+        await pilot.pause()
+        shown = screen_text(app)
+        waited = INTERCEPT_NOW - m.ts
+        assert T0 < m.ts < INTERCEPT_NOW and "rule catch buys (rules file)" in shown
+        assert f"drops in {int(30 - waited)}s" in shown
+
+
 async def test_keys_in_the_intercept_view() -> None:
     source, app = app_with()
     async with app.run_test(size=SIZE) as pilot:

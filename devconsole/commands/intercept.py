@@ -256,6 +256,8 @@ def held_json(it: Item, now: float) -> dict[str, Any]:
         obj["truncated"] = True
     obj["held_for"] = round(max(0.0, now - it.ts), 3)
     obj["breakpoint"] = it.breakpoint
+    if not it.breakpoint and it.rule:  # held by a rule's hold (docs/rules.md)
+        obj["rule"] = it.rule
     obj["seq"] = it.seq
     if instance:
         obj["instance"] = instance
@@ -270,13 +272,16 @@ async def _held(args: argparse.Namespace) -> int:
         for it in items:
             print(json.dumps(held_json(it, now), ensure_ascii=False))
         return 0
-    from devconsole.decoders import preview
+    from devconsole.decoders import preview, safe_text
 
     for it in items:
+        by = f"bp {it.breakpoint}"
+        if not it.breakpoint and it.rule:
+            by = f"rule {safe_text(it.rule)}"
         print(
             f"{held_ref(it.conn, it.held):>5}  #{it.conn:<4} {arrow(it.side)} "
             f"{opcode_name(it.opcode):<6} "
-            f"{it.size:>7}B {now - it.ts:6.1f}s  bp {it.breakpoint}  {preview(it, 80)}"
+            f"{it.size:>7}B {now - it.ts:6.1f}s  {by}  {preview(it, 80)}"
         )
     return 0
 

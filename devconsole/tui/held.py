@@ -21,6 +21,7 @@ from typing import ClassVar
 
 from devconsole.decoders import safe_text
 from devconsole.model import Breakpoint, Item, Message, Outcome, OutcomeEvent, conn_instance
+from devconsole.rules import hold_of_action
 from devconsole.session import Session
 from devconsole.text import fmt_elapsed
 
@@ -123,6 +124,18 @@ class HeldTracker:
             if bp.id == bp_id and bp.instance == instance:
                 return bp
         return None
+
+
+def hold_spec(tracker: HeldTracker, item: Item) -> Breakpoint | None:
+    """What holds ``item`` and until when: its breakpoint, or for a rule's hold
+    (breakpoint 0) the timeout its action names (``rules.hold_words``), as a Breakpoint
+    that exists nowhere else. None: the breakpoint is gone, or an older proxy's rule."""
+    if item.breakpoint or not item.rule:
+        return tracker.breakpoint(item.breakpoint, item.conn)
+    hold = hold_of_action(item.action)
+    if hold is None:
+        return None
+    return Breakpoint(0, "", item.conn, hold.timeout, hold.on_timeout)
 
 
 def held_for(item: Item, now: float) -> float:

@@ -68,7 +68,14 @@ from devconsole.text import (
 from devconsole.tui.breakpoints import BreakpointDialog
 from devconsole.tui.editor import EditDialog, Edited, parse_json, pretty_json
 from devconsole.tui.fmt import BADGE_STYLES
-from devconsole.tui.held import HeldTracker, deadline_text, held_by, held_for, outcome_words
+from devconsole.tui.held import (
+    HeldTracker,
+    deadline_text,
+    held_by,
+    held_for,
+    hold_spec,
+    outcome_words,
+)
 from devconsole.tui.state import CommandRequested, ViewState
 
 if TYPE_CHECKING:
@@ -160,7 +167,7 @@ class Interceptor:
                 )
                 self.send(cmd, conn_tag(it.conn))
 
-        bp = self.tracker.breakpoint(it.breakpoint, it.conn)
+        bp = hold_spec(self.tracker, it)
         from devconsole.tui.protocol import decoded_form
 
         dialog = EditDialog(
@@ -802,7 +809,7 @@ class HeldList(ScrollView, can_focus=True, inherit_bindings=False):
         t.append("▸ " if _key(item) == self.cursor_held else "  ", "bold")
         t.append(f"{held_ref(item.conn, item.held):>5} ")
         waited = held_for(item, now)
-        bp = self.tracker.breakpoint(item.breakpoint, item.conn)
+        bp = hold_spec(self.tracker, item)
         urgent = bp is not None and bp.timeout - waited <= URGENT
         t.append(f"{fmt_elapsed(waited):>6} ", self._style("held--urgent") if urgent else "")
         t.append(f"{self.conn_label(item.conn):>7} ")
@@ -1140,7 +1147,7 @@ class InterceptScreen(ModalScreen[None]):
                 static.update("")
             return
         now = self.state.wall_clock()
-        bp = self.tracker.breakpoint(item.breakpoint, item.conn)
+        bp = hold_spec(self.tracker, item)
         head = Text(no_wrap=True, overflow="ellipsis")
         head.append(f" held {held_ref(item.conn, item.held)} ", HELD_STYLE)
         head.append(f" seq {item.seq} · ")
