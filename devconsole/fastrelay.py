@@ -284,6 +284,25 @@ class FastConnection:
             self.block(p, _HANDOFF, False)
         for d in detached:
             mitm_compat.release(d)
+        if not self.ended:
+            # mitmproxy lets go of the sockets within a few loop turns of the release
+            self._handoff_timer = asyncio.get_running_loop().call_later(
+                HANDOFF_TIMEOUT, self._drop_mitmproxy
+            )
+
+    def _drop_mitmproxy(self) -> None:
+        """Free mitmproxy's stream objects of the sockets it let go of (an idle
+        connection's memory, docs/performance.md); the others stay until the end."""
+        self._handoff_timer = None
+        if self.ended:
+            return
+        keep = []
+        for d in self._keep:
+            if mitm_compat.done_with(d):
+                mitm_compat.drop(d)
+            else:
+                keep.append(d)
+        self._keep = keep
 
     # ------------------------------------------------------------------ input
 
