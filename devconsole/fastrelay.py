@@ -47,6 +47,7 @@ from devconsole.relay import Output, Relay
 logger = logging.getLogger("devconsole.fastrelay")
 
 HANDOFF_TIMEOUT = 2.0  # seconds mitmproxy gets to let go of a connection
+DROP_AFTER = 2.0  # seconds after the hand-off: mitmproxy's stream objects of it go
 WRITE_HIGH = 256 << 10  # bytes buffered toward a peer before its sender stops being read
 CLOSE_HOLD_LIMIT = 30.0  # at most this long a peer's EOF waits for delayed bytes to go out
 
@@ -287,7 +288,7 @@ class FastConnection:
         if not self.ended:
             # mitmproxy lets go of the sockets within a few loop turns of the release
             self._handoff_timer = asyncio.get_running_loop().call_later(
-                HANDOFF_TIMEOUT, self._drop_mitmproxy
+                DROP_AFTER, self._drop_mitmproxy
             )
 
     def _drop_mitmproxy(self) -> None:
