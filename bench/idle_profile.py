@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import ctypes
 import gc
 import os
 import subprocess
@@ -64,12 +65,12 @@ async def main(args: argparse.Namespace) -> None:
         tune_gc()
         if args.traceback:
             tracemalloc.start(args.traceback)
-        else:
+        elif not args.rss_only:
             tracemalloc.start()
         await asyncio.sleep(0.5)
         gc.collect()
         t0 = types()
-        s0 = tracemalloc.take_snapshot()
+        s0 = tracemalloc.take_snapshot() if not args.rss_only else None
         r0 = rss_kib()
         client = subprocess.Popen(
             [
@@ -96,10 +97,20 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.sleep(1.0)
         n = len(cap._pool.conns)
         gc.collect()
-        s1 = tracemalloc.take_snapshot()
         r1 = rss_kib()
-        t1 = types()
         print(f"connections {n}; RSS {r0:,} -> {r1:,} KiB: {(r1 - r0) / n:.1f} KiB/conn")
+        if args.rss_only:
+            # what the allocators hold but do not use: glibc's free lists given back
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            r2 = rss_kib()
+            print(f"after malloc_trim(0): {r2:,} KiB: {(r2 - r0) / n:.1f} KiB/conn")
+            sys._debugmallocstats()  # to stderr: arenas, bytes in used and free blocks
+            client.terminate()
+            client.wait(10)
+            return
+        s1 = tracemalloc.take_snapshot()
+        t1 = types()
+        assert s0 is not None
         filt = [tracemalloc.Filter(False, tracemalloc.__file__)]
         s0, s1 = s0.filter_traces(filt), s1.filter_traces(filt)
         stats = s1.compare_to(s0, "lineno")
@@ -159,6 +170,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--conns", type=int, default=1000)
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--rss-only", action="store_true", help="no tracemalloc: RSS, pymalloc")
     ap.add_argument("--referrers", default="", help="TYPE,...: who refers to one of them")
     ap.add_argument("--traceback", type=int, default=0, help="frames per traceback (0: lineno)")
     asyncio.run(main(ap.parse_args()))
