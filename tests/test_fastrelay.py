@@ -247,6 +247,7 @@ async def test_wss_through_mitmproxys_tls(
         monkeypatch.setattr(mitm_compat, "tls_pending", lambda ssl_conn: None)
         take_tls = True
     monkeypatch.setattr(fastrelay.Pool, "tls", take_tls)
+    monkeypatch.setattr(fastrelay, "DROP_AFTER", 0.3)
     async with ws_server(ssl=server_ssl(server_cert)) as (_, port):
         proxy_mode = "regular" if mode == "regular" else f"reverse:https://127.0.0.1:{port}"
         async with running_proxy(proxy_mode, short_tmp, sets=["ssl_insecure=true"]) as rp:
@@ -270,6 +271,13 @@ async def test_wss_through_mitmproxys_tls(
                     await wait_until(lambda: mitmproxy_connections(rp) == 0)
                     await ws.send("after the hand-off")
                     assert await ws.recv() == "after the hand-off"
+                    # mitmproxy's stream objects dropped: the TLS sockets stay ours
+                    await wait_until(lambda: s.fast._keep == [])
+                    import gc
+
+                    gc.collect()
+                    await ws.send("after the drop")
+                    assert await ws.recv() == "after the drop"
             await wait_until(lambda: not rp.capture._streams)
             [conn] = rp.session.connections.values()
             assert conn.clean is True
