@@ -262,8 +262,12 @@ def start_devconsole(target: int, confdir: str, tap: str, extra: Sequence[str] =
     return p
 
 
-def start_tapsink(tap: str, session: bool = True) -> Proc:
+def start_tapsink(tap: str, session: bool = True, nice: int = 0) -> Proc:
+    """``nice`` > 0: the tap client at that niceness (``nice`` execs, so the pid is the
+    client's), to tell its CPU on a shared machine from the proxy's work."""
     cmd = [PY, str(BENCH / "_tapsink.py"), tap]
+    if nice:
+        cmd = ["nice", "-n", str(nice), *cmd]
     if not session:
         cmd.append("--no-session")
     p = Proc("tap client", _popen(cmd, stderr=None))

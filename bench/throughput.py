@@ -10,6 +10,9 @@
       capture, no HTTP; the floor of an asyncio proxy on this machine
   (f) devconsole + tap client, fast relay off (``--set devconsole_fast_relay=false``:
       mitmproxy's raw TCP relay all along, the path before issue 18)
+  (h) (d) with the tap client at ``nice -n 19``: the same proxy work, but the viewer's
+      CPU yields to client, server and proxy (how much of (d)-(e) is the viewer's CPU
+      competing for the machine's cores rather than the proxy's own work)
 
 Workloads (text messages, ASCII payload, no compression; see bench/_client.py):
 
@@ -88,6 +91,7 @@ CONFIGS = {
     "e": "devconsole",
     "f": "devconsole+tap slow",
     "g": "bare asyncio relay",
+    "h": "devconsole+tap nice",
 }
 EXTRA = {"f": ["--set", "devconsole_fast_relay=false"]}
 
@@ -151,8 +155,8 @@ def run_config(
             tap = os.path.join(tmp, f"tap-{cfg}.sock")
             proxy = start_devconsole(server.port, confdir, tap, EXTRA.get(cfg, ()))
             port = proxy.port
-            if cfg in ("d", "f"):
-                sink = start_tapsink(tap)
+            if cfg in ("d", "f", "h"):
+                sink = start_tapsink(tap, nice=19 if cfg == "h" else 0)
         time.sleep(0.3)
         for wl in workloads:
             kind, size, opts = WORKLOADS[wl]
@@ -369,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="short runs (1.5 s per workload)")
     ap.add_argument("--seconds", type=float, default=None, help="time limit per run")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--configs", default="abcd", help="subset of abcdefg")
+    ap.add_argument("--configs", default="abcd", help="subset of abcdefgh")
     ap.add_argument(
         "--workloads",
         default=",".join(w for w in WORKLOADS if WORKLOADS[w][0] not in MANY),

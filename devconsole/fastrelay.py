@@ -47,6 +47,7 @@ from devconsole.relay import Output, Relay
 logger = logging.getLogger("devconsole.fastrelay")
 
 HANDOFF_TIMEOUT = 2.0  # seconds mitmproxy gets to let go of a connection
+DROP_AFTER = 2.0  # seconds after the hand-off: mitmproxy's stream objects of it go
 WRITE_HIGH = 256 << 10  # bytes buffered toward a peer before its sender stops being read
 CLOSE_HOLD_LIMIT = 30.0  # at most this long a peer's EOF waits for delayed bytes to go out
 
@@ -284,6 +285,25 @@ class FastConnection:
             self.block(p, _HANDOFF, False)
         for d in detached:
             mitm_compat.release(d)
+        if not self.ended:
+            # mitmproxy lets go of the sockets within a few loop turns of the release
+            self._handoff_timer = asyncio.get_running_loop().call_later(
+                DROP_AFTER, self._drop_mitmproxy
+            )
+
+    def _drop_mitmproxy(self) -> None:
+        """Free mitmproxy's stream objects of the sockets it let go of (an idle
+        connection's memory, docs/performance.md); the others stay until the end."""
+        self._handoff_timer = None
+        if self.ended:
+            return
+        keep = []
+        for d in self._keep:
+            if mitm_compat.done_with(d):
+                mitm_compat.drop(d)
+            else:
+                keep.append(d)
+        self._keep = keep
 
     # ------------------------------------------------------------------ input
 

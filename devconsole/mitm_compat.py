@@ -439,6 +439,44 @@ def forget(d: DetachedSocket) -> None:
             old.connection_lost(None)
 
 
+class _Gone:
+    """The transport of a dropped StreamWriter (``drop``): closing, nothing to write to."""
+
+    def is_closing(self) -> bool:
+        return True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+_GONE = _Gone()
+
+
+def done_with(d: DetachedSocket) -> bool:
+    """mitmproxy has let go of a released socket: it closed its stand-in writer."""
+    return d.stand_in._closing and not d.stand_in.through
+
+
+def drop(d: DetachedSocket) -> None:
+    """Let mitmproxy's stream objects of a socket it is done with (``done_with``) go now,
+    not only once the socket closes: its StreamReaderProtocol (with the finished handler
+    task), StreamReader and StreamWriter, ~2 KiB per socket. The StreamWriter's
+    ``__del__`` closes its transport, which is ours: it is given a stand-in transport
+    first. The transport itself stays with our protocol."""
+    forget(d)
+    d.writer._transport = _GONE  # type: ignore[attr-defined]
+    d.reader = None
+
+
 def release(d: DetachedSocket) -> None:
     """mitmproxy's reader of a detached socket reads EOF: it lets the connection go (the
     stand-in writer then writes nothing any more)."""

@@ -17,6 +17,8 @@ from websockets.exceptions import ConnectionClosed
 from devconsole import fastrelay, mitm_compat
 from devconsole.frames import build_frame
 from devconsole.model import (
+    AbortCommand,
+    CloseCommand,
     ControlFrame,
     EndEvent,
     Event,
@@ -245,6 +247,7 @@ async def test_wss_through_mitmproxys_tls(
         monkeypatch.setattr(mitm_compat, "tls_pending", lambda ssl_conn: None)
         take_tls = True
     monkeypatch.setattr(fastrelay.Pool, "tls", take_tls)
+    monkeypatch.setattr(fastrelay, "DROP_AFTER", 0.3)
     async with ws_server(ssl=server_ssl(server_cert)) as (_, port):
         proxy_mode = "regular" if mode == "regular" else f"reverse:https://127.0.0.1:{port}"
         async with running_proxy(proxy_mode, short_tmp, sets=["ssl_insecure=true"]) as rp:
@@ -268,6 +271,13 @@ async def test_wss_through_mitmproxys_tls(
                     await wait_until(lambda: mitmproxy_connections(rp) == 0)
                     await ws.send("after the hand-off")
                     assert await ws.recv() == "after the hand-off"
+                    # mitmproxy's stream objects dropped: the TLS sockets stay ours
+                    await wait_until(lambda: s.fast._keep == [])
+                    import gc
+
+                    gc.collect()
+                    await ws.send("after the drop")
+                    assert await ws.recv() == "after the drop"
             await wait_until(lambda: not rp.capture._streams)
             [conn] = rp.session.connections.values()
             assert conn.clean is True
@@ -540,3 +550,52 @@ async def test_a_rule_and_network_conditions_on_the_fast_relay(short_tmp: Path) 
 def stream_is_fast(rp: Any, s: Any) -> bool:
     """The stream was relayed by the fast relay to its end (mitmproxy let it go)."""
     return s.fast is not None and mitmproxy_connections(rp) == 0
+
+
+@pytest.mark.parametrize("end", ["client", "close", "abort"])
+async def test_after_mitmproxys_stream_objects_are_dropped(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch, end: str
+) -> None:
+    """Once mitmproxy let go, its StreamReader/Writer/protocol of each socket are freed
+    (an idle connection's memory, issue 18): the connection still relays both ways, and
+    a close, an abort or the client's close still ends it (the sockets were not closed by
+    the dropped StreamWriters)."""
+    monkeypatch.setattr(fastrelay, "DROP_AFTER", 0.05)
+    async with ws_server() as (_, port):
+        async with running_proxy(f"reverse:http://127.0.0.1:{port}", short_tmp) as rp:
+            async with viewer(rp.tap) as v:
+                ws = await connect(f"ws://127.0.0.1:{rp.port}/drop", close_timeout=3)
+                await ws.send("before")
+                assert await ws.recv() == "before"
+                s = stream(rp)
+                await wait_until(lambda: s.fast._keep == [])
+                import gc
+
+                gc.collect()
+                await asyncio.sleep(0.1)  # a StreamWriter's __del__ would have closed them
+                assert s.fast.sockets() == 2
+                for i in range(20):
+                    await ws.send(f"after {i}")
+                    assert await ws.recv() == f"after {i}"
+                if end == "client":
+                    await ws.close()
+                    assert ws.close_code == 1000
+                elif end == "close":
+                    res = await v.client.command(CloseCommand(s.conn, 4001, "bye"))
+                    assert res.ok, res.error
+                    with pytest.raises(ConnectionClosed):
+                        while True:
+                            await asyncio.wait_for(ws.recv(), 5)
+                    assert ws.close_code == 4001
+                else:
+                    res = await v.client.command(AbortCommand(s.conn, rst=True))
+                    assert res.ok, res.error
+                    with pytest.raises(ConnectionClosed):
+                        while True:
+                            await asyncio.wait_for(ws.recv(), 5)
+                    assert ws.close_code == 1006
+                await wait_until(lambda: not rp.capture._streams)
+                [conn] = rp.session.connections.values()
+                assert conn.ts_end is not None
+                payloads = [m.payload for m in rp.session.items() if isinstance(m, Message)]
+                assert payloads.count(b"after 19") == 2
