@@ -447,6 +447,11 @@ class MainScreen(Screen[None]):
                 )
             )
 
+    @property
+    def drawn_version(self) -> int:
+        """The Session version the screen shows."""
+        return self._version
+
     def _due(self) -> bool:
         """Pace the redraws of a busy screen: a change after a quiet tick is drawn at the
         next tick, as before; while changes keep coming, each redraw waits one more tick
