@@ -247,3 +247,87 @@ async def test_end_to_end_through_a_real_proxy_and_tap(short_tmp) -> None:
             assert "[b]hi[/b]\\x1b[31m" in shown
             assert "\x1b" not in shown
             await pilot.press("q")
+
+
+async def wait_asleep(app: DevconsoleApp, pilot, seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if app.asleep:
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("the redraw timer did not go to sleep")
+
+
+async def test_the_redraw_timer_sleeps_when_idle_and_a_message_wakes_it() -> None:
+    t = Traffic()
+    t.open("1")
+    source = live_source(t.take())
+    app = make_app(source, clock=frozen_clock, tz=UTC)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await wait_asleep(app, pilot)
+        redraws = app.main.redraws
+        await pilot.pause(0.3)
+        assert app.asleep and app.main.redraws == redraws  # nothing redrawn while asleep
+        source.push([t.text("1", SERVER, "while idle")])
+        assert not app.asleep  # woken by the batch itself, not by a poll
+        await pilot.pause(0.12)  # the tick that runs at once, and the screen update
+        assert app.main.stream.row_count == 1
+        assert "while idle" in screen_text(app)
+        await wait_asleep(app, pilot)  # and back to sleep once it is quiet again
+
+
+async def test_a_key_wakes_the_redraw_timer() -> None:
+    t = Traffic()
+    t.open("1")
+    app = make_app(live_source(t.take()), clock=frozen_clock, tz=UTC)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await wait_asleep(app, pilot)
+        wakes = app.wakes
+        await pilot.press("space")  # pause: PAUSED shows at the next tick
+        assert app.wakes == wakes + 1
+        await pilot.pause(0.12)
+        assert "PAUSED" in screen_text(app)
+
+
+async def test_rates_fall_to_zero_before_the_timer_sleeps() -> None:
+    """After traffic stops the rates show 0 (within two samples); the timer sleeps only
+    then, and stays awake while a rate is not 0."""
+    now = [100.0]
+    t = Traffic()
+    t.open("1")
+    source = live_source(t.take())
+    app = make_app(source, clock=lambda: now[0], tz=UTC, refresh_hz=1000)  # ticks by hand
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        source.push([t.text("1", SERVER, f"m{i}") for i in range(10)])
+        now[0] += 1.0
+        app.tick()
+        assert app.state.rates.get("1") == 10.0
+        await settle(pilot)
+        assert re.search(r"All connections.* 10/s", screen_text(app))
+        for _ in range(3 * 1000):  # 3 s of ticks without moving the clock: rate stays
+            app.tick()
+        assert not app.asleep
+        now[0] += 1.0
+        app.tick()  # the next sample: no new messages
+        assert app.state.rates.get("1") == 0.0
+        await settle(pilot)
+        assert re.search(r"All connections.* 0/s", screen_text(app))
+        for _ in range(2 * 1000):
+            app.tick()
+        assert app.asleep
+
+
+async def test_proxy_exit_is_shown_while_the_timer_sleeps() -> None:
+    proc = FakeProcess()
+    app = make_app(live_source(), proxy_process=proc, clock=frozen_clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await wait_asleep(app, pilot)
+        proc.code = 3
+        for _ in range(60):  # the idle check runs once a second
+            await pilot.pause(0.05)
+            if "proxy exited (3)" in screen_text(app):
+                break
+        assert "proxy exited (3)" in screen_text(app)

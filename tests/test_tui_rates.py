@@ -44,3 +44,18 @@ def test_frozen_clock_keeps_rates_at_zero() -> None:
     for n in range(5):
         meter.sample(lambda n=n: {"a": n * 1000})
     assert meter.get("a") == 0.0
+
+
+def test_restart_counts_the_next_rate_from_now() -> None:
+    """After the redraw timer slept (nothing moved), the first rate is the traffic of the
+    last second, not diluted over the whole sleep."""
+    clock = FakeClock()
+    meter = RateMeter(clock, interval=1.0)
+    counters = {"a": 0}
+    meter.sample(lambda: counters)
+    clock.now += 60.0  # asleep for a minute
+    meter.restart()
+    counters["a"] = 10
+    clock.now += 1.0
+    assert meter.sample(lambda: counters) is True
+    assert meter.get("a") == 10.0

@@ -80,6 +80,10 @@ CONNECTIONS_MAX_STACKED = 0.25
 # second) while the viewer uses more than its CPU budget (MainScreen.adapt_pacing).
 BUSY_MAX_WAIT = 4
 BUSY_SLOWEST_WAIT = 9
+# The pacing starts again (the next change drawn at once) after this many ticks with
+# nothing new: a quarter second. One quiet tick is not enough: a steady 40 msgs/s has a
+# gap of one tick now and then, and each would restart the pacing at 20 redraws a second.
+QUIET_TICKS = 5
 
 
 class ScanDone(Message):
@@ -284,6 +288,7 @@ class MainScreen(Screen[None]):
         self._recording = state.recording
         self._busy = 0  # redraws since the last quiet tick (the pacing of _due)
         self._wait = 0  # ticks to wait before the next redraw of a change
+        self._quiet = 0  # ticks in a row with nothing new to draw
         self.redraws = 0  # redraws of the stream, connections and status (tests, bench)
         self.max_wait = BUSY_MAX_WAIT  # adapt_pacing moves it
         self._status_version = -1
@@ -398,6 +403,8 @@ class MainScreen(Screen[None]):
         s = self.session
         self._check_live()
         pending = s.version != self._version
+        if pending:
+            self._quiet = 0
         if force or (pending and self._due()):
             self.redraws += 1
             self._version = s.version
@@ -410,8 +417,12 @@ class MainScreen(Screen[None]):
             self._update_placeholder()
             self.intercept.tick()
         else:
-            if not pending:  # a quiet tick: the next change is drawn at once
-                self._busy = self._wait = 0
+            if not pending:  # a quiet tick: after QUIET_TICKS, the next change at once
+                self._quiet += 1
+                if self._wait > 0:
+                    self._wait -= 1
+                if self._quiet >= QUIET_TICKS:
+                    self._busy = self._wait = 0
             if self.state.rates_changed:
                 self.connections.refresh_changed_rows()
         started = self._scan_started
@@ -447,13 +458,18 @@ class MainScreen(Screen[None]):
                 )
             )
 
+    @property
+    def drawn_version(self) -> int:
+        """The Session version the screen shows."""
+        return self._version
+
     def _due(self) -> bool:
-        """Pace the redraws of a busy screen: a change after a quiet tick is drawn at the
-        next tick, as before; while changes keep coming, each redraw waits one more tick
-        than the last, up to ``max_wait`` ticks (20 Hz, then 10, 6.7, 5, 4 Hz): a
-        stream that scrolls repaints every row of its pane, about 30 lines at 160x45,
-        and at 20 Hz that cost a third of a core at 40 messages/s (bench/tui_steady.py).
-        Keys redraw at once (``force``), whatever the pacing."""
+        """Pace the redraws of a busy screen: a change after a quiet quarter second
+        (QUIET_TICKS) is drawn at the next tick; while changes keep coming, each redraw
+        waits one more tick than the last, up to ``max_wait`` ticks (20 Hz, then 10,
+        6.7, 5, 4 Hz): a stream that scrolls repaints every row of its pane, about 30
+        lines at 160x45, and at 20 Hz that cost a third of a core at 40 messages/s
+        (bench/tui_steady.py). Keys redraw at once (``force``), whatever the pacing."""
         if self._wait > 0:
             self._wait -= 1
             return False

@@ -48,3 +48,9 @@ class RateMeter:
 
     def get(self, key: str) -> float:
         return self.rates.get(key, 0.0)
+
+    def restart(self) -> None:
+        """After the redraw timer slept (nothing moved): the next rate counts from now,
+        not from the last sample long ago, so the first figure is not diluted."""
+        if self._last_time is not None:
+            self._last_time = self.clock()
