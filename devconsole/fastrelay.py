@@ -226,6 +226,7 @@ class FastConnection:
         self.last = _time()  # the last read from either peer
         self._crash_logged = False
         self._handoff_timer: asyncio.TimerHandle | None = None
+        self.drop_checked = False  # _drop_mitmproxy ran (tests)
         # rules/shaping: a peer's EOF waits for the bytes still delayed toward the other
         self._pending_to: Callable[[Side], int] = relay.pending_to
         self._fin_wait: dict[_Peer, asyncio.TimerHandle] = {}
@@ -293,8 +294,10 @@ class FastConnection:
 
     def _drop_mitmproxy(self) -> None:
         """Free mitmproxy's stream objects of the sockets it let go of (an idle
-        connection's memory, docs/performance.md); the others stay until the end."""
+        connection's memory, docs/performance.md); the others stay until the end
+        (mitmproxy 12 keeps its writer of one of them open until then)."""
         self._handoff_timer = None
+        self.drop_checked = True
         if self.ended:
             return
         keep = []
