@@ -76,10 +76,11 @@ STACK_BELOW = 160
 CONNECTIONS_MAX = 0.4
 CONNECTIONS_MAX_STACKED = 0.25
 # A busy screen (changes on every tick) waits at most this many ticks between redraws:
-# at the 20 Hz tick, 4 redraws a second (MainScreen._due); up to BUSY_SLOWEST_WAIT (2 a
-# second) while the viewer uses more than its CPU budget (MainScreen.adapt_pacing).
+# at the 20 Hz tick, 4 redraws a second (MainScreen._due); up to BUSY_SLOWEST_WAIT (1 a
+# second, like top) while the viewer uses more than its CPU budget (adapt_pacing): at 2 a
+# second a 160x45 screen at 40 msgs/s still cost 5-6 % of a core (bench/tui_steady.py).
 BUSY_MAX_WAIT = 4
-BUSY_SLOWEST_WAIT = 9
+BUSY_SLOWEST_WAIT = 19
 # The pacing starts again (the next change drawn at once) after this many ticks with
 # nothing new: a quarter second. One quiet tick is not enough: a steady 40 msgs/s has a
 # gap of one tick now and then, and each would restart the pacing at 20 redraws a second.
@@ -479,7 +480,7 @@ class MainScreen(Screen[None]):
 
     def adapt_pacing(self, cpu_share: float, budget: float) -> None:
         """``cpu_share``: the share of a core this process used in the last second. Over
-        ``budget``, a busy screen is redrawn less often (down to 2 a second); under half
+        ``budget``, a busy screen is redrawn less often (down to 1 a second); under half
         of it, more often again (up to 4 a second)."""
         if cpu_share > budget:
             self.max_wait = min(self.max_wait + 1, BUSY_SLOWEST_WAIT)
