@@ -109,3 +109,18 @@ def test_only_textuals_linux_driver_is_replaced() -> None:
     assert driver_class(LinuxDriver) is QuietLinuxDriver
     assert driver_class(HeadlessDriver) is HeadlessDriver
     assert issubclass(driver_class(LinuxDriver), Driver)
+
+
+def test_a_textual_whose_parser_keeps_no_deadline_keeps_its_own_driver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the parser's ``_timeout_time`` the quiet thread could sleep through a lone
+    Esc: then Textual's own (polling) driver is used."""
+    from devconsole.tui import driver
+
+    class OtherParser:
+        def __init__(self, debug: bool = False) -> None:
+            pass
+
+    monkeypatch.setattr(driver, "XTermParser", OtherParser)
+    assert driver_class(LinuxDriver) is LinuxDriver

@@ -101,8 +101,17 @@ if LinuxDriver is not None:
                         pass
 
 
+def _parser_keeps_a_deadline() -> bool:
+    """Textual's key parser says when held-back input times out (``_timeout_time``):
+    without it the quiet thread could sleep through a lone Esc."""
+    try:
+        return hasattr(XTermParser(), "_timeout_time")
+    except Exception:  # another Textual's parser
+        return False
+
+
 def driver_class(default: type[Driver]) -> type[Driver]:
     """The driver for an app whose Textual chose ``default``."""
-    if LinuxDriver is not None and default is LinuxDriver:
+    if LinuxDriver is not None and default is LinuxDriver and _parser_keeps_a_deadline():
         return QuietLinuxDriver
     return default
