@@ -17,7 +17,8 @@ captured everything:
 - a late viewer gets one ``Snapshot`` of every instance (each instance's last snapshot
   plus the events published after it, so counters are right), then the recent history;
 - an instance that stops sending (no heartbeat) is reported ``gone``; one that said
-  goodbye ``stopped``; entries lost between the publisher and this viewer are a
+  goodbye ``stopped``; what either still held gets the outcome "lost" (a gone one's is
+  held again when it is heard from again); entries lost between the publisher and this viewer are a
   ``GapEvent`` naming the instance, and the instance's counters are re-synced from its
   next snapshot.
 
@@ -55,6 +56,7 @@ from devconsole.model import (
     InstanceEvent,
     Item,
     Message,
+    Outcome,
     OutcomeEvent,
     ProtocolErrorEvent,
     RefusedEvent,
@@ -264,6 +266,8 @@ class _Run:
     # prefixed) and the messages it holds now by its own held id (as released)
     breakpoints: list[Breakpoint] = field(default_factory=list)
     held: dict[int, Item] = field(default_factory=dict)
+    lost: dict[int, Item] = field(default_factory=dict)  # held when it went quiet
+    evicted: int = 0  # items its own buffer evicted (its latest snapshot)
 
 
 class InstanceMerger:
@@ -311,6 +315,9 @@ class InstanceMerger:
             old.state = "stopped"
             self._out.append(InstanceEvent(old.display, ts, "stopped", f"restarted as {display}"))
             self._out.extend(self._forget_intercept(old))
+            self._out.extend(self._lose_held(old, ts))
+        elif old is not None:
+            old.lost = {}  # a run gone quiet that never comes back: what it held stays lost
         return r, True
 
     def route_instance(self, display: str) -> tuple[str, str]:
@@ -397,6 +404,7 @@ class InstanceMerger:
             cs.handshake.conn = self._prefix(r.display, cs.handshake.conn)
             conns.append(cs)
         r.skip_upto = max(r.skip_upto, snap.seq)
+        r.evicted = snap.evicted_messages
         r.breakpoints = [self._breakpoint(r, b) for b in snap.breakpoints]
         self._adopt_held(r, snap.held)
         # seq is set on release: the counters include everything released before it. A
@@ -406,7 +414,7 @@ class InstanceMerger:
             0,
             conns,
             self.description,
-            snap.evicted_messages,
+            self._evicted(),
             self.all_breakpoints(),
             self.all_held(),
         )
@@ -446,6 +454,43 @@ class InstanceMerger:
         r.breakpoints = []
         return [BreakpointsEvent(self.all_breakpoints())]
 
+    def _lose_held(self, r: _Run, ts: float, *, may_return: bool = False) -> list[Event]:
+        """What run ``r`` holds when it stops or goes quiet: an outcome "lost" for each (a
+        proxy that shuts down drops what it holds and says so before its goodbye: these
+        are the messages of one that died, or that this viewer cannot hear). With
+        ``may_return`` (gone quiet) they are kept aside: ``_restore_held`` shows them as
+        held again when the run's entries resume (the stream then brings whatever became
+        of them meanwhile)."""
+        held = r.held
+        r.held = {}
+        r.lost = held if may_return else {}
+        return [OutcomeEvent(it.conn, ts, it.seq, hid, Outcome.LOST) for hid, it in held.items()]
+
+    def _restore_held(self, r: _Run) -> None:
+        """Run ``r`` is heard again: what it held when it went quiet is held again (a
+        Snapshot with no connections replaces a Session's held messages and breakpoints,
+        and touches no counter)."""
+        lost = r.lost
+        r.lost = {}
+        for hid, it in lost.items():
+            if hid not in r.held:
+                it.outcome = ""  # the Session's buffered row shows it on hold again
+                r.held[hid] = it
+        self._out.append(
+            Snapshot(
+                self.seq,
+                [],
+                self.description,
+                self._evicted(),
+                self.all_breakpoints(),
+                self.all_held(),
+            )
+        )
+
+    def _evicted(self) -> int:
+        """Items the instances' own buffers evicted (as their latest snapshots said)."""
+        return sum(r.evicted for r in self.runs.values())
+
     # ---------------------------------------------------------------- live entries
 
     def feed(self, entry: Entry, now: float) -> None:
@@ -457,6 +502,8 @@ class InstanceMerger:
         if r.state != "up" and entry.kind != KIND_BYE:
             r.state = "up"
             self._out.append(InstanceEvent(r.display, entry.ts, "up", "heartbeat again"))
+            if r.lost:
+                self._restore_held(r)
         elif new:
             self._out.append(InstanceEvent(r.display, entry.ts, "up", "first seen"))
         kind = entry.kind
@@ -554,6 +601,7 @@ class InstanceMerger:
                         f"no heartbeat for {fmt_duration(now - r.last_seen)}",
                     )
                 )
+                out.extend(self._lose_held(r, r.watermark, may_return=True))
         active = [r for r in self.runs.values() if r.state == "up"]
         while True:
             best: _Run | None = None
@@ -587,6 +635,7 @@ class InstanceMerger:
                     out.append(conv)
                     if isinstance(conv, InstanceEvent) and conv.state == "stopped":
                         out.extend(self._forget_intercept(best))
+                        out.extend(self._lose_held(best, conv.ts))
             if not released:
                 break
         return out
@@ -659,17 +708,17 @@ class InstanceMerger:
                 ev for ev in backlog if not isinstance(ev, Message | ControlFrame) or ev.seq >= cut
             ]
         conns: list[ConnSnapshot] = []
-        evicted = 0
         for key, sess in scratch.items():
             r = self.runs[key]
             for c in sess.connections.values():
                 cs = c.snapshot()
                 cs.handshake = dataclasses.replace(cs.handshake, conn=self._prefix(r.display, c.id))
                 conns.append(cs)
-            evicted += sess.upstream_evicted
+            r.evicted = sess.upstream_evicted
             r.breakpoints = [self._breakpoint(r, b) for b in sess.breakpoints]
             self._adopt_held(r, sess.held.values())
         head: list[Event] = []
+        lost: list[Event] = []
         for key, r in self.runs.items():
             le = last.get(key)
             lrec = recs.get(key)
@@ -696,13 +745,23 @@ class InstanceMerger:
                 r.last_seen = now - (0.0 if age == math.inf else age)
             ts = le.ts if le is not None else (lrec.ts if lrec is not None else 0.0)
             head.append(InstanceEvent(r.display, ts, r.state, detail))
+            if r.state != "up":
+                # what it held is lost (kept aside while it may come back): the backlog
+                # shows those messages, these outcomes after it say what became of them
+                lost.extend(self._lose_held(r, ts, may_return=r.state == "gone"))
             r.started = r.started or lrec is not None
             if lrec is not None and le is None:
                 r.expected = max(r.expected, lrec.count)
         snap = Snapshot(
-            self.seq, conns, self.description, evicted, self.all_breakpoints(), self.all_held()
-        )
-        return [snap, *head] + [ev for ev in backlog if not isinstance(ev, InstanceEvent)]
+            self.seq, conns, self.description, self._evicted(), self.all_breakpoints(),
+            self.all_held(),
+        )  # fmt: skip
+        return [
+            snap,
+            *head,
+            *[ev for ev in backlog if not isinstance(ev, InstanceEvent)],
+            *lost,
+        ]
 
     def _scratch(self, rec: SnapshotRecord | None) -> Session:
         sess = Session(max_items=16, max_bytes=1 << 30, max_connections=1 << 30)

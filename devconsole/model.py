@@ -496,6 +496,9 @@ class Outcome(enum.StrEnum):
     DROPPED = "dropped"
     TIMEOUT_FORWARDED = "timeout-forwarded"
     TIMEOUT_DROPPED = "timeout-dropped"
+    # said by a merged view over Redis, never by a proxy: the instance holding it died or
+    # went quiet (docs/scale.md); shown as held again if that instance comes back with it
+    LOST = "lost"
 
 
 @dataclass(slots=True)

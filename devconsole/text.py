@@ -209,6 +209,7 @@ HELD_MARKS: dict[str, str] = {
     "dropped": "DROP",
     "timeout-forwarded": "T/O",
     "timeout-dropped": "DROP",
+    "lost": "LOST",
 }
 
 

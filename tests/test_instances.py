@@ -323,3 +323,69 @@ def test_late_viewer_gets_every_instances_breakpoints_and_held_messages() -> Non
     assert sorted(s.held) == ["a/2", "b/1"]  # type: ignore[type-var]
     assert [(b.ref, b.filter) for b in s.breakpoints] == [("a/1", "x"), ("b/1", "y")]
     assert s.connections["a/1"].dropped == 1
+
+
+def test_an_instance_that_dies_takes_its_held_messages_with_it() -> None:
+    """SIGKILLed (no goodbye, restarted as a new run): what it held is "lost", not listed
+    as held for ever; the other instance's held message stays."""
+    m = InstanceMerger(hold=0)
+    s = Session()
+    m.feed(entry("a", 0, 1.0, [HandshakeEvent(make_handshake("1")), held(1, "1", 1.0, 7)]), 0.0)
+    m.feed(entry("b", 0, 1.0, [held(1, "1", 1.0, 7)]), 0.0)
+    s.apply_all(m.release(0.0))
+    assert sorted(s.held) == ["a/7", "b/7"]  # type: ignore[type-var]
+    m.feed(entry("a", 0, 2.0, data={}, kind=KIND_HEARTBEAT, run="r2"), 0.5)
+    out = m.release(0.5)
+    lost = [(e.conn, e.held, e.outcome) for e in out if isinstance(e, OutcomeEvent)]
+    assert lost == [("a/1", 7, Outcome.LOST)]
+    s.apply_all(out)
+    assert list(s.held) == ["b/7"]
+    assert {it.conn: it.outcome for it in s.buffer} == {"a/1": Outcome.LOST, "b/1": ""}
+    # a goodbye with something still held (its shutdown could not drop it): lost too
+    m.feed(entry("b", 1, 3.0, kind=KIND_BYE), 1.0)
+    s.apply_all(m.release(1.0))
+    assert s.held == {}
+
+
+def test_held_messages_of_a_quiet_instance_are_lost_then_held_again() -> None:
+    m = InstanceMerger(hold=0, gone_after=3.0)
+    s = Session()
+    m.feed(
+        entry("a", 0, 1.0, [
+            HandshakeEvent(make_handshake("1")), held(1, "1", 1.0, 1), held(2, "1", 1.1, 2),
+        ]),
+        0.0,
+    )  # fmt: skip
+    m.feed(entry("b", 0, 1.0, [held(1, "1", 1.0, 1)]), 0.0)
+    s.apply_all(m.release(0.0))
+    m.feed(entry("b", 1, 4.0, data={}, kind=KIND_HEARTBEAT), 3.2)
+    out = m.release(3.5)  # a: nothing for 3.5 s
+    assert [(e.name, e.state) for e in out if isinstance(e, InstanceEvent)] == [("a", "gone")]
+    s.apply_all(out)
+    assert list(s.held) == ["b/1"]
+    assert [it.outcome for it in s.buffer if it.conn == "a/1"] == [Outcome.LOST] * 2
+    counted = (s.total_messages, s.connections["a/1"].msgs_out)
+    # a is heard again; its entries from the quiet time say it forwarded message 1
+    m.feed(entry("a", 3, 5.0, [OutcomeEvent("1", 4.0, 1, 1, Outcome.FORWARDED)]), 6.0)
+    s.apply_all(m.release(6.0))
+    assert sorted(s.held) == ["a/2", "b/1"]  # type: ignore[type-var]
+    assert [it.outcome for it in s.buffer if it.conn == "a/1"] == [Outcome.FORWARDED, ""]
+    assert (s.total_messages, s.connections["a/1"].msgs_out) == counted
+
+
+def test_late_viewer_does_not_list_what_a_gone_instance_held() -> None:
+    entries = [
+        entry("a", 0, 1.0, [HandshakeEvent(make_handshake("1")), held(1, "1", 1.0, 3)],
+              eid="1000-0"),
+        entry("b", 0, 1.0, [HandshakeEvent(make_handshake("1")), held(1, "1", 1.0, 3)],
+              eid="9000-0"),
+    ]  # fmt: skip
+    m = InstanceMerger(hold=0)
+    s = Session()
+    s.apply_all(m.load([], entries, now=10.0, redis_now_ms=9500))
+    assert {n: e.state for n, e in s.instances.items()} == {"a": "gone", "b": "up"}
+    assert list(s.held) == ["b/3"]
+    assert {it.conn: it.outcome for it in s.buffer} == {"a/1": Outcome.LOST, "b/1": ""}
+    m.feed(entry("a", 2, 12.0, data={}, kind=KIND_HEARTBEAT), 11.0)
+    s.apply_all(m.release(11.0))
+    assert sorted(s.held) == ["a/3", "b/3"]  # type: ignore[type-var]

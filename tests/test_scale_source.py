@@ -277,3 +277,51 @@ async def test_breakpoints_held_forward_and_drop_through_redis(
         assert code == 0, err
         assert out.strip() == "1 held message(s) forwarded"
         assert await asyncio.wait_for(wb.recv(), 10) == "hold b again"
+
+
+async def test_what_a_killed_proxy_held_is_lost_not_listed(short_tmp: Path, redis_server) -> None:
+    """A proxy SIGKILLed while it holds a message: a live viewer marks that message lost
+    once the instance is gone, and `held` no longer lists it; the other one's stays."""
+    url = redis_server.url
+    tap = ("--tap", url)
+    args = ("--publish", url, "--accept-commands")
+    async with ws_server() as (_, up):
+        mode = f"reverse:http://127.0.0.1:{up}"
+        with (
+            proxy_process(short_tmp / "a", "--mode", mode, *args, "--name", "app-a") as a,
+            proxy_process(short_tmp / "b", "--mode", mode, *args, "--name", "app-b") as b,
+        ):
+            src = RedisSource(url)
+            session = Session()
+            task = asyncio.ensure_future(src.run(session.apply_all))
+            try:
+                async with (
+                    connect(f"ws://127.0.0.1:{a.port}/a", ping_interval=None) as wa,
+                    connect(f"ws://127.0.0.1:{b.port}/b", ping_interval=None) as wb,
+                ):
+                    code, out, err = await cli("break", "add", 'from:client "hold"', *tap)
+                    assert code == 0, err
+                    await wa.send("hold a")
+                    await wb.send("hold b")
+                    await wait_until(lambda: len(session.held) == 2, timeout=15)
+                    b.proc.kill()  # no goodbye: its held message dies with it
+                    b.proc.wait()
+                    await wait_until(
+                        lambda: (
+                            session.instances.get("app-b") is not None
+                            and session.instances["app-b"].state == "gone"
+                        ),
+                        timeout=15,
+                    )
+                    assert list(session.held) == ["app-a/1"]
+                    (lost,) = [it for it in session.buffer if it.conn == "app-b/1"]
+                    assert lost.outcome == "lost"
+                    code, out, err = await cli("held", "--json", *tap)
+                    assert code == 0, err
+                    assert [json.loads(x)["id"] for x in out.splitlines()] == ["app-a/1"]
+                    code, out, err = await cli("forward", "--all", *tap)
+                    assert code == 0, err
+                    assert await asyncio.wait_for(wa.recv(), 10) == "hold a"
+            finally:
+                await src.close()
+                task.cancel()

@@ -130,6 +130,7 @@ def test_held_markers_and_elapsed_times() -> None:
         ("dropped", "DROP"),
         ("timeout-forwarded", "T/O"),
         ("timeout-dropped", "DROP"),
+        ("lost", "LOST"),  # its instance died (a merged view over Redis)
     ):
         m.outcome = outcome
         assert markers(m) == [mark]

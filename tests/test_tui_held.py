@@ -4,7 +4,7 @@ held message."""
 
 from __future__ import annotations
 
-from devconsole.model import CLIENT, Breakpoint, Opcode, Outcome, OutcomeEvent
+from devconsole.model import CLIENT, Breakpoint, Opcode, Outcome, OutcomeEvent, Snapshot
 from devconsole.samples import INTERCEPT_NOW, Traffic, intercept_traffic
 from devconsole.session import Session
 from devconsole.tui.held import (
@@ -43,6 +43,22 @@ def test_outcomes_name_the_rows_to_render_again() -> None:
     s.apply(OutcomeEvent("2", INTERCEPT_NOW, 11, 5, Outcome.TIMEOUT_FORWARDED))
     assert tracker.take_changed() == [8, 11]
     assert tracker.take_changed() == []
+
+
+def test_messages_held_again_after_lost_name_their_rows_and_words() -> None:
+    """A merged view's instance heard from again: the Snapshot that holds its messages
+    again re-renders their rows, which said "lost with its instance" meanwhile."""
+    s = session()
+    tracker = HeldTracker.of(s)
+    tracker.take_changed()
+    (it,) = [x for x in s.held.values() if x.held == 3]
+    s.apply(OutcomeEvent("1", INTERCEPT_NOW, it.seq, 3, Outcome.LOST))
+    assert outcome_words(it).endswith("lost with its instance")
+    assert tracker.take_changed() == [it.seq] and tracker.count() == 2
+    it.outcome = ""
+    s.apply(Snapshot(s.last_seq, [], "", 0, list(s.breakpoints), [*s.held.values(), it]))
+    assert sorted(tracker.take_changed()) == sorted(x.seq for x in s.held.values())
+    assert tracker.count() == 3
 
 
 def test_nothing_held_costs_nothing() -> None:

@@ -20,7 +20,15 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from devconsole.decoders import safe_text
-from devconsole.model import Breakpoint, Item, Message, Outcome, OutcomeEvent, conn_instance
+from devconsole.model import (
+    Breakpoint,
+    Item,
+    Message,
+    Outcome,
+    OutcomeEvent,
+    Snapshot,
+    conn_instance,
+)
 from devconsole.rules import hold_of_action
 from devconsole.session import Session
 from devconsole.text import fmt_elapsed
@@ -38,6 +46,7 @@ OUTCOME_WORDS: dict[str, str] = {
     Outcome.DROPPED: "dropped",
     Outcome.TIMEOUT_FORWARDED: "timed out, forwarded",
     Outcome.TIMEOUT_DROPPED: "timed out, dropped",
+    Outcome.LOST: "lost with its instance",
 }
 
 
@@ -71,6 +80,11 @@ class HeldTracker:
         if ev.__class__ is OutcomeEvent:
             assert isinstance(ev, OutcomeEvent)
             self._changed.append(ev.seq)
+        elif ev.__class__ is Snapshot:
+            # held again (a merged view's instance heard from after it went quiet): the
+            # row that said "lost" says "held" again
+            assert isinstance(ev, Snapshot)
+            self._changed.extend(it.seq for it in ev.held)
 
     def take_changed(self) -> list[int]:
         """Seqs whose buffered item got its outcome since the last call."""
