@@ -9,6 +9,7 @@ from devconsole.scale.config import (
     RedisConfigError,
     is_redis_url,
     parse_redis_url,
+    redis_error_text,
 )
 
 
@@ -47,3 +48,23 @@ def test_password_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_urls_are_one_clear_error(url: str) -> None:
     with pytest.raises(RedisConfigError):
         parse_redis_url(url)
+
+
+def test_redis_errors_say_what_to_do() -> None:
+    from redis.exceptions import AuthenticationError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    tls = RedisConnectionError(
+        "Error 1 connecting. [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"
+    )
+    assert redis_error_text(tls).endswith(
+        "(trust its CA with ?ssl_ca_certs=PATH in the URL, or skip the check with"
+        " ?ssl_cert_reqs=none)"
+    )
+    auth = redis_error_text(AuthenticationError("invalid username-password pair"))
+    assert auth.startswith("AuthenticationError: invalid username-password pair (")
+    assert PASSWORD_ENV in auth
+    assert redis_error_text(RedisConnectionError("Connection refused")) == (
+        "ConnectionError: Connection refused"
+    )
+    assert redis_error_text(TimeoutError()) == "TimeoutError"

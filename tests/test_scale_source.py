@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -18,7 +19,7 @@ from devconsole.scale.source import RedisSource
 from devconsole.session import Session
 from devconsole.tap import collect
 from tests.conftest import wait_until, ws_server
-from tests.scale_helpers import cli, proxy_process
+from tests.scale_helpers import cli, need_redis_server, proxy_process
 
 
 @contextlib.asynccontextmanager
@@ -325,3 +326,51 @@ async def test_what_a_killed_proxy_held_is_lost_not_listed(short_tmp: Path, redi
             finally:
                 await src.close()
                 task.cancel()
+
+
+async def test_a_tls_redis_with_a_password(
+    short_tmp: Path, server_cert, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rediss://` with redis-py's CA option and a password in the URL: the proxy
+    publishes, a viewer reads, and neither shows the password. Without the CA the viewer
+    fails in one line naming the certificate."""
+    need_redis_server()
+    with RedisServer(tls=server_cert, password="s3cret-pw") as rs:
+        url = rs.url.replace("rediss://", "rediss://:s3cret-pw@")
+        assert url.startswith("rediss://:s3cret-pw@127.0.0.1:")
+        async with ws_server() as (_, up):
+            mode = f"reverse:http://127.0.0.1:{up}"
+            with proxy_process(short_tmp, "--mode", mode, "--publish", url, "--name", "tls") as p:
+                async with connect(f"ws://127.0.0.1:{p.port}/t") as ws:
+                    for i in range(3):
+                        await ws.send(f"over tls {i}")
+                        await ws.recv()
+                lines: list[dict] = []
+                for _ in range(50):
+                    code, out, err = await cli("tail", "--json", "--tap", url, "--limit", "6")
+                    assert code == 0, err
+                    lines = [json.loads(x) for x in out.splitlines()]
+                    if sum(1 for x in lines if x["event"] == "message") == 6:
+                        break
+                    await asyncio.sleep(0.2)
+                texts = [x["text"] for x in lines if x["event"] == "message"]
+                assert texts == [f"over tls {i}" for i in range(3) for _ in "ab"]
+                code, out, err = await cli("conns", "--tap", url)
+                assert code == 0, err
+                assert "tls/1" in out and "s3cret-pw" not in out + err
+                # the same server, not trusted: a clear error, no traceback
+                bare = url.split("?", 1)[0]
+                code, out, err = await cli("conns", "--tap", bare)
+                assert code == 1
+                assert "CERTIFICATE_VERIFY_FAILED" in err and "Traceback" not in err
+                assert "?ssl_ca_certs=PATH" in err  # what to do about it
+                assert "s3cret-pw" not in err
+                # the wrong password: said so, and where a password goes
+                wrong = url.replace("s3cret-pw", "nope")
+                code, out, err = await cli("conns", "--tap", wrong)
+                assert code == 1 and "Traceback" not in err
+                assert "AuthenticationError" in err and "DEVCONSOLE_REDIS_PASSWORD" in err
+                # the password from the environment instead of the URL
+                monkeypatch.setenv("DEVCONSOLE_REDIS_PASSWORD", "s3cret-pw")
+                s = await collect(rs.url, until=lambda s: "tls/1" in s.connections)
+                assert s.connections["tls/1"].msgs_in == 3

@@ -98,6 +98,22 @@ def parse_redis_url(url: str) -> RedisTarget:
     )
 
 
+def redis_error_text(e: BaseException) -> str:
+    """A Redis connection error in one line, with what to do for the usual two: a server
+    certificate that is not trusted, a password missing or wrong."""
+    text = str(e).strip()
+    out = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    low = text.lower()
+    if "certificate verify failed" in low:
+        out += (
+            " (trust its CA with ?ssl_ca_certs=PATH in the URL, or skip the check with"
+            " ?ssl_cert_reqs=none)"
+        )
+    elif type(e).__name__ == "AuthenticationError" or "noauth" in low:
+        out += f" (give the password in the URL, redis://:PASSWORD@HOST, or in {PASSWORD_ENV})"
+    return out
+
+
 def check_stream_name(name: str) -> str:
     if not name or len(name) > 200 or any(ord(c) < 0x21 or c == "\x7f" for c in name):
         raise RedisConfigError(f"bad stream name {name!r}: no spaces or control characters")

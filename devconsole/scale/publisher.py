@@ -51,7 +51,7 @@ from devconsole.model import (
     Message,
     Snapshot,
 )
-from devconsole.scale.config import RedisTarget, keys
+from devconsole.scale.config import RedisTarget, keys, redis_error_text
 
 logger = logging.getLogger("devconsole.scale.publisher")
 
@@ -231,7 +231,7 @@ class RedisPublisher:
     def _disconnected(self, e: BaseException) -> None:
         was = self.connected
         self.connected = False
-        self.last_error = f"{type(e).__name__}: {e}"
+        self.last_error = redis_error_text(e)
         if was or self._outage_since is None:
             self.outages += 1
             self._outage_since = time.monotonic()

@@ -3,6 +3,8 @@
 No persistence, no protected-mode surprises, bound to 127.0.0.1 only, its files in a
 temporary directory that is removed on ``stop()``. ``restart()`` keeps the port (a Redis
 that went away and came back, with its data lost, as after a crash without persistence).
+With ``tls`` (a certificate and its key, PEM) it speaks TLS only (``rediss://``, the
+certificate as the CA to trust); with ``password`` it asks for it (``requirepass``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -36,17 +39,30 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        binary: str | None = None,
+        *,
+        tls: tuple[Path, Path] | None = None,
+        password: str | None = None,
+    ) -> None:
         exe = binary or find_redis_server()
         if exe is None:
             raise RedisServerError(INSTALL_HINT)
         self.binary = exe
         self.port = port or free_port()
+        self.tls = tls
+        self.password = password
         self.dir = Path(tempfile.mkdtemp(prefix="devconsole-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        """Its address (without the password: pass that as DEVCONSOLE_REDIS_PASSWORD or
+        in the URL)."""
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[0]}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10) -> RedisServer:
@@ -61,6 +77,13 @@ class RedisServer:
             "--protected-mode", "yes",
             "--daemonize", "no",
         ]  # fmt: skip
+        if self.tls is not None:
+            cert, key = (str(p) for p in self.tls)
+            args[1:3] = ["--port", "0", "--tls-port", str(self.port)]
+            args += ["--tls-cert-file", cert, "--tls-key-file", key]
+            args += ["--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]
+        if self.password is not None:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(
             args,
             stdout=log,
@@ -81,10 +104,14 @@ class RedisServer:
 
     def _answers(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                s = raw
+                if self.tls is not None:
+                    ctx = ssl.create_default_context(cafile=str(self.tls[0]))
+                    s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
                 s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
+                return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
+        except (OSError, ssl.SSLError):
             return False
 
     def kill(self) -> None:

@@ -49,7 +49,13 @@ from devconsole.model import (
     ForwardCommand,
     RemoveBreakpointCommand,
 )
-from devconsole.scale.config import DEFAULT_STREAM, RedisConfigError, keys, parse_redis_url
+from devconsole.scale.config import (
+    DEFAULT_STREAM,
+    RedisConfigError,
+    keys,
+    parse_redis_url,
+    redis_error_text,
+)
 from devconsole.scale.publisher import BACKOFF_FIRST, BACKOFF_MAX
 from devconsole.source import EventsCallback, SourceError
 
@@ -103,7 +109,9 @@ class RedisSource:
         except Exception as e:
             with contextlib.suppress(Exception):
                 await client.aclose()
-            raise SourceError(f"cannot reach {self.target.display}: {_why(e)}") from None
+            raise SourceError(
+                f"cannot reach {self.target.display}: {redis_error_text(e)}"
+            ) from None
         self._client = client
         self.connected = True
 
@@ -139,7 +147,9 @@ class RedisSource:
                         break
                     if self.connected:
                         logger.warning(
-                            "redis %s unreachable (%s); retrying", self.target.display, _why(e)
+                            "redis %s unreachable (%s); retrying",
+                            self.target.display,
+                            redis_error_text(e),
                         )
                     self.connected = False
                     await self._sleep(backoff * random.uniform(0.8, 1.2))
@@ -233,7 +243,7 @@ class RedisSource:
                 if items >= self.merger.backlog_limit and not need:
                     break
         except Exception as e:
-            raise SourceError(f"cannot read {self.description}: {_why(e)}") from None
+            raise SourceError(f"cannot read {self.description}: {redis_error_text(e)}") from None
         entries.reverse()
         events = self.merger.load(records, entries, time.monotonic(), redis_now_ms)
         on_events(events)
@@ -321,7 +331,7 @@ class RedisSource:
         try:
             channels = await self._client.pubsub_channels(pattern)
         except Exception as e:
-            raise SourceError(f"{self.description}: {_why(e)}") from None
+            raise SourceError(f"{self.description}: {redis_error_text(e)}") from None
         names = {_str(c)[len(prefix) :] for c in channels or ()}
         return sorted(n for n in names if valid_instance_name(n) is None)
 
@@ -361,7 +371,7 @@ class RedisSource:
         except SourceError:
             raise
         except Exception as e:
-            raise SourceError(f"{self.description}: {_why(e)}") from None
+            raise SourceError(f"{self.description}: {redis_error_text(e)}") from None
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
@@ -376,11 +386,6 @@ def _unrouted_ref(cmd: Command) -> str:
     if isinstance(cmd, RemoveBreakpointCommand | EnableBreakpointCommand) and cmd.breakpoint:
         return "breakpoint"
     return ""
-
-
-def _why(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 __all__ = ["Event", "RedisSource"]
