@@ -26,6 +26,7 @@ from devconsole.decoders import safe_text
 from devconsole.filters import FilterError
 from devconsole.model import BreakpointCommand, Connection
 from devconsole.text import conn_tag
+from devconsole.tui.fmt import steady_cursors
 
 DEFAULT_TIMEOUT = 120.0
 
@@ -211,6 +212,7 @@ class BreakpointDialog(ModalScreen[BreakpointCommand | None]):
     def on_mount(self) -> None:
         dialog = self.query_one("#breakpoint-dialog")
         dialog.border_title = "New breakpoint"
+        steady_cursors(self)
         dialog.border_subtitle = "enter add · tab field · esc cancel"
         self.query_one("#breakpoint-filter", Input).focus()
         self.validate()

@@ -44,6 +44,7 @@ from devconsole.decoders.views import hexdump
 from devconsole.model import CLIENT, SERVER, Connection, Item, Message, Opcode
 from devconsole.text import arrow, conn_tag, fmt_bytes, fmt_elapsed, opcode_name
 from devconsole.tui.faults import parse_hex
+from devconsole.tui.fmt import steady_cursors
 from devconsole.tui.held import held_by
 
 if TYPE_CHECKING:
@@ -472,6 +473,7 @@ class EditDialog(ModalScreen[Edited | None]):
         dialog.border_title = "Resend" if self.resend else "Edit held message"
         dialog.border_subtitle = "^s send · ^o mode · esc cancel"
         self.query_one("#editor-preview-scroll").border_title = "will send"
+        steady_cursors(self)
         self.query_one("#editor-text", TextArea).focus()
         self._show_target()
         self._show_note()

@@ -43,6 +43,7 @@ from devconsole.model import (
     valid_close_code,
 )
 from devconsole.text import conn_tag
+from devconsole.tui.fmt import steady_cursors
 from devconsole.tui.protocol import decoded_placeholder
 
 Target = Literal["client", "server", "both"]
@@ -345,6 +346,7 @@ class FaultMenu(ModalScreen[Command | None]):
     def on_mount(self) -> None:
         dialog = self.query_one("#fault-dialog")
         dialog.border_title = "Fault"
+        steady_cursors(self)
         dialog.border_subtitle = "key or ↑↓ enter · esc cancel"
         if self.blocked is None:
             self.query_one("#fault-options", OptionList).focus()
@@ -548,6 +550,7 @@ class InjectDialog(ModalScreen[InjectCommand | list[InjectCommand] | None]):
     def on_mount(self) -> None:
         dialog = self.query_one("#inject-dialog")
         dialog.border_title = "Inject"
+        steady_cursors(self)
         dialog.border_subtitle = "enter send · ^t target · ^o kind · tab field · esc cancel"
         if self.blocked is None:
             self.query_one("#inject-payload", Input).focus()

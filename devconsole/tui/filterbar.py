@@ -19,6 +19,7 @@ from textual.widgets import Input, Label, Static
 
 from devconsole.decoders import safe_text
 from devconsole.filters import FilterError
+from devconsole.tui.fmt import steady_cursors
 
 PLACEHOLDER = "word  /regex/  from:client  type:ping,pong  size>1k  json:type=ping  a or b  -term"
 
@@ -94,7 +95,7 @@ class FilterBar(Vertical):
         return self.query_one("#filter-input", Input)
 
     def on_mount(self) -> None:
-        self.input.cursor_blink = False  # steady screenshots, less flicker over SSH
+        steady_cursors(self)
         self.show_active("")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -6,6 +6,9 @@ What the text says (bytes, times, durations, opcode names, arrows) is
 
 from __future__ import annotations
 
+from textual.dom import DOMNode
+from textual.widgets import Input, TextArea
+
 # (state -> style) colours of the connection state badges. Styles are Rich style strings
 # so they can be used in Text.append().
 STATE_STYLES: dict[str, str] = {
@@ -27,3 +30,12 @@ BADGE_STYLES: dict[str, str] = {
     "CLOSE": "bold red",
     "CONT": "bold",
 }
+
+
+def steady_cursors(root: DOMNode) -> None:
+    """The text cursors under ``root`` do not blink: a blinking cursor redraws its screen
+    twice a second (CPU, flicker over SSH) and makes screenshots depend on the moment."""
+    for i in root.query(Input):
+        i.cursor_blink = False
+    for t in root.query(TextArea):
+        t.cursor_blink = False

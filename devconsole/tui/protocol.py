@@ -40,6 +40,7 @@ from devconsole.model import (
 )
 from devconsole.text import conn_tag, fmt_duration
 from devconsole.tui.decoding import LiveAnalysis, is_backplane_conn
+from devconsole.tui.fmt import steady_cursors
 
 AUTO = "auto"  # the menu's "automatic" entry (the tracker's override None)
 
@@ -230,6 +231,7 @@ class ProtocolMenu(ModalScreen[str | None]):
     def on_mount(self) -> None:
         dialog = self.query_one("#protocol-dialog")
         dialog.border_title = "Decode as"
+        steady_cursors(self)
         dialog.border_subtitle = "↑↓ enter choose · / type a name · esc cancel"
         options = self.query_one("#protocol-options", OptionList)
         override = self.live.tracker.override_of(self.conn.id)
