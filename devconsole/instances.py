@@ -18,9 +18,9 @@ captured everything:
   plus the events published after it, so counters are right), then the recent history;
 - an instance that stops sending (no heartbeat) is reported ``gone``; one that said
   goodbye ``stopped``; what either still held gets the outcome "lost" (a gone one's is
-  held again when it is heard from again); entries lost between the publisher and this viewer are a
-  ``GapEvent`` naming the instance, and the instance's counters are re-synced from its
-  next snapshot.
+  held again when it is heard from again); entries lost between the publisher and this
+  viewer are a ``GapEvent`` naming the instance, and the instance's counters are
+  re-synced from its next snapshot.
 
 A stream entry has two fields: ``i`` (the instance name) and ``m``, a msgpack array
 ``[FORMAT, run, kind, count, ts, data]``: ``run`` identifies one process of that
