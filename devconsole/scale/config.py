@@ -101,6 +101,8 @@ def parse_redis_url(url: str) -> RedisTarget:
 def redis_error_text(e: BaseException) -> str:
     """A Redis connection error in one line, with what to do for the usual two: a server
     certificate that is not trusted, a password missing or wrong."""
+    from redis.exceptions import AuthenticationError
+
     text = str(e).strip()
     out = f"{type(e).__name__}: {text}" if text else type(e).__name__
     low = text.lower()
@@ -109,7 +111,7 @@ def redis_error_text(e: BaseException) -> str:
             " (trust its CA with ?ssl_ca_certs=PATH in the URL, or skip the check with"
             " ?ssl_cert_reqs=none)"
         )
-    elif type(e).__name__ == "AuthenticationError" or "noauth" in low:
+    elif isinstance(e, AuthenticationError) or "noauth" in low:
         out += f" (give the password in the URL, redis://:PASSWORD@HOST, or in {PASSWORD_ENV})"
     return out
 

@@ -67,9 +67,18 @@ class RedisServer:
 
     def start(self, timeout: float = 10) -> RedisServer:
         log = open(self.dir / "redis.log", "ab")  # noqa: SIM115
+        if self.tls is None:
+            listen = ["--port", str(self.port)]
+        else:  # TLS only: no plain-text port
+            cert, key = (str(p) for p in self.tls)
+            listen = [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", cert, "--tls-key-file", key,
+                "--tls-ca-cert-file", cert, "--tls-auth-clients", "no",
+            ]  # fmt: skip
         args = [
             self.binary,
-            "--port", str(self.port),
+            *listen,
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "no",
@@ -77,11 +86,6 @@ class RedisServer:
             "--protected-mode", "yes",
             "--daemonize", "no",
         ]  # fmt: skip
-        if self.tls is not None:
-            cert, key = (str(p) for p in self.tls)
-            args[1:3] = ["--port", "0", "--tls-port", str(self.port)]
-            args += ["--tls-cert-file", cert, "--tls-key-file", key]
-            args += ["--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]
         if self.password is not None:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(

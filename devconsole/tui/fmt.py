@@ -1,4 +1,5 @@
-"""Styling of the TUI: the Rich style strings of connection states and opcode badges.
+"""Styling of the TUI: the Rich style strings of connection states and opcode badges,
+and text cursors that do not blink (``steady_cursors``).
 
 What the text says (bytes, times, durations, opcode names, arrows) is
 ``devconsole.text``; styles here never contain payload.
