@@ -12,11 +12,14 @@ from pathlib import Path
 
 from devconsole.model import (
     CLIENT,
+    Breakpoint,
     BreakpointCommand,
+    BreakpointsEvent,
     DropCommand,
     EnableBreakpointCommand,
     ForwardCommand,
     InjectCommand,
+    InstanceEvent,
     Opcode,
     Outcome,
     OutcomeEvent,
@@ -319,6 +322,36 @@ async def test_e_on_binary_edits_hex_and_keeps_the_type() -> None:
 
 
 # --------------------------------------------------------------------------- the view
+
+
+async def test_breakpoints_of_an_instance_gone_quiet_say_so() -> None:
+    """A merged view over Redis: the breakpoints of an instance that is not heard from
+    hold nothing now (what it held is lost), and the list says whose they are; back
+    up, the mark goes."""
+    bps = [Breakpoint(1, "x", instance="app-a"), Breakpoint(1, "y", instance="app-b")]
+    ups = [InstanceEvent("app-a", INTERCEPT_NOW, "up"), InstanceEvent("app-b", INTERCEPT_NOW, "up")]
+    source, app = app_with([*ups, BreakpointsEvent(bps)])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("I")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, InterceptScreen)
+
+        async def shown_after(events: list) -> str:
+            version = app.session.version
+            source.push(events)
+            assert app.session.version > version  # the view's 4 Hz refresh will see it
+            screen.refresh_data()  # now, not when that timer next fires
+            await pilot.pause()
+            return screen_text(app)
+
+        assert "gone" not in screen_text(app)
+        gone = InstanceEvent("app-b", INTERCEPT_NOW, "gone", "no heartbeat for 4s")
+        rows = [line for line in (await shown_after([gone])).splitlines() if " on " in line]
+        assert ["app-b gone" in row for row in rows] == [False, True]
+        up = InstanceEvent("app-b", INTERCEPT_NOW, "up", "heartbeat again")
+        assert "app-b gone" not in await shown_after([up])
 
 
 async def test_the_intercept_view_lists_breakpoints_and_held_oldest_first() -> None:

@@ -882,8 +882,9 @@ def _key(it: Item) -> int | str:
     return held_key(it.conn, it.held)
 
 
-def breakpoint_text(bp: Breakpoint, holding: int = 0) -> Text:
-    """One breakpoint: its state, filter and settings (the filter escaped)."""
+def breakpoint_text(bp: Breakpoint, holding: int = 0, gone: bool = False) -> Text:
+    """One breakpoint: its state, filter and settings (the filter escaped); ``gone``: its
+    instance (a merged view over Redis) is not heard from, so it holds nothing now."""
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append(f"{bp.ref:>3} ", "bold")
     if bp.enabled:
@@ -898,6 +899,8 @@ def breakpoint_text(bp: Breakpoint, holding: int = 0) -> Text:
         details.append("control frames too")
     if holding:
         details.append(f"holding {holding}")
+    if gone:
+        t.append(f"  {bp.instance} gone", "bold yellow")
     t.append("  " + " · ".join(details), "dim")
     return t
 
@@ -1121,7 +1124,16 @@ class InterceptScreen(ModalScreen[None]):
         for it in self.tracker.ordered():
             ref = held_ref(it.conn, it.breakpoint)
             holding[ref] = holding.get(ref, 0) + 1
-        key = tuple((bp.ref, bp.enabled, f"{bp.filter}|{holding.get(bp.ref, 0)}") for bp in bps)
+        instances = self.tracker.session.instances
+        gone = {
+            bp.ref
+            for bp in bps
+            if bp.instance in instances and instances[bp.instance].state != "up"
+        }
+        key = tuple(
+            (bp.ref, bp.enabled, f"{bp.filter}|{holding.get(bp.ref, 0)}|{bp.ref in gone}")
+            for bp in bps
+        )
         if key == self._bps:
             return
         self._bps = key
@@ -1133,7 +1145,8 @@ class InterceptScreen(ModalScreen[None]):
             lst.highlighted = None
             return
         lst.add_options(
-            Option(breakpoint_text(bp, holding.get(bp.ref, 0)), f"bp:{bp.ref}") for bp in bps
+            Option(breakpoint_text(bp, holding.get(bp.ref, 0), bp.ref in gone), f"bp:{bp.ref}")
+            for bp in bps
         )
         ids = [f"bp:{bp.ref}" for bp in bps]
         lst.highlighted = ids.index(highlighted) if highlighted in ids else 0
