@@ -54,6 +54,16 @@ def app_with(events=None, **kw):
     return source, app
 
 
+async def open_intercept(pilot) -> InterceptScreen:
+    """Let the app settle, open the intercept view (I) and return it."""
+    await settle(pilot)
+    await pilot.press("I")
+    await pilot.pause()
+    screen = pilot.app.screen
+    assert isinstance(screen, InterceptScreen)
+    return screen
+
+
 async def until_sent(pilot, n: int = 1) -> None:
     """Until the app has the result of its n-th command."""
     for _ in range(100):
@@ -332,11 +342,7 @@ async def test_breakpoints_of_an_instance_gone_quiet_say_so() -> None:
     ups = [InstanceEvent("app-a", INTERCEPT_NOW, "up"), InstanceEvent("app-b", INTERCEPT_NOW, "up")]
     source, app = app_with([*ups, BreakpointsEvent(bps)])
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("I")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, InterceptScreen)
+        screen = await open_intercept(pilot)
 
         async def shown_after(events: list) -> str:
             version = app.session.version
@@ -357,11 +363,7 @@ async def test_breakpoints_of_an_instance_gone_quiet_say_so() -> None:
 async def test_the_intercept_view_lists_breakpoints_and_held_oldest_first() -> None:
     _, app = app_with()
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("I")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, InterceptScreen)
+        screen = await open_intercept(pilot)
         assert [it.held for it in screen.held_list.items] == [3, 4, 5]
         shown = screen_text(app)
         assert "Breakpoints (3, 2 on)" in shown
@@ -380,9 +382,7 @@ async def test_held_times_tick_every_second() -> None:
     source = live_source(events, command_error=None)
     app = make_app(source, clock=frozen_clock, tz=UTC, wall_clock=lambda: now[0])
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("I")
-        await pilot.pause()
+        await open_intercept(pilot)
         assert "    13s " in screen_text(app)
         now[0] += 2.0
         app.screen.refresh_data()
@@ -400,9 +400,7 @@ async def test_a_message_held_by_a_rule_counts_down_to_its_timeout() -> None:
     m = t.json("1", CLIENT, {"type": "buy"}, held=1, rule="catch buys", action="hold 30s then drop")
     _, app = app_with(events=t.events)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("I")
-        await pilot.pause()
+        await open_intercept(pilot)
         shown = screen_text(app)
         waited = INTERCEPT_NOW - m.ts
         assert T0 < m.ts < INTERCEPT_NOW and "rule catch buys (rules file)" in shown
@@ -412,9 +410,7 @@ async def test_a_message_held_by_a_rule_counts_down_to_its_timeout() -> None:
 async def test_keys_in_the_intercept_view() -> None:
     source, app = app_with()
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("I")
-        await pilot.pause()
+        await open_intercept(pilot)
         await pilot.press("down", "f")  # the second: held 4
         await until_sent(pilot)
         assert source.commands == [ForwardCommand(4)]
@@ -578,9 +574,7 @@ def _view_app():
 
 def test_snapshot_intercept_view_80x24(snap_compare) -> None:
     async def run_before(pilot) -> None:
-        await settle(pilot)
-        await pilot.press("I")
-        await pilot.pause()
+        await open_intercept(pilot)
 
     assert snap_compare(_view_app(), terminal_size=(80, 24), run_before=run_before)
 
@@ -938,11 +932,7 @@ async def test_intercept_on_a_redis_source_reaches_the_right_instance(
                 await wb.send('{"order": "b2"}')
                 await _held_in_app(app, 1, 15)
                 assert list(app.session.held) == ["app-b/2"]
-                await settle(pilot)
-                await pilot.press("I")
-                await pilot.pause()
-                screen = app.screen
-                assert isinstance(screen, InterceptScreen)
+                await open_intercept(pilot)
                 assert "app-b/2" in screen_text(app)
                 await pilot.press("d")
                 await wait_until(lambda: not app.session.held, 15)
